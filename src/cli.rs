@@ -1,0 +1,96 @@
+//! The command line: parse arguments, dispatch, map outcomes to exit codes. Logic lives in the modules.
+
+use crate::exit::{self, Error};
+use crate::plan::{self, Plan, PlanError};
+use crate::spec::{self, LoadedSpec, SpecError};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "servelab", version, about = "Declarative experiments for vLLM servers: what each --max-model-len commits, and how much concurrency a GPU serves before latency blows up.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SpecArgs {
+    /// The experiment spec (YAML).
+    pub spec: PathBuf,
+    /// Override a spec value, e.g. `--set engine.model=/models/qwen` (the value is YAML). Repeatable.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check a spec: parse, render every point, report the first problem with file:line:column.
+    Validate(SpecArgs),
+    /// Print the run matrix: server groups, points, server starts and an estimated wall time.
+    Plan {
+        #[command(flatten)]
+        args: SpecArgs,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON schema of experiment specs.
+    Schema,
+}
+
+/// Loads a spec and plans it, pointing planner errors at their place in the spec.
+pub fn load_and_plan(args: &SpecArgs) -> Result<(LoadedSpec, Plan), SpecError> {
+    let loaded = spec::load_file(&args.spec, &args.set)?;
+    let plan = plan::build(&loaded.spec).map_err(|e| locate(&loaded, e))?;
+    Ok((loaded, plan))
+}
+
+fn locate(loaded: &LoadedSpec, e: PlanError) -> SpecError {
+    if e.at_key {
+        loaded.source.error_at_key(&e.path, e.message, e.fix)
+    } else {
+        loaded.source.error_at(&e.path, e.message, e.fix)
+    }
+}
+
+fn run(cli: Cli) -> Result<i32, Error> {
+    match cli.command {
+        Command::Validate(args) => {
+            let (_, plan) = load_and_plan(&args)?;
+            println!(
+                "ok: {}: {} grid points, {} runs, {} server starts",
+                args.spec.display(),
+                plan.grid_points,
+                plan.runs(),
+                plan.server_starts()
+            );
+        }
+        Command::Plan { args, json } => {
+            let (_, plan) = load_and_plan(&args)?;
+            if json {
+                let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::Internal(e.to_string()))?;
+                println!("{text}");
+            } else {
+                print!("{}", plan::table::render(&plan));
+            }
+        }
+        Command::Schema => print!("{}", spec::schema::schema_json()),
+    }
+    Ok(exit::OK)
+}
+
+/// Entry point: returns the process exit code. A panic is a bug and exits with the internal-error code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            e.code()
+        }
+        Err(_) => {
+            eprintln!("error: servelab panicked; this is a bug, please report it with the spec that caused it");
+            exit::INTERNAL
+        }
+    }
+}

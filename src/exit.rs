@@ -1,0 +1,33 @@
+//! Exit codes (DESIGN §3), one per kind of outcome so scripts and CI can tell them apart.
+
+use crate::spec::SpecError;
+
+/// 0: every point ok.
+pub const OK: i32 = 0;
+/// 2: the spec or the command line is invalid; nothing ran.
+pub const INVALID: i32 = 2;
+/// 3: the run finished but some point failed, or the engine could not start.
+pub const POINT_FAILED: i32 = 3;
+/// 4: a bug in servelab (an internal error or a panic).
+pub const INTERNAL: i32 = 4;
+/// 130: interrupted (Ctrl-C).
+pub const INTERRUPTED: i32 = 130;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Spec(#[from] SpecError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("internal error (a bug in servelab, please report it): {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn code(&self) -> i32 {
+        match self {
+            Error::Spec(_) | Error::Usage(_) => INVALID,
+            Error::Internal(_) => INTERNAL,
+        }
+    }
+}

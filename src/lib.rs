@@ -1,0 +1,7 @@
+//! servelab: declarative experiments for vLLM servers.
+//!
+//! The flow (DESIGN §4): `spec` (parse, locate, validate) → `plan` (pure expansion and grouping) → `cli`.
+pub mod cli;
+pub mod exit;
+pub mod plan;
+pub mod spec;

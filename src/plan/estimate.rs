@@ -1,0 +1,48 @@
+//! A rough wall-time estimate, before anything runs: server starts and stops, plus requests in batches of
+//! the concurrency. Per-engine defaults come from measured startups (vLLM on an H200: 70–120 s to ready);
+//! a spec's `estimate:` overrides them (e.g. ~30 s for vLLM on CPU with --enforce-eager).
+
+use super::{ServerGroup, WallEstimate};
+use crate::spec::{EngineKind, Spec};
+
+/// (startup, stop, per request) seconds for an engine kind.
+pub fn defaults(kind: EngineKind) -> (f64, f64, f64) {
+    match kind {
+        EngineKind::Vllm => (90.0, 5.0, 0.5),
+        EngineKind::Command => (30.0, 5.0, 0.5),
+        EngineKind::External => (0.0, 0.0, 0.5),
+    }
+}
+
+pub fn wall_time(spec: &Spec, groups: &[ServerGroup]) -> WallEstimate {
+    let (d_start, d_stop, d_req) = defaults(spec.engine.kind);
+    let o = &spec.estimate;
+    let startup_s = o.startup.map_or(d_start, |d| d.0.as_secs_f64());
+    let stop_s = o.stop.map_or(d_stop, |d| d.0.as_secs_f64());
+    let per_request_s = o.per_request.map_or(d_req, |d| d.0.as_secs_f64());
+    let from_spec = o.startup.is_some() || o.stop.is_some() || o.per_request.is_some();
+    let mut total_s = 0.0;
+    for group in groups {
+        if group.server.kind != EngineKind::External {
+            total_s += startup_s + stop_s;
+        }
+        for point in &group.points {
+            if let Some(c) = &point.client {
+                let batches = (c.warmup + c.requests).div_ceil(c.concurrency.max(1));
+                total_s += f64::from(batches) * per_request_s;
+            }
+        }
+    }
+    WallEstimate { startup_s, stop_s, per_request_s, from_spec, total_s }
+}
+
+/// `1h 02m 03s`, `6m 20s`, `45s`.
+pub fn human(secs: f64) -> String {
+    let s = secs.round().max(0.0) as u64;
+    let (h, m, s) = (s / 3600, s % 3600 / 60, s % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s:02}s"),
+        _ => format!("{h}h {m:02}m {s:02}s"),
+    }
+}

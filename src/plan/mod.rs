@@ -1,0 +1,153 @@
+//! The planner: a pure function from a spec to the run matrix. No processes, no clock.
+//!
+//! Expansion is the Cartesian product of the grid (first axis slowest). Every template under `engine` is
+//! rendered per point; points whose rendered server configuration hashes the same share one server group,
+//! so each configuration starts once. Groups keep the order of their first point; within a group, repeats
+//! are interleaved (all client points of repeat 0, then repeat 1, ...) so slow drift spreads over levels.
+
+pub mod check;
+pub mod estimate;
+pub mod model;
+pub mod render;
+pub mod server;
+pub mod table;
+
+pub use model::*;
+
+use crate::spec::{Load, Scalar, Seg, Spec};
+use indexmap::IndexMap;
+use render::Renderer;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+
+/// Runs (grid points × repeats) above this are surely a mistake in the grid.
+pub const MAX_RUNS: u64 = 10_000;
+
+/// Names the planner defines for templates besides the grid axes.
+pub const BUILTIN_VARS: [&str; 3] = ["model", "host", "port"];
+
+/// A problem found while planning, pointed at a spec path; the caller turns it into a located error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanError {
+    pub path: Vec<Seg>,
+    /// Point at the key rather than its value (misnamed keys and axes).
+    pub at_key: bool,
+    pub message: String,
+    pub fix: String,
+}
+
+impl PlanError {
+    pub fn at(path: Vec<Seg>, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        PlanError { path, at_key: false, message: message.into(), fix: fix.into() }
+    }
+}
+
+pub fn key(parts: &[&str]) -> Vec<Seg> {
+    parts.iter().map(|p| Seg::Key((*p).to_owned())).collect()
+}
+
+/// A stable content hash: the first 12 hex digits of SHA-256 over canonical JSON.
+pub fn content_hash<T: serde::Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Expands a spec into its plan.
+pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
+    check::spec_level(spec)?;
+    let renderer = Renderer::default();
+    let engine_vars = check::template_vars(spec, &renderer)?;
+    let (server_vars, client_vars): (Vec<String>, Vec<String>) =
+        spec.grid.keys().cloned().partition(|axis| engine_vars.contains(axis));
+    let repeats = spec.repeats as u32;
+    let mut groups: Vec<ServerGroup> = Vec::new();
+    let mut grid_points = 0;
+    for vars in cartesian(&spec.grid) {
+        grid_points += 1;
+        let server = server::render(spec, &vars, &renderer)?;
+        let server_id = content_hash(&server::identity(&server));
+        let client = match &spec.load {
+            Some(load) => Some(render_client(load, &vars, &server, &renderer)?),
+            None => None,
+        };
+        let group = match groups.iter_mut().position(|g| g.id == server_id) {
+            Some(i) => &mut groups[i],
+            None => {
+                let scoped = pick(&vars, &server_vars);
+                groups.push(ServerGroup { id: server_id.clone(), vars: scoped, server, points: Vec::new() });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        let client_vars_here = pick(&vars, &client_vars);
+        for repeat in 0..repeats {
+            let id = content_hash(&(&server_id, &client_vars_here, &client, repeat));
+            group.points.push(Point { id, vars: vars.clone(), repeat, client: client.clone() });
+        }
+    }
+    for group in &mut groups {
+        group.points.sort_by_key(|p| p.repeat); // stable: keeps grid order within a repeat
+    }
+    let estimate = estimate::wall_time(spec, &groups);
+    Ok(Plan { name: spec.name.clone(), server_vars, client_vars, grid_points, repeats, groups, estimate })
+}
+
+fn pick(vars: &IndexMap<String, Scalar>, names: &[String]) -> IndexMap<String, Scalar> {
+    vars.iter().filter(|(k, _)| names.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The Cartesian product of the axes, first axis slowest. An empty grid is one point with no variables.
+pub fn cartesian(grid: &IndexMap<String, Vec<Scalar>>) -> Vec<IndexMap<String, Scalar>> {
+    let mut points = vec![IndexMap::new()];
+    for (axis, values) in grid {
+        points = points
+            .into_iter()
+            .flat_map(|point| {
+                values.iter().map(move |v| {
+                    let mut next = point.clone();
+                    next.insert(axis.clone(), v.clone());
+                    next
+                })
+            })
+            .collect();
+    }
+    points
+}
+
+/// Renders the load section at one point and checks it against the server's max-model-len.
+fn render_client(
+    load: &Load,
+    vars: &IndexMap<String, Scalar>,
+    server: &ServerConfig,
+    renderer: &Renderer,
+) -> Result<ClientConfig, PlanError> {
+    let ctx = server::context(vars, server);
+    let int = |name: &str, v: &crate::spec::IntOrTemplate, min: i64| check::render_int(renderer, &ctx, vars, &["load", name], v, min);
+    let concurrency = int("concurrency", &load.concurrency, 1)?;
+    let requests_asked = int("requests", &load.requests, 1)?;
+    let max_tokens = int("max_tokens", &load.max_tokens, 1)?;
+    let prompt_tokens = int("prompt_tokens", &load.prompt_tokens, 1)?;
+    let warmup = int("warmup", &load.warmup, 0)?;
+    let ignore_eos = check::render_bool(renderer, &ctx, vars, &["load", "ignore_eos"], &load.ignore_eos)?;
+    let stream = check::render_bool(renderer, &ctx, vars, &["load", "stream"], &load.stream)?;
+    if let Some(limit) = server.max_model_len {
+        check::fits_context(prompt_tokens, max_tokens, limit, vars)?;
+    }
+    let requests = if load.exact_requests { requests_asked } else { requests_asked.max(concurrency.saturating_mul(4)) };
+    Ok(ClientConfig {
+        concurrency,
+        requests,
+        requests_asked,
+        exact_requests: load.exact_requests,
+        max_tokens,
+        prompt_tokens,
+        ignore_eos,
+        stream,
+        warmup,
+    })
+}
+
+/// All variable names a template may use: the grid axes and the builtins.
+pub fn defined_vars(spec: &Spec) -> BTreeSet<String> {
+    spec.grid.keys().cloned().chain(BUILTIN_VARS.iter().map(|s| (*s).to_owned())).collect()
+}

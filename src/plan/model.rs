@@ -1,0 +1,102 @@
+//! What the planner produces: server groups, each started once, holding the points run against it.
+
+use crate::spec::{EngineKind, Scalar};
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub name: String,
+    /// Grid axes used by the engine section: a new value means a new server.
+    pub server_vars: Vec<String>,
+    /// The other axes: varied against one running server.
+    pub client_vars: Vec<String>,
+    /// Points of the grid (its Cartesian product), before repeats.
+    pub grid_points: usize,
+    pub repeats: u32,
+    pub groups: Vec<ServerGroup>,
+    pub estimate: WallEstimate,
+}
+
+impl Plan {
+    pub fn server_starts(&self) -> usize {
+        self.groups.iter().filter(|g| g.server.kind != EngineKind::External).count()
+    }
+    pub fn runs(&self) -> usize {
+        self.groups.iter().map(|g| g.points.len()).sum()
+    }
+    pub fn points(&self) -> impl Iterator<Item = (&ServerGroup, &Point)> {
+        self.groups.iter().flat_map(|g| g.points.iter().map(move |p| (g, p)))
+    }
+}
+
+/// One distinct server configuration, started once.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServerGroup {
+    /// Content hash of the final argv and env (12 hex digits).
+    pub id: String,
+    /// Values of the server-scoped variables.
+    pub vars: IndexMap<String, Scalar>,
+    pub server: ServerConfig,
+    pub points: Vec<Point>,
+}
+
+/// A server configuration, fully rendered.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServerConfig {
+    pub kind: EngineKind,
+    /// The command line (empty for `external`).
+    pub argv: Vec<String>,
+    /// Environment added to servelab's own.
+    pub env: IndexMap<String, String>,
+    /// Where clients connect, e.g. `http://127.0.0.1:8000`.
+    pub base_url: String,
+    /// Polled until it answers 200.
+    pub ready_url: String,
+    pub port: u16,
+    /// The model as given in the spec (path or name).
+    pub model: Option<String>,
+    /// The name requests must use (`--served-model-name`, else the model).
+    pub served_model_name: Option<String>,
+    /// The rendered `max-model-len` arg, when given.
+    pub max_model_len: Option<u64>,
+    pub ready_timeout_s: f64,
+    pub stop_timeout_s: f64,
+}
+
+/// One measurement: a client configuration against a server, for one repeat.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Point {
+    /// Content hash of (server config, client config, repeat index) (12 hex digits).
+    pub id: String,
+    /// Values of every grid variable at this point.
+    pub vars: IndexMap<String, Scalar>,
+    pub repeat: u32,
+    /// The load, or none when the point only measures the server at ready.
+    pub client: Option<ClientConfig>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ClientConfig {
+    pub concurrency: u32,
+    /// Requests measured in this repeat (after the max(requests, 4 × concurrency) rule).
+    pub requests: u32,
+    /// `load.requests` as written.
+    pub requests_asked: u32,
+    pub exact_requests: bool,
+    pub max_tokens: u32,
+    pub prompt_tokens: u32,
+    pub ignore_eos: bool,
+    pub stream: bool,
+    pub warmup: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WallEstimate {
+    pub startup_s: f64,
+    pub stop_s: f64,
+    pub per_request_s: f64,
+    /// Whether each figure came from the spec's `estimate:` (else the engine kind's default).
+    pub from_spec: bool,
+    pub total_s: f64,
+}

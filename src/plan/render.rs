@@ -1,0 +1,105 @@
+//! minijinja templates in spec values. A value that is exactly one `{{ expression }}` keeps its type (so
+//! `"{{ max_model_len }}"` is a number and `"{{ none }}"` drops a flag); anything else renders to a string.
+//! The environment has no loader and no access to files or the process environment: a template sees only
+//! the variables the planner passes (the grid point and `model`, `host`, `port`).
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+use std::collections::BTreeSet;
+
+/// Bounds the work one template may do, so a spec cannot hang the planner (`range(10**9)` loops).
+const FUEL: u64 = 50_000;
+
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
+        Renderer { env }
+    }
+}
+
+/// Whether `text` contains template syntax at all; plain strings are used as they are.
+pub fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%") || text.contains("{#")
+}
+
+/// The inner expression when `text` is exactly one `{{ ... }}` block.
+fn single_expression(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") || inner.contains("{#") {
+        return None;
+    }
+    Some(inner.trim())
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    let mut msg = e.to_string();
+    // minijinja appends "(in <string>:1)"; the spec location is reported by the caller instead.
+    if let Some(at) = msg.find(" (in <") {
+        msg.truncate(at);
+    }
+    msg
+}
+
+impl Renderer {
+    /// The variables a template reads (top-level names only). Err on a syntax error.
+    pub fn variables(&self, text: &str) -> Result<BTreeSet<String>, String> {
+        if !is_template(text) {
+            return Ok(BTreeSet::new());
+        }
+        let vars = match single_expression(text) {
+            Some(expr) => self.env.compile_expression(expr).map_err(|e| describe(&e))?.undeclared_variables(false),
+            None => self.env.template_from_str(text).map_err(|e| describe(&e))?.undeclared_variables(false),
+        };
+        Ok(vars.into_iter().collect())
+    }
+
+    /// Renders `text` against `ctx`. Plain strings come back as string values unchanged.
+    pub fn render(&self, text: &str, ctx: &Value) -> Result<Value, String> {
+        if !is_template(text) {
+            return Ok(Value::from(text));
+        }
+        match single_expression(text) {
+            Some(expr) => self.env.compile_expression(expr).and_then(|e| e.eval(ctx)).map_err(|e| describe(&e)),
+            None => self.env.render_str(text, ctx).map(Value::from).map_err(|e| describe(&e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_expression_keeps_its_type() {
+        let r = Renderer::default();
+        let ctx = minijinja::context! { n => 512, flag => true };
+        assert_eq!(r.render("{{ n }}", &ctx).unwrap().as_i64(), Some(512));
+        assert_eq!(r.render("{{ n * 2 }}", &ctx).unwrap().as_i64(), Some(1024));
+        assert!(r.render("{{ flag }}", &ctx).unwrap().is_true());
+        assert_eq!(r.render("len-{{ n }}", &ctx).unwrap().as_str(), Some("len-512"));
+        assert_eq!(r.render("plain", &ctx).unwrap().as_str(), Some("plain"));
+    }
+
+    #[test]
+    fn undefined_variables_are_errors_and_are_listed() {
+        let r = Renderer::default();
+        assert!(r.render("{{ missing }}", &minijinja::context! {}).is_err());
+        let vars = r.variables("a-{{ x }}-{{ y.z }}").unwrap();
+        assert_eq!(vars.into_iter().collect::<Vec<_>>(), vec!["x", "y"]);
+        assert!(r.variables("{{ unclosed").is_err());
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let r = Renderer::default();
+        let err = r.render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", &minijinja::context! {});
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! Renders the engine section at one grid point into a server configuration: argv, env, URLs.
+
+use super::check::{at_point, render_int};
+use super::render::Renderer;
+use super::{PlanError, ServerConfig, key};
+use crate::spec::{ArgValue, EngineKind, Scalar, Seg, Spec};
+use indexmap::IndexMap;
+use minijinja::Value;
+use minijinja::value::ValueKind;
+
+/// The default command of a `vllm` engine.
+pub const VLLM_COMMAND: [&str; 3] = ["vllm", "serve", "{{ model }}"];
+
+/// Template context: the grid point plus `host`, `port` and `model` as far as they are known.
+fn ctx_of(vars: &IndexMap<String, Scalar>, extra: &[(&str, Value)]) -> Value {
+    let mut map: IndexMap<String, Value> = vars.iter().map(|(k, v)| (k.clone(), Value::from_serialize(v))).collect();
+    for (k, v) in extra {
+        map.insert((*k).to_owned(), v.clone());
+    }
+    Value::from_serialize(&map)
+}
+
+/// The context the load section is rendered in.
+pub fn context(vars: &IndexMap<String, Scalar>, server: &ServerConfig) -> Value {
+    let model = server.model.clone().map(Value::from).unwrap_or(Value::from(()));
+    let host = server.base_url.split("://").nth(1).unwrap_or("").rsplit_once(':').map(|(h, _)| h).unwrap_or("");
+    ctx_of(vars, &[("host", Value::from(host)), ("port", Value::from(server.port)), ("model", model)])
+}
+
+/// What makes two server configurations the same server (timeouts do not).
+pub fn identity(server: &ServerConfig) -> serde_json::Value {
+    let env: std::collections::BTreeMap<&String, &String> = server.env.iter().collect();
+    serde_json::json!({ "kind": server.kind, "argv": server.argv, "env": env, "base_url": server.base_url, "ready_url": server.ready_url })
+}
+
+fn render_string(renderer: &Renderer, ctx: &Value, vars: &IndexMap<String, Scalar>, path: Vec<Seg>, text: &str) -> Result<String, PlanError> {
+    let v = renderer
+        .render(text, ctx)
+        .map_err(|msg| PlanError::at(path, format!("template `{text}` failed{}: {msg}", at_point(vars)), "fix the template; `servelab schema` lists what each key accepts"))?;
+    Ok(value_text(&v))
+}
+
+fn value_text(v: &Value) -> String {
+    v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())
+}
+
+pub fn render(spec: &Spec, vars: &IndexMap<String, Scalar>, renderer: &Renderer) -> Result<ServerConfig, PlanError> {
+    let e = &spec.engine;
+    let ctx0 = ctx_of(vars, &[]);
+    let host = render_string(renderer, &ctx0, vars, key(&["engine", "host"]), &e.host)?;
+    let port = render_int(renderer, &ctx0, vars, &["engine", "port"], &e.port, 1)?;
+    let port = u16::try_from(port).map_err(|_| PlanError::at(key(&["engine", "port"]), format!("port {port} is above 65535"), "use a port from 1 to 65535"))?;
+    let ctx1 = ctx_of(vars, &[("host", Value::from(host.clone())), ("port", Value::from(port))]);
+    let model = match &e.model {
+        Some(m) => Some(render_string(renderer, &ctx1, vars, key(&["engine", "model"]), m)?),
+        None => None,
+    };
+    let ctx = ctx_of(vars, &[("host", Value::from(host.clone())), ("port", Value::from(port)), ("model", model.clone().map(Value::from).unwrap_or(Value::from(())))]);
+    let mut argv = render_command(spec, renderer, &ctx, vars)?;
+    let args = render_args(&e.args, renderer, &ctx, vars)?;
+    let max_model_len = max_model_len(&args, vars)?;
+    let served_model_name = arg_value(&args, &["served-model-name", "served_model_name"]).or(model.clone());
+    argv.extend(args_to_argv(&args));
+    if e.kind == EngineKind::Vllm {
+        // vLLM must listen where servelab connects; add the address unless the spec set it.
+        if arg_value(&args, &["host"]).is_none() {
+            argv.extend(["--host".to_owned(), host.clone()]);
+        }
+        if arg_value(&args, &["port"]).is_none() {
+            argv.extend(["--port".to_owned(), port.to_string()]);
+        }
+    }
+    let mut env = IndexMap::new();
+    for (k, v) in &e.env {
+        let text = match v {
+            Scalar::Str(t) => render_string(renderer, &ctx, vars, key(&["engine", "env", k]), t)?,
+            other => other.to_string(),
+        };
+        env.insert(k.clone(), text);
+    }
+    let base_url = match (&e.kind, &e.base_url) {
+        (EngineKind::External, Some(url)) => render_string(renderer, &ctx, vars, key(&["engine", "base_url"]), url)?.trim_end_matches('/').to_owned(),
+        _ if host.contains(':') => format!("http://[{host}]:{port}"),
+        _ => format!("http://{host}:{port}"),
+    };
+    let ready_path = render_string(renderer, &ctx, vars, key(&["engine", "ready_path"]), &e.ready_path)?;
+    Ok(ServerConfig {
+        kind: e.kind,
+        argv: if e.kind == EngineKind::External { Vec::new() } else { argv },
+        env,
+        ready_url: format!("{base_url}{ready_path}"),
+        base_url,
+        port,
+        model,
+        served_model_name,
+        max_model_len,
+        ready_timeout_s: e.ready_timeout.0.as_secs_f64(),
+        stop_timeout_s: e.stop_timeout.0.as_secs_f64(),
+    })
+}
+
+fn render_command(spec: &Spec, renderer: &Renderer, ctx: &Value, vars: &IndexMap<String, Scalar>) -> Result<Vec<String>, PlanError> {
+    let default: Vec<String> = VLLM_COMMAND.iter().map(|s| (*s).to_owned()).collect();
+    let command = match (&spec.engine.command, spec.engine.kind) {
+        (Some(c), _) => c.clone(),
+        (None, EngineKind::Vllm) => default,
+        (None, _) => Vec::new(),
+    };
+    command
+        .iter()
+        .enumerate()
+        .map(|(i, t)| render_string(renderer, ctx, vars, vec![Seg::Key("engine".into()), Seg::Key("command".into()), Seg::Index(i)], t))
+        .collect()
+}
+
+/// A rendered argument: `None` omits it; several values repeat the flag.
+type RenderedArgs = Vec<(String, Option<Vec<Value>>)>;
+
+fn render_args(args: &IndexMap<String, ArgValue>, renderer: &Renderer, ctx: &Value, vars: &IndexMap<String, Scalar>) -> Result<RenderedArgs, PlanError> {
+    let mut out = Vec::new();
+    for (k, v) in args {
+        let render_one = |s: &Scalar, path: Vec<Seg>| -> Result<Value, PlanError> {
+            match s {
+                Scalar::Str(t) => renderer.render(t, ctx).map_err(|msg| PlanError::at(path, format!("template `{t}` failed{}: {msg}", at_point(vars)), "fix the template")),
+                other => Ok(Value::from_serialize(other)),
+            }
+        };
+        let path = key(&["engine", "args", k]);
+        let values = match v {
+            ArgValue::Null => None,
+            ArgValue::Scalar(s) => {
+                let value = render_one(s, path)?;
+                match value.kind() {
+                    ValueKind::None | ValueKind::Undefined => None,
+                    ValueKind::Seq => Some(value.try_iter().map(|it| it.collect()).unwrap_or_default()),
+                    _ => Some(vec![value]),
+                }
+            }
+            ArgValue::List(items) => Some(items.iter().enumerate().map(|(i, s)| {
+                let mut p = path.clone();
+                p.push(Seg::Index(i));
+                render_one(s, p)
+            }).collect::<Result<Vec<_>, _>>()?),
+        };
+        out.push((k.clone(), values));
+    }
+    Ok(out)
+}
+
+/// DESIGN §3: `k: v` → `--k v`; `true` → `--k`; `false` → `--no-k`; null → omitted; list → repeated.
+fn args_to_argv(args: &RenderedArgs) -> Vec<String> {
+    let mut argv = Vec::new();
+    for (k, values) in args {
+        for v in values.iter().flatten() {
+            match v.kind() {
+                ValueKind::Bool if v.is_true() => argv.push(format!("--{k}")),
+                ValueKind::Bool => argv.push(format!("--no-{k}")),
+                ValueKind::None | ValueKind::Undefined => {}
+                _ => argv.extend([format!("--{k}"), value_text(v)]),
+            }
+        }
+    }
+    argv
+}
+
+fn arg_value(args: &RenderedArgs, names: &[&str]) -> Option<String> {
+    args.iter()
+        .find(|(k, _)| names.contains(&k.as_str()))
+        .and_then(|(_, v)| v.as_ref()?.first().map(value_text))
+}
+
+fn max_model_len(args: &RenderedArgs, vars: &IndexMap<String, Scalar>) -> Result<Option<u64>, PlanError> {
+    let Some(text) = arg_value(args, &["max-model-len", "max_model_len"]) else {
+        return Ok(None);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(PlanError::at(key(&["engine", "args", "max-model-len"]), format!("max-model-len `{text}`{} is not a positive integer", at_point(vars)), "write the length in tokens, e.g. `max-model-len: 4096`")),
+    }
+}

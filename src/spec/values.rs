@@ -1,0 +1,379 @@
+//! Value types of the spec that serde's derive cannot express without `untagged`: a number-or-template, a
+//! grid scalar, an engine argument, a duration. Each has a hand-written `Deserialize` (one `visit_*` per YAML
+//! shape it accepts), a `Serialize` back to the same shape, and a `JsonSchema`.
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+/// A scalar: a grid value, an env value. Numbers stay numbers so templates can do arithmetic with them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+impl Serialize for Scalar {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Scalar::Bool(b) => s.serialize_bool(*b),
+            Scalar::Int(i) => s.serialize_i64(*i),
+            Scalar::Float(x) => s.serialize_f64(*x),
+            Scalar::Str(v) => s.serialize_str(v),
+        }
+    }
+}
+
+struct ScalarVisitor;
+
+impl Visitor<'_> for ScalarVisitor {
+    type Value = Scalar;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number, a string or a boolean")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(i64::try_from(v).map(Scalar::Int).unwrap_or(Scalar::Float(v as f64)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+impl JsonSchema for Scalar {
+    fn schema_name() -> Cow<'static, str> {
+        "Scalar".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A number, a string or a boolean.",
+            "type": ["number", "string", "boolean"]
+        })
+    }
+}
+
+/// An integer, or a minijinja template that renders to one (`"{{ concurrency }}"`).
+/// Kept signed so that a negative value reaches validation and gets its own message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IntOrTemplate {
+    Int(i64),
+    Template(String),
+}
+
+impl Serialize for IntOrTemplate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            IntOrTemplate::Int(i) => s.serialize_i64(*i),
+            IntOrTemplate::Template(t) => s.serialize_str(t),
+        }
+    }
+}
+
+struct IntVisitor;
+
+impl Visitor<'_> for IntVisitor {
+    type Value = IntOrTemplate;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an integer or a template string such as \"{{ concurrency }}\"")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<IntOrTemplate, E> {
+        Ok(IntOrTemplate::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntOrTemplate, E> {
+        i64::try_from(v)
+            .map(IntOrTemplate::Int)
+            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<IntOrTemplate, E> {
+        Ok(IntOrTemplate::Template(v.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for IntOrTemplate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(IntVisitor)
+    }
+}
+
+impl JsonSchema for IntOrTemplate {
+    fn schema_name() -> Cow<'static, str> {
+        "IntOrTemplate".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An integer, or a minijinja template over the grid variables that renders to one.",
+            "type": ["integer", "string"]
+        })
+    }
+}
+
+/// A boolean, or a template that renders to `true`/`false`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BoolOrTemplate {
+    Bool(bool),
+    Template(String),
+}
+
+impl Serialize for BoolOrTemplate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BoolOrTemplate::Bool(b) => s.serialize_bool(*b),
+            BoolOrTemplate::Template(t) => s.serialize_str(t),
+        }
+    }
+}
+
+struct BoolVisitor;
+
+impl Visitor<'_> for BoolVisitor {
+    type Value = BoolOrTemplate;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("true, false or a template string")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<BoolOrTemplate, E> {
+        Ok(BoolOrTemplate::Bool(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<BoolOrTemplate, E> {
+        Ok(BoolOrTemplate::Template(v.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for BoolOrTemplate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(BoolVisitor)
+    }
+}
+
+impl JsonSchema for BoolOrTemplate {
+    fn schema_name() -> Cow<'static, str> {
+        "BoolOrTemplate".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "true, false, or a minijinja template that renders to one of them.",
+            "type": ["boolean", "string"]
+        })
+    }
+}
+
+/// An engine argument. Renders to argv (DESIGN §3): `k: v` → `--k v`; `true` → `--k`; `false` → `--no-k`;
+/// `null` → omitted; a list → the flag repeated. Strings may be templates.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArgValue {
+    Null,
+    Scalar(Scalar),
+    List(Vec<Scalar>),
+}
+
+impl Serialize for ArgValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ArgValue::Null => s.serialize_unit(),
+            ArgValue::Scalar(v) => v.serialize(s),
+            ArgValue::List(items) => items.serialize(s),
+        }
+    }
+}
+
+struct ArgVisitor;
+
+impl<'de> Visitor<'de> for ArgVisitor {
+    type Value = ArgValue;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, a number, a boolean, null, or a list of those")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<ArgValue, E> {
+        Ok(ArgValue::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<ArgValue, E> {
+        Ok(ArgValue::Null)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<ArgValue, E> {
+        ScalarVisitor.visit_bool(v).map(ArgValue::Scalar)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<ArgValue, E> {
+        ScalarVisitor.visit_i64(v).map(ArgValue::Scalar)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<ArgValue, E> {
+        ScalarVisitor.visit_u64(v).map(ArgValue::Scalar)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<ArgValue, E> {
+        ScalarVisitor.visit_f64(v).map(ArgValue::Scalar)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<ArgValue, E> {
+        ScalarVisitor.visit_str(v).map(ArgValue::Scalar)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ArgValue, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Scalar>()? {
+            items.push(item);
+        }
+        Ok(ArgValue::List(items))
+    }
+}
+
+impl<'de> Deserialize<'de> for ArgValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ArgVisitor)
+    }
+}
+
+impl JsonSchema for ArgValue {
+    fn schema_name() -> Cow<'static, str> {
+        "ArgValue".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "`k: v` renders `--k v`; `k: true` renders `--k`; `k: false` renders `--no-k`; `k: null` is omitted; a list repeats the flag. Strings may be minijinja templates.",
+            "anyOf": [
+                {"type": ["string", "number", "boolean", "null"]},
+                {"type": "array", "items": {"type": ["string", "number", "boolean"]}}
+            ]
+        })
+    }
+}
+
+/// A duration written `600s`, `100ms`, `2m`, `1.5s`, or a bare number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub fn secs(s: u64) -> Self {
+        Dur(Duration::from_secs(s))
+    }
+    pub fn millis(ms: u64) -> Self {
+        Dur(Duration::from_millis(ms))
+    }
+}
+
+/// Parses `600s`, `100ms`, `2m`, `1h`, `1.5s`, `30` (seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; write it like 600s, 100ms, 2m or 1h"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown duration unit `{other}` in `{text}`; use ms, s, m or h")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("`{text}` is out of range for a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Formats a duration the way it is written in specs (`600s`, `100ms`, `1.5s`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if ms.fract() == 0.0 {
+        format!("{}ms", ms as u64)
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(self.0))
+    }
+}
+
+struct DurVisitor;
+
+impl Visitor<'_> for DurVisitor {
+    type Value = Dur;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration such as 600s, 100ms or 2m")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
+        Ok(Dur::secs(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
+        u64::try_from(v)
+            .map(Dur::secs)
+            .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
+        parse_duration(&v.to_string()).map(Dur).map_err(E::custom)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+        parse_duration(v).map(Dur).map_err(E::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DurVisitor)
+    }
+}
+
+impl JsonSchema for Dur {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A duration: 600s, 100ms, 2m, 1h, or a number of seconds.",
+            "anyOf": [
+                {"type": "string", "pattern": "^\\s*[0-9.]+\\s*(ms|us|µs|s|sec|secs|m|min|h)?\\s*$"},
+                {"type": "number", "minimum": 0}
+            ]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_format_round_trip() {
+        for (text, ms) in [("600s", 600_000), ("100ms", 100), ("2m", 120_000), ("1.5s", 1500), ("30", 30_000)] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(d.as_millis(), ms, "{text}");
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1e400s").is_err());
+    }
+}
