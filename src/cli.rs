@@ -1,7 +1,7 @@
 //! The command line: parse arguments, dispatch, map outcomes to exit codes. Logic lives in the modules.
 
 use crate::exit::{self, Error};
-use crate::plan::{self, Plan, PlanError};
+use crate::plan::{self, Plan};
 use crate::spec::{self, LoadedSpec, SpecError};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -41,16 +41,8 @@ pub enum Command {
 /// Loads a spec and plans it, pointing planner errors at their place in the spec.
 pub fn load_and_plan(args: &SpecArgs) -> Result<(LoadedSpec, Plan), SpecError> {
     let loaded = spec::load_file(&args.spec, &args.set)?;
-    let plan = plan::build(&loaded.spec).map_err(|e| locate(&loaded, e))?;
+    let plan = plan::build_located(&loaded)?;
     Ok((loaded, plan))
-}
-
-fn locate(loaded: &LoadedSpec, e: PlanError) -> SpecError {
-    if e.at_key {
-        loaded.source.error_at_key(&e.path, e.message, e.fix)
-    } else {
-        loaded.source.error_at(&e.path, e.message, e.fix)
-    }
 }
 
 fn run(cli: Cli) -> Result<i32, Error> {

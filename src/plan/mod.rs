@@ -53,6 +53,17 @@ pub fn content_hash<T: serde::Serialize>(value: &T) -> String {
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Plans a loaded spec, pointing any planner error at its place in the spec file.
+pub fn build_located(loaded: &crate::spec::LoadedSpec) -> Result<Plan, crate::spec::SpecError> {
+    build(&loaded.spec).map_err(|e| {
+        if e.at_key {
+            loaded.source.error_at_key(&e.path, e.message, e.fix)
+        } else {
+            loaded.source.error_at(&e.path, e.message, e.fix)
+        }
+    })
+}
+
 /// Expands a spec into its plan.
 pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
     check::spec_level(spec)?;

@@ -66,7 +66,14 @@ impl Renderer {
             return Ok(Value::from(text));
         }
         match single_expression(text) {
-            Some(expr) => self.env.compile_expression(expr).and_then(|e| e.eval(ctx)).map_err(|e| describe(&e)),
+            Some(expr) => {
+                let value = self.env.compile_expression(expr).and_then(|e| e.eval(ctx)).map_err(|e| describe(&e))?;
+                // Strict undefined only trips when a value is used; an expression's result is returned as is.
+                if value.is_undefined() {
+                    return Err(format!("`{expr}` is undefined"));
+                }
+                Ok(value)
+            }
             None => self.env.render_str(text, ctx).map(Value::from).map_err(|e| describe(&e)),
         }
     }

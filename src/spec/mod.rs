@@ -72,7 +72,7 @@ pub fn load_str(file: &str, text: &str, overrides: &[String]) -> Result<LoadedSp
 
 fn parse_tree(file: &str, text: &str) -> Result<Node, SpecError> {
     let empty = |msg: &str| {
-        SpecError::new(file, Origin::Unknown, "", msg, "start from one of the specs in experiments/, e.g. experiments/cpu/kv_scaling.yaml")
+        SpecError::new(file, Origin::File { line: 1, column: 1 }, "", msg, "start from one of the specs in experiments/, e.g. experiments/cpu/kv_scaling.yaml")
     };
     if text.len() > MAX_SPEC_BYTES {
         return Err(empty(&format!("the spec is {} bytes; a spec over {MAX_SPEC_BYTES} bytes is surely a mistake", text.len())));
@@ -80,12 +80,25 @@ fn parse_tree(file: &str, text: &str) -> Result<Node, SpecError> {
     if text.trim().is_empty() {
         return Err(empty("the spec is empty"));
     }
-    let tree: Node = serde_saphyr::from_str(text).map_err(|e| yaml_error(file, text, &e))?;
+    let tree: Node = serde_saphyr::from_str_with_options(text, parse_options()).map_err(|e| yaml_error(file, text, &e))?;
     match tree.kind {
         Kind::Map(_) => Ok(tree),
         Kind::Null => Err(empty("the spec has no content (only comments?)")),
         _ => Err(SpecError::new(file, tree.origin.clone(), "", "the spec must be a mapping of keys (name, engine, grid, load, ...)", "start from one of the specs in experiments/").with_source(text)),
     }
+}
+
+/// Specs nest five levels at most; a low depth limit keeps hostile input far from the stack's end.
+const MAX_DEPTH: usize = 24;
+
+fn parse_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = MAX_DEPTH;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    // YAML 1.2 core booleans only: `y`, `no`, `on` stay strings (a grid of [x, y, z] must not hold `true`).
+    options.strict_booleans = true;
+    options
 }
 
 fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error) -> SpecError {
@@ -108,7 +121,7 @@ fn apply_override(source: &mut SpecSource, arg: &str) -> Result<(), SpecError> {
     let path = parse_path(path_text.trim()).ok_or_else(|| usage(format!("`{path_text}` is not a key path")))?;
     // The value is YAML, so `--set repeats=3` is a number and `--set grid.c=[1,2]` a list; anything that is
     // not valid YAML on its own is taken as a plain string.
-    let mut value = match serde_saphyr::from_str::<Node>(value_text) {
+    let mut value = match serde_saphyr::from_str_with_options::<Node>(value_text, parse_options()) {
         Ok(node) => node,
         Err(_) => Node::new(Origin::Unknown, Kind::Str(value_text.to_owned())),
     };
@@ -162,6 +175,11 @@ fn serde_error(source: &SpecSource, mut path: Vec<Seg>, message: &str) -> SpecEr
     }
     if let Some(rest) = message.strip_prefix("invalid type: ") {
         let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, "another type"));
+        let expected = match expected {
+            "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" => "an integer",
+            "f32" | "f64" => "a number",
+            other => other,
+        };
         return source.error_at(&path, format!("wrong type: found {found}, expected {expected}"), format!("write {expected} here"));
     }
     if let Some(rest) = message.strip_prefix("invalid value: ") {

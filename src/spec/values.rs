@@ -104,7 +104,7 @@ struct IntVisitor;
 impl Visitor<'_> for IntVisitor {
     type Value = IntOrTemplate;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an integer or a template string such as \"{{ concurrency }}\"")
+        f.write_str("an integer (or a template string that renders to one)")
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<IntOrTemplate, E> {
         Ok(IntOrTemplate::Int(v))

@@ -1,0 +1,67 @@
+//! The binary: validate, plan (text and JSON), schema freshness, and the reference experiments.
+
+use std::path::Path;
+use std::process::Command;
+
+fn servelab(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn committed_schema_is_fresh() {
+    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/experiment.schema.json")).unwrap_or_default();
+    let (code, fresh, _) = servelab(&["schema"]);
+    assert_eq!(code, 0);
+    assert_eq!(fresh, servelab::spec::schema::schema_json());
+    assert!(committed == fresh, "schemas/experiment.schema.json is stale: run `cargo run -- schema > schemas/experiment.schema.json`");
+}
+
+#[test]
+fn every_experiment_has_the_modeline_validates_and_plans() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let mut count = 0;
+    for dir in std::fs::read_dir(&root).unwrap() {
+        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let first = text.lines().next().unwrap_or_default();
+            assert!(first.starts_with("# yaml-language-server: $schema="), "{} lacks the modeline", path.display());
+            let schema = path.parent().unwrap().join(first.split("$schema=").nth(1).unwrap());
+            assert!(schema.exists(), "{}: modeline points at {}", path.display(), schema.display());
+            let p = path.to_str().unwrap();
+            let (code, out, err) = servelab(&["validate", p]);
+            assert_eq!(code, 0, "{p}: {err}");
+            assert!(out.starts_with("ok: "));
+            let (code, _, err) = servelab(&["plan", p]);
+            assert_eq!(code, 0, "{p}: {err}");
+            count += 1;
+        }
+    }
+    assert!(count >= 6, "expected the three reference experiments for GPU and CPU, found {count}");
+}
+
+#[test]
+fn plan_prints_server_starts_and_json() {
+    let (code, out, _) = servelab(&["plan", "experiments/day-007/kv_scaling.yaml"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("server starts: 4 (one start per grid point would be 4)"), "{out}");
+    let (code, out, _) = servelab(&["plan", "--json", "experiments/cpu/concurrency_sweep.yaml", "--set", "engine.model=/m"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["groups"].as_array().unwrap().len(), 1);
+    assert_eq!(json["groups"][0]["points"].as_array().unwrap().len(), 18);
+    assert_eq!(json["groups"][0]["server"]["argv"][2], "/m");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (code, _, _) = servelab(&["plan"]);
+    assert_eq!(code, 2);
+    let (code, _, err) = servelab(&["plan", "experiments/cpu/batching.yaml", "--set", "no-equals-sign"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("has no `=`"), "{err}");
+}
