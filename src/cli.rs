@@ -4,7 +4,10 @@ use crate::exit::{self, Error};
 use crate::plan::{self, Plan};
 use crate::spec::{self, LoadedSpec, SpecError};
 use clap::{Parser, Subcommand};
+use crate::run::{self, RunError, RunOptions};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser, Debug)]
 #[command(name = "servelab", version, about = "Declarative experiments for vLLM servers: what each --max-model-len commits, and how much concurrency a GPU serves before latency blows up.")]
@@ -33,6 +36,17 @@ pub enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Run the experiment against real servers; outputs go to out/<name>/<run-id>/.
+    Run {
+        #[command(flatten)]
+        args: SpecArgs,
+        /// Folder that receives runs.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Name of the run folder (default: the start time, YYYYMMDD-HHMMSS).
+        #[arg(long)]
+        run_id: Option<String>,
     },
     /// Print the JSON schema of experiment specs.
     Schema,
@@ -66,9 +80,40 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 print!("{}", plan::table::render(&plan));
             }
         }
+        Command::Run { args, out, run_id } => {
+            let (loaded, plan) = load_and_plan(&args)?;
+            return run_experiment(&loaded, &plan, RunOptions { out_root: out, run_id });
+        }
         Command::Schema => print!("{}", spec::schema::schema_json()),
     }
     Ok(exit::OK)
+}
+
+/// Runs the plan on a tokio runtime; Ctrl-C stops the current server before exiting with 130.
+fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<i32, Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Internal(e.to_string()))?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+            eprintln!("interrupted: stopping the server, keeping what was measured");
+        }
+    });
+    let outcome = runtime.block_on(run::execute(loaded, plan, &opts, &interrupted)).map_err(|e| match e {
+        RunError::Output { .. } | RunError::Probe(_) | RunError::Unsupported(_) => Error::Usage(e.to_string()),
+    })?;
+    let csv = outcome.dir.join("kv_cache_scaling.csv");
+    if let Ok(text) = std::fs::read_to_string(&csv) {
+        println!("{}:", csv.display());
+        print!("{text}");
+    }
+    let failed = outcome.failed();
+    if outcome.interrupted {
+        return Ok(exit::INTERRUPTED);
+    }
+    eprintln!("{} of {} server starts ok; outputs in {}", outcome.servers.len() - failed, outcome.servers.len(), outcome.dir.display());
+    Ok(if failed > 0 { exit::POINT_FAILED } else { exit::OK })
 }
 
 /// Entry point: returns the process exit code. A panic is a bug and exits with the internal-error code.

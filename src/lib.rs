@@ -5,3 +5,8 @@ pub mod cli;
 pub mod exit;
 pub mod plan;
 pub mod spec;
+pub mod engine;
+pub mod probe;
+pub mod report;
+pub mod run;
+pub mod stats;

@@ -53,6 +53,7 @@ pub struct ServerConfig {
     pub base_url: String,
     /// Polled until it answers 200.
     pub ready_url: String,
+    pub host: String,
     pub port: u16,
     /// The model as given in the spec (path or name).
     pub model: Option<String>,

@@ -23,8 +23,7 @@ fn ctx_of(vars: &IndexMap<String, Scalar>, extra: &[(&str, Value)]) -> Value {
 /// The context the load section is rendered in.
 pub fn context(vars: &IndexMap<String, Scalar>, server: &ServerConfig) -> Value {
     let model = server.model.clone().map(Value::from).unwrap_or(Value::from(()));
-    let host = server.base_url.split("://").nth(1).unwrap_or("").rsplit_once(':').map(|(h, _)| h).unwrap_or("");
-    ctx_of(vars, &[("host", Value::from(host)), ("port", Value::from(server.port)), ("model", model)])
+    ctx_of(vars, &[("host", Value::from(server.host.clone())), ("port", Value::from(server.port)), ("model", model)])
 }
 
 /// What makes two server configurations the same server (timeouts do not).
@@ -90,6 +89,7 @@ pub fn render(spec: &Spec, vars: &IndexMap<String, Scalar>, renderer: &Renderer)
         env,
         ready_url: format!("{base_url}{ready_path}"),
         base_url,
+        host,
         port,
         model,
         served_model_name,

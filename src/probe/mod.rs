@@ -1,0 +1,106 @@
+//! Probes read the machine: memory (NVML, nvidia-smi, procfs) behind one trait, /metrics, model facts.
+//! A probe only observes; deciding what a reading means belongs to `stats` and `report`.
+
+pub mod metrics;
+pub mod model;
+pub mod procfs;
+pub mod gpu;
+
+use crate::spec::MemorySource;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Where a memory figure came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    Nvml,
+    NvidiaSmi,
+    Procfs,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Nvml => "nvml",
+            Source::NvidiaSmi => "nvidia-smi",
+            Source::Procfs => "procfs",
+        }
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// One reading. Device figures are GPU-wide (None on CPU); server figures cover the server's process tree.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemSample {
+    /// Seconds since the server was started (0 for a baseline).
+    pub t_s: f64,
+    pub device_used_mb: Option<f64>,
+    pub device_total_mb: Option<f64>,
+    /// GPU memory of the server's processes (NVML / nvidia-smi per process).
+    pub server_gpu_mb: Option<f64>,
+    /// RSS and PSS summed over the server's process tree.
+    pub server_rss_mb: Option<f64>,
+    pub server_pss_mb: Option<f64>,
+    /// The machine's available memory (MemAvailable).
+    pub host_available_mb: Option<f64>,
+    pub processes: usize,
+}
+
+/// A memory source. GPU probes answer `device` and `processes`; procfs answers neither (RSS is always read).
+pub trait MemoryProbe: Send + Sync {
+    fn source(&self) -> Source;
+    /// (used, total) MiB summed over the GPUs.
+    fn device(&self) -> Option<(f64, f64)>;
+    /// GPU memory in MiB held by these processes.
+    fn processes(&self, pids: &BTreeSet<u32>) -> Option<f64>;
+    /// GPU name, driver and CUDA versions, for the manifest.
+    fn describe(&self) -> Option<String> {
+        None
+    }
+}
+
+pub struct Procfs;
+
+impl MemoryProbe for Procfs {
+    fn source(&self) -> Source {
+        Source::Procfs
+    }
+    fn device(&self) -> Option<(f64, f64)> {
+        None
+    }
+    fn processes(&self, _: &BTreeSet<u32>) -> Option<f64> {
+        None
+    }
+}
+
+/// Picks the probe the spec asks for. `auto` takes NVML, then nvidia-smi, then procfs; an explicit GPU source
+/// that does not answer is an error (the user asked for GPU figures and would otherwise get CPU ones).
+pub fn select(wanted: MemorySource) -> Result<Box<dyn MemoryProbe>, String> {
+    match wanted {
+        MemorySource::Procfs => Ok(Box::new(Procfs)),
+        MemorySource::Nvml => gpu::Nvml::init().map(|p| Box::new(p) as Box<dyn MemoryProbe>),
+        MemorySource::NvidiaSmi => gpu::NvidiaSmi::detect().map(|p| Box::new(p) as Box<dyn MemoryProbe>),
+        MemorySource::Auto => Ok(gpu::Nvml::init()
+            .map(|p| Box::new(p) as Box<dyn MemoryProbe>)
+            .or_else(|_| gpu::NvidiaSmi::detect().map(|p| Box::new(p) as Box<dyn MemoryProbe>))
+            .unwrap_or_else(|_| Box::new(Procfs))),
+    }
+}
+
+/// Reads everything at once for the given process tree.
+pub fn sample(probe: &dyn MemoryProbe, pids: &BTreeSet<u32>, t_s: f64) -> MemSample {
+    let (rss, pss) = procfs::tree_memory(pids);
+    let device = probe.device();
+    MemSample {
+        t_s,
+        device_used_mb: device.map(|d| d.0),
+        device_total_mb: device.map(|d| d.1),
+        server_gpu_mb: if pids.is_empty() { None } else { probe.processes(pids) },
+        server_rss_mb: (!pids.is_empty()).then_some(rss as f64 / MIB),
+        server_pss_mb: (!pids.is_empty()).then_some(pss as f64 / MIB),
+        host_available_mb: procfs::meminfo().map(|(_, avail)| avail as f64 / MIB),
+        processes: pids.len(),
+    }
+}

@@ -1,0 +1,123 @@
+//! Model facts from a local config.json: the theoretical KV bytes per token,
+//! 2 × layers × KV heads × head_dim × dtype bytes, or why the formula does not apply.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelFacts {
+    /// SHA-256 (12 hex digits) of config.json, so runs can tell models apart.
+    pub config_hash: String,
+    pub model_type: Option<String>,
+    pub layers: Option<u64>,
+    pub kv_heads: Option<u64>,
+    pub head_dim: Option<u64>,
+    pub max_position_embeddings: Option<u64>,
+    /// The KV cache element type used for the theory (the model's, `--dtype`, or `--kv-cache-dtype`).
+    pub kv_dtype: String,
+    pub kv_dtype_bytes: u64,
+    pub theory_bytes_per_token: Option<u64>,
+    /// Set when the formula does not describe this model's KV cache (sliding window, MLA, hybrid).
+    pub theory_not_applicable: Option<String>,
+}
+
+fn dtype_bytes(dtype: &str) -> Option<u64> {
+    let d = dtype.to_lowercase();
+    match d.as_str() {
+        "float32" | "fp32" | "float" => Some(4),
+        "bfloat16" | "bf16" | "float16" | "fp16" | "half" => Some(2),
+        _ if d.starts_with("fp8") || d.starts_with("int8") => Some(1),
+        _ => None,
+    }
+}
+
+/// `engine_dtype` is the `--dtype` arg and `kv_cache_dtype` the `--kv-cache-dtype` arg, when given.
+pub fn from_config(config_text: &str, engine_dtype: Option<&str>, kv_cache_dtype: Option<&str>) -> Result<ModelFacts, String> {
+    let root: Value = serde_json::from_str(config_text).map_err(|e| format!("config.json is not JSON: {e}"))?;
+    // Multimodal configs keep the language model under text_config.
+    let cfg = root.get("text_config").filter(|v| v.is_object()).unwrap_or(&root);
+    let int = |k: &str| cfg.get(k).and_then(Value::as_u64);
+    let layers = int("num_hidden_layers");
+    let heads = int("num_attention_heads");
+    let kv_heads = int("num_key_value_heads").or(heads);
+    let head_dim = int("head_dim").or_else(|| Some(int("hidden_size")? / heads.filter(|h| *h > 0)?));
+    let model_dtype = cfg.get("dtype").or(cfg.get("torch_dtype")).or(root.get("torch_dtype")).and_then(Value::as_str).unwrap_or("bfloat16");
+    let weights_dtype = engine_dtype.filter(|d| *d != "auto").unwrap_or(model_dtype);
+    let kv_dtype = kv_cache_dtype.filter(|d| *d != "auto").unwrap_or(weights_dtype).to_owned();
+    let kv_dtype_bytes = dtype_bytes(&kv_dtype).ok_or_else(|| format!("unknown KV dtype `{kv_dtype}`"))?;
+    let not_applicable = not_applicable(cfg);
+    let theory = match (layers, kv_heads, head_dim, &not_applicable) {
+        (Some(l), Some(k), Some(h), None) => Some(2 * l * k * h * kv_dtype_bytes),
+        _ => None,
+    };
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(config_text.as_bytes());
+    Ok(ModelFacts {
+        config_hash: digest.iter().take(6).map(|b| format!("{b:02x}")).collect(),
+        model_type: cfg.get("model_type").and_then(Value::as_str).map(str::to_owned),
+        layers,
+        kv_heads,
+        head_dim,
+        max_position_embeddings: int("max_position_embeddings"),
+        kv_dtype,
+        kv_dtype_bytes,
+        theory_bytes_per_token: theory,
+        theory_not_applicable: not_applicable,
+    })
+}
+
+/// Why the full-attention formula would mislead for this architecture (vLLM's kv_cache_interface.py has
+/// per-kind specs for these); flag rather than guess.
+fn not_applicable(cfg: &Value) -> Option<String> {
+    let get = |k: &str| cfg.get(k).filter(|v| !v.is_null());
+    if get("kv_lora_rank").is_some() {
+        return Some("theory not applicable: MLA (compressed latent KV)".into());
+    }
+    if let Some(types) = get("layer_types").and_then(Value::as_array) {
+        if types.iter().any(|t| t.as_str() != Some("full_attention")) {
+            return Some("theory not applicable: hybrid or sliding-window layers (layer_types)".into());
+        }
+    }
+    if get("layers_block_type").is_some() || get("attn_layer_indices").is_some() {
+        return Some("theory not applicable: hybrid attention/state-space model".into());
+    }
+    // Qwen2 configs carry sliding_window with use_sliding_window: false (full attention).
+    let uses_window = get("use_sliding_window").and_then(Value::as_bool).unwrap_or(true);
+    if get("sliding_window").is_some() && uses_window {
+        return Some("theory not applicable: sliding-window attention".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qwen25_05b_is_12288_bytes_per_token() {
+        let cfg = r#"{"model_type":"qwen2","num_hidden_layers":24,"num_attention_heads":14,"num_key_value_heads":2,"hidden_size":896,"sliding_window":32768,"use_sliding_window":false,"torch_dtype":"bfloat16","max_position_embeddings":32768}"#;
+        let f = from_config(cfg, None, None).unwrap();
+        assert_eq!(f.head_dim, Some(64));
+        assert_eq!(f.theory_bytes_per_token, Some(12_288));
+        assert_eq!(from_config(cfg, None, Some("fp8")).unwrap().theory_bytes_per_token, Some(6_144));
+    }
+
+    #[test]
+    fn tiny_llama_is_2048_bytes_per_token() {
+        let cfg = r#"{"model_type":"llama","num_hidden_layers":4,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":64,"hidden_size":256,"dtype":"bfloat16"}"#;
+        assert_eq!(from_config(cfg, Some("bfloat16"), None).unwrap().theory_bytes_per_token, Some(2048));
+        assert_eq!(from_config(cfg, Some("float32"), None).unwrap().theory_bytes_per_token, Some(4096));
+    }
+
+    #[test]
+    fn flags_architectures_where_the_formula_misleads() {
+        let mla = r#"{"num_hidden_layers":2,"num_attention_heads":4,"hidden_size":256,"kv_lora_rank":512}"#;
+        assert!(from_config(mla, None, None).unwrap().theory_not_applicable.unwrap().contains("MLA"));
+        let swa = r#"{"num_hidden_layers":2,"num_attention_heads":4,"hidden_size":256,"sliding_window":4096}"#;
+        let f = from_config(swa, None, None).unwrap();
+        assert!(f.theory_not_applicable.unwrap().contains("sliding"));
+        assert_eq!(f.theory_bytes_per_token, None);
+        let hybrid = r#"{"num_hidden_layers":2,"num_attention_heads":4,"hidden_size":256,"layer_types":["full_attention","linear_attention"]}"#;
+        assert!(from_config(hybrid, None, None).unwrap().theory_not_applicable.is_some());
+        assert!(from_config("not json", None, None).is_err());
+    }
+}

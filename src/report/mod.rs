@@ -1,0 +1,3 @@
+//! Reports: pure functions from recorded data to bytes. Never calls the engine or the client.
+
+pub mod kv_csv;

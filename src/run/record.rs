@@ -1,0 +1,101 @@
+//! What a run records about each server start: written to `servers/<id>/startup.json`, and the only input
+//! the KV-scaling CSV is computed from.
+
+use crate::engine::logparse::LogFacts;
+use crate::engine::process::StopReport;
+use crate::probe::model::ModelFacts;
+use crate::probe::{MemSample, Source};
+use crate::spec::Scalar;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Failed,
+    Interrupted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Whether memory went back to the idle baseline after the stop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseCheck {
+    pub released: bool,
+    pub waited_s: f64,
+    /// The reading the check ended on.
+    pub after: MemSample,
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerRecord {
+    /// The server group's content hash.
+    pub id: String,
+    /// Server-scoped variables of the group.
+    pub vars: IndexMap<String, Scalar>,
+    pub argv: Vec<String>,
+    pub env: IndexMap<String, String>,
+    pub base_url: String,
+    pub status: Status,
+    /// vLLM's own failure line, or servelab's reason.
+    pub error: Option<String>,
+    pub log_tail: Option<String>,
+    pub started_at: String,
+    pub ready_s: Option<f64>,
+    /// The max-model-len asked for (the rendered arg), else what /v1/models reports.
+    pub max_model_len: Option<u64>,
+    pub served_max_model_len: Option<u64>,
+    pub memory_source: Source,
+    /// The reading just before the start (the idle baseline).
+    pub baseline: MemSample,
+    /// The reading once ready.
+    pub at_ready: Option<MemSample>,
+    /// Readings during startup, about one a second.
+    pub timeline: Vec<MemSample>,
+    pub log: LogFacts,
+    pub cache_config_info: Option<BTreeMap<String, String>>,
+    pub version: Option<String>,
+    pub model: Option<ModelFacts>,
+    pub stop: Option<StopReport>,
+    pub release: Option<ReleaseCheck>,
+    /// Every process seen in the server's tree.
+    pub pids: Vec<u32>,
+}
+
+impl ServerRecord {
+    /// KV tokens: vLLM's metrics label when present, else the log line.
+    pub fn kv_cache_tokens(&self) -> Option<u64> {
+        self.info_u64("kv_cache_size_tokens").or(self.log.kv_cache_tokens)
+    }
+
+    /// KV bytes: exact from `kv_cache_memory_bytes` when the budget was given in bytes, else the logged GiB.
+    pub fn kv_cache_bytes(&self) -> Option<(f64, &'static str)> {
+        if let Some(b) = self.info_u64("kv_cache_memory_bytes") {
+            return Some((b as f64, "exact"));
+        }
+        self.log.kv_gib.map(|g| (g * 1024.0 * 1024.0 * 1024.0, "log GiB"))
+    }
+
+    pub fn max_concurrency(&self) -> Option<f64> {
+        self.cache_config_info
+            .as_ref()
+            .and_then(|i| i.get("kv_cache_max_concurrency")?.parse().ok())
+            .or(self.log.max_concurrency)
+    }
+
+    fn info_u64(&self, key: &str) -> Option<u64> {
+        let v = self.cache_config_info.as_ref()?.get(key)?;
+        v.parse::<u64>().ok().or_else(|| v.parse::<f64>().ok().filter(|f| *f >= 0.0).map(|f| f as u64))
+    }
+}

@@ -1,0 +1,164 @@
+//! One server group's life in a run: baseline, start, readiness with a memory timeline, the reading at ready,
+//! startup facts, stop, and the check that memory went back to the baseline.
+
+use super::record::{ReleaseCheck, ServerRecord, Status};
+use crate::engine::process::{ServerProcess, StopReport};
+use crate::engine::{EngineError, logparse, ready};
+use crate::plan::ServerGroup;
+use crate::probe::{self, MemSample, MemoryProbe, model::ModelFacts};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A started, ready server and what has been recorded so far.
+pub struct Running {
+    pub process: ServerProcess,
+    pub record: ServerRecord,
+}
+
+fn new_record(group: &ServerGroup, probe: &dyn MemoryProbe, model: Option<ModelFacts>) -> ServerRecord {
+    ServerRecord {
+        id: group.id.clone(),
+        vars: group.vars.clone(),
+        argv: group.server.argv.clone(),
+        env: group.server.env.clone(),
+        base_url: group.server.base_url.clone(),
+        status: Status::Ok,
+        error: None,
+        log_tail: None,
+        started_at: chrono::Local::now().to_rfc3339(),
+        ready_s: None,
+        max_model_len: group.server.max_model_len,
+        served_max_model_len: None,
+        memory_source: probe.source(),
+        baseline: probe::sample(probe, &BTreeSet::new(), 0.0),
+        at_ready: None,
+        timeline: Vec::new(),
+        log: Default::default(),
+        cache_config_info: None,
+        version: None,
+        model,
+        stop: None,
+        release: None,
+        pids: Vec::new(),
+    }
+}
+
+fn fail(record: &mut ServerRecord, e: &EngineError) {
+    record.status = if matches!(e, EngineError::Interrupted) { Status::Interrupted } else { Status::Failed };
+    record.error = Some(match e {
+        EngineError::Interrupted => "stopped by Ctrl-C before the server was ready".to_owned(),
+        other => other.short(),
+    });
+    if let EngineError::ExitedEarly { tail, .. } | EngineError::NotReady { tail, .. } = e {
+        record.log_tail = Some(tail.clone());
+    }
+}
+
+/// Starts the group's server and waits until it is ready. On failure the record says why and no process
+/// remains.
+pub async fn start(
+    group: &ServerGroup,
+    dir: &Path,
+    probe: &dyn MemoryProbe,
+    model: Option<ModelFacts>,
+    http: &reqwest::Client,
+    interrupted: &AtomicBool,
+) -> Result<Running, ServerRecord> {
+    let cfg = &group.server;
+    let mut record = new_record(group, probe, model);
+    let log_path = dir.join("server.log");
+    if let Err(e) = ready::check_port_free(&cfg.host, cfg.port) {
+        fail(&mut record, &e);
+        return Err(record);
+    }
+    let mut process = match ServerProcess::spawn(&cfg.argv, &cfg.env, &log_path) {
+        Ok(p) => p,
+        Err(source) => {
+            let program = cfg.argv.first().cloned().unwrap_or_default();
+            let hint = "is it installed and on PATH? For vLLM on CPU run scripts/setup-vllm-cpu.sh and add its bin/ to PATH, or set `engine.command`".to_owned();
+            fail(&mut record, &EngineError::Spawn { program, source, hint });
+            return Err(record);
+        }
+    };
+    let mut last_sample = Instant::now() - Duration::from_secs(10);
+    let timeline = &mut record.timeline;
+    let result = ready::wait_ready(&mut process, cfg, &log_path, http, interrupted, |p| {
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            last_sample = Instant::now();
+            let tree = p.tree();
+            timeline.push(probe::sample(probe, &tree, p.started.elapsed().as_secs_f64()));
+        }
+    })
+    .await;
+    match result {
+        Ok(info) => {
+            let tree = process.tree();
+            record.at_ready = Some(probe::sample(probe, &tree, info.ready_s));
+            record.ready_s = Some(info.ready_s);
+            record.served_max_model_len = info.served_max_model_len;
+            record.max_model_len = record.max_model_len.or(info.served_max_model_len);
+            let (version, cache_info) = ready::server_facts(http, &cfg.base_url).await;
+            record.version = version;
+            record.cache_config_info = cache_info;
+            Ok(Running { process, record })
+        }
+        Err(e) => {
+            fail(&mut record, &e);
+            let stop = process.stop(Duration::from_secs_f64(cfg.stop_timeout_s));
+            finish(&mut record, &process, stop, &log_path, probe, interrupted);
+            Err(record)
+        }
+    }
+}
+
+/// Stops a running server and completes its record.
+pub fn stop(mut running: Running, group: &ServerGroup, dir: &Path, probe: &dyn MemoryProbe, interrupted: &AtomicBool) -> ServerRecord {
+    let report = running.process.stop(Duration::from_secs_f64(group.server.stop_timeout_s));
+    finish(&mut running.record, &running.process, report, &dir.join("server.log"), probe, interrupted);
+    running.record
+}
+
+fn finish(record: &mut ServerRecord, process: &ServerProcess, stop: StopReport, log_path: &Path, probe: &dyn MemoryProbe, interrupted: &AtomicBool) {
+    if !stop.leftover.is_empty() {
+        record.status = Status::Failed;
+        record.error.get_or_insert(format!("processes {:?} survived SIGKILL", stop.leftover));
+    }
+    record.stop = Some(stop);
+    record.pids = process.seen().iter().copied().collect();
+    let text = std::fs::read(log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    record.log = logparse::parse(&text);
+    record.release = Some(wait_released(&record.baseline, probe, interrupted));
+}
+
+/// Waits until memory is back at the idle baseline: device memory on a GPU, available host memory on CPU.
+/// The tolerance absorbs other tenants and the page cache: max(256 MiB, 2% of the total).
+pub fn wait_released(baseline: &MemSample, probe: &dyn MemoryProbe, interrupted: &AtomicBool) -> ReleaseCheck {
+    let begin = Instant::now();
+    let limit = Duration::from_secs(60);
+    let check = |s: &MemSample| -> (bool, String) {
+        match (baseline.device_used_mb, baseline.device_total_mb, s.device_used_mb) {
+            (Some(b), Some(total), Some(now)) => {
+                let tol = (total * 0.02).max(256.0);
+                (now <= b + tol, format!("device used ≤ baseline {b:.0} MiB + {tol:.0} MiB"))
+            }
+            _ => match (baseline.host_available_mb, s.host_available_mb) {
+                (Some(b), Some(now)) => {
+                    let total = probe::procfs::meminfo().map(|(t, _)| t as f64 / 1048576.0).unwrap_or(0.0);
+                    let tol = (total * 0.02).max(256.0);
+                    (now >= b - tol, format!("host available ≥ baseline {b:.0} MiB − {tol:.0} MiB"))
+                }
+                _ => (true, "no memory reading to compare".to_owned()),
+            },
+        }
+    };
+    loop {
+        let after = probe::sample(probe, &BTreeSet::new(), 0.0);
+        let (ok, rule) = check(&after);
+        if ok || begin.elapsed() > limit || interrupted.load(Ordering::SeqCst) {
+            return ReleaseCheck { released: ok, waited_s: begin.elapsed().as_secs_f64(), after, rule };
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,3 @@
+//! Statistics: pure functions of recorded data (fits now; quantiles, intervals and knees with the load).
+
+pub mod fit;

