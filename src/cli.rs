@@ -103,17 +103,15 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
     let outcome = runtime.block_on(run::execute(loaded, plan, &opts, &interrupted)).map_err(|e| match e {
         RunError::Output { .. } | RunError::Probe(_) | RunError::Unsupported(_) => Error::Usage(e.to_string()),
     })?;
-    let csv = outcome.dir.join("kv_cache_scaling.csv");
-    if let Ok(text) = std::fs::read_to_string(&csv) {
-        println!("{}:", csv.display());
-        print!("{text}");
-    }
-    let failed = outcome.failed();
+    print!("{}", crate::report::console::summary(&outcome.dir, &outcome.recorded.points, &outcome.sweeps));
     if outcome.interrupted {
+        eprintln!("interrupted; what was measured is in {}", outcome.dir.display());
         return Ok(exit::INTERRUPTED);
     }
-    eprintln!("{} of {} server starts ok; outputs in {}", outcome.servers.len() - failed, outcome.servers.len(), outcome.dir.display());
-    Ok(if failed > 0 { exit::POINT_FAILED } else { exit::OK })
+    let servers = outcome.recorded.servers.len();
+    let (failed_servers, failed_points) = (outcome.failed_servers(), outcome.failed_points());
+    eprintln!("{} of {servers} server starts ok, {failed_points} load points failed; outputs in {}", servers - failed_servers, outcome.dir.display());
+    Ok(if failed_servers + failed_points > 0 { exit::POINT_FAILED } else { exit::OK })
 }
 
 /// Entry point: returns the process exit code. A panic is a bug and exits with the internal-error code.

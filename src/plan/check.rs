@@ -134,7 +134,7 @@ fn templates(spec: &Spec) -> (Vec<(Vec<Seg>, String)>, Vec<(Vec<Seg>, String)>) 
     }
     let mut load = Vec::new();
     if let Some(l) = &spec.load {
-        for (name, v) in [("concurrency", &l.concurrency), ("requests", &l.requests), ("max_tokens", &l.max_tokens), ("prompt_tokens", &l.prompt_tokens), ("warmup", &l.warmup)] {
+        for (name, v) in [("concurrency", &l.concurrency), ("requests", &l.requests), ("max_tokens", &l.max_tokens), ("prompt_tokens", &l.prompt_tokens), ("warmup", &l.warmup), ("shared_prefix_tokens", &l.shared_prefix_tokens)] {
             if let IntOrTemplate::Template(t) = v {
                 load.push((key(&["load", name]), t.clone()));
             }

@@ -139,6 +139,10 @@ fn render_client(
     let max_tokens = int("max_tokens", &load.max_tokens, 1)?;
     let prompt_tokens = int("prompt_tokens", &load.prompt_tokens, 1)?;
     let warmup = int("warmup", &load.warmup, 0)?;
+    let shared_prefix_tokens = int("shared_prefix_tokens", &load.shared_prefix_tokens, 0)?;
+    if shared_prefix_tokens > prompt_tokens {
+        return Err(PlanError::at(key(&["load", "shared_prefix_tokens"]), format!("shared_prefix_tokens {shared_prefix_tokens} is longer than prompt_tokens {prompt_tokens}"), "make the shared prefix at most prompt_tokens long"));
+    }
     let ignore_eos = check::render_bool(renderer, &ctx, vars, &["load", "ignore_eos"], &load.ignore_eos)?;
     let stream = check::render_bool(renderer, &ctx, vars, &["load", "stream"], &load.stream)?;
     if let Some(limit) = server.max_model_len {
@@ -155,6 +159,11 @@ fn render_client(
         ignore_eos,
         stream,
         warmup,
+        seed: load.seed,
+        shared_prefix_tokens,
+        prompts_file: load.prompts_file.clone(),
+        vocab_size: load.vocab_size,
+        request_timeout_s: load.request_timeout.0.as_secs_f64(),
     })
 }
 

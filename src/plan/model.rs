@@ -90,6 +90,11 @@ pub struct ClientConfig {
     pub ignore_eos: bool,
     pub stream: bool,
     pub warmup: u32,
+    pub seed: u64,
+    pub shared_prefix_tokens: u32,
+    pub prompts_file: Option<String>,
+    pub vocab_size: Option<u64>,
+    pub request_timeout_s: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

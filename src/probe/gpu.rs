@@ -48,6 +48,11 @@ impl MemoryProbe for Nvml {
         seen.then_some(total as f64 / MIB)
     }
 
+    fn utilization(&self) -> Option<f64> {
+        let u: Vec<f64> = self.devices().iter().filter_map(|d| d.utilization_rates().ok()).map(|r| f64::from(r.gpu)).collect();
+        (!u.is_empty()).then(|| u.iter().sum::<f64>() / u.len() as f64)
+    }
+
     fn describe(&self) -> Option<String> {
         let names: Vec<String> = self.devices().iter().filter_map(|d| d.name().ok()).collect();
         let driver = self.nvml.sys_driver_version().unwrap_or_default();
@@ -88,6 +93,12 @@ impl MemoryProbe for NvidiaSmi {
         let rows = parse_csv_numbers(&query(&["--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits"])?);
         let rows: Vec<&Vec<f64>> = rows.iter().filter(|r| r.len() == 2).collect();
         (!rows.is_empty()).then(|| (rows.iter().map(|r| r[0]).sum(), rows.iter().map(|r| r[1]).sum()))
+    }
+
+    fn utilization(&self) -> Option<f64> {
+        let rows = parse_csv_numbers(&query(&["--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"])?);
+        let u: Vec<f64> = rows.iter().filter_map(|r| r.first().copied()).collect();
+        (!u.is_empty()).then(|| u.iter().sum::<f64>() / u.len() as f64)
     }
 
     fn processes(&self, pids: &BTreeSet<u32>) -> Option<f64> {

@@ -101,3 +101,82 @@ mod tests {
         assert_eq!(s[0].value, 2.0);
     }
 }
+
+/// The figures servelab takes from vLLM's /metrics at one instant (summed over engines and label sets).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub t_s: f64,
+    pub running: Option<f64>,
+    pub waiting: Option<f64>,
+    /// 0–1 (`vllm:kv_cache_usage_perc`, `vllm:gpu_cache_usage_perc` before 0.9).
+    pub kv_usage: Option<f64>,
+    pub preemptions: Option<f64>,
+    pub generation_tokens: Option<f64>,
+    pub prompt_tokens: Option<f64>,
+    pub prefix_hits: Option<f64>,
+    pub prefix_queries: Option<f64>,
+    pub e2e_sum: Option<f64>,
+    pub e2e_count: Option<f64>,
+    pub ttft_sum: Option<f64>,
+    pub ttft_count: Option<f64>,
+    pub queue_sum: Option<f64>,
+    pub queue_count: Option<f64>,
+}
+
+pub fn snapshot(samples: &[Sample], t_s: f64) -> Snapshot {
+    let s = |name: &str| sum(samples, name);
+    Snapshot {
+        t_s,
+        running: s("vllm:num_requests_running"),
+        waiting: s("vllm:num_requests_waiting"),
+        kv_usage: s("vllm:kv_cache_usage_perc").or_else(|| s("vllm:gpu_cache_usage_perc")),
+        preemptions: s("vllm:num_preemptions_total"),
+        generation_tokens: s("vllm:generation_tokens_total"),
+        prompt_tokens: s("vllm:prompt_tokens_total"),
+        prefix_hits: s("vllm:prefix_cache_hits_total"),
+        prefix_queries: s("vllm:prefix_cache_queries_total"),
+        e2e_sum: s("vllm:e2e_request_latency_seconds_sum"),
+        e2e_count: s("vllm:e2e_request_latency_seconds_count"),
+        ttft_sum: s("vllm:time_to_first_token_seconds_sum"),
+        ttft_count: s("vllm:time_to_first_token_seconds_count"),
+        queue_sum: s("vllm:request_queue_time_seconds_sum"),
+        queue_count: s("vllm:request_queue_time_seconds_count"),
+    }
+}
+
+/// What changed between two snapshots: the server's own view of a measured window.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Delta {
+    pub generation_tokens: Option<f64>,
+    pub prompt_tokens: Option<f64>,
+    pub requests: Option<f64>,
+    pub mean_e2e_s: Option<f64>,
+    pub mean_ttft_s: Option<f64>,
+    pub mean_queue_s: Option<f64>,
+    pub prefix_hits: Option<f64>,
+    pub prefix_queries: Option<f64>,
+    pub preemptions: Option<f64>,
+}
+
+fn diff(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(b? - a?)
+}
+
+fn ratio(sum: Option<f64>, count: Option<f64>) -> Option<f64> {
+    let (s, c) = (sum?, count?);
+    (c > 0.0).then(|| s / c)
+}
+
+pub fn delta(before: &Snapshot, after: &Snapshot) -> Delta {
+    Delta {
+        generation_tokens: diff(before.generation_tokens, after.generation_tokens),
+        prompt_tokens: diff(before.prompt_tokens, after.prompt_tokens),
+        requests: diff(before.e2e_count, after.e2e_count),
+        mean_e2e_s: ratio(diff(before.e2e_sum, after.e2e_sum), diff(before.e2e_count, after.e2e_count)),
+        mean_ttft_s: ratio(diff(before.ttft_sum, after.ttft_sum), diff(before.ttft_count, after.ttft_count)),
+        mean_queue_s: ratio(diff(before.queue_sum, after.queue_sum), diff(before.queue_count, after.queue_count)),
+        prefix_hits: diff(before.prefix_hits, after.prefix_hits),
+        prefix_queries: diff(before.prefix_queries, after.prefix_queries),
+        preemptions: diff(before.preemptions, after.preemptions),
+    }
+}

@@ -55,6 +55,10 @@ pub trait MemoryProbe: Send + Sync {
     fn device(&self) -> Option<(f64, f64)>;
     /// GPU memory in MiB held by these processes.
     fn processes(&self, pids: &BTreeSet<u32>) -> Option<f64>;
+    /// GPU utilisation in percent, averaged over the GPUs (what `nvidia-smi dmon` shows as sm%).
+    fn utilization(&self) -> Option<f64> {
+        None
+    }
     /// GPU name, driver and CUDA versions, for the manifest.
     fn describe(&self) -> Option<String> {
         None

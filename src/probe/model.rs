@@ -13,6 +13,8 @@ pub struct ModelFacts {
     pub kv_heads: Option<u64>,
     pub head_dim: Option<u64>,
     pub max_position_embeddings: Option<u64>,
+    #[serde(default)]
+    pub vocab_size: Option<u64>,
     /// The KV cache element type used for the theory (the model's, `--dtype`, or `--kv-cache-dtype`).
     pub kv_dtype: String,
     pub kv_dtype_bytes: u64,
@@ -58,6 +60,7 @@ pub fn from_config(config_text: &str, engine_dtype: Option<&str>, kv_cache_dtype
         kv_heads,
         head_dim,
         max_position_embeddings: int("max_position_embeddings"),
+        vocab_size: int("vocab_size").or_else(|| root.get("vocab_size").and_then(Value::as_u64)),
         kv_dtype,
         kv_dtype_bytes,
         theory_bytes_per_token: theory,

@@ -2,18 +2,24 @@
 //! starts each server once, records what it committed, stops it, and rewrites the outputs after every group
 //! so a crash keeps what was measured.
 
+pub mod load;
 pub mod progress;
 pub mod record;
 pub mod server;
 
+use crate::load::record::RequestRecord;
 use crate::plan::{Plan, ServerGroup};
 use crate::probe::{self, MemoryProbe, model::ModelFacts};
-use crate::report::kv_csv;
-use crate::spec::LoadedSpec;
+use crate::report::{kv_csv, sweep_csv};
+use crate::spec::{LoadedSpec, Spec};
+use crate::stats::sweep::{self, GroupSweep};
 use progress::Progress;
-use record::{ServerRecord, Status};
+use record::{PointRecord, SampleLine, ServerRecord, Status};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -31,16 +37,68 @@ pub struct RunOptions {
     pub run_id: Option<String>,
 }
 
+/// Everything a run recorded, in memory; the files hold the same.
+#[derive(Default)]
+pub struct Recorded {
+    pub servers: Vec<ServerRecord>,
+    pub points: Vec<PointRecord>,
+    pub requests: Vec<RequestRecord>,
+    pub samples: Vec<SampleLine>,
+}
+
 pub struct Outcome {
     pub dir: PathBuf,
-    pub servers: Vec<ServerRecord>,
+    pub recorded: Recorded,
+    pub sweeps: Vec<GroupSweep>,
     pub interrupted: bool,
 }
 
 impl Outcome {
-    pub fn failed(&self) -> usize {
-        self.servers.iter().filter(|s| s.status != Status::Ok).count()
+    pub fn failed_servers(&self) -> usize {
+        self.recorded.servers.iter().filter(|s| s.status != Status::Ok).count()
     }
+    pub fn failed_points(&self) -> usize {
+        self.recorded.points.iter().filter(|p| p.status != "ok").count()
+    }
+}
+
+/// Appends JSON lines to a journal file.
+fn append<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<(), RunError> {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|source| RunError::Output { path: path.display().to_string(), source })?;
+    let mut buf = Vec::new();
+    for item in items {
+        serde_json::to_writer(&mut buf, item).unwrap_or_default();
+        buf.push(b'\n');
+    }
+    file.write_all(&buf).and_then(|_| file.flush()).map_err(|source| RunError::Output { path: path.display().to_string(), source })
+}
+
+/// Derived outputs, recomputed from everything recorded so far (a pure function of the records).
+pub fn derive(spec: &Spec, rec: &Recorded) -> (Vec<(String, Vec<u8>)>, Vec<GroupSweep>) {
+    let mut files = Vec::new();
+    if !rec.servers.is_empty() {
+        files.push(("kv_cache_scaling.csv".to_owned(), kv_csv::render(&rec.servers)));
+    }
+    let sweeps = sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.repeat_policy, &spec.knee);
+    for g in &sweeps {
+        let suffix = if sweeps.len() > 1 { format!("-{}", g.group) } else { String::new() };
+        files.push((format!("concurrency_sweep{suffix}.csv"), sweep_csv::render(g)));
+        if let Some(bytes) = sweep_csv::render_batching(g) {
+            files.push((format!("batching_summary{suffix}.csv"), bytes));
+        }
+    }
+    if !sweeps.is_empty() {
+        files.push(("sweep.json".to_owned(), json(&sweeps)));
+    }
+    (files, sweeps)
+}
+
+fn write_derived(dir: &Path, spec: &Spec, rec: &Recorded) -> Result<Vec<GroupSweep>, RunError> {
+    let (files, sweeps) = derive(spec, rec);
+    for (name, bytes) in files {
+        write(&dir.join(name), &bytes)?;
+    }
+    Ok(sweeps)
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
@@ -77,53 +135,93 @@ fn prepare(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions) -> Result<PathBu
 }
 
 pub async fn execute(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions, interrupted: &AtomicBool) -> Result<Outcome, RunError> {
-    if plan.points().any(|(_, p)| p.client.is_some()) {
-        return Err(RunError::Unsupported("this spec has a `load` section; sending load is not implemented yet (issue 4). `servelab run` measures startup-only specs such as experiments/cpu/kv_scaling.yaml".into()));
-    }
-    let probe = probe::select(loaded.spec.measure.memory).map_err(RunError::Probe)?;
+    let probe: Arc<dyn MemoryProbe> = Arc::from(probe::select(loaded.spec.measure.memory).map_err(RunError::Probe)?);
     let dir = prepare(loaded, plan, opts)?;
     let http = reqwest::Client::builder().no_proxy().build().map_err(|e| RunError::Probe(format!("HTTP client: {e}")))?;
     let progress = Progress::new(plan.runs());
-    progress.line(&format!("run {}: {} server starts, memory from {}", dir.display(), plan.server_starts(), probe.source().as_str()));
-    let mut servers = Vec::new();
+    progress.line(&format!("run {}: {} server starts, {} runs, memory from {}", dir.display(), plan.server_starts(), plan.runs(), probe.source().as_str()));
+    let mut rec = Recorded::default();
+    let mut sweeps = Vec::new();
     for (i, group) in plan.groups.iter().enumerate() {
         if interrupted.load(Ordering::SeqCst) {
             break;
         }
-        let record = run_group(group, (i, plan.groups.len()), &dir, probe.as_ref(), &http, interrupted, &progress).await?;
-        progress.points_done(group.points.len());
-        servers.push(record);
-        write(&dir.join("kv_cache_scaling.csv"), &kv_csv::render(&servers))?;
+        let ctx = GroupCtx { index: (i, plan.groups.len()), dir: &dir, probe: probe.clone(), http: &http, interrupted, progress: &progress, spec: &loaded.spec };
+        run_group(&ctx, group, &mut rec).await?;
+        sweeps = write_derived(&dir, &loaded.spec, &rec)?;
     }
     progress.finish();
-    Ok(Outcome { dir, servers, interrupted: interrupted.load(Ordering::SeqCst) })
+    Ok(Outcome { dir, recorded: rec, sweeps, interrupted: interrupted.load(Ordering::SeqCst) })
 }
 
-async fn run_group(
-    group: &ServerGroup,
-    (i, n): (usize, usize),
-    dir: &Path,
-    probe: &dyn MemoryProbe,
-    http: &reqwest::Client,
-    interrupted: &AtomicBool,
-    progress: &Progress,
-) -> Result<ServerRecord, RunError> {
-    let server_dir = dir.join("servers").join(&group.id);
+struct GroupCtx<'a> {
+    index: (usize, usize),
+    dir: &'a Path,
+    probe: Arc<dyn MemoryProbe>,
+    http: &'a reqwest::Client,
+    interrupted: &'a AtomicBool,
+    progress: &'a Progress,
+    spec: &'a Spec,
+}
+
+async fn run_group(ctx: &GroupCtx<'_>, group: &ServerGroup, rec: &mut Recorded) -> Result<(), RunError> {
+    let (i, n) = ctx.index;
+    let server_dir = ctx.dir.join("servers").join(&group.id);
     std::fs::create_dir_all(&server_dir).map_err(|source| RunError::Output { path: server_dir.display().to_string(), source })?;
     let vars: Vec<String> = group.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    progress.line(&format!("server {}/{n} {} {}: starting", i + 1, group.id, vars.join(" ")));
-    progress.status(&format!("server {}/{n} starting", i + 1));
-    let record = match server::start(group, &server_dir, probe, model_facts(group), http, interrupted).await {
+    ctx.progress.line(&format!("server {}/{n} {} {}: starting", i + 1, group.id, vars.join(" ")));
+    ctx.progress.status(&format!("server {}/{n} starting", i + 1));
+    let facts = model_facts(group);
+    let vocab = facts.as_ref().and_then(|f| f.vocab_size);
+    let record = match server::start(group, &server_dir, ctx.probe.as_ref(), facts, ctx.http, ctx.interrupted).await {
         Ok(running) => {
             let ready_s = running.record.ready_s.unwrap_or_default();
-            progress.line(&format!("server {}/{n}: ready in {ready_s:.1} s; stopping", i + 1));
-            server::stop(running, group, &server_dir, probe, interrupted)
+            ctx.progress.line(&format!("server {}/{n}: ready in {ready_s:.1} s", i + 1));
+            let model = running.record.served_model.clone().or(group.server.served_model_name.clone()).unwrap_or_default();
+            run_points(ctx, group, &model, vocab, rec).await?;
+            ctx.progress.line(&format!("server {}/{n}: stopping", i + 1));
+            server::stop(running, group, &server_dir, ctx.probe.as_ref(), ctx.interrupted)
         }
         Err(record) => {
-            progress.line(&format!("server {}/{n}: {}: {}", i + 1, record.status.as_str(), record.error.as_deref().unwrap_or("")));
+            ctx.progress.line(&format!("server {}/{n}: {}: {}", i + 1, record.status.as_str(), record.error.as_deref().unwrap_or("")));
+            ctx.progress.points_done(group.points.len());
             record
         }
     };
     write(&server_dir.join("startup.json"), &json(&record))?;
-    Ok(record)
+    rec.servers.push(record);
+    Ok(())
+}
+
+/// The group's points against its running server; outputs are rewritten after every point.
+async fn run_points(ctx: &GroupCtx<'_>, group: &ServerGroup, model: &str, vocab: Option<u64>, rec: &mut Recorded) -> Result<(), RunError> {
+    let load_ctx = load::Context {
+        http: ctx.http,
+        probe: ctx.probe.clone(),
+        gpu_interval: ctx.spec.measure.gpu_util_interval.0.max(Duration::from_millis(10)),
+        server_metrics: ctx.spec.measure.server_metrics,
+        interrupted: ctx.interrupted,
+    };
+    for (j, point) in group.points.iter().enumerate() {
+        if ctx.interrupted.load(Ordering::SeqCst) {
+            break;
+        }
+        let Some(c) = &point.client else {
+            ctx.progress.points_done(1);
+            continue;
+        };
+        ctx.progress.status(&format!("server {}/{}: point {}/{} c={} repeat {}", ctx.index.0 + 1, ctx.index.1, j + 1, group.points.len(), c.concurrency, point.repeat));
+        let out = load::run_point(&load_ctx, group, point, model, vocab).await;
+        append(&ctx.dir.join("requests.jsonl"), &out.requests)?;
+        append(&ctx.dir.join("samples.jsonl"), &out.samples)?;
+        append(&ctx.dir.join("points.jsonl"), std::slice::from_ref(&out.point))?;
+        let ok = out.requests.iter().filter(|r| !r.warmup && r.ok()).count();
+        ctx.progress.line(&format!("  point {} c={} repeat {}: {} ({ok}/{} ok, {:.1} s)", point.id, c.concurrency, point.repeat, out.point.status, c.requests, out.point.wall_s));
+        rec.points.push(out.point);
+        rec.requests.extend(out.requests);
+        rec.samples.extend(out.samples);
+        ctx.progress.points_done(1);
+        write_derived(ctx.dir, ctx.spec, rec)?;
+    }
+    Ok(())
 }

@@ -56,6 +56,9 @@ pub struct ServerRecord {
     /// The max-model-len asked for (the rendered arg), else what /v1/models reports.
     pub max_model_len: Option<u64>,
     pub served_max_model_len: Option<u64>,
+    /// The model name the server lists in /v1/models (what requests must use).
+    #[serde(default)]
+    pub served_model: Option<String>,
     pub memory_source: Source,
     /// The reading just before the start (the idle baseline).
     pub baseline: MemSample,
@@ -99,3 +102,39 @@ impl ServerRecord {
         v.parse::<u64>().ok().or_else(|| v.parse::<f64>().ok().filter(|f| *f >= 0.0).map(|f| f as u64))
     }
 }
+
+/// One measured point, as recorded in `points.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PointRecord {
+    pub point: String,
+    pub group: String,
+    pub repeat: u32,
+    pub vars: indexmap::IndexMap<String, crate::spec::Scalar>,
+    pub client: crate::plan::ClientConfig,
+    pub model: String,
+    pub started_at: String,
+    /// Measured phase: start to the end of its last request.
+    pub wall_s: f64,
+    pub warmup_requests: u32,
+    /// /metrics when the server was quiet before and after the measured phase.
+    pub before: Option<crate::probe::metrics::Snapshot>,
+    pub after: Option<crate::probe::metrics::Snapshot>,
+    /// A GPU probe was sampling utilisation.
+    pub gpu_sampled: bool,
+    pub status: String,
+    pub error: Option<String>,
+}
+
+/// One line of `samples.jsonl`: a /metrics scrape or a GPU reading during a measured phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleLine {
+    pub point: String,
+    pub t_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::probe::metrics::Snapshot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_util_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_mem_used_mb: Option<f64>,
+}
+

@@ -31,6 +31,7 @@ fn new_record(group: &ServerGroup, probe: &dyn MemoryProbe, model: Option<ModelF
         ready_s: None,
         max_model_len: group.server.max_model_len,
         served_max_model_len: None,
+        served_model: None,
         memory_source: probe.source(),
         baseline: probe::sample(probe, &BTreeSet::new(), 0.0),
         at_ready: None,
@@ -98,6 +99,7 @@ pub async fn start(
             record.at_ready = Some(probe::sample(probe, &tree, info.ready_s));
             record.ready_s = Some(info.ready_s);
             record.served_max_model_len = info.served_max_model_len;
+            record.served_model = info.served_model;
             record.max_model_len = record.max_model_len.or(info.served_max_model_len);
             let (version, cache_info) = ready::server_facts(http, &cfg.base_url).await;
             record.version = version;

@@ -40,6 +40,43 @@ pub struct Spec {
     /// Overrides for the wall-time estimate of `servelab plan`.
     #[serde(default)]
     pub estimate: Estimate,
+    /// Thresholds of the knee finding (where throughput stops scaling, where latency blows up).
+    #[serde(default)]
+    pub knee: KneeRules,
+}
+
+/// The knee rules, written into the outputs with the finding.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KneeRules {
+    /// Throughput stops scaling at the first level whose efficiency S(c)/c falls below this.
+    #[serde(default = "default_efficiency")]
+    pub efficiency_min: f64,
+    /// ... or whose throughput gain over the previous level falls below this fraction.
+    #[serde(default = "default_gain")]
+    pub marginal_gain_min: f64,
+    /// Latency blows up at the first level whose p95 e2e exceeds this multiple of the p95 at concurrency 1.
+    #[serde(default = "default_inflation")]
+    pub p95_inflation_max: f64,
+    /// ... or where the server had requests waiting (queueing) during the level.
+    #[serde(default = "yes_bool")]
+    pub waiting_counts: bool,
+}
+
+fn default_efficiency() -> f64 {
+    0.5
+}
+fn default_gain() -> f64 {
+    0.10
+}
+fn default_inflation() -> f64 {
+    2.0
+}
+
+impl Default for KneeRules {
+    fn default() -> Self {
+        KneeRules { efficiency_min: 0.5, marginal_gain_min: 0.10, p95_inflation_max: 2.0, waiting_counts: true }
+    }
 }
 
 pub fn default_repeats() -> i64 {
@@ -154,8 +191,31 @@ pub struct Load {
     /// Requests sent before measuring, excluded from every figure.
     #[serde(default = "int2")]
     pub warmup: IntOrTemplate,
+    /// Seed of the random token-id prompts; the same seed gives the same prompts.
+    #[serde(default)]
+    pub seed: u64,
+    /// Tokens every prompt shares at its start (for prefix-cache experiments). 0: every prompt is distinct
+    /// from its first token, so prefix caching cannot inflate results.
+    #[serde(default = "int0")]
+    pub shared_prefix_tokens: IntOrTemplate,
+    /// Text prompts, one per line, used in turn instead of random token ids (prompt_tokens is then ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts_file: Option<String>,
+    /// Token ids are drawn below this. Default: the model's `vocab_size` from config.json, else 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab_size: Option<u64>,
+    /// A request taking longer than this is recorded as a `timeout` error.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Dur,
 }
 
+fn default_request_timeout() -> Dur {
+    Dur::secs(300)
+}
+
+fn int0() -> IntOrTemplate {
+    IntOrTemplate::Int(0)
+}
 fn int1() -> IntOrTemplate {
     IntOrTemplate::Int(1)
 }

@@ -1,3 +1,5 @@
 //! Statistics: pure functions of recorded data (fits now; quantiles, intervals and knees with the load).
 
 pub mod fit;
+pub mod summary;
+pub mod sweep;

@@ -1,0 +1,213 @@
+//! The closed-loop load client: `concurrency` workers, each sending its next request as soon as its
+//! previous one ends (c = 1 is sequential). Raw instants are recorded where the bytes arrive; figures are
+//! derived later by `stats`. A failed request is a record with an error, never an error of the run.
+
+use super::prompt::{Prompt, Prompts};
+use super::record::{RequestError, RequestRecord};
+use super::sse::{Event, SseParser};
+use serde::Serialize;
+use serde::ser::Serializer;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// What every request of a phase asks for.
+#[derive(Clone, Debug)]
+pub struct RequestSpec {
+    pub url: String,
+    pub model: String,
+    pub max_tokens: u32,
+    pub ignore_eos: bool,
+    pub stream: bool,
+    pub timeout: Duration,
+    pub prompts: Arc<Prompts>,
+}
+
+/// One batch of requests at one concurrency.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    pub point: String,
+    pub requests: u32,
+    pub concurrency: u32,
+    pub warmup: bool,
+    /// Makes this phase's prompts differ from every other phase's.
+    pub salt: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct PhaseResult {
+    pub records: Vec<RequestRecord>,
+    /// From the phase start to the end of its last request.
+    pub wall_s: f64,
+}
+
+/// A client for load: one pooled connection per concurrent request, Nagle off, no proxy.
+pub fn http_client(concurrency: u32) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency as usize)
+        .tcp_nodelay(true)
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
+
+struct IdsOrText<'a>(&'a Prompt<'a>);
+
+impl Serialize for IdsOrText<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Prompt::Ids(ids) => ids.serialize(s),
+            Prompt::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    prompt: IdsOrText<'a>,
+    max_tokens: u32,
+    ignore_eos: bool,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+pub async fn run_phase(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase) -> PhaseResult {
+    let t0 = Instant::now();
+    let next = Arc::new(AtomicU32::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..phase.concurrency.min(phase.requests).max(1) {
+        let (http, spec, phase, next) = (http.clone(), spec.clone(), phase.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut records = Vec::new();
+            let mut ids = Vec::new();
+            let mut scheduled = Instant::now();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= phase.requests {
+                    break;
+                }
+                let prompt = spec.prompts.get(phase.salt, u64::from(index), &mut ids);
+                let body = serde_json::to_vec(&Body {
+                    model: &spec.model,
+                    prompt: IdsOrText(&prompt),
+                    max_tokens: spec.max_tokens,
+                    ignore_eos: spec.ignore_eos,
+                    stream: spec.stream,
+                    stream_options: spec.stream.then_some(StreamOptions { include_usage: true }),
+                })
+                .unwrap_or_default();
+                let record = one_request(&http, &spec, &phase, index, body, t0, scheduled).await;
+                records.push(record);
+                scheduled = Instant::now();
+            }
+            records
+        }));
+    }
+    let mut records = Vec::with_capacity(phase.requests as usize);
+    for w in workers {
+        records.extend(w.await.unwrap_or_default());
+    }
+    records.sort_by_key(|r| r.index);
+    let wall_s = records.iter().map(|r| r.end_s).fold(0.0, f64::max);
+    PhaseResult { records, wall_s }
+}
+
+fn secs(t0: Instant, t: Instant) -> f64 {
+    t.duration_since(t0).as_secs_f64()
+}
+
+/// Progress of one response, filled as bytes arrive.
+struct Progress {
+    first: Option<Instant>,
+    chunk_us: Vec<u32>,
+    chunks: u32,
+    usage: (Option<u32>, Option<u32>),
+    done: bool,
+    error: Option<RequestError>,
+    status: Option<u16>,
+}
+
+async fn one_request(http: &reqwest::Client, spec: &RequestSpec, phase: &Phase, index: u32, body: Vec<u8>, t0: Instant, scheduled: Instant) -> RequestRecord {
+    let mut p = Progress { first: None, chunk_us: Vec::with_capacity(spec.max_tokens as usize), chunks: 0, usage: (None, None), done: false, error: None, status: None };
+    let start = Instant::now();
+    let outcome = tokio::time::timeout(spec.timeout, exchange(http, spec, body, &mut p)).await;
+    let end = Instant::now();
+    match outcome {
+        Err(_) => p.error = Some(RequestError { kind: "timeout".into(), message: format!("no complete response within {:.0} s", spec.timeout.as_secs_f64()) }),
+        Ok(Err(e)) => p.error = Some(e),
+        Ok(Ok(())) if spec.stream && !p.done && p.error.is_none() => p.error = Some(RequestError { kind: "stream".into(), message: "the stream ended without [DONE]".into() }),
+        Ok(Ok(())) => {}
+    }
+    RequestRecord {
+        point: phase.point.clone(),
+        index,
+        warmup: phase.warmup,
+        scheduled_s: secs(t0, scheduled),
+        start_s: secs(t0, start),
+        first_token_s: p.first.map(|f| secs(t0, f)),
+        end_s: secs(t0, end),
+        chunk_us: p.chunk_us,
+        chunks: p.chunks,
+        prompt_tokens: p.usage.0,
+        completion_tokens: p.usage.1,
+        http_status: p.status,
+        error: p.error,
+    }
+}
+
+fn request_error(e: &reqwest::Error) -> RequestError {
+    let kind = if e.is_connect() { "connect" } else if e.is_timeout() { "timeout" } else if e.is_body() || e.is_decode() { "body" } else { "request" };
+    RequestError { kind: kind.into(), message: e.to_string() }
+}
+
+async fn exchange(http: &reqwest::Client, spec: &RequestSpec, body: Vec<u8>, p: &mut Progress) -> Result<(), RequestError> {
+    let mut resp = http
+        .post(&spec.url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| request_error(&e))?;
+    let status = resp.status();
+    p.status = Some(status.as_u16());
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["error"]["message"].as_str().map(str::to_owned)).unwrap_or(text);
+        return Err(RequestError { kind: format!("http_{}", status.as_u16()), message: msg.chars().take(300).collect() });
+    }
+    if !spec.stream {
+        let bytes = resp.bytes().await.map_err(|e| request_error(&e))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| RequestError { kind: "body".into(), message: e.to_string() })?;
+        p.usage = (v["usage"]["prompt_tokens"].as_u64().map(|n| n as u32), v["usage"]["completion_tokens"].as_u64().map(|n| n as u32));
+        p.chunks = 1;
+        return Ok(());
+    }
+    let mut parser = SseParser::default();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| RequestError { kind: "stream".into(), message: e.to_string() })? {
+        // One timestamp per network read: every event in it arrived at this instant.
+        let now = Instant::now();
+        parser.feed(&chunk, |event| match event {
+            Event::Content { non_empty } => {
+                if non_empty && p.first.is_none() {
+                    p.first = Some(now);
+                } else if let Some(first) = p.first {
+                    p.chunk_us.push(now.duration_since(first).as_micros().min(u128::from(u32::MAX)) as u32);
+                }
+                p.chunks += 1;
+            }
+            Event::Usage { prompt_tokens, completion_tokens } => p.usage = (prompt_tokens, completion_tokens),
+            Event::Done => p.done = true,
+            Event::Error(message) => {
+                p.error.get_or_insert(RequestError { kind: "stream".into(), message });
+            }
+        });
+    }
+    Ok(())
+}

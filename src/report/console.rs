@@ -1,0 +1,28 @@
+//! What `servelab run` prints at the end: the CSVs it wrote, the batching summary line, the knee findings.
+
+use crate::report::sweep_csv;
+use crate::run::record::PointRecord;
+use crate::stats::sweep::GroupSweep;
+use std::fmt::Write;
+use std::path::Path;
+
+pub fn summary(dir: &Path, points: &[PointRecord], sweeps: &[GroupSweep]) -> String {
+    let mut out = String::new();
+    let kv = dir.join("kv_cache_scaling.csv");
+    if points.is_empty() {
+        if let Ok(text) = std::fs::read_to_string(&kv) {
+            let _ = write!(out, "{}:\n{text}", kv.display());
+        }
+    }
+    for g in sweeps {
+        let name = if sweeps.len() > 1 { format!("concurrency_sweep-{}.csv", g.group) } else { "concurrency_sweep.csv".to_owned() };
+        let csv = String::from_utf8(sweep_csv::render(g)).unwrap_or_default();
+        let _ = write!(out, "{}:\n{csv}", dir.join(name).display());
+        if let Some(row) = sweep_csv::batching(g) {
+            let pairs: Vec<String> = sweep_csv::BATCHING_COLUMNS.iter().zip(&row).take(6).map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(out, "batching ({} repeat{}, {} repeat by tokens/s, c={}): {}", row[11], if row[11] == "1" { "" } else { "s" }, row[10], row[6], pairs.join(", "));
+        }
+        let _ = writeln!(out, "knee: {}\n      {}\nrule: {}", g.knee.throughput_finding, g.knee.latency_finding, g.knee.rule);
+    }
+    out
+}

@@ -1,0 +1,166 @@
+//! One load point against a ready server: warmup (excluded), a quiet /metrics snapshot, the measured phase
+//! with GPU and /metrics sampling beside it, another quiet snapshot. Everything raw goes to the journal files.
+
+use crate::load::client::{self, Phase, RequestSpec};
+use crate::load::prompt::{self, Prompts};
+use crate::load::record::RequestRecord;
+use crate::plan::{ClientConfig, Point, ServerGroup};
+use crate::probe::metrics::{self, Snapshot};
+use crate::probe::MemoryProbe;
+use super::record::{PointRecord, SampleLine};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct PointOutput {
+    pub point: PointRecord,
+    pub requests: Vec<RequestRecord>,
+    pub samples: Vec<SampleLine>,
+}
+
+async fn scrape(http: &reqwest::Client, base_url: &str, t_s: f64) -> Option<Snapshot> {
+    let resp = http.get(format!("{base_url}/metrics")).timeout(Duration::from_secs(5)).send().await.ok()?;
+    let text = resp.text().await.ok()?;
+    Some(metrics::snapshot(&metrics::parse(&text), t_s))
+}
+
+/// /metrics once the server is idle and its counters stopped moving (vLLM updates them asynchronously).
+pub async fn quiet_snapshot(http: &reqwest::Client, base_url: &str) -> Option<Snapshot> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut prev = scrape(http, base_url, 0.0).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = scrape(http, base_url, 0.0).await?;
+        let idle = now.running.unwrap_or(0.0) == 0.0 && now.waiting.unwrap_or(0.0) == 0.0;
+        let still = now.generation_tokens == prev.generation_tokens && now.e2e_count == prev.e2e_count && now.ttft_count == prev.ttft_count;
+        if (idle && still) || Instant::now() > deadline {
+            return Some(now);
+        }
+        prev = now;
+    }
+}
+
+/// Samples GPU utilisation every `interval` and /metrics every max(interval, 500 ms) until `stop` is set.
+async fn sample_during(http: reqwest::Client, base_url: String, probe: Arc<dyn MemoryProbe>, point: String, interval: Duration, scrape_metrics: bool, stop: Arc<AtomicBool>, out: Arc<Mutex<Vec<SampleLine>>>) {
+    let t0 = Instant::now();
+    let metrics_every = interval.max(Duration::from_millis(500));
+    let mut last_metrics = t0 - metrics_every;
+    while !stop.load(Ordering::SeqCst) {
+        let t_s = t0.elapsed().as_secs_f64();
+        let util = probe.utilization();
+        if util.is_some() {
+            let mem = probe.device().map(|d| d.0);
+            out.lock().unwrap_or_else(|e| e.into_inner()).push(SampleLine { point: point.clone(), t_s, metrics: None, gpu_util_pct: util, gpu_mem_used_mb: mem });
+        }
+        if scrape_metrics && last_metrics.elapsed() >= metrics_every {
+            last_metrics = Instant::now();
+            if let Some(m) = scrape(&http, &base_url, t_s).await {
+                out.lock().unwrap_or_else(|e| e.into_inner()).push(SampleLine { point: point.clone(), t_s, metrics: Some(m), gpu_util_pct: None, gpu_mem_used_mb: None });
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// The prompts of a point: random ids below the vocabulary, or the lines of a text file.
+pub fn prompts_for(c: &ClientConfig, model_vocab: Option<u64>) -> Result<Prompts, String> {
+    if let Some(file) = &c.prompts_file {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read prompts_file {file}: {e}"))?;
+        let lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect();
+        if lines.is_empty() {
+            return Err(format!("prompts_file {file} has no non-empty line"));
+        }
+        return Ok(Prompts::Texts(lines));
+    }
+    let vocab = c.vocab_size.or(model_vocab).unwrap_or(1000);
+    Ok(Prompts::Tokens { seed: c.seed, len: c.prompt_tokens, shared_prefix: c.shared_prefix_tokens, vocab })
+}
+
+pub struct Context<'a> {
+    pub http: &'a reqwest::Client,
+    pub probe: Arc<dyn MemoryProbe>,
+    pub gpu_interval: Duration,
+    pub server_metrics: bool,
+    pub interrupted: &'a AtomicBool,
+}
+
+/// Runs a phase, giving up (dropping in-flight requests) when interrupted.
+async fn phase_or_interrupt(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase, interrupted: &AtomicBool) -> Option<client::PhaseResult> {
+    let run = client::run_phase(http, spec, phase);
+    let watch = async {
+        while !interrupted.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        r = run => Some(r),
+        _ = watch => None,
+    }
+}
+
+pub async fn run_point(ctx: &Context<'_>, group: &ServerGroup, point: &Point, model: &str, model_vocab: Option<u64>) -> PointOutput {
+    let c = point.client.clone().expect("load points have a client config");
+    let base = &group.server.base_url;
+    let mut record = PointRecord {
+        point: point.id.clone(),
+        group: group.id.clone(),
+        repeat: point.repeat,
+        vars: point.vars.clone(),
+        client: c.clone(),
+        model: model.to_owned(),
+        started_at: chrono::Local::now().to_rfc3339(),
+        wall_s: 0.0,
+        warmup_requests: c.warmup,
+        before: None,
+        after: None,
+        gpu_sampled: ctx.probe.utilization().is_some(),
+        status: "ok".into(),
+        error: None,
+    };
+    let prompts = match prompts_for(&c, model_vocab) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            record.status = "failed".into();
+            record.error = Some(e);
+            return PointOutput { point: record, requests: Vec::new(), samples: Vec::new() };
+        }
+    };
+    let http = client::http_client(c.concurrency);
+    let spec = Arc::new(RequestSpec {
+        url: format!("{base}/v1/completions"),
+        model: model.to_owned(),
+        max_tokens: c.max_tokens,
+        ignore_eos: c.ignore_eos,
+        stream: c.stream,
+        timeout: Duration::from_secs_f64(c.request_timeout_s),
+        prompts,
+    });
+    let mut requests = Vec::new();
+    if c.warmup > 0 {
+        let warm = Phase { point: point.id.clone(), requests: c.warmup, concurrency: c.concurrency.min(c.warmup), warmup: true, salt: prompt::salt(&format!("{}/warmup", point.id)) };
+        if let Some(r) = phase_or_interrupt(&http, &spec, &warm, ctx.interrupted).await {
+            requests.extend(r.records);
+        }
+    }
+    record.before = quiet_snapshot(ctx.http, base).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let sampler = tokio::spawn(sample_during(ctx.http.clone(), base.clone(), ctx.probe.clone(), point.id.clone(), ctx.gpu_interval, ctx.server_metrics, stop.clone(), samples.clone()));
+    let phase = Phase { point: point.id.clone(), requests: c.requests, concurrency: c.concurrency, warmup: false, salt: prompt::salt(&point.id) };
+    let result = if ctx.interrupted.load(Ordering::SeqCst) { None } else { phase_or_interrupt(&http, &spec, &phase, ctx.interrupted).await };
+    stop.store(true, Ordering::SeqCst);
+    let _ = sampler.await;
+    match result {
+        Some(r) => {
+            record.wall_s = r.wall_s;
+            requests.extend(r.records);
+            record.after = quiet_snapshot(ctx.http, base).await;
+        }
+        None => {
+            record.status = "interrupted".into();
+            record.error = Some("Ctrl-C during the measured phase; its requests were cancelled".into());
+        }
+    }
+    let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
+    PointOutput { point: record, requests, samples }
+}
