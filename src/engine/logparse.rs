@@ -32,8 +32,6 @@ pub struct LogFacts {
     pub kv_gib: Option<f64>,
     /// The lines these facts came from, without their prefixes.
     pub lines: Vec<String>,
-    /// vLLM's own failure line, when the log has one.
-    pub failure: Option<String>,
 }
 
 fn re(pattern: &str) -> Regex {
@@ -111,14 +109,19 @@ pub fn parse(log: &str) -> LogFacts {
         }
     }
     f.kv_gib = f.reserved_kv_gib.or(f.available_kv_gib).or(f.cpu_kv_gib);
-    f.failure = failure_line(log);
     f
 }
 
 /// vLLM's own reason for a failed start: the last line with a known failure string, else the last line that
 /// looks like an error. Traceback frames are skipped.
 pub fn failure_line(log: &str) -> Option<String> {
-    let lines: Vec<&str> = log.lines().map(|l| strip_prefix(l).trim()).filter(|l| !l.is_empty()).collect();
+    // Warnings and info lines are not failures, whatever words they hold.
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains(" WARNING ") && !l.contains(" INFO ") && !l.contains(" DEBUG "))
+        .map(|l| strip_prefix(l).trim())
+        .filter(|l| !l.is_empty())
+        .collect();
     let known = FAILURES.iter().find_map(|pat| lines.iter().rev().find(|l| l.contains(pat)));
     let generic = || {
         lines.iter().rev().find(|l| {
@@ -172,7 +175,6 @@ mod tests {
         assert_eq!((f.graph_capture_s, f.graph_capture_gib), (Some(9.0), Some(0.56)));
         assert_eq!((f.init_engine_s, f.compile_s), (Some(21.34), Some(12.10)));
         assert_eq!(f.lines.len(), 6);
-        assert_eq!(f.failure, None);
     }
 
     #[test]
@@ -199,13 +201,12 @@ INFO 01-01 00:00:01 [core.py:1] init engine (profile, create kv cache, warmup mo
         assert_eq!(f.kv_cache_tokens, Some(131_072));
         assert_eq!((f.max_concurrency_tokens, f.max_concurrency), (Some(2048), Some(64.0)));
         assert_eq!(f.init_engine_s, Some(0.48));
-        assert_eq!(f.failure, None);
     }
 
     #[test]
     fn recorded_cpu_failure_surfaces_vllms_line() {
         let log = include_str!("../../tests/fixtures/logs/cpu-0.32-max-model-len-too-large.log");
-        let failure = parse(log).failure.unwrap();
+        let failure = failure_line(log).unwrap();
         assert!(failure.starts_with("User-specified max_model_len (16384) is greater than the derived max_model_len"), "{failure}");
     }
 
