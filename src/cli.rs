@@ -48,8 +48,63 @@ pub enum Command {
         #[arg(long)]
         run_id: Option<String>,
     },
+    /// Measure an existing OpenAI-compatible endpoint with the same client, no spec needed.
+    Bench(BenchArgs),
     /// Print the JSON schema of experiment specs.
     Schema,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Base URL of the endpoint, e.g. http://127.0.0.1:8000.
+    #[arg(long)]
+    pub url: String,
+    /// Model name for requests (default: the first model /v1/models lists).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
+    pub concurrency: Vec<u32>,
+    /// Requests per level: max(requests, 4 × concurrency) unless --exact-requests.
+    #[arg(long, default_value_t = 32)]
+    pub requests: u32,
+    #[arg(long)]
+    pub exact_requests: bool,
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: u32,
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: u32,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u32,
+    #[arg(long, default_value_t = 1)]
+    pub repeats: u32,
+    /// Token ids are drawn below this (default 1000: safe for any vocabulary).
+    #[arg(long)]
+    pub vocab_size: Option<u64>,
+    /// Non-streaming requests (no TTFT).
+    #[arg(long)]
+    pub no_stream: bool,
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub run_id: Option<String>,
+}
+
+/// The spec `bench` runs: an external engine and a concurrency grid, stored with the run like any spec.
+pub fn bench_spec(b: &BenchArgs) -> String {
+    let url = b.url.trim_end_matches('/').trim_end_matches("/v1");
+    let levels: Vec<String> = b.concurrency.iter().map(u32::to_string).collect();
+    let mut text = format!(
+        "name: bench\ndescription: servelab bench against {url}\nengine:\n  kind: external\n  base_url: {url:?}\n  ready_path: /v1/models\n"
+    );
+    if let Some(m) = &b.model {
+        text.push_str(&format!("  model: {m:?}\n"));
+    }
+    text.push_str(&format!(
+        "grid:\n  concurrency: [{}]\nrepeats: {}\nload:\n  concurrency: \"{{{{ concurrency }}}}\"\n  requests: {}\n  exact_requests: {}\n  max_tokens: {}\n  prompt_tokens: {}\n  warmup: {}\n  stream: {}\n  vocab_size: {}\nmeasure: {{memory: procfs}}\n",
+        levels.join(", "), b.repeats, b.requests, b.exact_requests, b.max_tokens, b.prompt_tokens, b.warmup, !b.no_stream, b.vocab_size.unwrap_or(1000)
+    ));
+    text
 }
 
 /// Loads a spec and plans it, pointing planner errors at their place in the spec.
@@ -83,6 +138,11 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Run { args, out, run_id } => {
             let (loaded, plan) = load_and_plan(&args)?;
             return run_experiment(&loaded, &plan, RunOptions { out_root: out, run_id });
+        }
+        Command::Bench(b) => {
+            let loaded = spec::load_str("servelab bench", &bench_spec(&b), &[])?;
+            let plan = plan::build_located(&loaded)?;
+            return run_experiment(&loaded, &plan, RunOptions { out_root: b.out, run_id: b.run_id });
         }
         Command::Schema => print!("{}", spec::schema::schema_json()),
     }

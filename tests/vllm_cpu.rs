@@ -209,3 +209,106 @@ fn ctrl_c_stops_the_server_and_exits_130() {
     assert!(servelab::probe::procfs::alive(&pids).is_empty(), "server processes survived Ctrl-C");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no second server was started after Ctrl-C");
 }
+
+fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Client figures against vLLM's own histograms over the same requests: the client sees each request from
+/// before it is sent until its last byte, so its means are at or above vLLM's, and on loopback at most
+/// 10 ms above. Token totals equal the server's counter deltas exactly.
+fn assert_client_matches_server(dir: &Path, levels: &[u64]) {
+    let points = jsonl(&dir.join("points.jsonl"));
+    let requests = jsonl(&dir.join("requests.jsonl"));
+    assert_eq!(points.len(), levels.len());
+    for p in &points {
+        let c = p["client"]["concurrency"].as_u64().unwrap();
+        let id = p["point"].as_str().unwrap();
+        let before: servelab::probe::metrics::Snapshot = serde_json::from_value(p["before"].clone()).unwrap();
+        let after: servelab::probe::metrics::Snapshot = serde_json::from_value(p["after"].clone()).unwrap();
+        let d = servelab::probe::metrics::delta(&before, &after);
+        let mine: Vec<&serde_json::Value> = requests.iter().filter(|r| r["point"] == id && r["warmup"] == false).collect();
+        assert_eq!(mine.len() as u64, p["client"]["requests"].as_u64().unwrap());
+        assert!(mine.iter().all(|r| r["error"].is_null()), "errors at c={c}");
+        let tokens: u64 = mine.iter().map(|r| r["completion_tokens"].as_u64().unwrap()).sum();
+        assert_eq!(tokens as f64, d.generation_tokens.unwrap(), "client tokens vs vllm:generation_tokens_total delta at c={c}");
+        assert_eq!(mine.len() as f64, d.requests.unwrap(), "request count at c={c}");
+        let n = mine.len() as f64;
+        let e2e = mine.iter().map(|r| r["end_s"].as_f64().unwrap() - r["start_s"].as_f64().unwrap()).sum::<f64>() / n;
+        let ttft = mine.iter().map(|r| r["first_token_s"].as_f64().unwrap() - r["start_s"].as_f64().unwrap()).sum::<f64>() / n;
+        let (se2e, sttft) = (d.mean_e2e_s.unwrap(), d.mean_ttft_s.unwrap());
+        eprintln!("c={c}: e2e client {:.2} ms vs vLLM {:.2} ms; TTFT client {:.2} ms vs vLLM {:.2} ms", e2e * 1e3, se2e * 1e3, ttft * 1e3, sttft * 1e3);
+        if levels.contains(&c) {
+            assert!(e2e >= se2e && e2e - se2e <= 0.010, "mean e2e at c={c}: client {e2e} vs vLLM {se2e}");
+            assert!(ttft >= sttft && ttft - sttft <= 0.010, "mean TTFT at c={c}: client {ttft} vs vLLM {sttft}");
+        }
+    }
+}
+
+#[test]
+fn client_latencies_and_tokens_agree_with_vllms_own_metrics() {
+    let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = environment() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let text = spec("accuracy", 18434, "[2048]", "268435456")
+        .replace("grid:\n  max_model_len: [2048]\n", "grid:\n  max_model_len: [2048]\n  concurrency: [1, 4]\nload:\n  concurrency: \"{{ concurrency }}\"\n  requests: 24\n  exact_requests: true\n  max_tokens: 32\n  prompt_tokens: 64\n  warmup: 2\n");
+    let run = run_spec(&bin, &text, out.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_client_matches_server(&run.dir, &[1, 4]);
+    let sweep = std::fs::read_to_string(run.dir.join("concurrency_sweep.csv")).unwrap();
+    assert!(sweep.starts_with("concurrency,mean_e2e_s,p95_e2e_s,qps,tok_s,gpu_util_pct,notes,requests,ttft_p50_s,ttft_p95_s,itl_p50_s,errors,efficiency,tok_s_ci_low,tok_s_ci_high,server_mean_e2e_s,server_mean_ttft_s,waiting_max,kv_usage_max\n"));
+    assert!(sweep.contains("no GPU"), "{sweep}");
+    assert!(!sweep.contains("differ"), "no token mismatch flag expected: {sweep}");
+    assert!(run.dir.join("batching_summary.csv").exists());
+    assert!(run.stderr.contains("batching") || std::fs::read_to_string(run.dir.join("batching_summary.csv")).unwrap().starts_with("sequential_s,concurrent_s"));
+    assert_nothing_left(&run, 18434);
+}
+
+#[test]
+fn bench_measures_an_existing_endpoint() {
+    let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = environment() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let port = 18435;
+    let log = std::fs::File::create(out.path().join("server.log")).unwrap();
+    use std::os::unix::process::CommandExt;
+    let mut server = Command::new(bin.join("vllm"))
+        .args(["serve", "models/tiny-llama", "--max-model-len", "1024", "--kv-cache-memory-bytes", "268435456", "--dtype", "bfloat16", "--enforce-eager", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .envs([("VLLM_HOST_IP", "127.0.0.1"), ("HF_HUB_OFFLINE", "1"), ("VLLM_NO_USAGE_STATS", "1"), ("DO_NOT_TRACK", "1")])
+        .current_dir(ROOT)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = nix::unistd::Pid::from_raw(server.id() as i32);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    while std::time::Instant::now() < deadline && !ready {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && Command::new("curl").args(["-sf", &format!("{url}/v1/models")]).output().map(|o| o.status.success()).unwrap_or(false);
+    }
+    let result = if ready {
+        Some(Command::new(env!("CARGO_BIN_EXE_servelab"))
+            .args(["bench", "--url", &url, "--concurrency", "1,4", "--requests", "12", "--max-tokens", "16", "--prompt-tokens", "32", "--out", out.path().to_str().unwrap(), "--run-id", "b"])
+            .output()
+            .unwrap())
+    } else {
+        None
+    };
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let _ = server.wait();
+    let output = result.expect("vLLM did not become ready for the bench test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("sequential_s="), "{stdout}");
+    let dir = out.path().join("bench/b");
+    let requests = jsonl(&dir.join("requests.jsonl"));
+    assert_eq!(requests.iter().filter(|r| r["warmup"] == false).count(), 12 + 16, "c=1: 12 requests; c=4: max(12, 16)");
+    assert!(requests.iter().all(|r| r["completion_tokens"] == 16));
+    assert!(!dir.join("kv_cache_scaling.csv").exists(), "an external endpoint has no startup to report");
+}

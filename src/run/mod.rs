@@ -76,7 +76,8 @@ fn append<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<(), RunError>
 /// Derived outputs, recomputed from everything recorded so far (a pure function of the records).
 pub fn derive(spec: &Spec, rec: &Recorded) -> (Vec<(String, Vec<u8>)>, Vec<GroupSweep>) {
     let mut files = Vec::new();
-    if !rec.servers.is_empty() {
+    // External endpoints were not started here: they have no startup memory to report.
+    if rec.servers.iter().any(|s| !s.argv.is_empty()) {
         files.push(("kv_cache_scaling.csv".to_owned(), kv_csv::render(&rec.servers)));
     }
     let sweeps = sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.repeat_policy, &spec.knee);
@@ -177,7 +178,8 @@ async fn run_group(ctx: &GroupCtx<'_>, group: &ServerGroup, rec: &mut Recorded) 
         Ok(running) => {
             let ready_s = running.record.ready_s.unwrap_or_default();
             ctx.progress.line(&format!("server {}/{n}: ready in {ready_s:.1} s", i + 1));
-            let model = running.record.served_model.clone().or(group.server.served_model_name.clone()).unwrap_or_default();
+            // The spec's model name wins (a `--served-model-name`, or `bench --model`); else what /v1/models lists.
+            let model = group.server.served_model_name.clone().or(running.record.served_model.clone()).unwrap_or_default();
             run_points(ctx, group, &model, vocab, rec).await?;
             ctx.progress.line(&format!("server {}/{n}: stopping", i + 1));
             server::stop(running, group, &server_dir, ctx.probe.as_ref(), ctx.interrupted)

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 /// A started, ready server and what has been recorded so far.
 pub struct Running {
-    pub process: ServerProcess,
+    /// None for an `external` endpoint, which servelab neither started nor stops.
+    pub process: Option<ServerProcess>,
     pub record: ServerRecord,
 }
 
@@ -69,6 +70,9 @@ pub async fn start(
 ) -> Result<Running, ServerRecord> {
     let cfg = &group.server;
     let mut record = new_record(group, probe, model);
+    if cfg.kind == crate::spec::EngineKind::External {
+        return external(cfg, record, http).await;
+    }
     let log_path = dir.join("server.log");
     if let Err(e) = ready::check_port_free(&cfg.host, cfg.port) {
         fail(&mut record, &e);
@@ -104,7 +108,7 @@ pub async fn start(
             let (version, cache_info) = ready::server_facts(http, &cfg.base_url).await;
             record.version = version;
             record.cache_config_info = cache_info;
-            Ok(Running { process, record })
+            Ok(Running { process: Some(process), record })
         }
         Err(e) => {
             fail(&mut record, &e);
@@ -117,9 +121,40 @@ pub async fn start(
 
 /// Stops a running server and completes its record.
 pub fn stop(mut running: Running, group: &ServerGroup, dir: &Path, probe: &dyn MemoryProbe, interrupted: &AtomicBool) -> ServerRecord {
-    let report = running.process.stop(Duration::from_secs_f64(group.server.stop_timeout_s));
-    finish(&mut running.record, &running.process, report, &dir.join("server.log"), probe, interrupted);
+    if let Some(process) = &mut running.process {
+        let report = process.stop(Duration::from_secs_f64(group.server.stop_timeout_s));
+        finish(&mut running.record, process, report, &dir.join("server.log"), probe, interrupted);
+    }
     running.record
+}
+
+/// An `external` endpoint: no lifecycle, only a check that it answers and what it says about itself.
+async fn external(cfg: &crate::plan::ServerConfig, mut record: ServerRecord, http: &reqwest::Client) -> Result<Running, ServerRecord> {
+    let begin = Instant::now();
+    let answer = http.get(&cfg.ready_url).timeout(Duration::from_secs(10)).send().await;
+    match answer {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => {
+            record.status = Status::Failed;
+            record.error = Some(format!("external endpoint {} answered {}", cfg.ready_url, r.status()));
+            return Err(record);
+        }
+        Err(e) => {
+            record.status = Status::Failed;
+            record.error = Some(format!("external endpoint {} is unreachable: {e}", cfg.ready_url));
+            return Err(record);
+        }
+    }
+    record.ready_s = Some(begin.elapsed().as_secs_f64());
+    if let Ok(r) = http.get(format!("{}/v1/models", cfg.base_url)).timeout(Duration::from_secs(10)).send().await {
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        record.served_model = body["data"][0]["id"].as_str().map(str::to_owned);
+        record.served_max_model_len = body["data"][0]["max_model_len"].as_u64();
+    }
+    let (version, info) = ready::server_facts(http, &cfg.base_url).await;
+    record.version = version;
+    record.cache_config_info = info;
+    Ok(Running { process: None, record })
 }
 
 fn finish(record: &mut ServerRecord, process: &ServerProcess, stop: StopReport, log_path: &Path, probe: &dyn MemoryProbe, interrupted: &AtomicBool) {
