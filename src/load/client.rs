@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 /// What every request of a phase asks for.
 #[derive(Clone, Debug)]
 pub struct RequestSpec {
-    pub url: String,
+    /// Parsed once: the hot path clones it instead of parsing a string per request.
+    pub url: reqwest::Url,
     pub model: String,
     pub max_tokens: u32,
     pub ignore_eos: bool,
@@ -169,7 +170,7 @@ fn request_error(e: &reqwest::Error) -> RequestError {
 
 async fn exchange(http: &reqwest::Client, spec: &RequestSpec, body: Vec<u8>, p: &mut Progress) -> Result<(), RequestError> {
     let mut resp = http
-        .post(&spec.url)
+        .post(spec.url.clone())
         .header("content-type", "application/json")
         .body(body)
         .send()

@@ -142,3 +142,19 @@ data: [DONE]\n\n";
         assert_eq!(events(&[b": comment\nevent: x\ndata: [DONE]\r\n"]), vec![Event::Done]);
     }
 }
+
+#[cfg(test)]
+mod recorded {
+    use super::*;
+
+    #[test]
+    fn parses_a_recorded_vllm_032_stream() {
+        let text = include_str!("../../tests/fixtures/sse/vllm-0.32-cpu-4-tokens.txt");
+        let mut events = Vec::new();
+        SseParser::default().feed(text.as_bytes(), |e| events.push(e));
+        assert_eq!(events.len(), 6);
+        assert!(events[..4].iter().all(|e| *e == Event::Content { non_empty: true }));
+        assert_eq!(events[4], Event::Usage { prompt_tokens: Some(4), completion_tokens: Some(4) });
+        assert_eq!(events[5], Event::Done);
+    }
+}

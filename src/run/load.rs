@@ -127,7 +127,14 @@ pub async fn run_point(ctx: &Context<'_>, group: &ServerGroup, point: &Point, mo
     };
     let http = client::http_client(c.concurrency);
     let spec = Arc::new(RequestSpec {
-        url: format!("{base}/v1/completions"),
+        url: match reqwest::Url::parse(&format!("{base}/v1/completions")) {
+            Ok(u) => u,
+            Err(e) => {
+                record.status = "failed".into();
+                record.error = Some(format!("bad endpoint URL {base}: {e}"));
+                return PointOutput { point: record, requests: Vec::new(), samples: Vec::new() };
+            }
+        },
         model: model.to_owned(),
         max_tokens: c.max_tokens,
         ignore_eos: c.ignore_eos,

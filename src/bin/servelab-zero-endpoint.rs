@@ -1,0 +1,156 @@
+//! A zero-latency OpenAI-compatible endpoint for benchmarking load clients (servelab's own, or
+//! `vllm bench serve`): answers `/v1/completions` with vLLM 0.32's exact SSE chunks, one HTTP chunk per
+//! event as uvicorn sends them, `max_tokens` tokens per request (default 64), as fast as it can write —
+//! or one token every `--itl-us` microseconds, to hold many streams open at once.
+//!
+//!   servelab-zero-endpoint --port 18500 [--itl-us 0]
+//!
+//! Single-threaded on purpose (pin it to a core of its own): it answers far faster than any client reads.
+
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MODEL: &str = "zero";
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn number_after(body: &[u8], key: &[u8]) -> Option<u64> {
+    let at = memchr::memmem::find(body, key)? + key.len();
+    let rest = &body[at..];
+    let start = rest.iter().position(|c| c.is_ascii_digit())?;
+    let len = rest[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[start..start + len]).ok()?.parse().ok()
+}
+
+fn chunk(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(format!("{:x}\r\n", payload.len()).as_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends one token's HTTP chunk (`{len:x}\r\n` + the SSE event + `\r\n`) without allocating.
+fn token_chunk(out: &mut Vec<u8>, id: &[u8], created: u64, i: u64, last: bool) {
+    use std::io::Write;
+    let finish: &[u8] = if last { b"\"length\"" } else { b"null" };
+    let mut digits = [0u8; 20];
+    let mut w = &mut digits[..];
+    let _ = write!(w, "{i}");
+    let nd = 20 - w.len();
+    let mut created_digits = [0u8; 20];
+    let mut w = &mut created_digits[..];
+    let _ = write!(w, "{created}");
+    let nc = 20 - w.len();
+    let parts: [&[u8]; 11] = [
+        b"data: {\"id\":\"", id, b"\",\"object\":\"text_completion\",\"created\":", &created_digits[..nc],
+        b",\"model\":\"zero\",\"choices\":[{\"index\":0,\"text\":\" w", &digits[..nd],
+        b"\",\"logprobs\":null,\"finish_reason\":", finish,
+        b",\"stop_reason\":null,\"prompt_token_ids\":null,\"token_ids\":null}]}", b"\n\n", b"",
+    ];
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let _ = write!(out, "{len:x}\r\n");
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn usage_event(id: &str, created: u64, prompt: u64, n: u64) -> Vec<u8> {
+    format!("data: {{\"id\":\"{id}\",\"object\":\"text_completion\",\"created\":{created},\"model\":\"{MODEL}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":{prompt},\"total_tokens\":{},\"completion_tokens\":{n}}},\"system_fingerprint\":\"vllm-0.32.0-zero\"}}\n\n", prompt + n).into_bytes()
+}
+
+fn simple(status: &str, ctype: &str, body: &str) -> Vec<u8> {
+    format!("HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+async fn completion(stream: &mut TcpStream, body: &[u8], seq: u64, itl: Duration) -> std::io::Result<()> {
+    let n = number_after(body, b"\"max_tokens\"").unwrap_or(64);
+    let prompt = memchr::memchr_iter(b',', body).count() as u64; // rough: ids in a token-id prompt
+    let id = format!("cmpl-{seq:016x}");
+    let created = 1_795_880_327;
+    let streaming = memchr::memmem::find(body, b"\"stream\":true").is_some() || memchr::memmem::find(body, b"\"stream\": true").is_some();
+    if !streaming {
+        let text: String = (0..n).map(|i| format!(" w{i}")).collect();
+        let json = format!("{{\"id\":\"{id}\",\"object\":\"text_completion\",\"created\":{created},\"model\":\"{MODEL}\",\"choices\":[{{\"index\":0,\"text\":\"{text}\",\"finish_reason\":\"length\"}}],\"usage\":{{\"prompt_tokens\":{prompt},\"total_tokens\":{},\"completion_tokens\":{n}}}}}", prompt + n);
+        return stream.write_all(&simple("200 OK", "application/json", &json)).await;
+    }
+    let mut out = Vec::with_capacity(256 * (n as usize + 2));
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n");
+    for i in 0..n {
+        token_chunk(&mut out, id.as_bytes(), created, i, i + 1 == n);
+        // Like a real server, the first token leaves as soon as it exists; later ones follow in one write
+        // (or one per interval when pacing).
+        if i == 0 || !itl.is_zero() {
+            stream.write_all(&out).await?;
+            out.clear();
+            if !itl.is_zero() {
+                tokio::time::sleep(itl).await;
+            }
+        }
+    }
+    chunk(&mut out, &usage_event(&id, created, prompt, n));
+    chunk(&mut out, b"data: [DONE]\n\n");
+    out.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(&out).await
+}
+
+async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell::Cell<u64>>) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut buf = Vec::with_capacity(8192);
+    loop {
+        let head_end = loop {
+            if let Some(at) = memchr::memmem::find(&buf, b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut tmp = [0u8; 8192];
+            let n = stream.read(&mut tmp).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&tmp[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let len = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(0);
+        while buf.len() < head_end + len {
+            let mut tmp = [0u8; 8192];
+            let n = stream.read(&mut tmp).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&tmp[..n]);
+        }
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let body = buf[head_end..head_end + len].to_vec();
+        buf.drain(..head_end + len);
+        match path.as_str() {
+            "/v1/completions" => {
+                seq.set(seq.get() + 1);
+                completion(&mut stream, &body, seq.get(), itl).await?
+            }
+            "/v1/models" => stream.write_all(&simple("200 OK", "application/json", &format!("{{\"object\":\"list\",\"data\":[{{\"id\":\"{MODEL}\",\"object\":\"model\",\"max_model_len\":8192}}]}}"))).await?,
+            "/health" => stream.write_all(&simple("200 OK", "text/plain", "")).await?,
+            "/version" => stream.write_all(&simple("200 OK", "application/json", "{\"version\":\"zero\"}")).await?,
+            "/metrics" => stream.write_all(&simple("200 OK", "text/plain", "vllm:num_requests_running 0\nvllm:num_requests_waiting 0\n")).await?,
+            _ => stream.write_all(&simple("404 Not Found", "text/plain", "not found")).await?,
+        }
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    let port = arg("--port", 18500) as u16;
+    let itl = Duration::from_micros(arg("--itl-us", 0));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        eprintln!("servelab-zero-endpoint: listening on 127.0.0.1:{port}, token interval {} µs", itl.as_micros());
+        let seq = std::rc::Rc::new(std::cell::Cell::new(0u64));
+        loop {
+            let (stream, _) = listener.accept().await?;
+            tokio::task::spawn_local(serve(stream, itl, seq.clone()));
+        }
+    })
+}
