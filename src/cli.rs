@@ -50,6 +50,14 @@ pub enum Command {
     },
     /// Measure an existing OpenAI-compatible endpoint with the same client, no spec needed.
     Bench(BenchArgs),
+    /// Re-render every derived artifact (CSVs, markdown, SVGs) of a run from its recorded data.
+    Report {
+        /// The run folder, e.g. out/kv-scaling-cpu/20261128-151000.
+        run: PathBuf,
+        /// Templates overriding the built-in ones (and the spec's `templates:`), file by file.
+        #[arg(long)]
+        templates: Option<PathBuf>,
+    },
     /// Print the JSON schema of experiment specs.
     Schema,
 }
@@ -144,6 +152,16 @@ fn run(cli: Cli) -> Result<i32, Error> {
             let plan = plan::build_located(&loaded)?;
             return run_experiment(&loaded, &plan, RunOptions { out_root: b.out, run_id: b.run_id });
         }
+        Command::Report { run, templates } => {
+            let (loaded, manifest, rec) = crate::run::recorded::read_run(&run).map_err(Error::Usage)?;
+            let templates = templates.or(loaded.spec.templates.as_ref().map(PathBuf::from));
+            let (files, _) = crate::report::derive::derive(&loaded.spec, &manifest, &rec, templates).map_err(Error::Usage)?;
+            for (name, bytes) in &files {
+                std::fs::write(run.join(name), bytes).map_err(|e| Error::Usage(format!("cannot write {}: {e}", run.join(name).display())))?;
+            }
+            let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+            println!("re-rendered {} files in {}: {}", files.len(), run.display(), names.join(", "));
+        }
         Command::Schema => print!("{}", spec::schema::schema_json()),
     }
     Ok(exit::OK)
@@ -161,7 +179,8 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
         }
     });
     let outcome = runtime.block_on(run::execute(loaded, plan, &opts, &interrupted)).map_err(|e| match e {
-        RunError::Output { .. } | RunError::Probe(_) | RunError::Unsupported(_) => Error::Usage(e.to_string()),
+        RunError::Output { .. } | RunError::Probe(_) => Error::Usage(e.to_string()),
+        RunError::Report(msg) => Error::Usage(format!("cannot render the reports: {msg}")),
     })?;
     print!("{}", crate::report::console::summary(&outcome.dir, &outcome.recorded.points, &outcome.sweeps));
     if outcome.interrupted {

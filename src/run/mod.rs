@@ -3,16 +3,19 @@
 //! so a crash keeps what was measured.
 
 pub mod load;
+pub mod manifest;
 pub mod progress;
+pub mod recorded;
 pub mod record;
 pub mod server;
 
 use crate::load::record::RequestRecord;
 use crate::plan::{Plan, ServerGroup};
 use crate::probe::{self, MemoryProbe, model::ModelFacts};
-use crate::report::{kv_csv, sweep_csv};
+use crate::report::derive;
 use crate::spec::{LoadedSpec, Spec};
-use crate::stats::sweep::{self, GroupSweep};
+use crate::stats::sweep::GroupSweep;
+use manifest::Manifest;
 use progress::Progress;
 use record::{PointRecord, SampleLine, ServerRecord, Status};
 use std::io::Write;
@@ -28,7 +31,7 @@ pub enum RunError {
     #[error("{0}")]
     Probe(String),
     #[error("{0}")]
-    Unsupported(String),
+    Report(String),
 }
 
 pub struct RunOptions {
@@ -73,29 +76,9 @@ fn append<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<(), RunError>
     file.write_all(&buf).and_then(|_| file.flush()).map_err(|source| RunError::Output { path: path.display().to_string(), source })
 }
 
-/// Derived outputs, recomputed from everything recorded so far (a pure function of the records).
-pub fn derive(spec: &Spec, rec: &Recorded) -> (Vec<(String, Vec<u8>)>, Vec<GroupSweep>) {
-    let mut files = Vec::new();
-    // External endpoints were not started here: they have no startup memory to report.
-    if rec.servers.iter().any(|s| !s.argv.is_empty()) {
-        files.push(("kv_cache_scaling.csv".to_owned(), kv_csv::render(&rec.servers)));
-    }
-    let sweeps = sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.repeat_policy, &spec.knee);
-    for g in &sweeps {
-        let suffix = if sweeps.len() > 1 { format!("-{}", g.group) } else { String::new() };
-        files.push((format!("concurrency_sweep{suffix}.csv"), sweep_csv::render(g)));
-        if let Some(bytes) = sweep_csv::render_batching(g) {
-            files.push((format!("batching_summary{suffix}.csv"), bytes));
-        }
-    }
-    if !sweeps.is_empty() {
-        files.push(("sweep.json".to_owned(), json(&sweeps)));
-    }
-    (files, sweeps)
-}
-
-fn write_derived(dir: &Path, spec: &Spec, rec: &Recorded) -> Result<Vec<GroupSweep>, RunError> {
-    let (files, sweeps) = derive(spec, rec);
+fn write_derived(dir: &Path, spec: &Spec, manifest: &Manifest, rec: &Recorded) -> Result<Vec<GroupSweep>, RunError> {
+    let templates = spec.templates.as_ref().map(PathBuf::from);
+    let (files, sweeps) = derive::derive(spec, manifest, rec, templates).map_err(RunError::Report)?;
     for (name, bytes) in files {
         write(&dir.join(name), &bytes)?;
     }
@@ -126,18 +109,41 @@ fn model_facts(group: &ServerGroup) -> Option<ModelFacts> {
     probe::model::from_config(&text, arg("--dtype"), arg("--kv-cache-dtype")).ok()
 }
 
-fn prepare(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions) -> Result<PathBuf, RunError> {
+fn prepare(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions, probe: &dyn MemoryProbe) -> Result<(PathBuf, Manifest), RunError> {
     let run_id = opts.run_id.clone().unwrap_or_else(|| chrono::Local::now().format("%Y%m%d-%H%M%S").to_string());
-    let dir = opts.out_root.join(&plan.name).join(run_id);
+    let dir = opts.out_root.join(&plan.name).join(&run_id);
     std::fs::create_dir_all(dir.join("servers")).map_err(|source| RunError::Output { path: dir.display().to_string(), source })?;
     write(&dir.join("plan.json"), &json(plan))?;
     write(&dir.join("spec.yaml"), loaded.source.text.as_bytes())?;
-    Ok(dir)
+    let (host, os, cpu, cpus) = manifest::host_facts();
+    let manifest = Manifest {
+        servelab_version: env!("CARGO_PKG_VERSION").to_owned(),
+        git_commit: env!("SERVELAB_GIT_COMMIT").to_owned(),
+        run_id,
+        spec_file: loaded.source.file.clone(),
+        spec_hash: manifest::short_hash(loaded.source.text.as_bytes()),
+        overrides: loaded.overrides.clone(),
+        plan: plan.clone(),
+        host,
+        os,
+        cpu,
+        cpus,
+        mem_total_mb: probe::procfs::meminfo().map(|(t, _)| t as f64 / 1048576.0),
+        memory_source: probe.source().as_str().to_owned(),
+        gpu: probe.describe(),
+        vllm_version: None,
+        engine_command: plan.groups.first().map(|g| g.server.argv.clone()).unwrap_or_default(),
+        model_config_hash: None,
+        started_at: chrono::Local::now().to_rfc3339(),
+        ended_at: None,
+    };
+    write(&dir.join("manifest.json"), &json(&manifest))?;
+    Ok((dir, manifest))
 }
 
 pub async fn execute(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions, interrupted: &AtomicBool) -> Result<Outcome, RunError> {
     let probe: Arc<dyn MemoryProbe> = Arc::from(probe::select(loaded.spec.measure.memory).map_err(RunError::Probe)?);
-    let dir = prepare(loaded, plan, opts)?;
+    let (dir, mut manifest) = prepare(loaded, plan, opts, probe.as_ref())?;
     let http = reqwest::Client::builder().no_proxy().build().map_err(|e| RunError::Probe(format!("HTTP client: {e}")))?;
     let progress = Progress::new(plan.runs());
     progress.line(&format!("run {}: {} server starts, {} runs, memory from {}", dir.display(), plan.server_starts(), plan.runs(), probe.source().as_str()));
@@ -147,11 +153,21 @@ pub async fn execute(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions, interr
         if interrupted.load(Ordering::SeqCst) {
             break;
         }
-        let ctx = GroupCtx { index: (i, plan.groups.len()), dir: &dir, probe: probe.clone(), http: &http, interrupted, progress: &progress, spec: &loaded.spec };
+        let ctx = GroupCtx { index: (i, plan.groups.len()), dir: &dir, probe: probe.clone(), http: &http, interrupted, progress: &progress, spec: &loaded.spec, manifest: &manifest };
         run_group(&ctx, group, &mut rec).await?;
-        sweeps = write_derived(&dir, &loaded.spec, &rec)?;
+        if let Some(server) = rec.servers.last() {
+            manifest.vllm_version = manifest.vllm_version.take().or(server.version.clone());
+            manifest.model_config_hash = manifest.model_config_hash.take().or(server.model.as_ref().map(|m| m.config_hash.clone()));
+        }
+        write(&dir.join("manifest.json"), &json(&manifest))?;
+        sweeps = write_derived(&dir, &loaded.spec, &manifest, &rec)?;
     }
     progress.finish();
+    manifest.ended_at = Some(chrono::Local::now().to_rfc3339());
+    write(&dir.join("manifest.json"), &json(&manifest))?;
+    if !rec.servers.is_empty() {
+        sweeps = write_derived(&dir, &loaded.spec, &manifest, &rec)?;
+    }
     Ok(Outcome { dir, recorded: rec, sweeps, interrupted: interrupted.load(Ordering::SeqCst) })
 }
 
@@ -163,6 +179,7 @@ struct GroupCtx<'a> {
     interrupted: &'a AtomicBool,
     progress: &'a Progress,
     spec: &'a Spec,
+    manifest: &'a Manifest,
 }
 
 async fn run_group(ctx: &GroupCtx<'_>, group: &ServerGroup, rec: &mut Recorded) -> Result<(), RunError> {
@@ -223,7 +240,7 @@ async fn run_points(ctx: &GroupCtx<'_>, group: &ServerGroup, model: &str, vocab:
         rec.requests.extend(out.requests);
         rec.samples.extend(out.samples);
         ctx.progress.points_done(1);
-        write_derived(ctx.dir, ctx.spec, rec)?;
+        write_derived(ctx.dir, ctx.spec, ctx.manifest, rec)?;
     }
     Ok(())
 }

@@ -45,6 +45,8 @@ impl SpecSource {
 pub struct LoadedSpec {
     pub spec: Spec,
     pub source: SpecSource,
+    /// The `--set` arguments applied, in order (recorded so a run can be re-rendered).
+    pub overrides: Vec<String>,
 }
 
 /// Reads and parses a spec file, applying `--set path=value` overrides.
@@ -67,7 +69,7 @@ pub fn load_str(file: &str, text: &str, overrides: &[String]) -> Result<LoadedSp
         apply_override(&mut source, arg)?;
     }
     let spec = deserialize(&source)?;
-    Ok(LoadedSpec { spec, source })
+    Ok(LoadedSpec { spec, source, overrides: overrides.to_vec() })
 }
 
 fn parse_tree(file: &str, text: &str) -> Result<Node, SpecError> {

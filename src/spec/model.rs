@@ -34,9 +34,13 @@ pub struct Spec {
     /// What to sample and how.
     #[serde(default)]
     pub measure: Measure,
-    /// Reports to render after the run.
+    /// Reports to render after the run. Empty: the ones the data supports.
     #[serde(default)]
     pub report: Vec<ReportKind>,
+    /// A folder of report templates overriding the built-in ones file by file (relative to the directory
+    /// servelab runs in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates: Option<String>,
     /// Overrides for the wall-time estimate of `servelab plan`.
     #[serde(default)]
     pub estimate: Estimate,

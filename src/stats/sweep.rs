@@ -305,3 +305,45 @@ pub fn knee(cells: &[Cell], rules: &KneeRules) -> Knee {
     }
     k
 }
+
+/// 3–5 rules of thumb, each computed from the sweep (never a fixed sentence with numbers filled in by hand).
+pub fn rules_of_thumb(g: &GroupSweep, rules: &KneeRules) -> Vec<String> {
+    let cells = &g.cells;
+    let mut out = Vec::new();
+    let (Some(first), Some(last)) = (cells.first(), cells.last()) else { return out };
+    let sweet: Vec<u32> = cells
+        .iter()
+        .filter(|c| c.efficiency.is_some_and(|e| e >= rules.efficiency_min) && c.p95_inflation.is_none_or(|p| p <= rules.p95_inflation_max) && c.head().errors.is_empty())
+        .map(|c| c.concurrency)
+        .collect();
+    match (sweet.first(), sweet.last()) {
+        (Some(a), Some(b)) if a != b => out.push(format!("Concurrency {a}–{b} is the sweet spot here: efficiency S(c)/c stays at or above {} and p95 e2e within {}× of sequential.", rules.efficiency_min, rules.p95_inflation_max)),
+        (Some(a), _) => out.push(format!("Only concurrency {a} keeps efficiency at or above {} with p95 within {}× of sequential.", rules.efficiency_min, rules.p95_inflation_max)),
+        _ => {}
+    }
+    if let Some(s) = last.speedup {
+        out.push(format!("Batching multiplies throughput by {s:.1}× from 1 to {} concurrent requests ({:.0} → {:.0} tokens/s).", last.concurrency, first.head().tok_s, last.head().tok_s));
+    }
+    match g.knee.throughput_knee {
+        Some(k) => {
+            let after: Vec<String> = cells.iter().filter(|c| c.concurrency > k).map(|c| format!("{}: {:.0} tok/s", c.concurrency, c.head().tok_s)).collect();
+            out.push(format!("Beyond concurrency {k}, throughput stops scaling ({}).", after.join(", ")));
+        }
+        None => out.push(format!("Throughput was still scaling at concurrency {}: the knee lies beyond the tested range.", last.concurrency)),
+    }
+    match g.knee.latency_knee {
+        Some(k) => {
+            let c = cells.iter().find(|c| c.concurrency == k);
+            let p95 = c.and_then(|c| c.head().e2e.map(|e| e.p95)).unwrap_or(f64::NAN);
+            out.push(format!("From concurrency {k}, p95 e2e blows up: {:.0} ms, {:.1}× sequential{}.", p95 * 1e3, c.and_then(|c| c.p95_inflation).unwrap_or(f64::NAN), if c.is_some_and(|c| c.head().waiting_max.unwrap_or(0.0) > 0.0) { ", with requests queueing at the server" } else { "" }));
+        }
+        None => out.push(format!("p95 e2e stays within {}× of sequential up to concurrency {} ({:.0} ms).", rules.p95_inflation_max, last.concurrency, last.head().e2e.map(|e| e.p95 * 1e3).unwrap_or(f64::NAN))),
+    }
+    let knee_cell = g.knee.throughput_knee.and_then(|k| cells.iter().find(|c| c.concurrency == k)).unwrap_or(last);
+    match knee_cell.head().gpu_util_pct {
+        Some(u) => out.push(format!("GPU utilisation at concurrency {} (the knee, or the top of the range) averaged {u:.0}%.", knee_cell.concurrency)),
+        None => out.push("No GPU was sampled in this run, so utilisation at the knee is not known; on a GPU, `nvidia-smi dmon` would show it.".to_owned()),
+    }
+    out.truncate(5);
+    out
+}

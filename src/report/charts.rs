@@ -1,0 +1,112 @@
+//! SVG charts (plotters, SVG backend only: no system fonts needed). Pure functions from findings to bytes.
+
+use crate::stats::kv::KvFindings;
+use crate::stats::sweep::GroupSweep;
+use plotters::prelude::*;
+
+const W: u32 = 760;
+const H: u32 = 420;
+
+fn range(values: impl Iterator<Item = f64>, floor_zero: bool) -> (f64, f64) {
+    let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    let (mut lo, mut hi) = (v.iter().cloned().fold(f64::MAX, f64::min), v.iter().cloned().fold(f64::MIN, f64::max));
+    if v.is_empty() {
+        return (0.0, 1.0);
+    }
+    if floor_zero {
+        lo = lo.min(0.0);
+    }
+    let pad = ((hi - lo) * 0.1).max(hi.abs() * 0.02).max(1e-9);
+    if !floor_zero {
+        lo -= pad;
+    }
+    hi += pad;
+    (lo, hi)
+}
+
+/// Memory (left axis) and KV tokens (right axis) against max-model-len, on a log2 length axis.
+pub fn kv_scaling(f: &KvFindings, mem: &[(u64, f64)], tokens: &[(u64, u64)]) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        let _ = draw_kv(&root, f, mem, tokens);
+        let _ = root.present();
+    }
+    svg
+}
+
+fn draw_kv<'a>(root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>, f: &KvFindings, mem: &[(u64, f64)], tokens: &[(u64, u64)]) -> Result<(), Box<dyn std::error::Error + 'a>> {
+    root.fill(&WHITE)?;
+    let xs: Vec<f64> = mem.iter().map(|(l, _)| (*l as f64).log2()).chain(tokens.iter().map(|(l, _)| (*l as f64).log2())).collect();
+    let (x0, x1) = range(xs.iter().cloned(), false);
+    let (y0, y1) = range(mem.iter().map(|(_, m)| *m), true);
+    let (t0, t1) = range(tokens.iter().map(|(_, t)| *t as f64), true);
+    let mut chart = ChartBuilder::on(root)
+        .caption(format!("Memory and KV capacity against max-model-len ({})", f.regime), ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .right_y_label_area_size(80)
+        .build_cartesian_2d(x0..x1, y0..y1)?
+        .set_secondary_coord(x0..x1, t0..t1);
+    chart
+        .configure_mesh()
+        .x_desc("max-model-len (tokens, log scale)")
+        .y_desc("memory (MiB)")
+        .x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x)))
+        .draw()?;
+    chart.configure_secondary_axes().y_desc("KV cache tokens").draw()?;
+    let mem_pts: Vec<(f64, f64)> = mem.iter().map(|(l, m)| ((*l as f64).log2(), *m)).collect();
+    chart.draw_series(LineSeries::new(mem_pts.clone(), BLUE.stroke_width(2)))?.label("memory (MiB)").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
+    chart.draw_series(mem_pts.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
+    let tok_pts: Vec<(f64, f64)> = tokens.iter().map(|(l, t)| ((*l as f64).log2(), *t as f64)).collect();
+    chart.draw_secondary_series(LineSeries::new(tok_pts.clone(), RED.stroke_width(2)))?.label("KV tokens").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+    chart.draw_secondary_series(tok_pts.iter().map(|p| TriangleMarker::new(*p, 5, RED.filled())))?;
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw()?;
+    Ok(())
+}
+
+/// Tokens/s (left axis) and p95 e2e (right axis) against concurrency, the knee marked.
+pub fn sweep(g: &GroupSweep) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        let _ = draw_sweep(&root, g);
+        let _ = root.present();
+    }
+    svg
+}
+
+fn draw_sweep<'a>(root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>, g: &GroupSweep) -> Result<(), Box<dyn std::error::Error + 'a>> {
+    root.fill(&WHITE)?;
+    let pts: Vec<(f64, f64, f64)> = g.cells.iter().map(|c| ((c.concurrency as f64).log2(), c.head().tok_s, c.head().e2e.map(|e| e.p95 * 1e3).unwrap_or(f64::NAN))).collect();
+    let (x0, x1) = range(pts.iter().map(|p| p.0), false);
+    let (y0, y1) = range(pts.iter().map(|p| p.1), true);
+    let (p0, p1) = range(pts.iter().map(|p| p.2), true);
+    let mut chart = ChartBuilder::on(root)
+        .caption("Throughput and p95 latency against concurrency", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, y0..y1)?
+        .set_secondary_coord(x0..x1, p0..p1);
+    chart.configure_mesh().x_desc("concurrency (log scale)").y_desc("tokens/s").x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x))).draw()?;
+    chart.configure_secondary_axes().y_desc("p95 e2e (ms)").draw()?;
+    let tok: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
+    chart.draw_series(LineSeries::new(tok.clone(), BLUE.stroke_width(2)))?.label("tokens/s").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
+    chart.draw_series(tok.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
+    let p95: Vec<(f64, f64)> = pts.iter().filter(|p| p.2.is_finite()).map(|p| (p.0, p.2)).collect();
+    chart.draw_secondary_series(LineSeries::new(p95.clone(), RED.stroke_width(2)))?.label("p95 e2e (ms)").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+    chart.draw_secondary_series(p95.iter().map(|p| TriangleMarker::new(*p, 5, RED.filled())))?;
+    if let Some(k) = g.knee.throughput_knee {
+        let x = (k as f64).log2();
+        chart.draw_series(LineSeries::new(vec![(x, y0), (x, y1)], BLACK.stroke_width(1)))?.label(format!("throughput knee (c={k})")).legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
+    }
+    if let Some(k) = g.knee.latency_knee {
+        let x = (k as f64).log2();
+        chart.draw_series(DashedLineSeries::new(vec![(x, y0), (x, y1)], 6, 4, MAGENTA.stroke_width(1)))?.label(format!("latency blows up (c={k})")).legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], MAGENTA));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperLeft).draw()?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Every derived artifact of a run — CSVs, sweep.json, markdown, SVGs — as a pure function of what the run
+//! recorded (spec, manifest, server records, points, requests, samples). `servelab run` calls it after every
+//! point; `servelab report` calls it on the files, which is why the two agree byte for byte.
+
+use super::context::{self, Context, KvContext};
+use super::{charts, kv_csv, markdown, sweep_csv};
+use crate::run::Recorded;
+use crate::run::manifest::Manifest;
+use crate::spec::{ReportKind, Spec};
+use crate::stats::kv;
+use crate::stats::sweep::{self, GroupSweep};
+use std::path::PathBuf;
+
+pub type Files = Vec<(String, Vec<u8>)>;
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// The reports to render: the spec's list, or by default what the data supports.
+fn reports(spec: &Spec, has_kv: bool, has_sweep: bool) -> Vec<ReportKind> {
+    if !spec.report.is_empty() {
+        return spec.report.clone();
+    }
+    let mut r = Vec::new();
+    if has_kv && !has_sweep {
+        r.push(ReportKind::KvCacheScalingNotes);
+    }
+    if has_sweep {
+        r.push(ReportKind::ConcurrencySweep);
+    }
+    r
+}
+
+pub fn derive(spec: &Spec, manifest: &Manifest, rec: &Recorded, templates: Option<PathBuf>) -> Result<(Files, Vec<GroupSweep>), String> {
+    let mut files = Vec::new();
+    // External endpoints were not started here: they have no startup memory to report.
+    let started: Vec<_> = rec.servers.iter().filter(|s| !s.argv.is_empty()).cloned().collect();
+    let kv_ctx = (!started.is_empty()).then(|| {
+        files.push(("kv_cache_scaling.csv".to_owned(), kv_csv::render(&started)));
+        let findings = kv::findings(&started);
+        let rows = kv::rows(&started);
+        let mem: Vec<(u64, f64)> = rows.iter().filter_map(|r| Some((r.max_model_len?, r.mem_used_mb?))).collect();
+        let tokens: Vec<(u64, u64)> = rows.iter().filter_map(|r| Some((r.max_model_len?, r.kv_cache_tokens?))).collect();
+        files.push(("kv_cache_scaling.svg".to_owned(), charts::kv_scaling(&findings, &mem, &tokens).into_bytes()));
+        KvContext { rows: context::kv_rows(&rows), findings, chart: "kv_cache_scaling.svg".to_owned() }
+    });
+    let sweeps = sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.repeat_policy, &spec.knee);
+    let gpu_sampled = rec.points.iter().any(|p| p.gpu_sampled);
+    let mut sweep_ctx = Vec::new();
+    for g in &sweeps {
+        let suffix = if sweeps.len() > 1 { format!("-{}", g.group) } else { String::new() };
+        files.push((format!("concurrency_sweep{suffix}.csv"), sweep_csv::render(g)));
+        if let Some(bytes) = sweep_csv::render_batching(g) {
+            files.push((format!("batching_summary{suffix}.csv"), bytes));
+        }
+        files.push((format!("concurrency_sweep{suffix}.svg"), charts::sweep(g).into_bytes()));
+        sweep_ctx.push(context::sweep(g, sweep::rules_of_thumb(g, &spec.knee), gpu_sampled, &suffix));
+    }
+    if !sweeps.is_empty() {
+        files.push(("sweep.json".to_owned(), json(&sweeps)));
+    }
+    let policy = format!("{:?}", spec.repeat_policy).to_lowercase();
+    let ctx = Context {
+        run: context::run_info(manifest, spec.description.clone(), &spec.name, spec.repeats.max(1) as u32, &policy),
+        kv: kv_ctx,
+        sweeps: sweep_ctx,
+    };
+    let env = markdown::environment(templates);
+    for kind in reports(spec, ctx.kv.is_some(), !ctx.sweeps.is_empty()) {
+        let name = match kind {
+            ReportKind::KvCacheScalingNotes if ctx.kv.is_some() => "kv_cache_scaling_notes.md",
+            ReportKind::BatchingBenchmark if !ctx.sweeps.is_empty() => "batching_benchmark.md",
+            ReportKind::ConcurrencySweep if !ctx.sweeps.is_empty() => "concurrency_sweep.md",
+            _ => continue, // nothing measured yet for this report
+        };
+        files.push((name.to_owned(), markdown::render(&env, name, &ctx)?.into_bytes()));
+    }
+    Ok((files, sweeps))
+}

@@ -1,0 +1,53 @@
+//! `manifest.json`: the environment fingerprint of a run. Raw data: written when the run starts and again
+//! when it ends; reports read it, never the live machine.
+
+use crate::plan::Plan;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub servelab_version: String,
+    pub git_commit: String,
+    pub run_id: String,
+    pub spec_file: String,
+    /// SHA-256 of the spec text as read (before `--set`), 12 hex digits.
+    pub spec_hash: String,
+    pub overrides: Vec<String>,
+    pub plan: Plan,
+    pub host: String,
+    pub os: String,
+    pub cpu: String,
+    pub cpus: usize,
+    pub mem_total_mb: Option<f64>,
+    pub memory_source: String,
+    /// GPU names, driver and CUDA versions (NVML), when a GPU answers.
+    pub gpu: Option<String>,
+    /// From the first server's `/version`.
+    pub vllm_version: Option<String>,
+    /// The first server's command line.
+    pub engine_command: Vec<String>,
+    /// SHA-256 of the model's config.json, 12 hex digits.
+    pub model_config_hash: Option<String>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+pub fn host_facts() -> (String, String, String, usize) {
+    let host = read("/proc/sys/kernel/hostname").trim().to_owned();
+    let os_release = read("/etc/os-release");
+    let pretty = os_release.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).unwrap_or("").trim_matches('"').to_owned();
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
+    let cpu = read("/proc/cpuinfo").lines().find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned())).unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (host, format!("{pretty} (Linux {kernel})"), cpu, cpus)
+}
+
+/// SHA-256 prefix used for spec and config hashes.
+pub fn short_hash(bytes: &[u8]) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(bytes);
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}

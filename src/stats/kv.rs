@@ -1,0 +1,357 @@
+//! KV-scaling rows and findings: pure functions of the recorded server starts.
+
+use crate::probe::Source;
+use crate::run::record::{ServerRecord, Status};
+
+/// One row's numbers before formatting.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvRow {
+    pub max_model_len: Option<u64>,
+    /// GPU: device-wide used MiB at ready. CPU: the server tree's RSS MiB.
+    pub mem_used_mb: Option<f64>,
+    pub delta_mb: Option<f64>,
+    pub bytes_per_token_est: Option<f64>,
+    pub notes: Vec<String>,
+    pub memory_source: Source,
+    pub server_mem_mb: Option<f64>,
+    pub kv_cache_tokens: Option<u64>,
+    pub kv_cache_bytes: Option<f64>,
+    pub max_concurrency: Option<f64>,
+    pub engine_bytes_per_token: Option<f64>,
+    pub theory_bytes_per_token: Option<u64>,
+    pub weights_gib: Option<f64>,
+    pub ready_s: Option<f64>,
+    pub status: Status,
+}
+
+fn mem_used(r: &ServerRecord) -> Option<f64> {
+    let s = r.at_ready.as_ref()?;
+    match r.memory_source {
+        Source::Procfs => s.server_rss_mb,
+        _ => s.device_used_mb,
+    }
+}
+
+fn server_mem(r: &ServerRecord) -> Option<f64> {
+    let s = r.at_ready.as_ref()?;
+    match r.memory_source {
+        Source::Procfs => s.server_rss_mb,
+        _ => s.server_gpu_mb,
+    }
+}
+
+/// Rows sorted by max-model-len (the smallest is the baseline); deltas compare with the previous row that
+/// has a memory reading.
+pub fn rows(records: &[ServerRecord]) -> Vec<KvRow> {
+    let mut sorted: Vec<&ServerRecord> = records.iter().collect();
+    sorted.sort_by_key(|r| r.max_model_len.unwrap_or(u64::MAX));
+    let mut prev: Option<(u64, f64)> = None;
+    sorted.iter().map(|r| row(r, &mut prev)).collect()
+}
+
+fn row(r: &ServerRecord, prev: &mut Option<(u64, f64)>) -> KvRow {
+    let mem = mem_used(r);
+    let mut notes = Vec::new();
+    let (mut delta_mb, mut est) = (None, None);
+    match (mem, r.max_model_len, *prev) {
+        (Some(m), Some(len), Some((plen, pm))) => {
+            delta_mb = Some(m - pm);
+            if len != plen {
+                est = Some((m - pm) * 1024.0 * 1024.0 / (len as f64 - plen as f64));
+            }
+        }
+        (Some(_), Some(_), None) => notes.push("baseline (first row)".to_owned()),
+        _ => {}
+    }
+    if let (Some(m), Some(len)) = (mem, r.max_model_len) {
+        *prev = Some((len, m));
+    }
+    if r.memory_source == Source::Procfs && mem.is_some() {
+        notes.push("CPU engine: gpu_mem_used_mb is the server process tree's RSS".to_owned());
+    }
+    if let Some(na) = r.model.as_ref().and_then(|m| m.theory_not_applicable.clone()) {
+        notes.push(na);
+    }
+    if r.release.as_ref().is_some_and(|c| !c.released) {
+        notes.push("memory not back at the idle baseline after stop".to_owned());
+    }
+    if let Some(e) = &r.error {
+        notes.push(format!("{}: {e}", r.status.as_str()));
+    }
+    let kv_bytes = r.kv_cache_bytes();
+    let tokens = r.kv_cache_tokens();
+    KvRow {
+        max_model_len: r.max_model_len,
+        mem_used_mb: mem,
+        delta_mb,
+        bytes_per_token_est: est,
+        notes,
+        memory_source: r.memory_source,
+        server_mem_mb: server_mem(r),
+        kv_cache_tokens: tokens,
+        kv_cache_bytes: kv_bytes.map(|b| b.0),
+        max_concurrency: r.max_concurrency(),
+        engine_bytes_per_token: match (kv_bytes, tokens) {
+            (Some((b, _)), Some(t)) if t > 0 => Some(b / t as f64),
+            _ => None,
+        },
+        theory_bytes_per_token: r.model.as_ref().and_then(|m| m.theory_bytes_per_token),
+        weights_gib: r.log.weights_gib,
+        ready_s: r.ready_s,
+        status: r.status,
+    }
+}
+
+
+use super::fit;
+use serde::Serialize;
+
+/// Room kept free in the KV pool when judging what fits.
+pub const SAFETY_MARGIN: f64 = 0.10;
+/// A max-model-len is "safe" when the pool holds this many full-length requests.
+pub const HEADROOM_REQUESTS: u64 = 4;
+/// vLLM's default `--max-num-seqs` outside H100/H200-class GPUs (those get 1024).
+pub const DEFAULT_MAX_NUM_SEQS: u64 = 256;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FitOut {
+    pub slope_mb_per_token: f64,
+    pub slope_bytes_per_token: f64,
+    pub intercept_mb: f64,
+    pub r2: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Step {
+    pub from: u64,
+    pub to: u64,
+    pub delta_mb: f64,
+    /// What the fitted line predicts for this step.
+    pub expected_mb: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Envelope {
+    pub max_model_len: u64,
+    pub kv_tokens: u64,
+    /// (request tokens, concurrent requests that fit).
+    pub fits: Vec<(u64, u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KvFindings {
+    pub lengths: Vec<u64>,
+    pub failed: Vec<(u64, String)>,
+    pub memory_label: String,
+    pub mem_min_mb: Option<f64>,
+    pub mem_max_mb: Option<f64>,
+    pub memory_spread_pct: Option<f64>,
+    pub fit: Option<FitOut>,
+    /// flat | linear | irregular | insufficient
+    pub regime: String,
+    pub regime_statement: String,
+    pub regime_evidence: String,
+    pub steps: Vec<Step>,
+    pub block_size: Option<u64>,
+    pub granularity: String,
+    pub bytes_per_token_slope: Option<f64>,
+    pub bytes_per_token_engine: Option<f64>,
+    pub bytes_per_token_theory: Option<u64>,
+    pub slope_over_theory: Option<f64>,
+    pub engine_over_theory: Option<f64>,
+    pub bytes_per_token_note: String,
+    pub max_num_seqs: u64,
+    pub max_num_seqs_source: String,
+    pub margin: f64,
+    pub request_lengths: Vec<u64>,
+    pub envelope: Vec<Envelope>,
+    pub concurrent_4k: String,
+    pub safe_max_model_len: Option<u64>,
+    pub safe_rule: String,
+    pub latency_pick: String,
+    pub throughput_pick: String,
+}
+
+fn arg_u64(argv: &[String], flag: &str) -> Option<u64> {
+    argv.iter().position(|a| a == flag).and_then(|i| argv.get(i + 1)).and_then(|v| v.parse().ok())
+}
+
+/// Rounds a request up to whole KV blocks, as vLLM allocates them.
+fn blocks(tokens: u64, block: u64) -> u64 {
+    tokens.div_ceil(block.max(1)) * block.max(1)
+}
+
+pub fn findings(records: &[ServerRecord]) -> KvFindings {
+    let all = rows(records);
+    let ok: Vec<&KvRow> = all.iter().filter(|r| r.status == Status::Ok && r.max_model_len.is_some() && r.mem_used_mb.is_some()).collect();
+    let xs: Vec<f64> = ok.iter().map(|r| r.max_model_len.unwrap_or(0) as f64).collect();
+    let ys: Vec<f64> = ok.iter().map(|r| r.mem_used_mb.unwrap_or(0.0)).collect();
+    let fit = fit::linear(&xs, &ys).map(|f| FitOut { slope_mb_per_token: f.slope, slope_bytes_per_token: f.slope * 1048576.0, intercept_mb: f.intercept, r2: f.r2 });
+    let (mem_min, mem_max) = (ys.iter().cloned().reduce(f64::min), ys.iter().cloned().reduce(f64::max));
+    let spread = match (mem_min, mem_max) {
+        (Some(a), Some(b)) if !ys.is_empty() => Some(100.0 * (b - a) / (ys.iter().sum::<f64>() / ys.len() as f64)),
+        _ => None,
+    };
+    let kv_tokens: Vec<f64> = ok.iter().filter_map(|r| r.kv_cache_tokens.map(|t| t as f64)).collect();
+    let tokens_fit = if kv_tokens.len() == xs.len() { fit::linear(&xs, &kv_tokens) } else { None };
+    let block = records.iter().find_map(|r| r.cache_config_info.as_ref()?.get("block_size")?.parse::<u64>().ok());
+    let argv = records.first().map(|r| r.argv.clone()).unwrap_or_default();
+    let (max_num_seqs, seqs_source) = match arg_u64(&argv, "--max-num-seqs") {
+        Some(n) => (n, "from --max-num-seqs".to_owned()),
+        None => (DEFAULT_MAX_NUM_SEQS, format!("vLLM's default outside H100/H200-class GPUs ({DEFAULT_MAX_NUM_SEQS}; those get 1024); set --max-num-seqs to change it")),
+    };
+    let theory = ok.iter().find_map(|r| r.theory_bytes_per_token);
+    let engine = ok.iter().filter_map(|r| r.engine_bytes_per_token).reduce(|a, b| a + b).map(|s| s / ok.iter().filter(|r| r.engine_bytes_per_token.is_some()).count() as f64);
+    let memory_label = match ok.first().map(|r| r.memory_source) {
+        Some(Source::Procfs) => "the server process tree's RSS (CPU engine)".to_owned(),
+        Some(_) => "device-wide GPU memory used at ready".to_owned(),
+        None => "memory".to_owned(),
+    };
+    let mut f = KvFindings {
+        lengths: ok.iter().filter_map(|r| r.max_model_len).collect(),
+        failed: all.iter().filter(|r| r.status != Status::Ok).map(|r| (r.max_model_len.unwrap_or(0), r.notes.last().cloned().unwrap_or_default())).collect(),
+        memory_label,
+        mem_min_mb: mem_min,
+        mem_max_mb: mem_max,
+        memory_spread_pct: spread,
+        fit: fit.clone(),
+        regime: String::new(),
+        regime_statement: String::new(),
+        regime_evidence: String::new(),
+        steps: steps(&ok, fit.as_ref()),
+        block_size: block,
+        granularity: String::new(),
+        bytes_per_token_slope: None,
+        bytes_per_token_engine: engine,
+        bytes_per_token_theory: theory,
+        slope_over_theory: None,
+        engine_over_theory: match (engine, theory) {
+            (Some(e), Some(t)) if t > 0 => Some(e / t as f64),
+            _ => None,
+        },
+        bytes_per_token_note: String::new(),
+        max_num_seqs,
+        max_num_seqs_source: seqs_source,
+        margin: SAFETY_MARGIN,
+        request_lengths: Vec::new(),
+        envelope: Vec::new(),
+        concurrent_4k: String::new(),
+        safe_max_model_len: None,
+        safe_rule: format!("the largest max-model-len that started and whose KV pool, less a {:.0}% margin, holds {HEADROOM_REQUESTS} full-length requests", SAFETY_MARGIN * 100.0),
+        latency_pick: String::new(),
+        throughput_pick: String::new(),
+    };
+    regime(&mut f, &ok, tokens_fit);
+    granularity(&mut f, &ok);
+    envelope(&mut f, &ok);
+    f
+}
+
+fn steps(ok: &[&KvRow], fit: Option<&FitOut>) -> Vec<Step> {
+    let Some(fit) = fit else { return Vec::new() };
+    ok.windows(2)
+        .map(|w| {
+            let (a, b) = (w[0], w[1]);
+            let (la, lb) = (a.max_model_len.unwrap_or(0), b.max_model_len.unwrap_or(0));
+            Step { from: la, to: lb, delta_mb: b.mem_used_mb.unwrap_or(0.0) - a.mem_used_mb.unwrap_or(0.0), expected_mb: fit.slope_mb_per_token * (lb as f64 - la as f64) }
+        })
+        .collect()
+}
+
+fn regime(f: &mut KvFindings, ok: &[&KvRow], tokens_fit: Option<fit::Fit>) {
+    let (Some(spread), Some(fit)) = (f.memory_spread_pct, f.fit.clone()) else {
+        f.regime = "insufficient".into();
+        f.regime_statement = "not enough successful lengths to tell how memory scales (two or more are needed)".into();
+        return;
+    };
+    let tokens = ok.iter().filter_map(|r| r.kv_cache_tokens).collect::<Vec<_>>();
+    let tokens_const = tokens.windows(2).all(|w| w[0] == w[1]);
+    let (lo, hi) = (f.lengths.first().copied().unwrap_or(0), f.lengths.last().copied().unwrap_or(0));
+    if spread < 2.0 {
+        f.regime = "flat".into();
+        f.regime_statement = "flat: the KV pool is sized by memory utilisation (or a fixed KV size), not by max-model-len".into();
+        f.regime_evidence = format!(
+            "memory varied by {:.1} MiB ({spread:.2}%) from max-model-len {lo} to {hi}{}; what changes with the length is how many full-length requests the pool holds",
+            f.mem_max_mb.unwrap_or(0.0) - f.mem_min_mb.unwrap_or(0.0),
+            if tokens_const && !tokens.is_empty() { format!(", while the KV capacity stayed at {} tokens", tokens[0]) } else { String::new() }
+        );
+        f.bytes_per_token_note = "memory does not move with the length here, so the slope measures nothing about KV bytes; the engine's figure and the theory still apply".into();
+    } else if fit.slope_mb_per_token > 0.0 && fit.r2 >= 0.9 {
+        f.regime = "linear".into();
+        f.regime_statement = "linear: the KV budget follows the length".into();
+        f.regime_evidence = format!("memory rose {:.1} MiB per 1,000 tokens of max-model-len (R² {:.4}) from {lo} to {hi}", fit.slope_mb_per_token * 1000.0, fit.r2);
+        // Memory per token of length divided by KV tokens per token of length = bytes per KV token.
+        if let Some(tf) = tokens_fit.filter(|t| t.slope > 0.0) {
+            let per_kv_token = fit.slope_bytes_per_token / tf.slope;
+            f.bytes_per_token_slope = Some(per_kv_token);
+            f.slope_over_theory = f.bytes_per_token_theory.map(|t| per_kv_token / t as f64);
+            f.bytes_per_token_note = format!("the slope is {:.0} bytes per token of max-model-len; the KV capacity grew {:.1} tokens per token of max-model-len, so memory grew {per_kv_token:.0} bytes per KV token", fit.slope_bytes_per_token, tf.slope);
+        } else {
+            f.bytes_per_token_slope = Some(fit.slope_bytes_per_token);
+            f.slope_over_theory = f.bytes_per_token_theory.map(|t| fit.slope_bytes_per_token / t as f64);
+            f.bytes_per_token_note = "the slope is bytes per token of max-model-len, which equals bytes per KV token only when one length's worth of KV is allocated per token".into();
+        }
+    } else {
+        f.regime = "irregular".into();
+        f.regime_statement = "irregular: memory moved with the length, but not along a line".into();
+        f.regime_evidence = format!("memory spread {spread:.1}%, fit slope {:.3} MiB/token, R² {:.3}", fit.slope_mb_per_token, fit.r2);
+        f.bytes_per_token_note = "no reliable slope".into();
+    }
+}
+
+fn granularity(f: &mut KvFindings, ok: &[&KvRow]) {
+    let nonzero: Vec<f64> = f.steps.iter().map(|s| s.delta_mb.abs()).filter(|d| *d > 0.05).collect();
+    let smallest = nonzero.iter().cloned().reduce(f64::min);
+    let block = match (f.block_size, f.bytes_per_token_engine.or(f.bytes_per_token_theory.map(|t| t as f64))) {
+        (Some(b), Some(bpt)) => format!("KV capacity comes in blocks of {b} tokens ({:.0} KiB each)", b as f64 * bpt / 1024.0),
+        (Some(b), None) => format!("KV capacity comes in blocks of {b} tokens"),
+        _ => "the block size was not reported".to_owned(),
+    };
+    let quantised = ok.iter().filter_map(|r| r.kv_cache_tokens).all(|t| f.block_size.is_none_or(|b| t % b == 0));
+    let jumps: Vec<String> = f
+        .steps
+        .iter()
+        .filter(|s| (s.delta_mb - s.expected_mb).abs() > 0.01 * f.mem_max_mb.unwrap_or(1.0).max(1.0))
+        .map(|s| format!("{}→{}: {:+.1} MiB where the line predicts {:+.1}", s.from, s.to, s.delta_mb, s.expected_mb))
+        .collect();
+    f.granularity = format!(
+        "{block}{}; {}{}",
+        if quantised && f.block_size.is_some() { " and every measured capacity is a whole number of blocks" } else { "" },
+        match smallest {
+            Some(s) => format!("the smallest memory step between lengths was {s:.1} MiB"),
+            None => "no memory step between lengths".to_owned(),
+        },
+        if jumps.is_empty() { "; no step departs from the fitted line by more than 1% of memory".to_owned() } else { format!("; steps off the line: {}", jumps.join("; ")) }
+    );
+}
+
+fn envelope(f: &mut KvFindings, ok: &[&KvRow]) {
+    let block = f.block_size.unwrap_or(16);
+    let mut lengths: Vec<u64> = f.lengths.clone();
+    lengths.push(4096);
+    lengths.sort_unstable();
+    lengths.dedup();
+    f.request_lengths = lengths.clone();
+    for r in ok {
+        let (Some(m), Some(k)) = (r.max_model_len, r.kv_cache_tokens) else { continue };
+        let usable = (k as f64 * (1.0 - f.margin)) as u64;
+        let fits = lengths.iter().filter(|l| **l <= m).map(|l| (*l, (usable / blocks(*l, block)).min(f.max_num_seqs))).collect();
+        f.envelope.push(Envelope { max_model_len: m, kv_tokens: k, fits });
+    }
+    let for_4k: Vec<String> = f.envelope.iter().filter_map(|e| e.fits.iter().find(|(l, _)| *l == 4096).map(|(_, n)| format!("max-model-len {}: {n}", e.max_model_len))).collect();
+    f.concurrent_4k = if for_4k.is_empty() {
+        "no successful max-model-len of 4096 or more in this run, so none serves 4K requests".to_owned()
+    } else {
+        format!("concurrent 4K-token requests that fit (KV pool less {:.0}%, capped by max-num-seqs {}): {}", f.margin * 100.0, f.max_num_seqs, for_4k.join("; "))
+    };
+    f.safe_max_model_len = f.envelope.iter().filter(|e| (e.kv_tokens as f64 * (1.0 - f.margin)) as u64 >= HEADROOM_REQUESTS * blocks(e.max_model_len, block)).map(|e| e.max_model_len).max();
+    let smallest = f.envelope.first();
+    f.latency_pick = match f.safe_max_model_len.and_then(|m| f.envelope.iter().find(|e| e.max_model_len == m)) {
+        Some(e) => format!("max-model-len {} (the largest safe one): long prompts fit, and the pool still holds {} full-length requests; keep concurrency below the latency knee of the sweep", e.max_model_len, (e.kv_tokens as f64 * (1.0 - f.margin)) as u64 / blocks(e.max_model_len, block)),
+        None => "no length in this run is safe by the rule above: give the KV pool more memory or use shorter lengths".to_owned(),
+    };
+    f.throughput_pick = match smallest {
+        Some(e) => format!("the smallest max-model-len your requests fit, e.g. {}: the pool holds {} full-length requests at once (capped by max-num-seqs {}), so the scheduler can batch the most", e.max_model_len, ((e.kv_tokens as f64 * (1.0 - f.margin)) as u64 / blocks(e.max_model_len, block)).min(f.max_num_seqs), f.max_num_seqs),
+        None => "no successful length to base a pick on".to_owned(),
+    };
+}
