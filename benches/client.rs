@@ -57,6 +57,7 @@ fn spec(port: u16, prompt_len: u32) -> Arc<RequestSpec> {
         stream: true,
         timeout: Duration::from_secs(60),
         prompts: Arc::new(Prompts::Tokens { seed: 1, len: prompt_len, shared_prefix: 0, vocab: 4096 }),
+        api_key: None,
     })
 }
 
@@ -72,9 +73,9 @@ fn run(rt: &tokio::runtime::Runtime, port: u16, concurrency: u32, requests: u32)
     let spec = spec(port, 128);
     rt.block_on(async {
         // Warm the connection pool, then measure.
-        let warm = Phase { point: "warm".into(), requests: concurrency * 4, concurrency, warmup: true, salt: 1 };
+        let warm = Phase { point: "warm".into(), attempt: 0, requests: concurrency * 4, concurrency, warmup: true, salt: 1 };
         client::run_phase(&http, &spec, &warm).await;
-        let phase = Phase { point: "bench".into(), requests, concurrency, warmup: false, salt: 2 };
+        let phase = Phase { point: "bench".into(), attempt: 0, requests, concurrency, warmup: false, salt: 2 };
         let t = Instant::now();
         let r = client::run_phase(&http, &spec, &phase).await;
         let wall = t.elapsed().as_secs_f64();
@@ -98,7 +99,7 @@ fn memory_child(port: u16) {
     let before = vm_hwm_mb();
     let http = client::http_client(1000);
     let spec = spec(port, 128);
-    let phase = Phase { point: "mem".into(), requests: 1000, concurrency: 1000, warmup: false, salt: 3 };
+    let phase = Phase { point: "mem".into(), attempt: 0, requests: 1000, concurrency: 1000, warmup: false, salt: 3 };
     let r = rt.block_on(client::run_phase(&http, &spec, &phase));
     let ok = r.records.iter().filter(|r| r.ok()).count();
     // The streams overlapped: every request lasted at least 64 token intervals.

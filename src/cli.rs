@@ -47,6 +47,16 @@ pub enum Command {
         /// Name of the run folder (default: the start time, YYYYMMDD-HHMMSS).
         #[arg(long)]
         run_id: Option<String>,
+        /// Continue an earlier run folder: points already measured (by content hash) are skipped, so after an
+        /// edit of the spec only new or changed points run.
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
+        /// Resume even though servelab, vLLM, the GPU or the model changed.
+        #[arg(long)]
+        force: bool,
+        /// Stop at the first failed point (the default goes on and reports).
+        #[arg(long)]
+        fail_fast: bool,
     },
     /// Measure an existing OpenAI-compatible endpoint with the same client, no spec needed.
     Bench(BenchArgs),
@@ -57,6 +67,14 @@ pub enum Command {
         /// Templates overriding the built-in ones (and the spec's `templates:`), file by file.
         #[arg(long)]
         templates: Option<PathBuf>,
+    },
+    /// Compare two runs: a markdown table per metric and point, flagged where the 95% intervals part.
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        /// Exit with code 5 when B is significantly worse than A somewhere (for CI gating).
+        #[arg(long)]
+        fail_on_regression: bool,
     },
     /// Print the JSON schema of experiment specs.
     Schema,
@@ -143,14 +161,14 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 print!("{}", plan::table::render(&plan));
             }
         }
-        Command::Run { args, out, run_id } => {
+        Command::Run { args, out, run_id, resume, force, fail_fast } => {
             let (loaded, plan) = load_and_plan(&args)?;
-            return run_experiment(&loaded, &plan, RunOptions { out_root: out, run_id });
+            return run_experiment(&loaded, &plan, RunOptions { out_root: out, run_id, resume, force, fail_fast });
         }
         Command::Bench(b) => {
             let loaded = spec::load_str("servelab bench", &bench_spec(&b), &[])?;
             let plan = plan::build_located(&loaded)?;
-            return run_experiment(&loaded, &plan, RunOptions { out_root: b.out, run_id: b.run_id });
+            return run_experiment(&loaded, &plan, RunOptions { out_root: b.out, run_id: b.run_id, resume: None, force: false, fail_fast: false });
         }
         Command::Report { run, templates } => {
             let (loaded, manifest, rec) = crate::run::recorded::read_run(&run).map_err(Error::Usage)?;
@@ -161,6 +179,21 @@ fn run(cli: Cli) -> Result<i32, Error> {
             }
             let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
             println!("re-rendered {} files in {}: {}", files.len(), run.display(), names.join(", "));
+        }
+        Command::Compare { a, b, fail_on_regression } => {
+            let analyse = |dir: &PathBuf| -> Result<_, Error> {
+                let (loaded, _, rec) = crate::run::recorded::read_run(dir).map_err(Error::Usage)?;
+                let started: Vec<_> = rec.servers.iter().filter(|s| !s.argv.is_empty()).cloned().collect();
+                let sweeps = crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, loaded.spec.repeat_policy, &loaded.spec.knee);
+                Ok((crate::stats::kv::rows(&started), sweeps))
+            };
+            let (ka, sa) = analyse(&a)?;
+            let (kb, sb) = analyse(&b)?;
+            let c = crate::report::compare::compare(&a.display().to_string(), &b.display().to_string(), (&ka, &sa), (&kb, &sb));
+            print!("{}", c.markdown);
+            if fail_on_regression && c.regressions > 0 {
+                return Ok(exit::REGRESSION);
+            }
         }
         Command::Schema => print!("{}", spec::schema::schema_json()),
     }
@@ -175,11 +208,17 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
     runtime.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             flag.store(true, Ordering::SeqCst);
-            eprintln!("interrupted: stopping the server, keeping what was measured");
+            eprintln!("interrupted: cancelling in-flight requests, stopping the server, writing partial reports (Ctrl-C again to stop at once)");
+            if tokio::signal::ctrl_c().await.is_ok() {
+                // Second Ctrl-C: no more waiting, but never leave the server behind.
+                crate::engine::process::kill_current_group();
+                eprintln!("interrupted twice: killed the server's process group");
+                std::process::exit(exit::INTERRUPTED);
+            }
         }
     });
     let outcome = runtime.block_on(run::execute(loaded, plan, &opts, &interrupted)).map_err(|e| match e {
-        RunError::Output { .. } | RunError::Probe(_) => Error::Usage(e.to_string()),
+        RunError::Output { .. } | RunError::Probe(_) | RunError::Preflight(_) => Error::Usage(e.to_string()),
         RunError::Report(msg) => Error::Usage(format!("cannot render the reports: {msg}")),
     })?;
     print!("{}", crate::report::console::summary(&outcome.dir, &outcome.recorded.points, &outcome.sweeps));

@@ -10,6 +10,8 @@ pub const INVALID: i32 = 2;
 pub const POINT_FAILED: i32 = 3;
 /// 4: a bug in servelab (an internal error or a panic).
 pub const INTERNAL: i32 = 4;
+/// 5: `compare --fail-on-regression` found B significantly worse than A.
+pub const REGRESSION: i32 = 5;
 /// 130: interrupted (Ctrl-C).
 pub const INTERRUPTED: i32 = 130;
 

@@ -260,6 +260,17 @@ fn client_latencies_and_tokens_agree_with_vllms_own_metrics() {
     assert!(sweep.contains("no GPU"), "{sweep}");
     assert!(!sweep.contains("differ"), "no token mismatch flag expected: {sweep}");
     assert!(run.dir.join("batching_summary.csv").exists());
+    // `servelab report` rebuilds, byte for byte, every derived file this real run wrote.
+    let derived = ["kv_cache_scaling.csv", "kv_cache_scaling.svg", "concurrency_sweep.csv", "concurrency_sweep.svg", "concurrency_sweep.md", "batching_summary.csv", "sweep.json"];
+    let originals: Vec<Vec<u8>> = derived.iter().map(|n| std::fs::read(run.dir.join(n)).unwrap_or_else(|_| panic!("the run wrote no {n}"))).collect();
+    for n in derived {
+        std::fs::remove_file(run.dir.join(n)).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).args(["report", run.dir.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (n, original) in derived.iter().zip(&originals) {
+        assert!(std::fs::read(run.dir.join(n)).unwrap() == *original, "{n} re-rendered differently");
+    }
     assert!(run.stderr.contains("batching") || std::fs::read_to_string(run.dir.join("batching_summary.csv")).unwrap().starts_with("sequential_s,concurrent_s"));
     assert_nothing_left(&run, 18434);
 }

@@ -14,6 +14,17 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The process group of the server running now (0: none), for a second Ctrl-C that must stop it at once.
+pub static CURRENT_GROUP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Kills the current server's group immediately (the second Ctrl-C); safe to call from any thread.
+pub fn kill_current_group() {
+    let pgid = CURRENT_GROUP.swap(0, std::sync::atomic::Ordering::SeqCst);
+    if pgid > 0 {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
 pub struct ServerProcess {
     child: Child,
     pub pid: u32,
@@ -48,6 +59,7 @@ impl ServerProcess {
             .process_group(0)
             .spawn()?;
         let pid = child.id();
+        CURRENT_GROUP.store(pid as i32, std::sync::atomic::Ordering::SeqCst);
         Ok(ServerProcess { child, pid, started: Instant::now(), seen: [pid].into(), stopped: false })
     }
 
@@ -61,6 +73,11 @@ impl ServerProcess {
         let tree = procfs::server_tree(self.pid);
         self.seen.extend(&tree);
         tree
+    }
+
+    /// Whether the server is still serving: its leader alive (a dead engine core makes vLLM exit).
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
     }
 
     pub fn seen(&self) -> &BTreeSet<u32> {
@@ -104,6 +121,7 @@ impl ServerProcess {
         }
         let exit = self.child.try_wait().ok().flatten().or_else(|| self.child.wait().ok());
         self.stopped = true;
+        let _ = CURRENT_GROUP.compare_exchange(self.pid as i32, 0, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst);
         StopReport {
             stop_s,
             escalated: !clean,

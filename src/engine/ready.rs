@@ -24,7 +24,15 @@ pub struct ReadyInfo {
 }
 
 async fn get_ok(http: &reqwest::Client, url: &str) -> Option<reqwest::Response> {
-    let resp = http.get(url).timeout(Duration::from_secs(5)).send().await.ok()?;
+    get_ok_auth(http, url, None).await
+}
+
+async fn get_ok_auth(http: &reqwest::Client, url: &str, api_key: Option<&str>) -> Option<reqwest::Response> {
+    let mut req = http.get(url).timeout(Duration::from_secs(5));
+    if let Some(key) = api_key {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.ok()?;
     resp.status().is_success().then_some(resp)
 }
 
@@ -39,6 +47,7 @@ pub async fn wait_ready(
     log_path: &Path,
     http: &reqwest::Client,
     interrupted: &AtomicBool,
+    api_key: Option<&str>,
     mut tick: impl FnMut(&mut ServerProcess),
 ) -> Result<ReadyInfo, EngineError> {
     let timeout = Duration::from_secs_f64(cfg.ready_timeout_s);
@@ -61,7 +70,7 @@ pub async fn wait_ready(
         }
         if get_ok(http, &cfg.ready_url).await.is_some() {
             let models = match cfg.kind {
-                EngineKind::Vllm => get_ok(http, &format!("{}/v1/models", cfg.base_url)).await,
+                EngineKind::Vllm => get_ok_auth(http, &format!("{}/v1/models", cfg.base_url), api_key).await,
                 _ => None,
             };
             if cfg.kind != EngineKind::Vllm || models.is_some() {

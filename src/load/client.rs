@@ -22,12 +22,15 @@ pub struct RequestSpec {
     pub stream: bool,
     pub timeout: Duration,
     pub prompts: Arc<Prompts>,
+    /// `Authorization: Bearer` value; never recorded.
+    pub api_key: Option<String>,
 }
 
 /// One batch of requests at one concurrency.
 #[derive(Clone, Debug)]
 pub struct Phase {
     pub point: String,
+    pub attempt: u32,
     pub requests: u32,
     pub concurrency: u32,
     pub warmup: bool,
@@ -148,6 +151,7 @@ async fn one_request(http: &reqwest::Client, spec: &RequestSpec, phase: &Phase, 
     }
     RequestRecord {
         point: phase.point.clone(),
+        attempt: phase.attempt,
         index,
         warmup: phase.warmup,
         scheduled_s: secs(t0, scheduled),
@@ -169,13 +173,11 @@ fn request_error(e: &reqwest::Error) -> RequestError {
 }
 
 async fn exchange(http: &reqwest::Client, spec: &RequestSpec, body: Vec<u8>, p: &mut Progress) -> Result<(), RequestError> {
-    let mut resp = http
-        .post(spec.url.clone())
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| request_error(&e))?;
+    let mut req = http.post(spec.url.clone()).header("content-type", "application/json");
+    if let Some(key) = &spec.api_key {
+        req = req.bearer_auth(key);
+    }
+    let mut resp = req.body(body).send().await.map_err(|e| request_error(&e))?;
     let status = resp.status();
     p.status = Some(status.as_u16());
     if !status.is_success() {

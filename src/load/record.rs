@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 pub struct RequestRecord {
     /// The point (measurement) this request belongs to.
     pub point: String,
+    /// Which attempt at the point (a failed point runs again on resume).
+    #[serde(default)]
+    pub attempt: u32,
     pub index: u32,
     pub warmup: bool,
     /// When the closed loop had a free slot for it.

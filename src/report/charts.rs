@@ -7,6 +7,11 @@ use plotters::prelude::*;
 const W: u32 = 760;
 const H: u32 = 420;
 
+/// Labels only the powers of two of a log2 axis.
+fn pow2_label(x: &f64) -> String {
+    if (x - x.round()).abs() < 0.02 { format!("{:.0}", 2f64.powf(x.round())) } else { String::new() }
+}
+
 fn range(values: impl Iterator<Item = f64>, floor_zero: bool) -> (f64, f64) {
     let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
     let (mut lo, mut hi) = (v.iter().cloned().fold(f64::MAX, f64::min), v.iter().cloned().fold(f64::MIN, f64::max));
@@ -46,16 +51,17 @@ fn draw_kv<'a>(root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>, f: &K
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .right_y_label_area_size(80)
+        .right_y_label_area_size(90)
         .build_cartesian_2d(x0..x1, y0..y1)?
         .set_secondary_coord(x0..x1, t0..t1);
     chart
         .configure_mesh()
         .x_desc("max-model-len (tokens, log scale)")
         .y_desc("memory (MiB)")
-        .x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x)))
+        .x_label_formatter(&pow2_label)
+        .y_label_formatter(&|y| crate::stats::thousands(*y, 0))
         .draw()?;
-    chart.configure_secondary_axes().y_desc("KV cache tokens").draw()?;
+    chart.configure_secondary_axes().y_desc("KV cache tokens").y_label_formatter(&|y| crate::stats::thousands(*y, 0)).draw()?;
     let mem_pts: Vec<(f64, f64)> = mem.iter().map(|(l, m)| ((*l as f64).log2(), *m)).collect();
     chart.draw_series(LineSeries::new(mem_pts.clone(), BLUE.stroke_width(2)))?.label("memory (MiB)").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
     chart.draw_series(mem_pts.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
@@ -91,8 +97,8 @@ fn draw_sweep<'a>(root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>, g:
         .right_y_label_area_size(70)
         .build_cartesian_2d(x0..x1, y0..y1)?
         .set_secondary_coord(x0..x1, p0..p1);
-    chart.configure_mesh().x_desc("concurrency (log scale)").y_desc("tokens/s").x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x))).draw()?;
-    chart.configure_secondary_axes().y_desc("p95 e2e (ms)").draw()?;
+    chart.configure_mesh().x_desc("concurrency (log scale)").y_desc("tokens/s").x_label_formatter(&pow2_label).y_label_formatter(&|y| crate::stats::thousands(*y, 0)).draw()?;
+    chart.configure_secondary_axes().y_desc("p95 e2e (ms)").y_label_formatter(&|y| crate::stats::thousands(*y, 1)).draw()?;
     let tok: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
     chart.draw_series(LineSeries::new(tok.clone(), BLUE.stroke_width(2)))?.label("tokens/s").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
     chart.draw_series(tok.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;

@@ -3,6 +3,7 @@
 //! file. Filters format numbers; they never compute findings.
 
 use minijinja::{Environment, Error, ErrorKind, Value};
+use crate::stats::thousands;
 use std::path::PathBuf;
 
 pub const REPORTS: [(&str, &str); 3] = [
@@ -18,23 +19,14 @@ fn num(v: &Value) -> Option<f64> {
     f64::try_from(v.clone()).ok().filter(|x| x.is_finite())
 }
 
-/// 1234567.8 → "1,234,568" (with `digits` decimals).
-pub fn thousands(x: f64, digits: usize) -> String {
-    let text = format!("{:.digits$}", x.abs());
-    let (int, frac) = text.split_once('.').map(|(a, b)| (a.to_owned(), format!(".{b}"))).unwrap_or((text.clone(), String::new()));
-    let mut out = String::new();
-    for (i, ch) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    format!("{}{out}{frac}", if x < 0.0 { "-" } else { "" })
-}
-
 /// `{{ x | num(1) }}`: fixed decimals with thousands separators; "–" for a missing value.
 fn f_num(v: Value, digits: Option<usize>) -> String {
     num(&v).map(|x| thousands(x, digits.unwrap_or(0))).unwrap_or_else(|| "–".to_owned())
+}
+
+/// `{{ x | fixed(3) }}`: fixed decimals, no separators (for machine-style lines).
+fn f_fixed(v: Value, digits: Option<usize>) -> String {
+    num(&v).map(|x| format!("{x:.*}", digits.unwrap_or(0))).unwrap_or_default()
 }
 
 /// `{{ bytes | bytes }}`: 1073741824 → "1.00 GiB".
@@ -69,6 +61,16 @@ fn f_duration(v: Value) -> String {
     }
 }
 
+/// `{{ text | sentence }}`: the first letter upper-cased, the rest untouched (unlike `capitalize`).
+fn f_sentence(v: Value) -> String {
+    let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
 pub fn environment(override_dir: Option<PathBuf>) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
@@ -79,6 +81,8 @@ pub fn environment(override_dir: Option<PathBuf>) -> Environment<'static> {
     env.add_filter("bytes", f_bytes);
     env.add_filter("pct", f_pct);
     env.add_filter("duration", f_duration);
+    env.add_filter("sentence", f_sentence);
+    env.add_filter("fixed", f_fixed);
     env.set_loader(move |name: &str| {
         if let Some(dir) = &override_dir {
             let path = dir.join(name);
@@ -113,5 +117,6 @@ mod tests {
         assert_eq!(f_duration(Value::from(2.5)), "2.50 s");
         assert_eq!(f_duration(Value::from(125.0)), "2m 05s");
         assert_eq!(f_num(Value::from(()), Some(2)), "–");
+        assert_eq!(f_sentence(Value::from("flat: the KV pool")), "Flat: the KV pool");
     }
 }

@@ -41,7 +41,7 @@ pub async fn quiet_snapshot(http: &reqwest::Client, base_url: &str) -> Option<Sn
 }
 
 /// Samples GPU utilisation every `interval` and /metrics every max(interval, 500 ms) until `stop` is set.
-async fn sample_during(http: reqwest::Client, base_url: String, probe: Arc<dyn MemoryProbe>, point: String, interval: Duration, scrape_metrics: bool, stop: Arc<AtomicBool>, out: Arc<Mutex<Vec<SampleLine>>>) {
+async fn sample_during(http: reqwest::Client, base_url: String, probe: Arc<dyn MemoryProbe>, (point, attempt): (String, u32), interval: Duration, scrape_metrics: bool, stop: Arc<AtomicBool>, out: Arc<Mutex<Vec<SampleLine>>>) {
     let t0 = Instant::now();
     let metrics_every = interval.max(Duration::from_millis(500));
     let mut last_metrics = t0 - metrics_every;
@@ -50,12 +50,12 @@ async fn sample_during(http: reqwest::Client, base_url: String, probe: Arc<dyn M
         let util = probe.utilization();
         if util.is_some() {
             let mem = probe.device().map(|d| d.0);
-            out.lock().unwrap_or_else(|e| e.into_inner()).push(SampleLine { point: point.clone(), t_s, metrics: None, gpu_util_pct: util, gpu_mem_used_mb: mem });
+            out.lock().unwrap_or_else(|e| e.into_inner()).push(SampleLine { point: point.clone(), attempt, t_s, metrics: None, gpu_util_pct: util, gpu_mem_used_mb: mem });
         }
         if scrape_metrics && last_metrics.elapsed() >= metrics_every {
             last_metrics = Instant::now();
             if let Some(m) = scrape(&http, &base_url, t_s).await {
-                out.lock().unwrap_or_else(|e| e.into_inner()).push(SampleLine { point: point.clone(), t_s, metrics: Some(m), gpu_util_pct: None, gpu_mem_used_mb: None });
+                out.lock().unwrap_or_else(|e| e.into_inner()).push(SampleLine { point: point.clone(), attempt, t_s, metrics: Some(m), gpu_util_pct: None, gpu_mem_used_mb: None });
             }
         }
         tokio::time::sleep(interval).await;
@@ -77,6 +77,8 @@ pub fn prompts_for(c: &ClientConfig, model_vocab: Option<u64>) -> Result<Prompts
 }
 
 pub struct Context<'a> {
+    /// Sent as `Authorization: Bearer` when the spec names an API key variable.
+    pub api_key: Option<String>,
     pub http: &'a reqwest::Client,
     pub probe: Arc<dyn MemoryProbe>,
     pub gpu_interval: Duration,
@@ -98,11 +100,12 @@ async fn phase_or_interrupt(http: &reqwest::Client, spec: &Arc<RequestSpec>, pha
     }
 }
 
-pub async fn run_point(ctx: &Context<'_>, group: &ServerGroup, point: &Point, model: &str, model_vocab: Option<u64>) -> PointOutput {
+pub async fn run_point(ctx: &Context<'_>, group: &ServerGroup, point: &Point, attempt: u32, model: &str, model_vocab: Option<u64>) -> PointOutput {
     let c = point.client.clone().expect("load points have a client config");
     let base = &group.server.base_url;
     let mut record = PointRecord {
         point: point.id.clone(),
+        attempt,
         group: group.id.clone(),
         repeat: point.repeat,
         vars: point.vars.clone(),
@@ -141,10 +144,11 @@ pub async fn run_point(ctx: &Context<'_>, group: &ServerGroup, point: &Point, mo
         stream: c.stream,
         timeout: Duration::from_secs_f64(c.request_timeout_s),
         prompts,
+        api_key: ctx.api_key.clone(),
     });
     let mut requests = Vec::new();
     if c.warmup > 0 {
-        let warm = Phase { point: point.id.clone(), requests: c.warmup, concurrency: c.concurrency.min(c.warmup), warmup: true, salt: prompt::salt(&format!("{}/warmup", point.id)) };
+        let warm = Phase { point: point.id.clone(), attempt, requests: c.warmup, concurrency: c.concurrency.min(c.warmup), warmup: true, salt: prompt::salt(&format!("{}/{attempt}/warmup", point.id)) };
         if let Some(r) = phase_or_interrupt(&http, &spec, &warm, ctx.interrupted).await {
             requests.extend(r.records);
         }
@@ -152,8 +156,8 @@ pub async fn run_point(ctx: &Context<'_>, group: &ServerGroup, point: &Point, mo
     record.before = quiet_snapshot(ctx.http, base).await;
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::new()));
-    let sampler = tokio::spawn(sample_during(ctx.http.clone(), base.clone(), ctx.probe.clone(), point.id.clone(), ctx.gpu_interval, ctx.server_metrics, stop.clone(), samples.clone()));
-    let phase = Phase { point: point.id.clone(), requests: c.requests, concurrency: c.concurrency, warmup: false, salt: prompt::salt(&point.id) };
+    let sampler = tokio::spawn(sample_during(ctx.http.clone(), base.clone(), ctx.probe.clone(), (point.id.clone(), attempt), ctx.gpu_interval, ctx.server_metrics, stop.clone(), samples.clone()));
+    let phase = Phase { point: point.id.clone(), attempt, requests: c.requests, concurrency: c.concurrency, warmup: false, salt: prompt::salt(&format!("{}/{attempt}", point.id)) };
     let result = if ctx.interrupted.load(Ordering::SeqCst) { None } else { phase_or_interrupt(&http, &spec, &phase, ctx.interrupted).await };
     stop.store(true, Ordering::SeqCst);
     let _ = sampler.await;
@@ -170,4 +174,26 @@ pub async fn run_point(ctx: &Context<'_>, group: &ServerGroup, point: &Point, mo
     }
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
     PointOutput { point: record, requests, samples }
+}
+
+/// A point that was not run because its server had died: recorded as failed, with no requests.
+pub fn not_run(group: &ServerGroup, point: &Point, attempt: u32, model: &str, why: &str) -> PointOutput {
+    let record = PointRecord {
+        point: point.id.clone(),
+        attempt,
+        group: group.id.clone(),
+        repeat: point.repeat,
+        vars: point.vars.clone(),
+        client: point.client.clone().expect("load points have a client config"),
+        model: model.to_owned(),
+        started_at: chrono::Local::now().to_rfc3339(),
+        wall_s: 0.0,
+        warmup_requests: 0,
+        before: None,
+        after: None,
+        gpu_sampled: false,
+        status: "failed".into(),
+        error: Some(why.to_owned()),
+    };
+    PointOutput { point: record, requests: Vec::new(), samples: Vec::new() }
 }

@@ -2,6 +2,7 @@
 //! starts each server once, records what it committed, stops it, and rewrites the outputs after every group
 //! so a crash keeps what was measured.
 
+pub mod journal;
 pub mod load;
 pub mod manifest;
 pub mod progress;
@@ -10,7 +11,7 @@ pub mod record;
 pub mod server;
 
 use crate::load::record::RequestRecord;
-use crate::plan::{Plan, ServerGroup};
+use crate::plan::{Plan, Point, ServerGroup};
 use crate::probe::{self, MemoryProbe, model::ModelFacts};
 use crate::report::derive;
 use crate::spec::{LoadedSpec, Spec};
@@ -32,12 +33,20 @@ pub enum RunError {
     Probe(String),
     #[error("{0}")]
     Report(String),
+    #[error("{0}")]
+    Preflight(String),
 }
 
 pub struct RunOptions {
     /// Runs go to `<out_root>/<spec name>/<run id>/`.
     pub out_root: PathBuf,
     pub run_id: Option<String>,
+    /// Continue this run folder: points already measured are skipped.
+    pub resume: Option<PathBuf>,
+    /// Resume even though the environment fingerprint changed.
+    pub force: bool,
+    /// Stop at the first failed point or server start.
+    pub fail_fast: bool,
 }
 
 /// Everything a run recorded, in memory; the files hold the same.
@@ -109,17 +118,12 @@ fn model_facts(group: &ServerGroup) -> Option<ModelFacts> {
     probe::model::from_config(&text, arg("--dtype"), arg("--kv-cache-dtype")).ok()
 }
 
-fn prepare(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions, probe: &dyn MemoryProbe) -> Result<(PathBuf, Manifest), RunError> {
-    let run_id = opts.run_id.clone().unwrap_or_else(|| chrono::Local::now().format("%Y%m%d-%H%M%S").to_string());
-    let dir = opts.out_root.join(&plan.name).join(&run_id);
-    std::fs::create_dir_all(dir.join("servers")).map_err(|source| RunError::Output { path: dir.display().to_string(), source })?;
-    write(&dir.join("plan.json"), &json(plan))?;
-    write(&dir.join("spec.yaml"), loaded.source.text.as_bytes())?;
+fn prepare_manifest(loaded: &LoadedSpec, plan: &Plan, probe: &dyn MemoryProbe, run_id: Option<String>) -> Manifest {
     let (host, os, cpu, cpus) = manifest::host_facts();
-    let manifest = Manifest {
+    Manifest {
         servelab_version: env!("CARGO_PKG_VERSION").to_owned(),
         git_commit: env!("SERVELAB_GIT_COMMIT").to_owned(),
-        run_id,
+        run_id: run_id.unwrap_or_else(|| chrono::Local::now().format("%Y%m%d-%H%M%S").to_string()),
         spec_file: loaded.source.file.clone(),
         spec_hash: manifest::short_hash(loaded.source.text.as_bytes()),
         overrides: loaded.overrides.clone(),
@@ -136,26 +140,104 @@ fn prepare(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions, probe: &dyn Memo
         model_config_hash: None,
         started_at: chrono::Local::now().to_rfc3339(),
         ended_at: None,
+    }
+}
+
+/// Creates the run folder and writes what was asked (spec, plan, manifest): before any server starts, so an
+/// unwritable output is an error that costs nothing.
+fn prepare(dir: &Path, loaded: &LoadedSpec, plan: &Plan, manifest: &Manifest) -> Result<(), RunError> {
+    std::fs::create_dir_all(dir.join("servers")).map_err(|source| RunError::Output { path: dir.display().to_string(), source })?;
+    write(&dir.join("plan.json"), &json(plan))?;
+    write(&dir.join("spec.yaml"), loaded.source.text.as_bytes())?;
+    write(&dir.join("manifest.json"), &json(manifest))
+}
+
+/// Checks that need no server: output writable (done by `prepare`), ports free, the API key present.
+fn preflight(plan: &Plan, spec: &Spec) -> Result<Option<String>, RunError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for g in plan.groups.iter().filter(|g| g.server.kind != crate::spec::EngineKind::External) {
+        if seen.insert((g.server.host.clone(), g.server.port)) {
+            crate::engine::ready::check_port_free(&g.server.host, g.server.port).map_err(|e| RunError::Preflight(e.to_string()))?;
+        }
+    }
+    match &spec.engine.api_key_env {
+        Some(name) => std::env::var(name).map(Some).map_err(|_| RunError::Preflight(format!("`engine.api_key_env` names the environment variable {name}, which is not set; export it (servelab reads the key from there and never writes it down)"))),
+        None => Ok(None),
+    }
+}
+
+/// Opens the run folder: a new one, or the one being resumed with what it recorded so far.
+fn open_run(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions, probe: &dyn MemoryProbe) -> Result<(PathBuf, Manifest, Recorded), RunError> {
+    let fresh = prepare_manifest(loaded, plan, probe, opts.run_id.clone());
+    let Some(dir) = &opts.resume else {
+        let dir = opts.out_root.join(&plan.name).join(&fresh.run_id);
+        prepare(&dir, loaded, plan, &fresh)?;
+        return Ok((dir, fresh, Recorded::default()));
     };
-    write(&dir.join("manifest.json"), &json(&manifest))?;
-    Ok((dir, manifest))
+    let (_, old, rec) = recorded::read_run(dir).map_err(|e| RunError::Preflight(format!("cannot resume {}: {e}", dir.display())))?;
+    let model_hash = plan.groups.iter().find_map(model_facts).map(|m| m.config_hash);
+    let changes = fingerprint_changes(&old, &fresh, model_hash.as_deref());
+    if !changes.is_empty() && !opts.force {
+        return Err(RunError::Preflight(format!("the environment changed since {} was recorded ({}); its figures would not be comparable. Start a new run, or pass --force to resume anyway", dir.display(), changes.join("; "))));
+    }
+    let mut manifest = old.clone();
+    manifest.plan = plan.clone();
+    manifest.overrides = loaded.overrides.clone();
+    manifest.spec_hash = fresh.spec_hash.clone();
+    manifest.ended_at = None;
+    prepare(dir, loaded, plan, &manifest)?;
+    Ok((dir.clone(), manifest, rec))
+}
+
+/// What differs between the recorded environment and this one (servelab, GPU, model; vLLM is checked once a
+/// server answers).
+fn fingerprint_changes(old: &Manifest, now: &Manifest, model_hash: Option<&str>) -> Vec<String> {
+    let mut changes = Vec::new();
+    if old.servelab_version != now.servelab_version {
+        changes.push(format!("servelab {} → {}", old.servelab_version, now.servelab_version));
+    }
+    if old.gpu != now.gpu {
+        changes.push(format!("GPU {:?} → {:?}", old.gpu, now.gpu));
+    }
+    if let (Some(a), Some(b)) = (&old.model_config_hash, model_hash) {
+        if a != b {
+            changes.push(format!("model config {a} → {b}"));
+        }
+    }
+    changes
 }
 
 pub async fn execute(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions, interrupted: &AtomicBool) -> Result<Outcome, RunError> {
     let probe: Arc<dyn MemoryProbe> = Arc::from(probe::select(loaded.spec.measure.memory).map_err(RunError::Probe)?);
-    let (dir, mut manifest) = prepare(loaded, plan, opts, probe.as_ref())?;
+    let (dir, mut manifest, mut rec) = open_run(loaded, plan, opts, probe.as_ref())?;
+    let api_key = preflight(plan, &loaded.spec)?;
+    let journal = journal::Journal::new(&dir);
+    let state = journal::state(&journal.read());
     let http = reqwest::Client::builder().no_proxy().build().map_err(|e| RunError::Probe(format!("HTTP client: {e}")))?;
     let progress = Progress::new(plan.runs());
-    progress.line(&format!("run {}: {} server starts, {} runs, memory from {}", dir.display(), plan.server_starts(), plan.runs(), probe.source().as_str()));
-    let mut rec = Recorded::default();
+    let pending = plan.points().filter(|(_, p)| !state.done.contains(&p.id)).count();
+    progress.line(&format!("run {}: {} server configurations, {pending} of {} runs to measure, memory from {}", dir.display(), plan.groups.len(), plan.runs(), probe.source().as_str()));
     let mut sweeps = Vec::new();
+    let mut stop_early = false;
     for (i, group) in plan.groups.iter().enumerate() {
-        if interrupted.load(Ordering::SeqCst) {
+        if interrupted.load(Ordering::SeqCst) || stop_early {
             break;
         }
-        let ctx = GroupCtx { index: (i, plan.groups.len()), dir: &dir, probe: probe.clone(), http: &http, interrupted, progress: &progress, spec: &loaded.spec, manifest: &manifest };
-        run_group(&ctx, group, &mut rec).await?;
-        if let Some(server) = rec.servers.last() {
+        let todo: Vec<&Point> = group.points.iter().filter(|p| !state.done.contains(&p.id)).collect();
+        if todo.is_empty() {
+            progress.line(&format!("server {}/{} {}: every point already measured, not started", i + 1, plan.groups.len(), group.id));
+            progress.points_done(group.points.len());
+            continue;
+        }
+        let ctx = GroupCtx { index: (i, plan.groups.len()), dir: &dir, probe: probe.clone(), http: &http, interrupted, progress: &progress, spec: &loaded.spec, manifest: &manifest, journal: &journal, attempts: &state.attempts, api_key: api_key.as_deref(), fail_fast: opts.fail_fast };
+        let failed = run_group(&ctx, group, &todo, &mut rec).await?;
+        stop_early = failed && opts.fail_fast;
+        if let Some(server) = rec.servers.iter().rev().find(|s| s.id == group.id) {
+            if let (Some(old), Some(new)) = (&manifest.vllm_version, &server.version) {
+                if old != new && !opts.force && opts.resume.is_some() {
+                    return Err(RunError::Preflight(format!("vLLM changed since this run was recorded ({old} → {new}); start a new run, or pass --force")));
+                }
+            }
             manifest.vllm_version = manifest.vllm_version.take().or(server.version.clone());
             manifest.model_config_hash = manifest.model_config_hash.take().or(server.model.as_ref().map(|m| m.config_hash.clone()));
         }
@@ -165,9 +247,7 @@ pub async fn execute(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions, interr
     progress.finish();
     manifest.ended_at = Some(chrono::Local::now().to_rfc3339());
     write(&dir.join("manifest.json"), &json(&manifest))?;
-    if !rec.servers.is_empty() {
-        sweeps = write_derived(&dir, &loaded.spec, &manifest, &rec)?;
-    }
+    sweeps = if rec.servers.is_empty() { sweeps } else { write_derived(&dir, &loaded.spec, &manifest, &rec)? };
     Ok(Outcome { dir, recorded: rec, sweeps, interrupted: interrupted.load(Ordering::SeqCst) })
 }
 
@@ -180,48 +260,123 @@ struct GroupCtx<'a> {
     progress: &'a Progress,
     spec: &'a Spec,
     manifest: &'a Manifest,
+    journal: &'a journal::Journal,
+    attempts: &'a std::collections::BTreeMap<String, u32>,
+    api_key: Option<&'a str>,
+    fail_fast: bool,
 }
 
-async fn run_group(ctx: &GroupCtx<'_>, group: &ServerGroup, rec: &mut Recorded) -> Result<(), RunError> {
+impl GroupCtx<'_> {
+    fn journal(&self, entry: &journal::Entry) -> Result<(), RunError> {
+        self.journal.append(entry).map_err(|source| RunError::Output { path: self.dir.join("journal.jsonl").display().to_string(), source })
+    }
+
+    fn point_done(&self, point: &str, group: &str, attempt: u32, status: &str) -> Result<(), RunError> {
+        if status == "interrupted" {
+            return Ok(()); // not finished: a resume measures it
+        }
+        self.journal(&journal::Entry::PointDone { point: point.to_owned(), group: group.to_owned(), attempt, status: status.to_owned(), at: chrono::Local::now().to_rfc3339() })
+    }
+
+    fn attempt(&self, point: &str) -> u32 {
+        self.attempts.get(point).copied().unwrap_or(0)
+    }
+}
+
+/// Keeps an earlier attempt's server files when a resumed run starts the same server again.
+fn archive_previous(server_dir: &Path) {
+    if !server_dir.join("startup.json").exists() {
+        return;
+    }
+    let n = (1..).find(|n| !server_dir.join(format!("startup-{n}.json")).exists()).unwrap_or(1);
+    let _ = std::fs::rename(server_dir.join("startup.json"), server_dir.join(format!("startup-{n}.json")));
+    let _ = std::fs::rename(server_dir.join("server.log"), server_dir.join(format!("server-{n}.log")));
+}
+
+/// Replaces every occurrence of the API key in a file (the server may log its arguments).
+fn redact(path: &Path, secret: Option<&str>) {
+    let Some(secret) = secret.filter(|s| !s.is_empty()) else { return };
+    if let Ok(text) = std::fs::read(path) {
+        let text = String::from_utf8_lossy(&text);
+        if text.contains(secret) {
+            let _ = std::fs::write(path, text.replace(secret, "[redacted]"));
+        }
+    }
+}
+
+/// Starts the group's server, runs its pending points, stops it. Returns whether anything failed.
+async fn run_group(ctx: &GroupCtx<'_>, group: &ServerGroup, todo: &[&Point], rec: &mut Recorded) -> Result<bool, RunError> {
     let (i, n) = ctx.index;
     let server_dir = ctx.dir.join("servers").join(&group.id);
     std::fs::create_dir_all(&server_dir).map_err(|source| RunError::Output { path: server_dir.display().to_string(), source })?;
+    archive_previous(&server_dir);
     let vars: Vec<String> = group.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
     ctx.progress.line(&format!("server {}/{n} {} {}: starting", i + 1, group.id, vars.join(" ")));
     ctx.progress.status(&format!("server {}/{n} starting", i + 1));
+    if group.server.kind != crate::spec::EngineKind::External {
+        ctx.journal(&journal::Entry::ServerStart { group: group.id.clone(), at: chrono::Local::now().to_rfc3339() })?;
+    }
     let facts = model_facts(group);
     let vocab = facts.as_ref().and_then(|f| f.vocab_size);
-    let record = match server::start(group, &server_dir, ctx.probe.as_ref(), facts, ctx.http, ctx.interrupted).await {
-        Ok(running) => {
+    let (record, points_failed) = match server::start(group, &server_dir, ctx.probe.as_ref(), facts, ctx.http, ctx.interrupted, ctx.api_key).await {
+        Ok(mut running) => {
             let ready_s = running.record.ready_s.unwrap_or_default();
             ctx.progress.line(&format!("server {}/{n}: ready in {ready_s:.1} s", i + 1));
             // The spec's model name wins (a `--served-model-name`, or `bench --model`); else what /v1/models lists.
             let model = group.server.served_model_name.clone().or(running.record.served_model.clone()).unwrap_or_default();
-            run_points(ctx, group, &model, vocab, rec).await?;
+            let failed = run_points(ctx, group, todo, &mut running, &model, vocab, rec).await?;
             ctx.progress.line(&format!("server {}/{n}: stopping", i + 1));
-            server::stop(running, group, &server_dir, ctx.probe.as_ref(), ctx.interrupted)
+            (server::stop(running, group, &server_dir, ctx.probe.as_ref(), ctx.interrupted), failed)
         }
         Err(record) => {
             ctx.progress.line(&format!("server {}/{n}: {}: {}", i + 1, record.status.as_str(), record.error.as_deref().unwrap_or("")));
-            ctx.progress.points_done(group.points.len());
-            record
+            ctx.progress.points_done(todo.len());
+            for p in todo.iter().filter(|p| p.client.is_some()) {
+                ctx.point_done(&p.id, &group.id, ctx.attempt(&p.id), record.status.as_str())?;
+            }
+            let failed = record.status == Status::Failed;
+            (record, failed)
         }
     };
+    // A startup-only point is the server start itself.
+    for p in todo.iter().filter(|p| p.client.is_none()) {
+        ctx.point_done(&p.id, &group.id, ctx.attempt(&p.id), record.status.as_str())?;
+    }
+    redact(&server_dir.join("server.log"), ctx.api_key);
     write(&server_dir.join("startup.json"), &json(&record))?;
-    rec.servers.push(record);
-    Ok(())
+    let failed = points_failed || record.status == Status::Failed;
+    match rec.servers.iter_mut().find(|s| s.id == record.id) {
+        Some(old) => *old = record,
+        None => rec.servers.push(record),
+    }
+    Ok(failed)
 }
 
-/// The group's points against its running server; outputs are rewritten after every point.
-async fn run_points(ctx: &GroupCtx<'_>, group: &ServerGroup, model: &str, vocab: Option<u64>, rec: &mut Recorded) -> Result<(), RunError> {
+/// Whether the server still serves: its leader alive and /health answering.
+async fn server_alive(running: &mut server::Running, http: &reqwest::Client, base_url: &str) -> bool {
+    if let Some(p) = &mut running.process {
+        if !p.alive() {
+            return false;
+        }
+    }
+    let health = http.get(format!("{base_url}/health")).timeout(Duration::from_secs(5)).send().await;
+    health.map(|r| r.status().is_success()).unwrap_or(false)
+}
+
+/// The group's pending points against its running server; outputs are rewritten after every point. A server
+/// that dies fails its point and the points after it, which are recorded as not run.
+async fn run_points(ctx: &GroupCtx<'_>, group: &ServerGroup, todo: &[&Point], running: &mut server::Running, model: &str, vocab: Option<u64>, rec: &mut Recorded) -> Result<bool, RunError> {
     let load_ctx = load::Context {
         http: ctx.http,
         probe: ctx.probe.clone(),
         gpu_interval: ctx.spec.measure.gpu_util_interval.0.max(Duration::from_millis(10)),
         server_metrics: ctx.spec.measure.server_metrics,
         interrupted: ctx.interrupted,
+        api_key: ctx.api_key.map(str::to_owned),
     };
-    for (j, point) in group.points.iter().enumerate() {
+    let mut failed = false;
+    let mut dead: Option<String> = None;
+    for (j, point) in todo.iter().enumerate() {
         if ctx.interrupted.load(Ordering::SeqCst) {
             break;
         }
@@ -229,18 +384,35 @@ async fn run_points(ctx: &GroupCtx<'_>, group: &ServerGroup, model: &str, vocab:
             ctx.progress.points_done(1);
             continue;
         };
-        ctx.progress.status(&format!("server {}/{}: point {}/{} c={} repeat {}", ctx.index.0 + 1, ctx.index.1, j + 1, group.points.len(), c.concurrency, point.repeat));
-        let out = load::run_point(&load_ctx, group, point, model, vocab).await;
+        let attempt = ctx.attempt(&point.id);
+        let mut out = match &dead {
+            Some(why) => load::not_run(group, point, attempt, model, why),
+            None => {
+                ctx.progress.status(&format!("server {}/{}: point {}/{} c={} repeat {}", ctx.index.0 + 1, ctx.index.1, j + 1, todo.len(), c.concurrency, point.repeat));
+                load::run_point(&load_ctx, group, point, attempt, model, vocab).await
+            }
+        };
+        if dead.is_none() && out.point.status == "ok" && out.requests.iter().any(|r| !r.ok()) && !server_alive(running, ctx.http, &group.server.base_url).await {
+            let why = "the server died during this point".to_owned();
+            out.point.status = "failed".into();
+            out.point.error = Some(why.clone());
+            dead = Some(format!("not run: {why} before it"));
+        }
         append(&ctx.dir.join("requests.jsonl"), &out.requests)?;
         append(&ctx.dir.join("samples.jsonl"), &out.samples)?;
         append(&ctx.dir.join("points.jsonl"), std::slice::from_ref(&out.point))?;
+        ctx.point_done(&point.id, &group.id, attempt, &out.point.status)?;
         let ok = out.requests.iter().filter(|r| !r.warmup && r.ok()).count();
-        ctx.progress.line(&format!("  point {} c={} repeat {}: {} ({ok}/{} ok, {:.1} s)", point.id, c.concurrency, point.repeat, out.point.status, c.requests, out.point.wall_s));
+        ctx.progress.line(&format!("  point {} c={} repeat {}: {} ({ok}/{} ok, {:.1} s){}", point.id, c.concurrency, point.repeat, out.point.status, c.requests, out.point.wall_s, out.point.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()));
+        failed |= out.point.status == "failed";
         rec.points.push(out.point);
         rec.requests.extend(out.requests);
         rec.samples.extend(out.samples);
         ctx.progress.points_done(1);
         write_derived(ctx.dir, ctx.spec, ctx.manifest, rec)?;
+        if failed && ctx.fail_fast {
+            break;
+        }
     }
-    Ok(())
+    Ok(failed)
 }

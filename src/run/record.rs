@@ -107,6 +107,9 @@ impl ServerRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PointRecord {
     pub point: String,
+    /// Which attempt at the point (a failed point runs again on resume); records match on (point, attempt).
+    #[serde(default)]
+    pub attempt: u32,
     pub group: String,
     pub repeat: u32,
     pub vars: indexmap::IndexMap<String, crate::spec::Scalar>,
@@ -129,6 +132,8 @@ pub struct PointRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SampleLine {
     pub point: String,
+    #[serde(default)]
+    pub attempt: u32,
     pub t_s: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<crate::probe::metrics::Snapshot>,

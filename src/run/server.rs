@@ -67,6 +67,7 @@ pub async fn start(
     model: Option<ModelFacts>,
     http: &reqwest::Client,
     interrupted: &AtomicBool,
+    api_key: Option<&str>,
 ) -> Result<Running, ServerRecord> {
     let cfg = &group.server;
     let mut record = new_record(group, probe, model);
@@ -78,7 +79,12 @@ pub async fn start(
         fail(&mut record, &e);
         return Err(record);
     }
-    let mut process = match ServerProcess::spawn(&cfg.argv, &cfg.env, &log_path) {
+    // The key goes to the child's environment only, never into the recorded configuration.
+    let mut env = cfg.env.clone();
+    if let (Some(key), crate::spec::EngineKind::Vllm) = (api_key, cfg.kind) {
+        env.insert("VLLM_API_KEY".to_owned(), key.to_owned());
+    }
+    let mut process = match ServerProcess::spawn(&cfg.argv, &env, &log_path) {
         Ok(p) => p,
         Err(source) => {
             let program = cfg.argv.first().cloned().unwrap_or_default();
@@ -89,7 +95,7 @@ pub async fn start(
     };
     let mut last_sample = Instant::now() - Duration::from_secs(10);
     let timeline = &mut record.timeline;
-    let result = ready::wait_ready(&mut process, cfg, &log_path, http, interrupted, |p| {
+    let result = ready::wait_ready(&mut process, cfg, &log_path, http, interrupted, api_key, |p| {
         if last_sample.elapsed() >= Duration::from_secs(1) {
             last_sample = Instant::now();
             let tree = p.tree();
@@ -173,7 +179,9 @@ fn finish(record: &mut ServerRecord, process: &ServerProcess, stop: StopReport, 
 /// The tolerance absorbs other tenants and the page cache: max(256 MiB, 2% of the total).
 pub fn wait_released(baseline: &MemSample, probe: &dyn MemoryProbe, interrupted: &AtomicBool) -> ReleaseCheck {
     let begin = Instant::now();
-    let limit = Duration::from_secs(60);
+    // GPU memory is the server's alone to give back (vLLM frees it within seconds; an orphan never does);
+    // host memory also moves with every other process on the machine, so it gets a shorter wait.
+    let limit = Duration::from_secs(if baseline.device_used_mb.is_some() { 60 } else { 10 });
     let check = |s: &MemSample| -> (bool, String) {
         match (baseline.device_used_mb, baseline.device_total_mb, s.device_used_mb) {
             (Some(b), Some(total), Some(now)) => {

@@ -145,6 +145,11 @@ pub struct Engine {
     /// How long a server may take to become ready.
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout: Dur,
+    /// Name of an environment variable holding an API key. servelab reads the key from there, gives it to a
+    /// `vllm` server as `VLLM_API_KEY`, sends it as `Authorization: Bearer`, and never writes it down (logs
+    /// are redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
     /// Grace period between SIGTERM and SIGKILL to the server's process group.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: Dur,

@@ -198,7 +198,7 @@ pub fn findings(records: &[ServerRecord]) -> KvFindings {
     let argv = records.first().map(|r| r.argv.clone()).unwrap_or_default();
     let (max_num_seqs, seqs_source) = match arg_u64(&argv, "--max-num-seqs") {
         Some(n) => (n, "from --max-num-seqs".to_owned()),
-        None => (DEFAULT_MAX_NUM_SEQS, format!("vLLM's default outside H100/H200-class GPUs ({DEFAULT_MAX_NUM_SEQS}; those get 1024); set --max-num-seqs to change it")),
+        None => (DEFAULT_MAX_NUM_SEQS, "vLLM's default outside H100/H200-class GPUs, which get 1024; set --max-num-seqs to change it".to_owned()),
     };
     let theory = ok.iter().find_map(|r| r.theory_bytes_per_token);
     let engine = ok.iter().filter_map(|r| r.engine_bytes_per_token).reduce(|a, b| a + b).map(|s| s / ok.iter().filter(|r| r.engine_bytes_per_token.is_some()).count() as f64);
@@ -273,7 +273,7 @@ fn regime(f: &mut KvFindings, ok: &[&KvRow], tokens_fit: Option<fit::Fit>) {
         f.regime_evidence = format!(
             "memory varied by {:.1} MiB ({spread:.2}%) from max-model-len {lo} to {hi}{}; what changes with the length is how many full-length requests the pool holds",
             f.mem_max_mb.unwrap_or(0.0) - f.mem_min_mb.unwrap_or(0.0),
-            if tokens_const && !tokens.is_empty() { format!(", while the KV capacity stayed at {} tokens", tokens[0]) } else { String::new() }
+            if tokens_const && !tokens.is_empty() { format!(", while the KV capacity stayed at {} tokens", super::thousands(tokens[0] as f64, 0)) } else { String::new() }
         );
         f.bytes_per_token_note = "memory does not move with the length here, so the slope measures nothing about KV bytes; the engine's figure and the theory still apply".into();
     } else if fit.slope_mb_per_token > 0.0 && fit.r2 >= 0.9 {

