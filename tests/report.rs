@@ -64,7 +64,7 @@ fn report_rerenders_every_derived_file_byte_for_byte() {
         assert!(out.contains("re-rendered"));
         for (n, original) in names.iter().zip(&originals) {
             let again = std::fs::read(dir.join(n)).unwrap_or_else(|_| panic!("{run}: {n} was not re-rendered"));
-            assert!(again == *original, "{run}: {n} differs from what the run wrote");
+            assert!(again == *original, "{run}: {n} differs from the recorded fixture (if the change is intended, re-render it: cargo run -- report tests/fixtures/runs/{run})");
         }
     }
 }
