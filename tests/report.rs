@@ -69,6 +69,28 @@ fn report_rerenders_every_derived_file_byte_for_byte() {
     }
 }
 
+/// The committed H200 example (real vLLM 0.26 runs on the device, NVML memory and utilisation) re-renders
+/// byte for byte from its raw data.
+#[test]
+fn the_h200_example_rerenders_byte_for_byte() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/h200-qwen2.5-0.5b");
+    for run in ["kv-scaling", "kv-tied", "batching", "concurrency-sweep"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(run);
+        copy_dir(&root.join(run), &dir);
+        let names = derived_of(&dir);
+        let originals: Vec<Vec<u8>> = names.iter().map(|n| std::fs::read(dir.join(n)).unwrap()).collect();
+        for n in &names {
+            std::fs::remove_file(dir.join(n)).unwrap();
+        }
+        let (code, _, err) = servelab(&["report", dir.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        for (n, original) in names.iter().zip(&originals) {
+            assert!(std::fs::read(dir.join(n)).unwrap() == *original, "{run}: {n} differs from what the H200 run wrote");
+        }
+    }
+}
+
 #[test]
 fn other_templates_change_the_output() {
     let tmp = tempfile::tempdir().unwrap();

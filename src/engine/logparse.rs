@@ -204,6 +204,26 @@ INFO 01-01 00:00:01 [core.py:1] init engine (profile, create kv cache, warmup mo
     }
 
     #[test]
+    fn recorded_h200_logs_of_vllm_026() {
+        // Default memory utilisation: the profiled budget in GiB, two-line KV form, CUDA graphs, compilation.
+        let f = parse(include_str!("../../tests/fixtures/logs/gpu-0.26-h200-default-util-512.log"));
+        assert_eq!(f.weights_gib, Some(0.93));
+        assert_eq!(f.available_kv_gib, Some(127.11));
+        assert_eq!((f.kv_device.as_deref(), f.kv_cache_tokens), (Some("GPU"), Some(11_107_024)));
+        assert_eq!((f.max_concurrency_tokens, f.max_concurrency), (Some(512), Some(21693.41)));
+        assert_eq!((f.graph_capture_s, f.graph_capture_gib), (Some(5.0), Some(0.39)));
+        assert_eq!((f.init_engine_s, f.compile_s), (Some(38.79), Some(16.36)));
+        // --kv-cache-memory-bytes: the "reserved ... as specified by kv_cache_memory_bytes" form, no profiling.
+        let f = parse(include_str!("../../tests/fixtures/logs/gpu-0.26-h200-kv-bytes-16384.log"));
+        assert_eq!(f.reserved_kv_gib, Some(3.0));
+        assert_eq!(f.available_kv_gib, None);
+        assert_eq!(f.kv_gib, Some(3.0));
+        assert_eq!(f.kv_cache_tokens, Some(262_144));
+        assert_eq!((f.max_concurrency_tokens, f.max_concurrency), (Some(16_384), Some(16.0)));
+        assert_eq!(failure_line(include_str!("../../tests/fixtures/logs/gpu-0.26-h200-kv-bytes-16384.log")), None);
+    }
+
+    #[test]
     fn recorded_cpu_failure_surfaces_vllms_line() {
         let log = include_str!("../../tests/fixtures/logs/cpu-0.32-max-model-len-too-large.log");
         let failure = failure_line(log).unwrap();

@@ -69,6 +69,10 @@ impl Cell {
 pub struct Knee {
     /// The last level that still scaled, when a later one stopped scaling.
     pub throughput_knee: Option<u32>,
+    /// Which rule found it: `efficiency` (scaling fell below the share of linear) or `gain` (a step gained
+    /// too little).
+    #[serde(default)]
+    pub throughput_reason: Option<String>,
     pub throughput_finding: String,
     /// The first level where latency blew up.
     pub latency_knee: Option<u32>,
@@ -252,7 +256,7 @@ fn finish_group(g: &mut GroupSweep, policy: RepeatPolicy, rules: &KneeRules, gpu
 }
 
 fn no_knee(rules: &KneeRules) -> Knee {
-    Knee { throughput_knee: None, throughput_finding: String::new(), latency_knee: None, latency_finding: String::new(), rule: rule_text(rules) }
+    Knee { throughput_knee: None, throughput_reason: None, throughput_finding: String::new(), latency_knee: None, latency_finding: String::new(), rule: rule_text(rules) }
 }
 
 pub fn rule_text(r: &KneeRules) -> String {
@@ -278,8 +282,9 @@ pub fn knee(cells: &[Cell], rules: &KneeRules) -> Knee {
         let eff_low = cur.efficiency.is_some_and(|e| e < rules.efficiency_min);
         if eff_low || gain < rules.marginal_gain_min {
             k.throughput_knee = Some(prev.concurrency);
+            k.throughput_reason = Some(if eff_low { "efficiency" } else { "gain" }.to_owned());
             k.throughput_finding = if eff_low {
-                format!("throughput stops scaling after concurrency {}: at {} the efficiency S(c)/c is {:.3} (< {})", prev.concurrency, cur.concurrency, cur.efficiency.unwrap_or(0.0), rules.efficiency_min)
+                format!("throughput stops scaling efficiently after concurrency {}: at {} the efficiency S(c)/c is {:.3} (< {}), although tokens/s still grew {:.0}%", prev.concurrency, cur.concurrency, cur.efficiency.unwrap_or(0.0), rules.efficiency_min, gain * 100.0)
             } else {
                 format!("throughput stops scaling after concurrency {}: going to {} gains {:.0}% tokens/s (< {:.0}%)", prev.concurrency, cur.concurrency, gain * 100.0, rules.marginal_gain_min * 100.0)
             };
@@ -333,7 +338,11 @@ pub fn rules_of_thumb(g: &GroupSweep, rules: &KneeRules) -> Vec<String> {
     match g.knee.throughput_knee {
         Some(k) => {
             let after: Vec<String> = cells.iter().filter(|c| c.concurrency > k).map(|c| format!("{}: {:.0} tok/s", c.concurrency, c.head().tok_s)).collect();
-            out.push(format!("Beyond concurrency {k}, throughput stops scaling ({}).", after.join(", ")));
+            if g.knee.throughput_reason.as_deref() == Some("efficiency") {
+                out.push(format!("Beyond concurrency {k}, throughput grows less than {}× as fast as concurrency ({}): more requests in flight buy throughput at a rising latency cost.", rules.efficiency_min, after.join(", ")));
+            } else {
+                out.push(format!("Beyond concurrency {k}, throughput stops scaling ({}).", after.join(", ")));
+            }
         }
         None => out.push(format!("Throughput was still scaling at concurrency {}: the knee lies beyond the tested range.", last.concurrency)),
     }
