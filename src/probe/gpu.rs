@@ -48,6 +48,30 @@ impl MemoryProbe for Nvml {
         seen.then_some(total as f64 / MIB)
     }
 
+    fn per_device(&self, pids: &BTreeSet<u32>) -> Vec<super::GpuReading> {
+        let mut out = Vec::new();
+        for (i, device) in self.devices().iter().enumerate() {
+            let Ok(m) = device.memory_info() else { continue };
+            let mine: Vec<u64> = device
+                .running_compute_processes()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| pids.contains(&p.pid))
+                .filter_map(|p| match p.used_gpu_memory {
+                    nvml_wrapper::enums::device::UsedGpuMemory::Used(b) => Some(b),
+                    nvml_wrapper::enums::device::UsedGpuMemory::Unavailable => None,
+                })
+                .collect();
+            out.push(super::GpuReading {
+                index: i as u32,
+                used_mb: m.used as f64 / MIB,
+                total_mb: m.total as f64 / MIB,
+                server_mb: (!mine.is_empty()).then(|| mine.iter().sum::<u64>() as f64 / MIB),
+            });
+        }
+        out
+    }
+
     fn utilization(&self) -> Option<f64> {
         let u: Vec<f64> = self.devices().iter().filter_map(|d| d.utilization_rates().ok()).map(|r| f64::from(r.gpu)).collect();
         (!u.is_empty()).then(|| u.iter().sum::<f64>() / u.len() as f64)

@@ -31,6 +31,16 @@ impl Source {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// One GPU's reading: device-wide memory, the server's processes on it, utilisation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuReading {
+    pub index: u32,
+    pub used_mb: f64,
+    pub total_mb: f64,
+    /// Memory of the server's processes on this GPU (NVML per process).
+    pub server_mb: Option<f64>,
+}
+
 /// One reading. Device figures are GPU-wide (None on CPU); server figures cover the server's process tree.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemSample {
@@ -46,6 +56,9 @@ pub struct MemSample {
     /// The machine's available memory (MemAvailable).
     pub host_available_mb: Option<f64>,
     pub processes: usize,
+    /// Per GPU (device figures above are their sums); empty on CPU.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuReading>,
 }
 
 /// A memory source. GPU probes answer `device` and `processes`; procfs answers neither (RSS is always read).
@@ -55,6 +68,10 @@ pub trait MemoryProbe: Send + Sync {
     fn device(&self) -> Option<(f64, f64)>;
     /// GPU memory in MiB held by these processes.
     fn processes(&self, pids: &BTreeSet<u32>) -> Option<f64>;
+    /// Per-GPU memory, with the share of these processes on each GPU.
+    fn per_device(&self, _pids: &BTreeSet<u32>) -> Vec<GpuReading> {
+        Vec::new()
+    }
     /// GPU utilisation in percent, averaged over the GPUs (what `nvidia-smi dmon` shows as sm%).
     fn utilization(&self) -> Option<f64> {
         None
@@ -93,10 +110,12 @@ pub fn select(wanted: MemorySource) -> Result<Box<dyn MemoryProbe>, String> {
     }
 }
 
-/// Reads everything at once for the given process tree.
+/// Reads everything at once for the given process tree. With per-GPU readings, the device figures are their
+/// sums (every GPU, so tensor-parallel workers on each count).
 pub fn sample(probe: &dyn MemoryProbe, pids: &BTreeSet<u32>, t_s: f64) -> MemSample {
     let (rss, pss) = procfs::tree_memory(pids);
-    let device = probe.device();
+    let gpus = probe.per_device(pids);
+    let device = if gpus.is_empty() { probe.device() } else { Some((gpus.iter().map(|g| g.used_mb).sum(), gpus.iter().map(|g| g.total_mb).sum())) };
     MemSample {
         t_s,
         device_used_mb: device.map(|d| d.0),
@@ -106,5 +125,45 @@ pub fn sample(probe: &dyn MemoryProbe, pids: &BTreeSet<u32>, t_s: f64) -> MemSam
         server_pss_mb: (!pids.is_empty()).then_some(pss as f64 / MIB),
         host_available_mb: procfs::meminfo().map(|(_, avail)| avail as f64 / MIB),
         processes: pids.len(),
+        gpus,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays per-GPU readings recorded from NVML on a two-GPU machine.
+    struct Recorded(Vec<GpuReading>);
+
+    impl MemoryProbe for Recorded {
+        fn source(&self) -> Source {
+            Source::Nvml
+        }
+        fn device(&self) -> Option<(f64, f64)> {
+            None
+        }
+        fn processes(&self, _: &BTreeSet<u32>) -> Option<f64> {
+            let s: Vec<f64> = self.0.iter().filter_map(|g| g.server_mb).collect();
+            (!s.is_empty()).then(|| s.iter().sum())
+        }
+        fn per_device(&self, _: &BTreeSet<u32>) -> Vec<GpuReading> {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn multi_gpu_readings_are_summed_and_kept_per_gpu() {
+        let probe = Recorded(vec![
+            GpuReading { index: 0, used_mb: 133_790.0, total_mb: 143_771.0, server_mb: Some(133_776.0) },
+            GpuReading { index: 1, used_mb: 133_802.0, total_mb: 143_771.0, server_mb: Some(133_788.0) },
+        ]);
+        let s = sample(&probe, &[std::process::id()].into(), 1.5);
+        assert_eq!(s.device_used_mb, Some(267_592.0));
+        assert_eq!(s.device_total_mb, Some(287_542.0));
+        assert_eq!(s.server_gpu_mb, Some(267_564.0));
+        assert_eq!(s.gpus.len(), 2);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<MemSample>(&json).unwrap(), s);
     }
 }

@@ -40,6 +40,9 @@ pub fn derive(spec: &Spec, manifest: &Manifest, rec: &Recorded, templates: Optio
     let started: Vec<_> = rec.servers.iter().filter(|s| !s.argv.is_empty()).cloned().collect();
     let kv_ctx = (!started.is_empty()).then(|| {
         files.push(("kv_cache_scaling.csv".to_owned(), kv_csv::render(&started)));
+        if let Some(bytes) = kv_csv::render_per_gpu(&started) {
+            files.push(("kv_cache_scaling_gpus.csv".to_owned(), bytes));
+        }
         let findings = kv::findings(&started);
         let rows = kv::rows(&started);
         let mem: Vec<(u64, f64)> = rows.iter().filter_map(|r| Some((r.max_model_len?, r.mem_used_mb?))).collect();

@@ -55,3 +55,67 @@ pub fn render(records: &[ServerRecord]) -> Vec<u8> {
     }
     w.into_inner().unwrap_or_default()
 }
+
+/// `kv_cache_scaling_gpus.csv`: per GPU, device-wide used MiB and the server's own MiB at ready, for runs whose
+/// memory came from NVML (one pair of columns per GPU, e.g. two under tensor parallelism). None on CPU runs.
+pub fn render_per_gpu(records: &[ServerRecord]) -> Option<Vec<u8>> {
+    let n = records.iter().filter_map(|r| r.at_ready.as_ref()).map(|s| s.gpus.len()).max().filter(|n| *n > 0)?;
+    let mut sorted: Vec<&ServerRecord> = records.iter().collect();
+    sorted.sort_by_key(|r| r.max_model_len.unwrap_or(u64::MAX));
+    let mut header = vec!["max_model_len".to_owned()];
+    for i in 0..n {
+        header.extend([format!("gpu{i}_used_mb"), format!("gpu{i}_server_mb")]);
+    }
+    header.extend(["used_mb_sum".to_owned(), "server_mb_sum".to_owned(), "status".to_owned()]);
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record(&header);
+    for r in sorted {
+        let gpus = r.at_ready.as_ref().map(|s| s.gpus.clone()).unwrap_or_default();
+        let mut row = vec![u(r.max_model_len)];
+        for i in 0..n {
+            let g = gpus.iter().find(|g| g.index as usize == i);
+            row.extend([f(g.map(|g| g.used_mb), 1), f(g.and_then(|g| g.server_mb), 1)]);
+        }
+        row.push(f(r.at_ready.as_ref().and_then(|s| s.device_used_mb), 1));
+        row.push(f(r.at_ready.as_ref().and_then(|s| s.server_gpu_mb), 1));
+        row.push(r.status.as_str().to_owned());
+        let _ = w.write_record(&row);
+    }
+    w.into_inner().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{GpuReading, MemSample, Source};
+
+    fn record(len: u64, gpus: Vec<(f64, f64)>) -> ServerRecord {
+        let text = format!(r#"{{"id":"g{len}","vars":{{}},"argv":["vllm"],"env":{{}},"base_url":"http://127.0.0.1:8000","status":"ok","error":null,"log_tail":null,"started_at":"t","ready_s":100.0,"max_model_len":{len},"served_max_model_len":null,"memory_source":"nvml","baseline":{{"t_s":0.0,"device_used_mb":0.0,"device_total_mb":null,"server_gpu_mb":null,"server_rss_mb":null,"server_pss_mb":null,"host_available_mb":null,"processes":0}},"at_ready":null,"timeline":[],"log":{{"weights_gib":null,"model_load_s":null,"available_kv_gib":null,"reserved_kv_gib":null,"cpu_kv_gib":null,"cpu_node_gib":null,"kv_device":null,"kv_cache_tokens":null,"max_concurrency_tokens":null,"max_concurrency":null,"graph_capture_s":null,"graph_capture_gib":null,"init_engine_s":null,"compile_s":null,"kv_gib":null,"lines":[]}},"cache_config_info":null,"version":null,"model":null,"stop":null,"release":null,"pids":[]}}"#);
+        let mut r: ServerRecord = serde_json::from_str(&text).unwrap();
+        let readings: Vec<GpuReading> = gpus.iter().enumerate().map(|(i, (used, mine))| GpuReading { index: i as u32, used_mb: *used, total_mb: 143_771.0, server_mb: Some(*mine) }).collect();
+        r.at_ready = Some(MemSample {
+            device_used_mb: Some(readings.iter().map(|g| g.used_mb).sum()),
+            server_gpu_mb: Some(readings.iter().filter_map(|g| g.server_mb).sum()),
+            gpus: readings,
+            ..MemSample::default()
+        });
+        assert_eq!(r.memory_source, Source::Nvml);
+        r
+    }
+
+    #[test]
+    fn per_gpu_columns_from_recorded_nvml_readings() {
+        let records = [record(32768, vec![(133_800.0, 133_786.0), (133_812.0, 133_798.0)]), record(2048, vec![(133_790.0, 133_776.0), (133_802.0, 133_788.0)])];
+        let csv = String::from_utf8(render_per_gpu(&records).unwrap()).unwrap();
+        assert_eq!(
+            csv,
+            "max_model_len,gpu0_used_mb,gpu0_server_mb,gpu1_used_mb,gpu1_server_mb,used_mb_sum,server_mb_sum,status\n\
+2048,133790.0,133776.0,133802.0,133788.0,267592.0,267564.0,ok\n\
+32768,133800.0,133786.0,133812.0,133798.0,267612.0,267584.0,ok\n"
+        );
+        // The summed figure is what kv_cache_scaling.csv reports.
+        assert!(String::from_utf8(render(&records)).unwrap().contains("2048,267592.0,"));
+        let cpu = record(1024, vec![]);
+        assert!(render_per_gpu(&[cpu]).is_none(), "no per-GPU file without GPU readings");
+    }
+}
