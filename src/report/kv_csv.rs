@@ -116,6 +116,28 @@ mod tests {
         // The summed figure is what kv_cache_scaling.csv reports.
         assert!(String::from_utf8(render(&records)).unwrap().contains("2048,267592.0,"));
         let cpu = record(1024, vec![]);
+        assert_eq!(cpu.tensor_parallel_size(), 1);
         assert!(render_per_gpu(&[cpu]).is_none(), "no per-GPU file without GPU readings");
+    }
+}
+
+#[cfg(test)]
+mod tensor_parallel {
+    use crate::engine::logparse;
+    use crate::run::record::ServerRecord;
+
+    /// Recorded on two H200s with --tensor-parallel-size 2 (vLLM 0.26): the log gives each rank's KV GiB and
+    /// the total token capacity; bytes per KV token must come out at the model's 12,288, not half of it.
+    #[test]
+    fn engine_bytes_per_token_counts_every_rank() {
+        let log = logparse::parse(include_str!("../../tests/fixtures/logs/gpu-0.26-h200x2-tp2-2048.log"));
+        assert_eq!((log.available_kv_gib, log.kv_cache_tokens), (Some(127.31), Some(22_249_712)));
+        let mut r: ServerRecord = serde_json::from_str(include_str!("../../examples/h200x2-tp2/tp2/servers/a7d6fedd910b/startup.json")).unwrap();
+        r.log = log;
+        assert_eq!(r.tensor_parallel_size(), 2);
+        let (bytes, how) = r.kv_cache_bytes().unwrap();
+        assert_eq!(how, "log GiB");
+        let per_token = bytes / r.kv_cache_tokens().unwrap() as f64;
+        assert!((per_token / 12_288.0 - 1.0).abs() < 0.01, "{per_token}");
     }
 }

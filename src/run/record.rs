@@ -82,12 +82,27 @@ impl ServerRecord {
         self.info_u64("kv_cache_size_tokens").or(self.log.kv_cache_tokens)
     }
 
-    /// KV bytes: exact from `kv_cache_memory_bytes` when the budget was given in bytes, else the logged GiB.
+    /// KV bytes over all GPUs: exact from `kv_cache_memory_bytes` when the budget was given in bytes, else the
+    /// logged GiB. Both are per GPU: under tensor parallelism each rank holds its share of the KV heads for
+    /// every token, so the pool is the per-rank figure × the tensor-parallel size (KV tokens are not split).
     pub fn kv_cache_bytes(&self) -> Option<(f64, &'static str)> {
+        let ranks = self.tensor_parallel_size() as f64;
         if let Some(b) = self.info_u64("kv_cache_memory_bytes") {
-            return Some((b as f64, "exact"));
+            return Some((b as f64 * ranks, "exact"));
         }
-        self.log.kv_gib.map(|g| (g * 1024.0 * 1024.0 * 1024.0, "log GiB"))
+        self.log.kv_gib.map(|g| (g * 1024.0 * 1024.0 * 1024.0 * ranks, "log GiB"))
+    }
+
+    /// `--tensor-parallel-size` / `-tp` from the command line (1 when absent).
+    pub fn tensor_parallel_size(&self) -> u64 {
+        let argv = &self.argv;
+        argv.iter()
+            .enumerate()
+            .find_map(|(i, a)| match a.as_str() {
+                "--tensor-parallel-size" | "-tp" => argv.get(i + 1)?.parse().ok(),
+                _ => a.strip_prefix("--tensor-parallel-size=")?.parse().ok(),
+            })
+            .unwrap_or(1)
     }
 
     pub fn max_concurrency(&self) -> Option<f64> {
