@@ -46,11 +46,14 @@ pub fn key(parts: &[&str]) -> Vec<Seg> {
     parts.iter().map(|p| Seg::Key((*p).to_owned())).collect()
 }
 
-/// A stable content hash: the first 12 hex digits of SHA-256 over canonical JSON.
+/// The first 12 hex digits of SHA-256: ids of points and servers, hashes of specs and model configs.
+pub fn short_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stable content hash of a value's canonical JSON.
 pub fn content_hash<T: serde::Serialize>(value: &T) -> String {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let digest = Sha256::digest(&bytes);
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    short_hash(&serde_json::to_vec(value).unwrap_or_default())
 }
 
 /// Plans a loaded spec, pointing any planner error at its place in the spec file.

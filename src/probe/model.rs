@@ -52,9 +52,8 @@ pub fn from_config(config_text: &str, engine_dtype: Option<&str>, kv_cache_dtype
         (Some(l), Some(k), Some(h), None) => Some(2 * l * k * h * kv_dtype_bytes),
         _ => None,
     };
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(config_text.as_bytes());
     Ok(ModelFacts {
-        config_hash: digest.iter().take(6).map(|b| format!("{b:02x}")).collect(),
+        config_hash: crate::plan::short_hash(config_text.as_bytes()),
         model_type: cfg.get("model_type").and_then(Value::as_str).map(str::to_owned),
         layers,
         kv_heads,

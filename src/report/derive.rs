@@ -13,7 +13,8 @@ use std::path::PathBuf;
 
 pub type Files = Vec<(String, Vec<u8>)>;
 
-fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+/// Pretty JSON with a trailing newline: every JSON file servelab writes.
+pub fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
     bytes.push(b'\n');
     bytes

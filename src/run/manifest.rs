@@ -46,8 +46,4 @@ pub fn host_facts() -> (String, String, String, usize) {
     (host, format!("{pretty} (Linux {kernel})"), cpu, cpus)
 }
 
-/// SHA-256 prefix used for spec and config hashes.
-pub fn short_hash(bytes: &[u8]) -> String {
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(bytes);
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::plan::short_hash;

@@ -13,7 +13,7 @@ pub mod server;
 use crate::load::record::RequestRecord;
 use crate::plan::{Plan, Point, ServerGroup};
 use crate::probe::{self, MemoryProbe, model::ModelFacts};
-use crate::report::derive;
+use crate::report::derive::{self, json};
 use crate::spec::{LoadedSpec, Spec};
 use crate::stats::sweep::GroupSweep;
 use manifest::Manifest;
@@ -102,11 +102,6 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
         .map_err(|source| RunError::Output { path: path.display().to_string(), source })
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
-    bytes.push(b'\n');
-    bytes
-}
 
 /// Model facts from `<model>/config.json` when the model is a local folder; `--dtype` and
 /// `--kv-cache-dtype` from the server's argv decide the KV element size.
