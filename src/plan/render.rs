@@ -104,6 +104,19 @@ mod tests {
     }
 
     #[test]
+    fn templates_cannot_read_files_or_the_environment() {
+        let r = Renderer::default();
+        let ctx = minijinja::context! { n => 1 };
+        // No loader: include/import of any path fails.
+        assert!(r.render("{% include '/etc/passwd' %}", &ctx).is_err());
+        assert!(r.render("{% import 'Cargo.toml' as x %}", &ctx).is_err());
+        // Nothing but the passed variables: no `env`, no process environment, no globals that read them.
+        assert!(r.render("{{ env.HOME }}", &ctx).is_err());
+        assert!(r.render("{{ environ }}", &ctx).is_err());
+        assert_eq!(r.variables("{{ env.PATH }}").unwrap().into_iter().collect::<Vec<_>>(), vec!["env"]);
+    }
+
+    #[test]
     fn runaway_templates_run_out_of_fuel() {
         let r = Renderer::default();
         let err = r.render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", &minijinja::context! {});
