@@ -221,7 +221,7 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
         RunError::Output { .. } | RunError::Probe(_) | RunError::Preflight(_) => Error::Usage(e.to_string()),
         RunError::Report(msg) => Error::Usage(format!("cannot render the reports: {msg}")),
     })?;
-    print!("{}", crate::report::console::summary(&outcome.dir, &outcome.recorded.points, &outcome.sweeps));
+    print!("{}", crate::report::console::summary(&outcome.dir, &outcome.recorded, &outcome.sweeps));
     if outcome.interrupted {
         eprintln!("interrupted; what was measured is in {}", outcome.dir.display());
         return Ok(exit::INTERRUPTED);

@@ -1,18 +1,18 @@
 //! What `servelab run` prints at the end: the CSVs it wrote, the batching summary line, the knee findings.
 
-use crate::report::sweep_csv;
-use crate::run::record::PointRecord;
+use crate::report::{kv_csv, sweep_csv};
+use crate::run::Recorded;
 use crate::stats::sweep::GroupSweep;
 use std::fmt::Write;
 use std::path::Path;
 
-pub fn summary(dir: &Path, points: &[PointRecord], sweeps: &[GroupSweep]) -> String {
+/// Rendered from the records (the same bytes the run wrote), not read back from disk.
+pub fn summary(dir: &Path, rec: &Recorded, sweeps: &[GroupSweep]) -> String {
     let mut out = String::new();
-    let kv = dir.join("kv_cache_scaling.csv");
-    if points.is_empty() {
-        if let Ok(text) = std::fs::read_to_string(&kv) {
-            let _ = write!(out, "{}:\n{text}", kv.display());
-        }
+    let started: Vec<_> = rec.servers.iter().filter(|s| !s.argv.is_empty()).cloned().collect();
+    if rec.points.is_empty() && !started.is_empty() {
+        let text = String::from_utf8(kv_csv::render(&started)).unwrap_or_default();
+        let _ = write!(out, "{}:\n{text}", dir.join("kv_cache_scaling.csv").display());
     }
     for g in sweeps {
         let name = if sweeps.len() > 1 { format!("concurrency_sweep-{}.csv", g.group) } else { "concurrency_sweep.csv".to_owned() };
