@@ -183,7 +183,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Compare { a, b, fail_on_regression } => {
             let analyse = |dir: &PathBuf| -> Result<_, Error> {
                 let (loaded, _, rec) = crate::run::recorded::read_run(dir).map_err(Error::Usage)?;
-                let started: Vec<_> = rec.servers.iter().filter(|s| !s.argv.is_empty()).cloned().collect();
+                let started = rec.started_servers();
                 let sweeps = crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, loaded.spec.repeat_policy, &loaded.spec.knee);
                 Ok((crate::stats::kv::rows(&started), sweeps))
             };

@@ -9,7 +9,7 @@ use std::path::Path;
 /// Rendered from the records (the same bytes the run wrote), not read back from disk.
 pub fn summary(dir: &Path, rec: &Recorded, sweeps: &[GroupSweep]) -> String {
     let mut out = String::new();
-    let started: Vec<_> = rec.servers.iter().filter(|s| !s.argv.is_empty()).cloned().collect();
+    let started = rec.started_servers();
     if rec.points.is_empty() && !started.is_empty() {
         let text = String::from_utf8(kv_csv::render(&started)).unwrap_or_default();
         let _ = write!(out, "{}:\n{text}", dir.join("kv_cache_scaling.csv").display());

@@ -38,7 +38,7 @@ fn reports(spec: &Spec, has_kv: bool, has_sweep: bool) -> Vec<ReportKind> {
 pub fn derive(spec: &Spec, manifest: &Manifest, rec: &Recorded, templates: Option<PathBuf>) -> Result<(Files, Vec<GroupSweep>), String> {
     let mut files = Vec::new();
     // External endpoints were not started here: they have no startup memory to report.
-    let started: Vec<_> = rec.servers.iter().filter(|s| !s.argv.is_empty()).cloned().collect();
+    let started = rec.started_servers();
     let kv_ctx = (!started.is_empty()).then(|| {
         files.push(("kv_cache_scaling.csv".to_owned(), kv_csv::render(&started)));
         if let Some(bytes) = kv_csv::render_per_gpu(&started) {

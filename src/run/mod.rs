@@ -58,6 +58,13 @@ pub struct Recorded {
     pub samples: Vec<SampleLine>,
 }
 
+impl Recorded {
+    /// The servers servelab started (an `external` endpoint has no startup to report).
+    pub fn started_servers(&self) -> Vec<ServerRecord> {
+        self.servers.iter().filter(|s| !s.argv.is_empty()).cloned().collect()
+    }
+}
+
 pub struct Outcome {
     pub dir: PathBuf,
     pub recorded: Recorded,
