@@ -88,6 +88,10 @@ fn the_h200_example_rerenders_byte_for_byte() {
         for (n, original) in names.iter().zip(&originals) {
             assert!(std::fs::read(dir.join(n)).unwrap() == *original, "{run}: {n} differs from what the H200 run wrote");
         }
+        if run.starts_with("kv") {
+            let notes = std::fs::read_to_string(dir.join("kv_cache_scaling_notes.md")).unwrap();
+            assert!(notes.contains("capped by max-num-seqs 1024"), "an H200 gets vLLM's large-GPU default");
+        }
     }
 }
 

@@ -110,8 +110,9 @@ use serde::Serialize;
 pub const SAFETY_MARGIN: f64 = 0.10;
 /// A max-model-len is "safe" when the pool holds this many full-length requests.
 pub const HEADROOM_REQUESTS: u64 = 4;
-/// vLLM's default `--max-num-seqs` outside H100/H200-class GPUs (those get 1024).
+/// vLLM's default `--max-num-seqs` (H200 default 1024, ../shared/reference/vllm.md; 256 on smaller devices).
 pub const DEFAULT_MAX_NUM_SEQS: u64 = 256;
+pub const DEFAULT_MAX_NUM_SEQS_LARGE_GPU: u64 = 1024;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FitOut {
@@ -198,7 +199,11 @@ pub fn findings(records: &[ServerRecord]) -> KvFindings {
     let argv = records.first().map(|r| r.argv.clone()).unwrap_or_default();
     let (max_num_seqs, seqs_source) = match arg_u64(&argv, "--max-num-seqs") {
         Some(n) => (n, "from --max-num-seqs".to_owned()),
-        None => (DEFAULT_MAX_NUM_SEQS, "vLLM's default outside H100/H200-class GPUs, which get 1024; set --max-num-seqs to change it".to_owned()),
+        // The default depends on the device: large GPUs (H100/H200 class, 70 GiB and more) get 1024.
+        None => match records.iter().find_map(|r| r.at_ready.as_ref()?.device_total_mb) {
+            Some(total) if total >= 70.0 * 1024.0 => (DEFAULT_MAX_NUM_SEQS_LARGE_GPU, "vLLM's default on GPUs of 70 GiB and more, the H100/H200 class; set --max-num-seqs to change it".to_owned()),
+            _ => (DEFAULT_MAX_NUM_SEQS, "vLLM's default outside H100/H200-class GPUs, which get 1024; set --max-num-seqs to change it".to_owned()),
+        },
     };
     let theory = ok.iter().find_map(|r| r.theory_bytes_per_token);
     let engine = ok.iter().filter_map(|r| r.engine_bytes_per_token).reduce(|a, b| a + b).map(|s| s / ok.iter().filter(|r| r.engine_bytes_per_token.is_some()).count() as f64);
