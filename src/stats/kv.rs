@@ -161,6 +161,13 @@ pub struct KvFindings {
     pub slope_over_theory: Option<f64>,
     pub engine_over_theory: Option<f64>,
     pub bytes_per_token_note: String,
+    /// (max-model-len, memory less the engine-reported KV pool, MiB) for each successful length.
+    pub outside_pool: Vec<(u64, f64)>,
+    /// Slope of `outside_pool` per KV token: what the rest of the server adds to (or takes from) the memory
+    /// slope. Memory = pool + outside, so this is exactly the slope's departure from the pool's own growth.
+    pub bytes_per_token_outside: Option<f64>,
+    pub outside_over_theory: Option<f64>,
+    pub outside_note: String,
     pub max_num_seqs: u64,
     pub max_num_seqs_source: String,
     pub margin: f64,
@@ -235,6 +242,10 @@ pub fn findings(records: &[ServerRecord]) -> KvFindings {
             _ => None,
         },
         bytes_per_token_note: String::new(),
+        outside_pool: Vec::new(),
+        bytes_per_token_outside: None,
+        outside_over_theory: None,
+        outside_note: String::new(),
         max_num_seqs,
         max_num_seqs_source: seqs_source,
         margin: SAFETY_MARGIN,
@@ -247,6 +258,7 @@ pub fn findings(records: &[ServerRecord]) -> KvFindings {
         throughput_pick: String::new(),
     };
     regime(&mut f, &ok, tokens_fit);
+    outside_pool(&mut f, &ok);
     granularity(&mut f, &ok);
     envelope(&mut f, &ok);
     f
@@ -302,6 +314,34 @@ fn regime(f: &mut KvFindings, ok: &[&KvRow], tokens_fit: Option<fit::Fit>) {
         f.regime_evidence = format!("memory spread {spread:.1}%, fit slope {:.3} MiB/token, R² {:.3}", fit.slope_mb_per_token, fit.r2);
         f.bytes_per_token_note = "no reliable slope".into();
     }
+}
+
+/// Splits memory into the engine-reported KV pool and everything else (CUDA context, weights, the allocator's
+/// cache, graph pools, buffers). Only for a linear regime, where the slope is read as bytes per KV token: the
+/// part outside the pool should not move with the length, and when it does this says by how much.
+fn outside_pool(f: &mut KvFindings, ok: &[&KvRow]) {
+    if f.regime != "linear" {
+        return;
+    }
+    let points: Vec<(u64, f64, f64)> = ok
+        .iter()
+        .filter_map(|r| Some((r.max_model_len?, r.mem_used_mb? - r.kv_cache_bytes? / 1048576.0, r.kv_cache_tokens? as f64)))
+        .collect();
+    if points.len() != ok.len() || points.len() < 2 {
+        return;
+    }
+    f.outside_pool = points.iter().map(|(l, o, _)| (*l, *o)).collect();
+    let tokens: Vec<f64> = points.iter().map(|p| p.2).collect();
+    let outside: Vec<f64> = points.iter().map(|p| p.1).collect();
+    let Some(per_token) = fit::linear(&tokens, &outside).map(|fit| fit.slope * 1048576.0) else { return };
+    f.bytes_per_token_outside = Some(per_token);
+    f.outside_over_theory = f.bytes_per_token_theory.map(|t| per_token / t as f64);
+    let listed = points.iter().map(|(l, o, _)| format!("{} MiB at {l}", super::thousands(*o, 1))).collect::<Vec<_>>().join(", ");
+    let (first, last) = (outside[0], outside[outside.len() - 1]);
+    f.outside_note = format!(
+        "memory outside the KV pool (memory less the engine-reported pool): {listed}; it moved {:+.1} MiB from the shortest to the longest length, {per_token:+.0} bytes per KV token by least squares, which is exactly how far the slope of memory sits from the pool's own growth",
+        last - first
+    );
 }
 
 fn granularity(f: &mut KvFindings, ok: &[&KvRow]) {
