@@ -11,10 +11,6 @@ use std::time::{Duration, Instant};
 
 const ENV: &str = "  env: {VLLM_HOST_IP: 127.0.0.1, HF_HUB_OFFLINE: '1', VLLM_NO_USAGE_STATS: '1', DO_NOT_TRACK: '1'}\n";
 
-fn servelab_path(bin: &Path) -> String {
-    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
-}
-
 fn journal(dir: &Path) -> Vec<serde_json::Value> {
     jsonl(&dir.join("journal.jsonl"))
 }
@@ -66,13 +62,7 @@ fn engine_core_killed_during_load_fails_the_point_and_the_run_goes_on() {
     let port = 18441;
     let spec_path = out.path().join("spec.yaml");
     std::fs::write(&spec_path, load_spec("kill", port, "[4]", 400, "")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_servelab"))
-        .args(["run", spec_path.to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--run-id", "r"])
-        .env("PATH", servelab_path(&bin))
-        .current_dir(ROOT)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = run_command(&bin, &spec_path, out.path()).stderr(Stdio::piped()).spawn().unwrap();
     // Wait until the first server is under load, then SIGKILL its engine core.
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut killed = None;
@@ -121,10 +111,7 @@ fn a_bad_flag_and_a_server_that_never_gets_ready_fail_their_points_and_the_run_g
     let notes = std::fs::read_to_string(run.dir.join("kv_cache_scaling_notes.md")).unwrap();
     assert!(notes.contains("unrecognized arguments: --no-such-flag"), "vLLM's own failure line is in the report:\n{notes}");
     assert!(notes.contains("not ready after 45 s"), "{notes}");
-    let startup: Vec<serde_json::Value> = std::fs::read_dir(run.dir.join("servers"))
-        .unwrap()
-        .map(|e| serde_json::from_str(&std::fs::read_to_string(e.unwrap().path().join("startup.json")).unwrap()).unwrap())
-        .collect();
+    let startup = startups(&run.dir);
     let hang = startup.iter().find(|s| s["vars"]["mode"] == "hang").unwrap();
     assert!(hang["log_tail"].as_str().is_some_and(|t| !t.is_empty()), "the never-ready error carries the log tail");
     assert!(run.stderr.contains("last lines of") || hang["error"].as_str().unwrap().contains("not ready"));
@@ -184,13 +171,7 @@ fn double_ctrl_c_kills_the_server_group_at_once() {
     let port = 18447;
     let spec_path = out.path().join("spec.yaml");
     std::fs::write(&spec_path, spec("twice", port, "[1024]", "268435456")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_servelab"))
-        .args(["run", spec_path.to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--run-id", "r"])
-        .env("PATH", servelab_path(&bin))
-        .current_dir(ROOT)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = run_command(&bin, &spec_path, out.path()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && descendant_named(child.id(), "vllm").is_none() && descendant_named(child.id(), "python").is_none() {
         std::thread::sleep(Duration::from_millis(100));
@@ -220,9 +201,8 @@ fn an_interrupted_run_resumes_without_measuring_anything_twice() {
     std::fs::write(&spec_path, &spec_text).unwrap();
     let dir = out.path().join("resume/r");
     let run = |extra: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_servelab"));
-        cmd.args(["run", spec_path.to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--run-id", "r"]).args(extra);
-        cmd.env("PATH", servelab_path(&bin)).env("SERVELAB_TEST_API_KEY", key).current_dir(ROOT).stderr(Stdio::piped()).stdout(Stdio::piped());
+        let mut cmd = run_command(&bin, &spec_path, out.path());
+        cmd.args(extra).env("SERVELAB_TEST_API_KEY", key).stderr(Stdio::piped()).stdout(Stdio::piped());
         cmd
     };
     // 1. Interrupt once the first server configuration is done and the second has started.

@@ -46,11 +46,7 @@ fn fixed_kv_size_flat_memory_and_a_failed_length() {
     assert!(run.col(failed, "notes").contains("User-specified max_model_len (16384) is greater than the derived max_model_len"), "{failed:?}");
     assert!(run.stderr.contains("User-specified max_model_len (16384)"));
     // The failure did not stop the run: the 4096 server, after it in the plan, started and reported its cache.
-    let after: serde_json::Value = std::fs::read_dir(run.dir.join("servers"))
-        .unwrap()
-        .map(|e| serde_json::from_str(&std::fs::read_to_string(e.unwrap().path().join("startup.json")).unwrap()).unwrap())
-        .find(|r: &serde_json::Value| r["max_model_len"] == 4096)
-        .unwrap();
+    let after = startups(&run.dir).into_iter().find(|r| r["max_model_len"] == 4096).unwrap();
     assert_eq!(after["status"], "ok");
     assert_eq!(after["cache_config_info"]["kv_cache_size_tokens"], "131072");
     assert_nothing_left(&run, port);
@@ -90,14 +86,7 @@ fn ctrl_c_stops_the_server_and_exits_130() {
     let port = 18433;
     let spec_path = out.path().join("spec.yaml");
     std::fs::write(&spec_path, spec("kv-interrupt", port, "[1024, 2048]", "268435456")).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let child = Command::new(env!("CARGO_BIN_EXE_servelab"))
-        .args(["run", spec_path.to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--run-id", "r"])
-        .env("PATH", path)
-        .current_dir(ROOT)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = run_command(&bin, &spec_path, out.path()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     // Interrupt while the first server is starting (its Python processes exist, it is not ready yet).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let dir = out.path().join("kv-interrupt/r/servers");

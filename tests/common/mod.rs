@@ -59,18 +59,31 @@ pub fn run_spec(bin: &Path, spec: &str, out: &Path) -> Run {
     run_spec_args(bin, spec, out, &[])
 }
 
+/// PATH with the vLLM environment's bin folder first, so a spec's `vllm` is that one.
+pub fn servelab_path(bin: &Path) -> String {
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// `servelab run SPEC --out OUT --run-id r` from the repository root, with the vLLM environment on PATH.
+pub fn run_command(bin: &Path, spec_path: &Path, out: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_servelab"));
+    cmd.args(["run", spec_path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--run-id", "r"]).env("PATH", servelab_path(bin)).current_dir(ROOT);
+    cmd
+}
+
+/// Every server's startup.json in a run folder.
+pub fn startups(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_dir(dir.join("servers"))
+        .unwrap()
+        .map(|e| serde_json::from_str(&std::fs::read_to_string(e.unwrap().path().join("startup.json")).unwrap()).unwrap())
+        .collect()
+}
+
 /// Runs `servelab run` on a spec written to `out/spec.yaml`, with extra arguments; the CSV may be absent.
 pub fn run_spec_args(bin: &Path, spec: &str, out: &Path, extra: &[&str]) -> Run {
     let spec_path = out.join("spec.yaml");
     std::fs::write(&spec_path, spec).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let output = Command::new(env!("CARGO_BIN_EXE_servelab"))
-        .args(["run", spec_path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--run-id", "r"])
-        .args(extra)
-        .env("PATH", path)
-        .current_dir(ROOT)
-        .output()
-        .unwrap();
+    let output = run_command(bin, &spec_path, out).args(extra).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     eprintln!("{stderr}");
     let name = spec.lines().find_map(|l| l.strip_prefix("name: ")).unwrap();
