@@ -29,7 +29,8 @@ impl Source {
     }
 }
 
-const MIB: f64 = 1024.0 * 1024.0;
+/// Bytes in a MiB: every `_mb` figure servelab records is in MiB.
+pub const MIB: f64 = 1024.0 * 1024.0;
 
 /// One GPU's reading: device-wide memory, the server's processes on it, utilisation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

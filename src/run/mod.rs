@@ -134,7 +134,7 @@ fn prepare_manifest(loaded: &LoadedSpec, plan: &Plan, probe: &dyn MemoryProbe, r
         os,
         cpu,
         cpus,
-        mem_total_mb: probe::procfs::meminfo().map(|(t, _)| t as f64 / 1048576.0),
+        mem_total_mb: probe::procfs::meminfo().map(|(t, _)| t as f64 / probe::MIB),
         memory_source: probe.source().as_str().to_owned(),
         gpu: probe.describe(),
         vllm_version: None,

@@ -190,7 +190,7 @@ pub fn wait_released(baseline: &MemSample, probe: &dyn MemoryProbe, interrupted:
             }
             _ => match (baseline.host_available_mb, s.host_available_mb) {
                 (Some(b), Some(now)) => {
-                    let total = probe::procfs::meminfo().map(|(t, _)| t as f64 / 1048576.0).unwrap_or(0.0);
+                    let total = probe::procfs::meminfo().map(|(t, _)| t as f64 / probe::MIB).unwrap_or(0.0);
                     let tol = (total * 0.02).max(256.0);
                     (now >= b - tol, format!("host available ≥ baseline {b:.0} MiB − {tol:.0} MiB"))
                 }

@@ -1,6 +1,6 @@
 //! KV-scaling rows and findings: pure functions of the recorded server starts.
 
-use crate::probe::Source;
+use crate::probe::{MIB, Source};
 use crate::run::record::{ServerRecord, Status};
 
 /// One row's numbers before formatting.
@@ -57,7 +57,7 @@ fn row(r: &ServerRecord, prev: &mut Option<(u64, f64)>) -> KvRow {
         (Some(m), Some(len), Some((plen, pm))) => {
             delta_mb = Some(m - pm);
             if len != plen {
-                est = Some((m - pm) * 1024.0 * 1024.0 / (len as f64 - plen as f64));
+                est = Some((m - pm) * MIB / (len as f64 - plen as f64));
             }
         }
         (Some(_), Some(_), None) => notes.push("baseline (first row)".to_owned()),
@@ -194,7 +194,7 @@ pub fn findings(records: &[ServerRecord]) -> KvFindings {
     let ok: Vec<&KvRow> = all.iter().filter(|r| r.status == Status::Ok && r.max_model_len.is_some() && r.mem_used_mb.is_some()).collect();
     let xs: Vec<f64> = ok.iter().map(|r| r.max_model_len.unwrap_or(0) as f64).collect();
     let ys: Vec<f64> = ok.iter().map(|r| r.mem_used_mb.unwrap_or(0.0)).collect();
-    let fit = fit::linear(&xs, &ys).map(|f| FitOut { slope_mb_per_token: f.slope, slope_bytes_per_token: f.slope * 1048576.0, intercept_mb: f.intercept, r2: f.r2 });
+    let fit = fit::linear(&xs, &ys).map(|f| FitOut { slope_mb_per_token: f.slope, slope_bytes_per_token: f.slope * MIB, intercept_mb: f.intercept, r2: f.r2 });
     let (mem_min, mem_max) = (ys.iter().cloned().reduce(f64::min), ys.iter().cloned().reduce(f64::max));
     let spread = match (mem_min, mem_max) {
         (Some(a), Some(b)) if !ys.is_empty() => Some(100.0 * (b - a) / (ys.iter().sum::<f64>() / ys.len() as f64)),
@@ -325,7 +325,7 @@ fn outside_pool(f: &mut KvFindings, ok: &[&KvRow]) {
     }
     let points: Vec<(u64, f64, f64)> = ok
         .iter()
-        .filter_map(|r| Some((r.max_model_len?, r.mem_used_mb? - r.kv_cache_bytes? / 1048576.0, r.kv_cache_tokens? as f64)))
+        .filter_map(|r| Some((r.max_model_len?, r.mem_used_mb? - r.kv_cache_bytes? / MIB, r.kv_cache_tokens? as f64)))
         .collect();
     if points.len() != ok.len() || points.len() < 2 {
         return;
@@ -333,7 +333,7 @@ fn outside_pool(f: &mut KvFindings, ok: &[&KvRow]) {
     f.outside_pool = points.iter().map(|(l, o, _)| (*l, *o)).collect();
     let tokens: Vec<f64> = points.iter().map(|p| p.2).collect();
     let outside: Vec<f64> = points.iter().map(|p| p.1).collect();
-    let Some(per_token) = fit::linear(&tokens, &outside).map(|fit| fit.slope * 1048576.0) else { return };
+    let Some(per_token) = fit::linear(&tokens, &outside).map(|fit| fit.slope * MIB) else { return };
     f.bytes_per_token_outside = Some(per_token);
     f.outside_over_theory = f.bytes_per_token_theory.map(|t| per_token / t as f64);
     let listed = points.iter().map(|(l, o, _)| format!("{} MiB at {l}", super::thousands(*o, 1))).collect::<Vec<_>>().join(", ");
