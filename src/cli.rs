@@ -2,15 +2,19 @@
 
 use crate::exit::{self, Error};
 use crate::plan::{self, Plan};
+use crate::run::{self, RunError, RunOptions};
 use crate::spec::{self, LoadedSpec, SpecError};
 use clap::{Parser, Subcommand};
-use crate::run::{self, RunError, RunOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser, Debug)]
-#[command(name = "servelab", version, about = "Declarative experiments for vLLM servers: what each --max-model-len commits, and how much concurrency a GPU serves before latency blows up.")]
+#[command(
+    name = "servelab",
+    version,
+    about = "Declarative experiments for vLLM servers: what each --max-model-len commits, and how much concurrency a GPU serves before latency blows up."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -168,14 +172,20 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Bench(b) => {
             let loaded = spec::load_str("servelab bench", &bench_spec(&b), &[])?;
             let plan = plan::build_located(&loaded)?;
-            return run_experiment(&loaded, &plan, RunOptions { out_root: b.out, run_id: b.run_id, resume: None, force: false, fail_fast: false });
+            return run_experiment(
+                &loaded,
+                &plan,
+                RunOptions { out_root: b.out, run_id: b.run_id, resume: None, force: false, fail_fast: false },
+            );
         }
         Command::Report { run, templates } => {
             let (loaded, manifest, rec) = crate::run::recorded::read_run(&run).map_err(Error::Usage)?;
             let templates = templates.or(loaded.spec.templates.as_ref().map(PathBuf::from));
-            let (files, _) = crate::report::derive::derive(&loaded.spec, &manifest, &rec, templates).map_err(Error::Usage)?;
+            let (files, _) =
+                crate::report::derive::derive(&loaded.spec, &manifest, &rec, templates).map_err(Error::Usage)?;
             for (name, bytes) in &files {
-                std::fs::write(run.join(name), bytes).map_err(|e| Error::Usage(format!("cannot write {}: {e}", run.join(name).display())))?;
+                std::fs::write(run.join(name), bytes)
+                    .map_err(|e| Error::Usage(format!("cannot write {}: {e}", run.join(name).display())))?;
             }
             let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
             println!("re-rendered {} files in {}: {}", files.len(), run.display(), names.join(", "));
@@ -184,12 +194,23 @@ fn run(cli: Cli) -> Result<i32, Error> {
             let analyse = |dir: &PathBuf| -> Result<_, Error> {
                 let (loaded, _, rec) = crate::run::recorded::read_run(dir).map_err(Error::Usage)?;
                 let started = rec.started_servers();
-                let sweeps = crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, loaded.spec.repeat_policy, &loaded.spec.knee);
+                let sweeps = crate::stats::sweep::analyze(
+                    &rec.points,
+                    &rec.requests,
+                    &rec.samples,
+                    loaded.spec.repeat_policy,
+                    &loaded.spec.knee,
+                );
                 Ok((crate::stats::kv::rows(&started), sweeps))
             };
             let (ka, sa) = analyse(&a)?;
             let (kb, sb) = analyse(&b)?;
-            let c = crate::report::compare::compare(&a.display().to_string(), &b.display().to_string(), (&ka, &sa), (&kb, &sb));
+            let c = crate::report::compare::compare(
+                &a.display().to_string(),
+                &b.display().to_string(),
+                (&ka, &sa),
+                (&kb, &sb),
+            );
             print!("{}", c.markdown);
             if fail_on_regression && c.regressions > 0 {
                 return Ok(exit::REGRESSION);
@@ -202,7 +223,8 @@ fn run(cli: Cli) -> Result<i32, Error> {
 
 /// Runs the plan on a tokio runtime; Ctrl-C stops the current server before exiting with 130.
 fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<i32, Error> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Internal(e.to_string()))?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Internal(e.to_string()))?;
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();
     runtime.spawn(async move {
@@ -228,7 +250,11 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
     }
     let servers = outcome.recorded.servers.len();
     let (failed_servers, failed_points) = (outcome.failed_servers(), outcome.failed_points());
-    eprintln!("{} of {servers} server starts ok, {failed_points} load points failed; outputs in {}", servers - failed_servers, outcome.dir.display());
+    eprintln!(
+        "{} of {servers} server starts ok, {failed_points} load points failed; outputs in {}",
+        servers - failed_servers,
+        outcome.dir.display()
+    );
     Ok(if failed_servers + failed_points > 0 { exit::POINT_FAILED } else { exit::OK })
 }
 

@@ -22,11 +22,22 @@ fn cases() -> Vec<(&'static str, String, Vec<String>)> {
         ("concurrency < 1 (literal)", with("\"{{ concurrency }}\"", "-2"), vec![]),
         ("repeats < 1", format!("{BASE}repeats: 0\n"), vec![]),
         ("requests < 1", format!("{BASE}  requests: 0\n"), vec![]),
-        ("prompt_tokens + max_tokens > max_model_len", with("max_tokens: 64", "max_tokens: 500\n  prompt_tokens: 100"), vec![]),
+        (
+            "prompt_tokens + max_tokens > max_model_len",
+            with("max_tokens: 64", "max_tokens: 500\n  prompt_tokens: 100"),
+            vec![],
+        ),
         ("template naming an undefined variable", with("{{ max_model_len }}", "{{ max_len }}"), vec![]),
         ("template that does not parse", with("{{ max_model_len }}", "{{ max_model_len"), vec![]),
         ("unknown engine kind", with("engine:\n", "engine:\n  kind: vlm\n"), vec![]),
-        ("grid too large", with("concurrency: [1, 4]", &format!("concurrency: [{}]", (1..=6000).map(|i| i.to_string()).collect::<Vec<_>>().join(", "))), vec![]),
+        (
+            "grid too large",
+            with(
+                "concurrency: [1, 4]",
+                &format!("concurrency: [{}]", (1..=6000).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")),
+            ),
+            vec![],
+        ),
         ("missing required key", BASE.replacen("name: x\n", "", 1), vec![]),
         ("bad --set value", BASE.to_owned(), vec!["load.max_tokens=lots".to_owned()]),
         ("empty spec", "# only a comment\n".to_owned(), vec![]),
@@ -56,7 +67,10 @@ fn every_bad_input_names_its_place_and_fix() {
             let place = first.split(": ").next().unwrap_or_default();
             let parts: Vec<&str> = place.split(':').collect();
             assert!(
-                parts.len() == 3 && parts[0] == "bad.yaml" && parts[1].parse::<u32>().is_ok() && parts[2].parse::<u32>().is_ok(),
+                parts.len() == 3
+                    && parts[0] == "bad.yaml"
+                    && parts[1].parse::<u32>().is_ok()
+                    && parts[2].parse::<u32>().is_ok(),
                 "case `{name}` does not start with file:line:column: {msg}"
             );
         } else {

@@ -4,17 +4,30 @@ use std::path::Path;
 use std::process::Command;
 
 fn servelab(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn committed_schema_is_fresh() {
-    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/experiment.schema.json")).unwrap_or_default();
+    let committed =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/experiment.schema.json"))
+            .unwrap_or_default();
     let (code, fresh, _) = servelab(&["schema"]);
     assert_eq!(code, 0);
     assert_eq!(fresh, servelab::spec::schema::schema_json());
-    assert!(committed == fresh, "schemas/experiment.schema.json is stale: run `cargo run -- schema > schemas/experiment.schema.json`");
+    assert!(
+        committed == fresh,
+        "schemas/experiment.schema.json is stale: run `cargo run -- schema > schemas/experiment.schema.json`"
+    );
 }
 
 #[test]
@@ -49,7 +62,8 @@ fn plan_prints_server_starts_and_json() {
     let (code, out, _) = servelab(&["plan", "experiments/day-007/kv_scaling.yaml"]);
     assert_eq!(code, 0);
     assert!(out.contains("server starts: 4 (one start per grid point would be 4)"), "{out}");
-    let (code, out, _) = servelab(&["plan", "--json", "experiments/cpu/concurrency_sweep.yaml", "--set", "engine.model=/m"]);
+    let (code, out, _) =
+        servelab(&["plan", "--json", "experiments/cpu/concurrency_sweep.yaml", "--set", "engine.model=/m"]);
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["groups"].as_array().unwrap().len(), 1);

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ENV: &str = "  env: {VLLM_HOST_IP: 127.0.0.1, HF_HUB_OFFLINE: '1', VLLM_NO_USAGE_STATS: '1', DO_NOT_TRACK: '1'}\n";
+const ENV: &str =
+    "  env: {VLLM_HOST_IP: 127.0.0.1, HF_HUB_OFFLINE: '1', VLLM_NO_USAGE_STATS: '1', DO_NOT_TRACK: '1'}\n";
 
 fn journal(dir: &Path) -> Vec<serde_json::Value> {
     jsonl(&dir.join("journal.jsonl"))
@@ -49,7 +50,10 @@ fn descendant_named(ancestor: u32, comm: &str) -> Option<u32> {
 }
 
 fn metric(port: u16, name: &str) -> Option<f64> {
-    let out = Command::new("curl").args(["-sf", "--max-time", "2", &format!("http://127.0.0.1:{port}/metrics")]).output().ok()?;
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "2", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .ok()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     servelab::probe::metrics::sum(&servelab::probe::metrics::parse(&text), name)
 }
@@ -70,7 +74,8 @@ fn engine_core_killed_during_load_fails_the_point_and_the_run_goes_on() {
         std::thread::sleep(Duration::from_millis(300));
         if metric(port, "vllm:num_requests_running").unwrap_or(0.0) > 0.0 {
             if let Some(core) = descendant_named(child.id(), "VLLM::EngineCor") {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(core as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(core as i32), nix::sys::signal::Signal::SIGKILL)
+                    .unwrap();
                 killed = Some(core);
             }
         }
@@ -109,7 +114,10 @@ fn a_bad_flag_and_a_server_that_never_gets_ready_fail_their_points_and_the_run_g
     assert_eq!(statuses.iter().filter(|s| *s == "ok").count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| *s == "failed").count(), 2, "{statuses:?}");
     let notes = std::fs::read_to_string(run.dir.join("kv_cache_scaling_notes.md")).unwrap();
-    assert!(notes.contains("unrecognized arguments: --no-such-flag"), "vLLM's own failure line is in the report:\n{notes}");
+    assert!(
+        notes.contains("unrecognized arguments: --no-such-flag"),
+        "vLLM's own failure line is in the report:\n{notes}"
+    );
     assert!(notes.contains("not ready after 45 s"), "{notes}");
     let startup = startups(&run.dir);
     let hang = startup.iter().find(|s| s["vars"]["mode"] == "hang").unwrap();
@@ -151,7 +159,12 @@ fn problems_found_before_any_server_starts() {
     let spec_path = out.path().join("spec2.yaml");
     std::fs::write(&spec_path, spec("unwritable", 18445, "[1024]", "268435456")).unwrap();
     let begin = Instant::now();
-    let o = Command::new(env!("CARGO_BIN_EXE_servelab")).args(["run", spec_path.to_str().unwrap(), "--out", "/proc/servelab-cannot-write-here"]).env("PATH", servelab_path(&bin)).current_dir(ROOT).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["run", spec_path.to_str().unwrap(), "--out", "/proc/servelab-cannot-write-here"])
+        .env("PATH", servelab_path(&bin))
+        .current_dir(ROOT)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cannot write the run's output"), "{stderr}");
@@ -173,7 +186,10 @@ fn double_ctrl_c_kills_the_server_group_at_once() {
     std::fs::write(&spec_path, spec("twice", port, "[1024]", "268435456")).unwrap();
     let child = run_command(&bin, &spec_path, out.path()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline && descendant_named(child.id(), "vllm").is_none() && descendant_named(child.id(), "python").is_none() {
+    while Instant::now() < deadline
+        && descendant_named(child.id(), "vllm").is_none()
+        && descendant_named(child.id(), "python").is_none()
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(4));
@@ -215,23 +231,41 @@ fn an_interrupted_run_resumes_without_measuring_anything_twice() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let first = child.wait_with_output().unwrap();
     assert_eq!(first.status.code(), Some(130), "{}", String::from_utf8_lossy(&first.stderr));
-    let done_before: BTreeSet<String> = journal(&dir).iter().filter(|e| e["event"] == "point_done" && e["status"] == "ok").map(|e| e["point"].as_str().unwrap().to_owned()).collect();
+    let done_before: BTreeSet<String> = journal(&dir)
+        .iter()
+        .filter(|e| e["event"] == "point_done" && e["status"] == "ok")
+        .map(|e| e["point"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(done_before.len(), 2, "the first server's two points were measured before the interrupt");
     // 2. Resume: only the second server starts, only its points run.
     let second = run(&["--resume", dir.to_str().unwrap()]).output().unwrap();
     assert_eq!(second.status.code(), Some(0), "{}", String::from_utf8_lossy(&second.stderr));
     assert_eq!(starts(&dir), 3, "2 starts before the interrupt + 1 on resume");
-    let ok: Vec<String> = journal(&dir).iter().filter(|e| e["event"] == "point_done" && e["status"] == "ok").map(|e| e["point"].as_str().unwrap().to_owned()).collect();
+    let ok: Vec<String> = journal(&dir)
+        .iter()
+        .filter(|e| e["event"] == "point_done" && e["status"] == "ok")
+        .map(|e| e["point"].as_str().unwrap().to_owned())
+        .collect();
     let unique: BTreeSet<&String> = ok.iter().collect();
     assert_eq!(ok.len(), unique.len(), "no finished point ran again");
     assert_eq!(unique.len(), 4);
     // The final CSVs hold the whole grid, as an uninterrupted run would.
-    let plan = Command::new(env!("CARGO_BIN_EXE_servelab")).args(["plan", "--json", spec_path.to_str().unwrap()]).current_dir(ROOT).output().unwrap();
+    let plan = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["plan", "--json", spec_path.to_str().unwrap()])
+        .current_dir(ROOT)
+        .output()
+        .unwrap();
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
-    let planned: BTreeSet<String> = plan["groups"].as_array().unwrap().iter().flat_map(|g| g["points"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned())).collect();
+    let planned: BTreeSet<String> = plan["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["points"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()))
+        .collect();
     assert_eq!(unique.into_iter().cloned().collect::<BTreeSet<_>>(), planned);
     for g in plan["groups"].as_array().unwrap() {
-        let csv = std::fs::read_to_string(dir.join(format!("concurrency_sweep-{}.csv", g["id"].as_str().unwrap()))).unwrap();
+        let csv =
+            std::fs::read_to_string(dir.join(format!("concurrency_sweep-{}.csv", g["id"].as_str().unwrap()))).unwrap();
         let levels: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
         assert_eq!(levels, ["1", "2"], "{csv}");
     }
@@ -246,7 +280,8 @@ fn an_interrupted_run_resumes_without_measuring_anything_twice() {
     assert_eq!(ok_now, 6, "only the two new points were measured");
     // 4. A changed environment is refused unless --force.
     let manifest_path = dir.join("manifest.json");
-    let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
     manifest["servelab_version"] = serde_json::json!("0.0.0-other");
     std::fs::write(&manifest_path, manifest.to_string()).unwrap();
     let refused = run(&["--resume", dir.to_str().unwrap()]).output().unwrap();

@@ -55,7 +55,8 @@ fn repeats_are_interleaved_and_ids_are_distinct() {
     let plan = plan_of(&format!("{SWEEP_4X4}repeats: 3\n"));
     assert_eq!(plan.runs(), 48);
     let group = &plan.groups[0];
-    let order: Vec<(u32, u32)> = group.points.iter().map(|p| (p.repeat, p.client.as_ref().unwrap().concurrency)).collect();
+    let order: Vec<(u32, u32)> =
+        group.points.iter().map(|p| (p.repeat, p.client.as_ref().unwrap().concurrency)).collect();
     assert_eq!(&order[..5], [(0, 1), (0, 4), (0, 8), (0, 16), (1, 1)]);
     let mut ids: Vec<&str> = plan.points().map(|(_, p)| p.id.as_str()).collect();
     ids.sort();
@@ -70,12 +71,23 @@ fn ids_are_stable_content_hashes() {
     assert_eq!(a, b);
     // Pinned: a change here silently invalidates every journal (resume) and must be deliberate.
     assert_eq!(a.groups[0].id, insta_id(&a.groups[0].id));
-    insta::assert_snapshot!("ids", a.points().map(|(g, p)| format!("{} {}", g.id, p.id)).collect::<Vec<_>>().join("\n"));
+    insta::assert_snapshot!(
+        "ids",
+        a.points().map(|(g, p)| format!("{} {}", g.id, p.id)).collect::<Vec<_>>().join("\n")
+    );
     // Formatting and key order do not change identity; timeouts do not either; args do.
-    let reformatted = SWEEP_4X4.replace("requests: 32, max_tokens: 64", "max_tokens: 64,   requests: 32") + "engine_note: x\n";
+    let reformatted =
+        SWEEP_4X4.replace("requests: 32, max_tokens: 64", "max_tokens: 64,   requests: 32") + "engine_note: x\n";
     assert!(spec::load_str("t.yaml", &reformatted, &[]).is_err(), "unknown keys are rejected");
-    let same = plan_of(&SWEEP_4X4.replace("requests: 32, max_tokens: 64", "max_tokens: 64,   requests: 32").replace("  model: m\n", "  model: m\n  ready_timeout: 10m\n"));
-    assert_eq!(same.points().map(|(_, p)| &p.id).collect::<Vec<_>>(), a.points().map(|(_, p)| &p.id).collect::<Vec<_>>());
+    let same = plan_of(
+        &SWEEP_4X4
+            .replace("requests: 32, max_tokens: 64", "max_tokens: 64,   requests: 32")
+            .replace("  model: m\n", "  model: m\n  ready_timeout: 10m\n"),
+    );
+    assert_eq!(
+        same.points().map(|(_, p)| &p.id).collect::<Vec<_>>(),
+        a.points().map(|(_, p)| &p.id).collect::<Vec<_>>()
+    );
     let other = plan_of(&SWEEP_4X4.replace("model: m", "model: m2"));
     assert_ne!(other.groups[0].id, a.groups[0].id);
 }
@@ -132,7 +144,12 @@ engine:
 
 #[test]
 fn set_overrides_any_value() {
-    let loaded = spec::load_str("t.yaml", SWEEP_4X4, &["engine.model=/data/qwen".into(), "grid.concurrency=[2]".into(), "repeats=2".into()]).unwrap();
+    let loaded = spec::load_str(
+        "t.yaml",
+        SWEEP_4X4,
+        &["engine.model=/data/qwen".into(), "grid.concurrency=[2]".into(), "repeats=2".into()],
+    )
+    .unwrap();
     let plan = plan::build_located(&loaded).unwrap();
     assert_eq!(plan.groups[0].server.argv[2], "/data/qwen");
     assert_eq!(plan.runs(), 4 * 2);
@@ -157,7 +174,14 @@ fn the_estimate_counts_starts_and_request_batches() {
 
 #[test]
 fn plan_output_of_the_reference_experiments() {
-    for file in ["day-007/kv_scaling", "day-007/batching", "day-007/concurrency_sweep", "cpu/kv_scaling", "cpu/batching", "cpu/concurrency_sweep"] {
+    for file in [
+        "day-007/kv_scaling",
+        "day-007/batching",
+        "day-007/concurrency_sweep",
+        "cpu/kv_scaling",
+        "cpu/batching",
+        "cpu/concurrency_sweep",
+    ] {
         let path = format!("{}/experiments/{file}.yaml", env!("CARGO_MANIFEST_DIR"));
         let loaded = spec::load_file(std::path::Path::new(&path), &[]).unwrap();
         let plan = plan::build_located(&loaded).unwrap();

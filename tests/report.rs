@@ -37,7 +37,11 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn servelab(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_servelab")).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn derived_of(dir: &Path) -> Vec<String> {
@@ -64,7 +68,10 @@ fn report_rerenders_every_derived_file_byte_for_byte() {
         assert!(out.contains("re-rendered"));
         for (n, original) in names.iter().zip(&originals) {
             let again = std::fs::read(dir.join(n)).unwrap_or_else(|_| panic!("{run}: {n} was not re-rendered"));
-            assert!(again == *original, "{run}: {n} differs from the recorded fixture (if the change is intended, re-render it: cargo run -- report tests/fixtures/runs/{run})");
+            assert!(
+                again == *original,
+                "{run}: {n} differs from the recorded fixture (if the change is intended, re-render it: cargo run -- report tests/fixtures/runs/{run})"
+            );
         }
     }
 }
@@ -86,7 +93,10 @@ fn the_h200_example_rerenders_byte_for_byte() {
         let (code, _, err) = servelab(&["report", dir.to_str().unwrap()]);
         assert_eq!(code, 0, "{err}");
         for (n, original) in names.iter().zip(&originals) {
-            assert!(std::fs::read(dir.join(n)).unwrap() == *original, "{run}: {n} differs from what the H200 run wrote");
+            assert!(
+                std::fs::read(dir.join(n)).unwrap() == *original,
+                "{run}: {n} differs from what the H200 run wrote"
+            );
         }
         if run.starts_with("kv") {
             let notes = std::fs::read_to_string(dir.join("kv_cache_scaling_notes.md")).unwrap();
@@ -108,7 +118,8 @@ fn the_h200_tied_slope_is_the_pool_plus_what_lies_outside_it() {
         let f = servelab::stats::kv::findings(&rec.started_servers());
         assert_eq!(f.regime, "linear", "{run}");
         assert_eq!(f.outside_pool.len(), 3, "{run}: one figure per length");
-        let (slope, engine, outside) = (f.bytes_per_token_slope.unwrap(), f.bytes_per_token_engine.unwrap(), f.bytes_per_token_outside.unwrap());
+        let (slope, engine, outside) =
+            (f.bytes_per_token_slope.unwrap(), f.bytes_per_token_engine.unwrap(), f.bytes_per_token_outside.unwrap());
         assert_eq!(engine, 12288.0, "{run}: the pool is exactly the bytes asked for");
         assert!((slope - (engine + outside)).abs() < 1e-6 * slope, "{run}: {slope} = {engine} + {outside}");
         ratios.push(f.slope_over_theory.unwrap());
@@ -133,12 +144,16 @@ fn other_templates_change_the_output() {
 
 #[test]
 fn markdown_reports_from_recorded_runs() {
-    for (run, files) in [("kv-scaling-cpu", vec!["kv_cache_scaling_notes.md"]), ("batching-cpu", vec!["batching_benchmark.md", "concurrency_sweep.md"])] {
+    for (run, files) in [
+        ("kv-scaling-cpu", vec!["kv_cache_scaling_notes.md"]),
+        ("batching-cpu", vec!["batching_benchmark.md", "concurrency_sweep.md"]),
+    ] {
         let (mut loaded, manifest, rec) = servelab::run::recorded::read_run(&fixture(run)).unwrap();
         // Render every report the data supports, not only those the spec listed.
         loaded.spec.report = vec![];
         if run == "batching-cpu" {
-            loaded.spec.report = vec![servelab::spec::ReportKind::BatchingBenchmark, servelab::spec::ReportKind::ConcurrencySweep];
+            loaded.spec.report =
+                vec![servelab::spec::ReportKind::BatchingBenchmark, servelab::spec::ReportKind::ConcurrencySweep];
         }
         let (derived, _) = servelab::report::derive::derive(&loaded.spec, &manifest, &rec, None).unwrap();
         for name in files {

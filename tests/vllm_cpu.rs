@@ -43,7 +43,11 @@ fn fixed_kv_size_flat_memory_and_a_failed_length() {
     }
     let failed = run.rows.iter().find(|r| run.col(r, "max_model_len") == "16384").unwrap();
     assert_eq!(run.col(failed, "status"), "failed");
-    assert!(run.col(failed, "notes").contains("User-specified max_model_len (16384) is greater than the derived max_model_len"), "{failed:?}");
+    assert!(
+        run.col(failed, "notes")
+            .contains("User-specified max_model_len (16384) is greater than the derived max_model_len"),
+        "{failed:?}"
+    );
     assert!(run.stderr.contains("User-specified max_model_len (16384)"));
     // The failure did not stop the run: the 4096 server, after it in the plan, started and reported its cache.
     let after = startups(&run.dir).into_iter().find(|r| r["max_model_len"] == 4096).unwrap();
@@ -60,7 +64,11 @@ fn kv_budget_tied_to_length_gives_the_theoretical_slope() {
     let port = 18432;
     // (b) pool = length × 2048 B × 256: 1, 2 and 4 GiB.
     let tie = 256.0;
-    let run = run_spec(&bin, &spec("kv-tied", port, "[2048, 4096, 8192]", "\"{{ max_model_len * 2048 * 256 }}\""), out.path());
+    let run = run_spec(
+        &bin,
+        &spec("kv-tied", port, "[2048, 4096, 8192]", "\"{{ max_model_len * 2048 * 256 }}\""),
+        out.path(),
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let ok = run.ok_rows();
     assert_eq!(ok.len(), 3);
@@ -69,7 +77,11 @@ fn kv_budget_tied_to_length_gives_the_theoretical_slope() {
     let f = fit::linear(&xs, &ys).unwrap();
     let expected = THEORY * tie;
     eprintln!("tied KV: slope {:.0} B per token of length (theory × tie = {expected}), R² {:.4}", f.slope, f.r2);
-    assert!((f.slope / expected - 1.0).abs() < 0.10, "slope {:.0} B per token of length vs theory × tie {expected}", f.slope);
+    assert!(
+        (f.slope / expected - 1.0).abs() < 0.10,
+        "slope {:.0} B per token of length vs theory × tie {expected}",
+        f.slope
+    );
     for r in &ok {
         let bytes = run.num(r, "kv_cache_bytes");
         assert_eq!(bytes, run.num(r, "max_model_len") * expected, "the pool is exactly what the spec tied");
@@ -103,7 +115,8 @@ fn ctrl_c_stops_the_server_and_exits_130() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     let server = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
-    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(server.join("startup.json")).unwrap()).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(server.join("startup.json")).unwrap()).unwrap();
     assert_eq!(record["status"], "interrupted");
     let pids: BTreeSet<u32> = record["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u32).collect();
     assert!(!pids.is_empty());
@@ -124,17 +137,29 @@ fn assert_client_matches_server(dir: &Path, levels: &[u64]) {
         let before: servelab::probe::metrics::Snapshot = serde_json::from_value(p["before"].clone()).unwrap();
         let after: servelab::probe::metrics::Snapshot = serde_json::from_value(p["after"].clone()).unwrap();
         let d = servelab::probe::metrics::delta(&before, &after);
-        let mine: Vec<&serde_json::Value> = requests.iter().filter(|r| r["point"] == id && r["warmup"] == false).collect();
+        let mine: Vec<&serde_json::Value> =
+            requests.iter().filter(|r| r["point"] == id && r["warmup"] == false).collect();
         assert_eq!(mine.len() as u64, p["client"]["requests"].as_u64().unwrap());
         assert!(mine.iter().all(|r| r["error"].is_null()), "errors at c={c}");
         let tokens: u64 = mine.iter().map(|r| r["completion_tokens"].as_u64().unwrap()).sum();
-        assert_eq!(tokens as f64, d.generation_tokens.unwrap(), "client tokens vs vllm:generation_tokens_total delta at c={c}");
+        assert_eq!(
+            tokens as f64,
+            d.generation_tokens.unwrap(),
+            "client tokens vs vllm:generation_tokens_total delta at c={c}"
+        );
         assert_eq!(mine.len() as f64, d.requests.unwrap(), "request count at c={c}");
         let n = mine.len() as f64;
         let e2e = mine.iter().map(|r| r["end_s"].as_f64().unwrap() - r["start_s"].as_f64().unwrap()).sum::<f64>() / n;
-        let ttft = mine.iter().map(|r| r["first_token_s"].as_f64().unwrap() - r["start_s"].as_f64().unwrap()).sum::<f64>() / n;
+        let ttft =
+            mine.iter().map(|r| r["first_token_s"].as_f64().unwrap() - r["start_s"].as_f64().unwrap()).sum::<f64>() / n;
         let (se2e, sttft) = (d.mean_e2e_s.unwrap(), d.mean_ttft_s.unwrap());
-        eprintln!("c={c}: e2e client {:.2} ms vs vLLM {:.2} ms; TTFT client {:.2} ms vs vLLM {:.2} ms", e2e * 1e3, se2e * 1e3, ttft * 1e3, sttft * 1e3);
+        eprintln!(
+            "c={c}: e2e client {:.2} ms vs vLLM {:.2} ms; TTFT client {:.2} ms vs vLLM {:.2} ms",
+            e2e * 1e3,
+            se2e * 1e3,
+            ttft * 1e3,
+            sttft * 1e3
+        );
         if levels.contains(&c) {
             assert!(e2e >= se2e && e2e - se2e <= 0.010, "mean e2e at c={c}: client {e2e} vs vLLM {se2e}");
             assert!(ttft >= sttft && ttft - sttft <= 0.010, "mean TTFT at c={c}: client {ttft} vs vLLM {sttft}");
@@ -158,17 +183,34 @@ fn client_latencies_and_tokens_agree_with_vllms_own_metrics() {
     assert!(!sweep.contains("differ"), "no token mismatch flag expected: {sweep}");
     assert!(run.dir.join("batching_summary.csv").exists());
     // `servelab report` rebuilds, byte for byte, every derived file this real run wrote.
-    let derived = ["kv_cache_scaling.csv", "kv_cache_scaling.svg", "concurrency_sweep.csv", "concurrency_sweep.svg", "concurrency_sweep.md", "batching_summary.csv", "sweep.json"];
-    let originals: Vec<Vec<u8>> = derived.iter().map(|n| std::fs::read(run.dir.join(n)).unwrap_or_else(|_| panic!("the run wrote no {n}"))).collect();
+    let derived = [
+        "kv_cache_scaling.csv",
+        "kv_cache_scaling.svg",
+        "concurrency_sweep.csv",
+        "concurrency_sweep.svg",
+        "concurrency_sweep.md",
+        "batching_summary.csv",
+        "sweep.json",
+    ];
+    let originals: Vec<Vec<u8>> = derived
+        .iter()
+        .map(|n| std::fs::read(run.dir.join(n)).unwrap_or_else(|_| panic!("the run wrote no {n}")))
+        .collect();
     for n in derived {
         std::fs::remove_file(run.dir.join(n)).unwrap();
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).args(["report", run.dir.to_str().unwrap()]).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_servelab")).args(["report", run.dir.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for (n, original) in derived.iter().zip(&originals) {
         assert!(std::fs::read(run.dir.join(n)).unwrap() == *original, "{n} re-rendered differently");
     }
-    assert!(run.stderr.contains("batching") || std::fs::read_to_string(run.dir.join("batching_summary.csv")).unwrap().starts_with("sequential_s,concurrent_s"));
+    assert!(
+        run.stderr.contains("batching")
+            || std::fs::read_to_string(run.dir.join("batching_summary.csv"))
+                .unwrap()
+                .starts_with("sequential_s,concurrent_s")
+    );
     assert_nothing_left(&run, 18434);
 }
 
@@ -181,8 +223,27 @@ fn bench_measures_an_existing_endpoint() {
     let log = std::fs::File::create(out.path().join("server.log")).unwrap();
     use std::os::unix::process::CommandExt;
     let mut server = Command::new(bin.join("vllm"))
-        .args(["serve", "models/tiny-llama", "--max-model-len", "1024", "--kv-cache-memory-bytes", "268435456", "--dtype", "bfloat16", "--enforce-eager", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .envs([("VLLM_HOST_IP", "127.0.0.1"), ("HF_HUB_OFFLINE", "1"), ("VLLM_NO_USAGE_STATS", "1"), ("DO_NOT_TRACK", "1")])
+        .args([
+            "serve",
+            "models/tiny-llama",
+            "--max-model-len",
+            "1024",
+            "--kv-cache-memory-bytes",
+            "268435456",
+            "--dtype",
+            "bfloat16",
+            "--enforce-eager",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .envs([
+            ("VLLM_HOST_IP", "127.0.0.1"),
+            ("HF_HUB_OFFLINE", "1"),
+            ("VLLM_NO_USAGE_STATS", "1"),
+            ("DO_NOT_TRACK", "1"),
+        ])
         .current_dir(ROOT)
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -196,13 +257,35 @@ fn bench_measures_an_existing_endpoint() {
     while std::time::Instant::now() < deadline && !ready {
         std::thread::sleep(std::time::Duration::from_millis(500));
         ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && Command::new("curl").args(["-sf", &format!("{url}/v1/models")]).output().map(|o| o.status.success()).unwrap_or(false);
+            && Command::new("curl")
+                .args(["-sf", &format!("{url}/v1/models")])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
     }
     let result = if ready {
-        Some(Command::new(env!("CARGO_BIN_EXE_servelab"))
-            .args(["bench", "--url", &url, "--concurrency", "1,4", "--requests", "12", "--max-tokens", "16", "--prompt-tokens", "32", "--out", out.path().to_str().unwrap(), "--run-id", "b"])
-            .output()
-            .unwrap())
+        Some(
+            Command::new(env!("CARGO_BIN_EXE_servelab"))
+                .args([
+                    "bench",
+                    "--url",
+                    &url,
+                    "--concurrency",
+                    "1,4",
+                    "--requests",
+                    "12",
+                    "--max-tokens",
+                    "16",
+                    "--prompt-tokens",
+                    "32",
+                    "--out",
+                    out.path().to_str().unwrap(),
+                    "--run-id",
+                    "b",
+                ])
+                .output()
+                .unwrap(),
+        )
     } else {
         None
     };

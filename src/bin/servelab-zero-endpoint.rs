@@ -45,10 +45,17 @@ fn token_chunk(out: &mut Vec<u8>, id: &[u8], created: u64, i: u64, last: bool) {
     let _ = write!(w, "{created}");
     let nc = 20 - w.len();
     let parts: [&[u8]; 11] = [
-        b"data: {\"id\":\"", id, b"\",\"object\":\"text_completion\",\"created\":", &created_digits[..nc],
-        b",\"model\":\"zero\",\"choices\":[{\"index\":0,\"text\":\" w", &digits[..nd],
-        b"\",\"logprobs\":null,\"finish_reason\":", finish,
-        b",\"stop_reason\":null,\"prompt_token_ids\":null,\"token_ids\":null}]}", b"\n\n", b"",
+        b"data: {\"id\":\"",
+        id,
+        b"\",\"object\":\"text_completion\",\"created\":",
+        &created_digits[..nc],
+        b",\"model\":\"zero\",\"choices\":[{\"index\":0,\"text\":\" w",
+        &digits[..nd],
+        b"\",\"logprobs\":null,\"finish_reason\":",
+        finish,
+        b",\"stop_reason\":null,\"prompt_token_ids\":null,\"token_ids\":null}]}",
+        b"\n\n",
+        b"",
     ];
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let _ = write!(out, "{len:x}\r\n");
@@ -71,14 +78,20 @@ async fn completion(stream: &mut TcpStream, body: &[u8], seq: u64, itl: Duration
     let prompt = memchr::memchr_iter(b',', body).count() as u64; // rough: ids in a token-id prompt
     let id = format!("cmpl-{seq:016x}");
     let created = 1_795_880_327;
-    let streaming = memchr::memmem::find(body, b"\"stream\":true").is_some() || memchr::memmem::find(body, b"\"stream\": true").is_some();
+    let streaming = memchr::memmem::find(body, b"\"stream\":true").is_some()
+        || memchr::memmem::find(body, b"\"stream\": true").is_some();
     if !streaming {
         let text: String = (0..n).map(|i| format!(" w{i}")).collect();
-        let json = format!("{{\"id\":\"{id}\",\"object\":\"text_completion\",\"created\":{created},\"model\":\"{MODEL}\",\"choices\":[{{\"index\":0,\"text\":\"{text}\",\"finish_reason\":\"length\"}}],\"usage\":{{\"prompt_tokens\":{prompt},\"total_tokens\":{},\"completion_tokens\":{n}}}}}", prompt + n);
+        let json = format!(
+            "{{\"id\":\"{id}\",\"object\":\"text_completion\",\"created\":{created},\"model\":\"{MODEL}\",\"choices\":[{{\"index\":0,\"text\":\"{text}\",\"finish_reason\":\"length\"}}],\"usage\":{{\"prompt_tokens\":{prompt},\"total_tokens\":{},\"completion_tokens\":{n}}}}}",
+            prompt + n
+        );
         return stream.write_all(&simple("200 OK", "application/json", &json)).await;
     }
     let mut out = Vec::with_capacity(256 * (n as usize + 2));
-    out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n");
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n",
+    );
     for i in 0..n {
         token_chunk(&mut out, id.as_bytes(), created, i, i + 1 == n);
         // Like a real server, the first token leaves as soon as it exists; later ones follow in one write
@@ -113,7 +126,11 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
             buf.extend_from_slice(&tmp[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        let len = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(0);
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
         while buf.len() < head_end + len {
             let mut tmp = [0u8; 8192];
             let n = stream.read(&mut tmp).await?;

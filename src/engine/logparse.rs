@@ -38,14 +38,20 @@ fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("static regex")
 }
 
-static MODEL_LOADING: LazyLock<Regex> = LazyLock::new(|| re(r"Model loading took ([\d.]+) GiB(?: memory)? and ([\d.]+) seconds"));
+static MODEL_LOADING: LazyLock<Regex> =
+    LazyLock::new(|| re(r"Model loading took ([\d.]+) GiB(?: memory)? and ([\d.]+) seconds"));
 static AVAILABLE_KV: LazyLock<Regex> = LazyLock::new(|| re(r"Available KV cache memory: ([\d.]+) GiB"));
 static RESERVED_KV: LazyLock<Regex> = LazyLock::new(|| re(r"reserved ([\d.]+) GiB memory for KV Cache"));
 static CPU_KV: LazyLock<Regex> = LazyLock::new(|| re(r"Explicitly set \(([\d.]+)/([\d.]+)\) GiB for KV cache"));
 static KV_SIZE: LazyLock<Regex> = LazyLock::new(|| re(r"(?:(\w+) )?KV cache size: ([\d,]+) tokens"));
-static MAX_CONC: LazyLock<Regex> = LazyLock::new(|| re(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x"));
+static MAX_CONC: LazyLock<Regex> =
+    LazyLock::new(|| re(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x"));
 static GRAPHS: LazyLock<Regex> = LazyLock::new(|| re(r"Graph capturing finished in (\d+) secs?, took (-?[\d.]+) GiB"));
-static INIT: LazyLock<Regex> = LazyLock::new(|| re(r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s(?:econds)?(?: \(compilation: ([\d.]+) s\))?"));
+static INIT: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s(?:econds)?(?: \(compilation: ([\d.]+) s\))?",
+    )
+});
 
 /// Failure strings vLLM prints, most specific first (vllm.md "Failure strings to surface verbatim").
 const FAILURES: [&str; 6] = [
@@ -60,7 +66,15 @@ const FAILURES: [&str; 6] = [
 /// Drops vLLM's prefix: `(EngineCore pid=1) INFO 11-28 15:02:58 [file.py:1] message` → `message`.
 pub fn strip_prefix(line: &str) -> &str {
     match line.find("] ") {
-        Some(at) if line[..at].contains('[') && (line.contains(" INFO ") || line.contains(" WARNING ") || line.contains(" ERROR ") || line.contains(" DEBUG ")) => &line[at + 2..],
+        Some(at)
+            if line[..at].contains('[')
+                && (line.contains(" INFO ")
+                    || line.contains(" WARNING ")
+                    || line.contains(" ERROR ")
+                    || line.contains(" DEBUG ")) =>
+        {
+            &line[at + 2..]
+        }
         _ => line,
     }
 }
@@ -125,7 +139,9 @@ pub fn failure_line(log: &str) -> Option<String> {
     let known = FAILURES.iter().find_map(|pat| lines.iter().rev().find(|l| l.contains(pat)));
     let generic = || {
         lines.iter().rev().find(|l| {
-            !l.starts_with("File ") && !l.starts_with("Traceback") && !l.starts_with("For further information")
+            !l.starts_with("File ")
+                && !l.starts_with("Traceback")
+                && !l.starts_with("For further information")
                 && (l.contains("Error") || l.contains("error:") || l.contains("Exception"))
         })
     };
@@ -227,7 +243,10 @@ INFO 01-01 00:00:01 [core.py:1] init engine (profile, create kv cache, warmup mo
     fn recorded_cpu_failure_surfaces_vllms_line() {
         let log = include_str!("../../tests/fixtures/logs/cpu-0.32-max-model-len-too-large.log");
         let failure = failure_line(log).unwrap();
-        assert!(failure.starts_with("User-specified max_model_len (16384) is greater than the derived max_model_len"), "{failure}");
+        assert!(
+            failure.starts_with("User-specified max_model_len (16384) is greater than the derived max_model_len"),
+            "{failure}"
+        );
     }
 
     #[test]

@@ -121,7 +121,12 @@ impl ServerProcess {
         }
         let exit = self.child.try_wait().ok().flatten().or_else(|| self.child.wait().ok());
         self.stopped = true;
-        let _ = CURRENT_GROUP.compare_exchange(self.pid as i32, 0, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst);
+        let _ = CURRENT_GROUP.compare_exchange(
+            self.pid as i32,
+            0,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
         StopReport {
             stop_s,
             escalated: !clean,

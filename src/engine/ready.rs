@@ -58,7 +58,8 @@ pub async fn wait_ready(
             // Let the last lines reach the file before reading it.
             tokio::time::sleep(Duration::from_millis(100)).await;
             let text = read_log(log_path);
-            let failure = failure_line(&text).unwrap_or_else(|| format!("exited with {status} and no error line in the log"));
+            let failure =
+                failure_line(&text).unwrap_or_else(|| format!("exited with {status} and no error line in the log"));
             return Err(EngineError::ExitedEarly { status: status.to_string(), failure, log, tail: tail(&text, 15) });
         }
         if server.started.elapsed() > timeout {
@@ -92,7 +93,10 @@ pub async fn wait_ready(
 }
 
 /// What a ready server reports: `/version` and `vllm:cache_config_info` from /metrics.
-pub async fn server_facts(http: &reqwest::Client, base_url: &str) -> (Option<String>, Option<BTreeMap<String, String>>) {
+pub async fn server_facts(
+    http: &reqwest::Client,
+    base_url: &str,
+) -> (Option<String>, Option<BTreeMap<String, String>>) {
     let version = match get_ok(http, &format!("{base_url}/version")).await {
         Some(r) => r.json::<Value>().await.ok().and_then(|v| v["version"].as_str().map(str::to_owned)),
         None => None,
@@ -108,7 +112,9 @@ pub async fn server_facts(http: &reqwest::Client, base_url: &str) -> (Option<Str
 pub fn check_port_free(host: &str, port: u16) -> Result<(), EngineError> {
     match std::net::TcpListener::bind((host, port)) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(EngineError::PortInUse { host: host.to_owned(), port }),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(EngineError::PortInUse { host: host.to_owned(), port })
+        }
         Err(_) => Ok(()), // e.g. a host name that does not resolve here: the server's own error is clearer
     }
 }

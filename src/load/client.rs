@@ -138,15 +138,38 @@ struct Progress {
     status: Option<u16>,
 }
 
-async fn one_request(http: &reqwest::Client, spec: &RequestSpec, phase: &Phase, index: u32, body: Vec<u8>, t0: Instant, scheduled: Instant) -> RequestRecord {
-    let mut p = Progress { first: None, chunk_us: Vec::with_capacity(spec.max_tokens as usize), chunks: 0, usage: (None, None), done: false, error: None, status: None };
+async fn one_request(
+    http: &reqwest::Client,
+    spec: &RequestSpec,
+    phase: &Phase,
+    index: u32,
+    body: Vec<u8>,
+    t0: Instant,
+    scheduled: Instant,
+) -> RequestRecord {
+    let mut p = Progress {
+        first: None,
+        chunk_us: Vec::with_capacity(spec.max_tokens as usize),
+        chunks: 0,
+        usage: (None, None),
+        done: false,
+        error: None,
+        status: None,
+    };
     let start = Instant::now();
     let outcome = tokio::time::timeout(spec.timeout, exchange(http, spec, body, &mut p)).await;
     let end = Instant::now();
     match outcome {
-        Err(_) => p.error = Some(RequestError { kind: "timeout".into(), message: format!("no complete response within {:.0} s", spec.timeout.as_secs_f64()) }),
+        Err(_) => {
+            p.error = Some(RequestError {
+                kind: "timeout".into(),
+                message: format!("no complete response within {:.0} s", spec.timeout.as_secs_f64()),
+            })
+        }
         Ok(Err(e)) => p.error = Some(e),
-        Ok(Ok(())) if spec.stream && !p.done && p.error.is_none() => p.error = Some(RequestError { kind: "stream".into(), message: "the stream ended without [DONE]".into() }),
+        Ok(Ok(())) if spec.stream && !p.done && p.error.is_none() => {
+            p.error = Some(RequestError { kind: "stream".into(), message: "the stream ended without [DONE]".into() })
+        }
         Ok(Ok(())) => {}
     }
     RequestRecord {
@@ -168,11 +191,24 @@ async fn one_request(http: &reqwest::Client, spec: &RequestSpec, phase: &Phase, 
 }
 
 fn request_error(e: &reqwest::Error) -> RequestError {
-    let kind = if e.is_connect() { "connect" } else if e.is_timeout() { "timeout" } else if e.is_body() || e.is_decode() { "body" } else { "request" };
+    let kind = if e.is_connect() {
+        "connect"
+    } else if e.is_timeout() {
+        "timeout"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    };
     RequestError { kind: kind.into(), message: e.to_string() }
 }
 
-async fn exchange(http: &reqwest::Client, spec: &RequestSpec, body: Vec<u8>, p: &mut Progress) -> Result<(), RequestError> {
+async fn exchange(
+    http: &reqwest::Client,
+    spec: &RequestSpec,
+    body: Vec<u8>,
+    p: &mut Progress,
+) -> Result<(), RequestError> {
     let mut req = http.post(spec.url.clone()).header("content-type", "application/json");
     if let Some(key) = &spec.api_key {
         req = req.bearer_auth(key);
@@ -182,18 +218,30 @@ async fn exchange(http: &reqwest::Client, spec: &RequestSpec, body: Vec<u8>, p: 
     p.status = Some(status.as_u16());
     if !status.is_success() {
         let text = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["error"]["message"].as_str().map(str::to_owned)).unwrap_or(text);
-        return Err(RequestError { kind: format!("http_{}", status.as_u16()), message: msg.chars().take(300).collect() });
+        let msg = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        return Err(RequestError {
+            kind: format!("http_{}", status.as_u16()),
+            message: msg.chars().take(300).collect(),
+        });
     }
     if !spec.stream {
         let bytes = resp.bytes().await.map_err(|e| request_error(&e))?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| RequestError { kind: "body".into(), message: e.to_string() })?;
-        p.usage = (v["usage"]["prompt_tokens"].as_u64().map(|n| n as u32), v["usage"]["completion_tokens"].as_u64().map(|n| n as u32));
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| RequestError { kind: "body".into(), message: e.to_string() })?;
+        p.usage = (
+            v["usage"]["prompt_tokens"].as_u64().map(|n| n as u32),
+            v["usage"]["completion_tokens"].as_u64().map(|n| n as u32),
+        );
         p.chunks = 1;
         return Ok(());
     }
     let mut parser = SseParser::default();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| RequestError { kind: "stream".into(), message: e.to_string() })? {
+    while let Some(chunk) =
+        resp.chunk().await.map_err(|e| RequestError { kind: "stream".into(), message: e.to_string() })?
+    {
         // One timestamp per network read: every event in it arrived at this instant.
         let now = Instant::now();
         parser.feed(&chunk, |event| match event {

@@ -13,9 +13,14 @@ use std::sync::LazyLock;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A content chunk; `non_empty` when its text is not "" (TTFT counts only those).
-    Content { non_empty: bool },
+    Content {
+        non_empty: bool,
+    },
     /// The final usage chunk.
-    Usage { prompt_tokens: Option<u32>, completion_tokens: Option<u32> },
+    Usage {
+        prompt_tokens: Option<u32>,
+        completion_tokens: Option<u32>,
+    },
     Done,
     /// An error event in the stream (vLLM sends `{"error": {...}}`).
     Error(String),
@@ -52,7 +57,10 @@ pub fn classify(payload: &[u8]) -> Option<Event> {
     }
     if payload.starts_with(b"{\"error\"") || payload.starts_with(b"{ \"error\"") {
         let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-        let msg = v["error"]["message"].as_str().map(str::to_owned).unwrap_or_else(|| String::from_utf8_lossy(payload).chars().take(300).collect());
+        let msg = v["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(payload).chars().take(300).collect());
         return Some(Event::Error(msg));
     }
     if let Some(at) = TEXT.find(payload) {
@@ -60,7 +68,10 @@ pub fn classify(payload: &[u8]) -> Option<Event> {
         return Some(Event::Content { non_empty: rest.len() > 1 && rest[0] == b'"' && rest[1] != b'"' });
     }
     if USAGE.find(payload).is_some() {
-        return Some(Event::Usage { prompt_tokens: int_after(&PROMPT, payload), completion_tokens: int_after(&COMPLETION, payload) });
+        return Some(Event::Usage {
+            prompt_tokens: int_after(&PROMPT, payload),
+            completion_tokens: int_after(&COMPLETION, payload),
+        });
     }
     None
 }

@@ -12,7 +12,11 @@ use std::collections::BTreeSet;
 pub fn spec_level(spec: &Spec) -> Result<(), PlanError> {
     check_name(&spec.name)?;
     if spec.repeats < 1 {
-        return Err(PlanError::at(key(&["repeats"]), format!("repeats must be at least 1, got {}", spec.repeats), "set `repeats: 1` or more"));
+        return Err(PlanError::at(
+            key(&["repeats"]),
+            format!("repeats must be at least 1, got {}", spec.repeats),
+            "set `repeats: 1` or more",
+        ));
     }
     check_engine(spec)?;
     check_grid(spec)
@@ -26,28 +30,53 @@ fn check_name(name: &str) -> Result<(), PlanError> {
     if ok {
         return Ok(());
     }
-    Err(PlanError::at(key(&["name"]), format!("name `{name}` cannot be used as a folder name under out/"), "use 1 to 100 letters, digits, `.`, `_` or `-`, e.g. `kv-scaling`"))
+    Err(PlanError::at(
+        key(&["name"]),
+        format!("name `{name}` cannot be used as a folder name under out/"),
+        "use 1 to 100 letters, digits, `.`, `_` or `-`, e.g. `kv-scaling`",
+    ))
 }
 
 fn check_engine(spec: &Spec) -> Result<(), PlanError> {
     let e = &spec.engine;
     match e.kind {
         EngineKind::Vllm if e.model.is_none() => {
-            return Err(PlanError::at(key(&["engine"]), "a `vllm` engine needs `model`", "add `model: models/tiny-llama` (or a model path) under `engine`, or pass `--set engine.model=PATH`"));
+            return Err(PlanError::at(
+                key(&["engine"]),
+                "a `vllm` engine needs `model`",
+                "add `model: models/tiny-llama` (or a model path) under `engine`, or pass `--set engine.model=PATH`",
+            ));
         }
         EngineKind::Command if e.command.as_ref().is_none_or(|c| c.is_empty()) => {
-            return Err(PlanError::at(key(&["engine"]), "a `command` engine needs `command`", "add `command: [\"my-server\", \"--port\", \"{{ port }}\"]` under `engine`"));
+            return Err(PlanError::at(
+                key(&["engine"]),
+                "a `command` engine needs `command`",
+                "add `command: [\"my-server\", \"--port\", \"{{ port }}\"]` under `engine`",
+            ));
         }
         EngineKind::External if e.base_url.is_none() => {
-            return Err(PlanError::at(key(&["engine"]), "an `external` engine needs `base_url`", "add `base_url: http://127.0.0.1:8000` under `engine`"));
+            return Err(PlanError::at(
+                key(&["engine"]),
+                "an `external` engine needs `base_url`",
+                "add `base_url: http://127.0.0.1:8000` under `engine`",
+            ));
         }
         EngineKind::External if e.command.is_some() || !e.args.is_empty() || !e.env.is_empty() => {
-            return Err(PlanError::at(key(&["engine", "kind"]), "an `external` engine is not started by servelab, so `command`, `args` and `env` would be ignored", "remove them, or use `kind: command` to have servelab start the server"));
+            return Err(PlanError::at(
+                key(&["engine", "kind"]),
+                "an `external` engine is not started by servelab, so `command`, `args` and `env` would be ignored",
+                "remove them, or use `kind: command` to have servelab start the server",
+            ));
         }
         _ => {}
     }
     if let Some(bad) = e.env.keys().find(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
-        return Err(PlanError { path: key(&["engine", "env", bad]), at_key: true, message: format!("`{bad}` is not an environment variable name"), fix: "use a name without `=`, e.g. `VLLM_CPU_KVCACHE_SPACE`".into() });
+        return Err(PlanError {
+            path: key(&["engine", "env", bad]),
+            at_key: true,
+            message: format!("`{bad}` is not an environment variable name"),
+            fix: "use a name without `=`, e.g. `VLLM_CPU_KVCACHE_SPACE`".into(),
+        });
     }
     Ok(())
 }
@@ -59,19 +88,42 @@ fn check_grid(spec: &Spec) -> Result<(), PlanError> {
         let is_ident = axis.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && axis.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !is_ident {
-            return Err(PlanError { path, at_key: true, message: format!("axis name `{axis}` cannot be used as a template variable"), fix: format!("use letters, digits and `_`, e.g. `{}`", axis.replace(|c: char| !c.is_ascii_alphanumeric(), "_")) });
+            return Err(PlanError {
+                path,
+                at_key: true,
+                message: format!("axis name `{axis}` cannot be used as a template variable"),
+                fix: format!(
+                    "use letters, digits and `_`, e.g. `{}`",
+                    axis.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                ),
+            });
         }
         if super::BUILTIN_VARS.contains(&axis.as_str()) {
-            return Err(PlanError { path, at_key: true, message: format!("`{axis}` is a built-in template variable and cannot be a grid axis"), fix: format!("rename the axis, e.g. `{axis}_value`, or set `engine.{axis}` directly") });
+            return Err(PlanError {
+                path,
+                at_key: true,
+                message: format!("`{axis}` is a built-in template variable and cannot be a grid axis"),
+                fix: format!("rename the axis, e.g. `{axis}_value`, or set `engine.{axis}` directly"),
+            });
         }
         if values.is_empty() {
-            return Err(PlanError::at(path, format!("grid axis `{axis}` has no values"), format!("list at least one value, e.g. `{axis}: [1, 2]`, or remove the axis")));
+            return Err(PlanError::at(
+                path,
+                format!("grid axis `{axis}` has no values"),
+                format!("list at least one value, e.g. `{axis}: [1, 2]`, or remove the axis"),
+            ));
         }
         check_duplicates(axis, values)?;
         runs = runs.saturating_mul(values.len() as u64);
     }
     if runs > MAX_RUNS {
-        return Err(PlanError::at(key(&["grid"]), format!("the grid expands to {runs} runs (points × repeats), more than the {MAX_RUNS} servelab accepts; that is surely a mistake"), "shorten the axes, or split the experiment into several specs"));
+        return Err(PlanError::at(
+            key(&["grid"]),
+            format!(
+                "the grid expands to {runs} runs (points × repeats), more than the {MAX_RUNS} servelab accepts; that is surely a mistake"
+            ),
+            "shorten the axes, or split the experiment into several specs",
+        ));
     }
     Ok(())
 }
@@ -131,7 +183,14 @@ fn templates(spec: &Spec) -> (Vec<(Vec<Seg>, String)>, Vec<(Vec<Seg>, String)>) 
     }
     let mut load = Vec::new();
     if let Some(l) = &spec.load {
-        for (name, v) in [("concurrency", &l.concurrency), ("requests", &l.requests), ("max_tokens", &l.max_tokens), ("prompt_tokens", &l.prompt_tokens), ("warmup", &l.warmup), ("shared_prefix_tokens", &l.shared_prefix_tokens)] {
+        for (name, v) in [
+            ("concurrency", &l.concurrency),
+            ("requests", &l.requests),
+            ("max_tokens", &l.max_tokens),
+            ("prompt_tokens", &l.prompt_tokens),
+            ("warmup", &l.warmup),
+            ("shared_prefix_tokens", &l.shared_prefix_tokens),
+        ] {
             if let IntOrTemplate::Template(t) = v {
                 load.push((key(&["load", name]), t.clone()));
             }
@@ -152,7 +211,11 @@ pub fn template_vars(spec: &Spec, renderer: &Renderer) -> Result<BTreeSet<String
     let mut engine_vars = BTreeSet::new();
     for (i, (path, text)) in engine.iter().chain(load.iter()).enumerate() {
         let vars = renderer.variables(text).map_err(|msg| {
-            PlanError::at(path.clone(), format!("template `{text}` does not parse: {msg}"), "fix the minijinja syntax, e.g. `{{ max_model_len }}`")
+            PlanError::at(
+                path.clone(),
+                format!("template `{text}` does not parse: {msg}"),
+                "fix the minijinja syntax, e.g. `{{ max_model_len }}`",
+            )
         })?;
         if let Some(undefined) = vars.iter().find(|v| !defined.contains(*v)) {
             let names: Vec<&str> = defined.iter().map(String::as_str).collect();
@@ -160,7 +223,11 @@ pub fn template_vars(spec: &Spec, renderer: &Renderer) -> Result<BTreeSet<String
                 Some(best) => format!("did you mean `{best}`? (defined: {})", one_of(&names)),
                 None => format!("add `{undefined}` to `grid`, or use one of {}", one_of(&names)),
             };
-            return Err(PlanError::at(path.clone(), format!("template `{text}` uses undefined variable `{undefined}`"), fix));
+            return Err(PlanError::at(
+                path.clone(),
+                format!("template `{text}` uses undefined variable `{undefined}`"),
+                fix,
+            ));
         }
         if i < engine.len() {
             engine_vars.extend(vars);
@@ -179,15 +246,28 @@ pub fn at_point(vars: &IndexMap<String, Scalar>) -> String {
 }
 
 /// Renders an integer field and checks its lower bound.
-pub fn render_int(renderer: &Renderer, ctx: &Value, vars: &IndexMap<String, Scalar>, path: &[&str], v: &IntOrTemplate, min: i64) -> Result<u32, PlanError> {
+pub fn render_int(
+    renderer: &Renderer,
+    ctx: &Value,
+    vars: &IndexMap<String, Scalar>,
+    path: &[&str],
+    v: &IntOrTemplate,
+    min: i64,
+) -> Result<u32, PlanError> {
     let name = path.join(".");
     let (value, where_) = match v {
         IntOrTemplate::Int(i) => (*i, String::new()),
         IntOrTemplate::Template(t) => {
-            let rendered = renderer.render(t, ctx).map_err(|msg| PlanError::at(key(path), format!("template `{t}` failed{}: {msg}", at_point(vars)), "fix the template"))?;
+            let rendered = renderer.render(t, ctx).map_err(|msg| {
+                PlanError::at(key(path), format!("template `{t}` failed{}: {msg}", at_point(vars)), "fix the template")
+            })?;
             let int = rendered.as_i64().or_else(|| rendered.as_str().and_then(|s| s.trim().parse().ok()));
             let Some(int) = int else {
-                return Err(PlanError::at(key(path), format!("`{t}` renders to `{rendered}`{}, which is not an integer", at_point(vars)), format!("make `{name}` an integer")));
+                return Err(PlanError::at(
+                    key(path),
+                    format!("`{t}` renders to `{rendered}`{}, which is not an integer", at_point(vars)),
+                    format!("make `{name}` an integer"),
+                ));
             };
             (int, at_point(vars))
         }
@@ -195,35 +275,61 @@ pub fn render_int(renderer: &Renderer, ctx: &Value, vars: &IndexMap<String, Scal
     if value < min {
         let what = if min == 0 { "0 or more" } else { "1 or more" };
         let hint = if name == "load.concurrency" { " (1 = sequential)" } else { "" };
-        return Err(PlanError::at(key(path), format!("must be at least {min}, got {value}{where_}"), format!("set `{name}` to {what}{hint}")));
+        return Err(PlanError::at(
+            key(path),
+            format!("must be at least {min}, got {value}{where_}"),
+            format!("set `{name}` to {what}{hint}"),
+        ));
     }
-    u32::try_from(value).map_err(|_| PlanError::at(key(path), format!("{value}{where_} is too large"), format!("set `{name}` below {}", u32::MAX)))
+    u32::try_from(value).map_err(|_| {
+        PlanError::at(key(path), format!("{value}{where_} is too large"), format!("set `{name}` below {}", u32::MAX))
+    })
 }
 
-pub fn render_bool(renderer: &Renderer, ctx: &Value, vars: &IndexMap<String, Scalar>, path: &[&str], v: &BoolOrTemplate) -> Result<bool, PlanError> {
+pub fn render_bool(
+    renderer: &Renderer,
+    ctx: &Value,
+    vars: &IndexMap<String, Scalar>,
+    path: &[&str],
+    v: &BoolOrTemplate,
+) -> Result<bool, PlanError> {
     match v {
         BoolOrTemplate::Bool(b) => Ok(*b),
         BoolOrTemplate::Template(t) => {
-            let rendered = renderer.render(t, ctx).map_err(|msg| PlanError::at(key(path), format!("template `{t}` failed{}: {msg}", at_point(vars)), "fix the template"))?;
+            let rendered = renderer.render(t, ctx).map_err(|msg| {
+                PlanError::at(key(path), format!("template `{t}` failed{}: {msg}", at_point(vars)), "fix the template")
+            })?;
             match (rendered.kind(), rendered.as_str().map(str::trim)) {
                 (minijinja::value::ValueKind::Bool, _) => Ok(rendered.is_true()),
                 (_, Some("true")) => Ok(true),
                 (_, Some("false")) => Ok(false),
-                _ => Err(PlanError::at(key(path), format!("`{t}` renders to `{rendered}`{}, not true or false", at_point(vars)), format!("make `{}` true or false", path.join(".")))),
+                _ => Err(PlanError::at(
+                    key(path),
+                    format!("`{t}` renders to `{rendered}`{}, not true or false", at_point(vars)),
+                    format!("make `{}` true or false", path.join(".")),
+                )),
             }
         }
     }
 }
 
 /// Every request must fit the context: vLLM rejects or truncates otherwise.
-pub fn fits_context(prompt_tokens: u32, max_tokens: u32, max_model_len: u64, vars: &IndexMap<String, Scalar>) -> Result<(), PlanError> {
+pub fn fits_context(
+    prompt_tokens: u32,
+    max_tokens: u32,
+    max_model_len: u64,
+    vars: &IndexMap<String, Scalar>,
+) -> Result<(), PlanError> {
     let need = u64::from(prompt_tokens) + u64::from(max_tokens);
     if need <= max_model_len {
         return Ok(());
     }
     Err(PlanError::at(
         key(&["load", "max_tokens"]),
-        format!("prompt_tokens + max_tokens = {prompt_tokens} + {max_tokens} = {need} exceeds max-model-len {max_model_len}{}", at_point(vars)),
+        format!(
+            "prompt_tokens + max_tokens = {prompt_tokens} + {max_tokens} = {need} exceeds max-model-len {max_model_len}{}",
+            at_point(vars)
+        ),
         "lower `load.max_tokens` or `load.prompt_tokens`, or raise `engine.args.max-model-len`: every request must fit the context",
     ))
 }

@@ -136,7 +136,9 @@ fn render_client(
     renderer: &Renderer,
 ) -> Result<ClientConfig, PlanError> {
     let ctx = server::context(vars, server);
-    let int = |name: &str, v: &crate::spec::IntOrTemplate, min: i64| check::render_int(renderer, &ctx, vars, &["load", name], v, min);
+    let int = |name: &str, v: &crate::spec::IntOrTemplate, min: i64| {
+        check::render_int(renderer, &ctx, vars, &["load", name], v, min)
+    };
     let concurrency = int("concurrency", &load.concurrency, 1)?;
     let requests_asked = int("requests", &load.requests, 1)?;
     let max_tokens = int("max_tokens", &load.max_tokens, 1)?;
@@ -144,7 +146,11 @@ fn render_client(
     let warmup = int("warmup", &load.warmup, 0)?;
     let shared_prefix_tokens = int("shared_prefix_tokens", &load.shared_prefix_tokens, 0)?;
     if shared_prefix_tokens > prompt_tokens {
-        return Err(PlanError::at(key(&["load", "shared_prefix_tokens"]), format!("shared_prefix_tokens {shared_prefix_tokens} is longer than prompt_tokens {prompt_tokens}"), "make the shared prefix at most prompt_tokens long"));
+        return Err(PlanError::at(
+            key(&["load", "shared_prefix_tokens"]),
+            format!("shared_prefix_tokens {shared_prefix_tokens} is longer than prompt_tokens {prompt_tokens}"),
+            "make the shared prefix at most prompt_tokens long",
+        ));
     }
     let ignore_eos = check::render_bool(renderer, &ctx, vars, &["load", "ignore_eos"], &load.ignore_eos)?;
     let stream = check::render_bool(renderer, &ctx, vars, &["load", "stream"], &load.stream)?;

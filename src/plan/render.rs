@@ -119,7 +119,10 @@ mod tests {
     #[test]
     fn runaway_templates_run_out_of_fuel() {
         let r = Renderer::default();
-        let err = r.render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", &minijinja::context! {});
+        let err = r.render(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            &minijinja::context! {},
+        );
         assert!(err.is_err());
     }
 }

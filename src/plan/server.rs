@@ -32,10 +32,20 @@ pub fn identity(server: &ServerConfig) -> serde_json::Value {
     serde_json::json!({ "kind": server.kind, "argv": server.argv, "env": env, "base_url": server.base_url, "ready_url": server.ready_url })
 }
 
-fn render_string(renderer: &Renderer, ctx: &Value, vars: &IndexMap<String, Scalar>, path: Vec<Seg>, text: &str) -> Result<String, PlanError> {
-    let v = renderer
-        .render(text, ctx)
-        .map_err(|msg| PlanError::at(path, format!("template `{text}` failed{}: {msg}", at_point(vars)), "fix the template; `servelab schema` lists what each key accepts"))?;
+fn render_string(
+    renderer: &Renderer,
+    ctx: &Value,
+    vars: &IndexMap<String, Scalar>,
+    path: Vec<Seg>,
+    text: &str,
+) -> Result<String, PlanError> {
+    let v = renderer.render(text, ctx).map_err(|msg| {
+        PlanError::at(
+            path,
+            format!("template `{text}` failed{}: {msg}", at_point(vars)),
+            "fix the template; `servelab schema` lists what each key accepts",
+        )
+    })?;
     Ok(value_text(&v))
 }
 
@@ -48,13 +58,22 @@ pub fn render(spec: &Spec, vars: &IndexMap<String, Scalar>, renderer: &Renderer)
     let ctx0 = ctx_of(vars, &[]);
     let host = render_string(renderer, &ctx0, vars, key(&["engine", "host"]), &e.host)?;
     let port = render_int(renderer, &ctx0, vars, &["engine", "port"], &e.port, 1)?;
-    let port = u16::try_from(port).map_err(|_| PlanError::at(key(&["engine", "port"]), format!("port {port} is above 65535"), "use a port from 1 to 65535"))?;
+    let port = u16::try_from(port).map_err(|_| {
+        PlanError::at(key(&["engine", "port"]), format!("port {port} is above 65535"), "use a port from 1 to 65535")
+    })?;
     let ctx1 = ctx_of(vars, &[("host", Value::from(host.clone())), ("port", Value::from(port))]);
     let model = match &e.model {
         Some(m) => Some(render_string(renderer, &ctx1, vars, key(&["engine", "model"]), m)?),
         None => None,
     };
-    let ctx = ctx_of(vars, &[("host", Value::from(host.clone())), ("port", Value::from(port)), ("model", model.clone().map(Value::from).unwrap_or(Value::from(())))]);
+    let ctx = ctx_of(
+        vars,
+        &[
+            ("host", Value::from(host.clone())),
+            ("port", Value::from(port)),
+            ("model", model.clone().map(Value::from).unwrap_or(Value::from(()))),
+        ],
+    );
     let mut argv = render_command(spec, renderer, &ctx, vars)?;
     let args = render_args(&e.args, renderer, &ctx, vars)?;
     let max_model_len = max_model_len(&args, vars)?;
@@ -78,13 +97,19 @@ pub fn render(spec: &Spec, vars: &IndexMap<String, Scalar>, renderer: &Renderer)
         env.insert(k.clone(), text);
     }
     let base_url = match (&e.kind, &e.base_url) {
-        (EngineKind::External, Some(url)) => render_string(renderer, &ctx, vars, key(&["engine", "base_url"]), url)?.trim_end_matches('/').to_owned(),
+        (EngineKind::External, Some(url)) => {
+            render_string(renderer, &ctx, vars, key(&["engine", "base_url"]), url)?.trim_end_matches('/').to_owned()
+        }
         _ if host.contains(':') => format!("http://[{host}]:{port}"),
         _ => format!("http://{host}:{port}"),
     };
     let ready_path = render_string(renderer, &ctx, vars, key(&["engine", "ready_path"]), &e.ready_path)?;
     if !ready_path.starts_with('/') {
-        return Err(PlanError::at(key(&["engine", "ready_path"]), format!("ready_path `{ready_path}`{} must start with `/`", at_point(vars)), "write it like `/health`"));
+        return Err(PlanError::at(
+            key(&["engine", "ready_path"]),
+            format!("ready_path `{ready_path}`{} must start with `/`", at_point(vars)),
+            "write it like `/health`",
+        ));
     }
     Ok(ServerConfig {
         kind: e.kind,
@@ -102,7 +127,12 @@ pub fn render(spec: &Spec, vars: &IndexMap<String, Scalar>, renderer: &Renderer)
     })
 }
 
-fn render_command(spec: &Spec, renderer: &Renderer, ctx: &Value, vars: &IndexMap<String, Scalar>) -> Result<Vec<String>, PlanError> {
+fn render_command(
+    spec: &Spec,
+    renderer: &Renderer,
+    ctx: &Value,
+    vars: &IndexMap<String, Scalar>,
+) -> Result<Vec<String>, PlanError> {
     let default: Vec<String> = VLLM_COMMAND.iter().map(|s| (*s).to_owned()).collect();
     let command = match (&spec.engine.command, spec.engine.kind) {
         (Some(c), _) => c.clone(),
@@ -112,19 +142,34 @@ fn render_command(spec: &Spec, renderer: &Renderer, ctx: &Value, vars: &IndexMap
     command
         .iter()
         .enumerate()
-        .map(|(i, t)| render_string(renderer, ctx, vars, vec![Seg::Key("engine".into()), Seg::Key("command".into()), Seg::Index(i)], t))
+        .map(|(i, t)| {
+            render_string(
+                renderer,
+                ctx,
+                vars,
+                vec![Seg::Key("engine".into()), Seg::Key("command".into()), Seg::Index(i)],
+                t,
+            )
+        })
         .collect()
 }
 
 /// A rendered argument: `None` omits it; several values repeat the flag.
 type RenderedArgs = Vec<(String, Option<Vec<Value>>)>;
 
-fn render_args(args: &IndexMap<String, ArgValue>, renderer: &Renderer, ctx: &Value, vars: &IndexMap<String, Scalar>) -> Result<RenderedArgs, PlanError> {
+fn render_args(
+    args: &IndexMap<String, ArgValue>,
+    renderer: &Renderer,
+    ctx: &Value,
+    vars: &IndexMap<String, Scalar>,
+) -> Result<RenderedArgs, PlanError> {
     let mut out = Vec::new();
     for (k, v) in args {
         let render_one = |s: &Scalar, path: Vec<Seg>| -> Result<Value, PlanError> {
             match s {
-                Scalar::Str(t) => renderer.render(t, ctx).map_err(|msg| PlanError::at(path, format!("template `{t}` failed{}: {msg}", at_point(vars)), "fix the template")),
+                Scalar::Str(t) => renderer.render(t, ctx).map_err(|msg| {
+                    PlanError::at(path, format!("template `{t}` failed{}: {msg}", at_point(vars)), "fix the template")
+                }),
                 other => Ok(Value::from_serialize(other)),
             }
         };
@@ -139,11 +184,17 @@ fn render_args(args: &IndexMap<String, ArgValue>, renderer: &Renderer, ctx: &Val
                     _ => Some(vec![value]),
                 }
             }
-            ArgValue::List(items) => Some(items.iter().enumerate().map(|(i, s)| {
-                let mut p = path.clone();
-                p.push(Seg::Index(i));
-                render_one(s, p)
-            }).collect::<Result<Vec<_>, _>>()?),
+            ArgValue::List(items) => Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let mut p = path.clone();
+                        p.push(Seg::Index(i));
+                        render_one(s, p)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
         };
         out.push((k.clone(), values));
     }
@@ -167,9 +218,7 @@ fn args_to_argv(args: &RenderedArgs) -> Vec<String> {
 }
 
 fn arg_value(args: &RenderedArgs, names: &[&str]) -> Option<String> {
-    args.iter()
-        .find(|(k, _)| names.contains(&k.as_str()))
-        .and_then(|(_, v)| v.as_ref()?.first().map(value_text))
+    args.iter().find(|(k, _)| names.contains(&k.as_str())).and_then(|(_, v)| v.as_ref()?.first().map(value_text))
 }
 
 fn max_model_len(args: &RenderedArgs, vars: &IndexMap<String, Scalar>) -> Result<Option<u64>, PlanError> {
@@ -178,6 +227,10 @@ fn max_model_len(args: &RenderedArgs, vars: &IndexMap<String, Scalar>) -> Result
     };
     match text.trim().parse::<u64>() {
         Ok(n) if n > 0 => Ok(Some(n)),
-        _ => Err(PlanError::at(key(&["engine", "args", "max-model-len"]), format!("max-model-len `{text}`{} is not a positive integer", at_point(vars)), "write the length in tokens, e.g. `max-model-len: 4096`")),
+        _ => Err(PlanError::at(
+            key(&["engine", "args", "max-model-len"]),
+            format!("max-model-len `{text}`{} is not a positive integer", at_point(vars)),
+            "write the length in tokens, e.g. `max-model-len: 4096`",
+        )),
     }
 }

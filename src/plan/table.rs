@@ -23,7 +23,8 @@ fn list(names: &[String]) -> String {
 }
 
 fn vars_text(point: &Point, names: &[String]) -> String {
-    let parts: Vec<String> = point.vars.iter().filter(|(k, _)| names.contains(k)).map(|(k, v)| format!("{k}={v}")).collect();
+    let parts: Vec<String> =
+        point.vars.iter().filter(|(k, _)| names.contains(k)).map(|(k, v)| format!("{k}={v}")).collect();
     if parts.is_empty() { "-".to_owned() } else { parts.join(" ") }
 }
 
@@ -39,24 +40,57 @@ pub fn shell_word(word: &str) -> String {
 pub fn render(plan: &Plan) -> String {
     let mut out = String::new();
     let starts = plan.server_starts();
-    let _ = writeln!(out, "plan `{}`: {} grid points × {} repeat{} = {} runs", plan.name, plan.grid_points, plan.repeats, if plan.repeats == 1 { "" } else { "s" }, plan.runs());
+    let _ = writeln!(
+        out,
+        "plan `{}`: {} grid points × {} repeat{} = {} runs",
+        plan.name,
+        plan.grid_points,
+        plan.repeats,
+        if plan.repeats == 1 { "" } else { "s" },
+        plan.runs()
+    );
     let _ = writeln!(out, "server-scoped: {}; client-scoped: {}", list(&plan.server_vars), list(&plan.client_vars));
     let _ = writeln!(out, "server starts: {starts} (one start per grid point would be {})", plan.grid_points);
     let e = &plan.estimate;
-    let source = if e.from_spec { "from the spec's `estimate:`" } else { "engine defaults; set `estimate:` to override" };
-    let _ = writeln!(out, "estimated wall time: {} ({}s per start, {}s per stop, {}s per request: {source})", human(e.total_s), e.startup_s, e.stop_s, e.per_request_s);
+    let source =
+        if e.from_spec { "from the spec's `estimate:`" } else { "engine defaults; set `estimate:` to override" };
+    let _ = writeln!(
+        out,
+        "estimated wall time: {} ({}s per start, {}s per stop, {}s per request: {source})",
+        human(e.total_s),
+        e.startup_s,
+        e.stop_s,
+        e.per_request_s
+    );
     for (i, group) in plan.groups.iter().enumerate() {
         let vars: Vec<String> = group.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let _ = writeln!(out, "\nserver {}/{}  {}  {}", i + 1, plan.groups.len(), group.id, if vars.is_empty() { "-".to_owned() } else { vars.join(" ") });
+        let _ = writeln!(
+            out,
+            "\nserver {}/{}  {}  {}",
+            i + 1,
+            plan.groups.len(),
+            group.id,
+            if vars.is_empty() { "-".to_owned() } else { vars.join(" ") }
+        );
         let argv: Vec<String> = group.server.argv.iter().map(|w| shell_word(w)).collect();
         let env: Vec<String> = group.server.env.iter().map(|(k, v)| format!("{k}={}", shell_word(v))).collect();
         let command = [env, argv].concat().join(" ");
-        let _ = writeln!(out, "  {}", if command.is_empty() { format!("external endpoint {}", group.server.base_url) } else { command });
-        let mut rows = vec![["point", "repeat", "client vars", "concurrency", "requests", "prompt", "max_tokens"].map(String::from).to_vec()];
+        let _ = writeln!(
+            out,
+            "  {}",
+            if command.is_empty() { format!("external endpoint {}", group.server.base_url) } else { command }
+        );
+        let mut rows = vec![
+            ["point", "repeat", "client vars", "concurrency", "requests", "prompt", "max_tokens"]
+                .map(String::from)
+                .to_vec(),
+        ];
         for p in &group.points {
             let mut row = vec![p.id.clone(), p.repeat.to_string(), vars_text(p, &plan.client_vars)];
             match &p.client {
-                Some(c) => row.extend([c.concurrency, c.requests, c.prompt_tokens, c.max_tokens].map(|n| n.to_string())),
+                Some(c) => {
+                    row.extend([c.concurrency, c.requests, c.prompt_tokens, c.max_tokens].map(|n| n.to_string()))
+                }
                 None => row.extend(["-", "startup only", "-", "-"].map(String::from)),
             }
             rows.push(row);

@@ -39,7 +39,9 @@ impl MemoryProbe for Nvml {
         let mut seen = false;
         for device in self.devices() {
             for p in device.running_compute_processes().unwrap_or_default() {
-                if let (true, nvml_wrapper::enums::device::UsedGpuMemory::Used(bytes)) = (pids.contains(&p.pid), p.used_gpu_memory) {
+                if let (true, nvml_wrapper::enums::device::UsedGpuMemory::Used(bytes)) =
+                    (pids.contains(&p.pid), p.used_gpu_memory)
+                {
                     total += bytes;
                     seen = true;
                 }
@@ -73,14 +75,16 @@ impl MemoryProbe for Nvml {
     }
 
     fn utilization(&self) -> Option<f64> {
-        let u: Vec<f64> = self.devices().iter().filter_map(|d| d.utilization_rates().ok()).map(|r| f64::from(r.gpu)).collect();
+        let u: Vec<f64> =
+            self.devices().iter().filter_map(|d| d.utilization_rates().ok()).map(|r| f64::from(r.gpu)).collect();
         (!u.is_empty()).then(|| u.iter().sum::<f64>() / u.len() as f64)
     }
 
     fn describe(&self) -> Option<String> {
         let names: Vec<String> = self.devices().iter().filter_map(|d| d.name().ok()).collect();
         let driver = self.nvml.sys_driver_version().unwrap_or_default();
-        let cuda = self.nvml.sys_cuda_driver_version().map(|v| format!("{}.{}", v / 1000, v % 1000 / 10)).unwrap_or_default();
+        let cuda =
+            self.nvml.sys_cuda_driver_version().map(|v| format!("{}.{}", v / 1000, v % 1000 / 10)).unwrap_or_default();
         Some(format!("{}; driver {driver}; CUDA {cuda}", names.join(", ")))
     }
 }
@@ -114,7 +118,8 @@ impl MemoryProbe for NvidiaSmi {
     }
 
     fn device(&self) -> Option<(f64, f64)> {
-        let rows = parse_csv_numbers(&query(&["--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits"])?);
+        let rows =
+            parse_csv_numbers(&query(&["--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits"])?);
         let rows: Vec<&Vec<f64>> = rows.iter().filter(|r| r.len() == 2).collect();
         (!rows.is_empty()).then(|| (rows.iter().map(|r| r[0]).sum(), rows.iter().map(|r| r[1]).sum()))
     }
@@ -126,8 +131,10 @@ impl MemoryProbe for NvidiaSmi {
     }
 
     fn processes(&self, pids: &BTreeSet<u32>) -> Option<f64> {
-        let rows = parse_csv_numbers(&query(&["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])?);
-        let mine: Vec<f64> = rows.iter().filter(|r| r.len() == 2 && pids.contains(&(r[0] as u32))).map(|r| r[1]).collect();
+        let rows =
+            parse_csv_numbers(&query(&["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])?);
+        let mine: Vec<f64> =
+            rows.iter().filter(|r| r.len() == 2 && pids.contains(&(r[0] as u32))).map(|r| r[1]).collect();
         (!mine.is_empty()).then(|| mine.iter().sum())
     }
 }

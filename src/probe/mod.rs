@@ -1,10 +1,10 @@
 //! Probes read the machine: memory (NVML, nvidia-smi, procfs) behind one trait, /metrics, model facts.
 //! A probe only observes; deciding what a reading means belongs to `stats` and `report`.
 
+pub mod gpu;
 pub mod metrics;
 pub mod model;
 pub mod procfs;
-pub mod gpu;
 
 use crate::spec::MemorySource;
 use serde::{Deserialize, Serialize};
@@ -116,7 +116,11 @@ pub fn select(wanted: MemorySource) -> Result<Box<dyn MemoryProbe>, String> {
 pub fn sample(probe: &dyn MemoryProbe, pids: &BTreeSet<u32>, t_s: f64) -> MemSample {
     let (rss, pss) = procfs::tree_memory(pids);
     let gpus = probe.per_device(pids);
-    let device = if gpus.is_empty() { probe.device() } else { Some((gpus.iter().map(|g| g.used_mb).sum(), gpus.iter().map(|g| g.total_mb).sum())) };
+    let device = if gpus.is_empty() {
+        probe.device()
+    } else {
+        Some((gpus.iter().map(|g| g.used_mb).sum(), gpus.iter().map(|g| g.total_mb).sum()))
+    };
     MemSample {
         t_s,
         device_used_mb: device.map(|d| d.0),

@@ -34,7 +34,11 @@ fn dtype_bytes(dtype: &str) -> Option<u64> {
 }
 
 /// `engine_dtype` is the `--dtype` arg and `kv_cache_dtype` the `--kv-cache-dtype` arg, when given.
-pub fn from_config(config_text: &str, engine_dtype: Option<&str>, kv_cache_dtype: Option<&str>) -> Result<ModelFacts, String> {
+pub fn from_config(
+    config_text: &str,
+    engine_dtype: Option<&str>,
+    kv_cache_dtype: Option<&str>,
+) -> Result<ModelFacts, String> {
     let root: Value = serde_json::from_str(config_text).map_err(|e| format!("config.json is not JSON: {e}"))?;
     // Multimodal configs keep the language model under text_config.
     let cfg = root.get("text_config").filter(|v| v.is_object()).unwrap_or(&root);
@@ -43,7 +47,12 @@ pub fn from_config(config_text: &str, engine_dtype: Option<&str>, kv_cache_dtype
     let heads = int("num_attention_heads");
     let kv_heads = int("num_key_value_heads").or(heads);
     let head_dim = int("head_dim").or_else(|| Some(int("hidden_size")? / heads.filter(|h| *h > 0)?));
-    let model_dtype = cfg.get("dtype").or(cfg.get("torch_dtype")).or(root.get("torch_dtype")).and_then(Value::as_str).unwrap_or("bfloat16");
+    let model_dtype = cfg
+        .get("dtype")
+        .or(cfg.get("torch_dtype"))
+        .or(root.get("torch_dtype"))
+        .and_then(Value::as_str)
+        .unwrap_or("bfloat16");
     let weights_dtype = engine_dtype.filter(|d| *d != "auto").unwrap_or(model_dtype);
     let kv_dtype = kv_cache_dtype.filter(|d| *d != "auto").unwrap_or(weights_dtype).to_owned();
     let kv_dtype_bytes = dtype_bytes(&kv_dtype).ok_or_else(|| format!("unknown KV dtype `{kv_dtype}`"))?;

@@ -40,9 +40,15 @@ pub fn kv_scaling(f: &KvFindings, mem: &[(u64, f64)], tokens: &[(u64, u64)]) -> 
     svg
 }
 
-fn draw_kv<'a>(root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>, f: &KvFindings, mem: &[(u64, f64)], tokens: &[(u64, u64)]) -> Result<(), Box<dyn std::error::Error + 'a>> {
+fn draw_kv<'a>(
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    f: &KvFindings,
+    mem: &[(u64, f64)],
+    tokens: &[(u64, u64)],
+) -> Result<(), Box<dyn std::error::Error + 'a>> {
     root.fill(&WHITE)?;
-    let xs: Vec<f64> = mem.iter().map(|(l, _)| (*l as f64).log2()).chain(tokens.iter().map(|(l, _)| (*l as f64).log2())).collect();
+    let xs: Vec<f64> =
+        mem.iter().map(|(l, _)| (*l as f64).log2()).chain(tokens.iter().map(|(l, _)| (*l as f64).log2())).collect();
     let (x0, x1) = range(xs.iter().cloned(), false);
     let (y0, y1) = range(mem.iter().map(|(_, m)| *m), true);
     let (t0, t1) = range(tokens.iter().map(|(_, t)| *t as f64), true);
@@ -61,14 +67,29 @@ fn draw_kv<'a>(root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>, f: &K
         .x_label_formatter(&pow2_label)
         .y_label_formatter(&|y| crate::stats::thousands(*y, 0))
         .draw()?;
-    chart.configure_secondary_axes().y_desc("KV cache tokens").y_label_formatter(&|y| crate::stats::thousands(*y, 0)).draw()?;
+    chart
+        .configure_secondary_axes()
+        .y_desc("KV cache tokens")
+        .y_label_formatter(&|y| crate::stats::thousands(*y, 0))
+        .draw()?;
     let mem_pts: Vec<(f64, f64)> = mem.iter().map(|(l, m)| ((*l as f64).log2(), *m)).collect();
-    chart.draw_series(LineSeries::new(mem_pts.clone(), BLUE.stroke_width(2)))?.label("memory (MiB)").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(mem_pts.clone(), BLUE.stroke_width(2)))?
+        .label("memory (MiB)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
     chart.draw_series(mem_pts.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
     let tok_pts: Vec<(f64, f64)> = tokens.iter().map(|(l, t)| ((*l as f64).log2(), *t as f64)).collect();
-    chart.draw_secondary_series(LineSeries::new(tok_pts.clone(), RED.stroke_width(2)))?.label("KV tokens").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+    chart
+        .draw_secondary_series(LineSeries::new(tok_pts.clone(), RED.stroke_width(2)))?
+        .label("KV tokens")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
     chart.draw_secondary_series(tok_pts.iter().map(|p| TriangleMarker::new(*p, 5, RED.filled())))?;
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::LowerRight).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
     Ok(())
 }
 
@@ -83,9 +104,16 @@ pub fn sweep(g: &GroupSweep) -> String {
     svg
 }
 
-fn draw_sweep<'a>(root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>, g: &GroupSweep) -> Result<(), Box<dyn std::error::Error + 'a>> {
+fn draw_sweep<'a>(
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    g: &GroupSweep,
+) -> Result<(), Box<dyn std::error::Error + 'a>> {
     root.fill(&WHITE)?;
-    let pts: Vec<(f64, f64, f64)> = g.cells.iter().map(|c| ((c.concurrency as f64).log2(), c.head().tok_s, c.head().e2e.map(|e| e.p95 * 1e3).unwrap_or(f64::NAN))).collect();
+    let pts: Vec<(f64, f64, f64)> = g
+        .cells
+        .iter()
+        .map(|c| ((c.concurrency as f64).log2(), c.head().tok_s, c.head().e2e.map(|e| e.p95 * 1e3).unwrap_or(f64::NAN)))
+        .collect();
     let (x0, x1) = range(pts.iter().map(|p| p.0), false);
     let (y0, y1) = range(pts.iter().map(|p| p.1), true);
     let (p0, p1) = range(pts.iter().map(|p| p.2), true);
@@ -97,22 +125,49 @@ fn draw_sweep<'a>(root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>, g:
         .right_y_label_area_size(70)
         .build_cartesian_2d(x0..x1, y0..y1)?
         .set_secondary_coord(x0..x1, p0..p1);
-    chart.configure_mesh().x_desc("concurrency (log scale)").y_desc("tokens/s").x_label_formatter(&pow2_label).y_label_formatter(&|y| crate::stats::thousands(*y, 0)).draw()?;
-    chart.configure_secondary_axes().y_desc("p95 e2e (ms)").y_label_formatter(&|y| crate::stats::thousands(*y, 1)).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("concurrency (log scale)")
+        .y_desc("tokens/s")
+        .x_label_formatter(&pow2_label)
+        .y_label_formatter(&|y| crate::stats::thousands(*y, 0))
+        .draw()?;
+    chart
+        .configure_secondary_axes()
+        .y_desc("p95 e2e (ms)")
+        .y_label_formatter(&|y| crate::stats::thousands(*y, 1))
+        .draw()?;
     let tok: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
-    chart.draw_series(LineSeries::new(tok.clone(), BLUE.stroke_width(2)))?.label("tokens/s").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(tok.clone(), BLUE.stroke_width(2)))?
+        .label("tokens/s")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
     chart.draw_series(tok.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
     let p95: Vec<(f64, f64)> = pts.iter().filter(|p| p.2.is_finite()).map(|p| (p.0, p.2)).collect();
-    chart.draw_secondary_series(LineSeries::new(p95.clone(), RED.stroke_width(2)))?.label("p95 e2e (ms)").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+    chart
+        .draw_secondary_series(LineSeries::new(p95.clone(), RED.stroke_width(2)))?
+        .label("p95 e2e (ms)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
     chart.draw_secondary_series(p95.iter().map(|p| TriangleMarker::new(*p, 5, RED.filled())))?;
     if let Some(k) = g.knee.throughput_knee {
         let x = (k as f64).log2();
-        chart.draw_series(LineSeries::new(vec![(x, y0), (x, y1)], BLACK.stroke_width(1)))?.label(format!("throughput knee (c={k})")).legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
+        chart
+            .draw_series(LineSeries::new(vec![(x, y0), (x, y1)], BLACK.stroke_width(1)))?
+            .label(format!("throughput knee (c={k})"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
     }
     if let Some(k) = g.knee.latency_knee {
         let x = (k as f64).log2();
-        chart.draw_series(DashedLineSeries::new(vec![(x, y0), (x, y1)], 6, 4, MAGENTA.stroke_width(1)))?.label(format!("latency blows up (c={k})")).legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], MAGENTA));
+        chart
+            .draw_series(DashedLineSeries::new(vec![(x, y0), (x, y1)], 6, 4, MAGENTA.stroke_width(1)))?
+            .label(format!("latency blows up (c={k})"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], MAGENTA));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperLeft).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
     Ok(())
 }

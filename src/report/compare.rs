@@ -30,7 +30,13 @@ fn fmt(x: f64) -> String {
 }
 
 /// One metric of one cell; returns the table row and whether it is a significant regression.
-fn metric_row(name: &str, better: Better, get: fn(&RepeatStats) -> Option<f64>, a: &Cell, b: &Cell) -> Option<(String, bool)> {
+fn metric_row(
+    name: &str,
+    better: Better,
+    get: fn(&RepeatStats) -> Option<f64>,
+    a: &Cell,
+    b: &Cell,
+) -> Option<(String, bool)> {
     let (va, vb) = (get(a.head())?, get(b.head())?);
     let ia = ci95(&a.repeats.iter().filter_map(get).collect::<Vec<_>>());
     let ib = ci95(&b.repeats.iter().filter_map(get).collect::<Vec<_>>());
@@ -49,7 +55,17 @@ fn metric_row(name: &str, better: Better, get: fn(&RepeatStats) -> Option<f64>, 
     };
     let ci = |i: Option<(f64, f64)>| i.map(|(l, h)| format!("{}–{}", fmt(l), fmt(h))).unwrap_or_else(|| "–".to_owned());
     let signed = format!("{}{}", if delta >= 0.0 { "+" } else { "" }, fmt(delta));
-    Some((format!("| {} | {name} | {} | {} | {} | {} | {signed} | {rel} | {flag} |", a.concurrency, fmt(va), ci(ia), fmt(vb), ci(ib)), regression))
+    Some((
+        format!(
+            "| {} | {name} | {} | {} | {} | {} | {signed} | {rel} | {flag} |",
+            a.concurrency,
+            fmt(va),
+            ci(ia),
+            fmt(vb),
+            ci(ib)
+        ),
+        regression,
+    ))
 }
 
 pub fn compare(a_name: &str, b_name: &str, a: (&[KvRow], &[GroupSweep]), b: (&[KvRow], &[GroupSweep])) -> Comparison {
@@ -57,11 +73,22 @@ pub fn compare(a_name: &str, b_name: &str, a: (&[KvRow], &[GroupSweep]), b: (&[K
     let mut regressions = 0;
     let _ = writeln!(md, "# servelab compare\n\nA: `{a_name}`  \nB: `{b_name}`\n");
     if !a.1.is_empty() || !b.1.is_empty() {
-        let _ = writeln!(md, "## Load\n\nHeadline repeat of each cell; intervals are Student-t 95% over repeats. A change is flagged when the two intervals do not overlap.\n");
-        let _ = writeln!(md, "| concurrency | metric | A | A 95% CI | B | B 95% CI | B − A | change | flag |\n|---:|---|---:|---|---:|---|---:|---:|---|");
+        let _ = writeln!(
+            md,
+            "## Load\n\nHeadline repeat of each cell; intervals are Student-t 95% over repeats. A change is flagged when the two intervals do not overlap.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| concurrency | metric | A | A 95% CI | B | B 95% CI | B − A | change | flag |\n|---:|---|---:|---|---:|---|---:|---:|---|"
+        );
         for (ga, gb) in a.1.iter().zip(b.1.iter()) {
             for ca in &ga.cells {
-                let Some(cb) = gb.cells.iter().find(|c| c.label == ca.label).or_else(|| gb.cells.iter().find(|c| c.concurrency == ca.concurrency)) else {
+                let Some(cb) = gb
+                    .cells
+                    .iter()
+                    .find(|c| c.label == ca.label)
+                    .or_else(|| gb.cells.iter().find(|c| c.concurrency == ca.concurrency))
+                else {
                     let _ = writeln!(md, "| {} | – | – | – | not in B | – | – | – | – |", ca.concurrency);
                     continue;
                 };
@@ -74,11 +101,20 @@ pub fn compare(a_name: &str, b_name: &str, a: (&[KvRow], &[GroupSweep]), b: (&[K
             }
         }
         if a.1.len() != b.1.len() {
-            let _ = writeln!(md, "\nA has {} server configurations under load and B has {}; only the first {} were compared, in order.", a.1.len(), b.1.len(), a.1.len().min(b.1.len()));
+            let _ = writeln!(
+                md,
+                "\nA has {} server configurations under load and B has {}; only the first {} were compared, in order.",
+                a.1.len(),
+                b.1.len(),
+                a.1.len().min(b.1.len())
+            );
         }
     }
     if !a.0.is_empty() || !b.0.is_empty() {
-        let _ = writeln!(md, "\n## Server starts\n\nOne start per length and run, so no intervals: changes are shown, not judged.\n");
+        let _ = writeln!(
+            md,
+            "\n## Server starts\n\nOne start per length and run, so no intervals: changes are shown, not judged.\n"
+        );
         let _ = writeln!(md, "| max_model_len | metric | A | B | B − A | change |\n|---:|---|---:|---:|---:|---:|");
         for ra in a.0 {
             let Some(rb) = b.0.iter().find(|r| r.max_model_len == ra.max_model_len) else { continue };
@@ -91,7 +127,14 @@ pub fn compare(a_name: &str, b_name: &str, a: (&[KvRow], &[GroupSweep]), b: (&[K
             for (name, va, vb) in pairs {
                 if let (Some(va), Some(vb)) = (va, vb) {
                     let rel = if va != 0.0 { format!("{:+.1}%", 100.0 * (vb - va) / va) } else { "–".to_owned() };
-                    let _ = writeln!(md, "| {} | {name} | {} | {} | {} | {rel} |", ra.max_model_len.unwrap_or(0), fmt(va), fmt(vb), fmt(vb - va));
+                    let _ = writeln!(
+                        md,
+                        "| {} | {name} | {} | {} | {} | {rel} |",
+                        ra.max_model_len.unwrap_or(0),
+                        fmt(va),
+                        fmt(vb),
+                        fmt(vb - va)
+                    );
                 }
             }
         }

@@ -15,14 +15,31 @@ pub fn summary(dir: &Path, rec: &Recorded, sweeps: &[GroupSweep]) -> String {
         let _ = write!(out, "{}:\n{text}", dir.join("kv_cache_scaling.csv").display());
     }
     for g in sweeps {
-        let name = if sweeps.len() > 1 { format!("concurrency_sweep-{}.csv", g.group) } else { "concurrency_sweep.csv".to_owned() };
+        let name = if sweeps.len() > 1 {
+            format!("concurrency_sweep-{}.csv", g.group)
+        } else {
+            "concurrency_sweep.csv".to_owned()
+        };
         let csv = String::from_utf8(sweep_csv::render(g)).unwrap_or_default();
         let _ = write!(out, "{}:\n{csv}", dir.join(name).display());
         if let Some(row) = sweep_csv::batching(g) {
-            let pairs: Vec<String> = sweep_csv::BATCHING_COLUMNS.iter().zip(&row).take(6).map(|(k, v)| format!("{k}={v}")).collect();
-            let _ = writeln!(out, "batching ({} repeat{}, {} repeat by tokens/s, c={}): {}", row[11], if row[11] == "1" { "" } else { "s" }, row[10], row[6], pairs.join(", "));
+            let pairs: Vec<String> =
+                sweep_csv::BATCHING_COLUMNS.iter().zip(&row).take(6).map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(
+                out,
+                "batching ({} repeat{}, {} repeat by tokens/s, c={}): {}",
+                row[11],
+                if row[11] == "1" { "" } else { "s" },
+                row[10],
+                row[6],
+                pairs.join(", ")
+            );
         }
-        let _ = writeln!(out, "knee: {}\n      {}\nrule: {}", g.knee.throughput_finding, g.knee.latency_finding, g.knee.rule);
+        let _ = writeln!(
+            out,
+            "knee: {}\n      {}\nrule: {}",
+            g.knee.throughput_finding, g.knee.latency_finding, g.knee.rule
+        );
     }
     out
 }

@@ -183,7 +183,10 @@ fn cell(c: &Cell) -> CellOut {
 }
 
 pub fn sweep(g: &GroupSweep, rules: Vec<String>, gpu_sampled: bool, suffix: &str) -> SweepContext {
-    let batching = match (g.cells.iter().find(|c| c.concurrency == 1), g.cells.iter().filter(|c| c.concurrency > 1).max_by_key(|c| c.concurrency)) {
+    let batching = match (
+        g.cells.iter().find(|c| c.concurrency == 1),
+        g.cells.iter().filter(|c| c.concurrency > 1).max_by_key(|c| c.concurrency),
+    ) {
         (Some(s), Some(c)) => Some(Batching {
             concurrency: c.concurrency,
             sequential_s: s.head().wall_s,

@@ -35,7 +35,12 @@ fn reports(spec: &Spec, has_kv: bool, has_sweep: bool) -> Vec<ReportKind> {
     r
 }
 
-pub fn derive(spec: &Spec, manifest: &Manifest, rec: &Recorded, templates: Option<PathBuf>) -> Result<(Files, Vec<GroupSweep>), String> {
+pub fn derive(
+    spec: &Spec,
+    manifest: &Manifest,
+    rec: &Recorded,
+    templates: Option<PathBuf>,
+) -> Result<(Files, Vec<GroupSweep>), String> {
     let mut files = Vec::new();
     // External endpoints were not started here: they have no startup memory to report.
     let started = rec.started_servers();
@@ -47,7 +52,8 @@ pub fn derive(spec: &Spec, manifest: &Manifest, rec: &Recorded, templates: Optio
         let findings = kv::findings(&started);
         let rows = kv::rows(&started);
         let mem: Vec<(u64, f64)> = rows.iter().filter_map(|r| Some((r.max_model_len?, r.mem_used_mb?))).collect();
-        let tokens: Vec<(u64, u64)> = rows.iter().filter_map(|r| Some((r.max_model_len?, r.kv_cache_tokens?))).collect();
+        let tokens: Vec<(u64, u64)> =
+            rows.iter().filter_map(|r| Some((r.max_model_len?, r.kv_cache_tokens?))).collect();
         files.push(("kv_cache_scaling.svg".to_owned(), charts::kv_scaling(&findings, &mem, &tokens).into_bytes()));
         KvContext { rows: context::kv_rows(&rows), findings, chart: "kv_cache_scaling.svg".to_owned() }
     });

@@ -90,9 +90,20 @@ mod tests {
     use crate::probe::{GpuReading, MemSample, Source};
 
     fn record(len: u64, gpus: Vec<(f64, f64)>) -> ServerRecord {
-        let text = format!(r#"{{"id":"g{len}","vars":{{}},"argv":["vllm"],"env":{{}},"base_url":"http://127.0.0.1:8000","status":"ok","error":null,"log_tail":null,"started_at":"t","ready_s":100.0,"max_model_len":{len},"served_max_model_len":null,"memory_source":"nvml","baseline":{{"t_s":0.0,"device_used_mb":0.0,"device_total_mb":null,"server_gpu_mb":null,"server_rss_mb":null,"server_pss_mb":null,"host_available_mb":null,"processes":0}},"at_ready":null,"timeline":[],"log":{{"weights_gib":null,"model_load_s":null,"available_kv_gib":null,"reserved_kv_gib":null,"cpu_kv_gib":null,"cpu_node_gib":null,"kv_device":null,"kv_cache_tokens":null,"max_concurrency_tokens":null,"max_concurrency":null,"graph_capture_s":null,"graph_capture_gib":null,"init_engine_s":null,"compile_s":null,"kv_gib":null,"lines":[]}},"cache_config_info":null,"version":null,"model":null,"stop":null,"release":null,"pids":[]}}"#);
+        let text = format!(
+            r#"{{"id":"g{len}","vars":{{}},"argv":["vllm"],"env":{{}},"base_url":"http://127.0.0.1:8000","status":"ok","error":null,"log_tail":null,"started_at":"t","ready_s":100.0,"max_model_len":{len},"served_max_model_len":null,"memory_source":"nvml","baseline":{{"t_s":0.0,"device_used_mb":0.0,"device_total_mb":null,"server_gpu_mb":null,"server_rss_mb":null,"server_pss_mb":null,"host_available_mb":null,"processes":0}},"at_ready":null,"timeline":[],"log":{{"weights_gib":null,"model_load_s":null,"available_kv_gib":null,"reserved_kv_gib":null,"cpu_kv_gib":null,"cpu_node_gib":null,"kv_device":null,"kv_cache_tokens":null,"max_concurrency_tokens":null,"max_concurrency":null,"graph_capture_s":null,"graph_capture_gib":null,"init_engine_s":null,"compile_s":null,"kv_gib":null,"lines":[]}},"cache_config_info":null,"version":null,"model":null,"stop":null,"release":null,"pids":[]}}"#
+        );
         let mut r: ServerRecord = serde_json::from_str(&text).unwrap();
-        let readings: Vec<GpuReading> = gpus.iter().enumerate().map(|(i, (used, mine))| GpuReading { index: i as u32, used_mb: *used, total_mb: 143_771.0, server_mb: Some(*mine) }).collect();
+        let readings: Vec<GpuReading> = gpus
+            .iter()
+            .enumerate()
+            .map(|(i, (used, mine))| GpuReading {
+                index: i as u32,
+                used_mb: *used,
+                total_mb: 143_771.0,
+                server_mb: Some(*mine),
+            })
+            .collect();
         r.at_ready = Some(MemSample {
             device_used_mb: Some(readings.iter().map(|g| g.used_mb).sum()),
             server_gpu_mb: Some(readings.iter().filter_map(|g| g.server_mb).sum()),
@@ -105,7 +116,10 @@ mod tests {
 
     #[test]
     fn per_gpu_columns_from_recorded_nvml_readings() {
-        let records = [record(32768, vec![(133_800.0, 133_786.0), (133_812.0, 133_798.0)]), record(2048, vec![(133_790.0, 133_776.0), (133_802.0, 133_788.0)])];
+        let records = [
+            record(32768, vec![(133_800.0, 133_786.0), (133_812.0, 133_798.0)]),
+            record(2048, vec![(133_790.0, 133_776.0), (133_802.0, 133_788.0)]),
+        ];
         let csv = String::from_utf8(render_per_gpu(&records).unwrap()).unwrap();
         assert_eq!(
             csv,
@@ -132,7 +146,9 @@ mod tensor_parallel {
     fn engine_bytes_per_token_counts_every_rank() {
         let log = logparse::parse(include_str!("../../tests/fixtures/logs/gpu-0.26-h200x2-tp2-2048.log"));
         assert_eq!((log.available_kv_gib, log.kv_cache_tokens), (Some(127.31), Some(22_249_712)));
-        let mut r: ServerRecord = serde_json::from_str(include_str!("../../examples/h200x2-tp2/tp2/servers/a7d6fedd910b/startup.json")).unwrap();
+        let mut r: ServerRecord =
+            serde_json::from_str(include_str!("../../examples/h200x2-tp2/tp2/servers/a7d6fedd910b/startup.json"))
+                .unwrap();
         r.log = log;
         assert_eq!(r.tensor_parallel_size(), 2);
         let (bytes, how) = r.kv_cache_bytes().unwrap();

@@ -2,8 +2,8 @@
 //! works from any folder; a folder given by the spec (`templates:`) or `--templates` overrides them file by
 //! file. Filters format numbers; they never compute findings.
 
-use minijinja::{Environment, Error, ErrorKind, Value};
 use crate::stats::thousands;
+use minijinja::{Environment, Error, ErrorKind, Value};
 use std::path::PathBuf;
 
 pub const REPORTS: [(&str, &str); 3] = [
@@ -87,9 +87,9 @@ pub fn environment(override_dir: Option<PathBuf>) -> Environment<'static> {
         if let Some(dir) = &override_dir {
             let path = dir.join(name);
             if path.is_file() {
-                return std::fs::read_to_string(&path)
-                    .map(Some)
-                    .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("cannot read template {}: {e}", path.display())));
+                return std::fs::read_to_string(&path).map(Some).map_err(|e| {
+                    Error::new(ErrorKind::InvalidOperation, format!("cannot read template {}: {e}", path.display()))
+                });
             }
         }
         Ok(REPORTS.iter().find(|(n, _)| *n == name).map(|(_, t)| (*t).to_owned()))

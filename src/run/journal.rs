@@ -78,10 +78,29 @@ mod tests {
         let j = Journal::new(dir.path());
         let at = "t".to_owned();
         j.append(&Entry::ServerStart { group: "g".into(), at: at.clone() }).unwrap();
-        j.append(&Entry::PointDone { point: "a".into(), group: "g".into(), attempt: 0, status: "ok".into(), at: at.clone() }).unwrap();
-        j.append(&Entry::PointDone { point: "b".into(), group: "g".into(), attempt: 0, status: "failed".into(), at: at.clone() }).unwrap();
+        j.append(&Entry::PointDone {
+            point: "a".into(),
+            group: "g".into(),
+            attempt: 0,
+            status: "ok".into(),
+            at: at.clone(),
+        })
+        .unwrap();
+        j.append(&Entry::PointDone {
+            point: "b".into(),
+            group: "g".into(),
+            attempt: 0,
+            status: "failed".into(),
+            at: at.clone(),
+        })
+        .unwrap();
         // A torn line from a crash mid-write is skipped.
-        std::fs::OpenOptions::new().append(true).open(dir.path().join("journal.jsonl")).unwrap().write_all(b"{\"event\":\"point_do").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("journal.jsonl"))
+            .unwrap()
+            .write_all(b"{\"event\":\"point_do")
+            .unwrap();
         let s = state(&j.read());
         assert_eq!(s.done, ["a".to_owned()].into());
         assert_eq!(s.attempts["b"], 1);

@@ -1,13 +1,13 @@
 //! One load point against a ready server: warmup (excluded), a quiet /metrics snapshot, the measured phase
 //! with GPU and /metrics sampling beside it, another quiet snapshot. Everything raw goes to the journal files.
 
+use super::record::{PointRecord, SampleLine};
 use crate::load::client::{self, Phase, RequestSpec};
 use crate::load::prompt::{self, Prompts};
 use crate::load::record::RequestRecord;
 use crate::plan::{ClientConfig, Point, ServerGroup};
-use crate::probe::metrics::{self, Snapshot};
 use crate::probe::MemoryProbe;
-use super::record::{PointRecord, SampleLine};
+use crate::probe::metrics::{self, Snapshot};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,7 +32,9 @@ pub async fn quiet_snapshot(http: &reqwest::Client, base_url: &str) -> Option<Sn
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = scrape(http, base_url, 0.0).await?;
         let idle = now.running.unwrap_or(0.0) == 0.0 && now.waiting.unwrap_or(0.0) == 0.0;
-        let still = now.generation_tokens == prev.generation_tokens && now.e2e_count == prev.e2e_count && now.ttft_count == prev.ttft_count;
+        let still = now.generation_tokens == prev.generation_tokens
+            && now.e2e_count == prev.e2e_count
+            && now.ttft_count == prev.ttft_count;
         if (idle && still) || Instant::now() > deadline {
             return Some(now);
         }
@@ -41,7 +43,16 @@ pub async fn quiet_snapshot(http: &reqwest::Client, base_url: &str) -> Option<Sn
 }
 
 /// Samples GPU utilisation every `interval` and /metrics every max(interval, 500 ms) until `stop` is set.
-async fn sample_during(http: reqwest::Client, base_url: String, probe: Arc<dyn MemoryProbe>, (point, attempt): (String, u32), interval: Duration, scrape_metrics: bool, stop: Arc<AtomicBool>, out: Arc<Mutex<Vec<SampleLine>>>) {
+async fn sample_during(
+    http: reqwest::Client,
+    base_url: String,
+    probe: Arc<dyn MemoryProbe>,
+    (point, attempt): (String, u32),
+    interval: Duration,
+    scrape_metrics: bool,
+    stop: Arc<AtomicBool>,
+    out: Arc<Mutex<Vec<SampleLine>>>,
+) {
     let t0 = Instant::now();
     let metrics_every = interval.max(Duration::from_millis(500));
     let mut last_metrics = t0 - metrics_every;
@@ -50,12 +61,26 @@ async fn sample_during(http: reqwest::Client, base_url: String, probe: Arc<dyn M
         let util = probe.utilization();
         if util.is_some() {
             let mem = probe.device().map(|d| d.0);
-            out.lock().unwrap_or_else(|e| e.into_inner()).push(SampleLine { point: point.clone(), attempt, t_s, metrics: None, gpu_util_pct: util, gpu_mem_used_mb: mem });
+            out.lock().unwrap_or_else(|e| e.into_inner()).push(SampleLine {
+                point: point.clone(),
+                attempt,
+                t_s,
+                metrics: None,
+                gpu_util_pct: util,
+                gpu_mem_used_mb: mem,
+            });
         }
         if scrape_metrics && last_metrics.elapsed() >= metrics_every {
             last_metrics = Instant::now();
             if let Some(m) = scrape(&http, &base_url, t_s).await {
-                out.lock().unwrap_or_else(|e| e.into_inner()).push(SampleLine { point: point.clone(), attempt, t_s, metrics: Some(m), gpu_util_pct: None, gpu_mem_used_mb: None });
+                out.lock().unwrap_or_else(|e| e.into_inner()).push(SampleLine {
+                    point: point.clone(),
+                    attempt,
+                    t_s,
+                    metrics: Some(m),
+                    gpu_util_pct: None,
+                    gpu_mem_used_mb: None,
+                });
             }
         }
         tokio::time::sleep(interval).await;
@@ -87,7 +112,12 @@ pub struct Context<'a> {
 }
 
 /// Runs a phase, giving up (dropping in-flight requests) when interrupted.
-async fn phase_or_interrupt(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase, interrupted: &AtomicBool) -> Option<client::PhaseResult> {
+async fn phase_or_interrupt(
+    http: &reqwest::Client,
+    spec: &Arc<RequestSpec>,
+    phase: &Phase,
+    interrupted: &AtomicBool,
+) -> Option<client::PhaseResult> {
     let run = client::run_phase(http, spec, phase);
     let watch = async {
         while !interrupted.load(Ordering::SeqCst) {
@@ -100,7 +130,14 @@ async fn phase_or_interrupt(http: &reqwest::Client, spec: &Arc<RequestSpec>, pha
     }
 }
 
-pub async fn run_point(ctx: &Context<'_>, group: &ServerGroup, point: &Point, attempt: u32, model: &str, model_vocab: Option<u64>) -> PointOutput {
+pub async fn run_point(
+    ctx: &Context<'_>,
+    group: &ServerGroup,
+    point: &Point,
+    attempt: u32,
+    model: &str,
+    model_vocab: Option<u64>,
+) -> PointOutput {
     let c = point.client.clone().expect("load points have a client config");
     let base = &group.server.base_url;
     let mut record = PointRecord {
@@ -148,7 +185,14 @@ pub async fn run_point(ctx: &Context<'_>, group: &ServerGroup, point: &Point, at
     });
     let mut requests = Vec::new();
     if c.warmup > 0 {
-        let warm = Phase { point: point.id.clone(), attempt, requests: c.warmup, concurrency: c.concurrency.min(c.warmup), warmup: true, salt: prompt::salt(&format!("{}/{attempt}/warmup", point.id)) };
+        let warm = Phase {
+            point: point.id.clone(),
+            attempt,
+            requests: c.warmup,
+            concurrency: c.concurrency.min(c.warmup),
+            warmup: true,
+            salt: prompt::salt(&format!("{}/{attempt}/warmup", point.id)),
+        };
         if let Some(r) = phase_or_interrupt(&http, &spec, &warm, ctx.interrupted).await {
             requests.extend(r.records);
         }
@@ -156,9 +200,29 @@ pub async fn run_point(ctx: &Context<'_>, group: &ServerGroup, point: &Point, at
     record.before = quiet_snapshot(ctx.http, base).await;
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::new()));
-    let sampler = tokio::spawn(sample_during(ctx.http.clone(), base.clone(), ctx.probe.clone(), (point.id.clone(), attempt), ctx.gpu_interval, ctx.server_metrics, stop.clone(), samples.clone()));
-    let phase = Phase { point: point.id.clone(), attempt, requests: c.requests, concurrency: c.concurrency, warmup: false, salt: prompt::salt(&format!("{}/{attempt}", point.id)) };
-    let result = if ctx.interrupted.load(Ordering::SeqCst) { None } else { phase_or_interrupt(&http, &spec, &phase, ctx.interrupted).await };
+    let sampler = tokio::spawn(sample_during(
+        ctx.http.clone(),
+        base.clone(),
+        ctx.probe.clone(),
+        (point.id.clone(), attempt),
+        ctx.gpu_interval,
+        ctx.server_metrics,
+        stop.clone(),
+        samples.clone(),
+    ));
+    let phase = Phase {
+        point: point.id.clone(),
+        attempt,
+        requests: c.requests,
+        concurrency: c.concurrency,
+        warmup: false,
+        salt: prompt::salt(&format!("{}/{attempt}", point.id)),
+    };
+    let result = if ctx.interrupted.load(Ordering::SeqCst) {
+        None
+    } else {
+        phase_or_interrupt(&http, &spec, &phase, ctx.interrupted).await
+    };
     stop.store(true, Ordering::SeqCst);
     let _ = sampler.await;
     match result {

@@ -39,9 +39,13 @@ fn read(path: &str) -> String {
 pub fn host_facts() -> (String, String, String, usize) {
     let host = read("/proc/sys/kernel/hostname").trim().to_owned();
     let os_release = read("/etc/os-release");
-    let pretty = os_release.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).unwrap_or("").trim_matches('"').to_owned();
+    let pretty =
+        os_release.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).unwrap_or("").trim_matches('"').to_owned();
     let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
-    let cpu = read("/proc/cpuinfo").lines().find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned())).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_default();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     (host, format!("{pretty} (Linux {kernel})"), cpu, cpus)
 }

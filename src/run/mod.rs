@@ -6,8 +6,8 @@ pub mod journal;
 pub mod load;
 pub mod manifest;
 pub mod progress;
-pub mod recorded;
 pub mod record;
+pub mod recorded;
 pub mod server;
 
 use crate::load::record::RequestRecord;
@@ -27,7 +27,9 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot write the run's output under {path}: {source}; check that the folder is writable, or pass --out DIR")]
+    #[error(
+        "cannot write the run's output under {path}: {source}; check that the folder is writable, or pass --out DIR"
+    )]
     Output { path: String, source: std::io::Error },
     #[error("{0}")]
     Probe(String),
@@ -83,13 +85,19 @@ impl Outcome {
 
 /// Appends JSON lines to a journal file.
 fn append<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<(), RunError> {
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|source| RunError::Output { path: path.display().to_string(), source })?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| RunError::Output { path: path.display().to_string(), source })?;
     let mut buf = Vec::new();
     for item in items {
         serde_json::to_writer(&mut buf, item).unwrap_or_default();
         buf.push(b'\n');
     }
-    file.write_all(&buf).and_then(|_| file.flush()).map_err(|source| RunError::Output { path: path.display().to_string(), source })
+    file.write_all(&buf)
+        .and_then(|_| file.flush())
+        .map_err(|source| RunError::Output { path: path.display().to_string(), source })
 }
 
 fn write_derived(dir: &Path, spec: &Spec, manifest: &Manifest, rec: &Recorded) -> Result<Vec<GroupSweep>, RunError> {
@@ -108,7 +116,6 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|source| RunError::Output { path: path.display().to_string(), source })
 }
-
 
 /// Model facts from `<model>/config.json` when the model is a local folder; `--dtype` and
 /// `--kv-cache-dtype` from the server's argv decide the KV element size.
@@ -148,7 +155,8 @@ fn prepare_manifest(loaded: &LoadedSpec, plan: &Plan, probe: &dyn MemoryProbe, r
 /// Creates the run folder and writes what was asked (spec, plan, manifest): before any server starts, so an
 /// unwritable output is an error that costs nothing.
 fn prepare(dir: &Path, loaded: &LoadedSpec, plan: &Plan, manifest: &Manifest) -> Result<(), RunError> {
-    std::fs::create_dir_all(dir.join("servers")).map_err(|source| RunError::Output { path: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(dir.join("servers"))
+        .map_err(|source| RunError::Output { path: dir.display().to_string(), source })?;
     write(&dir.join("plan.json"), &json(plan))?;
     write(&dir.join("spec.yaml"), loaded.source.text.as_bytes())?;
     write(&dir.join("manifest.json"), &json(manifest))
@@ -159,7 +167,8 @@ fn preflight(plan: &Plan, spec: &Spec) -> Result<Option<String>, RunError> {
     let mut seen = std::collections::BTreeSet::new();
     for g in plan.groups.iter().filter(|g| g.server.kind != crate::spec::EngineKind::External) {
         if seen.insert((g.server.host.clone(), g.server.port)) {
-            crate::engine::ready::check_port_free(&g.server.host, g.server.port).map_err(|e| RunError::Preflight(e.to_string()))?;
+            crate::engine::ready::check_port_free(&g.server.host, g.server.port)
+                .map_err(|e| RunError::Preflight(e.to_string()))?;
         }
     }
     match &spec.engine.api_key_env {
@@ -169,18 +178,28 @@ fn preflight(plan: &Plan, spec: &Spec) -> Result<Option<String>, RunError> {
 }
 
 /// Opens the run folder: a new one, or the one being resumed with what it recorded so far.
-fn open_run(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions, probe: &dyn MemoryProbe) -> Result<(PathBuf, Manifest, Recorded), RunError> {
+fn open_run(
+    loaded: &LoadedSpec,
+    plan: &Plan,
+    opts: &RunOptions,
+    probe: &dyn MemoryProbe,
+) -> Result<(PathBuf, Manifest, Recorded), RunError> {
     let fresh = prepare_manifest(loaded, plan, probe, opts.run_id.clone());
     let Some(dir) = &opts.resume else {
         let dir = opts.out_root.join(&plan.name).join(&fresh.run_id);
         prepare(&dir, loaded, plan, &fresh)?;
         return Ok((dir, fresh, Recorded::default()));
     };
-    let (_, old, rec) = recorded::read_run(dir).map_err(|e| RunError::Preflight(format!("cannot resume {}: {e}", dir.display())))?;
+    let (_, old, rec) =
+        recorded::read_run(dir).map_err(|e| RunError::Preflight(format!("cannot resume {}: {e}", dir.display())))?;
     let model_hash = plan.groups.iter().find_map(model_facts).map(|m| m.config_hash);
     let changes = fingerprint_changes(&old, &fresh, model_hash.as_deref());
     if !changes.is_empty() && !opts.force {
-        return Err(RunError::Preflight(format!("the environment changed since {} was recorded ({}); its figures would not be comparable. Start a new run, or pass --force to resume anyway", dir.display(), changes.join("; "))));
+        return Err(RunError::Preflight(format!(
+            "the environment changed since {} was recorded ({}); its figures would not be comparable. Start a new run, or pass --force to resume anyway",
+            dir.display(),
+            changes.join("; ")
+        )));
     }
     let mut manifest = old.clone();
     manifest.plan = plan.clone();
@@ -209,16 +228,28 @@ fn fingerprint_changes(old: &Manifest, now: &Manifest, model_hash: Option<&str>)
     changes
 }
 
-pub async fn execute(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions, interrupted: &AtomicBool) -> Result<Outcome, RunError> {
+pub async fn execute(
+    loaded: &LoadedSpec,
+    plan: &Plan,
+    opts: &RunOptions,
+    interrupted: &AtomicBool,
+) -> Result<Outcome, RunError> {
     let probe: Arc<dyn MemoryProbe> = Arc::from(probe::select(loaded.spec.measure.memory).map_err(RunError::Probe)?);
     let (dir, mut manifest, mut rec) = open_run(loaded, plan, opts, probe.as_ref())?;
     let api_key = preflight(plan, &loaded.spec)?;
     let journal = journal::Journal::new(&dir);
     let state = journal::state(&journal.read());
-    let http = reqwest::Client::builder().no_proxy().build().map_err(|e| RunError::Probe(format!("HTTP client: {e}")))?;
+    let http =
+        reqwest::Client::builder().no_proxy().build().map_err(|e| RunError::Probe(format!("HTTP client: {e}")))?;
     let progress = Progress::new(plan.runs());
     let pending = plan.points().filter(|(_, p)| !state.done.contains(&p.id)).count();
-    progress.line(&format!("run {}: {} server configurations, {pending} of {} runs to measure, memory from {}", dir.display(), plan.groups.len(), plan.runs(), probe.source().as_str()));
+    progress.line(&format!(
+        "run {}: {} server configurations, {pending} of {} runs to measure, memory from {}",
+        dir.display(),
+        plan.groups.len(),
+        plan.runs(),
+        probe.source().as_str()
+    ));
     let mut sweeps = Vec::new();
     let mut stop_early = false;
     for (i, group) in plan.groups.iter().enumerate() {
@@ -227,21 +258,42 @@ pub async fn execute(loaded: &LoadedSpec, plan: &Plan, opts: &RunOptions, interr
         }
         let todo: Vec<&Point> = group.points.iter().filter(|p| !state.done.contains(&p.id)).collect();
         if todo.is_empty() {
-            progress.line(&format!("server {}/{} {}: every point already measured, not started", i + 1, plan.groups.len(), group.id));
+            progress.line(&format!(
+                "server {}/{} {}: every point already measured, not started",
+                i + 1,
+                plan.groups.len(),
+                group.id
+            ));
             progress.points_done(group.points.len());
             continue;
         }
-        let ctx = GroupCtx { index: (i, plan.groups.len()), dir: &dir, probe: probe.clone(), http: &http, interrupted, progress: &progress, spec: &loaded.spec, manifest: &manifest, journal: &journal, attempts: &state.attempts, api_key: api_key.as_deref(), fail_fast: opts.fail_fast };
+        let ctx = GroupCtx {
+            index: (i, plan.groups.len()),
+            dir: &dir,
+            probe: probe.clone(),
+            http: &http,
+            interrupted,
+            progress: &progress,
+            spec: &loaded.spec,
+            manifest: &manifest,
+            journal: &journal,
+            attempts: &state.attempts,
+            api_key: api_key.as_deref(),
+            fail_fast: opts.fail_fast,
+        };
         let failed = run_group(&ctx, group, &todo, &mut rec).await?;
         stop_early = failed && opts.fail_fast;
         if let Some(server) = rec.servers.iter().rev().find(|s| s.id == group.id) {
             if let (Some(old), Some(new)) = (&manifest.vllm_version, &server.version) {
                 if old != new && !opts.force && opts.resume.is_some() {
-                    return Err(RunError::Preflight(format!("vLLM changed since this run was recorded ({old} → {new}); start a new run, or pass --force")));
+                    return Err(RunError::Preflight(format!(
+                        "vLLM changed since this run was recorded ({old} → {new}); start a new run, or pass --force"
+                    )));
                 }
             }
             manifest.vllm_version = manifest.vllm_version.take().or(server.version.clone());
-            manifest.model_config_hash = manifest.model_config_hash.take().or(server.model.as_ref().map(|m| m.config_hash.clone()));
+            manifest.model_config_hash =
+                manifest.model_config_hash.take().or(server.model.as_ref().map(|m| m.config_hash.clone()));
         }
         write(&dir.join("manifest.json"), &json(&manifest))?;
         sweeps = write_derived(&dir, &loaded.spec, &manifest, &rec)?;
@@ -270,14 +322,22 @@ struct GroupCtx<'a> {
 
 impl GroupCtx<'_> {
     fn journal(&self, entry: &journal::Entry) -> Result<(), RunError> {
-        self.journal.append(entry).map_err(|source| RunError::Output { path: self.dir.join("journal.jsonl").display().to_string(), source })
+        self.journal
+            .append(entry)
+            .map_err(|source| RunError::Output { path: self.dir.join("journal.jsonl").display().to_string(), source })
     }
 
     fn point_done(&self, point: &str, group: &str, attempt: u32, status: &str) -> Result<(), RunError> {
         if status == "interrupted" {
             return Ok(()); // not finished: a resume measures it
         }
-        self.journal(&journal::Entry::PointDone { point: point.to_owned(), group: group.to_owned(), attempt, status: status.to_owned(), at: chrono::Local::now().to_rfc3339() })
+        self.journal(&journal::Entry::PointDone {
+            point: point.to_owned(),
+            group: group.to_owned(),
+            attempt,
+            status: status.to_owned(),
+            at: chrono::Local::now().to_rfc3339(),
+        })
     }
 
     fn attempt(&self, point: &str) -> u32 {
@@ -307,10 +367,16 @@ fn redact(path: &Path, secret: Option<&str>) {
 }
 
 /// Starts the group's server, runs its pending points, stops it. Returns whether anything failed.
-async fn run_group(ctx: &GroupCtx<'_>, group: &ServerGroup, todo: &[&Point], rec: &mut Recorded) -> Result<bool, RunError> {
+async fn run_group(
+    ctx: &GroupCtx<'_>,
+    group: &ServerGroup,
+    todo: &[&Point],
+    rec: &mut Recorded,
+) -> Result<bool, RunError> {
     let (i, n) = ctx.index;
     let server_dir = ctx.dir.join("servers").join(&group.id);
-    std::fs::create_dir_all(&server_dir).map_err(|source| RunError::Output { path: server_dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&server_dir)
+        .map_err(|source| RunError::Output { path: server_dir.display().to_string(), source })?;
     archive_previous(&server_dir);
     let vars: Vec<String> = group.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
     ctx.progress.line(&format!("server {}/{n} {} {}: starting", i + 1, group.id, vars.join(" ")));
@@ -320,18 +386,34 @@ async fn run_group(ctx: &GroupCtx<'_>, group: &ServerGroup, todo: &[&Point], rec
     }
     let facts = model_facts(group);
     let vocab = facts.as_ref().and_then(|f| f.vocab_size);
-    let (record, points_failed) = match server::start(group, &server_dir, ctx.probe.as_ref(), facts, ctx.http, ctx.interrupted, ctx.api_key).await {
+    let (record, points_failed) = match server::start(
+        group,
+        &server_dir,
+        ctx.probe.as_ref(),
+        facts,
+        ctx.http,
+        ctx.interrupted,
+        ctx.api_key,
+    )
+    .await
+    {
         Ok(mut running) => {
             let ready_s = running.record.ready_s.unwrap_or_default();
             ctx.progress.line(&format!("server {}/{n}: ready in {ready_s:.1} s", i + 1));
             // The spec's model name wins (a `--served-model-name`, or `bench --model`); else what /v1/models lists.
-            let model = group.server.served_model_name.clone().or(running.record.served_model.clone()).unwrap_or_default();
+            let model =
+                group.server.served_model_name.clone().or(running.record.served_model.clone()).unwrap_or_default();
             let failed = run_points(ctx, group, todo, &mut running, &model, vocab, rec).await?;
             ctx.progress.line(&format!("server {}/{n}: stopping", i + 1));
             (server::stop(running, group, &server_dir, ctx.probe.as_ref(), ctx.interrupted), failed)
         }
         Err(record) => {
-            ctx.progress.line(&format!("server {}/{n}: {}: {}", i + 1, record.status.as_str(), record.error.as_deref().unwrap_or("")));
+            ctx.progress.line(&format!(
+                "server {}/{n}: {}: {}",
+                i + 1,
+                record.status.as_str(),
+                record.error.as_deref().unwrap_or("")
+            ));
             ctx.progress.points_done(todo.len());
             for p in todo.iter().filter(|p| p.client.is_some()) {
                 ctx.point_done(&p.id, &group.id, ctx.attempt(&p.id), record.status.as_str())?;
@@ -367,7 +449,15 @@ async fn server_alive(running: &mut server::Running, http: &reqwest::Client, bas
 
 /// The group's pending points against its running server; outputs are rewritten after every point. A server
 /// that dies fails its point and the points after it, which are recorded as not run.
-async fn run_points(ctx: &GroupCtx<'_>, group: &ServerGroup, todo: &[&Point], running: &mut server::Running, model: &str, vocab: Option<u64>, rec: &mut Recorded) -> Result<bool, RunError> {
+async fn run_points(
+    ctx: &GroupCtx<'_>,
+    group: &ServerGroup,
+    todo: &[&Point],
+    running: &mut server::Running,
+    model: &str,
+    vocab: Option<u64>,
+    rec: &mut Recorded,
+) -> Result<bool, RunError> {
     let load_ctx = load::Context {
         http: ctx.http,
         probe: ctx.probe.clone(),
@@ -390,11 +480,23 @@ async fn run_points(ctx: &GroupCtx<'_>, group: &ServerGroup, todo: &[&Point], ru
         let mut out = match &dead {
             Some(why) => load::not_run(group, point, attempt, model, why),
             None => {
-                ctx.progress.status(&format!("server {}/{}: point {}/{} c={} repeat {}", ctx.index.0 + 1, ctx.index.1, j + 1, todo.len(), c.concurrency, point.repeat));
+                ctx.progress.status(&format!(
+                    "server {}/{}: point {}/{} c={} repeat {}",
+                    ctx.index.0 + 1,
+                    ctx.index.1,
+                    j + 1,
+                    todo.len(),
+                    c.concurrency,
+                    point.repeat
+                ));
                 load::run_point(&load_ctx, group, point, attempt, model, vocab).await
             }
         };
-        if dead.is_none() && out.point.status == "ok" && out.requests.iter().any(|r| !r.ok()) && !server_alive(running, ctx.http, &group.server.base_url).await {
+        if dead.is_none()
+            && out.point.status == "ok"
+            && out.requests.iter().any(|r| !r.ok())
+            && !server_alive(running, ctx.http, &group.server.base_url).await
+        {
             let why = "the server died during this point".to_owned();
             out.point.status = "failed".into();
             out.point.error = Some(why.clone());
@@ -405,7 +507,16 @@ async fn run_points(ctx: &GroupCtx<'_>, group: &ServerGroup, todo: &[&Point], ru
         append(&ctx.dir.join("points.jsonl"), std::slice::from_ref(&out.point))?;
         ctx.point_done(&point.id, &group.id, attempt, &out.point.status)?;
         let ok = out.requests.iter().filter(|r| !r.warmup && r.ok()).count();
-        ctx.progress.line(&format!("  point {} c={} repeat {}: {} ({ok}/{} ok, {:.1} s){}", point.id, c.concurrency, point.repeat, out.point.status, c.requests, out.point.wall_s, out.point.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()));
+        ctx.progress.line(&format!(
+            "  point {} c={} repeat {}: {} ({ok}/{} ok, {:.1} s){}",
+            point.id,
+            c.concurrency,
+            point.repeat,
+            out.point.status,
+            c.requests,
+            out.point.wall_s,
+            out.point.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        ));
         failed |= out.point.status == "failed";
         rec.points.push(out.point);
         rec.requests.extend(out.requests);

@@ -157,4 +157,3 @@ pub struct SampleLine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_mem_used_mb: Option<f64>,
 }
-

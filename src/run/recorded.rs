@@ -23,9 +23,11 @@ fn jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, String> 
 }
 
 pub fn read_run(dir: &Path) -> Result<(LoadedSpec, Manifest, Recorded), String> {
-    let manifest: Manifest = serde_json::from_str(&read(&dir.join("manifest.json"))?).map_err(|e| format!("{}: {e}", dir.join("manifest.json").display()))?;
+    let manifest: Manifest = serde_json::from_str(&read(&dir.join("manifest.json"))?)
+        .map_err(|e| format!("{}: {e}", dir.join("manifest.json").display()))?;
     let spec_path = dir.join("spec.yaml");
-    let loaded = spec::load_str(&spec_path.display().to_string(), &read(&spec_path)?, &manifest.overrides).map_err(|e| e.to_string())?;
+    let loaded = spec::load_str(&spec_path.display().to_string(), &read(&spec_path)?, &manifest.overrides)
+        .map_err(|e| e.to_string())?;
     let mut rec = Recorded::default();
     for group in &manifest.plan.groups {
         let path = dir.join("servers").join(&group.id).join("startup.json");

@@ -126,7 +126,13 @@ pub async fn start(
 }
 
 /// Stops a running server and completes its record.
-pub fn stop(mut running: Running, group: &ServerGroup, dir: &Path, probe: &dyn MemoryProbe, interrupted: &AtomicBool) -> ServerRecord {
+pub fn stop(
+    mut running: Running,
+    group: &ServerGroup,
+    dir: &Path,
+    probe: &dyn MemoryProbe,
+    interrupted: &AtomicBool,
+) -> ServerRecord {
     if let Some(process) = &mut running.process {
         let report = process.stop(Duration::from_secs_f64(group.server.stop_timeout_s));
         finish(&mut running.record, process, report, &dir.join("server.log"), probe, interrupted);
@@ -135,7 +141,11 @@ pub fn stop(mut running: Running, group: &ServerGroup, dir: &Path, probe: &dyn M
 }
 
 /// An `external` endpoint: no lifecycle, only a check that it answers and what it says about itself.
-async fn external(cfg: &crate::plan::ServerConfig, mut record: ServerRecord, http: &reqwest::Client) -> Result<Running, ServerRecord> {
+async fn external(
+    cfg: &crate::plan::ServerConfig,
+    mut record: ServerRecord,
+    http: &reqwest::Client,
+) -> Result<Running, ServerRecord> {
     let begin = Instant::now();
     let answer = http.get(&cfg.ready_url).timeout(Duration::from_secs(10)).send().await;
     match answer {
@@ -163,7 +173,14 @@ async fn external(cfg: &crate::plan::ServerConfig, mut record: ServerRecord, htt
     Ok(Running { process: None, record })
 }
 
-fn finish(record: &mut ServerRecord, process: &ServerProcess, stop: StopReport, log_path: &Path, probe: &dyn MemoryProbe, interrupted: &AtomicBool) {
+fn finish(
+    record: &mut ServerRecord,
+    process: &ServerProcess,
+    stop: StopReport,
+    log_path: &Path,
+    probe: &dyn MemoryProbe,
+    interrupted: &AtomicBool,
+) {
     if !stop.leftover.is_empty() {
         record.status = Status::Failed;
         record.error.get_or_insert(format!("processes {:?} survived SIGKILL", stop.leftover));

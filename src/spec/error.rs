@@ -108,8 +108,14 @@ mod tests {
 
     #[test]
     fn display_shows_place_key_caret_and_fix() {
-        let e = SpecError::new("s.yaml", Origin::File { line: 2, column: 16 }, "load.concurrency", "must be ≥ 1", "set it to 1")
-            .with_source("load:\n  concurrency: 0\n");
+        let e = SpecError::new(
+            "s.yaml",
+            Origin::File { line: 2, column: 16 },
+            "load.concurrency",
+            "must be ≥ 1",
+            "set it to 1",
+        )
+        .with_source("load:\n  concurrency: 0\n");
         assert_eq!(
             e.to_string(),
             "s.yaml:2:16: `load.concurrency`: must be ≥ 1\n 2 |   concurrency: 0\n   |                ^\n  fix: set it to 1"

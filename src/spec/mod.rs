@@ -74,19 +74,36 @@ pub fn load_str(file: &str, text: &str, overrides: &[String]) -> Result<LoadedSp
 
 fn parse_tree(file: &str, text: &str) -> Result<Node, SpecError> {
     let empty = |msg: &str| {
-        SpecError::new(file, Origin::File { line: 1, column: 1 }, "", msg, "start from one of the specs in experiments/, e.g. experiments/cpu/kv_scaling.yaml")
+        SpecError::new(
+            file,
+            Origin::File { line: 1, column: 1 },
+            "",
+            msg,
+            "start from one of the specs in experiments/, e.g. experiments/cpu/kv_scaling.yaml",
+        )
     };
     if text.len() > MAX_SPEC_BYTES {
-        return Err(empty(&format!("the spec is {} bytes; a spec over {MAX_SPEC_BYTES} bytes is surely a mistake", text.len())));
+        return Err(empty(&format!(
+            "the spec is {} bytes; a spec over {MAX_SPEC_BYTES} bytes is surely a mistake",
+            text.len()
+        )));
     }
     if text.trim().is_empty() {
         return Err(empty("the spec is empty"));
     }
-    let tree: Node = serde_saphyr::from_str_with_options(text, parse_options()).map_err(|e| yaml_error(file, text, &e))?;
+    let tree: Node =
+        serde_saphyr::from_str_with_options(text, parse_options()).map_err(|e| yaml_error(file, text, &e))?;
     match tree.kind {
         Kind::Map(_) => Ok(tree),
         Kind::Null => Err(empty("the spec has no content (only comments?)")),
-        _ => Err(SpecError::new(file, tree.origin.clone(), "", "the spec must be a mapping of keys (name, engine, grid, load, ...)", "start from one of the specs in experiments/").with_source(text)),
+        _ => Err(SpecError::new(
+            file,
+            tree.origin.clone(),
+            "",
+            "the spec must be a mapping of keys (name, engine, grid, load, ...)",
+            "start from one of the specs in experiments/",
+        )
+        .with_source(text)),
     }
 }
 
@@ -110,13 +127,27 @@ fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error) -> SpecError {
     };
     let message = e.without_snippet().to_string();
     let message = message.lines().next().unwrap_or("invalid YAML").trim().to_owned();
-    SpecError::new(file, origin, "", format!("invalid YAML: {message}"), "fix the YAML syntax at this place (indentation, a missing `:` or an unclosed quote or bracket)")
-        .with_source(text)
+    SpecError::new(
+        file,
+        origin,
+        "",
+        format!("invalid YAML: {message}"),
+        "fix the YAML syntax at this place (indentation, a missing `:` or an unclosed quote or bracket)",
+    )
+    .with_source(text)
 }
 
 fn apply_override(source: &mut SpecSource, arg: &str) -> Result<(), SpecError> {
     let origin = Origin::Override(arg.to_owned());
-    let usage = |msg: String| SpecError::new(&source.file, origin.clone(), "", msg, "write it as `--set path.to.key=value`, e.g. `--set engine.model=/models/qwen`");
+    let usage = |msg: String| {
+        SpecError::new(
+            &source.file,
+            origin.clone(),
+            "",
+            msg,
+            "write it as `--set path.to.key=value`, e.g. `--set engine.model=/models/qwen`",
+        )
+    };
     let Some((path_text, value_text)) = arg.split_once('=') else {
         return Err(usage(format!("`{arg}` has no `=`")));
     };
@@ -172,7 +203,11 @@ fn serde_error(source: &SpecSource, mut path: Vec<Seg>, message: &str) -> SpecEr
     if let Some(rest) = message.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or(rest);
         let key = path_to_string(&path);
-        let fix = if key.is_empty() { format!("add `{name}:` at the top level") } else { format!("add `{name}:` under `{key}`") };
+        let fix = if key.is_empty() {
+            format!("add `{name}:` at the top level")
+        } else {
+            format!("add `{name}:` under `{key}`")
+        };
         return source.error_at(&path, format!("missing required key `{name}`"), fix);
     }
     if let Some(rest) = message.strip_prefix("invalid type: ") {
@@ -182,7 +217,11 @@ fn serde_error(source: &SpecSource, mut path: Vec<Seg>, message: &str) -> SpecEr
             "f32" | "f64" => "a number",
             other => other,
         };
-        return source.error_at(&path, format!("wrong type: found {found}, expected {expected}"), format!("write {expected} here"));
+        return source.error_at(
+            &path,
+            format!("wrong type: found {found}, expected {expected}"),
+            format!("write {expected} here"),
+        );
     }
     if let Some(rest) = message.strip_prefix("invalid value: ") {
         let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, "another value"));

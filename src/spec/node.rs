@@ -5,8 +5,8 @@
 //! [`crate::spec::Spec`] is then deserialized from the tree (through JSON), with the failing path mapped back
 //! to a location here.
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 use std::fmt;
 
@@ -79,11 +79,7 @@ pub fn path_to_string(path: &[Seg]) -> String {
 }
 
 fn origin_of(loc: serde_saphyr::Location) -> Origin {
-    if loc.line() == 0 {
-        Origin::Unknown
-    } else {
-        Origin::File { line: loc.line(), column: loc.column() }
-    }
+    if loc.line() == 0 { Origin::Unknown } else { Origin::File { line: loc.line(), column: loc.column() } }
 }
 
 impl<'de> Deserialize<'de> for Node {
@@ -277,9 +273,7 @@ impl Node {
             Kind::Float(f) => serde_json::Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
             Kind::Str(s) => Value::String(s.clone()),
             Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
-            Kind::Map(entries) => {
-                Value::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect())
-            }
+            Kind::Map(entries) => Value::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect()),
         }
     }
 

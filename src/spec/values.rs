@@ -110,9 +110,7 @@ impl Visitor<'_> for IntVisitor {
         Ok(IntOrTemplate::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntOrTemplate, E> {
-        i64::try_from(v)
-            .map(IntOrTemplate::Int)
-            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+        i64::try_from(v).map(IntOrTemplate::Int).map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<IntOrTemplate, E> {
         Ok(IntOrTemplate::Template(v.to_owned()))
@@ -281,9 +279,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write it like 600s, 100ms, 2m or 1h"))?;
+    let value: f64 =
+        num.parse().map_err(|_| format!("`{text}` is not a duration; write it like 600s, 100ms, 2m or 1h"))?;
     let scale = match unit.trim() {
         "" | "s" | "sec" | "secs" => 1.0,
         "ms" => 1e-3,
@@ -328,9 +325,7 @@ impl Visitor<'_> for DurVisitor {
         Ok(Dur::secs(v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-        u64::try_from(v)
-            .map(Dur::secs)
-            .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+        u64::try_from(v).map(Dur::secs).map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
         parse_duration(&v.to_string()).map(Dur).map_err(E::custom)

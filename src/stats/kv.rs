@@ -102,7 +102,6 @@ fn row(r: &ServerRecord, prev: &mut Option<(u64, f64)>) -> KvRow {
     }
 }
 
-
 use super::fit;
 use serde::Serialize;
 
@@ -191,10 +190,16 @@ fn blocks(tokens: u64, block: u64) -> u64 {
 
 pub fn findings(records: &[ServerRecord]) -> KvFindings {
     let all = rows(records);
-    let ok: Vec<&KvRow> = all.iter().filter(|r| r.status == Status::Ok && r.max_model_len.is_some() && r.mem_used_mb.is_some()).collect();
+    let ok: Vec<&KvRow> =
+        all.iter().filter(|r| r.status == Status::Ok && r.max_model_len.is_some() && r.mem_used_mb.is_some()).collect();
     let xs: Vec<f64> = ok.iter().map(|r| r.max_model_len.unwrap_or(0) as f64).collect();
     let ys: Vec<f64> = ok.iter().map(|r| r.mem_used_mb.unwrap_or(0.0)).collect();
-    let fit = fit::linear(&xs, &ys).map(|f| FitOut { slope_mb_per_token: f.slope, slope_bytes_per_token: f.slope * MIB, intercept_mb: f.intercept, r2: f.r2 });
+    let fit = fit::linear(&xs, &ys).map(|f| FitOut {
+        slope_mb_per_token: f.slope,
+        slope_bytes_per_token: f.slope * MIB,
+        intercept_mb: f.intercept,
+        r2: f.r2,
+    });
     let (mem_min, mem_max) = (ys.iter().cloned().reduce(f64::min), ys.iter().cloned().reduce(f64::max));
     let spread = match (mem_min, mem_max) {
         (Some(a), Some(b)) if !ys.is_empty() => Some(100.0 * (b - a) / (ys.iter().sum::<f64>() / ys.len() as f64)),
@@ -208,12 +213,24 @@ pub fn findings(records: &[ServerRecord]) -> KvFindings {
         Some(n) => (n, "from --max-num-seqs".to_owned()),
         // The default depends on the device: large GPUs (H100/H200 class, 70 GiB and more) get 1024.
         None => match records.iter().find_map(|r| r.at_ready.as_ref()?.device_total_mb) {
-            Some(total) if total >= 70.0 * 1024.0 => (DEFAULT_MAX_NUM_SEQS_LARGE_GPU, "vLLM's default on GPUs of 70 GiB and more, the H100/H200 class; set --max-num-seqs to change it".to_owned()),
-            _ => (DEFAULT_MAX_NUM_SEQS, "vLLM's default outside H100/H200-class GPUs, which get 1024; set --max-num-seqs to change it".to_owned()),
+            Some(total) if total >= 70.0 * 1024.0 => (
+                DEFAULT_MAX_NUM_SEQS_LARGE_GPU,
+                "vLLM's default on GPUs of 70 GiB and more, the H100/H200 class; set --max-num-seqs to change it"
+                    .to_owned(),
+            ),
+            _ => (
+                DEFAULT_MAX_NUM_SEQS,
+                "vLLM's default outside H100/H200-class GPUs, which get 1024; set --max-num-seqs to change it"
+                    .to_owned(),
+            ),
         },
     };
     let theory = ok.iter().find_map(|r| r.theory_bytes_per_token);
-    let engine = ok.iter().filter_map(|r| r.engine_bytes_per_token).reduce(|a, b| a + b).map(|s| s / ok.iter().filter(|r| r.engine_bytes_per_token.is_some()).count() as f64);
+    let engine = ok
+        .iter()
+        .filter_map(|r| r.engine_bytes_per_token)
+        .reduce(|a, b| a + b)
+        .map(|s| s / ok.iter().filter(|r| r.engine_bytes_per_token.is_some()).count() as f64);
     let memory_label = match ok.first().map(|r| r.memory_source) {
         Some(Source::Procfs) => "the server process tree's RSS (CPU engine)".to_owned(),
         Some(_) => "device-wide GPU memory used at ready".to_owned(),
@@ -221,7 +238,11 @@ pub fn findings(records: &[ServerRecord]) -> KvFindings {
     };
     let mut f = KvFindings {
         lengths: ok.iter().filter_map(|r| r.max_model_len).collect(),
-        failed: all.iter().filter(|r| r.status != Status::Ok).map(|r| (r.max_model_len.unwrap_or(0), r.notes.last().cloned().unwrap_or_default())).collect(),
+        failed: all
+            .iter()
+            .filter(|r| r.status != Status::Ok)
+            .map(|r| (r.max_model_len.unwrap_or(0), r.notes.last().cloned().unwrap_or_default()))
+            .collect(),
         memory_label,
         mem_min_mb: mem_min,
         mem_max_mb: mem_max,
@@ -253,7 +274,10 @@ pub fn findings(records: &[ServerRecord]) -> KvFindings {
         envelope: Vec::new(),
         concurrent_4k: String::new(),
         safe_max_model_len: None,
-        safe_rule: format!("the largest max-model-len that started and whose KV pool, less a {:.0}% margin, holds {HEADROOM_REQUESTS} full-length requests", SAFETY_MARGIN * 100.0),
+        safe_rule: format!(
+            "the largest max-model-len that started and whose KV pool, less a {:.0}% margin, holds {HEADROOM_REQUESTS} full-length requests",
+            SAFETY_MARGIN * 100.0
+        ),
         latency_pick: String::new(),
         throughput_pick: String::new(),
     };
@@ -270,7 +294,12 @@ fn steps(ok: &[&KvRow], fit: Option<&FitOut>) -> Vec<Step> {
         .map(|w| {
             let (a, b) = (w[0], w[1]);
             let (la, lb) = (a.max_model_len.unwrap_or(0), b.max_model_len.unwrap_or(0));
-            Step { from: la, to: lb, delta_mb: b.mem_used_mb.unwrap_or(0.0) - a.mem_used_mb.unwrap_or(0.0), expected_mb: fit.slope_mb_per_token * (lb as f64 - la as f64) }
+            Step {
+                from: la,
+                to: lb,
+                delta_mb: b.mem_used_mb.unwrap_or(0.0) - a.mem_used_mb.unwrap_or(0.0),
+                expected_mb: fit.slope_mb_per_token * (lb as f64 - la as f64),
+            }
         })
         .collect()
 }
@@ -286,23 +315,35 @@ fn regime(f: &mut KvFindings, ok: &[&KvRow], tokens_fit: Option<fit::Fit>) {
     let (lo, hi) = (f.lengths.first().copied().unwrap_or(0), f.lengths.last().copied().unwrap_or(0));
     if spread < 2.0 {
         f.regime = "flat".into();
-        f.regime_statement = "flat: the KV pool is sized by memory utilisation (or a fixed KV size), not by max-model-len".into();
+        f.regime_statement =
+            "flat: the KV pool is sized by memory utilisation (or a fixed KV size), not by max-model-len".into();
         f.regime_evidence = format!(
             "memory varied by {:.1} MiB ({spread:.2}%) from max-model-len {lo} to {hi}{}; what changes with the length is how many full-length requests the pool holds",
             f.mem_max_mb.unwrap_or(0.0) - f.mem_min_mb.unwrap_or(0.0),
-            if tokens_const && !tokens.is_empty() { format!(", while the KV capacity stayed at {} tokens", super::thousands(tokens[0] as f64, 0)) } else { String::new() }
+            if tokens_const && !tokens.is_empty() {
+                format!(", while the KV capacity stayed at {} tokens", super::thousands(tokens[0] as f64, 0))
+            } else {
+                String::new()
+            }
         );
         f.bytes_per_token_note = "memory does not move with the length here, so the slope measures nothing about KV bytes; the engine's figure and the theory still apply".into();
     } else if fit.slope_mb_per_token > 0.0 && fit.r2 >= 0.9 {
         f.regime = "linear".into();
         f.regime_statement = "linear: the KV budget follows the length".into();
-        f.regime_evidence = format!("memory rose {:.1} MiB per 1,000 tokens of max-model-len (R² {:.4}) from {lo} to {hi}", fit.slope_mb_per_token * 1000.0, fit.r2);
+        f.regime_evidence = format!(
+            "memory rose {:.1} MiB per 1,000 tokens of max-model-len (R² {:.4}) from {lo} to {hi}",
+            fit.slope_mb_per_token * 1000.0,
+            fit.r2
+        );
         // Memory per token of length divided by KV tokens per token of length = bytes per KV token.
         if let Some(tf) = tokens_fit.filter(|t| t.slope > 0.0) {
             let per_kv_token = fit.slope_bytes_per_token / tf.slope;
             f.bytes_per_token_slope = Some(per_kv_token);
             f.slope_over_theory = f.bytes_per_token_theory.map(|t| per_kv_token / t as f64);
-            f.bytes_per_token_note = format!("the slope is {:.0} bytes per token of max-model-len; the KV capacity grew {:.1} tokens per token of max-model-len, so memory grew {per_kv_token:.0} bytes per KV token", fit.slope_bytes_per_token, tf.slope);
+            f.bytes_per_token_note = format!(
+                "the slope is {:.0} bytes per token of max-model-len; the KV capacity grew {:.1} tokens per token of max-model-len, so memory grew {per_kv_token:.0} bytes per KV token",
+                fit.slope_bytes_per_token, tf.slope
+            );
         } else {
             f.bytes_per_token_slope = Some(fit.slope_bytes_per_token);
             f.slope_over_theory = f.bytes_per_token_theory.map(|t| fit.slope_bytes_per_token / t as f64);
@@ -311,7 +352,8 @@ fn regime(f: &mut KvFindings, ok: &[&KvRow], tokens_fit: Option<fit::Fit>) {
     } else {
         f.regime = "irregular".into();
         f.regime_statement = "irregular: memory moved with the length, but not along a line".into();
-        f.regime_evidence = format!("memory spread {spread:.1}%, fit slope {:.3} MiB/token, R² {:.3}", fit.slope_mb_per_token, fit.r2);
+        f.regime_evidence =
+            format!("memory spread {spread:.1}%, fit slope {:.3} MiB/token, R² {:.3}", fit.slope_mb_per_token, fit.r2);
         f.bytes_per_token_note = "no reliable slope".into();
     }
 }
@@ -336,7 +378,8 @@ fn outside_pool(f: &mut KvFindings, ok: &[&KvRow]) {
     let Some(per_token) = fit::linear(&tokens, &outside).map(|fit| fit.slope * MIB) else { return };
     f.bytes_per_token_outside = Some(per_token);
     f.outside_over_theory = f.bytes_per_token_theory.map(|t| per_token / t as f64);
-    let listed = points.iter().map(|(l, o, _)| format!("{} MiB at {l}", super::thousands(*o, 1))).collect::<Vec<_>>().join(", ");
+    let listed =
+        points.iter().map(|(l, o, _)| format!("{} MiB at {l}", super::thousands(*o, 1))).collect::<Vec<_>>().join(", ");
     let (first, last) = (outside[0], outside[outside.len() - 1]);
     f.outside_note = format!(
         "memory outside the KV pool (memory less the engine-reported pool): {listed}; it moved {:+.1} MiB from the shortest to the longest length, {per_token:+.0} bytes per KV token by least squares, which is exactly how far the slope of memory sits from the pool's own growth",
@@ -348,7 +391,9 @@ fn granularity(f: &mut KvFindings, ok: &[&KvRow]) {
     let nonzero: Vec<f64> = f.steps.iter().map(|s| s.delta_mb.abs()).filter(|d| *d > 0.05).collect();
     let smallest = nonzero.iter().cloned().reduce(f64::min);
     let block = match (f.block_size, f.bytes_per_token_engine.or(f.bytes_per_token_theory.map(|t| t as f64))) {
-        (Some(b), Some(bpt)) => format!("KV capacity comes in blocks of {b} tokens ({:.0} KiB each)", b as f64 * bpt / 1024.0),
+        (Some(b), Some(bpt)) => {
+            format!("KV capacity comes in blocks of {b} tokens ({:.0} KiB each)", b as f64 * bpt / 1024.0)
+        }
         (Some(b), None) => format!("KV capacity comes in blocks of {b} tokens"),
         _ => "the block size was not reported".to_owned(),
     };
@@ -361,12 +406,20 @@ fn granularity(f: &mut KvFindings, ok: &[&KvRow]) {
         .collect();
     f.granularity = format!(
         "{block}{}; {}{}",
-        if quantised && f.block_size.is_some() { " and every measured capacity is a whole number of blocks" } else { "" },
+        if quantised && f.block_size.is_some() {
+            " and every measured capacity is a whole number of blocks"
+        } else {
+            ""
+        },
         match smallest {
             Some(s) => format!("the smallest memory step between lengths was {s:.1} MiB"),
             None => "no memory step between lengths".to_owned(),
         },
-        if jumps.is_empty() { "; no step departs from the fitted line by more than 1% of memory".to_owned() } else { format!("; steps off the line: {}", jumps.join("; ")) }
+        if jumps.is_empty() {
+            "; no step departs from the fitted line by more than 1% of memory".to_owned()
+        } else {
+            format!("; steps off the line: {}", jumps.join("; "))
+        }
     );
 }
 
@@ -380,23 +433,55 @@ fn envelope(f: &mut KvFindings, ok: &[&KvRow]) {
     for r in ok {
         let (Some(m), Some(k)) = (r.max_model_len, r.kv_cache_tokens) else { continue };
         let usable = (k as f64 * (1.0 - f.margin)) as u64;
-        let fits = lengths.iter().filter(|l| **l <= m).map(|l| (*l, (usable / blocks(*l, block)).min(f.max_num_seqs))).collect();
+        let fits = lengths
+            .iter()
+            .filter(|l| **l <= m)
+            .map(|l| (*l, (usable / blocks(*l, block)).min(f.max_num_seqs)))
+            .collect();
         f.envelope.push(Envelope { max_model_len: m, kv_tokens: k, fits });
     }
-    let for_4k: Vec<String> = f.envelope.iter().filter_map(|e| e.fits.iter().find(|(l, _)| *l == 4096).map(|(_, n)| format!("max-model-len {}: {n}", e.max_model_len))).collect();
+    let for_4k: Vec<String> = f
+        .envelope
+        .iter()
+        .filter_map(|e| {
+            e.fits.iter().find(|(l, _)| *l == 4096).map(|(_, n)| format!("max-model-len {}: {n}", e.max_model_len))
+        })
+        .collect();
     f.concurrent_4k = if for_4k.is_empty() {
         "no successful max-model-len of 4096 or more in this run, so none serves 4K requests".to_owned()
     } else {
-        format!("concurrent 4K-token requests that fit (KV pool less {:.0}%, capped by max-num-seqs {}): {}", f.margin * 100.0, f.max_num_seqs, for_4k.join("; "))
+        format!(
+            "concurrent 4K-token requests that fit (KV pool less {:.0}%, capped by max-num-seqs {}): {}",
+            f.margin * 100.0,
+            f.max_num_seqs,
+            for_4k.join("; ")
+        )
     };
-    f.safe_max_model_len = f.envelope.iter().filter(|e| (e.kv_tokens as f64 * (1.0 - f.margin)) as u64 >= HEADROOM_REQUESTS * blocks(e.max_model_len, block)).map(|e| e.max_model_len).max();
+    f.safe_max_model_len = f
+        .envelope
+        .iter()
+        .filter(|e| {
+            (e.kv_tokens as f64 * (1.0 - f.margin)) as u64 >= HEADROOM_REQUESTS * blocks(e.max_model_len, block)
+        })
+        .map(|e| e.max_model_len)
+        .max();
     let smallest = f.envelope.first();
     f.latency_pick = match f.safe_max_model_len.and_then(|m| f.envelope.iter().find(|e| e.max_model_len == m)) {
-        Some(e) => format!("max-model-len {} (the largest safe one): long prompts fit, and the pool still holds {} full-length requests; keep concurrency below the latency knee of the sweep", e.max_model_len, (e.kv_tokens as f64 * (1.0 - f.margin)) as u64 / blocks(e.max_model_len, block)),
-        None => "no length in this run is safe by the rule above: give the KV pool more memory or use shorter lengths".to_owned(),
+        Some(e) => format!(
+            "max-model-len {} (the largest safe one): long prompts fit, and the pool still holds {} full-length requests; keep concurrency below the latency knee of the sweep",
+            e.max_model_len,
+            (e.kv_tokens as f64 * (1.0 - f.margin)) as u64 / blocks(e.max_model_len, block)
+        ),
+        None => "no length in this run is safe by the rule above: give the KV pool more memory or use shorter lengths"
+            .to_owned(),
     };
     f.throughput_pick = match smallest {
-        Some(e) => format!("the smallest max-model-len your requests fit, e.g. {}: the pool holds {} full-length requests at once (capped by max-num-seqs {}), so the scheduler can batch the most", e.max_model_len, ((e.kv_tokens as f64 * (1.0 - f.margin)) as u64 / blocks(e.max_model_len, block)).min(f.max_num_seqs), f.max_num_seqs),
+        Some(e) => format!(
+            "the smallest max-model-len your requests fit, e.g. {}: the pool holds {} full-length requests at once (capped by max-num-seqs {}), so the scheduler can batch the most",
+            e.max_model_len,
+            ((e.kv_tokens as f64 * (1.0 - f.margin)) as u64 / blocks(e.max_model_len, block)).min(f.max_num_seqs),
+            f.max_num_seqs
+        ),
         None => "no successful length to base a pick on".to_owned(),
     };
 }

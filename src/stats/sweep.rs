@@ -104,7 +104,9 @@ fn repeat_stats(p: &PointRecord, reqs: &[&RequestRecord], samples: &[&SampleLine
         (Some(b), Some(a)) => Some(crate::probe::metrics::delta(b, a)),
         _ => None,
     };
-    let metric_max = |f: fn(&crate::probe::metrics::Snapshot) -> Option<f64>| samples.iter().filter_map(|s| s.metrics.as_ref().and_then(f)).reduce(f64::max);
+    let metric_max = |f: fn(&crate::probe::metrics::Snapshot) -> Option<f64>| {
+        samples.iter().filter_map(|s| s.metrics.as_ref().and_then(f)).reduce(f64::max)
+    };
     let utils: Vec<f64> = samples.iter().filter_map(|s| s.gpu_util_pct).collect();
     RepeatStats {
         point: p.point.clone(),
@@ -121,7 +123,11 @@ fn repeat_stats(p: &PointRecord, reqs: &[&RequestRecord], samples: &[&SampleLine
         ttft: summarize(ok.iter().filter_map(|r| r.ttft_s())),
         itl_p50_s: (!gaps.is_empty()).then(|| super::summary::percentile_sorted(&gaps, 50.0)),
         mean_lag_s: super::summary::mean(&ok.iter().map(|r| r.lag_s()).collect::<Vec<_>>()),
-        short_outputs: if p.client.ignore_eos { ok.iter().filter(|r| tokens(r) < u64::from(p.client.max_tokens)).count() } else { 0 },
+        short_outputs: if p.client.ignore_eos {
+            ok.iter().filter(|r| tokens(r) < u64::from(p.client.max_tokens)).count()
+        } else {
+            0
+        },
         server_generation_tokens: delta.as_ref().and_then(|d| d.generation_tokens),
         server_mean_e2e_s: delta.as_ref().and_then(|d| d.mean_e2e_s),
         server_mean_ttft_s: delta.as_ref().and_then(|d| d.mean_ttft_s),
@@ -158,14 +164,21 @@ fn flags(cell: &Cell, gpu_sampled: bool, all_requests: &[&RequestRecord]) -> Vec
             notes.push(format!("client lag: dispatch delay {:.0}% of e2e", 100.0 * h.mean_lag_s / e2e.mean));
         }
     }
-    let client_tokens: u64 = all_requests.iter().filter(|r| r.point == h.point && r.attempt == h.attempt && !r.warmup).map(|r| u64::from(r.completion_tokens.unwrap_or(r.chunks))).sum();
+    let client_tokens: u64 = all_requests
+        .iter()
+        .filter(|r| r.point == h.point && r.attempt == h.attempt && !r.warmup)
+        .map(|r| u64::from(r.completion_tokens.unwrap_or(r.chunks)))
+        .sum();
     if let Some(server) = h.server_generation_tokens {
         if (server - client_tokens as f64).abs() > 0.5 {
             notes.push(format!("client/server tokens differ: {client_tokens} vs {server:.0}"));
         }
     }
     if cell.shared_prefix_tokens == 0 && h.prefix_hits.is_some_and(|hits| hits > 0.0) {
-        notes.push(format!("warm prefix cache: {:.0} prompt tokens hit although prompts were unique", h.prefix_hits.unwrap_or(0.0)));
+        notes.push(format!(
+            "warm prefix cache: {:.0} prompt tokens hit although prompts were unique",
+            h.prefix_hits.unwrap_or(0.0)
+        ));
     }
     if !gpu_sampled {
         notes.push("no GPU: gpu_util_pct not measured".to_owned());
@@ -174,12 +187,19 @@ fn flags(cell: &Cell, gpu_sampled: bool, all_requests: &[&RequestRecord]) -> Vec
 }
 
 /// Groups points into cells per server group, in plan order.
-pub fn analyze(points: &[PointRecord], requests: &[RequestRecord], samples: &[SampleLine], policy: RepeatPolicy, rules: &KneeRules) -> Vec<GroupSweep> {
+pub fn analyze(
+    points: &[PointRecord],
+    requests: &[RequestRecord],
+    samples: &[SampleLine],
+    policy: RepeatPolicy,
+    rules: &KneeRules,
+) -> Vec<GroupSweep> {
     let measured: Vec<&RequestRecord> = requests.iter().filter(|r| !r.warmup).collect();
     let mut groups: Vec<GroupSweep> = Vec::new();
     for p in points.iter().filter(|p| p.status == "ok") {
         let label = cell_label(p);
-        let reqs: Vec<&RequestRecord> = measured.iter().copied().filter(|r| r.point == p.point && r.attempt == p.attempt).collect();
+        let reqs: Vec<&RequestRecord> =
+            measured.iter().copied().filter(|r| r.point == p.point && r.attempt == p.attempt).collect();
         let samps: Vec<&SampleLine> = samples.iter().filter(|s| s.point == p.point && s.attempt == p.attempt).collect();
         let stats = repeat_stats(p, &reqs, &samps);
         let gi = match groups.iter().position(|g| g.group == p.group) {
@@ -220,10 +240,19 @@ pub fn analyze(points: &[PointRecord], requests: &[RequestRecord], samples: &[Sa
 /// Cells are told apart by their client configuration without the repeat.
 fn cell_label(p: &PointRecord) -> String {
     let c = &p.client;
-    format!("c={} n={} max_tokens={} prompt={} prefix={} stream={} eos={}", c.concurrency, c.requests, c.max_tokens, c.prompt_tokens, c.shared_prefix_tokens, c.stream, c.ignore_eos)
+    format!(
+        "c={} n={} max_tokens={} prompt={} prefix={} stream={} eos={}",
+        c.concurrency, c.requests, c.max_tokens, c.prompt_tokens, c.shared_prefix_tokens, c.stream, c.ignore_eos
+    )
 }
 
-fn finish_group(g: &mut GroupSweep, policy: RepeatPolicy, rules: &KneeRules, gpu_sampled: bool, measured: &[&RequestRecord]) {
+fn finish_group(
+    g: &mut GroupSweep,
+    policy: RepeatPolicy,
+    rules: &KneeRules,
+    gpu_sampled: bool,
+    measured: &[&RequestRecord],
+) {
     for c in &mut g.cells {
         c.headline = headline(&c.repeats, policy);
         let tok: Vec<f64> = c.repeats.iter().map(|r| r.tok_s).collect();
@@ -256,7 +285,14 @@ fn finish_group(g: &mut GroupSweep, policy: RepeatPolicy, rules: &KneeRules, gpu
 }
 
 fn no_knee(rules: &KneeRules) -> Knee {
-    Knee { throughput_knee: None, throughput_reason: None, throughput_finding: String::new(), latency_knee: None, latency_finding: String::new(), rule: rule_text(rules) }
+    Knee {
+        throughput_knee: None,
+        throughput_reason: None,
+        throughput_finding: String::new(),
+        latency_knee: None,
+        latency_finding: String::new(),
+        rule: rule_text(rules),
+    }
 }
 
 pub fn rule_text(r: &KneeRules) -> String {
@@ -284,15 +320,31 @@ pub fn knee(cells: &[Cell], rules: &KneeRules) -> Knee {
             k.throughput_knee = Some(prev.concurrency);
             k.throughput_reason = Some(if eff_low { "efficiency" } else { "gain" }.to_owned());
             k.throughput_finding = if eff_low {
-                format!("throughput stops scaling efficiently after concurrency {}: at {} the efficiency S(c)/c is {:.3} (< {}), although tokens/s still grew {:.0}%", prev.concurrency, cur.concurrency, cur.efficiency.unwrap_or(0.0), rules.efficiency_min, gain * 100.0)
+                format!(
+                    "throughput stops scaling efficiently after concurrency {}: at {} the efficiency S(c)/c is {:.3} (< {}), although tokens/s still grew {:.0}%",
+                    prev.concurrency,
+                    cur.concurrency,
+                    cur.efficiency.unwrap_or(0.0),
+                    rules.efficiency_min,
+                    gain * 100.0
+                )
             } else {
-                format!("throughput stops scaling after concurrency {}: going to {} gains {:.0}% tokens/s (< {:.0}%)", prev.concurrency, cur.concurrency, gain * 100.0, rules.marginal_gain_min * 100.0)
+                format!(
+                    "throughput stops scaling after concurrency {}: going to {} gains {:.0}% tokens/s (< {:.0}%)",
+                    prev.concurrency,
+                    cur.concurrency,
+                    gain * 100.0,
+                    rules.marginal_gain_min * 100.0
+                )
             };
             break;
         }
     }
     if k.throughput_knee.is_none() {
-        k.throughput_finding = format!("no throughput knee within the tested range ({range}): every step gained at least {:.0}% tokens/s", rules.marginal_gain_min * 100.0);
+        k.throughput_finding = format!(
+            "no throughput knee within the tested range ({range}): every step gained at least {:.0}% tokens/s",
+            rules.marginal_gain_min * 100.0
+        );
     }
     for c in cells {
         let inflated = c.p95_inflation.is_some_and(|x| x > rules.p95_inflation_max);
@@ -300,9 +352,18 @@ pub fn knee(cells: &[Cell], rules: &KneeRules) -> Knee {
         if inflated || waiting {
             k.latency_knee = Some(c.concurrency);
             k.latency_finding = if inflated {
-                format!("latency blows up at concurrency {}: p95 e2e is {:.1}× that at concurrency 1 (> {}×)", c.concurrency, c.p95_inflation.unwrap_or(0.0), rules.p95_inflation_max)
+                format!(
+                    "latency blows up at concurrency {}: p95 e2e is {:.1}× that at concurrency 1 (> {}×)",
+                    c.concurrency,
+                    c.p95_inflation.unwrap_or(0.0),
+                    rules.p95_inflation_max
+                )
             } else {
-                format!("latency blows up at concurrency {}: the server queued requests (up to {:.0} waiting)", c.concurrency, c.head().waiting_max.unwrap_or(0.0))
+                format!(
+                    "latency blows up at concurrency {}: the server queued requests (up to {:.0} waiting)",
+                    c.concurrency,
+                    c.head().waiting_max.unwrap_or(0.0)
+                )
             };
             break;
         }
@@ -320,11 +381,16 @@ pub fn rules_of_thumb(g: &GroupSweep, rules: &KneeRules) -> Vec<String> {
     let (Some(first), Some(last)) = (cells.first(), cells.last()) else { return out };
     // The sweet spot: levels up to the throughput knee and below the latency knee that keep efficiency and
     // p95 within the rules.
-    let upper = g.knee.throughput_knee.unwrap_or(u32::MAX).min(g.knee.latency_knee.map_or(u32::MAX, |k| k.saturating_sub(1)));
+    let upper =
+        g.knee.throughput_knee.unwrap_or(u32::MAX).min(g.knee.latency_knee.map_or(u32::MAX, |k| k.saturating_sub(1)));
     let sweet: Vec<u32> = cells
         .iter()
         .filter(|c| c.concurrency <= upper)
-        .filter(|c| c.efficiency.is_some_and(|e| e >= rules.efficiency_min) && c.p95_inflation.is_none_or(|p| p <= rules.p95_inflation_max) && c.head().errors.is_empty())
+        .filter(|c| {
+            c.efficiency.is_some_and(|e| e >= rules.efficiency_min)
+                && c.p95_inflation.is_none_or(|p| p <= rules.p95_inflation_max)
+                && c.head().errors.is_empty()
+        })
         .map(|c| c.concurrency)
         .collect();
     match (sweet.first(), sweet.last()) {
@@ -333,26 +399,52 @@ pub fn rules_of_thumb(g: &GroupSweep, rules: &KneeRules) -> Vec<String> {
         _ => {}
     }
     if let Some(s) = last.speedup {
-        out.push(format!("Batching multiplies throughput by {s:.1}× from 1 to {} concurrent requests ({:.0} → {:.0} tokens/s).", last.concurrency, first.head().tok_s, last.head().tok_s));
+        out.push(format!(
+            "Batching multiplies throughput by {s:.1}× from 1 to {} concurrent requests ({:.0} → {:.0} tokens/s).",
+            last.concurrency,
+            first.head().tok_s,
+            last.head().tok_s
+        ));
     }
     match g.knee.throughput_knee {
         Some(k) => {
-            let after: Vec<String> = cells.iter().filter(|c| c.concurrency > k).map(|c| format!("{}: {:.0} tok/s", c.concurrency, c.head().tok_s)).collect();
+            let after: Vec<String> = cells
+                .iter()
+                .filter(|c| c.concurrency > k)
+                .map(|c| format!("{}: {:.0} tok/s", c.concurrency, c.head().tok_s))
+                .collect();
             if g.knee.throughput_reason.as_deref() == Some("efficiency") {
                 out.push(format!("Beyond concurrency {k}, throughput grows less than {}× as fast as concurrency ({}): more requests in flight buy throughput at a rising latency cost.", rules.efficiency_min, after.join(", ")));
             } else {
                 out.push(format!("Beyond concurrency {k}, throughput stops scaling ({}).", after.join(", ")));
             }
         }
-        None => out.push(format!("Throughput was still scaling at concurrency {}: the knee lies beyond the tested range.", last.concurrency)),
+        None => out.push(format!(
+            "Throughput was still scaling at concurrency {}: the knee lies beyond the tested range.",
+            last.concurrency
+        )),
     }
     match g.knee.latency_knee {
         Some(k) => {
             let c = cells.iter().find(|c| c.concurrency == k);
             let p95 = c.and_then(|c| c.head().e2e.map(|e| e.p95)).unwrap_or(f64::NAN);
-            out.push(format!("From concurrency {k}, p95 e2e blows up: {:.0} ms, {:.1}× sequential{}.", p95 * 1e3, c.and_then(|c| c.p95_inflation).unwrap_or(f64::NAN), if c.is_some_and(|c| c.head().waiting_max.unwrap_or(0.0) > 0.0) { ", with requests queueing at the server" } else { "" }));
+            out.push(format!(
+                "From concurrency {k}, p95 e2e blows up: {:.0} ms, {:.1}× sequential{}.",
+                p95 * 1e3,
+                c.and_then(|c| c.p95_inflation).unwrap_or(f64::NAN),
+                if c.is_some_and(|c| c.head().waiting_max.unwrap_or(0.0) > 0.0) {
+                    ", with requests queueing at the server"
+                } else {
+                    ""
+                }
+            ));
         }
-        None => out.push(format!("p95 e2e stays within {}× of sequential up to concurrency {} ({:.0} ms).", rules.p95_inflation_max, last.concurrency, last.head().e2e.map(|e| e.p95 * 1e3).unwrap_or(f64::NAN))),
+        None => out.push(format!(
+            "p95 e2e stays within {}× of sequential up to concurrency {} ({:.0} ms).",
+            rules.p95_inflation_max,
+            last.concurrency,
+            last.head().e2e.map(|e| e.p95 * 1e3).unwrap_or(f64::NAN)
+        )),
     }
     let knee_cell = g.knee.throughput_knee.and_then(|k| cells.iter().find(|c| c.concurrency == k)).unwrap_or(last);
     match knee_cell.head().gpu_util_pct {

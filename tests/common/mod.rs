@@ -26,7 +26,10 @@ pub fn environment() -> Option<PathBuf> {
     if ok {
         return Some(bin);
     }
-    let msg = format!("vLLM CPU environment missing ({} or models/tiny-llama): run scripts/setup-vllm-cpu.sh and scripts/make-tiny-model.py", bin.display());
+    let msg = format!(
+        "vLLM CPU environment missing ({} or models/tiny-llama): run scripts/setup-vllm-cpu.sh and scripts/make-tiny-model.py",
+        bin.display()
+    );
     if std::env::var_os("CI").is_some() {
         panic!("{msg}");
     }
@@ -67,7 +70,9 @@ pub fn servelab_path(bin: &Path) -> String {
 /// `servelab run SPEC --out OUT --run-id r` from the repository root, with the vLLM environment on PATH.
 pub fn run_command(bin: &Path, spec_path: &Path, out: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_servelab"));
-    cmd.args(["run", spec_path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--run-id", "r"]).env("PATH", servelab_path(bin)).current_dir(ROOT);
+    cmd.args(["run", spec_path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--run-id", "r"])
+        .env("PATH", servelab_path(bin))
+        .current_dir(ROOT);
     cmd
 }
 
@@ -75,7 +80,9 @@ pub fn run_command(bin: &Path, spec_path: &Path, out: &Path) -> Command {
 pub fn startups(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_dir(dir.join("servers"))
         .unwrap()
-        .map(|e| serde_json::from_str(&std::fs::read_to_string(e.unwrap().path().join("startup.json")).unwrap()).unwrap())
+        .map(|e| {
+            serde_json::from_str(&std::fs::read_to_string(e.unwrap().path().join("startup.json")).unwrap()).unwrap()
+        })
         .collect()
 }
 
@@ -119,13 +126,15 @@ pub fn assert_nothing_left_in(dir: &Path, port: u16) {
     let marker = format!("--port\0{port}");
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            assert!(!String::from_utf8_lossy(&cmd).contains(&marker), "a server for port {port} is still running: {:?}", entry.path());
+            assert!(
+                !String::from_utf8_lossy(&cmd).contains(&marker),
+                "a server for port {port} is still running: {:?}",
+                entry.path()
+            );
         }
     }
 }
 
-
 pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
-
