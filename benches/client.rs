@@ -183,6 +183,7 @@ fn main() {
         let (r, _) = run(&rt, 18602, 1, 50_000);
         eprintln!("c=1: {:.0} requests/s", r.req_s);
         let _ = server.kill();
+        let _ = server.wait();
         return;
     }
     if std::env::args().any(|a| a == "--list") {

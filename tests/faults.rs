@@ -72,12 +72,11 @@ fn engine_core_killed_during_load_fails_the_point_and_the_run_goes_on() {
     let mut killed = None;
     while Instant::now() < deadline && killed.is_none() {
         std::thread::sleep(Duration::from_millis(300));
-        if metric(port, "vllm:num_requests_running").unwrap_or(0.0) > 0.0 {
-            if let Some(core) = descendant_named(child.id(), "VLLM::EngineCor") {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(core as i32), nix::sys::signal::Signal::SIGKILL)
-                    .unwrap();
-                killed = Some(core);
-            }
+        if metric(port, "vllm:num_requests_running").unwrap_or(0.0) > 0.0
+            && let Some(core) = descendant_named(child.id(), "VLLM::EngineCor")
+        {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(core as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+            killed = Some(core);
         }
     }
     let output = child.wait_with_output().unwrap();

@@ -101,10 +101,10 @@ impl SseParser {
 
 fn line_event(line: &[u8], on_event: &mut impl FnMut(Event)) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if let Some(payload) = line.strip_prefix(b"data:") {
-        if let Some(e) = classify(payload) {
-            on_event(e);
-        }
+    if let Some(payload) = line.strip_prefix(b"data:")
+        && let Some(e) = classify(payload)
+    {
+        on_event(e);
     }
 }
 

@@ -145,7 +145,10 @@ fn check_duplicates(axis: &str, values: &[Scalar]) -> Result<(), PlanError> {
 }
 
 /// Every template string of the spec, with its path: engine ones first (they decide server scope).
-fn templates(spec: &Spec) -> (Vec<(Vec<Seg>, String)>, Vec<(Vec<Seg>, String)>) {
+/// Template strings with the path of the key that holds each.
+type Located = Vec<(Vec<Seg>, String)>;
+
+fn templates(spec: &Spec) -> (Located, Located) {
     let e = &spec.engine;
     let mut engine = Vec::new();
     let mut push = |path: Vec<Seg>, text: &str| engine.push((path, text.to_owned()));

@@ -83,10 +83,10 @@ fn not_applicable(cfg: &Value) -> Option<String> {
     if get("kv_lora_rank").is_some() {
         return Some("theory not applicable: MLA (compressed latent KV)".into());
     }
-    if let Some(types) = get("layer_types").and_then(Value::as_array) {
-        if types.iter().any(|t| t.as_str() != Some("full_attention")) {
-            return Some("theory not applicable: hybrid or sliding-window layers (layer_types)".into());
-        }
+    if let Some(types) = get("layer_types").and_then(Value::as_array)
+        && types.iter().any(|t| t.as_str() != Some("full_attention"))
+    {
+        return Some("theory not applicable: hybrid or sliding-window layers (layer_types)".into());
     }
     if get("layers_block_type").is_some() || get("attn_layer_indices").is_some() {
         return Some("theory not applicable: hybrid attention/state-space model".into());

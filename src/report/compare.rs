@@ -12,7 +12,10 @@ enum Better {
     Lower,
 }
 
-const METRICS: [(&str, Better, fn(&RepeatStats) -> Option<f64>); 5] = [
+/// A compared metric: its name, which direction is better, and how to read it from a repeat.
+type Metric = (&'static str, Better, fn(&RepeatStats) -> Option<f64>);
+
+const METRICS: [Metric; 5] = [
     ("tok_s", Better::Higher, |r| Some(r.tok_s)),
     ("qps", Better::Higher, |r| Some(r.qps)),
     ("mean_e2e_s", Better::Lower, |r| r.e2e.map(|s| s.mean)),

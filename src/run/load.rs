@@ -43,16 +43,19 @@ pub async fn quiet_snapshot(http: &reqwest::Client, base_url: &str) -> Option<Sn
 }
 
 /// Samples GPU utilisation every `interval` and /metrics every max(interval, 500 ms) until `stop` is set.
-async fn sample_during(
+/// What the sampler needs: where to scrape, what to read, and which point its lines belong to.
+struct Sampler {
     http: reqwest::Client,
     base_url: String,
     probe: Arc<dyn MemoryProbe>,
-    (point, attempt): (String, u32),
+    point: String,
+    attempt: u32,
     interval: Duration,
     scrape_metrics: bool,
-    stop: Arc<AtomicBool>,
-    out: Arc<Mutex<Vec<SampleLine>>>,
-) {
+}
+
+async fn sample_during(sampler: Sampler, stop: Arc<AtomicBool>, out: Arc<Mutex<Vec<SampleLine>>>) {
+    let Sampler { http, base_url, probe, point, attempt, interval, scrape_metrics } = sampler;
     let t0 = Instant::now();
     let metrics_every = interval.max(Duration::from_millis(500));
     let mut last_metrics = t0 - metrics_every;
@@ -200,16 +203,16 @@ pub async fn run_point(
     record.before = quiet_snapshot(ctx.http, base).await;
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::new()));
-    let sampler = tokio::spawn(sample_during(
-        ctx.http.clone(),
-        base.clone(),
-        ctx.probe.clone(),
-        (point.id.clone(), attempt),
-        ctx.gpu_interval,
-        ctx.server_metrics,
-        stop.clone(),
-        samples.clone(),
-    ));
+    let sampler = Sampler {
+        http: ctx.http.clone(),
+        base_url: base.clone(),
+        probe: ctx.probe.clone(),
+        point: point.id.clone(),
+        attempt,
+        interval: ctx.gpu_interval,
+        scrape_metrics: ctx.server_metrics,
+    };
+    let sampler = tokio::spawn(sample_during(sampler, stop.clone(), samples.clone()));
     let phase = Phase {
         point: point.id.clone(),
         attempt,

@@ -220,10 +220,10 @@ fn fingerprint_changes(old: &Manifest, now: &Manifest, model_hash: Option<&str>)
     if old.gpu != now.gpu {
         changes.push(format!("GPU {:?} → {:?}", old.gpu, now.gpu));
     }
-    if let (Some(a), Some(b)) = (&old.model_config_hash, model_hash) {
-        if a != b {
-            changes.push(format!("model config {a} → {b}"));
-        }
+    if let (Some(a), Some(b)) = (&old.model_config_hash, model_hash)
+        && a != b
+    {
+        changes.push(format!("model config {a} → {b}"));
     }
     changes
 }
@@ -284,12 +284,14 @@ pub async fn execute(
         let failed = run_group(&ctx, group, &todo, &mut rec).await?;
         stop_early = failed && opts.fail_fast;
         if let Some(server) = rec.servers.iter().rev().find(|s| s.id == group.id) {
-            if let (Some(old), Some(new)) = (&manifest.vllm_version, &server.version) {
-                if old != new && !opts.force && opts.resume.is_some() {
-                    return Err(RunError::Preflight(format!(
-                        "vLLM changed since this run was recorded ({old} → {new}); start a new run, or pass --force"
-                    )));
-                }
+            if let (Some(old), Some(new)) = (&manifest.vllm_version, &server.version)
+                && old != new
+                && !opts.force
+                && opts.resume.is_some()
+            {
+                return Err(RunError::Preflight(format!(
+                    "vLLM changed since this run was recorded ({old} → {new}); start a new run, or pass --force"
+                )));
             }
             manifest.vllm_version = manifest.vllm_version.take().or(server.version.clone());
             manifest.model_config_hash =
@@ -438,10 +440,10 @@ async fn run_group(
 
 /// Whether the server still serves: its leader alive and /health answering.
 async fn server_alive(running: &mut server::Running, http: &reqwest::Client, base_url: &str) -> bool {
-    if let Some(p) = &mut running.process {
-        if !p.alive() {
-            return false;
-        }
+    if let Some(p) = &mut running.process
+        && !p.alive()
+    {
+        return false;
     }
     let health = http.get(format!("{base_url}/health")).timeout(Duration::from_secs(5)).send().await;
     health.map(|r| r.status().is_success()).unwrap_or(false)

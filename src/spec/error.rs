@@ -10,11 +10,11 @@ pub struct SpecError {
     pub file: String,
     pub origin: Origin,
     /// Dotted path of the key, e.g. `load.concurrency`; empty for the document itself.
-    pub key: String,
+    pub key: Box<str>,
     pub message: String,
-    pub fix: String,
+    pub fix: Box<str>,
     /// The offending source line, for the caret display.
-    pub line_text: Option<String>,
+    pub line_text: Option<Box<str>>,
 }
 
 impl std::error::Error for SpecError {}
@@ -24,9 +24,9 @@ impl SpecError {
         SpecError {
             file: file.to_owned(),
             origin,
-            key: key.to_owned(),
+            key: key.into(),
             message: message.into(),
-            fix: fix.into(),
+            fix: fix.into().into_boxed_str(),
             line_text: None,
         }
     }
@@ -34,7 +34,7 @@ impl SpecError {
     /// Attaches the source line the origin points at.
     pub fn with_source(mut self, text: &str) -> Self {
         if let Origin::File { line, .. } = self.origin {
-            self.line_text = text.lines().nth(line.saturating_sub(1) as usize).map(str::to_owned);
+            self.line_text = text.lines().nth(line.saturating_sub(1) as usize).map(Box::from);
         }
         self
     }

@@ -159,20 +159,20 @@ fn flags(cell: &Cell, gpu_sampled: bool, all_requests: &[&RequestRecord]) -> Vec
     if h.short_outputs > 0 {
         notes.push(format!("{} outputs shorter than max_tokens", h.short_outputs));
     }
-    if let Some(e2e) = &h.e2e {
-        if h.mean_lag_s > 0.05 * e2e.mean {
-            notes.push(format!("client lag: dispatch delay {:.0}% of e2e", 100.0 * h.mean_lag_s / e2e.mean));
-        }
+    if let Some(e2e) = &h.e2e
+        && h.mean_lag_s > 0.05 * e2e.mean
+    {
+        notes.push(format!("client lag: dispatch delay {:.0}% of e2e", 100.0 * h.mean_lag_s / e2e.mean));
     }
     let client_tokens: u64 = all_requests
         .iter()
         .filter(|r| r.point == h.point && r.attempt == h.attempt && !r.warmup)
         .map(|r| u64::from(r.completion_tokens.unwrap_or(r.chunks)))
         .sum();
-    if let Some(server) = h.server_generation_tokens {
-        if (server - client_tokens as f64).abs() > 0.5 {
-            notes.push(format!("client/server tokens differ: {client_tokens} vs {server:.0}"));
-        }
+    if let Some(server) = h.server_generation_tokens
+        && (server - client_tokens as f64).abs() > 0.5
+    {
+        notes.push(format!("client/server tokens differ: {client_tokens} vs {server:.0}"));
     }
     if cell.shared_prefix_tokens == 0 && h.prefix_hits.is_some_and(|hits| hits > 0.0) {
         notes.push(format!(
