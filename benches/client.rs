@@ -73,7 +73,7 @@ fn run(
     port: u16,
     concurrency: u32,
     requests: u32,
-) -> (Result, Vec<servelab::load::record::RequestRecord>) {
+) -> (Result, Vec<servelab::record::request::RequestRecord>) {
     let http = client::http_client(concurrency);
     let spec = spec(port, 128);
     rt.block_on(async {

@@ -2,6 +2,9 @@
 
 use crate::exit::{self, Error};
 use crate::plan::{self, Plan};
+use crate::record::Recorded;
+use crate::record::io::write_atomic;
+use crate::record::manifest::Manifest;
 use crate::run::{self, RunError, RunOptions};
 use crate::spec::{self, LoadedSpec, SpecError};
 use clap::{Parser, Subcommand};
@@ -179,20 +182,19 @@ fn run(cli: Cli) -> Result<i32, Error> {
             );
         }
         Command::Report { run, templates } => {
-            let (loaded, manifest, rec) = crate::run::recorded::read_run(&run).map_err(Error::Usage)?;
+            let (loaded, manifest, rec) = crate::report::open_run(&run).map_err(Error::Usage)?;
             let templates = templates.or(loaded.spec.templates.as_ref().map(PathBuf::from));
             let (files, _) =
                 crate::report::derive::derive(&loaded.spec, &manifest, &rec, templates).map_err(Error::Usage)?;
             for (name, bytes) in &files {
-                std::fs::write(run.join(name), bytes)
-                    .map_err(|e| Error::Usage(format!("cannot write {}: {e}", run.join(name).display())))?;
+                write_atomic(&run.join(name), bytes).map_err(|e| Error::Usage(e.to_string()))?;
             }
             let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
             println!("re-rendered {} files in {}: {}", files.len(), run.display(), names.join(", "));
         }
         Command::Compare { a, b, fail_on_regression } => {
             let analyse = |dir: &PathBuf| -> Result<_, Error> {
-                let (loaded, _, rec) = crate::run::recorded::read_run(dir).map_err(Error::Usage)?;
+                let (loaded, _, rec) = crate::report::open_run(dir).map_err(Error::Usage)?;
                 let started = rec.started_servers();
                 let sweeps = crate::stats::sweep::analyze(
                     &rec.points,
@@ -239,11 +241,20 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
             }
         }
     });
-    let outcome = runtime.block_on(run::execute(loaded, plan, &opts, &interrupted)).map_err(|e| match e {
-        RunError::Output { .. } | RunError::Probe(_) | RunError::Preflight(_) => Error::Usage(e.to_string()),
+    let spec = &loaded.spec;
+    let templates = spec.templates.as_ref().map(PathBuf::from);
+    let derive = |manifest: &Manifest, rec: &Recorded| {
+        crate::report::derive::derive(spec, manifest, rec, templates.clone()).map(|(files, _)| files)
+    };
+    let outcome = runtime.block_on(run::execute(loaded, plan, &opts, &interrupted, &derive)).map_err(|e| match e {
+        RunError::Output { .. } | RunError::Record(_) | RunError::Probe(_) | RunError::Preflight(_) => {
+            Error::Usage(e.to_string())
+        }
         RunError::Report(msg) => Error::Usage(format!("cannot render the reports: {msg}")),
     })?;
-    print!("{}", crate::report::console::summary(&outcome.dir, &outcome.recorded, &outcome.sweeps));
+    let rec = &outcome.recorded;
+    let sweeps = crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.repeat_policy, &spec.knee);
+    print!("{}", crate::report::console::summary(&outcome.dir, rec, &sweeps));
     if outcome.interrupted {
         eprintln!("interrupted; what was measured is in {}", outcome.dir.display());
         return Ok(exit::INTERRUPTED);

@@ -1,12 +1,15 @@
 //! servelab: declarative experiments for vLLM servers.
 //!
-//! The flow (DESIGN §4): `spec` (parse, locate, validate) → `plan` (pure expansion and grouping) → `cli`.
+//! Layers, bottom up (DESIGN §4; no module imports one above it): `record` (the run folder's format) →
+//! `spec` → `plan` (pure expansion and grouping) → `load`, `probe`, `engine` → `run` (the executor) →
+//! `stats` → `report` → `cli`.
 pub mod cli;
 pub mod engine;
 pub mod exit;
 pub mod load;
 pub mod plan;
 pub mod probe;
+pub mod record;
 pub mod report;
 pub mod run;
 pub mod spec;

@@ -114,7 +114,7 @@ fn the_h200_tied_slope_is_the_pool_plus_what_lies_outside_it() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/h200-qwen2.5-0.5b");
     let mut ratios = Vec::new();
     for run in ["kv-tied", "kv-tied-expandable"] {
-        let (_, _, rec) = servelab::run::recorded::read_run(&root.join(run)).unwrap();
+        let (_, _, rec) = servelab::report::open_run(&root.join(run)).unwrap();
         let f = servelab::stats::kv::findings(&rec.started_servers());
         assert_eq!(f.regime, "linear", "{run}");
         assert_eq!(f.outside_pool.len(), 3, "{run}: one figure per length");
@@ -148,7 +148,7 @@ fn markdown_reports_from_recorded_runs() {
         ("kv-scaling-cpu", vec!["kv_cache_scaling_notes.md"]),
         ("batching-cpu", vec!["batching_benchmark.md", "concurrency_sweep.md"]),
     ] {
-        let (mut loaded, manifest, rec) = servelab::run::recorded::read_run(&fixture(run)).unwrap();
+        let (mut loaded, manifest, rec) = servelab::report::open_run(&fixture(run)).unwrap();
         // Render every report the data supports, not only those the spec listed.
         loaded.spec.report = vec![];
         if run == "batching-cpu" {

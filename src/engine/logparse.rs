@@ -2,37 +2,9 @@
 //! concurrency, graph capture, engine init time, and the failure line when startup fails. Accepts the GPU and
 //! CPU forms, one-line and two-line KV forms, and the `--kv-cache-memory-bytes` form of several versions.
 
+pub use crate::record::server::LogFacts;
 use regex::Regex;
-use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct LogFacts {
-    /// "Model loading took X GiB and Y seconds".
-    pub weights_gib: Option<f64>,
-    pub model_load_s: Option<f64>,
-    /// "Available KV cache memory: X GiB" (profiled budget).
-    pub available_kv_gib: Option<f64>,
-    /// "... reserved X GiB memory for KV Cache as specified by kv_cache_memory_bytes".
-    pub reserved_kv_gib: Option<f64>,
-    /// CPU: "Explicitly set (X/Y) GiB for KV cache": X the KV space, Y the node's memory.
-    pub cpu_kv_gib: Option<f64>,
-    pub cpu_node_gib: Option<f64>,
-    /// "GPU" or "CPU" from "<device> KV cache size: N tokens".
-    pub kv_device: Option<String>,
-    pub kv_cache_tokens: Option<u64>,
-    /// "Maximum concurrency for N tokens per request: X x".
-    pub max_concurrency_tokens: Option<u64>,
-    pub max_concurrency: Option<f64>,
-    pub graph_capture_s: Option<f64>,
-    pub graph_capture_gib: Option<f64>,
-    pub init_engine_s: Option<f64>,
-    pub compile_s: Option<f64>,
-    /// The KV GiB figure the log gives, whichever form it took.
-    pub kv_gib: Option<f64>,
-    /// The lines these facts came from, without their prefixes.
-    pub lines: Vec<String>,
-}
 
 fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("static regex")

@@ -4,9 +4,9 @@
 //! and to any descendant that left it.
 
 use crate::probe::procfs;
+pub use crate::record::server::StopReport;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -32,17 +32,6 @@ pub struct ServerProcess {
     /// Every process ever seen in the server's tree; all must be gone after stop.
     seen: BTreeSet<u32>,
     stopped: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StopReport {
-    /// Seconds from SIGTERM until the whole tree was gone (or until SIGKILL).
-    pub stop_s: f64,
-    /// SIGKILL was needed after the grace period.
-    pub escalated: bool,
-    /// Processes still alive after SIGKILL (should be empty).
-    pub leftover: Vec<u32>,
-    pub exit: Option<String>,
 }
 
 impl ServerProcess {

@@ -3,8 +3,8 @@
 //! derived later by `stats`. A failed request is a record with an error, never an error of the run.
 
 use super::prompt::{Prompt, Prompts};
-use super::record::{RequestError, RequestRecord};
 use super::sse::{Event, SseParser};
+use crate::record::{ErrorKind, RequestError, RequestRecord};
 use serde::Serialize;
 use serde::ser::Serializer;
 use std::sync::Arc;
@@ -162,13 +162,13 @@ async fn one_request(
     match outcome {
         Err(_) => {
             p.error = Some(RequestError {
-                kind: "timeout".into(),
+                kind: ErrorKind::Timeout,
                 message: format!("no complete response within {:.0} s", spec.timeout.as_secs_f64()),
             })
         }
         Ok(Err(e)) => p.error = Some(e),
         Ok(Ok(())) if spec.stream && !p.done && p.error.is_none() => {
-            p.error = Some(RequestError { kind: "stream".into(), message: "the stream ended without [DONE]".into() })
+            p.error = Some(RequestError { kind: ErrorKind::Stream, message: "the stream ended without [DONE]".into() })
         }
         Ok(Ok(())) => {}
     }
@@ -192,15 +192,15 @@ async fn one_request(
 
 fn request_error(e: &reqwest::Error) -> RequestError {
     let kind = if e.is_connect() {
-        "connect"
+        ErrorKind::Connect
     } else if e.is_timeout() {
-        "timeout"
+        ErrorKind::Timeout
     } else if e.is_body() || e.is_decode() {
-        "body"
+        ErrorKind::Body
     } else {
-        "request"
+        ErrorKind::Request
     };
-    RequestError { kind: kind.into(), message: e.to_string() }
+    RequestError { kind, message: e.to_string() }
 }
 
 async fn exchange(
@@ -222,15 +222,12 @@ async fn exchange(
             .ok()
             .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
             .unwrap_or(text);
-        return Err(RequestError {
-            kind: format!("http_{}", status.as_u16()),
-            message: msg.chars().take(300).collect(),
-        });
+        return Err(RequestError { kind: ErrorKind::Http(status.as_u16()), message: msg.chars().take(300).collect() });
     }
     if !spec.stream {
         let bytes = resp.bytes().await.map_err(|e| request_error(&e))?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| RequestError { kind: "body".into(), message: e.to_string() })?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| RequestError { kind: ErrorKind::Body, message: e.to_string() })?;
         p.usage = (
             v["usage"]["prompt_tokens"].as_u64().map(|n| n as u32),
             v["usage"]["completion_tokens"].as_u64().map(|n| n as u32),
@@ -240,7 +237,7 @@ async fn exchange(
     }
     let mut parser = SseParser::default();
     while let Some(chunk) =
-        resp.chunk().await.map_err(|e| RequestError { kind: "stream".into(), message: e.to_string() })?
+        resp.chunk().await.map_err(|e| RequestError { kind: ErrorKind::Stream, message: e.to_string() })?
     {
         // One timestamp per network read: every event in it arrived at this instant.
         let now = Instant::now();
@@ -256,7 +253,7 @@ async fn exchange(
             Event::Usage { prompt_tokens, completion_tokens } => p.usage = (prompt_tokens, completion_tokens),
             Event::Done => p.done = true,
             Event::Error(message) => {
-                p.error.get_or_insert(RequestError { kind: "stream".into(), message });
+                p.error.get_or_insert(RequestError { kind: ErrorKind::Stream, message });
             }
         });
     }

@@ -3,5 +3,4 @@
 
 pub mod client;
 pub mod prompt;
-pub mod record;
 pub mod sse;

@@ -7,17 +7,15 @@
 
 pub mod check;
 pub mod estimate;
-pub mod model;
 pub mod render;
 pub mod server;
 pub mod table;
 
-pub use model::*;
+pub use crate::record::plan::*;
 
 use crate::spec::{Load, Scalar, Seg, Spec};
 use indexmap::IndexMap;
 use render::Renderer;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
 /// Runs (grid points × repeats) above this are surely a mistake in the grid.
@@ -46,10 +44,7 @@ pub fn key(parts: &[&str]) -> Vec<Seg> {
     parts.iter().map(|p| Seg::Key((*p).to_owned())).collect()
 }
 
-/// The first 12 hex digits of SHA-256: ids of points and servers, hashes of specs and model configs.
-pub fn short_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().take(6).map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::record::short_hash;
 
 /// A stable content hash of a value's canonical JSON.
 pub fn content_hash<T: serde::Serialize>(value: &T) -> String {

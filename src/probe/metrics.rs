@@ -1,5 +1,6 @@
 //! Prometheus text from vLLM's /metrics: samples with labels, and the `vllm:cache_config_info` info gauge.
 
+pub use crate::record::point::Snapshot;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -100,27 +101,6 @@ mod tests {
         assert_eq!(s[0].labels["c"], "{}");
         assert_eq!(s[0].value, 2.0);
     }
-}
-
-/// The figures servelab takes from vLLM's /metrics at one instant (summed over engines and label sets).
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Snapshot {
-    pub t_s: f64,
-    pub running: Option<f64>,
-    pub waiting: Option<f64>,
-    /// 0–1 (`vllm:kv_cache_usage_perc`, `vllm:gpu_cache_usage_perc` before 0.9).
-    pub kv_usage: Option<f64>,
-    pub preemptions: Option<f64>,
-    pub generation_tokens: Option<f64>,
-    pub prompt_tokens: Option<f64>,
-    pub prefix_hits: Option<f64>,
-    pub prefix_queries: Option<f64>,
-    pub e2e_sum: Option<f64>,
-    pub e2e_count: Option<f64>,
-    pub ttft_sum: Option<f64>,
-    pub ttft_count: Option<f64>,
-    pub queue_sum: Option<f64>,
-    pub queue_count: Option<f64>,
 }
 
 pub fn snapshot(samples: &[Sample], t_s: f64) -> Snapshot {

@@ -6,61 +6,9 @@ pub mod metrics;
 pub mod model;
 pub mod procfs;
 
+pub use crate::record::memory::{GpuReading, MIB, MemSample, Source};
 use crate::spec::MemorySource;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-
-/// Where a memory figure came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Source {
-    Nvml,
-    NvidiaSmi,
-    Procfs,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Nvml => "nvml",
-            Source::NvidiaSmi => "nvidia-smi",
-            Source::Procfs => "procfs",
-        }
-    }
-}
-
-/// Bytes in a MiB: every `_mb` figure servelab records is in MiB.
-pub const MIB: f64 = 1024.0 * 1024.0;
-
-/// One GPU's reading: device-wide memory, the server's processes on it, utilisation.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct GpuReading {
-    pub index: u32,
-    pub used_mb: f64,
-    pub total_mb: f64,
-    /// Memory of the server's processes on this GPU (NVML per process).
-    pub server_mb: Option<f64>,
-}
-
-/// One reading. Device figures are GPU-wide (None on CPU); server figures cover the server's process tree.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct MemSample {
-    /// Seconds since the server was started (0 for a baseline).
-    pub t_s: f64,
-    pub device_used_mb: Option<f64>,
-    pub device_total_mb: Option<f64>,
-    /// GPU memory of the server's processes (NVML / nvidia-smi per process).
-    pub server_gpu_mb: Option<f64>,
-    /// RSS and PSS summed over the server's process tree.
-    pub server_rss_mb: Option<f64>,
-    pub server_pss_mb: Option<f64>,
-    /// The machine's available memory (MemAvailable).
-    pub host_available_mb: Option<f64>,
-    pub processes: usize,
-    /// Per GPU (device figures above are their sums); empty on CPU.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub gpus: Vec<GpuReading>,
-}
 
 /// A memory source. GPU probes answer `device` and `processes`; procfs answers neither (RSS is always read).
 pub trait MemoryProbe: Send + Sync {
@@ -132,6 +80,25 @@ pub fn sample(probe: &dyn MemoryProbe, pids: &BTreeSet<u32>, t_s: f64) -> MemSam
         processes: pids.len(),
         gpus,
     }
+}
+
+fn read_text(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Host name, OS (with kernel), CPU model and logical CPUs, for the manifest.
+pub fn host_facts() -> (String, String, String, usize) {
+    let host = read_text("/proc/sys/kernel/hostname").trim().to_owned();
+    let os_release = read_text("/etc/os-release");
+    let pretty =
+        os_release.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).unwrap_or("").trim_matches('"').to_owned();
+    let kernel = read_text("/proc/sys/kernel/osrelease").trim().to_owned();
+    let cpu = read_text("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (host, format!("{pretty} (Linux {kernel})"), cpu, cpus)
 }
 
 #[cfg(test)]

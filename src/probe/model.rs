@@ -1,27 +1,8 @@
 //! Model facts from a local config.json: the theoretical KV bytes per token,
 //! 2 × layers × KV heads × head_dim × dtype bytes, or why the formula does not apply.
 
-use serde::{Deserialize, Serialize};
+pub use crate::record::server::ModelFacts;
 use serde_json::Value;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelFacts {
-    /// SHA-256 (12 hex digits) of config.json, so runs can tell models apart.
-    pub config_hash: String,
-    pub model_type: Option<String>,
-    pub layers: Option<u64>,
-    pub kv_heads: Option<u64>,
-    pub head_dim: Option<u64>,
-    pub max_position_embeddings: Option<u64>,
-    #[serde(default)]
-    pub vocab_size: Option<u64>,
-    /// The KV cache element type used for the theory (the model's, `--dtype`, or `--kv-cache-dtype`).
-    pub kv_dtype: String,
-    pub kv_dtype_bytes: u64,
-    pub theory_bytes_per_token: Option<u64>,
-    /// Set when the formula does not describe this model's KV cache (sliding window, MLA, hybrid).
-    pub theory_not_applicable: Option<String>,
-}
 
 fn dtype_bytes(dtype: &str) -> Option<u64> {
     let d = dtype.to_lowercase();
@@ -62,7 +43,7 @@ pub fn from_config(
         _ => None,
     };
     Ok(ModelFacts {
-        config_hash: crate::plan::short_hash(config_text.as_bytes()),
+        config_hash: crate::record::short_hash(config_text.as_bytes()),
         model_type: cfg.get("model_type").and_then(Value::as_str).map(str::to_owned),
         layers,
         kv_heads,

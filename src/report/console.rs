@@ -1,7 +1,7 @@
 //! What `servelab run` prints at the end: the CSVs it wrote, the batching summary line, the knee findings.
 
+use crate::record::Recorded;
 use crate::report::{kv_csv, sweep_csv};
-use crate::run::Recorded;
 use crate::stats::sweep::GroupSweep;
 use std::fmt::Write;
 use std::path::Path;

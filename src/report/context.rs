@@ -1,7 +1,7 @@
 //! The context templates render from: every number and finding computed in Rust, documented here field by
 //! field (see also docs in README "Reports"). Templates only format and arrange.
 
-use crate::run::manifest::Manifest;
+use crate::record::manifest::Manifest;
 use crate::stats::kv::{KvFindings, KvRow};
 use crate::stats::sweep::{Cell, GroupSweep, Knee};
 use serde::Serialize;

@@ -4,8 +4,8 @@
 
 use super::context::{self, Context, KvContext};
 use super::{charts, kv_csv, markdown, sweep_csv};
-use crate::run::Recorded;
-use crate::run::manifest::Manifest;
+use crate::record::Recorded;
+use crate::record::manifest::Manifest;
 use crate::spec::{ReportKind, Spec};
 use crate::stats::kv;
 use crate::stats::sweep::{self, GroupSweep};
@@ -13,12 +13,7 @@ use std::path::PathBuf;
 
 pub type Files = Vec<(String, Vec<u8>)>;
 
-/// Pretty JSON with a trailing newline: every JSON file servelab writes.
-pub fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
-    bytes.push(b'\n');
-    bytes
-}
+pub use crate::record::io::json_pretty as json;
 
 /// The reports to render: the spec's list, or by default what the data supports.
 fn reports(spec: &Spec, has_kv: bool, has_sweep: bool) -> Vec<ReportKind> {

@@ -1,7 +1,7 @@
 //! `kv_cache_scaling.csv` (reference experiment A): a pure function of the recorded server starts.
 //! The first five columns are the seed's, exactly; servelab's extra columns follow.
 
-use crate::run::record::ServerRecord;
+use crate::record::ServerRecord;
 use crate::stats::kv::rows;
 
 pub const COLUMNS: [&str; 15] = [
@@ -87,7 +87,7 @@ pub fn render_per_gpu(records: &[ServerRecord]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{GpuReading, MemSample, Source};
+    use crate::record::{GpuReading, MemSample, Source};
 
     fn record(len: u64, gpus: Vec<(f64, f64)>) -> ServerRecord {
         let text = format!(
@@ -138,7 +138,7 @@ mod tests {
 #[cfg(test)]
 mod tensor_parallel {
     use crate::engine::logparse;
-    use crate::run::record::ServerRecord;
+    use crate::record::ServerRecord;
 
     /// Recorded on two H200s with --tensor-parallel-size 2 (vLLM 0.26): the log gives each rank's KV GiB and
     /// the total token capacity; bytes per KV token must come out at the model's 12,288, not half of it.

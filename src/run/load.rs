@@ -1,13 +1,13 @@
 //! One load point against a ready server: warmup (excluded), a quiet /metrics snapshot, the measured phase
 //! with GPU and /metrics sampling beside it, another quiet snapshot. Everything raw goes to the journal files.
 
-use super::record::{PointRecord, SampleLine};
 use crate::load::client::{self, Phase, RequestSpec};
 use crate::load::prompt::{self, Prompts};
-use crate::load::record::RequestRecord;
 use crate::plan::{ClientConfig, Point, ServerGroup};
 use crate::probe::MemoryProbe;
 use crate::probe::metrics::{self, Snapshot};
+use crate::record::request::RequestRecord;
+use crate::record::{PointRecord, SampleLine, Status};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -157,13 +157,13 @@ pub async fn run_point(
         before: None,
         after: None,
         gpu_sampled: ctx.probe.utilization().is_some(),
-        status: "ok".into(),
+        status: Status::Ok,
         error: None,
     };
     let prompts = match prompts_for(&c, model_vocab) {
         Ok(p) => Arc::new(p),
         Err(e) => {
-            record.status = "failed".into();
+            record.status = Status::Failed;
             record.error = Some(e);
             return PointOutput { point: record, requests: Vec::new(), samples: Vec::new() };
         }
@@ -173,7 +173,7 @@ pub async fn run_point(
         url: match reqwest::Url::parse(&format!("{base}/v1/completions")) {
             Ok(u) => u,
             Err(e) => {
-                record.status = "failed".into();
+                record.status = Status::Failed;
                 record.error = Some(format!("bad endpoint URL {base}: {e}"));
                 return PointOutput { point: record, requests: Vec::new(), samples: Vec::new() };
             }
@@ -235,7 +235,7 @@ pub async fn run_point(
             record.after = quiet_snapshot(ctx.http, base).await;
         }
         None => {
-            record.status = "interrupted".into();
+            record.status = Status::Interrupted;
             record.error = Some("Ctrl-C during the measured phase; its requests were cancelled".into());
         }
     }
@@ -259,7 +259,7 @@ pub fn not_run(group: &ServerGroup, point: &Point, attempt: u32, model: &str, wh
         before: None,
         after: None,
         gpu_sampled: false,
-        status: "failed".into(),
+        status: Status::Failed,
         error: Some(why.to_owned()),
     };
     PointOutput { point: record, requests: Vec::new(), samples: Vec::new() }

@@ -1,29 +1,29 @@
 //! The executor: the one place where time, processes and I/O meet. Takes the plan's server groups in order,
-//! starts each server once, records what it committed, stops it, and rewrites the outputs after every group
-//! so a crash keeps what was measured.
+//! starts each server once, records what it committed, stops it, and rewrites the outputs after every point
+//! so a crash keeps what was measured. It writes the run folder through `record` and renders derived files
+//! through the `Derive` callback it is given, so it never depends on `stats` or `report`.
 
-pub mod journal;
 pub mod load;
-pub mod manifest;
 pub mod progress;
-pub mod record;
-pub mod recorded;
 pub mod server;
 
-use crate::load::record::RequestRecord;
 use crate::plan::{Plan, Point, ServerGroup};
 use crate::probe::{self, MemoryProbe, model::ModelFacts};
-use crate::report::derive::{self, json};
+use crate::record::folder::{self, MANIFEST, PLAN, POINTS, REQUESTS, SAMPLES, SPEC};
+use crate::record::io::{RecordError, append_jsonl, json_pretty, write_atomic};
+use crate::record::journal;
+use crate::record::manifest::Manifest;
+use crate::record::{Recorded, Status};
 use crate::spec::{LoadedSpec, Spec};
-use crate::stats::sweep::GroupSweep;
-use manifest::Manifest;
 use progress::Progress;
-use record::{PointRecord, SampleLine, ServerRecord, Status};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Renders every derived file of a run (name, bytes) from what it recorded. The real one is
+/// `report::derive`; the executor calls it after every point and writes what it returns.
+pub type Derive<'a> = &'a (dyn Fn(&Manifest, &Recorded) -> Result<Vec<(String, Vec<u8>)>, String> + Sync);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -31,6 +31,8 @@ pub enum RunError {
         "cannot write the run's output under {path}: {source}; check that the folder is writable, or pass --out DIR"
     )]
     Output { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Record(#[from] RecordError),
     #[error("{0}")]
     Probe(String),
     #[error("{0}")]
@@ -51,26 +53,9 @@ pub struct RunOptions {
     pub fail_fast: bool,
 }
 
-/// Everything a run recorded, in memory; the files hold the same.
-#[derive(Default)]
-pub struct Recorded {
-    pub servers: Vec<ServerRecord>,
-    pub points: Vec<PointRecord>,
-    pub requests: Vec<RequestRecord>,
-    pub samples: Vec<SampleLine>,
-}
-
-impl Recorded {
-    /// The servers servelab started (an `external` endpoint has no startup to report).
-    pub fn started_servers(&self) -> Vec<ServerRecord> {
-        self.servers.iter().filter(|s| !s.argv.is_empty()).cloned().collect()
-    }
-}
-
 pub struct Outcome {
     pub dir: PathBuf,
     pub recorded: Recorded,
-    pub sweeps: Vec<GroupSweep>,
     pub interrupted: bool,
 }
 
@@ -79,42 +64,15 @@ impl Outcome {
         self.recorded.servers.iter().filter(|s| s.status != Status::Ok).count()
     }
     pub fn failed_points(&self) -> usize {
-        self.recorded.points.iter().filter(|p| p.status != "ok").count()
+        self.recorded.points.iter().filter(|p| p.status != Status::Ok).count()
     }
 }
 
-/// Appends JSON lines to a journal file.
-fn append<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<(), RunError> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| RunError::Output { path: path.display().to_string(), source })?;
-    let mut buf = Vec::new();
-    for item in items {
-        serde_json::to_writer(&mut buf, item).unwrap_or_default();
-        buf.push(b'\n');
+fn write_derived(dir: &Path, manifest: &Manifest, rec: &Recorded, derive: Derive) -> Result<(), RunError> {
+    for (name, bytes) in derive(manifest, rec).map_err(RunError::Report)? {
+        write_atomic(&dir.join(name), &bytes)?;
     }
-    file.write_all(&buf)
-        .and_then(|_| file.flush())
-        .map_err(|source| RunError::Output { path: path.display().to_string(), source })
-}
-
-fn write_derived(dir: &Path, spec: &Spec, manifest: &Manifest, rec: &Recorded) -> Result<Vec<GroupSweep>, RunError> {
-    let templates = spec.templates.as_ref().map(PathBuf::from);
-    let (files, sweeps) = derive::derive(spec, manifest, rec, templates).map_err(RunError::Report)?;
-    for (name, bytes) in files {
-        write(&dir.join(name), &bytes)?;
-    }
-    Ok(sweeps)
-}
-
-fn write(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
-    // Write then rename, so a crash never leaves a half-written file in place of a good one.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|source| RunError::Output { path: path.display().to_string(), source })
+    Ok(())
 }
 
 /// Model facts from `<model>/config.json` when the model is a local folder; `--dtype` and
@@ -127,21 +85,21 @@ fn model_facts(group: &ServerGroup) -> Option<ModelFacts> {
     probe::model::from_config(&text, arg("--dtype"), arg("--kv-cache-dtype")).ok()
 }
 
-fn prepare_manifest(loaded: &LoadedSpec, plan: &Plan, probe: &dyn MemoryProbe, run_id: Option<String>) -> Manifest {
-    let (host, os, cpu, cpus) = manifest::host_facts();
+fn prepare_manifest(loaded: &LoadedSpec, plan: &Plan, probe: &dyn MemoryProbe, run_id: String) -> Manifest {
+    let (host, os, cpu, cpus) = probe::host_facts();
     Manifest {
         servelab_version: env!("CARGO_PKG_VERSION").to_owned(),
         git_commit: env!("SERVELAB_GIT_COMMIT").to_owned(),
-        run_id: run_id.unwrap_or_else(|| chrono::Local::now().format("%Y%m%d-%H%M%S").to_string()),
+        run_id,
         spec_file: loaded.source.file.clone(),
-        spec_hash: manifest::short_hash(loaded.source.text.as_bytes()),
+        spec_hash: crate::record::short_hash(loaded.source.text.as_bytes()),
         overrides: loaded.overrides.clone(),
         plan: plan.clone(),
         host,
         os,
         cpu,
         cpus,
-        mem_total_mb: probe::procfs::meminfo().map(|(t, _)| t as f64 / probe::MIB),
+        mem_total_mb: probe::procfs::meminfo().map(|(t, _)| t as f64 / crate::record::MIB),
         memory_source: probe.source().as_str().to_owned(),
         gpu: probe.describe(),
         vllm_version: None,
@@ -152,17 +110,71 @@ fn prepare_manifest(loaded: &LoadedSpec, plan: &Plan, probe: &dyn MemoryProbe, r
     }
 }
 
-/// Creates the run folder and writes what was asked (spec, plan, manifest): before any server starts, so an
-/// unwritable output is an error that costs nothing.
+/// A run id is one path component, so `--run-id` can never write outside `--out`.
+pub fn check_run_id(id: &str) -> Result<(), RunError> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        return Ok(());
+    }
+    Err(RunError::Preflight(format!(
+        "--run-id {id:?} is not a plain folder name; use letters, digits, '.', '_' and '-' only (not '..'), at \
+         most 128 characters"
+    )))
+}
+
+/// The folder of a new run: `--run-id` as given (which must not exist yet), or a timestamp with the first free
+/// `-N` suffix, so two runs started in the same second never share a folder.
+fn new_run_dir(out: &Path, run_id: Option<&str>) -> Result<(PathBuf, String), RunError> {
+    let io = |source| RunError::Output { path: out.display().to_string(), source };
+    std::fs::create_dir_all(out).map_err(io)?;
+    if let Some(id) = run_id {
+        check_run_id(id)?;
+        let dir = out.join(id);
+        return match std::fs::create_dir(&dir) {
+            Ok(()) => Ok((dir, id.to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(RunError::Preflight(format!(
+                "the run folder {} already exists; continue it with --resume {}, or choose another --run-id",
+                dir.display(),
+                dir.display()
+            ))),
+            Err(e) => Err(io(e)),
+        };
+    }
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+    for n in 1u32.. {
+        let id = if n == 1 { stamp.clone() } else { format!("{stamp}-{n}") };
+        match std::fs::create_dir(out.join(&id)) {
+            Ok(()) => return Ok((out.join(&id), id)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(e)),
+        }
+    }
+    unreachable!("u32 run-id suffixes exhausted")
+}
+
+/// Writes what was asked (spec, plan, manifest) before any server starts, so an unwritable output is an error
+/// that costs nothing. On resume, a spec that differs from the recorded one is kept as `spec-N.yaml` first.
 fn prepare(dir: &Path, loaded: &LoadedSpec, plan: &Plan, manifest: &Manifest) -> Result<(), RunError> {
     std::fs::create_dir_all(dir.join("servers"))
         .map_err(|source| RunError::Output { path: dir.display().to_string(), source })?;
-    write(&dir.join("plan.json"), &json(plan))?;
-    write(&dir.join("spec.yaml"), loaded.source.text.as_bytes())?;
-    write(&dir.join("manifest.json"), &json(manifest))
+    let spec_path = dir.join(SPEC);
+    if let Ok(old) = std::fs::read(&spec_path)
+        && old != loaded.source.text.as_bytes()
+    {
+        let n = (1..).find(|n| !dir.join(format!("spec-{n}.yaml")).exists()).unwrap_or(1);
+        write_atomic(&dir.join(format!("spec-{n}.yaml")), &old)?;
+    }
+    write_atomic(&dir.join(PLAN), &json_pretty(plan))?;
+    write_atomic(&spec_path, loaded.source.text.as_bytes())?;
+    write_atomic(&dir.join(MANIFEST), &json_pretty(manifest))?;
+    Ok(())
 }
 
-/// Checks that need no server: output writable (done by `prepare`), ports free, the API key present.
+/// Checks that need no server: ports free, the API key present.
 fn preflight(plan: &Plan, spec: &Spec) -> Result<Option<String>, RunError> {
     let mut seen = std::collections::BTreeSet::new();
     for g in plan.groups.iter().filter(|g| g.server.kind != crate::spec::EngineKind::External) {
@@ -177,23 +189,23 @@ fn preflight(plan: &Plan, spec: &Spec) -> Result<Option<String>, RunError> {
     }
 }
 
-/// Opens the run folder: a new one, or the one being resumed with what it recorded so far.
+/// Opens the run folder: a new one, or the one being resumed with what it committed so far.
 fn open_run(
     loaded: &LoadedSpec,
     plan: &Plan,
     opts: &RunOptions,
     probe: &dyn MemoryProbe,
 ) -> Result<(PathBuf, Manifest, Recorded), RunError> {
-    let fresh = prepare_manifest(loaded, plan, probe, opts.run_id.clone());
     let Some(dir) = &opts.resume else {
-        let dir = opts.out_root.join(&plan.name).join(&fresh.run_id);
+        let (dir, id) = new_run_dir(&opts.out_root.join(&plan.name), opts.run_id.as_deref())?;
+        let fresh = prepare_manifest(loaded, plan, probe, id);
         prepare(&dir, loaded, plan, &fresh)?;
         return Ok((dir, fresh, Recorded::default()));
     };
-    let (_, old, rec) =
-        recorded::read_run(dir).map_err(|e| RunError::Preflight(format!("cannot resume {}: {e}", dir.display())))?;
+    let old = folder::read(dir).map_err(|e| RunError::Preflight(format!("cannot resume {}: {e}", dir.display())))?;
+    let fresh = prepare_manifest(loaded, plan, probe, old.manifest.run_id.clone());
     let model_hash = plan.groups.iter().find_map(model_facts).map(|m| m.config_hash);
-    let changes = fingerprint_changes(&old, &fresh, model_hash.as_deref());
+    let changes = fingerprint_changes(&old.manifest, &fresh, model_hash.as_deref());
     if !changes.is_empty() && !opts.force {
         return Err(RunError::Preflight(format!(
             "the environment changed since {} was recorded ({}); its figures would not be comparable. Start a new run, or pass --force to resume anyway",
@@ -201,13 +213,13 @@ fn open_run(
             changes.join("; ")
         )));
     }
-    let mut manifest = old.clone();
+    let mut manifest = old.manifest.clone();
     manifest.plan = plan.clone();
     manifest.overrides = loaded.overrides.clone();
     manifest.spec_hash = fresh.spec_hash.clone();
     manifest.ended_at = None;
     prepare(dir, loaded, plan, &manifest)?;
-    Ok((dir.clone(), manifest, rec))
+    Ok((dir.clone(), manifest, old.recorded))
 }
 
 /// What differs between the recorded environment and this one (servelab, GPU, model; vLLM is checked once a
@@ -233,12 +245,16 @@ pub async fn execute(
     plan: &Plan,
     opts: &RunOptions,
     interrupted: &AtomicBool,
+    derive: Derive<'_>,
 ) -> Result<Outcome, RunError> {
     let probe: Arc<dyn MemoryProbe> = Arc::from(probe::select(loaded.spec.measure.memory).map_err(RunError::Probe)?);
-    let (dir, mut manifest, mut rec) = open_run(loaded, plan, opts, probe.as_ref())?;
+    if let Some(id) = &opts.run_id {
+        check_run_id(id)?;
+    }
     let api_key = preflight(plan, &loaded.spec)?;
+    let (dir, mut manifest, mut rec) = open_run(loaded, plan, opts, probe.as_ref())?;
     let journal = journal::Journal::new(&dir);
-    let state = journal::state(&journal.read());
+    let state = journal::state(&journal.read()?);
     let http =
         reqwest::Client::builder().no_proxy().build().map_err(|e| RunError::Probe(format!("HTTP client: {e}")))?;
     let progress = Progress::new(plan.runs());
@@ -250,7 +266,6 @@ pub async fn execute(
         plan.runs(),
         probe.source().as_str()
     ));
-    let mut sweeps = Vec::new();
     let mut stop_early = false;
     for (i, group) in plan.groups.iter().enumerate() {
         if interrupted.load(Ordering::SeqCst) || stop_early {
@@ -277,9 +292,10 @@ pub async fn execute(
             spec: &loaded.spec,
             manifest: &manifest,
             journal: &journal,
-            attempts: &state.attempts,
+            state: &state,
             api_key: api_key.as_deref(),
             fail_fast: opts.fail_fast,
+            derive,
         };
         let failed = run_group(&ctx, group, &todo, &mut rec).await?;
         stop_early = failed && opts.fail_fast;
@@ -297,14 +313,16 @@ pub async fn execute(
             manifest.model_config_hash =
                 manifest.model_config_hash.take().or(server.model.as_ref().map(|m| m.config_hash.clone()));
         }
-        write(&dir.join("manifest.json"), &json(&manifest))?;
-        sweeps = write_derived(&dir, &loaded.spec, &manifest, &rec)?;
+        write_atomic(&dir.join(MANIFEST), &json_pretty(&manifest))?;
+        write_derived(&dir, &manifest, &rec, derive)?;
     }
     progress.finish();
     manifest.ended_at = Some(chrono::Local::now().to_rfc3339());
-    write(&dir.join("manifest.json"), &json(&manifest))?;
-    sweeps = if rec.servers.is_empty() { sweeps } else { write_derived(&dir, &loaded.spec, &manifest, &rec)? };
-    Ok(Outcome { dir, recorded: rec, sweeps, interrupted: interrupted.load(Ordering::SeqCst) })
+    write_atomic(&dir.join(MANIFEST), &json_pretty(&manifest))?;
+    if !rec.servers.is_empty() {
+        write_derived(&dir, &manifest, &rec, derive)?;
+    }
+    Ok(Outcome { dir, recorded: rec, interrupted: interrupted.load(Ordering::SeqCst) })
 }
 
 struct GroupCtx<'a> {
@@ -317,33 +335,36 @@ struct GroupCtx<'a> {
     spec: &'a Spec,
     manifest: &'a Manifest,
     journal: &'a journal::Journal,
-    attempts: &'a std::collections::BTreeMap<String, u32>,
+    state: &'a journal::State,
     api_key: Option<&'a str>,
     fail_fast: bool,
+    derive: Derive<'a>,
 }
 
 impl GroupCtx<'_> {
     fn journal(&self, entry: &journal::Entry) -> Result<(), RunError> {
-        self.journal
-            .append(entry)
-            .map_err(|source| RunError::Output { path: self.dir.join("journal.jsonl").display().to_string(), source })
+        Ok(self.journal.append(entry)?)
     }
 
-    fn point_done(&self, point: &str, group: &str, attempt: u32, status: &str) -> Result<(), RunError> {
-        if status == "interrupted" {
-            return Ok(()); // not finished: a resume measures it
-        }
-        self.journal(&journal::Entry::PointDone {
-            point: point.to_owned(),
-            group: group.to_owned(),
-            attempt,
-            status: status.to_owned(),
-            at: chrono::Local::now().to_rfc3339(),
-        })
+    fn now() -> String {
+        chrono::Local::now().to_rfc3339()
+    }
+
+    /// Claims the point's attempt number before anything of it is written.
+    fn point_start(&self, point: &str, group: &str, attempt: u32) -> Result<(), RunError> {
+        let (point, group) = (point.to_owned(), group.to_owned());
+        self.journal(&journal::Entry::PointStart { point, group, attempt, at: Self::now() })
+    }
+
+    /// Commits the point's records. An interrupted point is committed too (its records are data, its status
+    /// says it did not finish): a resume measures it again under the next attempt number.
+    fn point_done(&self, point: &str, group: &str, attempt: u32, status: Status) -> Result<(), RunError> {
+        let (point, group) = (point.to_owned(), group.to_owned());
+        self.journal(&journal::Entry::PointDone { point, group, attempt, status, at: Self::now() })
     }
 
     fn attempt(&self, point: &str) -> u32 {
-        self.attempts.get(point).copied().unwrap_or(0)
+        self.state.next_attempt(point)
     }
 }
 
@@ -418,7 +439,7 @@ async fn run_group(
             ));
             ctx.progress.points_done(todo.len());
             for p in todo.iter().filter(|p| p.client.is_some()) {
-                ctx.point_done(&p.id, &group.id, ctx.attempt(&p.id), record.status.as_str())?;
+                ctx.point_done(&p.id, &group.id, ctx.attempt(&p.id), record.status)?;
             }
             let failed = record.status == Status::Failed;
             (record, failed)
@@ -426,10 +447,10 @@ async fn run_group(
     };
     // A startup-only point is the server start itself.
     for p in todo.iter().filter(|p| p.client.is_none()) {
-        ctx.point_done(&p.id, &group.id, ctx.attempt(&p.id), record.status.as_str())?;
+        ctx.point_done(&p.id, &group.id, ctx.attempt(&p.id), record.status)?;
     }
     redact(&server_dir.join("server.log"), ctx.api_key);
-    write(&server_dir.join("startup.json"), &json(&record))?;
+    write_atomic(&server_dir.join("startup.json"), &json_pretty(&record))?;
     let failed = points_failed || record.status == Status::Failed;
     match rec.servers.iter_mut().find(|s| s.id == record.id) {
         Some(old) => *old = record,
@@ -479,6 +500,7 @@ async fn run_points(
             continue;
         };
         let attempt = ctx.attempt(&point.id);
+        ctx.point_start(&point.id, &group.id, attempt)?;
         let mut out = match &dead {
             Some(why) => load::not_run(group, point, attempt, model, why),
             None => {
@@ -495,19 +517,20 @@ async fn run_points(
             }
         };
         if dead.is_none()
-            && out.point.status == "ok"
+            && out.point.status == Status::Ok
             && out.requests.iter().any(|r| !r.ok())
             && !server_alive(running, ctx.http, &group.server.base_url).await
         {
             let why = "the server died during this point".to_owned();
-            out.point.status = "failed".into();
+            out.point.status = Status::Failed;
             out.point.error = Some(why.clone());
             dead = Some(format!("not run: {why} before it"));
         }
-        append(&ctx.dir.join("requests.jsonl"), &out.requests)?;
-        append(&ctx.dir.join("samples.jsonl"), &out.samples)?;
-        append(&ctx.dir.join("points.jsonl"), std::slice::from_ref(&out.point))?;
-        ctx.point_done(&point.id, &group.id, attempt, &out.point.status)?;
+        // Records first, then the journal line that commits them: a crash in between leaves them uncommitted.
+        append_jsonl(&ctx.dir.join(REQUESTS), &out.requests, false)?;
+        append_jsonl(&ctx.dir.join(SAMPLES), &out.samples, false)?;
+        append_jsonl(&ctx.dir.join(POINTS), std::slice::from_ref(&out.point), true)?;
+        ctx.point_done(&point.id, &group.id, attempt, out.point.status)?;
         let ok = out.requests.iter().filter(|r| !r.warmup && r.ok()).count();
         ctx.progress.line(&format!(
             "  point {} c={} repeat {}: {} ({ok}/{} ok, {:.1} s){}",
@@ -519,12 +542,12 @@ async fn run_points(
             out.point.wall_s,
             out.point.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
         ));
-        failed |= out.point.status == "failed";
+        failed |= out.point.status == Status::Failed;
         rec.points.push(out.point);
         rec.requests.extend(out.requests);
         rec.samples.extend(out.samples);
         ctx.progress.points_done(1);
-        write_derived(ctx.dir, ctx.spec, ctx.manifest, rec)?;
+        write_derived(ctx.dir, ctx.manifest, rec, ctx.derive)?;
         if failed && ctx.fail_fast {
             break;
         }

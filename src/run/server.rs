@@ -1,11 +1,12 @@
 //! One server group's life in a run: baseline, start, readiness with a memory timeline, the reading at ready,
 //! startup facts, stop, and the check that memory went back to the baseline.
 
-use super::record::{ReleaseCheck, ServerRecord, Status};
 use crate::engine::process::{ServerProcess, StopReport};
 use crate::engine::{EngineError, logparse, ready};
 use crate::plan::ServerGroup;
 use crate::probe::{self, MemSample, MemoryProbe, model::ModelFacts};
+use crate::record::server::ReleaseCheck;
+use crate::record::{ServerRecord, Status};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,6 +2,7 @@
 //! Every struct denies unknown fields, so a typo is an error with a suggestion, never silently ignored.
 
 use super::values::{ArgValue, BoolOrTemplate, Dur, IntOrTemplate, Scalar};
+pub use crate::record::values::EngineKind;
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -95,18 +96,6 @@ pub enum RepeatPolicy {
     /// The repeat with the median tokens/s.
     #[default]
     Median,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EngineKind {
-    /// vLLM: `vllm serve {{ model }}` plus the args, started and stopped by servelab.
-    #[default]
-    Vllm,
-    /// Any OpenAI-compatible server started from `command`, ready when `ready_path` answers 200.
-    Command,
-    /// An already running endpoint at `base_url`; servelab does not start or stop it.
-    External,
 }
 
 /// The server under test. Every value may be a minijinja template over the grid variables and `model`,

@@ -1,6 +1,10 @@
 //! Value types of the spec that serde's derive cannot express without `untagged`: a number-or-template, a
 //! grid scalar, an engine argument, a duration. Each has a hand-written `Deserialize` (one `visit_*` per YAML
-//! shape it accepts), a `Serialize` back to the same shape, and a `JsonSchema`.
+//! shape it accepts), a `Serialize` back to the same shape, and a `JsonSchema`. `Scalar` lives in the record
+//! layer (plans and records carry it) and is re-exported here.
+
+pub use crate::record::values::Scalar;
+use crate::record::values::ScalarVisitor;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -8,79 +12,6 @@ use serde::{Deserialize, Serialize, Serializer};
 use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
-
-/// A scalar: a grid value, an env value. Numbers stay numbers so templates can do arithmetic with them.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Scalar {
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-}
-
-impl fmt::Display for Scalar {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Scalar::Bool(b) => write!(f, "{b}"),
-            Scalar::Int(i) => write!(f, "{i}"),
-            Scalar::Float(x) => write!(f, "{x}"),
-            Scalar::Str(s) => f.write_str(s),
-        }
-    }
-}
-
-impl Serialize for Scalar {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Scalar::Bool(b) => s.serialize_bool(*b),
-            Scalar::Int(i) => s.serialize_i64(*i),
-            Scalar::Float(x) => s.serialize_f64(*x),
-            Scalar::Str(v) => s.serialize_str(v),
-        }
-    }
-}
-
-struct ScalarVisitor;
-
-impl Visitor<'_> for ScalarVisitor {
-    type Value = Scalar;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a number, a string or a boolean")
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-        Ok(Scalar::Bool(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-        Ok(Scalar::Int(v))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-        Ok(i64::try_from(v).map(Scalar::Int).unwrap_or(Scalar::Float(v as f64)))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-        Ok(Scalar::Float(v))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-        Ok(Scalar::Str(v.to_owned()))
-    }
-}
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ScalarVisitor)
-    }
-}
-
-impl JsonSchema for Scalar {
-    fn schema_name() -> Cow<'static, str> {
-        "Scalar".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "A number, a string or a boolean.",
-            "type": ["number", "string", "boolean"]
-        })
-    }
-}
 
 /// An integer, or a minijinja template that renders to one (`"{{ concurrency }}"`).
 /// Kept signed so that a negative value reaches validation and gets its own message.

@@ -1,7 +1,7 @@
 //! KV-scaling rows and findings: pure functions of the recorded server starts.
 
-use crate::probe::{MIB, Source};
-use crate::run::record::{ServerRecord, Status};
+use crate::record::{MIB, Source};
+use crate::record::{ServerRecord, Status};
 
 /// One row's numbers before formatting.
 #[derive(Clone, Debug, PartialEq)]

@@ -2,8 +2,8 @@
 //! intervals across repeats, efficiency against concurrency 1, validity flags, and the knee.
 
 use super::summary::{Summary, ci95, summarize};
-use crate::load::record::RequestRecord;
-use crate::run::record::{PointRecord, SampleLine};
+use crate::record::request::RequestRecord;
+use crate::record::{PointRecord, SampleLine, Status};
 use crate::spec::{KneeRules, RepeatPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -93,7 +93,7 @@ fn repeat_stats(p: &PointRecord, reqs: &[&RequestRecord], samples: &[&SampleLine
     let ok: Vec<&&RequestRecord> = reqs.iter().filter(|r| r.ok()).collect();
     let mut errors = BTreeMap::new();
     for r in reqs.iter().filter(|r| !r.ok()) {
-        *errors.entry(r.error.as_ref().map(|e| e.kind.clone()).unwrap_or_default()).or_insert(0) += 1;
+        *errors.entry(r.error.as_ref().map(|e| String::from(e.kind)).unwrap_or_default()).or_insert(0) += 1;
     }
     let tokens = |r: &RequestRecord| u64::from(r.completion_tokens.unwrap_or(r.chunks));
     let completion_tokens: u64 = ok.iter().map(|r| tokens(r)).sum();
@@ -196,7 +196,7 @@ pub fn analyze(
 ) -> Vec<GroupSweep> {
     let measured: Vec<&RequestRecord> = requests.iter().filter(|r| !r.warmup).collect();
     let mut groups: Vec<GroupSweep> = Vec::new();
-    for p in points.iter().filter(|p| p.status == "ok") {
+    for p in points.iter().filter(|p| p.status == Status::Ok) {
         let label = cell_label(p);
         let reqs: Vec<&RequestRecord> =
             measured.iter().copied().filter(|r| r.point == p.point && r.attempt == p.attempt).collect();

@@ -1,6 +1,7 @@
-//! What the planner produces: server groups, each started once, holding the points run against it.
+//! `plan.json`: what the planner produces — server groups, each started once, holding the points run
+//! against it. The planner (`crate::plan`) builds it; the executor and the reports read it.
 
-use crate::spec::{EngineKind, Scalar};
+use super::values::{EngineKind, Scalar};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,5 @@
-//! Raw per-request records: instants as seconds from the phase start, never derived figures.
+//! `requests.jsonl`: one raw record per request — instants as seconds from the phase start, never derived
+//! figures. Failures are data: a failed request is a record with its error kind and message.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,9 +33,58 @@ pub struct RequestRecord {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RequestError {
-    /// connect | timeout | http_<status> | stream | body
-    pub kind: String,
+    pub kind: ErrorKind,
     pub message: String,
+}
+
+/// Why a request failed; written as `connect`, `timeout`, `http_<status>`, `stream`, `body` or
+/// `request`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ErrorKind {
+    /// No connection (refused, reset before a response).
+    Connect,
+    /// `request_timeout` passed.
+    Timeout,
+    /// The server answered with this non-success status.
+    Http(u16),
+    /// The response stream broke or ended without `[DONE]`.
+    Stream,
+    /// A non-streaming body that could not be read or parsed.
+    Body,
+    /// Any other failure to send the request.
+    Request,
+}
+
+impl From<ErrorKind> for String {
+    fn from(k: ErrorKind) -> String {
+        match k {
+            ErrorKind::Connect => "connect".into(),
+            ErrorKind::Timeout => "timeout".into(),
+            ErrorKind::Http(code) => format!("http_{code}"),
+            ErrorKind::Stream => "stream".into(),
+            ErrorKind::Body => "body".into(),
+            ErrorKind::Request => "request".into(),
+        }
+    }
+}
+
+impl TryFrom<String> for ErrorKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "connect" => Ok(ErrorKind::Connect),
+            "timeout" => Ok(ErrorKind::Timeout),
+            "stream" => Ok(ErrorKind::Stream),
+            "body" => Ok(ErrorKind::Body),
+            "request" => Ok(ErrorKind::Request),
+            _ => s
+                .strip_prefix("http_")
+                .and_then(|c| c.parse().ok())
+                .map(ErrorKind::Http)
+                .ok_or_else(|| format!("unknown request error kind {s:?}")),
+        }
+    }
 }
 
 impl RequestRecord {

@@ -1,7 +1,7 @@
 //! `manifest.json`: the environment fingerprint of a run. Raw data: written when the run starts and again
 //! when it ends; reports read it, never the live machine.
 
-use crate::plan::Plan;
+use super::plan::Plan;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,23 +31,3 @@ pub struct Manifest {
     pub started_at: String,
     pub ended_at: Option<String>,
 }
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-pub fn host_facts() -> (String, String, String, usize) {
-    let host = read("/proc/sys/kernel/hostname").trim().to_owned();
-    let os_release = read("/etc/os-release");
-    let pretty =
-        os_release.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).unwrap_or("").trim_matches('"').to_owned();
-    let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned()))
-        .unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    (host, format!("{pretty} (Linux {kernel})"), cpu, cpus)
-}
-
-pub use crate::plan::short_hash;

@@ -1,11 +1,8 @@
-//! What a run records about each server start: written to `servers/<id>/startup.json`, and the only input
-//! the KV-scaling CSV is computed from.
+//! `servers/<id>/startup.json`: what a run records about each server start, and the only input the
+//! KV-scaling CSV is computed from. The facts parsed from the log and the model's config live here too.
 
-use crate::engine::logparse::LogFacts;
-use crate::engine::process::StopReport;
-use crate::probe::model::ModelFacts;
-use crate::probe::{MemSample, Source};
-use crate::spec::Scalar;
+use super::memory::{MemSample, Source};
+use super::values::Scalar;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -25,6 +22,12 @@ impl Status {
             Status::Failed => "failed",
             Status::Interrupted => "interrupted",
         }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -118,42 +121,60 @@ impl ServerRecord {
     }
 }
 
-/// One measured point, as recorded in `points.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PointRecord {
-    pub point: String,
-    /// Which attempt at the point (a failed point runs again on resume); records match on (point, attempt).
+pub struct ModelFacts {
+    /// SHA-256 (12 hex digits) of config.json, so runs can tell models apart.
+    pub config_hash: String,
+    pub model_type: Option<String>,
+    pub layers: Option<u64>,
+    pub kv_heads: Option<u64>,
+    pub head_dim: Option<u64>,
+    pub max_position_embeddings: Option<u64>,
     #[serde(default)]
-    pub attempt: u32,
-    pub group: String,
-    pub repeat: u32,
-    pub vars: indexmap::IndexMap<String, crate::spec::Scalar>,
-    pub client: crate::plan::ClientConfig,
-    pub model: String,
-    pub started_at: String,
-    /// Measured phase: start to the end of its last request.
-    pub wall_s: f64,
-    pub warmup_requests: u32,
-    /// /metrics when the server was quiet before and after the measured phase.
-    pub before: Option<crate::probe::metrics::Snapshot>,
-    pub after: Option<crate::probe::metrics::Snapshot>,
-    /// A GPU probe was sampling utilisation.
-    pub gpu_sampled: bool,
-    pub status: String,
-    pub error: Option<String>,
+    pub vocab_size: Option<u64>,
+    /// The KV cache element type used for the theory (the model's, `--dtype`, or `--kv-cache-dtype`).
+    pub kv_dtype: String,
+    pub kv_dtype_bytes: u64,
+    pub theory_bytes_per_token: Option<u64>,
+    /// Set when the formula does not describe this model's KV cache (sliding window, MLA, hybrid).
+    pub theory_not_applicable: Option<String>,
 }
 
-/// One line of `samples.jsonl`: a /metrics scrape or a GPU reading during a measured phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogFacts {
+    /// "Model loading took X GiB and Y seconds".
+    pub weights_gib: Option<f64>,
+    pub model_load_s: Option<f64>,
+    /// "Available KV cache memory: X GiB" (profiled budget).
+    pub available_kv_gib: Option<f64>,
+    /// "... reserved X GiB memory for KV Cache as specified by kv_cache_memory_bytes".
+    pub reserved_kv_gib: Option<f64>,
+    /// CPU: "Explicitly set (X/Y) GiB for KV cache": X the KV space, Y the node's memory.
+    pub cpu_kv_gib: Option<f64>,
+    pub cpu_node_gib: Option<f64>,
+    /// "GPU" or "CPU" from "<device> KV cache size: N tokens".
+    pub kv_device: Option<String>,
+    pub kv_cache_tokens: Option<u64>,
+    /// "Maximum concurrency for N tokens per request: X x".
+    pub max_concurrency_tokens: Option<u64>,
+    pub max_concurrency: Option<f64>,
+    pub graph_capture_s: Option<f64>,
+    pub graph_capture_gib: Option<f64>,
+    pub init_engine_s: Option<f64>,
+    pub compile_s: Option<f64>,
+    /// The KV GiB figure the log gives, whichever form it took.
+    pub kv_gib: Option<f64>,
+    /// The lines these facts came from, without their prefixes.
+    pub lines: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SampleLine {
-    pub point: String,
-    #[serde(default)]
-    pub attempt: u32,
-    pub t_s: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<crate::probe::metrics::Snapshot>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu_util_pct: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu_mem_used_mb: Option<f64>,
+pub struct StopReport {
+    /// Seconds from SIGTERM until the whole tree was gone (or until SIGKILL).
+    pub stop_s: f64,
+    /// SIGKILL was needed after the grace period.
+    pub escalated: bool,
+    /// Processes still alive after SIGKILL (should be empty).
+    pub leftover: Vec<u32>,
+    pub exit: Option<String>,
 }

@@ -1,0 +1,84 @@
+//! A run folder as a whole: its file names, and reading it back — the spec text, the manifest, and every raw
+//! record the journal has committed, in the order the run wrote them.
+
+use super::Recorded;
+use super::io::{self, RecordError};
+use super::journal::{self, Journal};
+use super::manifest::Manifest;
+use std::path::{Path, PathBuf};
+
+pub const SPEC: &str = "spec.yaml";
+pub const PLAN: &str = "plan.json";
+pub const MANIFEST: &str = "manifest.json";
+pub const JOURNAL: &str = "journal.jsonl";
+pub const POINTS: &str = "points.jsonl";
+pub const REQUESTS: &str = "requests.jsonl";
+pub const SAMPLES: &str = "samples.jsonl";
+/// The raw streams that may be stored compressed (`<name>.gz`).
+pub const RAW_STREAMS: [&str; 3] = [POINTS, REQUESTS, SAMPLES];
+
+/// `servers/<group>/`: the server's log and `startup.json`.
+pub fn server_dir(dir: &Path, group: &str) -> PathBuf {
+    dir.join("servers").join(group)
+}
+
+/// What a run folder holds, as read back.
+pub struct RunFolder {
+    pub spec_text: String,
+    pub manifest: Manifest,
+    pub recorded: Recorded,
+    pub journal: journal::State,
+}
+
+fn read_text(path: &Path) -> Result<String, RecordError> {
+    let bytes = std::fs::read(path).map_err(|e| RecordError::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&valid[start..]).chars().count() + 1;
+        RecordError::Utf8 { path: path.display().to_string(), line, column }
+    })
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, RecordError> {
+    serde_json::from_str(&read_text(path)?).map_err(|e| RecordError::Line {
+        path: path.display().to_string(),
+        line: e.line(),
+        message: e.to_string(),
+    })
+}
+
+pub fn read(dir: &Path) -> Result<RunFolder, RecordError> {
+    let manifest: Manifest = read_json(&dir.join(MANIFEST))?;
+    let spec_text = read_text(&dir.join(SPEC))?;
+    let journal = journal::state(&Journal::new(dir).read()?);
+    let mut recorded = Recorded::default();
+    for group in &manifest.plan.groups {
+        let path = server_dir(dir, &group.id).join("startup.json");
+        if path.exists() {
+            recorded.servers.push(read_json(&path)?);
+        }
+    }
+    // Only records whose (point, attempt) the journal committed: a crash between the records and the journal
+    // entry must not count them, and a resume measures that point again under a new attempt number.
+    let ok = |p: &str, a: u32| journal.is_committed(p, a);
+    recorded.points = io::read_raw(&dir.join(POINTS))?;
+    recorded.points.retain(|r: &super::PointRecord| ok(&r.point, r.attempt));
+    recorded.requests = io::read_raw(&dir.join(REQUESTS))?;
+    recorded.requests.retain(|r: &super::RequestRecord| ok(&r.point, r.attempt));
+    recorded.samples = io::read_raw(&dir.join(SAMPLES))?;
+    recorded.samples.retain(|r: &super::SampleLine| ok(&r.point, r.attempt));
+    Ok(RunFolder { spec_text, manifest, recorded, journal })
+}
+
+/// Compresses the folder's raw streams in place (`servelab compress`); returns (file, bytes before, after).
+pub fn compress(dir: &Path) -> Result<Vec<(String, u64, u64)>, RecordError> {
+    let mut done = Vec::new();
+    for name in RAW_STREAMS {
+        if let Some((before, after)) = io::compress_raw(&dir.join(name))? {
+            done.push((name.to_owned(), before, after));
+        }
+    }
+    Ok(done)
+}

@@ -1,0 +1,282 @@
+//! Reading and writing the files of a run folder. Two disciplines, one per kind of file:
+//! - raw records and the journal are JSONL, only ever appended; a crash can leave a torn last line (no
+//!   newline), which readers tolerate and the next append sets aside in `<file>.torn` before writing, so a
+//!   fragment is never glued to a new line. A complete line that does not parse is an error naming file:line.
+//! - everything else (manifest, plan, startup records, derived files) is replaced atomically: written to a
+//!   temporary file, fsynced, renamed over the old one, and the folder fsynced.
+//!
+//! Raw JSONL may also be stored gzip-compressed (`requests.jsonl.gz`): a raw stream is the compressed part,
+//! if any, followed by the plain part, if any, so a compressed run can be resumed (new lines go to the plain
+//! file) and `servelab compress` folds both back into one `.gz`.
+
+use flate2::read::MultiGzDecoder;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot access {path}: {source}; check that the run folder exists and is readable and writable")]
+    Io { path: String, source: std::io::Error },
+    #[error(
+        "{path}:{line}: not a valid record ({message}); the file was edited or corrupted — restore it, or move \
+         the line aside to keep the rest"
+    )]
+    Line { path: String, line: usize, message: String },
+    #[error(
+        "{path}:{line}:{column}: invalid UTF-8; the file was edited or corrupted — restore it, or remove the \
+         damaged line"
+    )]
+    Utf8 { path: String, line: usize, column: usize },
+}
+
+impl RecordError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        RecordError::Io { path: path.display().to_string(), source }
+    }
+}
+
+/// Pretty JSON with a trailing newline: every JSON file servelab writes.
+pub fn json_pretty<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old file or the new one, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
+    let tmp = tmp_path(path);
+    let io = |source| RecordError::io(path, source);
+    let mut file = File::create(&tmp).map_err(io)?;
+    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    sync_dir(path);
+    Ok(())
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Makes a rename durable; best effort (some file systems refuse to open a directory for sync).
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+}
+
+/// Appends one JSON line per item; `sync` fsyncs before returning (the journal does, raw records need not:
+/// the journal entry written after them is what commits them).
+pub fn append_jsonl<T: Serialize>(path: &Path, items: &[T], sync: bool) -> Result<(), RecordError> {
+    let mut buf = Vec::new();
+    for item in items {
+        serde_json::to_writer(&mut buf, item).map_err(|e| RecordError::io(path, std::io::Error::other(e)))?;
+        buf.push(b'\n');
+    }
+    set_aside_torn_tail(path)?;
+    let io = |source| RecordError::io(path, source);
+    let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+    file.write_all(&buf).map_err(io)?;
+    if sync {
+        file.sync_all().map_err(io)?;
+    }
+    Ok(())
+}
+
+/// When the file does not end with a newline (a crash mid-append), moves the fragment after its last newline
+/// to `<file>.torn` and truncates the file there. Returns whether anything was set aside.
+pub fn set_aside_torn_tail(path: &Path) -> Result<bool, RecordError> {
+    let io = |source| RecordError::io(path, source);
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io(e)),
+    };
+    let len = file.metadata().map_err(io)?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    // Scan back in blocks for the last newline; a torn line is short, so this reads little.
+    let mut end = len;
+    let mut keep = 0;
+    let mut block = vec![0u8; 64 * 1024];
+    'scan: while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        file.read_exact(&mut block[..n]).map_err(io)?;
+        if start + n as u64 == len && block[n - 1] == b'\n' {
+            return Ok(false);
+        }
+        if let Some(i) = memchr::memrchr(b'\n', &block[..n]) {
+            keep = start + i as u64 + 1;
+            break 'scan;
+        }
+        end = start;
+    }
+    let mut fragment = Vec::new();
+    file.seek(SeekFrom::Start(keep)).map_err(io)?;
+    file.read_to_end(&mut fragment).map_err(io)?;
+    let mut torn_name = path.file_name().unwrap_or_default().to_os_string();
+    torn_name.push(".torn");
+    let torn = path.with_file_name(torn_name);
+    let mut side = OpenOptions::new().create(true).append(true).open(&torn).map_err(|e| RecordError::io(&torn, e))?;
+    fragment.push(b'\n');
+    side.write_all(&fragment).and_then(|_| side.sync_all()).map_err(|e| RecordError::io(&torn, e))?;
+    file.set_len(keep).and_then(|_| file.sync_all()).map_err(io)?;
+    Ok(true)
+}
+
+/// Lines of one JSONL file, parsed; `torn` is set when its last line had no newline and did not parse.
+pub struct Lines<T> {
+    pub items: Vec<T>,
+    pub torn: bool,
+}
+
+/// Parses JSONL bytes named `path` (for messages). Empty lines are skipped.
+pub fn parse_jsonl<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Lines<T>, RecordError> {
+    let mut items = Vec::new();
+    let complete = bytes.last().is_none_or(|b| *b == b'\n');
+    let count = bytes.split(|b| *b == b'\n').count();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let last_unterminated = !complete && i + 1 == count;
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => t,
+            Err(_) if last_unterminated => return Ok(Lines { items, torn: true }),
+            Err(e) => {
+                let column = String::from_utf8_lossy(&line[..e.valid_up_to()]).chars().count() + 1;
+                return Err(RecordError::Utf8 { path: path.display().to_string(), line: i + 1, column });
+            }
+        };
+        if text.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(text) {
+            Ok(item) => items.push(item),
+            Err(_) if last_unterminated => return Ok(Lines { items, torn: true }),
+            Err(e) => {
+                return Err(RecordError::Line {
+                    path: path.display().to_string(),
+                    line: i + 1,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(Lines { items, torn: false })
+}
+
+/// Reads a whole file, or nothing when it does not exist.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, RecordError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RecordError::io(path, e)),
+    }
+}
+
+/// `requests.jsonl.gz` for `requests.jsonl`.
+pub fn gz_path(plain: &Path) -> PathBuf {
+    let mut name = plain.file_name().unwrap_or_default().to_os_string();
+    name.push(".gz");
+    plain.with_file_name(name)
+}
+
+fn gunzip(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, RecordError> {
+    let mut out = Vec::new();
+    MultiGzDecoder::new(bytes).read_to_end(&mut out).map_err(|e| RecordError::io(path, e))?;
+    Ok(out)
+}
+
+/// A raw stream: `<plain>.gz` (if present) then `<plain>` (if present), in that order.
+pub fn read_raw<T: DeserializeOwned>(plain: &Path) -> Result<Vec<T>, RecordError> {
+    let gz = gz_path(plain);
+    let mut items = Vec::new();
+    if let Some(bytes) = read_optional(&gz)? {
+        items.extend(parse_jsonl(&gz, &gunzip(&gz, &bytes)?)?.items);
+    }
+    if let Some(bytes) = read_optional(plain)? {
+        items.extend(parse_jsonl(plain, &bytes)?.items);
+    }
+    Ok(items)
+}
+
+/// Folds `<plain>.gz` and `<plain>` into one `<plain>.gz`, checked by reading it back before the plain file is
+/// removed. Returns (bytes before, bytes after), or None when there was nothing to compress.
+pub fn compress_raw(plain: &Path) -> Result<Option<(u64, u64)>, RecordError> {
+    let gz = gz_path(plain);
+    let old_gz = read_optional(&gz)?;
+    let Some(plain_bytes) = read_optional(plain)? else { return Ok(None) };
+    let mut all = match &old_gz {
+        Some(b) => gunzip(&gz, b)?,
+        None => Vec::new(),
+    };
+    all.extend_from_slice(&plain_bytes);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(&all).map_err(|e| RecordError::io(&gz, e))?;
+    let packed = enc.finish().map_err(|e| RecordError::io(&gz, e))?;
+    if gunzip(&gz, &packed)? != all {
+        return Err(RecordError::io(&gz, std::io::Error::other("compressed copy does not read back identically")));
+    }
+    write_atomic(&gz, &packed)?;
+    std::fs::remove_file(plain).map_err(|e| RecordError::io(plain, e))?;
+    sync_dir(plain);
+    Ok(Some((all.len() as u64, packed.len() as u64)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn a_torn_last_line_is_tolerated_then_set_aside_before_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jsonl");
+        append_jsonl(&path, &[serde_json::json!({"a": 1})], true).unwrap();
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"a\":").unwrap();
+        let lines: Lines<Value> = parse_jsonl(&path, &std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!((lines.items.len(), lines.torn), (1, true));
+        append_jsonl(&path, &[serde_json::json!({"a": 2})], true).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+        assert_eq!(std::fs::read_to_string(dir.path().join("x.jsonl.torn")).unwrap(), "{\"a\":\n");
+    }
+
+    #[test]
+    fn a_bad_complete_line_or_bad_utf8_is_an_error_naming_the_line() {
+        let p = Path::new("j.jsonl");
+        let e = parse_jsonl::<Value>(p, b"{}\nnot json\n{}\n").err().unwrap().to_string();
+        assert!(e.starts_with("j.jsonl:2: not a valid record"), "{e}");
+        let e = parse_jsonl::<Value>(p, b"{}\n{\"\xff\"}\n").err().unwrap().to_string();
+        assert!(e.starts_with("j.jsonl:2:3: invalid UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn compressed_and_plain_parts_read_as_one_stream_and_compress_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        append_jsonl(&path, &[1, 2], false).unwrap();
+        compress_raw(&path).unwrap().unwrap();
+        assert!(!path.exists());
+        append_jsonl(&path, &[3], false).unwrap();
+        assert_eq!(read_raw::<u32>(&path).unwrap(), vec![1, 2, 3]);
+        compress_raw(&path).unwrap().unwrap();
+        assert_eq!(read_raw::<u32>(&path).unwrap(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn atomic_replace_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.json");
+        write_atomic(&path, b"1").unwrap();
+        write_atomic(&path, b"2").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"2");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,44 @@
+//! The run folder's format: the bottom layer. Every file a run writes and every type those files hold — the
+//! plan, the manifest, server, point, sample and request records, the journal — and the rules for reading
+//! and writing them (`io`). It depends on no other module of servelab: the planner produces its plan types,
+//! the executor appends its records, and `stats` and `report` read them, without ever depending on the
+//! executor.
+
+pub mod folder;
+pub mod io;
+pub mod journal;
+pub mod manifest;
+pub mod memory;
+pub mod plan;
+pub mod point;
+pub mod request;
+pub mod server;
+pub mod values;
+
+pub use memory::{GpuReading, MIB, MemSample, Source};
+pub use point::{PointRecord, SampleLine, Snapshot};
+pub use request::{ErrorKind, RequestError, RequestRecord};
+pub use server::{ServerRecord, Status};
+
+use sha2::{Digest, Sha256};
+
+/// The first 12 hex digits of SHA-256: ids of points and servers, hashes of specs and model configs.
+pub fn short_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Everything a run recorded and committed, in memory; the files hold the same.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    pub servers: Vec<ServerRecord>,
+    pub points: Vec<PointRecord>,
+    pub requests: Vec<RequestRecord>,
+    pub samples: Vec<SampleLine>,
+}
+
+impl Recorded {
+    /// The servers servelab started (an `external` endpoint has no startup to report).
+    pub fn started_servers(&self) -> Vec<ServerRecord> {
+        self.servers.iter().filter(|s| !s.argv.is_empty()).cloned().collect()
+    }
+}

@@ -1,0 +1,68 @@
+//! `points.jsonl` and `samples.jsonl`: one record per measured point, and the scrapes and GPU readings taken
+//! while it ran.
+
+use super::plan::ClientConfig;
+use super::server::Status;
+use super::values::Scalar;
+use serde::{Deserialize, Serialize};
+
+/// One measured point, as recorded in `points.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PointRecord {
+    pub point: String,
+    /// Which attempt at the point (a failed point runs again on resume); records match on (point, attempt).
+    #[serde(default)]
+    pub attempt: u32,
+    pub group: String,
+    pub repeat: u32,
+    pub vars: indexmap::IndexMap<String, Scalar>,
+    pub client: ClientConfig,
+    pub model: String,
+    pub started_at: String,
+    /// Measured phase: start to the end of its last request.
+    pub wall_s: f64,
+    pub warmup_requests: u32,
+    /// /metrics when the server was quiet before and after the measured phase.
+    pub before: Option<Snapshot>,
+    pub after: Option<Snapshot>,
+    /// A GPU probe was sampling utilisation.
+    pub gpu_sampled: bool,
+    pub status: Status,
+    pub error: Option<String>,
+}
+
+/// One line of `samples.jsonl`: a /metrics scrape or a GPU reading during a measured phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleLine {
+    pub point: String,
+    #[serde(default)]
+    pub attempt: u32,
+    pub t_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Snapshot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_util_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_mem_used_mb: Option<f64>,
+}
+
+/// The figures servelab takes from vLLM's /metrics at one instant (summed over engines and label sets).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub t_s: f64,
+    pub running: Option<f64>,
+    pub waiting: Option<f64>,
+    /// 0–1 (`vllm:kv_cache_usage_perc`, `vllm:gpu_cache_usage_perc` before 0.9).
+    pub kv_usage: Option<f64>,
+    pub preemptions: Option<f64>,
+    pub generation_tokens: Option<f64>,
+    pub prompt_tokens: Option<f64>,
+    pub prefix_hits: Option<f64>,
+    pub prefix_queries: Option<f64>,
+    pub e2e_sum: Option<f64>,
+    pub e2e_count: Option<f64>,
+    pub ttft_sum: Option<f64>,
+    pub ttft_count: Option<f64>,
+    pub queue_sum: Option<f64>,
+    pub queue_count: Option<f64>,
+}
