@@ -75,6 +75,12 @@ pub enum Command {
         #[arg(long)]
         templates: Option<PathBuf>,
     },
+    /// Compress a run folder's raw records in place (`requests.jsonl` → `requests.jsonl.gz`, likewise points
+    /// and samples); `report`, `compare` and `--resume` read both forms.
+    Compress {
+        /// The run folder.
+        run: PathBuf,
+    },
     /// Compare two runs: a markdown table per metric and point, flagged where the 95% intervals part.
     Compare {
         a: PathBuf,
@@ -216,6 +222,14 @@ fn run(cli: Cli) -> Result<i32, Error> {
             print!("{}", c.markdown);
             if fail_on_regression && c.regressions > 0 {
                 return Ok(exit::REGRESSION);
+            }
+        }
+        Command::Compress { run } => {
+            crate::record::folder::read(&run).map_err(|e| Error::Usage(e.to_string()))?;
+            for (name, before, after) in
+                crate::record::folder::compress(&run).map_err(|e| Error::Usage(e.to_string()))?
+            {
+                println!("{name}: {before} → {after} bytes ({name}.gz)");
             }
         }
         Command::Schema => print!("{}", spec::schema::schema_json()),

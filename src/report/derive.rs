@@ -30,6 +30,11 @@ fn reports(spec: &Spec, has_kv: bool, has_sweep: bool) -> Vec<ReportKind> {
     r
 }
 
+/// Server groups of the plan that run load points (each gets its own sweep files when there are several).
+pub fn load_groups(manifest: &Manifest) -> usize {
+    manifest.plan.groups.iter().filter(|g| g.points.iter().any(|p| p.client.is_some())).count()
+}
+
 pub fn derive(
     spec: &Spec,
     manifest: &Manifest,
@@ -56,7 +61,8 @@ pub fn derive(
     let gpu_sampled = rec.points.iter().any(|p| p.gpu_sampled);
     let mut sweep_ctx = Vec::new();
     for g in &sweeps {
-        let suffix = if sweeps.len() > 1 { format!("-{}", g.group) } else { String::new() };
+        // Named by the plan, not by what was measured so far, so a run never leaves unsuffixed files behind.
+        let suffix = if load_groups(manifest) > 1 { format!("-{}", g.group) } else { String::new() };
         files.push((format!("concurrency_sweep{suffix}.csv"), sweep_csv::render(g)));
         if let Some(bytes) = sweep_csv::render_batching(g) {
             files.push((format!("batching_summary{suffix}.csv"), bytes));
