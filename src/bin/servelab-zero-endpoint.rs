@@ -5,6 +5,14 @@
 //!
 //!   servelab-zero-endpoint --port 18500 [--itl-us 0]
 //!
+//! It is also the fake engine of the executor's tests (a `kind: command` engine, seconds instead of minutes
+//! per server), with faults on request:
+//!   --fail-start        print a vLLM-style error line and exit 1 before listening (a server that cannot start)
+//!   --never-ready       /health answers 503 forever
+//!   --die-after N       exit 1 once N completions have been answered (a server that dies under load)
+//!   --child             start a `sleep` child in its process group (stopping must end the whole group)
+//!   --ignore-term       ignore SIGTERM (stopping must escalate to SIGKILL)
+//!
 //! Single-threaded on purpose (pin it to a core of its own): it answers far faster than any client reads.
 
 use std::time::Duration;
@@ -12,6 +20,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const MODEL: &str = "zero";
+
+/// Faults read once at start (the request path must stay as fast as the client benchmark needs).
+static DIE_AFTER: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+static NEVER_READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -145,9 +161,17 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
         match path.as_str() {
             "/v1/completions" => {
                 seq.set(seq.get() + 1);
-                completion(&mut stream, &body, seq.get(), itl).await?
+                completion(&mut stream, &body, seq.get(), itl).await?;
+                let die_after = DIE_AFTER.get().copied().unwrap_or(0);
+                if die_after > 0 && seq.get() >= die_after {
+                    eprintln!("ERROR servelab-zero-endpoint: RuntimeError: engine died after {die_after} requests (--die-after)");
+                    std::process::exit(1);
+                }
             }
             "/v1/models" => stream.write_all(&simple("200 OK", "application/json", &format!("{{\"object\":\"list\",\"data\":[{{\"id\":\"{MODEL}\",\"object\":\"model\",\"max_model_len\":8192}}]}}"))).await?,
+            "/health" if NEVER_READY.get().copied().unwrap_or(false) => {
+                stream.write_all(&simple("503 Service Unavailable", "text/plain", "")).await?
+            }
             "/health" => stream.write_all(&simple("200 OK", "text/plain", "")).await?,
             "/version" => stream.write_all(&simple("200 OK", "application/json", "{\"version\":\"zero\"}")).await?,
             "/metrics" => stream.write_all(&simple("200 OK", "text/plain", "vllm:num_requests_running 0\nvllm:num_requests_waiting 0\n")).await?,
@@ -157,6 +181,19 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
 }
 
 fn main() -> std::io::Result<()> {
+    if flag("--fail-start") {
+        eprintln!("ERROR servelab-zero-endpoint: ValueError: fake engine refused to start (--fail-start)");
+        std::process::exit(1);
+    }
+    if flag("--ignore-term") {
+        // SAFETY: installing SIG_IGN runs no handler code.
+        unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGTERM, nix::sys::signal::SigHandler::SigIgn) }
+            .map_err(std::io::Error::other)?;
+    }
+    // Kept alive for the endpoint's life: its own process, in the endpoint's process group.
+    let _child = flag("--child").then(|| std::process::Command::new("sleep").arg("600").spawn()).transpose()?;
+    let _ = DIE_AFTER.set(arg("--die-after", 0));
+    let _ = NEVER_READY.set(flag("--never-ready"));
     let port = arg("--port", 18500) as u16;
     let itl = Duration::from_micros(arg("--itl-us", 0));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -1,0 +1,292 @@
+//! The executor's control flow against a fake engine: `servelab-zero-endpoint` as a `kind: command` server
+//! (it starts in milliseconds and fails on request), so resume, fail-fast, a dying server, a server that
+//! never gets ready, Ctrl-C, an escalated stop and leftovers are tested in seconds on any machine, inside
+//! the default test run. Figures are never claimed from it: the real engine's tests are tests/vllm_cpu.rs
+//! and tests/faults.rs.
+
+mod common;
+use common::{assert_nothing_left_in, jsonl};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const ZERO: &str = env!("CARGO_BIN_EXE_servelab-zero-endpoint");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A load spec against the fake engine; `faults` are extra endpoint flags, `extra` more top-level YAML.
+fn spec(name: &str, port: u16, faults: &str, levels: &str, requests: u32, extra: &str) -> String {
+    format!(
+        "name: {name}\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\"{faults}]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\ngrid:\n  concurrency: {levels}\nload:\n  concurrency: \"{{{{ concurrency }}}}\"\n  requests: {requests}\n  exact_requests: true\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 1\nmeasure: {{memory: procfs}}\n{extra}"
+    )
+}
+
+struct Case {
+    _tmp: tempfile::TempDir,
+    spec: PathBuf,
+    out: PathBuf,
+}
+
+impl Case {
+    fn new(text: &str) -> Case {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = tmp.path().join("spec.yaml");
+        std::fs::write(&spec, text).unwrap();
+        let out = tmp.path().join("out");
+        Case { _tmp: tmp, spec, out }
+    }
+
+    fn command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_servelab"));
+        cmd.args(["run", self.spec.to_str().unwrap(), "--out", self.out.to_str().unwrap()]).args(extra);
+        cmd
+    }
+
+    fn run(&self, extra: &[&str]) -> Output {
+        let out = self.command(extra).output().unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    fn dir(&self, name: &str, id: &str) -> PathBuf {
+        self.out.join(name).join(id)
+    }
+}
+
+fn journal(dir: &Path) -> Vec<serde_json::Value> {
+    jsonl(&dir.join("journal.jsonl"))
+}
+
+fn events<'a>(j: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    j.iter().filter(|e| e["event"] == kind).collect()
+}
+
+/// Measured (non-warmup) requests per committed (point, attempt), read the way `report` reads them.
+fn committed_requests(dir: &Path) -> BTreeMap<(String, u64), usize> {
+    let j = journal(dir);
+    let done: BTreeSet<(String, u64)> = events(&j, "point_done")
+        .iter()
+        .map(|e| (e["point"].as_str().unwrap().to_owned(), e["attempt"].as_u64().unwrap()))
+        .collect();
+    let mut n = BTreeMap::new();
+    for r in jsonl(&dir.join("requests.jsonl")).iter().filter(|r| r["warmup"] == false) {
+        let key = (r["point"].as_str().unwrap().to_owned(), r["attempt"].as_u64().unwrap_or(0));
+        if done.contains(&key) {
+            *n.entry(key).or_insert(0) += 1;
+        }
+    }
+    n
+}
+
+fn sweep_column(dir: &Path, column: &str) -> Vec<String> {
+    let mut reader = csv::Reader::from_path(dir.join("concurrency_sweep.csv")).unwrap();
+    let i = reader.headers().unwrap().iter().position(|h| h == column).unwrap();
+    reader.records().map(|r| r.unwrap()[i].to_owned()).collect()
+}
+
+fn rerenders_byte_for_byte(dir: &Path) {
+    let names = ["concurrency_sweep.csv", "sweep.json", "concurrency_sweep.md", "kv_cache_scaling.csv"];
+    let before: Vec<Vec<u8>> = names.iter().map(|n| std::fs::read(dir.join(n)).unwrap()).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).arg("report").arg(dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (n, b) in names.iter().zip(before) {
+        assert!(std::fs::read(dir.join(n)).unwrap() == b, "{n} re-rendered differently");
+    }
+}
+
+#[test]
+fn a_run_commits_every_point_once_and_rerenders() {
+    let port = free_port();
+    let case = Case::new(&spec("ok", port, "", "[1, 4]", 12, "repeats: 2\n"));
+    let out = case.run(&["--run-id", "a"]);
+    assert_eq!(out.status.code(), Some(0));
+    let dir = case.dir("ok", "a");
+    let j = journal(&dir);
+    assert_eq!(events(&j, "server_start").len(), 1);
+    assert_eq!(events(&j, "point_start").len(), 4);
+    assert_eq!(events(&j, "point_done").len(), 4);
+    assert!(committed_requests(&dir).values().all(|n| *n == 12));
+    assert_eq!(sweep_column(&dir, "requests"), ["12", "12"]);
+    rerenders_byte_for_byte(&dir);
+    assert_nothing_left_in(&dir, port);
+}
+
+#[test]
+fn an_existing_run_folder_is_never_merged_into_and_run_ids_stay_inside_out() {
+    let port = free_port();
+    let case = Case::new(&spec("once", port, "", "[1]", 4, ""));
+    assert_eq!(case.run(&["--run-id", "a"]).status.code(), Some(0));
+    let again = case.run(&["--run-id", "a"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists; continue it with --resume"));
+    for bad in ["../../x", "/tmp/x", "..", "a/b"] {
+        let out = case.run(&["--run-id", bad]);
+        assert_eq!(out.status.code(), Some(2), "--run-id {bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is not a plain folder name"));
+    }
+    // Two runs without --run-id in the same second get two folders.
+    assert_eq!(case.run(&[]).status.code(), Some(0));
+    assert_eq!(case.run(&[]).status.code(), Some(0));
+    let folders = std::fs::read_dir(case.out.join("once")).unwrap().count();
+    assert_eq!(folders, 3);
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_resume_measures_nothing_twice() {
+    let port = free_port();
+    // Paced tokens (0.2 ms apart) make each point last long enough to be interrupted mid-run.
+    let case = Case::new(&spec("intr", port, ", \"--itl-us\", \"200\"", "[4, 1]", 300, "repeats: 2\n"));
+    let mut child = case.command(&["--run-id", "r"]).stderr(Stdio::null()).spawn().unwrap();
+    let dir = case.dir("intr", "r");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events(&journal(&dir), "point_done").is_empty() {
+        assert!(Instant::now() < deadline, "the first point never finished");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_nothing_left_in(&dir, port);
+    let done_before = events(&journal(&dir), "point_done").iter().filter(|e| e["status"] == "ok").count();
+    assert!(done_before < 4, "the interrupt came too late to test anything");
+
+    let resumed = case.run(&["--resume", dir.to_str().unwrap()]);
+    assert_eq!(resumed.status.code(), Some(0));
+    let j = journal(&dir);
+    let ok: Vec<&str> =
+        events(&j, "point_done").iter().filter(|e| e["status"] == "ok").map(|e| e["point"].as_str().unwrap()).collect();
+    assert_eq!(ok.len(), 4, "every point measured ok exactly once: {ok:?}");
+    assert_eq!(ok.iter().collect::<BTreeSet<_>>().len(), 4);
+    assert_eq!(events(&j, "server_start").len(), 2);
+    assert_eq!(sweep_column(&dir, "requests"), ["300", "300"]);
+    rerenders_byte_for_byte(&dir);
+    assert_nothing_left_in(&dir, port);
+}
+
+#[test]
+fn records_written_before_a_crash_are_not_counted_after_resume() {
+    let port = free_port();
+    let case = Case::new(&spec("crash", port, "", "[1, 2]", 30, ""));
+    assert_eq!(case.run(&["--run-id", "c"]).status.code(), Some(0));
+    let dir = case.dir("crash", "c");
+    // As if the process died (or the disk filled) after the last point's records but before its journal
+    // line: drop that line, and leave half a line behind.
+    let text = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let last = lines.pop().unwrap();
+    assert!(last.contains("point_done"));
+    let mut torn = lines.join("\n");
+    torn.push_str("\n{\"event\":\"point_do");
+    std::fs::write(dir.join("journal.jsonl"), torn).unwrap();
+
+    assert_eq!(case.run(&["--resume", dir.to_str().unwrap()]).status.code(), Some(0));
+    // The point ran again under a new attempt; its stray records stay uncommitted.
+    let attempts: Vec<u64> =
+        events(&journal(&dir), "point_done").iter().map(|e| e["attempt"].as_u64().unwrap()).collect();
+    assert_eq!(attempts, [0, 1]);
+    assert!(committed_requests(&dir).values().all(|n| *n == 30));
+    assert_eq!(sweep_column(&dir, "requests"), ["30", "30"]);
+    assert!(dir.join("journal.jsonl.torn").exists(), "the torn line is set aside");
+    rerenders_byte_for_byte(&dir);
+}
+
+#[test]
+fn a_damaged_journal_is_an_error_not_an_empty_one() {
+    let port = free_port();
+    let case = Case::new(&spec("damaged", port, "", "[1]", 4, ""));
+    assert_eq!(case.run(&["--run-id", "d"]).status.code(), Some(0));
+    let dir = case.dir("damaged", "d");
+    let mut bytes = std::fs::read(dir.join("journal.jsonl")).unwrap();
+    bytes.splice(0..0, b"\xff\n".iter().copied());
+    std::fs::write(dir.join("journal.jsonl"), bytes).unwrap();
+    let out = case.run(&["--resume", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("journal.jsonl:1:1: invalid UTF-8"));
+    assert_eq!(jsonl(&dir.join("points.jsonl")).len(), 1, "nothing was measured on top");
+}
+
+#[test]
+fn a_server_that_dies_under_load_fails_its_point_and_the_rest_are_not_run() {
+    let port = free_port();
+    let case = Case::new(&spec("dies", port, ", \"--die-after\", \"20\"", "[1, 2]", 40, ""));
+    let out = case.run(&["--run-id", "d"]);
+    assert_eq!(out.status.code(), Some(3));
+    let dir = case.dir("dies", "d");
+    let points = jsonl(&dir.join("points.jsonl"));
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0]["status"], "failed");
+    assert_eq!(points[0]["error"], "the server died during this point");
+    assert_eq!(points[1]["status"], "failed");
+    assert!(points[1]["error"].as_str().unwrap().starts_with("not run"));
+    assert_nothing_left_in(&dir, port);
+}
+
+#[test]
+fn fail_fast_stops_at_the_first_server_that_cannot_start() {
+    let port = free_port();
+    let text = spec("ff", port, ", \"{{ mode }}\"", "[1]", 4, "")
+        .replace("grid:\n  concurrency: [1]\n", "grid:\n  mode: [--fail-start, --ok]\n  concurrency: [1]\n");
+    let case = Case::new(&text);
+    let out = case.run(&["--run-id", "f", "--fail-fast"]);
+    assert_eq!(out.status.code(), Some(3));
+    let dir = case.dir("ff", "f");
+    assert_eq!(events(&journal(&dir), "server_start").len(), 1, "the second server never started");
+    let startups = common::startups(&dir);
+    assert_eq!(startups.len(), 1);
+    assert_eq!(startups[0]["status"], "failed");
+    assert!(startups[0]["error"].as_str().unwrap().contains("fake engine refused to start"));
+    // Without --fail-fast the run goes on to the second server.
+    let out = case.run(&["--run-id", "g"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(events(&journal(&case.dir("ff", "g")), "server_start").len(), 2);
+    assert_nothing_left_in(&case.dir("ff", "g"), port);
+}
+
+#[test]
+fn a_server_that_never_gets_ready_fails_within_its_timeout() {
+    let port = free_port();
+    let case = Case::new(&spec("never", port, ", \"--never-ready\"", "[1]", 4, ""));
+    let started = Instant::now();
+    let out = case.run(&["--run-id", "n"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let dir = case.dir("never", "n");
+    let s = &common::startups(&dir)[0];
+    assert_eq!(s["status"], "failed");
+    assert!(s["error"].as_str().unwrap().contains("ready"), "{}", s["error"]);
+    assert_nothing_left_in(&dir, port);
+}
+
+#[test]
+fn stop_escalates_and_ends_the_whole_process_group() {
+    let port = free_port();
+    let case = Case::new(&spec("group", port, ", \"--child\", \"--ignore-term\"", "[1]", 4, ""));
+    assert_eq!(case.run(&["--run-id", "g"]).status.code(), Some(0));
+    let dir = case.dir("group", "g");
+    let s = &common::startups(&dir)[0];
+    assert_eq!(s["stop"]["escalated"], true, "SIGTERM was ignored, so SIGKILL had to follow");
+    assert!(s["pids"].as_array().unwrap().len() >= 2, "the child was seen in the server's tree");
+    assert_nothing_left_in(&dir, port);
+}
+
+#[test]
+fn compressed_raw_records_read_back_and_resume() {
+    let port = free_port();
+    let case = Case::new(&spec("gz", port, "", "[1, 2]", 8, ""));
+    assert_eq!(case.run(&["--run-id", "z"]).status.code(), Some(0));
+    let dir = case.dir("gz", "z");
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).arg("compress").arg(&dir).output().unwrap();
+    assert!(out.status.success());
+    assert!(dir.join("requests.jsonl.gz").exists() && !dir.join("requests.jsonl").exists());
+    rerenders_byte_for_byte(&dir);
+    // A spec edit adds a level: the resumed run appends plain records beside the compressed ones.
+    let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&case.spec).unwrap();
+    f.write_all(spec("gz", port, "", "[1, 2, 3]", 8, "").as_bytes()).unwrap();
+    assert_eq!(case.run(&["--resume", dir.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(sweep_column(&dir, "requests"), ["8", "8", "8"]);
+    assert!(dir.join("spec-1.yaml").exists(), "the earlier spec is kept");
+    rerenders_byte_for_byte(&dir);
+}
