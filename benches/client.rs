@@ -78,10 +78,18 @@ fn run(
     let spec = spec(port, 128);
     rt.block_on(async {
         // Warm the connection pool, then measure.
-        let warm =
-            Phase { point: "warm".into(), attempt: 0, requests: concurrency * 4, concurrency, warmup: true, salt: 1 };
+        let warm = Phase {
+            point: "warm".into(),
+            attempt: 0,
+            requests: concurrency * 4,
+            concurrency,
+            warmup: true,
+            salt: 1,
+            duration: None,
+        };
         client::run_phase(&http, &spec, &warm).await;
-        let phase = Phase { point: "bench".into(), attempt: 0, requests, concurrency, warmup: false, salt: 2 };
+        let phase =
+            Phase { point: "bench".into(), attempt: 0, requests, concurrency, warmup: false, salt: 2, duration: None };
         let t = Instant::now();
         let r = client::run_phase(&http, &spec, &phase).await;
         let wall = t.elapsed().as_secs_f64();
@@ -110,7 +118,15 @@ fn memory_child(port: u16) {
     let before = vm_hwm_mb();
     let http = client::http_client(1000);
     let spec = spec(port, 128);
-    let phase = Phase { point: "mem".into(), attempt: 0, requests: 1000, concurrency: 1000, warmup: false, salt: 3 };
+    let phase = Phase {
+        point: "mem".into(),
+        attempt: 0,
+        requests: 1000,
+        concurrency: 1000,
+        warmup: false,
+        salt: 3,
+        duration: None,
+    };
     let r = rt.block_on(client::run_phase(&http, &spec, &phase));
     let ok = r.records.iter().filter(|r| r.ok()).count();
     // The streams overlapped: every request lasted at least 64 token intervals.

@@ -129,21 +129,35 @@ pub struct BenchArgs {
     pub run_id: Option<String>,
 }
 
-/// The spec `bench` runs: an external engine and a concurrency grid, stored with the run like any spec.
-pub fn bench_spec(b: &BenchArgs) -> String {
+/// The spec `bench` runs: an external engine and a concurrency grid, built as a value (no YAML text is
+/// pasted together, so no argument can inject a key), then written out as YAML and stored with the run
+/// like any spec.
+pub fn bench_spec(b: &BenchArgs) -> Result<String, Error> {
     let url = b.url.trim_end_matches('/').trim_end_matches("/v1");
-    let levels: Vec<String> = b.concurrency.iter().map(u32::to_string).collect();
-    let mut text = format!(
-        "name: bench\ndescription: servelab bench against {url}\nengine:\n  kind: external\n  base_url: {url:?}\n  ready_path: /v1/models\n"
-    );
+    let mut engine = serde_json::json!({ "kind": "external", "base_url": url, "ready_path": "/v1/models" });
     if let Some(m) = &b.model {
-        text.push_str(&format!("  model: {m:?}\n"));
+        engine["model"] = m.as_str().into();
     }
-    text.push_str(&format!(
-        "grid:\n  concurrency: [{}]\nrepeats: {}\nload:\n  concurrency: \"{{{{ concurrency }}}}\"\n  requests: {}\n  exact_requests: {}\n  max_tokens: {}\n  prompt_tokens: {}\n  warmup: {}\n  stream: {}\n  vocab_size: {}\nmeasure: {{memory: procfs}}\n",
-        levels.join(", "), b.repeats, b.requests, b.exact_requests, b.max_tokens, b.prompt_tokens, b.warmup, !b.no_stream, b.vocab_size.unwrap_or(1000)
-    ));
-    text
+    let value = serde_json::json!({
+        "name": "bench",
+        "description": format!("servelab bench against {url}"),
+        "engine": engine,
+        "grid": { "concurrency": b.concurrency },
+        "repeats": b.repeats,
+        "load": {
+            "concurrency": "{{ concurrency }}",
+            "requests": b.requests,
+            "exact_requests": b.exact_requests,
+            "max_tokens": b.max_tokens,
+            "prompt_tokens": b.prompt_tokens,
+            "warmup": b.warmup,
+            "stream": !b.no_stream,
+            "vocab_size": b.vocab_size.unwrap_or(1000),
+        },
+        "measure": { "memory": "procfs" },
+    });
+    let spec: spec::Spec = serde_json::from_value(value).map_err(|e| Error::Usage(format!("bench: {e}")))?;
+    serde_saphyr::to_string(&spec).map_err(|e| Error::Internal(format!("bench spec as YAML: {e}")))
 }
 
 /// Loads a spec and plans it, pointing planner errors at their place in the spec.
@@ -179,7 +193,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             return run_experiment(&loaded, &plan, RunOptions { out_root: out, run_id, resume, force, fail_fast });
         }
         Command::Bench(b) => {
-            let loaded = spec::load_str("servelab bench", &bench_spec(&b), &[])?;
+            let loaded = spec::load_str("servelab bench", &bench_spec(&b)?, &[])?;
             let plan = plan::build_located(&loaded)?;
             return run_experiment(
                 &loaded,
@@ -200,19 +214,27 @@ fn run(cli: Cli) -> Result<i32, Error> {
         }
         Command::Compare { a, b, fail_on_regression } => {
             let analyse = |dir: &PathBuf| -> Result<_, Error> {
-                let (loaded, _, rec) = crate::report::open_run(dir).map_err(Error::Usage)?;
+                let (loaded, manifest, rec) = crate::report::open_run(dir).map_err(Error::Usage)?;
                 let started = rec.started_servers();
                 let sweeps = crate::stats::sweep::analyze(
                     &rec.points,
                     &rec.requests,
                     &rec.samples,
-                    loaded.spec.repeat_policy,
+                    loaded.spec.effective_policy(),
                     &loaded.spec.knee,
                 );
-                Ok((crate::stats::kv::rows(&started), sweeps))
+                Ok((crate::stats::kv::rows(&started), sweeps, manifest.metrics_version))
             };
-            let (ka, sa) = analyse(&a)?;
-            let (kb, sb) = analyse(&b)?;
+            let (ka, sa, va) = analyse(&a)?;
+            let (kb, sb, vb) = analyse(&b)?;
+            if va != vb {
+                return Err(Error::Usage(format!(
+                    "{} records metrics version {va} and {} version {vb}: their figures mean different things \
+                     (version 2 measures ITL per token and over a steady-state window); compare runs of one version",
+                    a.display(),
+                    b.display()
+                )));
+            }
             let c = crate::report::compare::compare(
                 &a.display().to_string(),
                 &b.display().to_string(),
@@ -237,6 +259,35 @@ fn run(cli: Cli) -> Result<i32, Error> {
     Ok(exit::OK)
 }
 
+/// The executor's view of `stats` and `report` for one spec.
+struct SpecAnalysis<'a> {
+    spec: &'a spec::Spec,
+    templates: Option<PathBuf>,
+}
+
+impl run::Analysis for SpecAnalysis<'_> {
+    fn derive(&self, manifest: &Manifest, rec: &Recorded) -> Result<Vec<(String, Vec<u8>)>, String> {
+        crate::report::derive::derive(self.spec, manifest, rec, self.templates.clone()).map(|(files, _)| files)
+    }
+
+    fn rel_halfwidth(&self, rec: &Recorded, group: &plan::ServerGroup, point: &plan::Point) -> Option<f64> {
+        let points: Vec<_> = rec
+            .points
+            .iter()
+            .filter(|p| p.group == group.id && Some(&p.client) == point.client.as_ref())
+            .cloned()
+            .collect();
+        let sweeps = crate::stats::sweep::analyze(
+            &points,
+            &rec.requests,
+            &rec.samples,
+            self.spec.effective_policy(),
+            &self.spec.knee,
+        );
+        sweeps.first()?.cells.first()?.tok_s_rel_halfwidth()
+    }
+}
+
 /// Runs the plan on a tokio runtime; Ctrl-C stops the current server before exiting with 130.
 fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<i32, Error> {
     let runtime =
@@ -256,18 +307,17 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
         }
     });
     let spec = &loaded.spec;
-    let templates = spec.templates.as_ref().map(PathBuf::from);
-    let derive = |manifest: &Manifest, rec: &Recorded| {
-        crate::report::derive::derive(spec, manifest, rec, templates.clone()).map(|(files, _)| files)
-    };
-    let outcome = runtime.block_on(run::execute(loaded, plan, &opts, &interrupted, &derive)).map_err(|e| match e {
-        RunError::Output { .. } | RunError::Record(_) | RunError::Probe(_) | RunError::Preflight(_) => {
-            Error::Usage(e.to_string())
-        }
-        RunError::Report(msg) => Error::Usage(format!("cannot render the reports: {msg}")),
-    })?;
+    let analysis = SpecAnalysis { spec, templates: spec.templates.as_ref().map(PathBuf::from) };
+    let outcome =
+        runtime.block_on(run::execute(loaded, plan, &opts, &interrupted, &analysis)).map_err(|e| match e {
+            RunError::Output { .. } | RunError::Record(_) | RunError::Probe(_) | RunError::Preflight(_) => {
+                Error::Usage(e.to_string())
+            }
+            RunError::Report(msg) => Error::Usage(format!("cannot render the reports: {msg}")),
+        })?;
     let rec = &outcome.recorded;
-    let sweeps = crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.repeat_policy, &spec.knee);
+    let sweeps =
+        crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
     print!("{}", crate::report::console::summary(&outcome.dir, rec, &sweeps));
     if outcome.interrupted {
         eprintln!("interrupted; what was measured is in {}", outcome.dir.display());
@@ -296,5 +346,34 @@ pub fn main() -> i32 {
             eprintln!("error: servelab panicked; this is a bug, please report it with the spec that caused it");
             exit::INTERNAL
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bench(args: &[&str]) -> BenchArgs {
+        let mut argv = vec!["servelab", "bench"];
+        argv.extend_from_slice(args);
+        match Cli::parse_from(argv).command {
+            Command::Bench(b) => b,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn bench_spec_is_a_value_that_round_trips_whatever_the_arguments_hold() {
+        let model = "evil\"\nname: injected\n  x: {{ y }}";
+        let b = bench(&["--url", "http://127.0.0.1:9/v1/", "--model", model, "--concurrency", "1,8", "--no-stream"]);
+        let text = bench_spec(&b).unwrap();
+        let loaded = spec::load_str("servelab bench", &text, &[]).unwrap();
+        let s = &loaded.spec;
+        assert_eq!(s.name, "bench");
+        assert_eq!(s.engine.model.as_deref(), Some(model));
+        assert_eq!(s.engine.base_url.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(s.grid["concurrency"].len(), 2);
+        let load = s.load.as_ref().unwrap();
+        assert!(matches!(load.stream, spec::BoolOrTemplate::Bool(false)));
     }
 }

@@ -166,9 +166,9 @@ fn external_engines_start_nothing() {
 #[test]
 fn the_estimate_counts_starts_and_request_batches() {
     let plan = plan_of(&format!("{SWEEP_4X4}estimate: {{startup: 30s, stop: 2s, per_request: 100ms}}\n"));
-    // 4 starts × 32 s, plus per group (2 warmup + requests) / concurrency batches of 0.1 s:
-    // c=1: 34, c=4: 9, c=8: 5, c=16: 5 (66/16 rounded up) → 53 batches per group.
-    let expected = 4.0 * 32.0 + 4.0 * 53.0 * 0.1;
+    // 4 starts × 32 s and a 3 s server warmup each, plus per group (2 warmup + requests) / concurrency
+    // batches of 0.1 s: c=1: 34, c=4: 9, c=8: 5, c=16: 5 (66/16 rounded up) → 53 batches per group.
+    let expected = 4.0 * (32.0 + 3.0) + 4.0 * 53.0 * 0.1;
     assert!((plan.estimate.total_s - expected).abs() < 1e-9, "{}", plan.estimate.total_s);
 }
 

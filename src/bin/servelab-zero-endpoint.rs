@@ -49,7 +49,8 @@ fn chunk(out: &mut Vec<u8>, payload: &[u8]) {
 }
 
 /// Appends one token's HTTP chunk (`{len:x}\r\n` + the SSE event + `\r\n`) without allocating.
-fn token_chunk(out: &mut Vec<u8>, id: &[u8], created: u64, i: u64, last: bool) {
+/// With `usage` (continuous_usage_stats), the chunk carries the running counts as vLLM sends them.
+fn token_chunk(out: &mut Vec<u8>, id: &[u8], created: u64, i: u64, last: bool, usage: Option<u64>) {
     use std::io::Write;
     let finish: &[u8] = if last { b"\"length\"" } else { b"null" };
     let mut digits = [0u8; 20];
@@ -60,6 +61,20 @@ fn token_chunk(out: &mut Vec<u8>, id: &[u8], created: u64, i: u64, last: bool) {
     let mut w = &mut created_digits[..];
     let _ = write!(w, "{created}");
     let nc = 20 - w.len();
+    let mut usage_text = [0u8; 96];
+    let nu = match usage {
+        Some(prompt) => {
+            let mut w = &mut usage_text[..];
+            let _ = write!(
+                w,
+                ",\"usage\":{{\"prompt_tokens\":{prompt},\"total_tokens\":{},\"completion_tokens\":{}}}",
+                prompt + i + 1,
+                i + 1
+            );
+            96 - w.len()
+        }
+        None => 0,
+    };
     let parts: [&[u8]; 11] = [
         b"data: {\"id\":\"",
         id,
@@ -69,9 +84,9 @@ fn token_chunk(out: &mut Vec<u8>, id: &[u8], created: u64, i: u64, last: bool) {
         &digits[..nd],
         b"\",\"logprobs\":null,\"finish_reason\":",
         finish,
-        b",\"stop_reason\":null,\"prompt_token_ids\":null,\"token_ids\":null}]}",
-        b"\n\n",
-        b"",
+        b",\"stop_reason\":null,\"prompt_token_ids\":null,\"token_ids\":null}]",
+        &usage_text[..nu],
+        b"}\n\n",
     ];
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let _ = write!(out, "{len:x}\r\n");
@@ -108,8 +123,9 @@ async fn completion(stream: &mut TcpStream, body: &[u8], seq: u64, itl: Duration
     out.extend_from_slice(
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n",
     );
+    let continuous = memchr::memmem::find(body, b"\"continuous_usage_stats\":true").is_some();
     for i in 0..n {
-        token_chunk(&mut out, id.as_bytes(), created, i, i + 1 == n);
+        token_chunk(&mut out, id.as_bytes(), created, i, i + 1 == n, continuous.then_some(prompt));
         // Like a real server, the first token leaves as soon as it exists; later ones follow in one write
         // (or one per interval when pacing).
         if i == 0 || !itl.is_zero() {

@@ -26,12 +26,16 @@ pub struct RequestSpec {
     pub api_key: Option<String>,
 }
 
-/// One batch of requests at one concurrency.
+/// One batch of requests at one concurrency: `requests` of them, or as many as fit in `duration`.
 #[derive(Clone, Debug)]
 pub struct Phase {
     pub point: String,
     pub attempt: u32,
+    /// Ignored when `duration` is set.
     pub requests: u32,
+    /// A phase by time: dispatch until this long after the start, then keep the concurrency level up with
+    /// `tail` requests until every request dispatched in time has finished.
+    pub duration: Option<Duration>,
     pub concurrency: u32,
     pub warmup: bool,
     /// Makes this phase's prompts differ from every other phase's.
@@ -43,6 +47,8 @@ pub struct PhaseResult {
     pub records: Vec<RequestRecord>,
     /// From the phase start to the end of its last request.
     pub wall_s: f64,
+    /// The phase start: the origin of every instant in `records`.
+    pub t0: Instant,
 }
 
 /// A client for load: one pooled connection per concurrent request, Nagle off, no proxy.
@@ -69,6 +75,9 @@ impl Serialize for IdsOrText<'_> {
 #[derive(Serialize)]
 struct StreamOptions {
     include_usage: bool,
+    /// Every chunk carries the running completion-token count (vLLM honours it only with include_usage), so
+    /// tokens per chunk, per-token ITL and TPOT are measured rather than assumed.
+    continuous_usage_stats: bool,
 }
 
 #[derive(Serialize)]
@@ -84,35 +93,19 @@ struct Body<'a> {
 
 pub async fn run_phase(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase) -> PhaseResult {
     let t0 = Instant::now();
-    let next = Arc::new(AtomicU32::new(0));
+    let shared = Arc::new(Shared {
+        next: AtomicU32::new(0),
+        in_time_open: AtomicU32::new(0),
+        deadline: phase.duration.map(|d| t0 + d),
+    });
+    let workers_n = match phase.duration {
+        Some(_) => phase.concurrency.max(1),
+        None => phase.concurrency.min(phase.requests).max(1),
+    };
     let mut workers = Vec::new();
-    for _ in 0..phase.concurrency.min(phase.requests).max(1) {
-        let (http, spec, phase, next) = (http.clone(), spec.clone(), phase.clone(), next.clone());
-        workers.push(tokio::spawn(async move {
-            let mut records = Vec::new();
-            let mut ids = Vec::new();
-            let mut scheduled = Instant::now();
-            loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                if index >= phase.requests {
-                    break;
-                }
-                let prompt = spec.prompts.get(phase.salt, u64::from(index), &mut ids);
-                let body = serde_json::to_vec(&Body {
-                    model: &spec.model,
-                    prompt: IdsOrText(&prompt),
-                    max_tokens: spec.max_tokens,
-                    ignore_eos: spec.ignore_eos,
-                    stream: spec.stream,
-                    stream_options: spec.stream.then_some(StreamOptions { include_usage: true }),
-                })
-                .unwrap_or_default();
-                let record = one_request(&http, &spec, &phase, index, body, t0, scheduled).await;
-                records.push(record);
-                scheduled = Instant::now();
-            }
-            records
-        }));
+    for _ in 0..workers_n {
+        let (http, spec, phase, shared) = (http.clone(), spec.clone(), phase.clone(), shared.clone());
+        workers.push(tokio::spawn(async move { worker(&http, &spec, &phase, &shared, t0).await }));
     }
     let mut records = Vec::with_capacity(phase.requests as usize);
     for w in workers {
@@ -120,7 +113,70 @@ pub async fn run_phase(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &
     }
     records.sort_by_key(|r| r.index);
     let wall_s = records.iter().map(|r| r.end_s).fold(0.0, f64::max);
-    PhaseResult { records, wall_s }
+    PhaseResult { records, wall_s, t0 }
+}
+
+/// What the workers of one phase share.
+struct Shared {
+    next: AtomicU32,
+    /// Requests dispatched before the deadline and not finished yet (phases by time).
+    in_time_open: AtomicU32,
+    deadline: Option<Instant>,
+}
+
+impl Shared {
+    /// The next request to send and whether it is a tail request, or None when the phase is over.
+    fn claim(&self, phase: &Phase) -> Option<(u32, bool)> {
+        match self.deadline {
+            None => {
+                let index = self.next.fetch_add(1, Ordering::Relaxed);
+                (index < phase.requests).then_some((index, false))
+            }
+            Some(deadline) => {
+                let tail = Instant::now() >= deadline;
+                if tail && self.in_time_open.load(Ordering::SeqCst) == 0 {
+                    return None;
+                }
+                if !tail {
+                    self.in_time_open.fetch_add(1, Ordering::SeqCst);
+                }
+                Some((self.next.fetch_add(1, Ordering::Relaxed), tail))
+            }
+        }
+    }
+}
+
+/// One closed-loop slot: sends its next request as soon as its previous one ends.
+async fn worker(
+    http: &reqwest::Client,
+    spec: &RequestSpec,
+    phase: &Phase,
+    shared: &Shared,
+    t0: Instant,
+) -> Vec<RequestRecord> {
+    let mut records = Vec::new();
+    let mut ids = Vec::new();
+    let mut scheduled = Instant::now();
+    while let Some((index, tail)) = shared.claim(phase) {
+        let prompt = spec.prompts.get(phase.salt, u64::from(index), &mut ids);
+        let body = serde_json::to_vec(&Body {
+            model: &spec.model,
+            prompt: IdsOrText(&prompt),
+            max_tokens: spec.max_tokens,
+            ignore_eos: spec.ignore_eos,
+            stream: spec.stream,
+            stream_options: spec.stream.then_some(StreamOptions { include_usage: true, continuous_usage_stats: true }),
+        })
+        .unwrap_or_default();
+        let mut record = one_request(http, spec, phase, index, body, t0, scheduled).await;
+        record.tail = tail;
+        if shared.deadline.is_some() && !tail {
+            shared.in_time_open.fetch_sub(1, Ordering::SeqCst);
+        }
+        records.push(record);
+        scheduled = Instant::now();
+    }
+    records
 }
 
 fn secs(t0: Instant, t: Instant) -> f64 {
@@ -131,6 +187,11 @@ fn secs(t0: Instant, t: Instant) -> f64 {
 struct Progress {
     first: Option<Instant>,
     chunk_us: Vec<u32>,
+    /// Tokens per content chunk from the first non-empty one on (empty without per-chunk usage).
+    chunk_tokens: Vec<u32>,
+    /// The running completion-token count last seen, and tokens seen before the first non-empty chunk.
+    counted: u32,
+    before_first: u32,
     chunks: u32,
     usage: (Option<u32>, Option<u32>),
     done: bool,
@@ -150,6 +211,9 @@ async fn one_request(
     let mut p = Progress {
         first: None,
         chunk_us: Vec::with_capacity(spec.max_tokens as usize),
+        chunk_tokens: Vec::new(),
+        counted: 0,
+        before_first: 0,
         chunks: 0,
         usage: (None, None),
         done: false,
@@ -182,7 +246,9 @@ async fn one_request(
         first_token_s: p.first.map(|f| secs(t0, f)),
         end_s: secs(t0, end),
         chunk_us: p.chunk_us,
+        chunk_tokens: p.chunk_tokens,
         chunks: p.chunks,
+        tail: false,
         prompt_tokens: p.usage.0,
         completion_tokens: p.usage.1,
         http_status: p.status,
@@ -242,11 +308,26 @@ async fn exchange(
         // One timestamp per network read: every event in it arrived at this instant.
         let now = Instant::now();
         parser.feed(&chunk, |event| match event {
-            Event::Content { non_empty } => {
+            Event::Content { non_empty, completion_tokens } => {
+                let tokens = completion_tokens.map(|n| {
+                    let k = n.saturating_sub(p.counted);
+                    p.counted = p.counted.max(n);
+                    k
+                });
                 if non_empty && p.first.is_none() {
                     p.first = Some(now);
+                    if let Some(k) = tokens {
+                        p.chunk_tokens.push(k + p.before_first);
+                    }
                 } else if let Some(first) = p.first {
                     p.chunk_us.push(now.duration_since(first).as_micros().min(u128::from(u32::MAX)) as u32);
+                    if let Some(k) = tokens
+                        && p.chunk_tokens.len() == p.chunk_us.len()
+                    {
+                        p.chunk_tokens.push(k);
+                    }
+                } else {
+                    p.before_first += tokens.unwrap_or(0);
                 }
                 p.chunks += 1;
             }

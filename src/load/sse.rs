@@ -4,7 +4,8 @@
 //!
 //! vLLM writes one event per line: `data: {"id":...,"choices":[{"index":0,"text":" w12",...}],"usage":null}`,
 //! then, with `stream_options.include_usage`, a chunk with `"choices":[]` and `"usage":{...}`, then
-//! `data: [DONE]`.
+//! `data: [DONE]`. With `continuous_usage_stats` as well, every content chunk carries `"usage":{...}` with
+//! the running completion-token count, which is how tokens per chunk are known.
 
 use memchr::memchr;
 use memchr::memmem::Finder;
@@ -12,9 +13,11 @@ use std::sync::LazyLock;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// A content chunk; `non_empty` when its text is not "" (TTFT counts only those).
+    /// A content chunk; `non_empty` when its text is not "" (TTFT counts only those). With
+    /// `continuous_usage_stats`, `completion_tokens` is the running count of tokens generated so far.
     Content {
         non_empty: bool,
+        completion_tokens: Option<u32>,
     },
     /// The final usage chunk.
     Usage {
@@ -65,7 +68,10 @@ pub fn classify(payload: &[u8]) -> Option<Event> {
     }
     if let Some(at) = TEXT.find(payload) {
         let rest = skip_ws(&payload[at + TEXT.needle().len()..]);
-        return Some(Event::Content { non_empty: rest.len() > 1 && rest[0] == b'"' && rest[1] != b'"' });
+        let non_empty = rest.len() > 1 && rest[0] == b'"' && rest[1] != b'"';
+        // Per-chunk usage (vLLM's continuous_usage_stats) follows the choices in the same event.
+        let completion_tokens = USAGE.find(rest).and_then(|u| int_after(&COMPLETION, &rest[u..]));
+        return Some(Event::Content { non_empty, completion_tokens });
     }
     if USAGE.find(payload).is_some() {
         return Some(Event::Usage {
@@ -130,9 +136,9 @@ data: [DONE]\n\n";
     #[test]
     fn parses_vllm_stream() {
         let expected = vec![
-            Event::Content { non_empty: false },
-            Event::Content { non_empty: true },
-            Event::Content { non_empty: true },
+            Event::Content { non_empty: false, completion_tokens: None },
+            Event::Content { non_empty: true, completion_tokens: None },
+            Event::Content { non_empty: true, completion_tokens: None },
             Event::Usage { prompt_tokens: Some(128), completion_tokens: Some(64) },
             Event::Done,
         ];
@@ -144,6 +150,25 @@ data: [DONE]\n\n";
         }
         let bytes: Vec<&[u8]> = STREAM.as_bytes().chunks(7).collect();
         assert_eq!(events(&bytes), expected);
+    }
+
+    #[test]
+    fn continuous_usage_gives_the_running_token_count_of_each_content_chunk() {
+        let chunk = |text: &str, n: u32| {
+            format!(
+                "data: {{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"text\":\"{text}\",\"logprobs\":null,\"finish_reason\":null,\"stop_reason\":null}}],\"usage\":{{\"prompt_tokens\":8,\"total_tokens\":{},\"completion_tokens\":{n}}}}}\n\n",
+                8 + n
+            )
+        };
+        let stream = format!("{}{}data: [DONE]\n\n", chunk(" w1", 1), chunk(" w2 w3 w4", 4));
+        assert_eq!(
+            events(&[stream.as_bytes()]),
+            vec![
+                Event::Content { non_empty: true, completion_tokens: Some(1) },
+                Event::Content { non_empty: true, completion_tokens: Some(4) },
+                Event::Done
+            ]
+        );
     }
 
     #[test]
@@ -164,7 +189,7 @@ mod recorded {
         let mut events = Vec::new();
         SseParser::default().feed(text.as_bytes(), |e| events.push(e));
         assert_eq!(events.len(), 6);
-        assert!(events[..4].iter().all(|e| *e == Event::Content { non_empty: true }));
+        assert!(events[..4].iter().all(|e| *e == Event::Content { non_empty: true, completion_tokens: None }));
         assert_eq!(events[4], Event::Usage { prompt_tokens: Some(4), completion_tokens: Some(4) });
         assert_eq!(events[5], Event::Done);
     }

@@ -11,15 +11,55 @@ use std::collections::BTreeSet;
 /// Checks that need no rendering.
 pub fn spec_level(spec: &Spec) -> Result<(), PlanError> {
     check_name(&spec.name)?;
-    if spec.repeats < 1 {
+    if let Some(r) = spec.repeats
+        && r < 1
+    {
         return Err(PlanError::at(
             key(&["repeats"]),
-            format!("repeats must be at least 1, got {}", spec.repeats),
+            format!("repeats must be at least 1, got {r}"),
             "set `repeats: 1` or more",
         ));
     }
+    check_precision(spec)?;
     check_engine(spec)?;
     check_grid(spec)
+}
+
+fn check_precision(spec: &Spec) -> Result<(), PlanError> {
+    let Some(p) = spec.precision else { return Ok(()) };
+    let bad = |k: &str, msg: String, fix: &str| Err(PlanError::at(key(&["precision", k]), msg, fix));
+    if spec.repeats.is_some() {
+        return bad(
+            "max_repeats",
+            "`precision` decides the repeats, so `repeats` cannot be set too".into(),
+            "remove `repeats`, or remove `precision` for a fixed number of repeats",
+        );
+    }
+    if spec.repeat_policy == crate::spec::RepeatPolicy::Best {
+        return Err(PlanError::at(
+            key(&["repeat_policy"]),
+            "`repeat_policy: best` drifts upward with the number of repeats, so it cannot head a precision run",
+            "remove `repeat_policy` (with `precision` the headline is the mean of the repeats)",
+        ));
+    }
+    if !(p.rel_ci > 0.0 && p.rel_ci < 1.0) {
+        return bad("rel_ci", format!("rel_ci must be between 0 and 1, got {}", p.rel_ci), "e.g. `rel_ci: 0.05` (±5%)");
+    }
+    if p.min_repeats < 2 {
+        return bad(
+            "min_repeats",
+            format!("min_repeats must be at least 2 (an interval needs two repeats), got {}", p.min_repeats),
+            "set `min_repeats: 3`",
+        );
+    }
+    if p.max_repeats < p.min_repeats || p.max_repeats > 100 {
+        return bad(
+            "max_repeats",
+            format!("max_repeats must be between min_repeats ({}) and 100, got {}", p.min_repeats, p.max_repeats),
+            "e.g. `max_repeats: 5`",
+        );
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> Result<(), PlanError> {
@@ -82,7 +122,7 @@ fn check_engine(spec: &Spec) -> Result<(), PlanError> {
 }
 
 fn check_grid(spec: &Spec) -> Result<(), PlanError> {
-    let mut runs: u64 = spec.repeats as u64;
+    let mut runs: u64 = spec.planned_repeats() as u64;
     for (axis, values) in &spec.grid {
         let path = key(&["grid", axis]);
         let is_ident = axis.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -188,7 +228,6 @@ fn templates(spec: &Spec) -> (Located, Located) {
     if let Some(l) = &spec.load {
         for (name, v) in [
             ("concurrency", &l.concurrency),
-            ("requests", &l.requests),
             ("max_tokens", &l.max_tokens),
             ("prompt_tokens", &l.prompt_tokens),
             ("warmup", &l.warmup),
@@ -197,6 +236,9 @@ fn templates(spec: &Spec) -> (Located, Located) {
             if let IntOrTemplate::Template(t) = v {
                 load.push((key(&["load", name]), t.clone()));
             }
+        }
+        if let Some(IntOrTemplate::Template(t)) = &l.requests {
+            load.push((key(&["load", "requests"]), t.clone()));
         }
         for (name, v) in [("ignore_eos", &l.ignore_eos), ("stream", &l.stream)] {
             if let BoolOrTemplate::Template(t) = v {
@@ -248,6 +290,23 @@ pub fn at_point(vars: &IndexMap<String, Scalar>) -> String {
     format!(" (at grid point {})", parts.join(", "))
 }
 
+/// Renders one template of the spec; a failure is an error at `path` naming the template and the grid point.
+pub fn render_at(
+    renderer: &Renderer,
+    ctx: &Value,
+    vars: &IndexMap<String, Scalar>,
+    path: Vec<Seg>,
+    text: &str,
+) -> Result<Value, PlanError> {
+    renderer.render(text, ctx).map_err(|msg| {
+        PlanError::at(
+            path,
+            format!("template `{text}` failed{}: {msg}", at_point(vars)),
+            "fix the template; `servelab schema` lists what each key accepts",
+        )
+    })
+}
+
 /// Renders an integer field and checks its lower bound.
 pub fn render_int(
     renderer: &Renderer,
@@ -261,9 +320,7 @@ pub fn render_int(
     let (value, where_) = match v {
         IntOrTemplate::Int(i) => (*i, String::new()),
         IntOrTemplate::Template(t) => {
-            let rendered = renderer.render(t, ctx).map_err(|msg| {
-                PlanError::at(key(path), format!("template `{t}` failed{}: {msg}", at_point(vars)), "fix the template")
-            })?;
+            let rendered = render_at(renderer, ctx, vars, key(path), t)?;
             let int = rendered.as_i64().or_else(|| rendered.as_str().and_then(|s| s.trim().parse().ok()));
             let Some(int) = int else {
                 return Err(PlanError::at(
@@ -299,9 +356,7 @@ pub fn render_bool(
     match v {
         BoolOrTemplate::Bool(b) => Ok(*b),
         BoolOrTemplate::Template(t) => {
-            let rendered = renderer.render(t, ctx).map_err(|msg| {
-                PlanError::at(key(path), format!("template `{t}` failed{}: {msg}", at_point(vars)), "fix the template")
-            })?;
+            let rendered = render_at(renderer, ctx, vars, key(path), t)?;
             match (rendered.kind(), rendered.as_str().map(str::trim)) {
                 (minijinja::value::ValueKind::Bool, _) => Ok(rendered.is_true()),
                 (_, Some("true")) => Ok(true),

@@ -21,19 +21,34 @@ pub fn wall_time(spec: &Spec, groups: &[ServerGroup]) -> WallEstimate {
     let stop_s = o.stop.map_or(d_stop, |d| d.0.as_secs_f64());
     let per_request_s = o.per_request.map_or(d_req, |d| d.0.as_secs_f64());
     let from_spec = o.startup.is_some() || o.stop.is_some() || o.per_request.is_some();
-    let mut total_s = 0.0;
+    let server_warmup_s = spec.load.as_ref().map_or(0.0, |l| l.server_warmup.0.as_secs_f64());
+    // With a precision target every cell runs min_repeats rounds and at most max_repeats.
+    let min_repeat = spec.precision.map(|p| p.min_repeats as u32);
+    let (mut total_s, mut min_total_s) = (0.0, 0.0);
     for group in groups {
+        let mut fixed = 0.0;
         if group.server.kind != EngineKind::External {
-            total_s += startup_s + stop_s;
+            fixed += startup_s + stop_s;
         }
+        if group.points.iter().any(|p| p.client.is_some()) {
+            fixed += server_warmup_s;
+        }
+        total_s += fixed;
+        min_total_s += fixed;
         for point in &group.points {
             if let Some(c) = &point.client {
                 let batches = (c.warmup + c.requests).div_ceil(c.concurrency.max(1));
-                total_s += f64::from(batches) * per_request_s;
+                // A phase by time lasts its duration plus about one request to drain (tail requests).
+                let s = f64::from(batches) * per_request_s + c.duration_s.map_or(0.0, |d| d + per_request_s);
+                total_s += s;
+                if min_repeat.is_none_or(|m| point.repeat < m) {
+                    min_total_s += s;
+                }
             }
         }
     }
-    WallEstimate { startup_s, stop_s, per_request_s, from_spec, total_s }
+    let min_total_s = min_repeat.map(|_| min_total_s);
+    WallEstimate { startup_s, stop_s, per_request_s, from_spec, total_s, min_total_s }
 }
 
 /// `1h 02m 03s`, `6m 20s`, `45s`.

@@ -69,7 +69,7 @@ pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
     let engine_vars = check::template_vars(spec, &renderer)?;
     let (server_vars, client_vars): (Vec<String>, Vec<String>) =
         spec.grid.keys().cloned().partition(|axis| engine_vars.contains(axis));
-    let repeats = spec.repeats as u32;
+    let repeats = spec.planned_repeats() as u32;
     let mut groups: Vec<ServerGroup> = Vec::new();
     let mut grid_points = 0;
     for vars in cartesian(&spec.grid) {
@@ -98,7 +98,12 @@ pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
         group.points.sort_by_key(|p| p.repeat); // stable: keeps grid order within a repeat
     }
     let estimate = estimate::wall_time(spec, &groups);
-    Ok(Plan { name: spec.name.clone(), server_vars, client_vars, grid_points, repeats, groups, estimate })
+    let precision = spec.precision.map(|p| crate::record::plan::PrecisionTarget {
+        rel_ci: p.rel_ci,
+        min_repeats: p.min_repeats as u32,
+        max_repeats: p.max_repeats as u32,
+    });
+    Ok(Plan { name: spec.name.clone(), server_vars, client_vars, grid_points, repeats, groups, estimate, precision })
 }
 
 fn pick(vars: &IndexMap<String, Scalar>, names: &[String]) -> IndexMap<String, Scalar> {
@@ -135,7 +140,18 @@ fn render_client(
         check::render_int(renderer, &ctx, vars, &["load", name], v, min)
     };
     let concurrency = int("concurrency", &load.concurrency, 1)?;
-    let requests_asked = int("requests", &load.requests, 1)?;
+    // A phase is sized by time (`duration`, the default) or by a request count, never both.
+    let (requests_asked, duration_s) = match (&load.requests, load.duration) {
+        (Some(_), Some(_)) => {
+            return Err(PlanError::at(
+                key(&["load", "duration"]),
+                "`duration` and `requests` both size the measured phase",
+                "keep one: `duration: 10s` (a phase by time) or `requests: N` (a phase by count)",
+            ));
+        }
+        (Some(r), None) => (int("requests", r, 1)?, None),
+        (None, d) => (0, Some(d.map_or(10.0, |d| d.0.as_secs_f64()))),
+    };
     let max_tokens = int("max_tokens", &load.max_tokens, 1)?;
     let prompt_tokens = int("prompt_tokens", &load.prompt_tokens, 1)?;
     let warmup = int("warmup", &load.warmup, 0)?;
@@ -152,7 +168,11 @@ fn render_client(
     if let Some(limit) = server.max_model_len {
         check::fits_context(prompt_tokens, max_tokens, limit, vars)?;
     }
-    let requests = if load.exact_requests { requests_asked } else { requests_asked.max(concurrency.saturating_mul(4)) };
+    let requests = match duration_s {
+        Some(_) => 0,
+        None if load.exact_requests => requests_asked,
+        None => requests_asked.max(concurrency.saturating_mul(4)),
+    };
     Ok(ClientConfig {
         concurrency,
         requests,
@@ -168,6 +188,7 @@ fn render_client(
         prompts_file: load.prompts_file.clone(),
         vocab_size: load.vocab_size,
         request_timeout_s: load.request_timeout.0.as_secs_f64(),
+        duration_s,
     })
 }
 

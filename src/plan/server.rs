@@ -1,6 +1,6 @@
 //! Renders the engine section at one grid point into a server configuration: argv, env, URLs.
 
-use super::check::{at_point, render_int};
+use super::check::{at_point, render_at, render_int};
 use super::render::Renderer;
 use super::{PlanError, ServerConfig, key};
 use crate::spec::{ArgValue, EngineKind, Scalar, Seg, Spec};
@@ -39,14 +39,7 @@ fn render_string(
     path: Vec<Seg>,
     text: &str,
 ) -> Result<String, PlanError> {
-    let v = renderer.render(text, ctx).map_err(|msg| {
-        PlanError::at(
-            path,
-            format!("template `{text}` failed{}: {msg}", at_point(vars)),
-            "fix the template; `servelab schema` lists what each key accepts",
-        )
-    })?;
-    Ok(value_text(&v))
+    Ok(value_text(&render_at(renderer, ctx, vars, path, text)?))
 }
 
 fn value_text(v: &Value) -> String {
@@ -167,9 +160,7 @@ fn render_args(
     for (k, v) in args {
         let render_one = |s: &Scalar, path: Vec<Seg>| -> Result<Value, PlanError> {
             match s {
-                Scalar::Str(t) => renderer.render(t, ctx).map_err(|msg| {
-                    PlanError::at(path, format!("template `{t}` failed{}: {msg}", at_point(vars)), "fix the template")
-                }),
+                Scalar::Str(t) => render_at(renderer, ctx, vars, path, t),
                 other => Ok(Value::from_serialize(other)),
             }
         };

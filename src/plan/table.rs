@@ -54,13 +54,14 @@ pub fn render(plan: &Plan) -> String {
     let e = &plan.estimate;
     let source =
         if e.from_spec { "from the spec's `estimate:`" } else { "engine defaults; set `estimate:` to override" };
+    let range = match e.min_total_s {
+        Some(min) => format!("{}–{} (precision target: min–max repeats)", human(min), human(e.total_s)),
+        None => human(e.total_s),
+    };
     let _ = writeln!(
         out,
-        "estimated wall time: {} ({}s per start, {}s per stop, {}s per request: {source})",
-        human(e.total_s),
-        e.startup_s,
-        e.stop_s,
-        e.per_request_s
+        "estimated wall time: {range} ({}s per start, {}s per stop, {}s per request: {source})",
+        e.startup_s, e.stop_s, e.per_request_s
     );
     for (i, group) in plan.groups.iter().enumerate() {
         let vars: Vec<String> = group.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -74,6 +74,17 @@ impl MemoryProbe for Nvml {
         out
     }
 
+    fn clocks(&self) -> Option<(f64, u64)> {
+        let devices = self.devices();
+        let sm: Vec<f64> = devices
+            .iter()
+            .filter_map(|d| d.clock_info(nvml_wrapper::enum_wrappers::device::Clock::SM).ok())
+            .map(f64::from)
+            .collect();
+        let reasons = devices.iter().filter_map(|d| d.current_throttle_reasons().ok()).fold(0u64, |a, r| a | r.bits());
+        (!sm.is_empty()).then(|| (sm.iter().sum::<f64>() / sm.len() as f64, reasons))
+    }
+
     fn utilization(&self) -> Option<f64> {
         let u: Vec<f64> =
             self.devices().iter().filter_map(|d| d.utilization_rates().ok()).map(|r| f64::from(r.gpu)).collect();

@@ -21,6 +21,11 @@ pub trait MemoryProbe: Send + Sync {
     fn per_device(&self, _pids: &BTreeSet<u32>) -> Vec<GpuReading> {
         Vec::new()
     }
+    /// SM clock in MHz (mean over the GPUs) and the clock-event ("throttle") reasons ORed over them (NVML's
+    /// bitmask: 0x1 idle, 0x4 software power cap, 0x20 software thermal, 0x40 hardware thermal, ...).
+    fn clocks(&self) -> Option<(f64, u64)> {
+        None
+    }
     /// GPU utilisation in percent, averaged over the GPUs (what `nvidia-smi dmon` shows as sm%).
     fn utilization(&self) -> Option<f64> {
         None
@@ -80,6 +85,20 @@ pub fn sample(probe: &dyn MemoryProbe, pids: &BTreeSet<u32>, t_s: f64) -> MemSam
         processes: pids.len(),
         gpus,
     }
+}
+
+/// CPU time counters from /proc/stat: (total jiffies, steal jiffies).
+pub fn cpu_times() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    Some((v.iter().take(8).sum(), *v.get(7)?))
+}
+
+/// The 1-minute load average from /proc/loadavg.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 fn read_text(path: &str) -> String {

@@ -30,4 +30,16 @@ pub struct Manifest {
     pub model_config_hash: Option<String>,
     pub started_at: String,
     pub ended_at: Option<String>,
+    /// What the figures derived from this run's records mean. 1: `itl_p50_s` is the gap between SSE
+    /// chunks, figures cover the whole phase. 2: per-token ITL from per-chunk usage, TPOT, steady-state
+    /// windows. `compare` refuses to mix versions.
+    #[serde(default = "metrics_v1")]
+    pub metrics_version: u32,
+}
+
+/// The version of figures this build records (see `Manifest::metrics_version`).
+pub const METRICS_VERSION: u32 = 2;
+
+fn metrics_v1() -> u32 {
+    1
 }

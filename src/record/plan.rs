@@ -17,6 +17,18 @@ pub struct Plan {
     pub repeats: u32,
     pub groups: Vec<ServerGroup>,
     pub estimate: WallEstimate,
+    /// With a precision target, `repeats` is its maximum and the executor skips the rounds a cell does not
+    /// need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<PrecisionTarget>,
+}
+
+/// `precision:` of the spec, as planned.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PrecisionTarget {
+    pub rel_ci: f64,
+    pub min_repeats: u32,
+    pub max_repeats: u32,
 }
 
 impl Plan {
@@ -81,7 +93,8 @@ pub struct Point {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ClientConfig {
     pub concurrency: u32,
-    /// Requests measured in this repeat (after the max(requests, 4 × concurrency) rule).
+    /// Requests measured in this repeat (after the max(requests, 4 × concurrency) rule); 0 for a phase sized
+    /// by `duration_s`.
     pub requests: u32,
     /// `load.requests` as written.
     pub requests_asked: u32,
@@ -96,6 +109,9 @@ pub struct ClientConfig {
     pub prompts_file: Option<String>,
     pub vocab_size: Option<u64>,
     pub request_timeout_s: f64,
+    /// The measured phase's length when sized by time (`load.duration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -105,5 +121,9 @@ pub struct WallEstimate {
     pub per_request_s: f64,
     /// Whether each figure came from the spec's `estimate:` (else the engine kind's default).
     pub from_spec: bool,
+    /// Every planned point measured (with a precision target: every cell at `max_repeats`).
     pub total_s: f64,
+    /// With a precision target: every cell at `min_repeats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_total_s: Option<f64>,
 }

@@ -21,6 +21,10 @@ pub struct PointRecord {
     pub started_at: String,
     /// Measured phase: start to the end of its last request.
     pub wall_s: f64,
+    /// When the phase started on the clock of this point's `samples.jsonl` lines (sample `t_s` minus this is
+    /// on the requests' clock).
+    #[serde(default)]
+    pub samples_offset_s: f64,
     pub warmup_requests: u32,
     /// /metrics when the server was quiet before and after the measured phase.
     pub before: Option<Snapshot>,
@@ -44,6 +48,25 @@ pub struct SampleLine {
     pub gpu_util_pct: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_mem_used_mb: Option<f64>,
+    /// What the host showed, sampled slowly (about once a second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostReading>,
+}
+
+/// The host while a phase ran: CPU steal since the previous reading and the load average; on a GPU its SM
+/// clock and clock-event reasons (NVML).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostReading {
+    /// Share of CPU time stolen by the hypervisor since the previous reading, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steal_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm_clock_mhz: Option<f64>,
+    /// NVML's clock-event reasons bitmask, ORed over the GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_reasons: Option<u64>,
 }
 
 /// The figures servelab takes from vLLM's /metrics at one instant (summed over engines and label sets).

@@ -22,8 +22,16 @@ pub struct RequestRecord {
     /// Arrival times of content chunks after the first, relative to it, in microseconds (inter-token gaps).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunk_us: Vec<u32>,
+    /// Tokens each content chunk carried, from the first non-empty one on (so one more entry than
+    /// `chunk_us`), from the server's per-chunk usage; empty when the server did not send it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunk_tokens: Vec<u32>,
     /// Content chunks received (a chunk may carry several tokens).
     pub chunks: u32,
+    /// Sent after the phase's duration only to keep its concurrency up until the requests sent in time had
+    /// finished; excluded from every figure.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tail: bool,
     /// From the server's `usage`.
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,

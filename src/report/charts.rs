@@ -115,8 +115,16 @@ fn draw_sweep<'a>(
         .map(|c| ((c.concurrency as f64).log2(), c.head().tok_s, c.head().e2e.map(|e| e.p95 * 1e3).unwrap_or(f64::NAN)))
         .collect();
     let (x0, x1) = range(pts.iter().map(|p| p.0), false);
-    let (y0, y1) = range(pts.iter().map(|p| p.1), true);
-    let (p0, p1) = range(pts.iter().map(|p| p.2), true);
+    // Each point's 95% interval is drawn as a bar; the axes must hold the bars too.
+    let tok_ci: Vec<(f64, f64, f64)> =
+        g.cells.iter().filter_map(|c| c.tok_s_ci.map(|(lo, hi)| ((c.concurrency as f64).log2(), lo, hi))).collect();
+    let p95_ci: Vec<(f64, f64, f64)> = g
+        .cells
+        .iter()
+        .filter_map(|c| c.p95_ci.map(|(lo, hi)| ((c.concurrency as f64).log2(), lo * 1e3, hi * 1e3)))
+        .collect();
+    let (y0, y1) = range(pts.iter().map(|p| p.1).chain(tok_ci.iter().flat_map(|b| [b.1, b.2])), true);
+    let (p0, p1) = range(pts.iter().map(|p| p.2).chain(p95_ci.iter().flat_map(|b| [b.1, b.2])), true);
     let mut chart = ChartBuilder::on(root)
         .caption("Throughput and p95 latency against concurrency", ("sans-serif", 18))
         .margin(12)
@@ -143,12 +151,23 @@ fn draw_sweep<'a>(
         .label("tokens/s")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
     chart.draw_series(tok.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
+    chart.draw_series(tok_ci.iter().map(|b| PathElement::new(vec![(b.0, b.1), (b.0, b.2)], BLUE.stroke_width(1))))?;
     let p95: Vec<(f64, f64)> = pts.iter().filter(|p| p.2.is_finite()).map(|p| (p.0, p.2)).collect();
     chart
         .draw_secondary_series(LineSeries::new(p95.clone(), RED.stroke_width(2)))?
         .label("p95 e2e (ms)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
     chart.draw_secondary_series(p95.iter().map(|p| TriangleMarker::new(*p, 5, RED.filled())))?;
+    chart.draw_secondary_series(
+        p95_ci.iter().map(|b| PathElement::new(vec![(b.0 + 0.04, b.1), (b.0 + 0.04, b.2)], RED.stroke_width(1))),
+    )?;
+    if let Some(k) = g.knee.operating_point {
+        let x = (k as f64).log2();
+        chart
+            .draw_series(LineSeries::new(vec![(x, y0), (x, y1)], GREEN.stroke_width(2)))?
+            .label(format!("operating point (c={k})"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], GREEN.stroke_width(2)));
+    }
     if let Some(k) = g.knee.throughput_knee {
         let x = (k as f64).log2();
         chart

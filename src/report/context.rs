@@ -35,6 +35,9 @@ pub struct RunInfo {
     pub spec_hash: String,
     pub repeats: u32,
     pub repeat_policy: String,
+    /// What each row's figures are, in words (policy, repeats, precision target, window).
+    pub headline: String,
+    pub metrics_version: u32,
 }
 
 #[derive(Serialize)]
@@ -86,19 +89,23 @@ pub struct CellOut {
     pub errors: usize,
     pub repeats: usize,
     pub notes: String,
+    pub tpot_p50_s: Option<f64>,
+    pub tpot_p95_s: Option<f64>,
+    pub itl_per_token: bool,
+    pub tok_s_rel_halfwidth: Option<f64>,
+    pub window_s: Option<f64>,
+    pub gpu_util_readings: usize,
+    pub ttft_gap_s: Option<f64>,
+    pub e2e_gap_s: Option<f64>,
+    pub step_efficiency: Option<f64>,
+    pub step_efficiency_ci_low: Option<f64>,
+    pub step_efficiency_ci_high: Option<f64>,
+    pub p95_ci_low: Option<f64>,
+    pub p95_ci_high: Option<f64>,
+    pub phase_tok_s: f64,
 }
 
-#[derive(Serialize)]
-pub struct Batching {
-    pub concurrency: u32,
-    pub sequential_s: f64,
-    pub concurrent_s: f64,
-    pub sequential_qps: f64,
-    pub concurrent_qps: f64,
-    pub sequential_tok_s: f64,
-    pub concurrent_tok_s: f64,
-    pub speedup: Option<f64>,
-}
+pub use crate::stats::sweep::Batching;
 
 #[derive(Serialize)]
 pub struct SweepContext {
@@ -107,9 +114,35 @@ pub struct SweepContext {
     pub knee: Knee,
     pub rules_of_thumb: Vec<String>,
     pub batching: Option<Batching>,
+    /// Between-repeat CV of tokens/s: median and max over the cells (the run's noise floor).
+    pub noise_floor: Option<(f64, f64)>,
+    pub host: crate::stats::sweep::HostSummary,
+    /// Cells that missed the precision target (with one, the run says so).
+    pub imprecise: Vec<u32>,
     pub gpu_sampled: bool,
     pub chart: String,
     pub csv: String,
+}
+
+fn headline_text(m: &Manifest, repeats: u32, policy: &str) -> String {
+    let rows = match (m.plan.precision, policy) {
+        (Some(p), _) => format!(
+            "Each row is the mean of its repeats: {}–{} per cell, more only where tokens/s was not yet known to \
+             ±{:.0}% (95% interval)",
+            p.min_repeats,
+            p.max_repeats,
+            p.rel_ci * 100.0
+        ),
+        (None, "mean") => format!("Each row is the mean of {repeats} repeat{}", if repeats == 1 { "" } else { "s" }),
+        (None, _) => {
+            format!("Each row is the {policy} of {repeats} repeat{} by tokens/s", if repeats == 1 { "" } else { "s" })
+        }
+    };
+    format!(
+        "{rows}; intervals are Student-t 95% over the repeats. Throughput and latency come from each phase's \
+         steady-state window (from its first completion to its last dispatch in time), unless a row's notes say \
+         the phase was too short for one"
+    )
 }
 
 pub fn run_info(m: &Manifest, description: Option<String>, name: &str, repeats: u32, policy: &str) -> RunInfo {
@@ -131,6 +164,8 @@ pub fn run_info(m: &Manifest, description: Option<String>, name: &str, repeats: 
         spec_hash: m.spec_hash.clone(),
         repeats,
         repeat_policy: policy.to_owned(),
+        headline: headline_text(m, repeats, policy),
+        metrics_version: m.metrics_version,
     }
 }
 
@@ -179,32 +214,34 @@ fn cell(c: &Cell) -> CellOut {
         errors: h.errors.values().sum(),
         repeats: c.repeats.len(),
         notes: c.notes.join("; "),
+        tpot_p50_s: h.tpot.map(|s| s.p50),
+        tpot_p95_s: h.tpot.map(|s| s.p95),
+        itl_per_token: h.itl_per_token,
+        tok_s_rel_halfwidth: c.tok_s_rel_halfwidth(),
+        window_s: h.window_s,
+        gpu_util_readings: h.gpu_util_readings,
+        ttft_gap_s: h.ttft_gap_s,
+        e2e_gap_s: h.e2e_gap_s,
+        step_efficiency: c.step_efficiency,
+        step_efficiency_ci_low: c.step_efficiency_ci.map(|x| x.0),
+        step_efficiency_ci_high: c.step_efficiency_ci.map(|x| x.1),
+        p95_ci_low: c.p95_ci.map(|x| x.0),
+        p95_ci_high: c.p95_ci.map(|x| x.1),
+        phase_tok_s: h.phase_tok_s,
     }
 }
 
 pub fn sweep(g: &GroupSweep, rules: Vec<String>, gpu_sampled: bool, suffix: &str) -> SweepContext {
-    let batching = match (
-        g.cells.iter().find(|c| c.concurrency == 1),
-        g.cells.iter().filter(|c| c.concurrency > 1).max_by_key(|c| c.concurrency),
-    ) {
-        (Some(s), Some(c)) => Some(Batching {
-            concurrency: c.concurrency,
-            sequential_s: s.head().wall_s,
-            concurrent_s: c.head().wall_s,
-            sequential_qps: s.head().qps,
-            concurrent_qps: c.head().qps,
-            sequential_tok_s: s.head().tok_s,
-            concurrent_tok_s: c.head().tok_s,
-            speedup: c.speedup,
-        }),
-        _ => None,
-    };
+    let batching = crate::stats::sweep::batching(g);
     SweepContext {
         group: g.group.clone(),
         cells: g.cells.iter().map(cell).collect(),
         knee: g.knee.clone(),
         rules_of_thumb: rules,
         batching,
+        noise_floor: g.noise_floor,
+        host: g.host.clone(),
+        imprecise: Vec::new(),
         gpu_sampled,
         chart: format!("concurrency_sweep{suffix}.svg"),
         csv: format!("concurrency_sweep{suffix}.csv"),

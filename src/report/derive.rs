@@ -57,7 +57,11 @@ pub fn derive(
         files.push(("kv_cache_scaling.svg".to_owned(), charts::kv_scaling(&findings, &mem, &tokens).into_bytes()));
         KvContext { rows: context::kv_rows(&rows), findings, chart: "kv_cache_scaling.svg".to_owned() }
     });
-    let sweeps = sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.repeat_policy, &spec.knee);
+    let mut sweeps = sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
+    let missed = match manifest.plan.precision {
+        Some(p) => sweep::note_precision(&mut sweeps, p.rel_ci),
+        None => vec![Vec::new(); sweeps.len()],
+    };
     let gpu_sampled = rec.points.iter().any(|p| p.gpu_sampled);
     let mut sweep_ctx = Vec::new();
     for g in &sweeps {
@@ -68,14 +72,22 @@ pub fn derive(
             files.push((format!("batching_summary{suffix}.csv"), bytes));
         }
         files.push((format!("concurrency_sweep{suffix}.svg"), charts::sweep(g).into_bytes()));
-        sweep_ctx.push(context::sweep(g, sweep::rules_of_thumb(g, &spec.knee), gpu_sampled, &suffix));
+        let mut ctx = context::sweep(g, sweep::rules_of_thumb(g, &spec.knee), gpu_sampled, &suffix);
+        ctx.imprecise = missed.get(sweep_ctx.len()).cloned().unwrap_or_default();
+        sweep_ctx.push(ctx);
     }
     if !sweeps.is_empty() {
         files.push(("sweep.json".to_owned(), json(&sweeps)));
     }
     let policy = format!("{:?}", spec.repeat_policy).to_lowercase();
     let ctx = Context {
-        run: context::run_info(manifest, spec.description.clone(), &spec.name, spec.repeats.max(1) as u32, &policy),
+        run: context::run_info(
+            manifest,
+            spec.description.clone(),
+            &spec.name,
+            spec.planned_repeats().max(1) as u32,
+            &policy,
+        ),
         kv: kv_ctx,
         sweeps: sweep_ctx,
     };

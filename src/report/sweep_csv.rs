@@ -1,8 +1,8 @@
 //! `concurrency_sweep.csv` (experiments B and C) and `batching_summary.csv`: pure functions of the analysis.
 
-use crate::stats::sweep::{Cell, GroupSweep};
+use crate::stats::sweep::{self, Cell, GroupSweep};
 
-pub const COLUMNS: [&str; 19] = [
+pub const COLUMNS: [&str; 28] = [
     "concurrency",
     "mean_e2e_s",
     "p95_e2e_s",
@@ -22,6 +22,15 @@ pub const COLUMNS: [&str; 19] = [
     "server_mean_ttft_s",
     "waiting_max",
     "kv_usage_max",
+    "tpot_p50_s",
+    "tpot_p95_s",
+    "repeats",
+    "tok_s_rel_halfwidth",
+    "window_s",
+    "gpu_util_readings",
+    "ttft_gap_s",
+    "e2e_gap_s",
+    "step_efficiency",
 ];
 
 fn f(v: Option<f64>, d: usize) -> String {
@@ -50,6 +59,15 @@ pub fn row(c: &Cell) -> Vec<String> {
         f(h.server_mean_ttft_s, 4),
         f(h.waiting_max, 0),
         f(h.kv_usage_max, 4),
+        f(h.tpot.map(|s| s.p50), 5),
+        f(h.tpot.map(|s| s.p95), 5),
+        c.repeats.len().to_string(),
+        f(c.tok_s_rel_halfwidth(), 4),
+        f(h.window_s, 3),
+        h.gpu_util_readings.to_string(),
+        f(h.ttft_gap_s, 4),
+        f(h.e2e_gap_s, 4),
+        f(c.step_efficiency, 3),
     ]
 }
 
@@ -78,24 +96,22 @@ pub const BATCHING_COLUMNS: [&str; 12] = [
     "repeats",
 ];
 
-/// Sequential (concurrency 1) against the highest concurrency of the sweep; None without both.
+/// The batching summary as a CSV row (BATCHING_COLUMNS); None without both a sequential and a concurrent cell.
 pub fn batching(group: &GroupSweep) -> Option<Vec<String>> {
-    let seq = group.cells.iter().find(|c| c.concurrency == 1)?;
-    let conc = group.cells.iter().filter(|c| c.concurrency > 1).max_by_key(|c| c.concurrency)?;
-    let (s, c) = (seq.head(), conc.head());
+    let b = sweep::batching(group)?;
     Some(vec![
-        f(Some(s.wall_s), 3),
-        f(Some(c.wall_s), 3),
-        f(Some(s.qps), 3),
-        f(Some(c.qps), 3),
-        f(Some(s.tok_s), 1),
-        f(Some(c.tok_s), 1),
-        conc.concurrency.to_string(),
-        c.requests.to_string(),
-        conc.max_tokens.to_string(),
-        f(conc.speedup, 2),
-        format!("{:?}", group.policy).to_lowercase(),
-        conc.repeats.len().to_string(),
+        f(Some(b.sequential_s), 3),
+        f(Some(b.concurrent_s), 3),
+        f(Some(b.sequential_qps), 3),
+        f(Some(b.concurrent_qps), 3),
+        f(Some(b.sequential_tok_s), 1),
+        f(Some(b.concurrent_tok_s), 1),
+        b.concurrency.to_string(),
+        b.requests.to_string(),
+        b.max_tokens.to_string(),
+        f(b.speedup, 2),
+        format!("{:?}", b.policy).to_lowercase(),
+        b.repeats.to_string(),
     ])
 }
 

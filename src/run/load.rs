@@ -6,6 +6,7 @@ use crate::load::prompt::{self, Prompts};
 use crate::plan::{ClientConfig, Point, ServerGroup};
 use crate::probe::MemoryProbe;
 use crate::probe::metrics::{self, Snapshot};
+use crate::record::point::HostReading;
 use crate::record::request::RequestRecord;
 use crate::record::{PointRecord, SampleLine, Status};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +43,6 @@ pub async fn quiet_snapshot(http: &reqwest::Client, base_url: &str) -> Option<Sn
     }
 }
 
-/// Samples GPU utilisation every `interval` and /metrics every max(interval, 500 ms) until `stop` is set.
 /// What the sampler needs: where to scrape, what to read, and which point its lines belong to.
 struct Sampler {
     http: reqwest::Client,
@@ -54,39 +54,66 @@ struct Sampler {
     scrape_metrics: bool,
 }
 
-async fn sample_during(sampler: Sampler, stop: Arc<AtomicBool>, out: Arc<Mutex<Vec<SampleLine>>>) {
+/// How often the host (CPU steal, load, SM clock, throttle reasons) is read: slowly, it drifts slowly.
+const HOST_EVERY: Duration = Duration::from_secs(1);
+/// The longest the sampler sleeps at once, so a stop (end of phase, Ctrl-C) never waits out an interval.
+const SAMPLER_TICK: Duration = Duration::from_millis(20);
+
+/// Samples GPU utilisation every `interval`, /metrics every max(interval, 500 ms) and the host every second
+/// until `stop` is set. `t0` is the origin of the lines' `t_s`.
+async fn sample_during(sampler: Sampler, t0: Instant, stop: Arc<AtomicBool>, out: Arc<Mutex<Vec<SampleLine>>>) {
     let Sampler { http, base_url, probe, point, attempt, interval, scrape_metrics } = sampler;
-    let t0 = Instant::now();
+    let line = |t_s: f64| SampleLine {
+        point: point.clone(),
+        attempt,
+        t_s,
+        metrics: None,
+        gpu_util_pct: None,
+        gpu_mem_used_mb: None,
+        host: None,
+    };
+    let push = |l: SampleLine| out.lock().unwrap_or_else(|e| e.into_inner()).push(l);
     let metrics_every = interval.max(Duration::from_millis(500));
-    let mut last_metrics = t0 - metrics_every;
+    let (mut next_gpu, mut next_metrics, mut next_host) = (t0, t0, t0);
+    let mut cpu_before = crate::probe::cpu_times();
     while !stop.load(Ordering::SeqCst) {
-        let t_s = t0.elapsed().as_secs_f64();
-        let util = probe.utilization();
-        if util.is_some() {
-            let mem = probe.device().map(|d| d.0);
-            out.lock().unwrap_or_else(|e| e.into_inner()).push(SampleLine {
-                point: point.clone(),
-                attempt,
-                t_s,
-                metrics: None,
-                gpu_util_pct: util,
-                gpu_mem_used_mb: mem,
-            });
-        }
-        if scrape_metrics && last_metrics.elapsed() >= metrics_every {
-            last_metrics = Instant::now();
-            if let Some(m) = scrape(&http, &base_url, t_s).await {
-                out.lock().unwrap_or_else(|e| e.into_inner()).push(SampleLine {
-                    point: point.clone(),
-                    attempt,
-                    t_s,
-                    metrics: Some(m),
-                    gpu_util_pct: None,
-                    gpu_mem_used_mb: None,
+        let now = Instant::now();
+        let t_s = now.duration_since(t0).as_secs_f64();
+        if now >= next_gpu {
+            next_gpu = now + interval;
+            if let Some(util) = probe.utilization() {
+                push(SampleLine {
+                    gpu_util_pct: Some(util),
+                    gpu_mem_used_mb: probe.device().map(|d| d.0),
+                    ..line(t_s)
                 });
             }
         }
-        tokio::time::sleep(interval).await;
+        if scrape_metrics && now >= next_metrics {
+            next_metrics = now + metrics_every;
+            if let Some(m) = scrape(&http, &base_url, t_s).await {
+                push(SampleLine { metrics: Some(m), ..line(t_s) });
+            }
+        }
+        if now >= next_host {
+            next_host = now + HOST_EVERY;
+            let cpu = crate::probe::cpu_times();
+            let steal_pct = match (cpu_before, cpu) {
+                (Some((t0, s0)), Some((t1, s1))) if t1 > t0 => Some(100.0 * (s1 - s0) as f64 / (t1 - t0) as f64),
+                _ => None,
+            };
+            cpu_before = cpu;
+            let clocks = probe.clocks();
+            let host = HostReading {
+                steal_pct,
+                load1: crate::probe::load_average(),
+                sm_clock_mhz: clocks.map(|c| c.0),
+                throttle_reasons: clocks.map(|c| c.1),
+            };
+            push(SampleLine { host: Some(host), ..line(t_s) });
+        }
+        let due = next_gpu.min(if scrape_metrics { next_metrics } else { next_host }).min(next_host);
+        tokio::time::sleep(due.saturating_duration_since(Instant::now()).min(SAMPLER_TICK)).await;
     }
 }
 
@@ -133,6 +160,57 @@ async fn phase_or_interrupt(
     }
 }
 
+/// What every request of a point asks for.
+fn request_spec(
+    c: &ClientConfig,
+    base: &str,
+    model: &str,
+    model_vocab: Option<u64>,
+    api_key: Option<String>,
+) -> Result<Arc<RequestSpec>, String> {
+    let prompts = Arc::new(prompts_for(c, model_vocab)?);
+    let url =
+        reqwest::Url::parse(&format!("{base}/v1/completions")).map_err(|e| format!("bad endpoint URL {base}: {e}"))?;
+    Ok(Arc::new(RequestSpec {
+        url,
+        model: model.to_owned(),
+        max_tokens: c.max_tokens,
+        ignore_eos: c.ignore_eos,
+        stream: c.stream,
+        timeout: Duration::from_secs_f64(c.request_timeout_s),
+        prompts,
+        api_key,
+    }))
+}
+
+/// Load at the group's highest concurrency for `duration` right after a server start, so the first measured
+/// point does not pay for the server's first batches. Its requests are not recorded; returns how many
+/// completed, or why it could not run.
+pub async fn server_warmup(
+    ctx: &Context<'_>,
+    group: &ServerGroup,
+    model: &str,
+    model_vocab: Option<u64>,
+    duration: Duration,
+) -> Result<usize, String> {
+    let Some(c) = group.points.iter().filter_map(|p| p.client.as_ref()).max_by_key(|c| c.concurrency) else {
+        return Ok(0);
+    };
+    let spec = request_spec(c, &group.server.base_url, model, model_vocab, ctx.api_key.clone())?;
+    let phase = Phase {
+        point: "server-warmup".into(),
+        attempt: 0,
+        requests: 0,
+        duration: Some(duration),
+        concurrency: c.concurrency,
+        warmup: true,
+        salt: prompt::salt(&format!("{}/server-warmup", group.id)),
+    };
+    let http = client::http_client(c.concurrency);
+    let r = phase_or_interrupt(&http, &spec, &phase, ctx.interrupted).await.ok_or("interrupted")?;
+    Ok(r.records.iter().filter(|r| r.ok()).count())
+}
+
 pub async fn run_point(
     ctx: &Context<'_>,
     group: &ServerGroup,
@@ -153,6 +231,7 @@ pub async fn run_point(
         model: model.to_owned(),
         started_at: chrono::Local::now().to_rfc3339(),
         wall_s: 0.0,
+        samples_offset_s: 0.0,
         warmup_requests: c.warmup,
         before: None,
         after: None,
@@ -160,38 +239,22 @@ pub async fn run_point(
         status: Status::Ok,
         error: None,
     };
-    let prompts = match prompts_for(&c, model_vocab) {
-        Ok(p) => Arc::new(p),
+    let http = client::http_client(c.concurrency);
+    let spec = match request_spec(&c, base, model, model_vocab, ctx.api_key.clone()) {
+        Ok(s) => s,
         Err(e) => {
             record.status = Status::Failed;
             record.error = Some(e);
             return PointOutput { point: record, requests: Vec::new(), samples: Vec::new() };
         }
     };
-    let http = client::http_client(c.concurrency);
-    let spec = Arc::new(RequestSpec {
-        url: match reqwest::Url::parse(&format!("{base}/v1/completions")) {
-            Ok(u) => u,
-            Err(e) => {
-                record.status = Status::Failed;
-                record.error = Some(format!("bad endpoint URL {base}: {e}"));
-                return PointOutput { point: record, requests: Vec::new(), samples: Vec::new() };
-            }
-        },
-        model: model.to_owned(),
-        max_tokens: c.max_tokens,
-        ignore_eos: c.ignore_eos,
-        stream: c.stream,
-        timeout: Duration::from_secs_f64(c.request_timeout_s),
-        prompts,
-        api_key: ctx.api_key.clone(),
-    });
     let mut requests = Vec::new();
     if c.warmup > 0 {
         let warm = Phase {
             point: point.id.clone(),
             attempt,
             requests: c.warmup,
+            duration: None,
             concurrency: c.concurrency.min(c.warmup),
             warmup: true,
             salt: prompt::salt(&format!("{}/{attempt}/warmup", point.id)),
@@ -212,11 +275,13 @@ pub async fn run_point(
         interval: ctx.gpu_interval,
         scrape_metrics: ctx.server_metrics,
     };
-    let sampler = tokio::spawn(sample_during(sampler, stop.clone(), samples.clone()));
+    let sampler_t0 = Instant::now();
+    let sampler = tokio::spawn(sample_during(sampler, sampler_t0, stop.clone(), samples.clone()));
     let phase = Phase {
         point: point.id.clone(),
         attempt,
         requests: c.requests,
+        duration: c.duration_s.map(Duration::from_secs_f64),
         concurrency: c.concurrency,
         warmup: false,
         salt: prompt::salt(&format!("{}/{attempt}", point.id)),
@@ -231,6 +296,7 @@ pub async fn run_point(
     match result {
         Some(r) => {
             record.wall_s = r.wall_s;
+            record.samples_offset_s = r.t0.duration_since(sampler_t0).as_secs_f64();
             requests.extend(r.records);
             record.after = quiet_snapshot(ctx.http, base).await;
         }
@@ -255,6 +321,7 @@ pub fn not_run(group: &ServerGroup, point: &Point, attempt: u32, model: &str, wh
         model: model.to_owned(),
         started_at: chrono::Local::now().to_rfc3339(),
         wall_s: 0.0,
+        samples_offset_s: 0.0,
         warmup_requests: 0,
         before: None,
         after: None,

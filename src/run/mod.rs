@@ -1,7 +1,7 @@
 //! The executor: the one place where time, processes and I/O meet. Takes the plan's server groups in order,
 //! starts each server once, records what it committed, stops it, and rewrites the outputs after every point
 //! so a crash keeps what was measured. It writes the run folder through `record` and renders derived files
-//! through the `Derive` callback it is given, so it never depends on `stats` or `report`.
+//! and decides precision rounds through the `Analysis` it is given, so it never depends on `stats` or `report`.
 
 pub mod load;
 pub mod progress;
@@ -21,9 +21,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Renders every derived file of a run (name, bytes) from what it recorded. The real one is
-/// `report::derive`; the executor calls it after every point and writes what it returns.
-pub type Derive<'a> = &'a (dyn Fn(&Manifest, &Recorded) -> Result<Vec<(String, Vec<u8>)>, String> + Sync);
+/// What the executor needs from the layers above it (`stats`, `report`), handed in by the CLI.
+pub trait Analysis: Sync {
+    /// Every derived file of a run (name, bytes) from what it recorded; called after every point.
+    fn derive(&self, manifest: &Manifest, rec: &Recorded) -> Result<Vec<(String, Vec<u8>)>, String>;
+    /// The half-width of the 95% interval of tokens/s, as a fraction of the mean, of the cell `point`
+    /// belongs to, over its committed repeats so far; None when there is no interval yet.
+    fn rel_halfwidth(&self, rec: &Recorded, group: &ServerGroup, point: &Point) -> Option<f64>;
+}
+
+pub type Derive<'a> = &'a dyn Analysis;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -69,7 +76,7 @@ impl Outcome {
 }
 
 fn write_derived(dir: &Path, manifest: &Manifest, rec: &Recorded, derive: Derive) -> Result<(), RunError> {
-    for (name, bytes) in derive(manifest, rec).map_err(RunError::Report)? {
+    for (name, bytes) in derive.derive(manifest, rec).map_err(RunError::Report)? {
         write_atomic(&dir.join(name), &bytes)?;
     }
     Ok(())
@@ -107,6 +114,7 @@ fn prepare_manifest(loaded: &LoadedSpec, plan: &Plan, probe: &dyn MemoryProbe, r
         model_config_hash: None,
         started_at: chrono::Local::now().to_rfc3339(),
         ended_at: None,
+        metrics_version: crate::record::manifest::METRICS_VERSION,
     }
 }
 
@@ -296,6 +304,7 @@ pub async fn execute(
             api_key: api_key.as_deref(),
             fail_fast: opts.fail_fast,
             derive,
+            precision: plan.precision,
         };
         let failed = run_group(&ctx, group, &todo, &mut rec).await?;
         stop_early = failed && opts.fail_fast;
@@ -339,6 +348,7 @@ struct GroupCtx<'a> {
     api_key: Option<&'a str>,
     fail_fast: bool,
     derive: Derive<'a>,
+    precision: Option<crate::record::plan::PrecisionTarget>,
 }
 
 impl GroupCtx<'_> {
@@ -489,6 +499,16 @@ async fn run_points(
         interrupted: ctx.interrupted,
         api_key: ctx.api_key.map(str::to_owned),
     };
+    let warm = ctx.spec.load.as_ref().map_or(Duration::ZERO, |l| l.server_warmup.0);
+    if !warm.is_zero() && todo.iter().any(|p| p.client.is_some()) {
+        ctx.progress.status(&format!("server {}/{}: warming up", ctx.index.0 + 1, ctx.index.1));
+        match load::server_warmup(&load_ctx, group, model, vocab, warm).await {
+            Ok(n) => ctx
+                .progress
+                .line(&format!("  server warmup: {n} requests in {:.0} s (not measured)", warm.as_secs_f64())),
+            Err(e) => ctx.progress.line(&format!("  server warmup did not run: {e}")),
+        }
+    }
     let mut failed = false;
     let mut dead: Option<String> = None;
     for (j, point) in todo.iter().enumerate() {
@@ -499,6 +519,22 @@ async fn run_points(
             ctx.progress.points_done(1);
             continue;
         };
+        if let Some(p) = ctx.precision
+            && point.repeat >= p.min_repeats
+            && dead.is_none()
+            && ctx.derive.rel_halfwidth(rec, group, point).is_some_and(|h| h <= p.rel_ci)
+        {
+            // The cell already meets the precision target: no further rounds (recomputed on resume).
+            ctx.progress.line(&format!(
+                "  point {} c={} repeat {}: skipped, the cell meets ±{:.1}%",
+                point.id,
+                c.concurrency,
+                point.repeat,
+                p.rel_ci * 100.0
+            ));
+            ctx.progress.points_done(1);
+            continue;
+        }
         let attempt = ctx.attempt(&point.id);
         ctx.point_start(&point.id, &group.id, attempt)?;
         let mut out = match &dead {

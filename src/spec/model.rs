@@ -22,9 +22,9 @@ pub struct Spec {
     /// An axis used anywhere under `engine` is server-scoped (a new server per value); otherwise client-scoped.
     #[serde(default)]
     pub grid: IndexMap<String, Vec<Scalar>>,
-    /// How many times each point is measured.
-    #[serde(default = "default_repeats")]
-    pub repeats: i64,
+    /// How many times each point is measured (default 1). Excludes `precision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<i64>,
     /// Which repeat is the headline row: the best or the median by tokens/s. Intervals use all repeats.
     #[serde(default)]
     pub repeat_policy: RepeatPolicy,
@@ -48,6 +48,53 @@ pub struct Spec {
     /// Thresholds of the knee finding (where throughput stops scaling, where latency blows up).
     #[serde(default)]
     pub knee: KneeRules,
+    /// Repeat each cell until its tokens/s is known to this precision, instead of a fixed `repeats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
+    /// Inputs of the reports that are not measurements (kept in the spec so re-rendering stays exact).
+    #[serde(default, skip_serializing_if = "ReportOptions::is_empty")]
+    pub report_options: ReportOptions,
+}
+
+/// A precision target: after each round of repeats, only cells whose Student-t 95% half-width of tokens/s
+/// exceeds `rel_ci` of the mean get another repeat, up to `max_repeats`.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Precision {
+    /// Target half-width of the 95% interval of tokens/s, as a fraction of the mean (0.05 = ±5%).
+    #[serde(default = "default_rel_ci")]
+    pub rel_ci: f64,
+    /// Repeats every cell gets (at least 2: an interval needs two).
+    #[serde(default = "default_min_repeats")]
+    pub min_repeats: i64,
+    /// Repeats a cell gets at most.
+    #[serde(default = "default_max_repeats")]
+    pub max_repeats: i64,
+}
+
+fn default_rel_ci() -> f64 {
+    0.05
+}
+fn default_min_repeats() -> i64 {
+    3
+}
+fn default_max_repeats() -> i64 {
+    5
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportOptions {
+    /// Tokens per request (prompt + output) of the workload the KV report's throughput pick is made for.
+    /// Default: the longest prompt + max_tokens of the load, else 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_len: Option<u64>,
+}
+
+impl ReportOptions {
+    pub fn is_empty(&self) -> bool {
+        self.request_len.is_none()
+    }
 }
 
 /// The knee rules, written into the outputs with the finding.
@@ -66,6 +113,10 @@ pub struct KneeRules {
     /// ... or where the server had requests waiting (queueing) during the level.
     #[serde(default = "yes_bool")]
     pub waiting_counts: bool,
+    /// Latency budget for the operating point: the highest level such that every level up to it keeps the
+    /// upper 95% bound of its p95 e2e within this (e.g. `2s`). Without it the relative rule above decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_budget: Option<Dur>,
 }
 
 fn default_efficiency() -> f64 {
@@ -80,12 +131,26 @@ fn default_inflation() -> f64 {
 
 impl Default for KneeRules {
     fn default() -> Self {
-        KneeRules { efficiency_min: 0.5, marginal_gain_min: 0.10, p95_inflation_max: 2.0, waiting_counts: true }
+        KneeRules {
+            efficiency_min: 0.5,
+            marginal_gain_min: 0.10,
+            p95_inflation_max: 2.0,
+            waiting_counts: true,
+            p95_budget: None,
+        }
     }
 }
 
-pub fn default_repeats() -> i64 {
-    1
+impl Spec {
+    /// The headline policy: the mean under a precision target, else `repeat_policy`.
+    pub fn effective_policy(&self) -> RepeatPolicy {
+        if self.precision.is_some() { RepeatPolicy::Mean } else { self.repeat_policy }
+    }
+
+    /// Repeats the plan lists per cell: `precision.max_repeats`, else `repeats`, else 1.
+    pub fn planned_repeats(&self) -> i64 {
+        self.precision.map(|p| p.max_repeats).or(self.repeats).unwrap_or(1)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -96,6 +161,8 @@ pub enum RepeatPolicy {
     /// The repeat with the median tokens/s.
     #[default]
     Median,
+    /// The mean of the repeats (what a precision target makes the headline).
+    Mean,
 }
 
 /// The server under test. Every value may be a minijinja template over the grid variables and `model`,
@@ -168,9 +235,17 @@ pub struct Load {
     #[serde(default = "int1")]
     pub concurrency: IntOrTemplate,
     /// Requests per repeat. Unless `exact_requests`, at least 4 × concurrency are sent, so that high levels
-    /// really hold their concurrency.
-    #[serde(default = "int32")]
-    pub requests: IntOrTemplate,
+    /// really hold their concurrency. Excludes `duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<IntOrTemplate>,
+    /// Length of each measured phase (e.g. `10s`): the client keeps `concurrency` requests in flight for this
+    /// long. Excludes `requests`; a load with neither gets `duration: 10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Dur>,
+    /// After each server start, load at the group's highest concurrency for this long before the first
+    /// measured point (the first phase after a start otherwise runs slower). `0s` turns it off.
+    #[serde(default = "default_server_warmup")]
+    pub server_warmup: Dur,
     /// Send exactly `requests` at every level (experiment B's fixed 32).
     #[serde(default)]
     pub exact_requests: bool,
@@ -207,6 +282,10 @@ pub struct Load {
     pub request_timeout: Dur,
 }
 
+fn default_server_warmup() -> Dur {
+    Dur::secs(3)
+}
+
 fn default_request_timeout() -> Dur {
     Dur::secs(300)
 }
@@ -219,9 +298,6 @@ fn int1() -> IntOrTemplate {
 }
 fn int2() -> IntOrTemplate {
     IntOrTemplate::Int(2)
-}
-fn int32() -> IntOrTemplate {
-    IntOrTemplate::Int(32)
 }
 fn int64() -> IntOrTemplate {
     IntOrTemplate::Int(64)

@@ -4,6 +4,7 @@ pub mod fit;
 pub mod kv;
 pub mod summary;
 pub mod sweep;
+pub mod window;
 
 /// 1234567.8 → "1,234,568" (with `digits` decimals).
 pub fn thousands(x: f64, digits: usize) -> String {

@@ -1,7 +1,11 @@
-//! From raw records to the sweep: per repeat figures, the headline repeat of each cell by the spec's policy,
-//! intervals across repeats, efficiency against concurrency 1, validity flags, and the knee.
+//! From raw records to the sweep: per repeat figures (over the steady-state window, `window.rs`), the
+//! headline of each cell (a repeat by the spec's policy, or the mean of the repeats), intervals across
+//! repeats (Student-t: requests within a phase are correlated, repeats are what differed), cumulative and
+//! per-step efficiency from per-round ratios, validity flags, the operating point and the knee, each with
+//! "borderline" where its interval straddles the threshold.
 
 use super::summary::{Summary, ci95, summarize};
+use super::window;
 use crate::record::request::RequestRecord;
 use crate::record::{PointRecord, SampleLine, Status};
 use crate::spec::{KneeRules, RepeatPolicy};
@@ -23,7 +27,13 @@ pub struct RepeatStats {
     pub tok_s: f64,
     pub e2e: Option<Summary>,
     pub ttft: Option<Summary>,
+    /// Per token when the server sent per-chunk usage (`itl_per_token`), else per chunk gap.
     pub itl_p50_s: Option<f64>,
+    #[serde(default)]
+    pub itl_per_token: bool,
+    /// (e2e − TTFT) / (tokens − 1) per request.
+    #[serde(default)]
+    pub tpot: Option<Summary>,
     pub mean_lag_s: f64,
     pub short_outputs: usize,
     pub server_generation_tokens: Option<f64>,
@@ -34,6 +44,26 @@ pub struct RepeatStats {
     pub kv_usage_max: Option<f64>,
     pub preemptions: Option<f64>,
     pub gpu_util_pct: Option<f64>,
+    /// GPU readings inside the window that `gpu_util_pct` averages (it is empty under 10).
+    #[serde(default)]
+    pub gpu_util_readings: usize,
+    /// The steady-state window's length; None when the phase was too short for one and figures cover the
+    /// whole phase.
+    #[serde(default)]
+    pub window_s: Option<f64>,
+    /// Whole-phase throughput (ramp-up and drain included): the batching summary's figures.
+    #[serde(default)]
+    pub phase_tok_s: f64,
+    #[serde(default)]
+    pub phase_qps: f64,
+    /// Client minus vLLM mean TTFT and e2e over the whole phase (the server's histogram deltas cover it).
+    #[serde(default)]
+    pub ttft_gap_s: Option<f64>,
+    #[serde(default)]
+    pub e2e_gap_s: Option<f64>,
+    /// Requests sent after a timed phase's duration to hold the concurrency (excluded from every figure).
+    #[serde(default)]
+    pub tail_requests: usize,
 }
 
 /// All repeats of one client configuration against one server.
@@ -48,6 +78,9 @@ pub struct Cell {
     pub repeats: Vec<RepeatStats>,
     /// Index into `repeats` of the headline repeat.
     pub headline: usize,
+    /// With the `mean` policy: the repeats' mean, which is then the headline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<RepeatStats>,
     pub tok_s_ci: Option<(f64, f64)>,
     pub e2e_mean_ci: Option<(f64, f64)>,
     /// S(c) = tok_s(c) / tok_s(1) of the same server; None without a concurrency-1 cell.
@@ -56,12 +89,39 @@ pub struct Cell {
     pub efficiency: Option<f64>,
     /// p95(c) / p95(1).
     pub p95_inflation: Option<f64>,
+    /// Against the previous level: (tok₂/tok₁)/(c₂/c₁) from ratios of the same round, with its interval.
+    #[serde(default)]
+    pub step_efficiency: Option<f64>,
+    #[serde(default)]
+    pub step_efficiency_ci: Option<(f64, f64)>,
+    /// The 95% interval of the repeats' p95 e2e (what the latency budget is checked against).
+    #[serde(default)]
+    pub p95_ci: Option<(f64, f64)>,
     pub notes: Vec<String>,
 }
 
 impl Cell {
     pub fn head(&self) -> &RepeatStats {
-        &self.repeats[self.headline]
+        self.mean.as_ref().unwrap_or(&self.repeats[self.headline])
+    }
+
+    /// Half-width of the tokens/s interval as a fraction of the mean (the precision achieved).
+    pub fn tok_s_rel_halfwidth(&self) -> Option<f64> {
+        let (lo, hi) = self.tok_s_ci?;
+        let m = (lo + hi) / 2.0;
+        (m > 0.0).then(|| (hi - lo) / 2.0 / m)
+    }
+
+    /// Between-repeat coefficient of variation of tokens/s.
+    pub fn tok_s_cv(&self) -> Option<f64> {
+        let tok: Vec<f64> = self.repeats.iter().map(|r| r.tok_s).collect();
+        let m = super::summary::mean(&tok);
+        (tok.len() >= 2 && m > 0.0).then(|| super::summary::stddev(&tok) / m)
+    }
+
+    /// The upper bound the latency budget is checked against: the interval's top, or the one value.
+    pub fn p95_upper(&self) -> Option<f64> {
+        self.p95_ci.map(|c| c.1).or(self.head().e2e.map(|e| e.p95))
     }
 }
 
@@ -79,6 +139,15 @@ pub struct Knee {
     pub latency_finding: String,
     /// The thresholds, in words.
     pub rule: String,
+    /// The highest level such that every level up to it keeps the upper bound of its p95 e2e within
+    /// `knee.p95_budget` (None without a budget, or when even the first level misses it).
+    #[serde(default)]
+    pub operating_point: Option<u32>,
+    #[serde(default)]
+    pub operating_finding: String,
+    /// Levels whose interval straddles a threshold: a finding there could go either way on a rerun.
+    #[serde(default)]
+    pub borderline: Vec<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,19 +156,58 @@ pub struct GroupSweep {
     pub cells: Vec<Cell>,
     pub knee: Knee,
     pub policy: RepeatPolicy,
+    /// Between-repeat CV of tokens/s over the cells with ≥ 2 repeats: (median, max). The run's noise floor:
+    /// differences smaller than this are not findings.
+    #[serde(default)]
+    pub noise_floor: Option<(f64, f64)>,
+    /// What the host showed while the group ran.
+    #[serde(default)]
+    pub host: HostSummary,
 }
 
-fn repeat_stats(p: &PointRecord, reqs: &[&RequestRecord], samples: &[&SampleLine]) -> RepeatStats {
-    let ok: Vec<&&RequestRecord> = reqs.iter().filter(|r| r.ok()).collect();
+/// The host during a group's phases (from samples.jsonl's slow host readings).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostSummary {
+    pub readings: usize,
+    pub steal_pct_max: Option<f64>,
+    pub load1_max: Option<f64>,
+    pub sm_clock_mhz_min: Option<f64>,
+    pub sm_clock_mhz_max: Option<f64>,
+    /// NVML clock-event reasons seen, other than idle (0x1) and application clocks (0x2), ORed.
+    pub throttle_reasons: u64,
+}
+
+/// NVML's utilisation covers a trailing sample period: readings this soon after the window opens still see
+/// the ramp-up before it, so they are left out.
+const NVML_TRAILING_S: f64 = 0.5;
+/// Fewer GPU readings than this in the window give no utilisation figure.
+const MIN_GPU_READINGS: usize = 10;
+
+fn repeat_stats(p: &PointRecord, all: &[&RequestRecord], samples: &[&SampleLine]) -> RepeatStats {
+    let tail_requests = all.iter().filter(|r| r.tail).count();
+    let reqs: Vec<&RequestRecord> = all.iter().copied().filter(|r| !r.tail).collect();
+    let ok_all: Vec<&RequestRecord> = reqs.iter().copied().filter(|r| r.ok()).collect();
     let mut errors = BTreeMap::new();
     for r in reqs.iter().filter(|r| !r.ok()) {
         *errors.entry(r.error.as_ref().map(|e| String::from(e.kind)).unwrap_or_default()).or_insert(0) += 1;
     }
     let tokens = |r: &RequestRecord| u64::from(r.completion_tokens.unwrap_or(r.chunks));
-    let completion_tokens: u64 = ok.iter().map(|r| tokens(r)).sum();
+    let completion_tokens: u64 = ok_all.iter().map(|r| tokens(r)).sum();
     let wall = p.wall_s.max(1e-9);
-    let mut gaps: Vec<f64> = ok.iter().flat_map(|r| r.gaps_s()).collect();
-    gaps.sort_by(|a, b| a.total_cmp(b));
+    let (phase_tok_s, phase_qps) = (completion_tokens as f64 / wall, ok_all.len() as f64 / wall);
+    let steady = window::window(&reqs).filter(|w| w.completions >= window::min_completions(p.client.concurrency));
+    // Throughput over the window; latency over the requests started inside it (else the whole phase).
+    let (tok_s, qps, ok) = match &steady {
+        Some(w) => (
+            ok_all.iter().map(|r| window::tokens_in(r, w)).sum::<f64>() / w.len_s(),
+            w.completions as f64 / w.len_s(),
+            ok_all.iter().copied().filter(|r| w.contains(r.start_s)).collect::<Vec<_>>(),
+        ),
+        None => (phase_tok_s, phase_qps, ok_all.clone()),
+    };
+    let mut itl = Vec::new();
+    ok.iter().for_each(|r| window::itl_samples(r, &mut itl));
+    itl.sort_by(|a, b| a.total_cmp(b));
     let delta = match (&p.before, &p.after) {
         (Some(b), Some(a)) => Some(crate::probe::metrics::delta(b, a)),
         _ => None,
@@ -107,24 +215,41 @@ fn repeat_stats(p: &PointRecord, reqs: &[&RequestRecord], samples: &[&SampleLine
     let metric_max = |f: fn(&crate::probe::metrics::Snapshot) -> Option<f64>| {
         samples.iter().filter_map(|s| s.metrics.as_ref().and_then(f)).reduce(f64::max)
     };
-    let utils: Vec<f64> = samples.iter().filter_map(|s| s.gpu_util_pct).collect();
+    let utils: Vec<f64> = match &steady {
+        Some(w) => samples
+            .iter()
+            .filter(|s| {
+                let t = s.t_s - p.samples_offset_s;
+                t >= w.open_s + NVML_TRAILING_S && t <= w.close_s
+            })
+            .filter_map(|s| s.gpu_util_pct)
+            .collect(),
+        None => samples.iter().filter_map(|s| s.gpu_util_pct).collect(),
+    };
+    // The gap covers every request the server saw between the quiet snapshots: tails included.
+    let seen: Vec<&RequestRecord> = all.iter().copied().filter(|r| r.ok()).collect();
+    let client_e2e = super::summary::mean(&seen.iter().map(|r| r.e2e_s()).collect::<Vec<_>>());
+    let client_ttft = super::summary::mean(&seen.iter().filter_map(|r| r.ttft_s()).collect::<Vec<_>>());
+    let gap = |client: f64, server: Option<f64>| server.filter(|_| client.is_finite()).map(|s| client - s);
     RepeatStats {
         point: p.point.clone(),
         attempt: p.attempt,
         repeat: p.repeat,
         wall_s: p.wall_s,
         requests: reqs.len(),
-        ok: ok.len(),
+        ok: ok_all.len(),
         errors,
         completion_tokens,
-        qps: ok.len() as f64 / wall,
-        tok_s: completion_tokens as f64 / wall,
+        qps,
+        tok_s,
         e2e: summarize(ok.iter().map(|r| r.e2e_s())),
         ttft: summarize(ok.iter().filter_map(|r| r.ttft_s())),
-        itl_p50_s: (!gaps.is_empty()).then(|| super::summary::percentile_sorted(&gaps, 50.0)),
+        itl_p50_s: (!itl.is_empty()).then(|| super::summary::percentile_sorted(&itl, 50.0)),
+        itl_per_token: !ok.is_empty() && ok.iter().all(|r| window::has_chunk_tokens(r)),
+        tpot: summarize(ok.iter().filter_map(|r| window::tpot_s(r))),
         mean_lag_s: super::summary::mean(&ok.iter().map(|r| r.lag_s()).collect::<Vec<_>>()),
         short_outputs: if p.client.ignore_eos {
-            ok.iter().filter(|r| tokens(r) < u64::from(p.client.max_tokens)).count()
+            ok_all.iter().filter(|r| tokens(r) < u64::from(p.client.max_tokens)).count()
         } else {
             0
         },
@@ -135,7 +260,79 @@ fn repeat_stats(p: &PointRecord, reqs: &[&RequestRecord], samples: &[&SampleLine
         waiting_max: metric_max(|m| m.waiting),
         kv_usage_max: metric_max(|m| m.kv_usage),
         preemptions: delta.as_ref().and_then(|d| d.preemptions),
-        gpu_util_pct: (!utils.is_empty()).then(|| super::summary::mean(&utils)),
+        gpu_util_pct: (utils.len() >= MIN_GPU_READINGS).then(|| super::summary::mean(&utils)),
+        gpu_util_readings: utils.len(),
+        window_s: steady.map(|w| w.len_s()),
+        phase_tok_s,
+        phase_qps,
+        ttft_gap_s: gap(client_ttft, delta.as_ref().and_then(|d| d.mean_ttft_s)),
+        e2e_gap_s: gap(client_e2e, delta.as_ref().and_then(|d| d.mean_e2e_s)),
+        tail_requests,
+    }
+}
+
+/// The mean of a cell's repeats, as one repeat: the headline under the `mean` policy.
+fn mean_repeat(reps: &[RepeatStats]) -> RepeatStats {
+    let m = |f: &dyn Fn(&RepeatStats) -> Option<f64>| {
+        let v: Vec<f64> = reps.iter().filter_map(f).filter(|x| x.is_finite()).collect();
+        (!v.is_empty()).then(|| super::summary::mean(&v))
+    };
+    let summary = |f: &dyn Fn(&RepeatStats) -> Option<Summary>| {
+        let v: Vec<Summary> = reps.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| {
+            let a = |g: fn(&Summary) -> f64| super::summary::mean(&v.iter().map(g).collect::<Vec<_>>());
+            Summary {
+                n: v.iter().map(|s| s.n).sum(),
+                mean: a(|s| s.mean),
+                p50: a(|s| s.p50),
+                p95: a(|s| s.p95),
+                p99: a(|s| s.p99),
+                stddev: a(|s| s.stddev),
+                min: v.iter().map(|s| s.min).fold(f64::INFINITY, f64::min),
+                max: v.iter().map(|s| s.max).fold(f64::NEG_INFINITY, f64::max),
+            }
+        })
+    };
+    let mut errors = BTreeMap::new();
+    for r in reps {
+        for (k, n) in &r.errors {
+            *errors.entry(k.clone()).or_insert(0) += n;
+        }
+    }
+    let first = &reps[0];
+    RepeatStats {
+        point: first.point.clone(),
+        attempt: first.attempt,
+        repeat: first.repeat,
+        wall_s: m(&|r| Some(r.wall_s)).unwrap_or(0.0),
+        requests: reps.iter().map(|r| r.requests).sum::<usize>() / reps.len(),
+        ok: reps.iter().map(|r| r.ok).sum::<usize>() / reps.len(),
+        errors,
+        completion_tokens: reps.iter().map(|r| r.completion_tokens).sum::<u64>() / reps.len() as u64,
+        qps: m(&|r| Some(r.qps)).unwrap_or(0.0),
+        tok_s: m(&|r| Some(r.tok_s)).unwrap_or(0.0),
+        e2e: summary(&|r| r.e2e),
+        ttft: summary(&|r| r.ttft),
+        itl_p50_s: m(&|r| r.itl_p50_s),
+        itl_per_token: reps.iter().all(|r| r.itl_per_token),
+        tpot: summary(&|r| r.tpot),
+        mean_lag_s: m(&|r| Some(r.mean_lag_s)).unwrap_or(0.0),
+        short_outputs: reps.iter().map(|r| r.short_outputs).sum(),
+        server_generation_tokens: None,
+        server_mean_e2e_s: m(&|r| r.server_mean_e2e_s),
+        server_mean_ttft_s: m(&|r| r.server_mean_ttft_s),
+        prefix_hits: m(&|r| r.prefix_hits),
+        waiting_max: reps.iter().filter_map(|r| r.waiting_max).reduce(f64::max),
+        kv_usage_max: reps.iter().filter_map(|r| r.kv_usage_max).reduce(f64::max),
+        preemptions: m(&|r| r.preemptions),
+        gpu_util_pct: m(&|r| r.gpu_util_pct),
+        gpu_util_readings: reps.iter().map(|r| r.gpu_util_readings).sum(),
+        window_s: m(&|r| r.window_s),
+        phase_tok_s: m(&|r| Some(r.phase_tok_s)).unwrap_or(0.0),
+        phase_qps: m(&|r| Some(r.phase_qps)).unwrap_or(0.0),
+        ttft_gap_s: m(&|r| r.ttft_gap_s),
+        e2e_gap_s: m(&|r| r.e2e_gap_s),
+        tail_requests: reps.iter().map(|r| r.tail_requests).sum(),
     }
 }
 
@@ -145,7 +342,7 @@ fn headline(repeats: &[RepeatStats], policy: RepeatPolicy) -> usize {
     order.sort_by(|a, b| repeats[*a].tok_s.total_cmp(&repeats[*b].tok_s));
     match policy {
         RepeatPolicy::Best => *order.last().unwrap_or(&0),
-        RepeatPolicy::Median => order[(order.len().saturating_sub(1)) / 2],
+        RepeatPolicy::Median | RepeatPolicy::Mean => order[(order.len().saturating_sub(1)) / 2],
     }
 }
 
@@ -164,15 +361,17 @@ fn flags(cell: &Cell, gpu_sampled: bool, all_requests: &[&RequestRecord]) -> Vec
     {
         notes.push(format!("client lag: dispatch delay {:.0}% of e2e", 100.0 * h.mean_lag_s / e2e.mean));
     }
-    let client_tokens: u64 = all_requests
-        .iter()
-        .filter(|r| r.point == h.point && r.attempt == h.attempt && !r.warmup)
-        .map(|r| u64::from(r.completion_tokens.unwrap_or(r.chunks)))
-        .sum();
-    if let Some(server) = h.server_generation_tokens
-        && (server - client_tokens as f64).abs() > 0.5
-    {
-        notes.push(format!("client/server tokens differ: {client_tokens} vs {server:.0}"));
+    for r in &cell.repeats {
+        let client_tokens: u64 = all_requests
+            .iter()
+            .filter(|q| q.point == r.point && q.attempt == r.attempt && !q.warmup)
+            .map(|q| u64::from(q.completion_tokens.unwrap_or(q.chunks)))
+            .sum();
+        if let Some(server) = r.server_generation_tokens
+            && (server - client_tokens as f64).abs() > 0.5
+        {
+            notes.push(format!("client/server tokens differ in repeat {}: {client_tokens} vs {server:.0}", r.repeat));
+        }
     }
     if cell.shared_prefix_tokens == 0 && h.prefix_hits.is_some_and(|hits| hits > 0.0) {
         notes.push(format!(
@@ -180,10 +379,48 @@ fn flags(cell: &Cell, gpu_sampled: bool, all_requests: &[&RequestRecord]) -> Vec
             h.prefix_hits.unwrap_or(0.0)
         ));
     }
+    let whole = cell.repeats.iter().filter(|r| r.window_s.is_none()).count();
+    if whole > 0 {
+        notes.push(format!(
+            "{whole} of {} repeats too short for a steady-state window (< {} completions): whole-phase figures",
+            cell.repeats.len(),
+            window::min_completions(cell.concurrency)
+        ));
+    }
+    if h.itl_p50_s.is_some() && !h.itl_per_token {
+        notes.push("no per-chunk usage from the server: ITL is per chunk, not per token".to_owned());
+    }
     if !gpu_sampled {
         notes.push("no GPU: gpu_util_pct not measured".to_owned());
+    } else if h.gpu_util_pct.is_none() {
+        notes.push(format!("fewer than {MIN_GPU_READINGS} GPU readings in the window: no utilisation figure"));
+    }
+    if let Some(n) = gap_note(h) {
+        notes.push(n);
     }
     notes
+}
+
+/// A client-server gap above max(5 ms, 5%) of vLLM's own mean, with what it is.
+fn gap_note(h: &RepeatStats) -> Option<String> {
+    let (gap, server) = (h.e2e_gap_s?, h.server_mean_e2e_s?);
+    if gap.abs() <= (0.005f64).max(0.05 * server) {
+        return None;
+    }
+    let before_first = h.ttft_gap_s.unwrap_or(0.0);
+    let what = if h.mean_lag_s > 0.5 * gap.abs() {
+        "client lag (dispatch delay shows it)"
+    } else if before_first > 0.5 * gap {
+        "time in vLLM's frontend before the engine"
+    } else {
+        "time between the engine and the client"
+    };
+    Some(format!(
+        "client e2e exceeds vLLM's by {:.0} ms ({:.0}%), {:.0} ms of it before the first token: {what}",
+        gap * 1e3,
+        100.0 * gap / server,
+        before_first * 1e3
+    ))
 }
 
 /// Groups points into cells per server group, in plan order.
@@ -205,10 +442,18 @@ pub fn analyze(
         let gi = match groups.iter().position(|g| g.group == p.group) {
             Some(i) => i,
             None => {
-                groups.push(GroupSweep { group: p.group.clone(), cells: Vec::new(), knee: no_knee(rules), policy });
+                groups.push(GroupSweep {
+                    group: p.group.clone(),
+                    cells: Vec::new(),
+                    knee: no_knee(rules),
+                    policy,
+                    noise_floor: None,
+                    host: HostSummary::default(),
+                });
                 groups.len() - 1
             }
         };
+        add_host(&mut groups[gi].host, &samps);
         let cells = &mut groups[gi].cells;
         match cells.iter_mut().find(|c| c.label == label) {
             Some(c) => c.repeats.push(stats),
@@ -221,11 +466,15 @@ pub fn analyze(
                 label,
                 repeats: vec![stats],
                 headline: 0,
+                mean: None,
                 tok_s_ci: None,
                 e2e_mean_ci: None,
                 speedup: None,
                 efficiency: None,
                 p95_inflation: None,
+                step_efficiency: None,
+                step_efficiency_ci: None,
+                p95_ci: None,
                 notes: Vec::new(),
             }),
         }
@@ -237,13 +486,75 @@ pub fn analyze(
     groups
 }
 
+/// Notes the cells whose tokens/s interval is wider than the precision target (a note, not a failure);
+/// returns their levels per group.
+pub fn note_precision(groups: &mut [GroupSweep], rel_ci: f64) -> Vec<Vec<u32>> {
+    let mut missed = Vec::new();
+    for g in groups {
+        let mut levels = Vec::new();
+        for c in &mut g.cells {
+            if let Some(h) = c.tok_s_rel_halfwidth().filter(|h| *h > rel_ci) {
+                c.notes.push(format!(
+                    "precision target missed: ±{:.1}% after {} repeats (target ±{:.1}%)",
+                    h * 100.0,
+                    c.repeats.len(),
+                    rel_ci * 100.0
+                ));
+                levels.push(c.concurrency);
+            }
+        }
+        missed.push(levels);
+    }
+    missed
+}
+
+/// NVML clock-event reasons that say nothing about the measurement: GPU idle (0x1), application clocks
+/// setting (0x2).
+const BENIGN_THROTTLE: u64 = 0x1 | 0x2;
+
+fn add_host(h: &mut HostSummary, samples: &[&SampleLine]) {
+    for r in samples.iter().filter_map(|s| s.host.as_ref()) {
+        h.readings += 1;
+        let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        };
+        let min = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        h.steal_pct_max = max(h.steal_pct_max, r.steal_pct);
+        h.load1_max = max(h.load1_max, r.load1);
+        h.sm_clock_mhz_min = min(h.sm_clock_mhz_min, r.sm_clock_mhz);
+        h.sm_clock_mhz_max = max(h.sm_clock_mhz_max, r.sm_clock_mhz);
+        h.throttle_reasons |= r.throttle_reasons.unwrap_or(0) & !BENIGN_THROTTLE;
+    }
+}
+
 /// Cells are told apart by their client configuration without the repeat.
 fn cell_label(p: &PointRecord) -> String {
     let c = &p.client;
+    let size = match c.duration_s {
+        Some(d) => format!("d={d}s"),
+        None => format!("n={}", c.requests),
+    };
     format!(
-        "c={} n={} max_tokens={} prompt={} prefix={} stream={} eos={}",
-        c.concurrency, c.requests, c.max_tokens, c.prompt_tokens, c.shared_prefix_tokens, c.stream, c.ignore_eos
+        "c={} {size} max_tokens={} prompt={} prefix={} stream={} eos={}",
+        c.concurrency, c.max_tokens, c.prompt_tokens, c.shared_prefix_tokens, c.stream, c.ignore_eos
     )
+}
+
+/// Ratios of the same round (repeat index) of two cells: levels of one round ran back to back, so pairing
+/// them cancels part of the host's slow drift.
+fn paired_ratios(a: &Cell, b: &Cell, f: fn(&RepeatStats) -> Option<f64>) -> Vec<f64> {
+    b.repeats
+        .iter()
+        .filter_map(|rb| {
+            let ra = a.repeats.iter().find(|r| r.repeat == rb.repeat)?;
+            let (x, y) = (f(ra)?, f(rb)?);
+            (x > 0.0).then(|| y / x)
+        })
+        .collect()
 }
 
 fn finish_group(
@@ -255,14 +566,27 @@ fn finish_group(
 ) {
     for c in &mut g.cells {
         c.headline = headline(&c.repeats, policy);
+        c.mean = (policy == RepeatPolicy::Mean).then(|| mean_repeat(&c.repeats));
         let tok: Vec<f64> = c.repeats.iter().map(|r| r.tok_s).collect();
         c.tok_s_ci = ci95(&tok);
         let e2e: Vec<f64> = c.repeats.iter().filter_map(|r| r.e2e.map(|s| s.mean)).collect();
         c.e2e_mean_ci = ci95(&e2e);
+        let p95: Vec<f64> = c.repeats.iter().filter_map(|r| r.e2e.map(|s| s.p95)).collect();
+        c.p95_ci = ci95(&p95);
     }
     g.cells.sort_by_key(|c| c.concurrency);
     let base = g.cells.iter().find(|c| c.concurrency == 1).map(|c| (c.head().tok_s, c.head().e2e.map(|s| s.p95)));
-    for c in &mut g.cells {
+    for i in 0..g.cells.len() {
+        if i > 0 {
+            let (prev, cur) = (&g.cells[i - 1], &g.cells[i]);
+            let scale = f64::from(cur.concurrency) / f64::from(prev.concurrency.max(1));
+            let ratios: Vec<f64> = paired_ratios(prev, cur, |r| Some(r.tok_s)).iter().map(|r| r / scale).collect();
+            let step = (!ratios.is_empty()).then(|| super::summary::mean(&ratios));
+            let ci = ci95(&ratios);
+            g.cells[i].step_efficiency = step;
+            g.cells[i].step_efficiency_ci = ci;
+        }
+        let c = &mut g.cells[i];
         if let Some((tok1, p95_1)) = base {
             c.speedup = (tok1 > 0.0).then(|| c.head().tok_s / tok1);
             c.efficiency = c.speedup.map(|s| s / f64::from(c.concurrency));
@@ -273,6 +597,12 @@ fn finish_group(
         }
         c.notes = flags(c, gpu_sampled, measured);
     }
+    let cvs: Vec<f64> = g.cells.iter().filter_map(Cell::tok_s_cv).collect();
+    g.noise_floor = (!cvs.is_empty()).then(|| {
+        let mut sorted = cvs.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        (super::summary::percentile_sorted(&sorted, 50.0), sorted[sorted.len() - 1])
+    });
     g.knee = knee(&g.cells, rules);
     for c in &mut g.cells {
         if Some(c.concurrency) == g.knee.throughput_knee {
@@ -280,6 +610,12 @@ fn finish_group(
         }
         if Some(c.concurrency) == g.knee.latency_knee {
             c.notes.push("latency blows up here".to_owned());
+        }
+        if Some(c.concurrency) == g.knee.operating_point {
+            c.notes.push("operating point".to_owned());
+        }
+        if g.knee.borderline.contains(&c.concurrency) {
+            c.notes.push("borderline: its interval straddles a threshold".to_owned());
         }
     }
 }
@@ -292,17 +628,55 @@ fn no_knee(rules: &KneeRules) -> Knee {
         latency_knee: None,
         latency_finding: String::new(),
         rule: rule_text(rules),
+        operating_point: None,
+        operating_finding: String::new(),
+        borderline: Vec::new(),
     }
 }
 
 pub fn rule_text(r: &KneeRules) -> String {
+    let budget = match r.p95_budget {
+        Some(b) => format!(
+            "the operating point is the highest level such that every level up to it keeps the upper 95% bound of its p95 e2e within {:.0} ms; ",
+            b.0.as_secs_f64() * 1e3
+        ),
+        None => String::new(),
+    };
     format!(
-        "throughput stops scaling at the first level whose efficiency S(c)/c < {} or whose tokens/s gain over the previous level < {:.0}%; latency blows up at the first level whose p95 e2e > {}× the p95 at concurrency 1{}",
-        r.efficiency_min,
+        "{budget}throughput stops scaling at the first step whose tokens/s gain (paired by round) is below {:.0}% with its whole interval; latency blows up at the first level whose p95 e2e > {}× the p95 at concurrency 1{}; a threshold inside a finding's interval makes it borderline",
         r.marginal_gain_min * 100.0,
         r.p95_inflation_max,
         if r.waiting_counts { ", or where the server had requests waiting" } else { "" }
     )
+}
+
+/// Where a value with an interval stands against a threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Below,
+    Above,
+    Straddles,
+}
+
+/// `value` alone when there is no interval (one repeat).
+pub fn side(value: f64, ci: Option<(f64, f64)>, threshold: f64) -> Side {
+    let (lo, hi) = ci.unwrap_or((value, value));
+    if hi < threshold {
+        Side::Below
+    } else if lo > threshold {
+        Side::Above
+    } else if lo == hi {
+        if value < threshold { Side::Below } else { Side::Above }
+    } else {
+        Side::Straddles
+    }
+}
+
+fn interval_text(ci: Option<(f64, f64)>, scale: f64, d: usize) -> String {
+    match ci {
+        Some((lo, hi)) => format!(" (95% CI {:.d$}–{:.d$})", lo * scale, hi * scale),
+        None => " (one repeat: no interval)".to_owned(),
+    }
 }
 
 /// The knee over one server's levels, sorted by concurrency. "No knee within the tested range" is a finding.
@@ -312,50 +686,90 @@ pub fn knee(cells: &[Cell], rules: &KneeRules) -> Knee {
         (Some(a), Some(b)) => format!("{}–{}", a.concurrency, b.concurrency),
         _ => "none".to_owned(),
     };
+    throughput_knee(&mut k, cells, rules, &range);
+    latency_knee(&mut k, cells, rules, &range);
+    if let Some(budget) = rules.p95_budget {
+        operating_point(&mut k, cells, budget.0.as_secs_f64());
+    }
+    k.borderline.sort_unstable();
+    k.borderline.dedup();
+    k
+}
+
+/// The first step whose paired gain is below the minimum with its whole interval; a step whose interval
+/// straddles it first is borderline.
+fn throughput_knee(k: &mut Knee, cells: &[Cell], rules: &KneeRules, range: &str) {
+    let min_ratio = 1.0 + rules.marginal_gain_min;
     for pair in cells.windows(2) {
         let (prev, cur) = (&pair[0], &pair[1]);
-        let gain = if prev.head().tok_s > 0.0 { cur.head().tok_s / prev.head().tok_s - 1.0 } else { 0.0 };
-        let eff_low = cur.efficiency.is_some_and(|e| e < rules.efficiency_min);
-        if eff_low || gain < rules.marginal_gain_min {
-            k.throughput_knee = Some(prev.concurrency);
-            k.throughput_reason = Some(if eff_low { "efficiency" } else { "gain" }.to_owned());
-            k.throughput_finding = if eff_low {
-                format!(
-                    "throughput stops scaling efficiently after concurrency {}: at {} the efficiency S(c)/c is {:.3} (< {}), although tokens/s still grew {:.0}%",
-                    prev.concurrency,
-                    cur.concurrency,
-                    cur.efficiency.unwrap_or(0.0),
-                    rules.efficiency_min,
-                    gain * 100.0
-                )
-            } else {
-                format!(
-                    "throughput stops scaling after concurrency {}: going to {} gains {:.0}% tokens/s (< {:.0}%)",
-                    prev.concurrency,
-                    cur.concurrency,
-                    gain * 100.0,
-                    rules.marginal_gain_min * 100.0
-                )
-            };
-            break;
+        let ratios = paired_ratios(prev, cur, |r| Some(r.tok_s));
+        if ratios.is_empty() {
+            continue;
+        }
+        let gain = super::summary::mean(&ratios);
+        let ci = ci95(&ratios);
+        let text = |what: &str| {
+            format!(
+                "{what} after concurrency {}: going to {} gains {:.0}% tokens/s{} against a {:.0}% minimum",
+                prev.concurrency,
+                cur.concurrency,
+                (gain - 1.0) * 100.0,
+                interval_text(ci.map(|(a, b)| (a - 1.0, b - 1.0)), 100.0, 0),
+                rules.marginal_gain_min * 100.0
+            )
+        };
+        match side(gain, ci, min_ratio) {
+            Side::Below => {
+                k.throughput_knee = Some(prev.concurrency);
+                k.throughput_reason = Some("gain".to_owned());
+                k.throughput_finding = text("throughput stops scaling");
+                return;
+            }
+            Side::Straddles => {
+                k.throughput_reason = Some("borderline".to_owned());
+                k.throughput_finding = text("borderline: throughput may stop scaling");
+                k.borderline.push(cur.concurrency);
+                return;
+            }
+            Side::Above => {}
         }
     }
-    if k.throughput_knee.is_none() {
-        k.throughput_finding = format!(
-            "no throughput knee within the tested range ({range}): every step gained at least {:.0}% tokens/s",
-            rules.marginal_gain_min * 100.0
-        );
-    }
+    k.throughput_finding = format!(
+        "no throughput knee within the tested range ({range}): every step gained at least {:.0}% tokens/s",
+        rules.marginal_gain_min * 100.0
+    );
+}
+
+fn latency_knee(k: &mut Knee, cells: &[Cell], rules: &KneeRules, range: &str) {
+    let base = cells.iter().find(|c| c.concurrency == 1);
     for c in cells {
-        let inflated = c.p95_inflation.is_some_and(|x| x > rules.p95_inflation_max);
         let waiting = rules.waiting_counts && c.head().waiting_max.is_some_and(|w| w > 0.0);
-        if inflated || waiting {
+        let ratios = base.map(|b| paired_ratios(b, c, |r| r.e2e.map(|e| e.p95))).unwrap_or_default();
+        let (inflation, ci) = match (ratios.is_empty(), c.p95_inflation) {
+            (false, _) => (super::summary::mean(&ratios), ci95(&ratios)),
+            (true, Some(x)) => (x, None),
+            (true, None) => (f64::NAN, None),
+        };
+        let s = if inflation.is_finite() { side(inflation, ci, rules.p95_inflation_max) } else { Side::Below };
+        if s == Side::Straddles && !waiting {
+            k.borderline.push(c.concurrency);
+            k.latency_finding = format!(
+                "borderline: at concurrency {} p95 e2e is {:.2}× that at concurrency 1{}, against a {}× threshold",
+                c.concurrency,
+                inflation,
+                interval_text(ci, 1.0, 2),
+                rules.p95_inflation_max
+            );
+            return;
+        }
+        if s == Side::Above || waiting {
             k.latency_knee = Some(c.concurrency);
-            k.latency_finding = if inflated {
+            k.latency_finding = if s == Side::Above {
                 format!(
-                    "latency blows up at concurrency {}: p95 e2e is {:.1}× that at concurrency 1 (> {}×)",
+                    "latency blows up at concurrency {}: p95 e2e is {:.2}× that at concurrency 1{} (> {}×)",
                     c.concurrency,
-                    c.p95_inflation.unwrap_or(0.0),
+                    inflation,
+                    interval_text(ci, 1.0, 2),
                     rules.p95_inflation_max
                 )
             } else {
@@ -365,92 +779,159 @@ pub fn knee(cells: &[Cell], rules: &KneeRules) -> Knee {
                     c.head().waiting_max.unwrap_or(0.0)
                 )
             };
-            break;
+            return;
         }
     }
-    if k.latency_knee.is_none() {
-        k.latency_finding = format!("no latency blow-up within the tested range ({range})");
-    }
-    k
+    k.latency_finding = format!(
+        "no latency blow-up within the tested range ({range}): p95 e2e stays within {}× of concurrency 1",
+        rules.p95_inflation_max
+    );
 }
 
-/// 3–5 rules of thumb, each computed from the sweep (never a fixed sentence with numbers filled in by hand).
-pub fn rules_of_thumb(g: &GroupSweep, rules: &KneeRules) -> Vec<String> {
+fn operating_point(k: &mut Knee, cells: &[Cell], budget_s: f64) {
+    let ms = |x: f64| x * 1e3;
+    let mut last_ok: Option<&Cell> = None;
+    for c in cells {
+        let Some(p95) = c.head().e2e.map(|e| e.p95) else { continue };
+        match side(p95, c.p95_ci, budget_s) {
+            Side::Below => last_ok = Some(c),
+            s => {
+                let over = if s == Side::Straddles { "is borderline against" } else { "exceeds" };
+                if s == Side::Straddles {
+                    k.borderline.push(c.concurrency);
+                }
+                k.operating_point = last_ok.map(|c| c.concurrency);
+                k.operating_finding = match last_ok {
+                    Some(ok) => format!(
+                        "operating point: concurrency {} keeps p95 e2e within the {:.0} ms budget (p95 {:.0} ms{}); at {} p95 {:.0} ms{} {over} it",
+                        ok.concurrency,
+                        ms(budget_s),
+                        ms(ok.head().e2e.map_or(f64::NAN, |e| e.p95)),
+                        interval_text(ok.p95_ci, 1e3, 0),
+                        c.concurrency,
+                        ms(p95),
+                        interval_text(c.p95_ci, 1e3, 0)
+                    ),
+                    None => format!(
+                        "no operating point: already at concurrency {} p95 e2e {:.0} ms{} {over} the {:.0} ms budget",
+                        c.concurrency,
+                        ms(p95),
+                        interval_text(c.p95_ci, 1e3, 0),
+                        ms(budget_s)
+                    ),
+                };
+                return;
+            }
+        }
+    }
+    k.operating_point = last_ok.map(|c| c.concurrency);
+    k.operating_finding = match last_ok {
+        Some(ok) => format!(
+            "operating point: every tested level keeps p95 e2e within the {:.0} ms budget, up to concurrency {} (p95 {:.0} ms{}); the limit lies beyond the tested range",
+            ms(budget_s),
+            ok.concurrency,
+            ms(ok.head().e2e.map_or(f64::NAN, |e| e.p95)),
+            interval_text(ok.p95_ci, 1e3, 0)
+        ),
+        None => "no operating point: no level has latency figures".to_owned(),
+    };
+}
+
+/// Rules of thumb, each a computed fact with its number (templates only format them).
+pub fn rules_of_thumb(g: &GroupSweep, _rules: &KneeRules) -> Vec<String> {
     let cells = &g.cells;
     let mut out = Vec::new();
     let (Some(first), Some(last)) = (cells.first(), cells.last()) else { return out };
-    // The sweet spot: levels up to the throughput knee and below the latency knee that keep efficiency and
-    // p95 within the rules.
-    let upper =
-        g.knee.throughput_knee.unwrap_or(u32::MAX).min(g.knee.latency_knee.map_or(u32::MAX, |k| k.saturating_sub(1)));
-    let sweet: Vec<u32> = cells
-        .iter()
-        .filter(|c| c.concurrency <= upper)
-        .filter(|c| {
-            c.efficiency.is_some_and(|e| e >= rules.efficiency_min)
-                && c.p95_inflation.is_none_or(|p| p <= rules.p95_inflation_max)
-                && c.head().errors.is_empty()
-        })
-        .map(|c| c.concurrency)
-        .collect();
-    match (sweet.first(), sweet.last()) {
-        (Some(a), Some(b)) if a != b => out.push(format!("Concurrency {a}–{b} is the sweet spot here: efficiency S(c)/c stays at or above {} and p95 e2e within {}× of sequential.", rules.efficiency_min, rules.p95_inflation_max)),
-        (Some(a), _) => out.push(format!("Only concurrency {a} keeps efficiency at or above {} with p95 within {}× of sequential.", rules.efficiency_min, rules.p95_inflation_max)),
-        _ => {}
+    if !g.knee.operating_finding.is_empty() {
+        out.push(format!("{}.", capitalize(&g.knee.operating_finding)));
     }
-    if let Some(s) = last.speedup {
+    if let (Some(s), Some(e)) = (last.speedup, last.efficiency) {
         out.push(format!(
-            "Batching multiplies throughput by {s:.1}× from 1 to {} concurrent requests ({:.0} → {:.0} tokens/s).",
+            "From concurrency {} to {}, tokens/s grows {s:.1}× ({:.0} → {:.0}): a cumulative efficiency S(c)/c of {e:.2}.",
+            first.concurrency,
             last.concurrency,
             first.head().tok_s,
             last.head().tok_s
         ));
     }
-    match g.knee.throughput_knee {
-        Some(k) => {
-            let after: Vec<String> = cells
-                .iter()
-                .filter(|c| c.concurrency > k)
-                .map(|c| format!("{}: {:.0} tok/s", c.concurrency, c.head().tok_s))
-                .collect();
-            if g.knee.throughput_reason.as_deref() == Some("efficiency") {
-                out.push(format!("Beyond concurrency {k}, throughput grows less than {}× as fast as concurrency ({}): more requests in flight buy throughput at a rising latency cost.", rules.efficiency_min, after.join(", ")));
-            } else {
-                out.push(format!("Beyond concurrency {k}, throughput stops scaling ({}).", after.join(", ")));
-            }
-        }
-        None => out.push(format!(
-            "Throughput was still scaling at concurrency {}: the knee lies beyond the tested range.",
-            last.concurrency
-        )),
+    let steps: Vec<String> = cells
+        .windows(2)
+        .filter_map(|p| {
+            let e = p[1].step_efficiency?;
+            Some(format!(
+                "{}→{}: {e:.2}{}",
+                p[0].concurrency,
+                p[1].concurrency,
+                interval_text(p[1].step_efficiency_ci, 1.0, 2)
+            ))
+        })
+        .collect();
+    if !steps.is_empty() {
+        out.push(format!(
+            "Step efficiency (tok₂/tok₁)/(c₂/c₁), paired by round — 1.0 is linear scaling: {}.",
+            steps.join("; ")
+        ));
     }
-    match g.knee.latency_knee {
-        Some(k) => {
-            let c = cells.iter().find(|c| c.concurrency == k);
-            let p95 = c.and_then(|c| c.head().e2e.map(|e| e.p95)).unwrap_or(f64::NAN);
-            out.push(format!(
-                "From concurrency {k}, p95 e2e blows up: {:.0} ms, {:.1}× sequential{}.",
-                p95 * 1e3,
-                c.and_then(|c| c.p95_inflation).unwrap_or(f64::NAN),
-                if c.is_some_and(|c| c.head().waiting_max.unwrap_or(0.0) > 0.0) {
-                    ", with requests queueing at the server"
-                } else {
-                    ""
-                }
-            ));
-        }
-        None => out.push(format!(
-            "p95 e2e stays within {}× of sequential up to concurrency {} ({:.0} ms).",
-            rules.p95_inflation_max,
-            last.concurrency,
-            last.head().e2e.map(|e| e.p95 * 1e3).unwrap_or(f64::NAN)
-        )),
+    if let Some((median, max)) = g.noise_floor {
+        out.push(format!(
+            "Noise floor: tokens/s varied between repeats by a median {:.1}% (max {:.1}%) coefficient of variation; smaller differences are not findings.",
+            median * 100.0,
+            max * 100.0
+        ));
     }
-    let knee_cell = g.knee.throughput_knee.and_then(|k| cells.iter().find(|c| c.concurrency == k)).unwrap_or(last);
-    match knee_cell.head().gpu_util_pct {
-        Some(u) => out.push(format!("GPU utilisation at concurrency {} (the knee, or the top of the range) averaged {u:.0}%.", knee_cell.concurrency)),
-        None => out.push("No GPU was sampled in this run, so utilisation at the knee is not known; on a GPU, `nvidia-smi dmon` would show it.".to_owned()),
+    let at = g.knee.operating_point.and_then(|k| cells.iter().find(|c| c.concurrency == k)).unwrap_or(last);
+    if let Some(u) = at.head().gpu_util_pct {
+        out.push(format!(
+            "GPU utilisation at concurrency {} averaged {u:.0}% over {} readings in the steady-state window.",
+            at.concurrency,
+            at.head().gpu_util_readings
+        ));
     }
-    out.truncate(5);
     out
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+}
+
+/// Sequential (concurrency 1) against the highest concurrency of a sweep, from each cell's headline repeat
+/// over the whole phase (ramp-up and drain included: the batching summary compares the same requests end to
+/// end): the batching summary of the CSV, the console and the reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Batching {
+    pub concurrency: u32,
+    pub sequential_s: f64,
+    pub concurrent_s: f64,
+    pub sequential_qps: f64,
+    pub concurrent_qps: f64,
+    pub sequential_tok_s: f64,
+    pub concurrent_tok_s: f64,
+    pub speedup: Option<f64>,
+    /// Of the concurrent cell's headline repeat.
+    pub requests: usize,
+    pub max_tokens: u32,
+    pub repeats: usize,
+    pub policy: RepeatPolicy,
+}
+
+/// None without both a concurrency-1 cell and a higher one.
+pub fn batching(group: &GroupSweep) -> Option<Batching> {
+    let seq = group.cells.iter().find(|c| c.concurrency == 1)?;
+    let conc = group.cells.iter().filter(|c| c.concurrency > 1).max_by_key(|c| c.concurrency)?;
+    let (s, c) = (seq.head(), conc.head());
+    Some(Batching {
+        concurrency: conc.concurrency,
+        sequential_s: s.wall_s,
+        concurrent_s: c.wall_s,
+        sequential_qps: s.phase_qps,
+        concurrent_qps: c.phase_qps,
+        sequential_tok_s: s.phase_tok_s,
+        concurrent_tok_s: c.phase_tok_s,
+        speedup: (s.phase_tok_s > 0.0).then(|| c.phase_tok_s / s.phase_tok_s),
+        requests: c.requests,
+        max_tokens: conc.max_tokens,
+        repeats: conc.repeats.len(),
+        policy: group.policy,
+    })
 }
