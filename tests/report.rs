@@ -131,7 +131,7 @@ fn the_h200_tied_slope_is_the_pool_plus_what_lies_outside_it() {
     let mut ratios = Vec::new();
     for run in ["kv-tied", "kv-tied-expandable"] {
         let (_, _, rec) = servelab::report::open_run(&root.join(run)).unwrap();
-        let f = servelab::stats::kv::findings(&rec.started_servers());
+        let f = servelab::stats::kv::findings(&rec.started_servers(), None);
         assert_eq!(f.regime, "linear", "{run}");
         assert_eq!(f.outside_pool.len(), 3, "{run}: one figure per length");
         let (slope, engine, outside) =

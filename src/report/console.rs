@@ -27,17 +27,18 @@ pub fn summary(dir: &Path, rec: &Recorded, sweeps: &[GroupSweep]) -> String {
                 sweep_csv::BATCHING_COLUMNS.iter().zip(&row).take(6).map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(
                 out,
-                "batching ({} repeat{}, {} repeat by tokens/s, c={}): {}",
+                "batching, whole phases ({} repeat{}, {}, c={}): {}",
                 row[11],
                 if row[11] == "1" { "" } else { "s" },
-                row[10],
+                if row[10] == "mean" { "their mean".to_owned() } else { format!("{} repeat by tokens/s", row[10]) },
                 row[6],
                 pairs.join(", ")
             );
         }
         let _ = writeln!(
             out,
-            "knee: {}\n      {}\nrule: {}",
+            "{}knee: {}\n      {}\nrule: {}",
+            if g.knee.operating_finding.is_empty() { String::new() } else { format!("{}\n", g.knee.operating_finding) },
             g.knee.throughput_finding, g.knee.latency_finding, g.knee.rule
         );
     }

@@ -49,7 +49,7 @@ pub fn derive(
         if let Some(bytes) = kv_csv::render_per_gpu(&started) {
             files.push(("kv_cache_scaling_gpus.csv".to_owned(), bytes));
         }
-        let findings = kv::findings(&started);
+        let findings = kv::findings(&started, spec.report_options.request_len);
         let rows = kv::rows(&started);
         let mem: Vec<(u64, f64)> = rows.iter().filter_map(|r| Some((r.max_model_len?, r.mem_used_mb?))).collect();
         let tokens: Vec<(u64, u64)> =

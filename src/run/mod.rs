@@ -567,14 +567,15 @@ async fn run_points(
         append_jsonl(&ctx.dir.join(SAMPLES), &out.samples, false)?;
         append_jsonl(&ctx.dir.join(POINTS), std::slice::from_ref(&out.point), true)?;
         ctx.point_done(&point.id, &group.id, attempt, out.point.status)?;
-        let ok = out.requests.iter().filter(|r| !r.warmup && r.ok()).count();
+        let measured: Vec<_> = out.requests.iter().filter(|r| !r.warmup && !r.tail).collect();
+        let ok = measured.iter().filter(|r| r.ok()).count();
         ctx.progress.line(&format!(
             "  point {} c={} repeat {}: {} ({ok}/{} ok, {:.1} s){}",
             point.id,
             c.concurrency,
             point.repeat,
             out.point.status,
-            c.requests,
+            measured.len(),
             out.point.wall_s,
             out.point.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
         ));

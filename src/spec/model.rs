@@ -85,8 +85,8 @@ fn default_max_repeats() -> i64 {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportOptions {
-    /// Tokens per request (prompt + output) of the workload the KV report's throughput pick is made for.
-    /// Default: the longest prompt + max_tokens of the load, else 4096.
+    /// Tokens per request (prompt + output) of the workload the KV report's throughput pick is made for
+    /// (default 4096): the pick is the length whose pool holds the most such requests at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_len: Option<u64>,
 }
@@ -101,10 +101,8 @@ impl ReportOptions {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KneeRules {
-    /// Throughput stops scaling at the first level whose efficiency S(c)/c falls below this.
-    #[serde(default = "default_efficiency")]
-    pub efficiency_min: f64,
-    /// ... or whose throughput gain over the previous level falls below this fraction.
+    /// Throughput stops scaling at the first step whose tokens/s gain (paired by round) falls below this
+    /// fraction with its whole 95% interval.
     #[serde(default = "default_gain")]
     pub marginal_gain_min: f64,
     /// Latency blows up at the first level whose p95 e2e exceeds this multiple of the p95 at concurrency 1.
@@ -119,9 +117,6 @@ pub struct KneeRules {
     pub p95_budget: Option<Dur>,
 }
 
-fn default_efficiency() -> f64 {
-    0.5
-}
 fn default_gain() -> f64 {
     0.10
 }
@@ -132,7 +127,6 @@ fn default_inflation() -> f64 {
 impl Default for KneeRules {
     fn default() -> Self {
         KneeRules {
-            efficiency_min: 0.5,
             marginal_gain_min: 0.10,
             p95_inflation_max: 2.0,
             waiting_counts: true,

@@ -188,7 +188,9 @@ fn blocks(tokens: u64, block: u64) -> u64 {
     tokens.div_ceil(block.max(1)) * block.max(1)
 }
 
-pub fn findings(records: &[ServerRecord]) -> KvFindings {
+/// `request_len`: tokens per request (prompt + output) of the workload the throughput pick is for (4096
+/// when the spec's `report_options.request_len` is unset).
+pub fn findings(records: &[ServerRecord], request_len: Option<u64>) -> KvFindings {
     let all = rows(records);
     let ok: Vec<&KvRow> =
         all.iter().filter(|r| r.status == Status::Ok && r.max_model_len.is_some() && r.mem_used_mb.is_some()).collect();
@@ -284,7 +286,7 @@ pub fn findings(records: &[ServerRecord]) -> KvFindings {
     regime(&mut f, &ok, tokens_fit);
     outside_pool(&mut f, &ok);
     granularity(&mut f, &ok);
-    envelope(&mut f, &ok);
+    envelope(&mut f, &ok, request_len.unwrap_or(DEFAULT_REQUEST_LEN));
     f
 }
 
@@ -423,10 +425,14 @@ fn granularity(f: &mut KvFindings, ok: &[&KvRow]) {
     );
 }
 
-fn envelope(f: &mut KvFindings, ok: &[&KvRow]) {
+/// The workload request length of the throughput pick when the spec gives none.
+pub const DEFAULT_REQUEST_LEN: u64 = 4096;
+
+fn envelope(f: &mut KvFindings, ok: &[&KvRow], request_len: u64) {
     let block = f.block_size.unwrap_or(16);
     let mut lengths: Vec<u64> = f.lengths.clone();
     lengths.push(4096);
+    lengths.push(request_len);
     lengths.sort_unstable();
     lengths.dedup();
     f.request_lengths = lengths.clone();
@@ -465,7 +471,6 @@ fn envelope(f: &mut KvFindings, ok: &[&KvRow]) {
         })
         .map(|e| e.max_model_len)
         .max();
-    let smallest = f.envelope.first();
     f.latency_pick = match f.safe_max_model_len.and_then(|m| f.envelope.iter().find(|e| e.max_model_len == m)) {
         Some(e) => format!(
             "max-model-len {} (the largest safe one): long prompts fit, and the pool still holds {} full-length requests; keep concurrency below the latency knee of the sweep",
@@ -475,13 +480,64 @@ fn envelope(f: &mut KvFindings, ok: &[&KvRow]) {
         None => "no length in this run is safe by the rule above: give the KV pool more memory or use shorter lengths"
             .to_owned(),
     };
-    f.throughput_pick = match smallest {
-        Some(e) => format!(
-            "the smallest max-model-len your requests fit, e.g. {}: the pool holds {} full-length requests at once (capped by max-num-seqs {}), so the scheduler can batch the most",
-            e.max_model_len,
-            ((e.kv_tokens as f64 * (1.0 - f.margin)) as u64 / blocks(e.max_model_len, block)).min(f.max_num_seqs),
-            f.max_num_seqs
-        ),
-        None => "no successful length to base a pick on".to_owned(),
+    f.throughput_pick = throughput_pick(f, request_len);
+}
+
+/// The length whose pool holds the most concurrent requests of the workload's length, read off the envelope;
+/// in the flat regime the length does not change capacity, so the pick is the longest prompt needed.
+fn throughput_pick(f: &KvFindings, request_len: u64) -> String {
+    let holds = |e: &Envelope| e.fits.iter().find(|(l, _)| *l == request_len).map(|(_, n)| *n);
+    let best = f.envelope.iter().filter_map(|e| Some((e, holds(e)?))).max_by_key(|(e, n)| (*n, u64::MAX - e.max_model_len));
+    let Some((e, n)) = best else {
+        return format!("no successful max-model-len holds a request of {request_len} tokens in this run");
     };
+    let all_equal = f.envelope.iter().filter_map(holds).all(|m| m == n);
+    if f.regime == "flat" || all_equal {
+        return format!(
+            "max-model-len does not change capacity here ({n} concurrent requests of {request_len} tokens fit at every length that allows them, capped by max-num-seqs {}): choose it by the longest prompt you need",
+            f.max_num_seqs
+        );
+    }
+    format!(
+        "max-model-len {}: of the lengths measured, its pool holds the most concurrent requests of {request_len} tokens ({n}, KV pool less {:.0}%, capped by max-num-seqs {})",
+        e.max_model_len,
+        f.margin * 100.0,
+        f.max_num_seqs
+    )
+}
+
+#[cfg(test)]
+mod pick_tests {
+    use super::*;
+
+    fn with_envelope(regime: &str, envelope: Vec<Envelope>) -> KvFindings {
+        let mut f = findings(&[], None);
+        f.regime = regime.to_owned();
+        f.envelope = envelope;
+        f
+    }
+
+    #[test]
+    fn the_throughput_pick_is_the_length_whose_pool_holds_the_most_requests_of_the_workload() {
+        // Linear regime: a longer max-model-len bought a bigger pool, so it holds more 1K requests.
+        let f = with_envelope(
+            "linear",
+            vec![
+                Envelope { max_model_len: 1024, kv_tokens: 4096, fits: vec![(1024, 3)] },
+                Envelope { max_model_len: 4096, kv_tokens: 16384, fits: vec![(1024, 14), (4096, 3)] },
+            ],
+        );
+        let pick = throughput_pick(&f, 1024);
+        assert!(pick.starts_with("max-model-len 4096:") && pick.contains("(14,"), "{pick}");
+        // The same pools under a flat regime: the length does not change capacity.
+        let flat = with_envelope(
+            "flat",
+            vec![
+                Envelope { max_model_len: 1024, kv_tokens: 16384, fits: vec![(1024, 14)] },
+                Envelope { max_model_len: 4096, kv_tokens: 16384, fits: vec![(1024, 14), (4096, 3)] },
+            ],
+        );
+        assert!(throughput_pick(&flat, 1024).starts_with("max-model-len does not change capacity here (14"));
+        assert!(throughput_pick(&flat, 8192).starts_with("no successful max-model-len holds"));
+    }
 }
