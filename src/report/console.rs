@@ -39,7 +39,9 @@ pub fn summary(dir: &Path, rec: &Recorded, sweeps: &[GroupSweep]) -> String {
             out,
             "{}knee: {}\n      {}\nrule: {}",
             if g.knee.operating_finding.is_empty() { String::new() } else { format!("{}\n", g.knee.operating_finding) },
-            g.knee.throughput_finding, g.knee.latency_finding, g.knee.rule
+            g.knee.throughput_finding,
+            g.knee.latency_finding,
+            g.knee.rule
         );
     }
     out

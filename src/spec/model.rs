@@ -126,12 +126,7 @@ fn default_inflation() -> f64 {
 
 impl Default for KneeRules {
     fn default() -> Self {
-        KneeRules {
-            marginal_gain_min: 0.10,
-            p95_inflation_max: 2.0,
-            waiting_counts: true,
-            p95_budget: None,
-        }
+        KneeRules { marginal_gain_min: 0.10, p95_inflation_max: 2.0, waiting_counts: true, p95_budget: None }
     }
 }
 

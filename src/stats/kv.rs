@@ -487,7 +487,8 @@ fn envelope(f: &mut KvFindings, ok: &[&KvRow], request_len: u64) {
 /// in the flat regime the length does not change capacity, so the pick is the longest prompt needed.
 fn throughput_pick(f: &KvFindings, request_len: u64) -> String {
     let holds = |e: &Envelope| e.fits.iter().find(|(l, _)| *l == request_len).map(|(_, n)| *n);
-    let best = f.envelope.iter().filter_map(|e| Some((e, holds(e)?))).max_by_key(|(e, n)| (*n, u64::MAX - e.max_model_len));
+    let best =
+        f.envelope.iter().filter_map(|e| Some((e, holds(e)?))).max_by_key(|(e, n)| (*n, u64::MAX - e.max_model_len));
     let Some((e, n)) = best else {
         return format!("no successful max-model-len holds a request of {request_len} tokens in this run");
     };

@@ -935,3 +935,201 @@ pub fn batching(group: &GroupSweep) -> Option<Batching> {
         policy: group.policy,
     })
 }
+
+/// Property tests: synthetic sweeps of every shape (linear, convex, plateau, dip, noisy), and every finding
+/// and rule of thumb checked against the numbers it describes.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn repeat(concurrency: u32, round: u32, tok_s: f64, p95: f64) -> RepeatStats {
+        let e2e = Summary { n: 100, mean: p95 * 0.8, p50: p95 * 0.8, p95, p99: p95, stddev: 0.0, min: 0.0, max: p95 };
+        RepeatStats {
+            point: format!("c{concurrency}r{round}"),
+            attempt: 0,
+            repeat: round,
+            wall_s: 10.0,
+            requests: 100,
+            ok: 100,
+            errors: BTreeMap::new(),
+            completion_tokens: (tok_s * 10.0) as u64,
+            qps: tok_s / 64.0,
+            tok_s,
+            e2e: Some(e2e),
+            ttft: None,
+            itl_p50_s: None,
+            itl_per_token: true,
+            tpot: None,
+            mean_lag_s: 0.0,
+            short_outputs: 0,
+            server_generation_tokens: None,
+            server_mean_e2e_s: None,
+            server_mean_ttft_s: None,
+            prefix_hits: None,
+            waiting_max: None,
+            kv_usage_max: None,
+            preemptions: None,
+            gpu_util_pct: None,
+            gpu_util_readings: 0,
+            window_s: Some(9.5),
+            phase_tok_s: tok_s,
+            phase_qps: tok_s / 64.0,
+            ttft_gap_s: None,
+            e2e_gap_s: None,
+            tail_requests: 0,
+        }
+    }
+
+    /// A group from per-level (tok/s, p95) curves with multiplicative noise per round.
+    fn group(levels: &[u32], tok: &[f64], p95: &[f64], noise: &[Vec<f64>], rules: &KneeRules) -> GroupSweep {
+        let cells = levels
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| Cell {
+                group: "g".into(),
+                concurrency: c,
+                max_tokens: 64,
+                ignore_eos: true,
+                shared_prefix_tokens: 0,
+                label: format!("c={c}"),
+                repeats: noise
+                    .iter()
+                    .enumerate()
+                    .map(|(r, n)| repeat(c, r as u32, tok[i] * n[i], p95[i] * (2.0 - n[i])))
+                    .collect(),
+                headline: 0,
+                mean: None,
+                tok_s_ci: None,
+                e2e_mean_ci: None,
+                speedup: None,
+                efficiency: None,
+                p95_inflation: None,
+                step_efficiency: None,
+                step_efficiency_ci: None,
+                p95_ci: None,
+                notes: Vec::new(),
+            })
+            .collect();
+        let mut g = GroupSweep {
+            group: "g".into(),
+            cells,
+            knee: no_knee(rules),
+            policy: RepeatPolicy::Mean,
+            noise_floor: None,
+            host: HostSummary::default(),
+        };
+        finish_group(&mut g, RepeatPolicy::Mean, rules, false, &[]);
+        g
+    }
+
+    fn shape(kind: u8, n: usize) -> (Vec<f64>, Vec<f64>) {
+        let levels: Vec<f64> = (0..n).map(|i| 2f64.powi(i as i32)).collect();
+        let tok: Vec<f64> = levels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match kind {
+                0 => 100.0 * c,                                      // linear
+                1 => 100.0 * c.powf(1.3),                            // convex
+                2 => 100.0 * c.min(8.0),                             // plateau
+                3 => 100.0 * c * if i == n / 2 { 0.7 } else { 1.0 }, // dip
+                _ => 100.0 * c.powf(0.8),                            // concave
+            })
+            .collect();
+        let p95: Vec<f64> = levels.iter().map(|c| 0.1 * (1.0 + c / 16.0)).collect();
+        (tok, p95)
+    }
+
+    fn paired(g: &GroupSweep, i: usize, f: fn(&RepeatStats) -> Option<f64>) -> (f64, Option<(f64, f64)>) {
+        let r = paired_ratios(&g.cells[i - 1], &g.cells[i], f);
+        (crate::stats::summary::mean(&r), ci95(&r))
+    }
+
+    fn check(g: &GroupSweep, rules: &KneeRules) -> Result<(), TestCaseError> {
+        let cells = &g.cells;
+        let min_ratio = 1.0 + rules.marginal_gain_min;
+        let sides: Vec<Side> =
+            (1..cells.len()).map(|i| paired(g, i, |r| Some(r.tok_s))).map(|(m, ci)| side(m, ci, min_ratio)).collect();
+        let first_not_above = sides.iter().position(|s| *s != Side::Above);
+        match (g.knee.throughput_knee, first_not_above) {
+            (Some(k), Some(i)) => {
+                prop_assert_eq!(sides[i], Side::Below);
+                prop_assert_eq!(k, cells[i].concurrency);
+                let expected = format!("throughput stops scaling after concurrency {k}");
+                prop_assert!(g.knee.throughput_finding.starts_with(&expected));
+            }
+            (None, Some(i)) => {
+                prop_assert_eq!(sides[i], Side::Straddles);
+                prop_assert!(g.knee.throughput_finding.starts_with("borderline"));
+                prop_assert!(g.knee.borderline.contains(&cells[i + 1].concurrency));
+            }
+            (None, None) => prop_assert!(g.knee.throughput_finding.starts_with("no throughput knee")),
+            (Some(_), None) => prop_assert!(false, "a knee where every step scaled"),
+        }
+        if let Some(budget) = rules.p95_budget.map(|b| b.0.as_secs_f64()) {
+            let within: Vec<bool> = cells.iter().map(|c| c.p95_upper().is_some_and(|u| u <= budget)).collect();
+            let expected = within.iter().position(|w| !w).map_or(cells.len(), |i| i);
+            let op = g.knee.operating_point;
+            prop_assert_eq!(op, expected.checked_sub(1).map(|i| cells[i].concurrency));
+            if let Some(op) = op {
+                let expected = format!("concurrency {op} ");
+                prop_assert!(g.knee.operating_finding.contains(&expected));
+            }
+        }
+        // "From concurrency a to b, tokens/s grows s× (x → y): a cumulative efficiency S(c)/c of e."
+        let (first, last) = (&cells[0], &cells[cells.len() - 1]);
+        let rules_text = rules_of_thumb(g, rules);
+        let growth = rules_text.iter().find(|r| r.contains("tokens/s grows")).expect("growth rule");
+        let s = last.head().tok_s / first.head().tok_s;
+        let grows = format!("grows {s:.1}×");
+        prop_assert!(growth.contains(&grows), "{}", growth);
+        let e = s / f64::from(last.concurrency);
+        let eff = format!("S(c)/c of {e:.2}");
+        prop_assert!(growth.contains(&eff), "{}", growth);
+        if let Some(steps) = rules_text.iter().find(|r| r.starts_with("Step efficiency")) {
+            for i in 1..cells.len() {
+                let (m, _) = paired(g, i, |r| Some(r.tok_s));
+                let step = m / (f64::from(cells[i].concurrency) / f64::from(cells[i - 1].concurrency));
+                let text = format!("{}→{}: {step:.2}", cells[i - 1].concurrency, cells[i].concurrency);
+                prop_assert!(steps.contains(&text), "{} lacks {}", steps, text);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn every_sentence_matches_the_numbers_it_describes(
+            kind in 0u8..5,
+            n in 3usize..8,
+            rounds in 1usize..6,
+            noise in proptest::collection::vec(proptest::collection::vec(0.85f64..1.15, 8), 6),
+            budget_ms in 100u64..400,
+        ) {
+            let levels: Vec<u32> = (0..n).map(|i| 1 << i).collect();
+            let (tok, p95) = shape(kind, n);
+            let rules = KneeRules {
+                p95_budget: Some(crate::spec::Dur(std::time::Duration::from_millis(budget_ms))),
+                ..KneeRules::default()
+            };
+            let g = group(&levels, &tok, &p95, &noise[..rounds], &rules);
+            check(&g, &rules)?;
+        }
+    }
+
+    #[test]
+    fn a_clear_plateau_is_a_knee_and_a_straddling_step_is_borderline() {
+        let rules = KneeRules::default();
+        let quiet = vec![vec![1.0; 8], vec![1.01; 8], vec![0.99; 8]];
+        let (tok, p95) = shape(2, 6);
+        let g = group(&[1, 2, 4, 8, 16, 32], &tok, &p95, &quiet, &rules);
+        assert_eq!(g.knee.throughput_knee, Some(8));
+        // One noisy round at 16 makes the 8→16 step's interval straddle the 10% minimum.
+        let noisy = vec![vec![1.0; 8], vec![1.0, 1.0, 1.0, 1.0, 1.4, 1.0, 1.0, 1.0], vec![1.0; 8]];
+        let g = group(&[1, 2, 4, 8, 16, 32], &tok, &p95, &noisy, &rules);
+        assert_eq!(g.knee.throughput_knee, None);
+        assert!(g.knee.throughput_finding.starts_with("borderline"), "{}", g.knee.throughput_finding);
+        check(&g, &rules).unwrap();
+    }
+}
