@@ -101,6 +101,30 @@ pub struct Cell {
 }
 
 impl Cell {
+    /// A cell with its repeats; the headline, intervals and findings are filled in by the group's analysis.
+    fn new(group: &str, client: &crate::record::plan::ClientConfig, label: String, repeats: Vec<RepeatStats>) -> Cell {
+        Cell {
+            group: group.to_owned(),
+            concurrency: client.concurrency,
+            max_tokens: client.max_tokens,
+            ignore_eos: client.ignore_eos,
+            shared_prefix_tokens: client.shared_prefix_tokens,
+            label,
+            repeats,
+            headline: 0,
+            mean: None,
+            tok_s_ci: None,
+            e2e_mean_ci: None,
+            speedup: None,
+            efficiency: None,
+            p95_inflation: None,
+            step_efficiency: None,
+            step_efficiency_ci: None,
+            p95_ci: None,
+            notes: Vec::new(),
+        }
+    }
+
     pub fn head(&self) -> &RepeatStats {
         self.mean.as_ref().unwrap_or(&self.repeats[self.headline])
     }
@@ -457,26 +481,7 @@ pub fn analyze(
         let cells = &mut groups[gi].cells;
         match cells.iter_mut().find(|c| c.label == label) {
             Some(c) => c.repeats.push(stats),
-            None => cells.push(Cell {
-                group: p.group.clone(),
-                concurrency: p.client.concurrency,
-                max_tokens: p.client.max_tokens,
-                ignore_eos: p.client.ignore_eos,
-                shared_prefix_tokens: p.client.shared_prefix_tokens,
-                label,
-                repeats: vec![stats],
-                headline: 0,
-                mean: None,
-                tok_s_ci: None,
-                e2e_mean_ci: None,
-                speedup: None,
-                efficiency: None,
-                p95_inflation: None,
-                step_efficiency: None,
-                step_efficiency_ci: None,
-                p95_ci: None,
-                notes: Vec::new(),
-            }),
+            None => cells.push(Cell::new(&p.group, &p.client, label, vec![stats])),
         }
     }
     let gpu_sampled = points.iter().any(|p| p.gpu_sampled);
@@ -981,34 +986,39 @@ mod properties {
         }
     }
 
+    fn client(concurrency: u32) -> crate::record::plan::ClientConfig {
+        crate::record::plan::ClientConfig {
+            concurrency,
+            requests: 0,
+            requests_asked: 0,
+            exact_requests: false,
+            max_tokens: 64,
+            prompt_tokens: 128,
+            ignore_eos: true,
+            stream: true,
+            warmup: 0,
+            seed: 0,
+            shared_prefix_tokens: 0,
+            prompts_file: None,
+            vocab_size: None,
+            request_timeout_s: 300.0,
+            duration_s: Some(10.0),
+        }
+    }
+
     /// A group from per-level (tok/s, p95) curves with multiplicative noise per round.
     fn group(levels: &[u32], tok: &[f64], p95: &[f64], noise: &[Vec<f64>], rules: &KneeRules) -> GroupSweep {
         let cells = levels
             .iter()
             .enumerate()
-            .map(|(i, &c)| Cell {
-                group: "g".into(),
-                concurrency: c,
-                max_tokens: 64,
-                ignore_eos: true,
-                shared_prefix_tokens: 0,
-                label: format!("c={c}"),
-                repeats: noise
+            .map(|(i, &c)| {
+                let client = client(c);
+                let repeats = noise
                     .iter()
                     .enumerate()
                     .map(|(r, n)| repeat(c, r as u32, tok[i] * n[i], p95[i] * (2.0 - n[i])))
-                    .collect(),
-                headline: 0,
-                mean: None,
-                tok_s_ci: None,
-                e2e_mean_ci: None,
-                speedup: None,
-                efficiency: None,
-                p95_inflation: None,
-                step_efficiency: None,
-                step_efficiency_ci: None,
-                p95_ci: None,
-                notes: Vec::new(),
+                    .collect();
+                Cell::new("g", &client, format!("c={c}"), repeats)
             })
             .collect();
         let mut g = GroupSweep {
