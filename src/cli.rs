@@ -8,8 +8,10 @@ use crate::record::manifest::Manifest;
 use crate::run::{self, RunError, RunOptions};
 use crate::spec::{self, LoadedSpec, SpecError};
 use clap::{Parser, Subcommand};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI32;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser, Debug)]
@@ -88,6 +90,9 @@ pub enum Command {
         /// Exit with code 5 when B is significantly worse than A somewhere (for CI gating).
         #[arg(long)]
         fail_on_regression: bool,
+        /// Where a cell has no interval (one repeat), a relative change beyond this is flagged (0.10 = 10%).
+        #[arg(long, default_value_t = 0.10)]
+        threshold: f64,
     },
     /// Print the JSON schema of experiment specs.
     Schema,
@@ -171,6 +176,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Validate(args) => {
             let (_, plan) = load_and_plan(&args)?;
+            run::check_inputs(&plan).map_err(|e| Error::Usage(e.to_string()))?;
             println!(
                 "ok: {}: {} grid points, {} runs, {} server starts",
                 args.spec.display(),
@@ -212,7 +218,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
             println!("re-rendered {} files in {}: {}", files.len(), run.display(), names.join(", "));
         }
-        Command::Compare { a, b, fail_on_regression } => {
+        Command::Compare { a, b, fail_on_regression, threshold } => {
             let analyse = |dir: &PathBuf| -> Result<_, Error> {
                 let (loaded, manifest, rec) = crate::report::open_run(dir).map_err(Error::Usage)?;
                 let started = rec.started_servers();
@@ -240,6 +246,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 &b.display().to_string(),
                 (&ka, &sa),
                 (&kb, &sb),
+                threshold,
             );
             print!("{}", c.markdown);
             if fail_on_regression && c.regressions > 0 {
@@ -288,24 +295,50 @@ impl run::Analysis for SpecAnalysis<'_> {
     }
 }
 
+/// One shutdown path for SIGINT (Ctrl-C), SIGTERM (CI cancel, `timeout`), SIGHUP (a closed terminal) and
+/// SIGQUIT: the first stops gracefully (in-flight requests cancelled, the server stopped, partial reports
+/// written; the run then exits 128 + the signal's number), the second stops at once — the server's group is
+/// killed first, so nothing is left behind. Messages go through `writeln!` on stderr, which cannot panic when
+/// the terminal is gone.
+async fn shutdown_on_signals(interrupted: Arc<AtomicBool>, which: Arc<AtomicI32>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup), Ok(mut quit)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::quit()),
+    ) else {
+        let _ = writeln!(std::io::stderr(), "warning: cannot listen for signals; Ctrl-C will not stop the run cleanly");
+        return;
+    };
+    let mut next = async || -> i32 {
+        tokio::select! {
+            _ = int.recv() => 2,
+            _ = term.recv() => 15,
+            _ = hup.recv() => 1,
+            _ = quit.recv() => 3,
+        }
+    };
+    let first = next().await;
+    which.store(first, Ordering::SeqCst);
+    interrupted.store(true, Ordering::SeqCst);
+    let _ = writeln!(
+        std::io::stderr(),
+        "interrupted (signal {first}): cancelling in-flight requests, stopping the server, writing partial reports (again to stop at once)"
+    );
+    let second = next().await;
+    crate::engine::process::kill_current_group();
+    let _ = writeln!(std::io::stderr(), "interrupted twice: killed the server's process group");
+    std::process::exit(128 + second);
+}
+
 /// Runs the plan on a tokio runtime; Ctrl-C stops the current server before exiting with 130.
 fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<i32, Error> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Internal(e.to_string()))?;
     let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = interrupted.clone();
-    runtime.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, Ordering::SeqCst);
-            eprintln!("interrupted: cancelling in-flight requests, stopping the server, writing partial reports (Ctrl-C again to stop at once)");
-            if tokio::signal::ctrl_c().await.is_ok() {
-                // Second Ctrl-C: no more waiting, but never leave the server behind.
-                crate::engine::process::kill_current_group();
-                eprintln!("interrupted twice: killed the server's process group");
-                std::process::exit(exit::INTERRUPTED);
-            }
-        }
-    });
+    let signal = Arc::new(AtomicI32::new(0));
+    runtime.spawn(shutdown_on_signals(interrupted.clone(), signal.clone()));
     let spec = &loaded.spec;
     let analysis = SpecAnalysis { spec, templates: spec.templates.as_ref().map(PathBuf::from) };
     let outcome =
@@ -314,14 +347,16 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
                 Error::Usage(e.to_string())
             }
             RunError::Report(msg) => Error::Usage(format!("cannot render the reports: {msg}")),
+            RunError::DuringRun(msg) => Error::RunIo(msg),
         })?;
     let rec = &outcome.recorded;
     let sweeps =
         crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
     print!("{}", crate::report::console::summary(&outcome.dir, rec, &sweeps));
     if outcome.interrupted {
-        eprintln!("interrupted; what was measured is in {}", outcome.dir.display());
-        return Ok(exit::INTERRUPTED);
+        let sig = signal.load(Ordering::SeqCst);
+        let _ = writeln!(std::io::stderr(), "interrupted; what was measured is in {}", outcome.dir.display());
+        return Ok(if sig > 0 { 128 + sig } else { exit::INTERRUPTED });
     }
     let servers = outcome.recorded.servers.len();
     let (failed_servers, failed_points) = (outcome.failed_servers(), outcome.failed_points());

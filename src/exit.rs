@@ -12,7 +12,11 @@ pub const POINT_FAILED: i32 = 3;
 pub const INTERNAL: i32 = 4;
 /// 5: `compare --fail-on-regression` found B significantly worse than A.
 pub const REGRESSION: i32 = 5;
-/// 130: interrupted (Ctrl-C).
+/// 6: an I/O error while the run was under way (a full disk, an output removed): what was measured up to it
+/// is committed in the run folder and `--resume` continues.
+pub const RUN_IO: i32 = 6;
+/// 128 + the signal: interrupted — 130 for Ctrl-C (SIGINT), 143 for SIGTERM, 129 for SIGHUP, 131 for SIGQUIT —
+/// after a graceful stop.
 pub const INTERRUPTED: i32 = 130;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +27,10 @@ pub enum Error {
     Usage(String),
     #[error("internal error (a bug in servelab, please report it): {0}")]
     Internal(String),
+    #[error(
+        "{0}; what was measured before it is committed in the run folder — free the space or fix the folder, then continue with --resume"
+    )]
+    RunIo(String),
 }
 
 impl Error {
@@ -30,6 +38,7 @@ impl Error {
         match self {
             Error::Spec(_) | Error::Usage(_) => INVALID,
             Error::Internal(_) => INTERNAL,
+            Error::RunIo(_) => RUN_IO,
         }
     }
 }

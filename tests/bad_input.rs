@@ -41,6 +41,19 @@ fn cases() -> Vec<(&'static str, String, Vec<String>)> {
         ("missing required key", BASE.replacen("name: x\n", "", 1), vec![]),
         ("bad --set value", BASE.to_owned(), vec!["load.max_tokens=lots".to_owned()]),
         ("empty spec", "# only a comment\n".to_owned(), vec![]),
+        ("grid axis used nowhere", with("  concurrency: [1, 4]\n", "  concurrency: [1, 4]\n  seed: [1, 2]\n"), vec![]),
+        ("absurd concurrency", with("concurrency: [1, 4]", "concurrency: [1, 100000000]"), vec![]),
+        ("absurd prompt_tokens", with("  max_tokens: 64", "  max_tokens: 64\n  prompt_tokens: 2000000000"), vec![]),
+        (
+            "https base_url",
+            "name: x\nengine: {kind: external, base_url: 'https://example.invalid'}\ngrid:\n  concurrency: [1]\nload:\n  concurrency: \"{{ concurrency }}\"\n".to_owned(),
+            vec![],
+        ),
+        ("NUL in an engine arg", with("  args:\n", "  args:\n    served-model-name: \"a\\0b\"\n"), vec![]),
+        ("duration and requests", format!("{BASE}  duration: 5s\n  requests: 10\n"), vec![]),
+        ("precision with repeats", format!("{BASE}repeats: 2\nprecision: {{rel_ci: 0.05}}\n"), vec![]),
+        ("precision with repeat_policy best", format!("{BASE}repeat_policy: best\nprecision: {{rel_ci: 0.05}}\n"), vec![]),
+        ("max_error_rate above 1", format!("{BASE}  max_error_rate: 2\n"), vec![]),
     ]
 }
 

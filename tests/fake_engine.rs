@@ -21,7 +21,7 @@ fn free_port() -> u16 {
 /// A load spec against the fake engine; `faults` are extra endpoint flags, `extra` more top-level YAML.
 fn spec(name: &str, port: u16, faults: &str, levels: &str, requests: u32, extra: &str) -> String {
     format!(
-        "name: {name}\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\"{faults}]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\ngrid:\n  concurrency: {levels}\nload:\n  concurrency: \"{{{{ concurrency }}}}\"\n  requests: {requests}\n  exact_requests: true\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 1\nmeasure: {{memory: procfs}}\n{extra}"
+        "name: {name}\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\"{faults}]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\ngrid:\n  concurrency: {levels}\nload:\n  concurrency: \"{{{{ concurrency }}}}\"\n  requests: {requests}\n  exact_requests: true\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 1\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\n{extra}"
     )
 }
 
@@ -101,7 +101,9 @@ fn rerenders_byte_for_byte(dir: &Path) {
 #[test]
 fn a_run_commits_every_point_once_and_rerenders() {
     let port = free_port();
-    let case = Case::new(&spec("ok", port, "", "[1, 4]", 12, "repeats: 2\n"));
+    let case = Case::new(
+        &spec("ok", port, "", "[1, 4]", 12, "repeats: 2\n").replace("server_warmup: 0s", "server_warmup: 1s"),
+    );
     let out = case.run(&["--run-id", "a"]);
     assert_eq!(out.status.code(), Some(0));
     let dir = case.dir("ok", "a");
@@ -289,4 +291,68 @@ fn compressed_raw_records_read_back_and_resume() {
     assert_eq!(sweep_column(&dir, "requests"), ["8", "8", "8"]);
     assert!(dir.join("spec-1.yaml").exists(), "the earlier spec is kept");
     rerenders_byte_for_byte(&dir);
+}
+
+#[test]
+fn sigterm_and_sighup_stop_like_ctrl_c_and_a_clean_resume_exits_0() {
+    for (sig, code) in [(nix::sys::signal::Signal::SIGTERM, 143), (nix::sys::signal::Signal::SIGHUP, 129)] {
+        let port = free_port();
+        let case = Case::new(&spec("term", port, ", \"--itl-us\", \"200\"", "[4, 1]", 300, "repeats: 2\n"));
+        let mut child = case.command(&["--run-id", "t"]).stderr(Stdio::null()).spawn().unwrap();
+        let dir = case.dir("term", "t");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while events(&journal(&dir), "point_done").is_empty() {
+            assert!(Instant::now() < deadline, "the first point never finished");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(code), "{sig:?}: 128 + its number after a graceful stop");
+        assert_nothing_left_in(&dir, port);
+        let resumed = case.run(&["--resume", dir.to_str().unwrap()]);
+        assert_eq!(resumed.status.code(), Some(0), "a resume that completes exits 0 whatever the earlier attempts");
+        assert_nothing_left_in(&dir, port);
+    }
+}
+
+#[test]
+fn a_point_whose_requests_fail_fails_and_the_run_says_so() {
+    let port = free_port();
+    let case = Case::new(&spec("errors", port, ", \"--http-500\"", "[1]", 8, ""));
+    let out = case.run(&["--run-id", "e"]);
+    assert_eq!(out.status.code(), Some(3), "every request failed: not an ok run");
+    let points = jsonl(&case.dir("errors", "e").join("points.jsonl"));
+    assert_eq!(points[0]["status"], "failed");
+    assert!(points[0]["error"].as_str().unwrap().contains("8 of 8 requests failed, more than max_error_rate 10%"));
+}
+
+#[test]
+fn compare_flags_a_change_beyond_the_threshold_where_a_cell_has_one_repeat() {
+    let port = free_port();
+    let fast = Case::new(&spec("cmp", port, "", "[1]", 20, ""));
+    assert_eq!(fast.run(&["--run-id", "a"]).status.code(), Some(0));
+    let slow = Case::new(&spec("cmp", port, ", \"--itl-us\", \"2000\"", "[1]", 20, ""));
+    assert_eq!(slow.run(&["--run-id", "b"]).status.code(), Some(0));
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["compare", "--fail-on-regression"])
+        .arg(fast.dir("cmp", "a"))
+        .arg(slow.dir("cmp", "b"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("**regression** (no interval: beyond the threshold)"), "{text}");
+    assert_eq!(out.status.code(), Some(5));
+}
+
+#[test]
+fn a_prompts_file_that_is_not_a_regular_file_is_refused_before_anything_runs() {
+    let port = free_port();
+    let case = Case::new(
+        &spec("dz", port, "", "[1]", 4, "").replace("  warmup: 1\n", "  warmup: 1\n  prompts_file: /dev/zero\n"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).arg("validate").arg(&case.spec).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/dev/zero is not a regular file"));
+    let out = case.run(&["--run-id", "z"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!case.out.join("dz").join("z").join("journal.jsonl").exists(), "no server was started");
 }

@@ -44,10 +44,12 @@ fn an_axis_used_by_the_engine_is_server_scoped() {
 
 #[test]
 fn expansion_is_the_cartesian_product_first_axis_slowest() {
-    let plan = plan_of("name: t\nengine: {model: m}\ngrid:\n  a: [1, 2]\n  b: [x, y, z]\n");
+    let plan = plan_of(
+        "name: t\nengine: {model: m}\ngrid:\n  a: [1, 2]\n  b: [x, y, z]\nload: {concurrency: \"{{ a }}\", prompt_tokens: \"{{ 8 if b == 'x' else 16 }}\"}\n",
+    );
     let order: Vec<String> = plan.points().map(|(_, p)| format!("{}{}", p.vars["a"], p.vars["b"])).collect();
     assert_eq!(order, ["1x", "1y", "1z", "2x", "2y", "2z"]);
-    assert_eq!(plan.server_starts(), 1, "unused axes do not restart the server");
+    assert_eq!(plan.server_starts(), 1, "client-scoped axes do not restart the server");
 }
 
 #[test]

@@ -140,6 +140,13 @@ fn assert_client_matches_server(dir: &Path, levels: &[u64]) {
         assert_eq!(mine.len() as u64, p["client"]["requests"].as_u64().unwrap());
         assert!(mine.iter().all(|r| r["error"].is_null()), "errors at c={c}");
         let tokens: u64 = mine.iter().map(|r| r["completion_tokens"].as_u64().unwrap()).sum();
+        // vLLM honours continuous_usage_stats: every content chunk's tokens are known, and they add up.
+        for r in &mine {
+            let per_chunk: Vec<u64> =
+                r["chunk_tokens"].as_array().unwrap().iter().map(|k| k.as_u64().unwrap()).collect();
+            assert_eq!(per_chunk.len(), r["chunk_us"].as_array().map_or(0, Vec::len) + 1, "one count per chunk");
+            assert_eq!(per_chunk.iter().sum::<u64>(), r["completion_tokens"].as_u64().unwrap(), "chunk tokens add up");
+        }
         assert_eq!(
             tokens as f64,
             d.generation_tokens.unwrap(),
@@ -175,7 +182,8 @@ fn client_latencies_and_tokens_agree_with_vllms_own_metrics() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_client_matches_server(&run.dir, &[1, 4]);
     let sweep = std::fs::read_to_string(run.dir.join("concurrency_sweep.csv")).unwrap();
-    assert!(sweep.starts_with("concurrency,mean_e2e_s,p95_e2e_s,qps,tok_s,gpu_util_pct,notes,requests,ttft_p50_s,ttft_p95_s,itl_p50_s,errors,efficiency,tok_s_ci_low,tok_s_ci_high,server_mean_e2e_s,server_mean_ttft_s,waiting_max,kv_usage_max\n"));
+    assert!(sweep.starts_with("concurrency,mean_e2e_s,p95_e2e_s,qps,tok_s,gpu_util_pct,notes,requests,ttft_p50_s,ttft_p95_s,itl_p50_s,errors,efficiency,tok_s_ci_low,tok_s_ci_high,server_mean_e2e_s,server_mean_ttft_s,waiting_max,kv_usage_max,tpot_p50_s,tpot_p95_s,repeats,tok_s_rel_halfwidth,window_s,gpu_util_readings,ttft_gap_s,e2e_gap_s,step_efficiency\n"));
+    assert!(!sweep.contains("no per-chunk usage"), "vLLM sends per-chunk usage: {sweep}");
     assert!(sweep.contains("no GPU"), "{sweep}");
     assert!(!sweep.contains("differ"), "no token mismatch flag expected: {sweep}");
     assert!(run.dir.join("batching_summary.csv").exists());

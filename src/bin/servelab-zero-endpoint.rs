@@ -12,6 +12,7 @@
 //!   --die-after N       exit 1 once N completions have been answered (a server that dies under load)
 //!   --child             start a `sleep` child in its process group (stopping must end the whole group)
 //!   --ignore-term       ignore SIGTERM (stopping must escalate to SIGKILL)
+//!   --http-500          answer every completion with HTTP 500 (every request fails)
 //!
 //! Single-threaded on purpose (pin it to a core of its own): it answers far faster than any client reads.
 
@@ -24,6 +25,7 @@ const MODEL: &str = "zero";
 /// Faults read once at start (the request path must stay as fast as the client benchmark needs).
 static DIE_AFTER: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 static NEVER_READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+static HTTP_500: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 fn flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
@@ -175,6 +177,10 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
         let body = buf[head_end..head_end + len].to_vec();
         buf.drain(..head_end + len);
         match path.as_str() {
+            "/v1/completions" if HTTP_500.get().copied().unwrap_or(false) => {
+                let body = "{\"error\":{\"message\":\"fake engine failure (--http-500)\"}}";
+                stream.write_all(&simple("500 Internal Server Error", "application/json", body)).await?
+            }
             "/v1/completions" => {
                 seq.set(seq.get() + 1);
                 completion(&mut stream, &body, seq.get(), itl).await?;
@@ -210,6 +216,7 @@ fn main() -> std::io::Result<()> {
     let _child = flag("--child").then(|| std::process::Command::new("sleep").arg("600").spawn()).transpose()?;
     let _ = DIE_AFTER.set(arg("--die-after", 0));
     let _ = NEVER_READY.set(flag("--never-ready"));
+    let _ = HTTP_500.set(flag("--http-500"));
     let port = arg("--port", 18500) as u16;
     let itl = Duration::from_micros(arg("--itl-us", 0));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -250,10 +250,12 @@ fn templates(spec: &Spec) -> (Located, Located) {
 }
 
 /// Checks every template's syntax and variables; returns the variables the engine section uses.
-pub fn template_vars(spec: &Spec, renderer: &Renderer) -> Result<BTreeSet<String>, PlanError> {
+/// The variables the engine's templates read, and those any template reads.
+pub fn template_vars(spec: &Spec, renderer: &Renderer) -> Result<(BTreeSet<String>, BTreeSet<String>), PlanError> {
     let defined = super::defined_vars(spec);
     let (engine, load) = templates(spec);
     let mut engine_vars = BTreeSet::new();
+    let mut used = BTreeSet::new();
     for (i, (path, text)) in engine.iter().chain(load.iter()).enumerate() {
         let vars = renderer.variables(text).map_err(|msg| {
             PlanError::at(
@@ -274,11 +276,25 @@ pub fn template_vars(spec: &Spec, renderer: &Renderer) -> Result<BTreeSet<String
                 fix,
             ));
         }
+        used.extend(vars.iter().cloned());
         if i < engine.len() {
             engine_vars.extend(vars);
         }
     }
-    Ok(engine_vars)
+    Ok((engine_vars, used))
+}
+
+/// An axis no template reads makes every point of it identical: surely a mistake in the spec.
+pub fn unused_axes(spec: &Spec, used: &BTreeSet<String>) -> Result<(), PlanError> {
+    let Some(unused) = spec.grid.keys().find(|axis| !used.contains(*axis)) else { return Ok(()) };
+    Err(PlanError {
+        path: key(&["grid", unused]),
+        at_key: true,
+        message: format!(
+            "grid axis `{unused}` is used by no template under `engine` or `load`, so its points would all be identical"
+        ),
+        fix: format!("use it, e.g. `\"{{{{ {unused} }}}}\"` in an engine arg or a load value, or remove the axis"),
+    })
 }
 
 /// " (at grid point a=1, b=2)" for messages about values that depend on the point.
@@ -305,6 +321,18 @@ pub fn render_at(
             "fix the template; `servelab schema` lists what each key accepts",
         )
     })
+}
+
+/// An upper bound on a rendered integer, with the key and the fix.
+pub fn at_most(path: &[&str], value: u32, max: u32, vars: &IndexMap<String, Scalar>) -> Result<(), PlanError> {
+    if value <= max {
+        return Ok(());
+    }
+    Err(PlanError::at(
+        key(path),
+        format!("{value}{} is beyond what servelab accepts ({max})", at_point(vars)),
+        format!("set `{}` to at most {max}", path.join(".")),
+    ))
 }
 
 /// Renders an integer field and checks its lower bound.

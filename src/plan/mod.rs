@@ -21,6 +21,11 @@ use std::collections::BTreeSet;
 /// Runs (grid points × repeats) above this are surely a mistake in the grid.
 pub const MAX_RUNS: u64 = 10_000;
 
+/// Requests in flight above this are a mistake in the spec (each holds a connection and a task).
+pub const MAX_CONCURRENCY: u32 = 100_000;
+/// Prompt or output tokens per request above this are beyond any model servelab measures.
+pub const MAX_TOKENS: u32 = 10_000_000;
+
 /// Names the planner defines for templates besides the grid axes.
 pub const BUILTIN_VARS: [&str; 3] = ["model", "host", "port"];
 
@@ -66,7 +71,7 @@ pub fn build_located(loaded: &crate::spec::LoadedSpec) -> Result<Plan, crate::sp
 pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
     check::spec_level(spec)?;
     let renderer = Renderer::default();
-    let engine_vars = check::template_vars(spec, &renderer)?;
+    let (engine_vars, used_vars) = check::template_vars(spec, &renderer)?;
     let (server_vars, client_vars): (Vec<String>, Vec<String>) =
         spec.grid.keys().cloned().partition(|axis| engine_vars.contains(axis));
     let repeats = spec.planned_repeats() as u32;
@@ -97,6 +102,7 @@ pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
     for group in &mut groups {
         group.points.sort_by_key(|p| p.repeat); // stable: keeps grid order within a repeat
     }
+    check::unused_axes(spec, &used_vars)?;
     let estimate = estimate::wall_time(spec, &groups);
     let precision = spec.precision.map(|p| crate::record::plan::PrecisionTarget {
         rel_ci: p.rel_ci,
@@ -139,7 +145,15 @@ fn render_client(
     let int = |name: &str, v: &crate::spec::IntOrTemplate, min: i64| {
         check::render_int(renderer, &ctx, vars, &["load", name], v, min)
     };
+    if !(0.0..=1.0).contains(&load.max_error_rate) {
+        return Err(PlanError::at(
+            key(&["load", "max_error_rate"]),
+            format!("max_error_rate must be a share between 0 and 1, got {}", load.max_error_rate),
+            "e.g. `max_error_rate: 0.1` (a point fails when more than 10% of its requests fail)",
+        ));
+    }
     let concurrency = int("concurrency", &load.concurrency, 1)?;
+    check::at_most(&["load", "concurrency"], concurrency, MAX_CONCURRENCY, vars)?;
     // A phase is sized by time (`duration`, the default) or by a request count, never both.
     let (requests_asked, duration_s) = match (&load.requests, load.duration) {
         (Some(_), Some(_)) => {
@@ -155,6 +169,9 @@ fn render_client(
     let max_tokens = int("max_tokens", &load.max_tokens, 1)?;
     let prompt_tokens = int("prompt_tokens", &load.prompt_tokens, 1)?;
     let warmup = int("warmup", &load.warmup, 0)?;
+    check::at_most(&["load", "max_tokens"], max_tokens, MAX_TOKENS, vars)?;
+    check::at_most(&["load", "prompt_tokens"], prompt_tokens, MAX_TOKENS, vars)?;
+    check::at_most(&["load", "warmup"], warmup, MAX_CONCURRENCY, vars)?;
     let shared_prefix_tokens = int("shared_prefix_tokens", &load.shared_prefix_tokens, 0)?;
     if shared_prefix_tokens > prompt_tokens {
         return Err(PlanError::at(
@@ -188,6 +205,7 @@ fn render_client(
         prompts_file: load.prompts_file.clone(),
         vocab_size: load.vocab_size,
         request_timeout_s: load.request_timeout.0.as_secs_f64(),
+        max_error_rate: load.max_error_rate,
         duration_s,
     })
 }

@@ -96,6 +96,21 @@ pub fn render(spec: &Spec, vars: &IndexMap<String, Scalar>, renderer: &Renderer)
         _ if host.contains(':') => format!("http://[{host}]:{port}"),
         _ => format!("http://{host}:{port}"),
     };
+    if base_url.starts_with("https://") {
+        return Err(PlanError::at(
+            key(&["engine", "base_url"]),
+            format!("`{base_url}`: TLS is not built in (servelab measures servers over plain HTTP)"),
+            "use the server's http:// address (on this host or through an SSH tunnel), or a local TLS-terminating proxy",
+        ));
+    }
+    // A NUL byte cannot pass through exec(2): it would cut the argument or variable short.
+    if let Some(bad) = argv.iter().chain(env.keys()).chain(env.values()).find(|a| a.contains('\0')) {
+        return Err(PlanError::at(
+            key(&["engine"]),
+            format!("{:?}{} contains a NUL byte, which no command line or environment can hold", bad, at_point(vars)),
+            "remove the NUL (\\0) from the engine's command, args and env",
+        ));
+    }
     let ready_path = render_string(renderer, &ctx, vars, key(&["engine", "ready_path"]), &e.ready_path)?;
     if !ready_path.starts_with('/') {
         return Err(PlanError::at(

@@ -109,6 +109,9 @@ pub struct ClientConfig {
     pub prompts_file: Option<String>,
     pub vocab_size: Option<u64>,
     pub request_timeout_s: f64,
+    /// The point fails when more than this share of its measured requests failed.
+    #[serde(default = "default_max_error_rate", skip_serializing_if = "is_default_max_error_rate")]
+    pub max_error_rate: f64,
     /// The measured phase's length when sized by time (`load.duration`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
@@ -126,4 +129,15 @@ pub struct WallEstimate {
     /// With a precision target: every cell at `min_repeats`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_total_s: Option<f64>,
+}
+
+/// `load.max_error_rate`'s default; left out of plan.json (and so of point ids) when unchanged.
+pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.1;
+
+fn default_max_error_rate() -> f64 {
+    DEFAULT_MAX_ERROR_RATE
+}
+
+fn is_default_max_error_rate(x: &f64) -> bool {
+    *x == DEFAULT_MAX_ERROR_RATE
 }

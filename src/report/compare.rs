@@ -33,13 +33,7 @@ fn fmt(x: f64) -> String {
 }
 
 /// One metric of one cell; returns the table row and whether it is a significant regression.
-fn metric_row(
-    name: &str,
-    better: Better,
-    get: fn(&RepeatStats) -> Option<f64>,
-    a: &Cell,
-    b: &Cell,
-) -> Option<(String, bool)> {
+fn metric_row((name, better, get): Metric, a: &Cell, b: &Cell, threshold: f64) -> Option<(String, bool)> {
     let (va, vb) = (get(a.head())?, get(b.head())?);
     let ia = ci95(&a.repeats.iter().filter_map(get).collect::<Vec<_>>());
     let ib = ci95(&b.repeats.iter().filter_map(get).collect::<Vec<_>>());
@@ -54,7 +48,20 @@ fn metric_row(
             (if worse { "**regression** (intervals apart)" } else { "improvement (intervals apart)" }, worse)
         }
         (Some(_), Some(_)) => ("within the intervals", false),
-        _ => ("no interval (fewer than 2 repeats)", false),
+        // Without an interval a change can only be judged by its size: beyond the threshold it is flagged.
+        _ if va != 0.0 && (delta / va).abs() > threshold => {
+            let worse = match better {
+                Better::Higher => vb < va,
+                Better::Lower => vb > va,
+            };
+            let flag = if worse {
+                "**regression** (no interval: beyond the threshold)"
+            } else {
+                "improvement (no interval: beyond the threshold)"
+            };
+            (flag, worse)
+        }
+        _ => ("no interval (fewer than 2 repeats), within the threshold", false),
     };
     let ci = |i: Option<(f64, f64)>| i.map(|(l, h)| format!("{}–{}", fmt(l), fmt(h))).unwrap_or_else(|| "–".to_owned());
     let signed = format!("{}{}", if delta >= 0.0 { "+" } else { "" }, fmt(delta));
@@ -71,14 +78,22 @@ fn metric_row(
     ))
 }
 
-pub fn compare(a_name: &str, b_name: &str, a: (&[KvRow], &[GroupSweep]), b: (&[KvRow], &[GroupSweep])) -> Comparison {
+/// `threshold`: the relative change flagged where a cell has no interval (one repeat), e.g. 0.10.
+pub fn compare(
+    a_name: &str,
+    b_name: &str,
+    a: (&[KvRow], &[GroupSweep]),
+    b: (&[KvRow], &[GroupSweep]),
+    threshold: f64,
+) -> Comparison {
     let mut md = String::new();
     let mut regressions = 0;
     let _ = writeln!(md, "# servelab compare\n\nA: `{a_name}`  \nB: `{b_name}`\n");
     if !a.1.is_empty() || !b.1.is_empty() {
         let _ = writeln!(
             md,
-            "## Load\n\nHeadline repeat of each cell; intervals are Student-t 95% over repeats. A change is flagged when the two intervals do not overlap.\n"
+            "## Load\n\nHeadline repeat of each cell; intervals are Student-t 95% over repeats. A change is flagged when the two intervals do not overlap, or — where a cell has no interval — when it exceeds the threshold ({:.0}%).\n",
+            threshold * 100.0
         );
         let _ = writeln!(
             md,
@@ -95,8 +110,8 @@ pub fn compare(a_name: &str, b_name: &str, a: (&[KvRow], &[GroupSweep]), b: (&[K
                     let _ = writeln!(md, "| {} | – | – | – | not in B | – | – | – | – |", ca.concurrency);
                     continue;
                 };
-                for (name, better, get) in METRICS {
-                    if let Some((row, reg)) = metric_row(name, better, get, ca, cb) {
+                for m in METRICS {
+                    if let Some((row, reg)) = metric_row(m, ca, cb, threshold) {
                         regressions += usize::from(reg);
                         let _ = writeln!(md, "{row}");
                     }

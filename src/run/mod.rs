@@ -46,6 +46,19 @@ pub enum RunError {
     Report(String),
     #[error("{0}")]
     Preflight(String),
+    /// An I/O error after the run was under way (exit 6, not "nothing ran").
+    #[error("{0}")]
+    DuringRun(String),
+}
+
+impl RunError {
+    /// Output errors once servers have been started are run-time I/O errors.
+    fn during_run(self) -> RunError {
+        match self {
+            RunError::Output { .. } | RunError::Record(_) => RunError::DuringRun(self.to_string()),
+            other => other,
+        }
+    }
 }
 
 pub struct RunOptions {
@@ -68,10 +81,18 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn failed_servers(&self) -> usize {
-        self.recorded.servers.iter().filter(|s| s.status != Status::Ok).count()
+        self.recorded.servers.iter().filter(|s| s.status == Status::Failed).count()
     }
+    /// Points whose latest attempt failed (a resumed run that measured them again counts them once, ok).
     pub fn failed_points(&self) -> usize {
-        self.recorded.points.iter().filter(|p| p.status != Status::Ok).count()
+        let mut latest: std::collections::BTreeMap<&str, &crate::record::PointRecord> = Default::default();
+        for p in &self.recorded.points {
+            let e = latest.entry(p.point.as_str()).or_insert(p);
+            if p.attempt >= e.attempt {
+                *e = p;
+            }
+        }
+        latest.values().filter(|p| p.status == Status::Failed).count()
     }
 }
 
@@ -182,8 +203,37 @@ fn prepare(dir: &Path, loaded: &LoadedSpec, plan: &Plan, manifest: &Manifest) ->
     Ok(())
 }
 
-/// Checks that need no server: ports free, the API key present.
+/// The largest `prompts_file` servelab reads (it is held in memory whole).
+pub const MAX_PROMPTS_FILE: u64 = 256 * 1024 * 1024;
+
+/// Files the plan reads: each `prompts_file` must be a regular file (not `/dev/zero`, not a folder) of at
+/// most `MAX_PROMPTS_FILE` bytes. Run by `validate` too.
+pub fn check_inputs(plan: &Plan) -> Result<(), RunError> {
+    let files: std::collections::BTreeSet<&str> =
+        plan.points().filter_map(|(_, p)| p.client.as_ref()?.prompts_file.as_deref()).collect();
+    for f in files {
+        let meta = std::fs::metadata(f).map_err(|e| {
+            RunError::Preflight(format!("`load.prompts_file` {f}: {e}; give the path of a text file, one prompt a line (relative paths are relative to the folder servelab runs in)"))
+        })?;
+        if !meta.is_file() {
+            return Err(RunError::Preflight(format!(
+                "`load.prompts_file` {f} is not a regular file; give a text file, one prompt a line"
+            )));
+        }
+        if meta.len() > MAX_PROMPTS_FILE {
+            return Err(RunError::Preflight(format!(
+                "`load.prompts_file` {f} is {} MiB, more than the {} MiB servelab reads; use fewer prompts",
+                meta.len() / (1024 * 1024),
+                MAX_PROMPTS_FILE / (1024 * 1024)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that need no server: input files, ports free, the API key present.
 fn preflight(plan: &Plan, spec: &Spec) -> Result<Option<String>, RunError> {
+    check_inputs(plan)?;
     let mut seen = std::collections::BTreeSet::new();
     for g in plan.groups.iter().filter(|g| g.server.kind != crate::spec::EngineKind::External) {
         if seen.insert((g.server.host.clone(), g.server.port)) {
@@ -306,7 +356,7 @@ pub async fn execute(
             derive,
             precision: plan.precision,
         };
-        let failed = run_group(&ctx, group, &todo, &mut rec).await?;
+        let failed = run_group(&ctx, group, &todo, &mut rec).await.map_err(RunError::during_run)?;
         stop_early = failed && opts.fail_fast;
         if let Some(server) = rec.servers.iter().rev().find(|s| s.id == group.id) {
             if let (Some(old), Some(new)) = (&manifest.vllm_version, &server.version)
@@ -322,14 +372,14 @@ pub async fn execute(
             manifest.model_config_hash =
                 manifest.model_config_hash.take().or(server.model.as_ref().map(|m| m.config_hash.clone()));
         }
-        write_atomic(&dir.join(MANIFEST), &json_pretty(&manifest))?;
-        write_derived(&dir, &manifest, &rec, derive)?;
+        write_atomic(&dir.join(MANIFEST), &json_pretty(&manifest)).map_err(|e| RunError::from(e).during_run())?;
+        write_derived(&dir, &manifest, &rec, derive).map_err(RunError::during_run)?;
     }
     progress.finish();
     manifest.ended_at = Some(chrono::Local::now().to_rfc3339());
-    write_atomic(&dir.join(MANIFEST), &json_pretty(&manifest))?;
+    write_atomic(&dir.join(MANIFEST), &json_pretty(&manifest)).map_err(|e| RunError::from(e).during_run())?;
     if !rec.servers.is_empty() {
-        write_derived(&dir, &manifest, &rec, derive)?;
+        write_derived(&dir, &manifest, &rec, derive).map_err(RunError::during_run)?;
     }
     Ok(Outcome { dir, recorded: rec, interrupted: interrupted.load(Ordering::SeqCst) })
 }
@@ -469,6 +519,21 @@ async fn run_group(
     Ok(failed)
 }
 
+/// A point whose measured requests failed beyond `max_error_rate` fails (its records stay: failures are data).
+fn fail_on_errors(point: &mut crate::record::PointRecord, requests: &[crate::record::RequestRecord]) {
+    let measured: Vec<_> = requests.iter().filter(|r| !r.warmup && !r.tail).collect();
+    let failed = measured.iter().filter(|r| !r.ok()).count();
+    let limit = point.client.max_error_rate;
+    if point.status == Status::Ok && !measured.is_empty() && failed as f64 > limit * measured.len() as f64 {
+        point.status = Status::Failed;
+        point.error = Some(format!(
+            "{failed} of {} requests failed, more than max_error_rate {:.0}%",
+            measured.len(),
+            limit * 100.0
+        ));
+    }
+}
+
 /// Whether the server still serves: its leader alive and /health answering.
 async fn server_alive(running: &mut server::Running, http: &reqwest::Client, base_url: &str) -> bool {
     if let Some(p) = &mut running.process
@@ -562,6 +627,7 @@ async fn run_points(
             out.point.error = Some(why.clone());
             dead = Some(format!("not run: {why} before it"));
         }
+        fail_on_errors(&mut out.point, &out.requests);
         // Records first, then the journal line that commits them: a crash in between leaves them uncommitted.
         append_jsonl(&ctx.dir.join(REQUESTS), &out.requests, false)?;
         append_jsonl(&ctx.dir.join(SAMPLES), &out.samples, false)?;

@@ -266,9 +266,16 @@ pub struct Load {
     /// Token ids are drawn below this. Default: the model's `vocab_size` from config.json, else 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vocab_size: Option<u64>,
+    /// A point fails when more than this share of its measured requests failed (any error is noted).
+    #[serde(default = "default_max_error_rate")]
+    pub max_error_rate: f64,
     /// A request taking longer than this is recorded as a `timeout` error.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: Dur,
+}
+
+pub fn default_max_error_rate() -> f64 {
+    crate::record::plan::DEFAULT_MAX_ERROR_RATE
 }
 
 fn default_server_warmup() -> Dur {

@@ -1002,6 +1002,7 @@ mod properties {
             prompts_file: None,
             vocab_size: None,
             request_timeout_s: 300.0,
+            max_error_rate: 0.1,
             duration_s: Some(10.0),
         }
     }
