@@ -356,3 +356,21 @@ fn a_prompts_file_that_is_not_a_regular_file_is_refused_before_anything_runs() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!case.out.join("dz").join("z").join("journal.jsonl").exists(), "no server was started");
 }
+
+#[test]
+fn an_endless_sse_line_or_error_body_fails_the_request_instead_of_filling_memory() {
+    for (fault, kind) in [("--endless-line", "stream"), ("--endless-error", "http_500")] {
+        let port = free_port();
+        let case = Case::new(&spec("endless", port, &format!(", \"{fault}\""), "[1]", 3, ""));
+        let started = Instant::now();
+        let out = case.run(&["--run-id", "e"]);
+        assert_eq!(out.status.code(), Some(3), "{fault}: every request failed");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{fault}: the requests ended without waiting for a timeout"
+        );
+        let requests = jsonl(&case.dir("endless", "e").join("requests.jsonl"));
+        assert!(requests.iter().all(|r| r["error"]["kind"] == kind), "{fault}: {:?}", requests[0]["error"]);
+        assert_nothing_left_in(&case.dir("endless", "e"), port);
+    }
+}

@@ -13,6 +13,8 @@
 //!   --child             start a `sleep` child in its process group (stopping must end the whole group)
 //!   --ignore-term       ignore SIGTERM (stopping must escalate to SIGKILL)
 //!   --http-500          answer every completion with HTTP 500 (every request fails)
+//!   --endless-line      stream one SSE line that never ends (a client must bound what it buffers)
+//!   --endless-error     answer HTTP 500 with a body that never ends
 //!
 //! Single-threaded on purpose (pin it to a core of its own): it answers far faster than any client reads.
 
@@ -26,6 +28,21 @@ const MODEL: &str = "zero";
 static DIE_AFTER: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 static NEVER_READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 static HTTP_500: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+static ENDLESS: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+
+/// A chunked response whose body never ends: `prefix` first, then `x` until the client goes away.
+async fn endless(stream: &mut TcpStream, status: &str, prefix: &[u8]) -> std::io::Result<()> {
+    let head = format!("HTTP/1.1 {status}\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    let mut first = Vec::new();
+    chunk(&mut first, prefix);
+    stream.write_all(&first).await?;
+    let mut block = Vec::new();
+    chunk(&mut block, &[b'x'; 65536]);
+    loop {
+        stream.write_all(&block).await?;
+    }
+}
 
 fn flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
@@ -177,6 +194,12 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
         let body = buf[head_end..head_end + len].to_vec();
         buf.drain(..head_end + len);
         match path.as_str() {
+            "/v1/completions" if ENDLESS.get().copied().flatten() == Some("line") => {
+                return endless(&mut stream, "200 OK", b"data: {\"id\":\"").await;
+            }
+            "/v1/completions" if ENDLESS.get().copied().flatten() == Some("error") => {
+                return endless(&mut stream, "500 Internal Server Error", b"{\"error\":").await;
+            }
             "/v1/completions" if HTTP_500.get().copied().unwrap_or(false) => {
                 let body = "{\"error\":{\"message\":\"fake engine failure (--http-500)\"}}";
                 stream.write_all(&simple("500 Internal Server Error", "application/json", body)).await?
@@ -217,6 +240,13 @@ fn main() -> std::io::Result<()> {
     let _ = DIE_AFTER.set(arg("--die-after", 0));
     let _ = NEVER_READY.set(flag("--never-ready"));
     let _ = HTTP_500.set(flag("--http-500"));
+    let _ = ENDLESS.set(if flag("--endless-line") {
+        Some("line")
+    } else if flag("--endless-error") {
+        Some("error")
+    } else {
+        None
+    });
     let port = arg("--port", 18500) as u16;
     let itl = Duration::from_micros(arg("--itl-us", 0));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

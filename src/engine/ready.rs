@@ -77,7 +77,7 @@ pub async fn wait_ready(
             if cfg.kind != EngineKind::Vllm || models.is_some() {
                 let ready_s = server.started.elapsed().as_secs_f64();
                 let body: Value = match models {
-                    Some(r) => r.json().await.unwrap_or(Value::Null),
+                    Some(r) => crate::probe::json_capped(r, crate::probe::MAX_SMALL_BODY).await,
                     None => Value::Null,
                 };
                 let first = &body["data"][0];
@@ -98,11 +98,16 @@ pub async fn server_facts(
     base_url: &str,
 ) -> (Option<String>, Option<BTreeMap<String, String>>) {
     let version = match get_ok(http, &format!("{base_url}/version")).await {
-        Some(r) => r.json::<Value>().await.ok().and_then(|v| v["version"].as_str().map(str::to_owned)),
+        Some(r) => {
+            crate::probe::json_capped(r, crate::probe::MAX_SMALL_BODY).await["version"].as_str().map(str::to_owned)
+        }
         None => None,
     };
     let info = match get_ok(http, &format!("{base_url}/metrics")).await {
-        Some(r) => r.text().await.ok().and_then(|t| metrics::cache_config_info(&metrics::parse(&t))),
+        Some(r) => crate::probe::body_capped(r, crate::probe::MAX_METRICS_BODY)
+            .await
+            .ok()
+            .and_then(|b| metrics::cache_config_info(&metrics::parse(&String::from_utf8_lossy(&b)))),
         None => None,
     };
     (version, info)

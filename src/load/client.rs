@@ -256,6 +256,23 @@ async fn one_request(
     }
 }
 
+/// A non-streamed completion longer than this is an error (no real completion comes close).
+const MAX_BODY: usize = 64 << 20;
+/// An SSE line (one event) longer than this ends the request as a `stream` error.
+pub const MAX_SSE_LINE: usize = 4 << 20;
+
+/// At most `cap` bytes of the body; the rest is not read.
+async fn body_prefix(resp: &mut reqwest::Response, cap: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < cap {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(cap - out.len())]),
+            _ => break,
+        }
+    }
+    out
+}
+
 fn request_error(e: &reqwest::Error) -> RequestError {
     let kind = if e.is_connect() {
         ErrorKind::Connect
@@ -283,7 +300,8 @@ async fn exchange(
     let status = resp.status();
     p.status = Some(status.as_u16());
     if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
+        // An error body is read up to 64 KiB: enough for any message, bounded against an endless one.
+        let text = String::from_utf8_lossy(&body_prefix(&mut resp, 64 << 10).await).into_owned();
         let msg = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
@@ -291,7 +309,13 @@ async fn exchange(
         return Err(RequestError { kind: ErrorKind::Http(status.as_u16()), message: msg.chars().take(300).collect() });
     }
     if !spec.stream {
-        let bytes = resp.bytes().await.map_err(|e| request_error(&e))?;
+        let bytes = body_prefix(&mut resp, MAX_BODY + 1).await;
+        if bytes.len() > MAX_BODY {
+            return Err(RequestError {
+                kind: ErrorKind::Body,
+                message: format!("response body over {MAX_BODY} bytes"),
+            });
+        }
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| RequestError { kind: ErrorKind::Body, message: e.to_string() })?;
         p.usage = (
@@ -301,7 +325,7 @@ async fn exchange(
         p.chunks = 1;
         return Ok(());
     }
-    let mut parser = SseParser::default();
+    let mut parser = SseParser::with_max_line(MAX_SSE_LINE);
     while let Some(chunk) =
         resp.chunk().await.map_err(|e| RequestError { kind: ErrorKind::Stream, message: e.to_string() })?
     {
@@ -333,10 +357,19 @@ async fn exchange(
             }
             Event::Usage { prompt_tokens, completion_tokens } => p.usage = (prompt_tokens, completion_tokens),
             Event::Done => p.done = true,
+            Event::Overflow => {
+                p.error.get_or_insert(RequestError {
+                    kind: ErrorKind::Stream,
+                    message: format!("an SSE line longer than {MAX_SSE_LINE} bytes: servelab stopped reading"),
+                });
+            }
             Event::Error(message) => {
                 p.error.get_or_insert(RequestError { kind: ErrorKind::Stream, message });
             }
         });
+        if parser.overflowed() {
+            break; // the error is recorded; an endless line is not read further
+        }
     }
     Ok(())
 }

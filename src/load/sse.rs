@@ -27,6 +27,8 @@ pub enum Event {
     Done,
     /// An error event in the stream (vLLM sends `{"error": {...}}`).
     Error(String),
+    /// A line grew past the parser's limit without ending: the stream is broken or hostile.
+    Overflow,
 }
 
 static TEXT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"text\":"));
@@ -38,6 +40,9 @@ static COMPLETION: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"
 pub struct SseParser {
     /// The start of a line whose end has not arrived yet.
     partial: Vec<u8>,
+    /// The longest line kept (0: no limit); past it the parser reports `Overflow` once and stops buffering.
+    max_line: usize,
+    overflowed: bool,
 }
 
 fn skip_ws(b: &[u8]) -> &[u8] {
@@ -83,11 +88,23 @@ pub fn classify(payload: &[u8]) -> Option<Event> {
 }
 
 impl SseParser {
+    pub fn with_max_line(max_line: usize) -> Self {
+        SseParser { partial: Vec::new(), max_line, overflowed: false }
+    }
+
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
     /// Feeds bytes as they arrive; `on_event` sees every complete event in order.
     pub fn feed(&mut self, mut bytes: &[u8], mut on_event: impl FnMut(Event)) {
+        if self.overflowed {
+            return;
+        }
         if !self.partial.is_empty() {
             let Some(end) = memchr(b'\n', bytes) else {
                 self.partial.extend_from_slice(bytes);
+                self.check_overflow(&mut on_event);
                 return;
             };
             self.partial.extend_from_slice(&bytes[..end]);
@@ -102,6 +119,16 @@ impl SseParser {
             bytes = &bytes[end + 1..];
         }
         self.partial.extend_from_slice(bytes);
+        self.check_overflow(&mut on_event);
+    }
+
+    /// Past `max_line` without a line end: report once, drop the buffer, read nothing more.
+    fn check_overflow(&mut self, on_event: &mut impl FnMut(Event)) {
+        if self.max_line > 0 && self.partial.len() > self.max_line {
+            self.partial = Vec::new();
+            self.overflowed = true;
+            on_event(Event::Overflow);
+        }
     }
 }
 
@@ -169,6 +196,18 @@ data: [DONE]\n\n";
                 Event::Done
             ]
         );
+    }
+
+    #[test]
+    fn a_line_without_end_overflows_once_and_stops_buffering() {
+        let mut p = SseParser::with_max_line(64);
+        let mut out = Vec::new();
+        p.feed(b"data: [DONE]\n", |e| out.push(e));
+        for _ in 0..100 {
+            p.feed(&[b'x'; 16], |e| out.push(e));
+        }
+        assert_eq!(out, vec![Event::Done, Event::Overflow]);
+        assert!(p.overflowed() && p.partial.capacity() == 0);
     }
 
     #[test]

@@ -87,6 +87,28 @@ pub fn sample(probe: &dyn MemoryProbe, pids: &BTreeSet<u32>, t_s: f64) -> MemSam
     }
 }
 
+/// Caps on HTTP bodies servelab reads (a misbehaving endpoint must not exhaust memory).
+pub const MAX_SMALL_BODY: usize = 1 << 20;
+/// /metrics pages of a large server run to a few hundred KiB.
+pub const MAX_METRICS_BODY: usize = 16 << 20;
+
+/// Reads a response body of at most `cap` bytes; a longer one is an error, and only cap + one chunk is read.
+pub async fn body_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        out.extend_from_slice(&chunk);
+        if out.len() > cap {
+            return Err(format!("the response body is longer than {cap} bytes; servelab stopped reading it"));
+        }
+    }
+    Ok(out)
+}
+
+/// `body_capped` as JSON (Null when it is not JSON or too long).
+pub async fn json_capped(resp: reqwest::Response, cap: usize) -> serde_json::Value {
+    body_capped(resp, cap).await.ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
 /// CPU time counters from /proc/stat: (total jiffies, steal jiffies).
 pub fn cpu_times() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;

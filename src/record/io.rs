@@ -172,6 +172,44 @@ pub fn parse_jsonl<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Lin
     Ok(Lines { items, torn: false })
 }
 
+/// Why a bounded read refused a file.
+#[derive(Debug)]
+pub enum CappedError {
+    Io(std::io::Error),
+    /// Not a regular file (a device such as /dev/zero, a folder, a pipe).
+    NotAFile,
+    /// Longer than the cap.
+    TooLong,
+}
+
+/// Reads a regular file of at most `cap` bytes, never more: a device like `/dev/zero` is refused before a
+/// byte is read, and a file that grows past the cap stops the read at cap + 1 bytes.
+pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, CappedError> {
+    let file = File::open(path).map_err(CappedError::Io)?;
+    let meta = file.metadata().map_err(CappedError::Io)?;
+    if !meta.is_file() {
+        return Err(CappedError::NotAFile);
+    }
+    if meta.len() > cap {
+        return Err(CappedError::TooLong);
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(cap + 1).read_to_end(&mut bytes).map_err(CappedError::Io)?;
+    if bytes.len() as u64 > cap {
+        return Err(CappedError::TooLong);
+    }
+    Ok(bytes)
+}
+
+/// (line, column) of the first invalid UTF-8 byte, both from 1; None for valid UTF-8.
+pub fn utf8_error_place(bytes: &[u8]) -> Option<(usize, usize)> {
+    let e = std::str::from_utf8(bytes).err()?;
+    let valid = &bytes[..e.valid_up_to()];
+    let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+    let start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    Some((line, String::from_utf8_lossy(&valid[start..]).chars().count() + 1))
+}
+
 /// Reads a whole file, or nothing when it does not exist.
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, RecordError> {
     match std::fs::read(path) {

@@ -21,8 +21,8 @@ pub struct PointOutput {
 
 async fn scrape(http: &reqwest::Client, base_url: &str, t_s: f64) -> Option<Snapshot> {
     let resp = http.get(format!("{base_url}/metrics")).timeout(Duration::from_secs(5)).send().await.ok()?;
-    let text = resp.text().await.ok()?;
-    Some(metrics::snapshot(&metrics::parse(&text), t_s))
+    let bytes = crate::probe::body_capped(resp, crate::probe::MAX_METRICS_BODY).await.ok()?;
+    Some(metrics::snapshot(&metrics::parse(&String::from_utf8_lossy(&bytes)), t_s))
 }
 
 /// /metrics once the server is idle and its counters stopped moving (vLLM updates them asynchronously).

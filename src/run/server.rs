@@ -164,7 +164,7 @@ async fn external(
     }
     record.ready_s = Some(begin.elapsed().as_secs_f64());
     if let Ok(r) = http.get(format!("{}/v1/models", cfg.base_url)).timeout(Duration::from_secs(10)).send().await {
-        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        let body = crate::probe::json_capped(r, crate::probe::MAX_SMALL_BODY).await;
         record.served_model = body["data"][0]["id"].as_str().map(str::to_owned);
         record.served_max_model_len = body["data"][0]["max_model_len"].as_u64();
     }

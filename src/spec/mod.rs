@@ -52,12 +52,30 @@ pub struct LoadedSpec {
 /// Reads and parses a spec file, applying `--set path=value` overrides.
 pub fn load_file(path: &Path, overrides: &[String]) -> Result<LoadedSpec, SpecError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
-        SpecError::new(&file, Origin::Unknown, "", format!("cannot read the spec: {e}"), "check the path")
+    use crate::record::io::{CappedError, read_capped, utf8_error_place};
+    let bytes = read_capped(path, MAX_SPEC_BYTES as u64).map_err(|e| {
+        let (msg, fix) = match e {
+            CappedError::Io(e) => (format!("cannot read the spec: {e}"), "check the path".to_owned()),
+            CappedError::NotAFile => {
+                ("the spec is not a regular file".to_owned(), "give the path of a YAML file".to_owned())
+            }
+            CappedError::TooLong => (
+                format!("the spec is longer than {MAX_SPEC_BYTES} bytes, surely a mistake"),
+                "give the path of the experiment's YAML file".to_owned(),
+            ),
+        };
+        SpecError::new(&file, Origin::Unknown, "", msg, fix)
     })?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        SpecError::new(&file, Origin::Unknown, "", format!("the spec is not UTF-8 text ({e})"), "save it as UTF-8")
-    })?;
+    if let Some((line, column)) = utf8_error_place(&bytes) {
+        return Err(SpecError::new(
+            &file,
+            Origin::File { line: line as u64, column: column as u64 },
+            "",
+            "the spec is not UTF-8 text: an invalid byte here",
+            "save it as UTF-8",
+        ));
+    }
+    let text = String::from_utf8(bytes).unwrap_or_default();
     load_str(&file, &text, overrides)
 }
 
