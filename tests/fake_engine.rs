@@ -82,6 +82,20 @@ fn committed_requests(dir: &Path) -> BTreeMap<(String, u64), usize> {
     n
 }
 
+/// Starts the run (run id `r`), sends `sig` once its first point is committed, and returns the run folder
+/// and servelab's exit code.
+fn signal_after_first_point(case: &Case, name: &str, sig: nix::sys::signal::Signal) -> (PathBuf, Option<i32>) {
+    let mut child = case.command(&["--run-id", "r"]).stderr(Stdio::null()).spawn().unwrap();
+    let dir = case.dir(name, "r");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events(&journal(&dir), "point_done").is_empty() {
+        assert!(Instant::now() < deadline, "the first point never finished");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+    (dir, child.wait().unwrap().code())
+}
+
 fn sweep_column(dir: &Path, column: &str) -> Vec<String> {
     let mut reader = csv::Reader::from_path(dir.join("concurrency_sweep.csv")).unwrap();
     let i = reader.headers().unwrap().iter().position(|h| h == column).unwrap();
@@ -142,15 +156,8 @@ fn ctrl_c_stops_cleanly_and_resume_measures_nothing_twice() {
     let port = free_port();
     // Paced tokens (0.2 ms apart) make each point last long enough to be interrupted mid-run.
     let case = Case::new(&spec("intr", port, ", \"--itl-us\", \"200\"", "[4, 1]", 300, "repeats: 2\n"));
-    let mut child = case.command(&["--run-id", "r"]).stderr(Stdio::null()).spawn().unwrap();
-    let dir = case.dir("intr", "r");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while events(&journal(&dir), "point_done").is_empty() {
-        assert!(Instant::now() < deadline, "the first point never finished");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let (dir, code) = signal_after_first_point(&case, "intr", nix::sys::signal::Signal::SIGINT);
+    assert_eq!(code, Some(130));
     assert_nothing_left_in(&dir, port);
     let done_before = events(&journal(&dir), "point_done").iter().filter(|e| e["status"] == "ok").count();
     assert!(done_before < 4, "the interrupt came too late to test anything");
@@ -298,15 +305,8 @@ fn sigterm_and_sighup_stop_like_ctrl_c_and_a_clean_resume_exits_0() {
     for (sig, code) in [(nix::sys::signal::Signal::SIGTERM, 143), (nix::sys::signal::Signal::SIGHUP, 129)] {
         let port = free_port();
         let case = Case::new(&spec("term", port, ", \"--itl-us\", \"200\"", "[4, 1]", 300, "repeats: 2\n"));
-        let mut child = case.command(&["--run-id", "t"]).stderr(Stdio::null()).spawn().unwrap();
-        let dir = case.dir("term", "t");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while events(&journal(&dir), "point_done").is_empty() {
-            assert!(Instant::now() < deadline, "the first point never finished");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
-        assert_eq!(child.wait().unwrap().code(), Some(code), "{sig:?}: 128 + its number after a graceful stop");
+        let (dir, got) = signal_after_first_point(&case, "term", sig);
+        assert_eq!(got, Some(code), "{sig:?}: 128 + its number after a graceful stop");
         assert_nothing_left_in(&dir, port);
         let resumed = case.run(&["--resume", dir.to_str().unwrap()]);
         assert_eq!(resumed.status.code(), Some(0), "a resume that completes exits 0 whatever the earlier attempts");
