@@ -32,13 +32,10 @@ pub struct RunFolder {
 
 fn read_text(path: &Path) -> Result<String, RecordError> {
     let bytes = std::fs::read(path).map_err(|e| RecordError::io(path, e))?;
-    String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
-        let start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let column = String::from_utf8_lossy(&valid[start..]).chars().count() + 1;
-        RecordError::Utf8 { path: path.display().to_string(), line, column }
-    })
+    if let Some((line, column)) = io::utf8_error_place(&bytes) {
+        return Err(RecordError::Utf8 { path: path.display().to_string(), line, column });
+    }
+    Ok(String::from_utf8(bytes).unwrap_or_default())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, RecordError> {

@@ -149,8 +149,8 @@ pub fn parse_jsonl<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Lin
         let text = match std::str::from_utf8(line) {
             Ok(t) => t,
             Err(_) if last_unterminated => return Ok(Lines { items, torn: true }),
-            Err(e) => {
-                let column = String::from_utf8_lossy(&line[..e.valid_up_to()]).chars().count() + 1;
+            Err(_) => {
+                let column = utf8_error_place(line).map_or(1, |(_, c)| c);
                 return Err(RecordError::Utf8 { path: path.display().to_string(), line: i + 1, column });
             }
         };

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 pub type Files = Vec<(String, Vec<u8>)>;
 
-pub use crate::record::io::json_pretty as json;
+use crate::record::io::json_pretty;
 
 /// The reports to render: the spec's list, or by default what the data supports.
 fn reports(spec: &Spec, has_kv: bool, has_sweep: bool) -> Vec<ReportKind> {
@@ -77,7 +77,7 @@ pub fn derive(
         sweep_ctx.push(ctx);
     }
     if !sweeps.is_empty() {
-        files.push(("sweep.json".to_owned(), json(&sweeps)));
+        files.push(("sweep.json".to_owned(), json_pretty(&sweeps)));
     }
     let policy = format!("{:?}", spec.repeat_policy).to_lowercase();
     let ctx = Context {
