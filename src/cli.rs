@@ -77,8 +77,8 @@ pub enum Command {
         #[arg(long)]
         templates: Option<PathBuf>,
     },
-    /// Compress a run folder's raw records in place (`requests.jsonl` → `requests.jsonl.gz`, likewise points
-    /// and samples); `report`, `compare` and `--resume` read both forms.
+    /// Compress a run folder's raw records in place (`requests.jsonl` → `requests.jsonl.xz`, likewise points
+    /// and samples; an older `.gz` is folded in); `report`, `compare` and `--resume` read every form.
     Compress {
         /// The run folder.
         run: PathBuf,
@@ -258,7 +258,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             for (name, before, after) in
                 crate::record::folder::compress(&run).map_err(|e| Error::Usage(e.to_string()))?
             {
-                println!("{name}: {before} → {after} bytes ({name}.gz)");
+                println!("{name}: {before} → {after} bytes ({name}.xz)");
             }
         }
         Command::Schema => print!("{}", spec::schema::schema_json()),

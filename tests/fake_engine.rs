@@ -289,7 +289,7 @@ fn compressed_raw_records_read_back_and_resume() {
     let dir = case.dir("gz", "z");
     let out = Command::new(env!("CARGO_BIN_EXE_servelab")).arg("compress").arg(&dir).output().unwrap();
     assert!(out.status.success());
-    assert!(dir.join("requests.jsonl.gz").exists() && !dir.join("requests.jsonl").exists());
+    assert!(dir.join("requests.jsonl.xz").exists() && !dir.join("requests.jsonl").exists());
     rerenders_byte_for_byte(&dir);
     // A spec edit adds a level: the resumed run appends plain records beside the compressed ones.
     let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&case.spec).unwrap();

@@ -89,6 +89,22 @@ fn run_folders(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+fn bytes_under(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| if p.is_dir() { bytes_under(&p) } else { p.metadata().unwrap().len() })
+        .sum()
+}
+
+/// A device run carries the whole tracked tree beside a 45 MiB kit part under a 64 MiB limit, so the committed
+/// examples must stay small: raw records are stored as xz (`servelab compress`).
+#[test]
+fn committed_examples_stay_within_6_mib() {
+    let total = bytes_under(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"));
+    assert!(total <= 6 << 20, "examples/ holds {total} bytes, over 6 MiB: run `servelab compress` on new run folders");
+}
+
 /// Every committed example (real vLLM runs on the H200s, NVML memory and utilisation; raw records stored
 /// compressed) re-renders byte for byte from its raw data.
 #[test]

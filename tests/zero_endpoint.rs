@@ -66,7 +66,7 @@ fn bench_streams_and_does_not_stream() {
         if id == "stream" {
             assert!(recs.iter().all(|r| r["chunks"] == 16 && r["first_token_s"].as_f64().is_some()));
             assert!(
-                recs.iter().all(|r| r["chunk_us"].as_array().map(Vec::len) == Some(15)),
+                recs.iter().all(|r| r["chunk_gap_us"].as_array().map(Vec::len) == Some(15)),
                 "15 gaps after the first token"
             );
         } else {

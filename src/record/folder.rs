@@ -14,8 +14,6 @@ pub const JOURNAL: &str = "journal.jsonl";
 pub const POINTS: &str = "points.jsonl";
 pub const REQUESTS: &str = "requests.jsonl";
 pub const SAMPLES: &str = "samples.jsonl";
-/// The raw streams that may be stored compressed (`<name>.gz`).
-pub const RAW_STREAMS: [&str; 3] = [POINTS, REQUESTS, SAMPLES];
 
 /// `servers/<group>/`: the server's log and `startup.json`.
 pub fn server_dir(dir: &Path, group: &str) -> PathBuf {
@@ -71,11 +69,10 @@ pub fn read(dir: &Path) -> Result<RunFolder, RecordError> {
 
 /// Compresses the folder's raw streams in place (`servelab compress`); returns (file, bytes before, after).
 pub fn compress(dir: &Path) -> Result<Vec<(String, u64, u64)>, RecordError> {
-    let mut done = Vec::new();
-    for name in RAW_STREAMS {
-        if let Some((before, after)) = io::compress_raw(&dir.join(name))? {
-            done.push((name.to_owned(), before, after));
-        }
-    }
-    Ok(done)
+    let done = [
+        (POINTS, io::compress_raw::<super::PointRecord>(&dir.join(POINTS))?),
+        (REQUESTS, io::compress_raw::<super::RequestRecord>(&dir.join(REQUESTS))?),
+        (SAMPLES, io::compress_raw::<super::SampleLine>(&dir.join(SAMPLES))?),
+    ];
+    Ok(done.into_iter().filter_map(|(name, sizes)| sizes.map(|(b, a)| (name.to_owned(), b, a))).collect())
 }

@@ -5,9 +5,10 @@
 //! - everything else (manifest, plan, startup records, derived files) is replaced atomically: written to a
 //!   temporary file, fsynced, renamed over the old one, and the folder fsynced.
 //!
-//! Raw JSONL may also be stored gzip-compressed (`requests.jsonl.gz`): a raw stream is the compressed part,
-//! if any, followed by the plain part, if any, so a compressed run can be resumed (new lines go to the plain
-//! file) and `servelab compress` folds both back into one `.gz`.
+//! Raw JSONL may also be stored compressed, as xz (`requests.jsonl.xz`, what `servelab compress` writes: a
+//! third the size of gzip on per-chunk timings) or gzip (`.gz`, read for folders compressed before): a raw
+//! stream is the compressed part, if any, followed by the plain part, if any, so a compressed run can be
+//! resumed (new lines go to the plain file) and `servelab compress` folds all parts back into one `.xz`.
 
 use flate2::read::MultiGzDecoder;
 use serde::Serialize;
@@ -219,25 +220,55 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, RecordError> {
     }
 }
 
-/// `requests.jsonl.gz` for `requests.jsonl`.
-pub fn gz_path(plain: &Path) -> PathBuf {
+/// `requests.jsonl.<ext>` for `requests.jsonl`.
+pub fn with_ext(plain: &Path, ext: &str) -> PathBuf {
     let mut name = plain.file_name().unwrap_or_default().to_os_string();
-    name.push(".gz");
+    name.push(".");
+    name.push(ext);
     plain.with_file_name(name)
 }
 
-fn gunzip(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, RecordError> {
+/// The compressed containers a raw stream may have, newest format first.
+const PACKED: [(&str, Codec); 2] = [("xz", Codec::Xz), ("gz", Codec::Gzip)];
+
+#[derive(Clone, Copy)]
+enum Codec {
+    Xz,
+    Gzip,
+}
+
+fn unpack(codec: Codec, path: &Path, bytes: &[u8]) -> Result<Vec<u8>, RecordError> {
     let mut out = Vec::new();
-    MultiGzDecoder::new(bytes).read_to_end(&mut out).map_err(|e| RecordError::io(path, e))?;
+    let read = match codec {
+        Codec::Xz => liblzma::read::XzDecoder::new_multi_decoder(bytes).read_to_end(&mut out),
+        Codec::Gzip => MultiGzDecoder::new(bytes).read_to_end(&mut out),
+    };
+    read.map_err(|e| RecordError::io(path, e))?;
     Ok(out)
 }
 
-/// A raw stream: `<plain>.gz` (if present) then `<plain>` (if present), in that order.
+/// The compressed part of a raw stream, unpacked, and the file it came from. Two compressed files for one
+/// stream would make the order of their lines ambiguous, so that is an error.
+fn read_packed(plain: &Path) -> Result<Option<(PathBuf, Vec<u8>)>, RecordError> {
+    let mut found: Option<(PathBuf, Vec<u8>)> = None;
+    for (ext, codec) in PACKED {
+        let path = with_ext(plain, ext);
+        if let Some(bytes) = read_optional(&path)? {
+            if let Some((other, _)) = &found {
+                let msg = format!("{} is also present: keep one of the two", other.display());
+                return Err(RecordError::io(&path, std::io::Error::other(msg)));
+            }
+            found = Some((path.clone(), unpack(codec, &path, &bytes)?));
+        }
+    }
+    Ok(found)
+}
+
+/// A raw stream: its compressed part (`<plain>.xz` or `<plain>.gz`, if present) then `<plain>` (if present).
 pub fn read_raw<T: DeserializeOwned>(plain: &Path) -> Result<Vec<T>, RecordError> {
-    let gz = gz_path(plain);
     let mut items = Vec::new();
-    if let Some(bytes) = read_optional(&gz)? {
-        items.extend(parse_jsonl(&gz, &gunzip(&gz, &bytes)?)?.items);
+    if let Some((path, bytes)) = read_packed(plain)? {
+        items.extend(parse_jsonl(&path, &bytes)?.items);
     }
     if let Some(bytes) = read_optional(plain)? {
         items.extend(parse_jsonl(plain, &bytes)?.items);
@@ -245,27 +276,42 @@ pub fn read_raw<T: DeserializeOwned>(plain: &Path) -> Result<Vec<T>, RecordError
     Ok(items)
 }
 
-/// Folds `<plain>.gz` and `<plain>` into one `<plain>.gz`, checked by reading it back before the plain file is
-/// removed. Returns (bytes before, bytes after), or None when there was nothing to compress.
-pub fn compress_raw(plain: &Path) -> Result<Option<(u64, u64)>, RecordError> {
-    let gz = gz_path(plain);
-    let old_gz = read_optional(&gz)?;
-    let Some(plain_bytes) = read_optional(plain)? else { return Ok(None) };
-    let mut all = match &old_gz {
-        Some(b) => gunzip(&gz, b)?,
-        None => Vec::new(),
-    };
-    all.extend_from_slice(&plain_bytes);
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    enc.write_all(&all).map_err(|e| RecordError::io(&gz, e))?;
-    let packed = enc.finish().map_err(|e| RecordError::io(&gz, e))?;
-    if gunzip(&gz, &packed)? != all {
-        return Err(RecordError::io(&gz, std::io::Error::other("compressed copy does not read back identically")));
+/// Folds a raw stream's parts into one `<plain>.xz`, each line rewritten in the current record format `T`
+/// (records always read both forms; this makes a stored folder small). The packed copy is checked by
+/// reading it back before the old parts are removed; a torn last line is set aside first (`<plain>.torn`).
+/// Returns (bytes before, bytes after), or None when the stream is already one `.xz` or absent.
+pub fn compress_raw<T: Serialize + DeserializeOwned>(plain: &Path) -> Result<Option<(u64, u64)>, RecordError> {
+    let xz = with_ext(plain, "xz");
+    let packed_part = read_packed(plain)?;
+    if !plain.exists() && packed_part.as_ref().is_none_or(|(p, _)| *p == xz) {
+        return Ok(None);
     }
-    write_atomic(&gz, &packed)?;
-    std::fs::remove_file(plain).map_err(|e| RecordError::io(plain, e))?;
+    set_aside_torn_tail(plain)?;
+    let mut before = 0u64;
+    let mut lines = Vec::new();
+    for (path, bytes) in packed_part.into_iter().chain(read_optional(plain)?.map(|b| (plain.to_path_buf(), b))) {
+        before += bytes.len() as u64;
+        for item in parse_jsonl::<T>(&path, &bytes)?.items {
+            lines.extend(serde_json::to_vec(&item).map_err(|e| RecordError::io(&path, e.into()))?);
+            lines.push(b'\n');
+        }
+    }
+    // Preset 6 "extreme": about 3% smaller than plain 6 on per-chunk timings, same ~100 MiB of memory.
+    let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 6 | 0x8000_0000);
+    enc.write_all(&lines).map_err(|e| RecordError::io(&xz, e))?;
+    let packed = enc.finish().map_err(|e| RecordError::io(&xz, e))?;
+    if unpack(Codec::Xz, &xz, &packed)? != lines {
+        return Err(RecordError::io(&xz, std::io::Error::other("compressed copy does not read back identically")));
+    }
+    write_atomic(&xz, &packed)?;
+    for old in [with_ext(plain, "gz"), plain.to_path_buf()] {
+        match std::fs::remove_file(&old) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RecordError::io(&old, e)),
+            _ => {}
+        }
+    }
     sync_dir(plain);
-    Ok(Some((all.len() as u64, packed.len() as u64)))
+    Ok(Some((before, packed.len() as u64)))
 }
 
 #[cfg(test)]
@@ -300,12 +346,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
         append_jsonl(&path, &[1, 2], false).unwrap();
-        compress_raw(&path).unwrap().unwrap();
-        assert!(!path.exists());
+        compress_raw::<u32>(&path).unwrap().unwrap();
+        assert!(!path.exists() && with_ext(&path, "xz").exists());
+        assert_eq!(compress_raw::<u32>(&path).unwrap(), None);
+        append_jsonl(&path, &[3], false).unwrap();
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(b"[4").unwrap();
+        assert_eq!(read_raw::<u32>(&path).unwrap(), vec![1, 2, 3]);
+        compress_raw::<u32>(&path).unwrap().unwrap();
+        assert_eq!(read_raw::<u32>(&path).unwrap(), vec![1, 2, 3]);
+        assert_eq!(std::fs::read(dir.path().join("r.jsonl.torn")).unwrap(), b"[4\n");
+    }
+
+    #[test]
+    fn a_gzip_part_from_an_older_folder_reads_and_compresses_to_xz() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"1\n2\n").unwrap();
+        std::fs::write(with_ext(&path, "gz"), enc.finish().unwrap()).unwrap();
         append_jsonl(&path, &[3], false).unwrap();
         assert_eq!(read_raw::<u32>(&path).unwrap(), vec![1, 2, 3]);
-        compress_raw(&path).unwrap().unwrap();
+        compress_raw::<u32>(&path).unwrap().unwrap();
+        assert!(!with_ext(&path, "gz").exists() && !path.exists());
         assert_eq!(read_raw::<u32>(&path).unwrap(), vec![1, 2, 3]);
+        std::fs::write(with_ext(&path, "gz"), b"").unwrap();
+        let e = read_raw::<u32>(&path).err().unwrap().to_string();
+        assert!(e.contains("keep one of the two"), "{e}");
     }
 
     #[test]
