@@ -297,8 +297,8 @@ impl run::Analysis for SpecAnalysis<'_> {
 
 /// One shutdown path for SIGINT (Ctrl-C), SIGTERM (CI cancel, `timeout`), SIGHUP (a closed terminal) and
 /// SIGQUIT: the first stops gracefully (in-flight requests cancelled, the server stopped, partial reports
-/// written; the run then exits 128 + the signal's number), the second stops at once — the server's group is
-/// killed first, so nothing is left behind. Messages go through `writeln!` on stderr, which cannot panic when
+/// written; the run then exits 128 + the signal's number), the second exits at once — the server's
+/// parent-death signal and its watchdog (engine::process) stop its whole group, so nothing is left behind. Messages go through `writeln!` on stderr, which cannot panic when
 /// the terminal is gone.
 async fn shutdown_on_signals(interrupted: Arc<AtomicBool>, which: Arc<AtomicI32>) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -327,8 +327,8 @@ async fn shutdown_on_signals(interrupted: Arc<AtomicBool>, which: Arc<AtomicI32>
         "interrupted (signal {first}): cancelling in-flight requests, stopping the server, writing partial reports (again to stop at once)"
     );
     let second = next().await;
-    crate::engine::process::kill_current_group();
-    let _ = writeln!(std::io::stderr(), "interrupted twice: killed the server's process group");
+    // Exiting is enough: the server's parent-death signal (SIGTERM) and the watchdog stop its whole group.
+    let _ = writeln!(std::io::stderr(), "interrupted twice: exiting now; the server is stopped by its watchdog");
     std::process::exit(128 + second);
 }
 
@@ -370,6 +370,11 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
 
 /// Entry point: returns the process exit code. A panic is a bug and exits with the internal-error code.
 pub fn main() -> i32 {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == crate::engine::process::WATCHDOG_ARG) {
+        let rest: Vec<String> = args[2..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        return crate::engine::process::watchdog_main(&rest);
+    }
     let cli = Cli::parse();
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(code)) => code,

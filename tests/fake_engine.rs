@@ -374,3 +374,84 @@ fn an_endless_sse_line_or_error_body_fails_the_request_instead_of_filling_memory
         assert_nothing_left_in(&case.dir("endless", "e"), port);
     }
 }
+
+/// Processes whose command line holds `needle` (the fake engine's helpers carry its port in their argument).
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let zombie = servelab::probe::procfs::entry(pid).is_none_or(|e| e.zombie);
+        if !zombie && String::from_utf8_lossy(&cmd).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits up to `limit` for every process holding one of `needles` to be gone; returns those left.
+fn left_after(needles: &[String], limit: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left: Vec<u32> = needles.iter().flat_map(|n| processes_with(n)).collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn server_needles(port: u16) -> Vec<String> {
+    vec![format!("--port\0{port}"), format!("600.{port}"), format!("601.{port}")]
+}
+
+#[test]
+fn a_descendant_that_leaves_the_group_and_session_is_stopped_too() {
+    let port = free_port();
+    // --escape: a helper that calls setsid and whose parent exits at once (an orphan in a group of its own).
+    let case = Case::new(&spec("escape", port, ", \"--child\", \"--escape\"", "[1]", 4, ""));
+    let out = case.run(&["--run-id", "e"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(left_after(&server_needles(port), Duration::ZERO), Vec::<u32>::new(), "nothing of the server remains");
+    assert_nothing_left_in(&case.dir("escape", "e"), port);
+    let startup = &common::startups(&case.dir("escape", "e"))[0];
+    assert!(startup["pids"].as_array().unwrap().len() >= 3, "leader, child and the escaped helper: {startup}");
+}
+
+#[test]
+fn servelab_killed_outright_takes_its_server_along() {
+    let port = free_port();
+    let case =
+        Case::new(&spec("sigkill", port, ", \"--child\", \"--escape\", \"--itl-us\", \"200\"", "[4, 1]", 300, ""));
+    let (_, code) = signal_after_first_point(&case, "sigkill", nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(code, None, "killed by a signal");
+    // The leader gets SIGTERM from its parent-death signal; the watchdog stops the group and the helper.
+    let left = left_after(&server_needles(port), Duration::from_secs(10));
+    assert!(left.is_empty(), "left running after servelab was killed: {left:?}");
+}
+
+#[test]
+fn a_second_signal_exits_at_once_and_the_server_still_goes() {
+    let port = free_port();
+    // The server ignores SIGTERM, so the graceful stop waits its stop_timeout (3 s) — the second Ctrl-C cuts it
+    // short; the watchdog then kills what ignored the SIGTERM after the same grace.
+    let extra = ", \"--child\", \"--ignore-term\", \"--itl-us\", \"200\"";
+    let case =
+        Case::new(&spec("twice", port, extra, "[4, 1]", 300, "").replace("stop_timeout: 1s", "stop_timeout: 3s"));
+    let mut child = case.command(&["--run-id", "r"]).stderr(Stdio::null()).spawn().unwrap();
+    let dir = case.dir("twice", "r");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events(&journal(&dir), "point_done").is_empty() {
+        assert!(Instant::now() < deadline, "the first point never finished");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let begin = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(begin.elapsed() < Duration::from_secs(2), "the second signal did not stop at once: {:?}", begin.elapsed());
+    let left = left_after(&server_needles(port), Duration::from_secs(10));
+    assert!(left.is_empty(), "left running: {left:?}");
+}

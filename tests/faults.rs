@@ -30,8 +30,8 @@ fn load_spec(name: &str, port: u16, levels: &str, requests: u32, extra_engine: &
 /// The pid of a process of `comm` prefix that descends from `ancestor`.
 fn descendant_named(ancestor: u32, comm: &str) -> Option<u32> {
     let table = servelab::probe::procfs::process_table();
-    let parent: BTreeMap<u32, u32> = table.iter().map(|(p, pp, _)| (*p, *pp)).collect();
-    table.iter().map(|(p, _, _)| *p).find(|p| {
+    let parent: BTreeMap<u32, u32> = table.iter().map(|e| (e.pid, e.ppid)).collect();
+    table.iter().map(|e| e.pid).find(|p| {
         let name = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
         let mut cur = *p;
         let mut descends = false;

@@ -235,8 +235,17 @@ fn main() -> std::io::Result<()> {
         unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGTERM, nix::sys::signal::SigHandler::SigIgn) }
             .map_err(std::io::Error::other)?;
     }
-    // Kept alive for the endpoint's life: its own process, in the endpoint's process group.
-    let _child = flag("--child").then(|| std::process::Command::new("sleep").arg("600").spawn()).transpose()?;
+    let port = arg("--port", 18500) as u16;
+    // Kept alive for the endpoint's life: its own process, in the endpoint's process group. Its argument names
+    // the port, so a test finds it among other tests' processes.
+    let sleep = |secs: &str| format!("{secs}.{port}");
+    let _child = flag("--child").then(|| std::process::Command::new("sleep").arg(sleep("600")).spawn()).transpose()?;
+    if flag("--escape") {
+        // A descendant that leaves: a new session (setsid), and its parent (sh) exits at once, so it is an orphan
+        // in no group of the server's — what a daemonising helper does.
+        let line = format!("setsid sleep {} </dev/null >/dev/null 2>&1 &", sleep("601"));
+        std::process::Command::new("sh").args(["-c", &line]).status()?;
+    }
     let _ = DIE_AFTER.set(arg("--die-after", 0));
     let _ = NEVER_READY.set(flag("--never-ready"));
     let _ = HTTP_500.set(flag("--http-500"));
@@ -247,7 +256,6 @@ fn main() -> std::io::Result<()> {
     } else {
         None
     });
-    let port = arg("--port", 18500) as u16;
     let itl = Duration::from_micros(arg("--itl-us", 0));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();

@@ -1,89 +1,274 @@
-//! The server process: started in its own process group with its output in a log file, stopped with SIGTERM
-//! to the group, a grace period, then SIGKILL to the group. A SIGKILL to the API server alone would orphan
-//! vLLM's engine core, which keeps its memory (vLLM issue 55510), so signals always go to the whole group,
-//! and to any descendant that left it.
+//! The server process: started in its own process group, stopped with SIGTERM, a grace period, then SIGKILL.
+//! A SIGKILL to the API server alone would orphan vLLM's engine core, which keeps its memory (vLLM issue
+//! 55510), so signals go to the whole group and to every descendant that left it.
+//!
+//! Only processes servelab started and still owns are ever signalled:
+//! - each process of the server's tree is held by a pidfd, opened when it is first seen and checked against
+//!   the start time read with its PID, so a PID that a short-lived child left behind and the kernel gave to an
+//!   unrelated process is never signalled (without pidfds: PID and start time are checked right before each
+//!   signal). The group is signalled with `killpg` only while the leader is unreaped: a zombie holds its PID,
+//!   so the group id cannot have been reused.
+//! - servelab is a child subreaper: a descendant that double-forks or calls `setsid` is re-parented to
+//!   servelab, not to init, and is adopted when its environment carries the server's marker; adopted orphans
+//!   are reaped by PID, never with `waitpid(-1)`.
+//! - the server dies with servelab: its parent-death signal is SIGTERM (not SIGKILL, which would orphan the
+//!   engine core), set in `pre_exec` with a `getppid()` re-check, from the thread that runs the executor (the
+//!   main thread, which lives as long as the run: a parent-death signal fires when the spawning *thread*
+//!   exits). Descendants get no parent-death signal, so a watchdog — servelab re-executed, holding a pipe —
+//!   stops the group when servelab dies without saying goodbye (SIGKILL, an abort, a second Ctrl-C).
 
-use crate::probe::procfs;
+use crate::probe::procfs::{self, ProcEntry};
 pub use crate::record::server::StopReport;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The process group of the server running now (0: none), for a second Ctrl-C that must stop it at once.
-pub static CURRENT_GROUP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+/// The environment variable that marks the server's processes (`SERVELAB_SERVER_OF=<servelab pid>`,
+/// inherited by every descendant), so that an orphan re-parented to servelab can be told from servelab's other
+/// children.
+pub const MARKER: &str = "SERVELAB_SERVER_OF";
 
-/// Kills the current server's group immediately (the second Ctrl-C); safe to call from any thread.
-pub fn kill_current_group() {
-    let pgid = CURRENT_GROUP.swap(0, std::sync::atomic::Ordering::SeqCst);
-    if pgid > 0 {
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+/// The hidden subcommand that runs the watchdog (`servelab __watchdog <pgid> <grace ms>`).
+pub const WATCHDOG_ARG: &str = "__watchdog";
+
+/// A process servelab owns: known by PID and start time, held by a pidfd where the kernel has them.
+struct Owned {
+    start: u64,
+    fd: Option<OwnedFd>,
+}
+
+/// The server's processes as far as servelab has seen them. Pure bookkeeping over a process table, so PID
+/// reuse is tested with a made-up table.
+#[derive(Default)]
+pub struct Ownership {
+    owned: BTreeMap<u32, Owned>,
+}
+
+impl Ownership {
+    /// Adds the server's current tree in `table`: the leader's group, every descendant of the leader, and every
+    /// child of servelab (`me`) that `is_ours` accepts (an adopted orphan). Returns the tree's live processes.
+    pub fn scan(
+        &mut self,
+        table: &[ProcEntry],
+        leader: u32,
+        me: u32,
+        is_ours: impl Fn(u32) -> bool,
+        open: impl Fn(u32) -> Option<OwnedFd>,
+    ) -> BTreeSet<u32> {
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for e in table {
+            children.entry(e.ppid).or_default().push(e.pid);
+        }
+        let mut tree: BTreeSet<u32> = table.iter().filter(|e| e.pgrp == leader).map(|e| e.pid).collect();
+        tree.extend(table.iter().filter(|e| e.ppid == me && e.pid != leader && is_ours(e.pid)).map(|e| e.pid));
+        let mut stack: Vec<u32> = std::iter::once(leader).chain(tree.iter().copied()).collect();
+        while let Some(pid) = stack.pop() {
+            for child in children.get(&pid).into_iter().flatten() {
+                if tree.insert(*child) {
+                    stack.push(*child);
+                }
+            }
+        }
+        if table.iter().any(|e| e.pid == leader) {
+            tree.insert(leader);
+        }
+        let by_pid: HashMap<u32, &ProcEntry> = table.iter().map(|e| (e.pid, e)).collect();
+        for pid in &tree {
+            let Some(e) = by_pid.get(pid) else { continue };
+            if e.zombie {
+                continue;
+            }
+            match self.owned.get(pid) {
+                Some(o) if o.start == e.start => {}
+                // A PID seen before with another start time is a different process: ours is gone.
+                _ => {
+                    let fd = open(*pid);
+                    self.owned.insert(*pid, Owned { start: e.start, fd });
+                }
+            }
+        }
+        self.alive(table)
     }
+
+    /// Owned processes that still run: the same PID with the same start time, and not a zombie.
+    pub fn alive(&self, table: &[ProcEntry]) -> BTreeSet<u32> {
+        let by_pid: HashMap<u32, &ProcEntry> = table.iter().map(|e| (e.pid, e)).collect();
+        self.owned
+            .iter()
+            .filter(|(pid, o)| by_pid.get(pid).is_some_and(|e| e.start == o.start && !e.zombie))
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
+    /// Every PID servelab has owned (for the record).
+    pub fn pids(&self) -> BTreeSet<u32> {
+        self.owned.keys().copied().collect()
+    }
+
+    /// (PID, start time) of every owned process.
+    fn identities(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.owned.iter().map(|(pid, o)| (*pid, o.start))
+    }
+
+    /// Signals every owned process still alive: through its pidfd (the kernel checks identity), or, without
+    /// one, by PID after checking its start time in `table`.
+    fn signal(&self, table: &[ProcEntry], signal: Signal) {
+        let alive = self.alive(table);
+        for (pid, o) in &self.owned {
+            match &o.fd {
+                Some(fd) => {
+                    let _ = rustix::process::pidfd_send_signal(fd, to_rustix(signal));
+                }
+                None if alive.contains(pid) => {
+                    let _ = kill(Pid::from_raw(*pid as i32), signal);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+fn to_rustix(signal: Signal) -> rustix::process::Signal {
+    match signal {
+        Signal::SIGKILL => rustix::process::Signal::KILL,
+        _ => rustix::process::Signal::TERM,
+    }
+}
+
+/// A pidfd for `pid` that is known to refer to the process with start time `start` (checked after opening:
+/// the PID may have been reused between reading the table and opening).
+fn open_pidfd(pid: u32, start: u64) -> Option<OwnedFd> {
+    let raw = rustix::process::Pid::from_raw(pid as i32)?;
+    let fd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).ok()?;
+    (procfs::entry(pid)?.start == start).then_some(fd)
 }
 
 pub struct ServerProcess {
     child: Child,
     pub pid: u32,
     pub started: Instant,
-    /// Every process ever seen in the server's tree; all must be gone after stop.
-    seen: BTreeSet<u32>,
+    ownership: Ownership,
+    /// The leader has been reaped: its PID, and so the group id, may belong to someone else now.
+    leader_reaped: bool,
+    marker: String,
+    watchdog: Option<Watchdog>,
     stopped: bool,
 }
 
 impl ServerProcess {
     /// Starts `argv` with `env` added to servelab's environment; stdout and stderr go to `log_path`.
-    pub fn spawn(argv: &[String], env: &indexmap::IndexMap<String, String>, log_path: &Path) -> std::io::Result<Self> {
+    /// `grace` is how long the watchdog waits after SIGTERM before SIGKILL, should servelab die.
+    pub fn spawn(
+        argv: &[String],
+        env: &indexmap::IndexMap<String, String>,
+        log_path: &Path,
+        grace: Duration,
+    ) -> std::io::Result<Self> {
         let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
         let log = File::create(log_path)?;
-        let child = Command::new(program)
-            .args(args)
+        // Orphans of the server's tree come to servelab, not init, so they can be found and stopped.
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+        let me = std::process::id();
+        let marker = format!("{MARKER}={me}");
+        let mut cmd = Command::new(program);
+        cmd.args(args)
             .envs(env)
+            .env(MARKER, me.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        if std::thread::current().name() == Some("main") {
+            // SAFETY: prctl and getppid are async-signal-safe system calls; nothing is allocated.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+                    if nix::unistd::getppid().as_raw() as u32 != me {
+                        return Err(std::io::Error::other("servelab exited while the server was starting"));
+                    }
+                    Ok(())
+                })
+            };
+        }
+        let child = cmd.spawn()?;
         let pid = child.id();
-        CURRENT_GROUP.store(pid as i32, std::sync::atomic::Ordering::SeqCst);
-        Ok(ServerProcess { child, pid, started: Instant::now(), seen: [pid].into(), stopped: false })
+        let watchdog = Watchdog::start(pid, grace).ok();
+        let mut process = ServerProcess {
+            child,
+            pid,
+            started: Instant::now(),
+            ownership: Ownership::default(),
+            leader_reaped: false,
+            marker,
+            watchdog,
+            stopped: false,
+        };
+        process.tree();
+        Ok(process)
     }
 
     /// The exit status, if the server has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        let status = self.child.try_wait().ok().flatten();
+        self.leader_reaped |= status.is_some();
+        status
     }
 
-    /// The server's current process tree (group members and descendants), remembered for the final check.
+    /// The server's current processes (group members, descendants, adopted orphans), remembered for the stop.
     pub fn tree(&mut self) -> BTreeSet<u32> {
-        let tree = procfs::server_tree(self.pid);
-        self.seen.extend(&tree);
+        let table = procfs::process_table();
+        self.reap_adopted(&table);
+        let marker = &self.marker;
+        let by_pid: HashMap<u32, u64> = table.iter().map(|e| (e.pid, e.start)).collect();
+        let tree = self.ownership.scan(
+            &table,
+            self.pid,
+            std::process::id(),
+            |pid| procfs::has_env(pid, marker),
+            |pid| by_pid.get(&pid).and_then(|start| open_pidfd(pid, *start)),
+        );
+        if let Some(w) = &mut self.watchdog {
+            w.tell(self.ownership.identities());
+        }
         tree
+    }
+
+    /// Orphans re-parented to servelab become its zombies when they exit: reap each by PID (a `waitpid(-1)`
+    /// could take the status of a child someone else waits for).
+    fn reap_adopted(&self, table: &[ProcEntry]) {
+        let me = std::process::id();
+        let pids = self.ownership.pids();
+        for e in table.iter().filter(|e| e.zombie && e.ppid == me && e.pid != self.pid && pids.contains(&e.pid)) {
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(e.pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        }
     }
 
     /// Whether the server is still serving: its leader alive (a dead engine core makes vLLM exit).
     pub fn alive(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_none()
+        self.exited().is_none()
     }
 
-    pub fn seen(&self) -> &BTreeSet<u32> {
-        &self.seen
+    pub fn seen(&self) -> BTreeSet<u32> {
+        self.ownership.pids()
     }
 
-    fn signal_all(&self, signal: Signal) {
-        let _ = killpg(Pid::from_raw(self.pid as i32), signal);
-        for pid in procfs::alive(&self.seen) {
-            let _ = kill(Pid::from_raw(pid as i32), signal);
+    fn signal_all(&mut self, signal: Signal) {
+        if !self.leader_reaped {
+            let _ = killpg(Pid::from_raw(self.pid as i32), signal);
         }
+        self.ownership.signal(&procfs::process_table(), signal);
     }
 
     fn all_gone(&mut self) -> bool {
-        let _ = self.child.try_wait(); // reap the leader so it does not linger as a zombie
-        self.tree();
-        procfs::alive(&self.seen).is_empty()
+        self.exited(); // reap the leader so it does not linger as a zombie
+        self.tree().is_empty()
     }
 
     fn wait_gone(&mut self, limit: Duration) -> bool {
@@ -97,7 +282,7 @@ impl ServerProcess {
         self.all_gone()
     }
 
-    /// SIGTERM to the group, wait up to `grace`, then SIGKILL to the group and every straggler.
+    /// SIGTERM to the group and every owned process, wait up to `grace`, then SIGKILL to what is left.
     pub fn stop(&mut self, grace: Duration) -> StopReport {
         self.tree();
         let begin = Instant::now();
@@ -109,17 +294,16 @@ impl ServerProcess {
             self.wait_gone(Duration::from_secs(10));
         }
         let exit = self.child.try_wait().ok().flatten().or_else(|| self.child.wait().ok());
+        self.leader_reaped = true;
         self.stopped = true;
-        let _ = CURRENT_GROUP.compare_exchange(
-            self.pid as i32,
-            0,
-            std::sync::atomic::Ordering::SeqCst,
-            std::sync::atomic::Ordering::SeqCst,
-        );
+        let leftover = self.ownership.alive(&procfs::process_table());
+        if let Some(w) = self.watchdog.take() {
+            w.dismiss();
+        }
         StopReport {
             stop_s,
             escalated: !clean,
-            leftover: procfs::alive(&self.seen).into_iter().collect(),
+            leftover: leftover.into_iter().collect(),
             exit: exit.map(|s| s.to_string()),
         }
     }
@@ -132,6 +316,142 @@ impl Drop for ServerProcess {
             self.signal_all(Signal::SIGKILL);
             self.wait_gone(Duration::from_secs(5));
             let _ = self.child.wait();
+            if let Some(w) = self.watchdog.take() {
+                w.dismiss();
+            }
         }
+    }
+}
+
+/// servelab re-executed in a process group of its own, reading a pipe: `P <pid> <start>` lines name the
+/// processes servelab owns, `D` means the server was stopped and the watchdog just exits; end of file without
+/// `D` means servelab died, and the watchdog stops the group and every process it was told of.
+struct Watchdog {
+    child: Child,
+    pipe: std::io::PipeWriter,
+    told: BTreeSet<u32>,
+}
+
+impl Watchdog {
+    fn start(pgid: u32, grace: Duration) -> std::io::Result<Self> {
+        let (read, pipe) = std::io::pipe()?;
+        let child = Command::new(std::env::current_exe()?)
+            .args([WATCHDOG_ARG, &pgid.to_string(), &grace.as_millis().to_string()])
+            .stdin(read)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        Ok(Watchdog { child, pipe, told: BTreeSet::new() })
+    }
+
+    /// Tells the watchdog of owned processes it does not know yet (a failed write only means it is gone).
+    fn tell(&mut self, identities: impl Iterator<Item = (u32, u64)>) {
+        let mut lines = String::new();
+        for (pid, start) in identities {
+            if self.told.insert(pid) {
+                lines.push_str(&format!("P {pid} {start}\n"));
+            }
+        }
+        if !lines.is_empty() {
+            let _ = self.pipe.write_all(lines.as_bytes());
+        }
+    }
+
+    fn dismiss(mut self) {
+        let _ = self.pipe.write_all(b"D\n");
+        drop(self.pipe);
+        let _ = self.child.wait();
+    }
+}
+
+/// The watchdog's life (`servelab __watchdog <pgid> <grace ms>`): wait for servelab to dismiss it or die; if it
+/// died, SIGTERM to the server's group and to every process it was told of (vLLM shuts its engine core down),
+/// then SIGKILL after the grace period to what is left. Terminal signals are ignored: a closed terminal or
+/// Ctrl-C must not take the watchdog before servelab.
+pub fn watchdog_main(args: &[String]) -> i32 {
+    use std::io::BufRead;
+    let Some(pgid) = args.first().and_then(|a| a.parse::<i32>().ok()).filter(|p| *p > 1) else { return 2 };
+    let grace = Duration::from_millis(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(30_000));
+    for sig in [Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+        // SAFETY: installing SIG_IGN runs no handler code.
+        let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
+    }
+    let mut owned = Ownership::default();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let mut words = line.split_whitespace();
+        match (
+            words.next(),
+            words.next().and_then(|w| w.parse::<u32>().ok()),
+            words.next().and_then(|w| w.parse().ok()),
+        ) {
+            (Some("D"), ..) => return 0,
+            (Some("P"), Some(pid), Some(start)) => {
+                // Opened now, while servelab is alive: a process that already exited is not taken for its PID.
+                owned.owned.insert(pid, Owned { start, fd: open_pidfd(pid, start) });
+            }
+            _ => {}
+        }
+    }
+    // The group id is ours while one of our processes is in it (an id in use is never given out again).
+    let group = Pid::from_raw(pgid);
+    let stop = |o: &Ownership, signal: Signal| {
+        let table = procfs::process_table();
+        let alive = o.alive(&table);
+        if table.iter().any(|e| e.pgrp == pgid as u32 && alive.contains(&e.pid)) {
+            let _ = killpg(group, signal);
+        }
+        o.signal(&table, signal);
+        !alive.is_empty()
+    };
+    stop(&owned, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && !owned.alive(&procfs::process_table()).is_empty() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop(&owned, Signal::SIGKILL);
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(pid: u32, ppid: u32, pgrp: u32, start: u64) -> ProcEntry {
+        ProcEntry { pid, ppid, pgrp, start, zombie: false }
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_ours() {
+        let mut own = Ownership::default();
+        // Leader 100 (servelab is 1), a child 101 in the group, a grandchild 102 that moved to its own group.
+        let table = [e(1, 0, 1, 5), e(100, 1, 100, 10), e(101, 100, 100, 11), e(102, 101, 102, 12), e(7, 1, 7, 3)];
+        let tree = own.scan(&table, 100, 1, |_| false, |_| None);
+        assert_eq!(tree, [100, 101, 102].into());
+        // 101 exits; the kernel gives its PID to an unrelated process (another parent, group, start time).
+        let later = [e(1, 0, 1, 5), e(100, 1, 100, 10), e(101, 1, 101, 99), e(102, 1, 102, 12)];
+        assert_eq!(own.alive(&later), [100, 102].into(), "101 is someone else's now");
+        // Scanning again does not take it over either: it is neither in the group nor below the leader.
+        assert_eq!(own.scan(&later, 100, 1, |_| false, |_| None), [100, 102].into());
+    }
+
+    #[test]
+    fn an_orphan_reparented_to_servelab_is_adopted_only_with_the_marker() {
+        let mut own = Ownership::default();
+        // 200 called setsid and its parent exited: it is servelab's (1) child now, in a group of its own; 300 is
+        // another child of servelab (a watchdog, nvidia-smi) without the marker.
+        let table = [e(100, 1, 100, 10), e(200, 1, 200, 20), e(201, 200, 200, 21), e(300, 1, 300, 30)];
+        let tree = own.scan(&table, 100, 1, |pid| pid == 200, |_| None);
+        assert_eq!(tree, [100, 200, 201].into());
+    }
+
+    #[test]
+    fn zombies_are_gone() {
+        let mut own = Ownership::default();
+        let mut z = e(101, 100, 100, 11);
+        own.scan(&[e(100, 1, 100, 10), z], 100, 1, |_| false, |_| None);
+        z.zombie = true;
+        assert_eq!(own.alive(&[e(100, 1, 100, 10), z]), [100].into());
     }
 }

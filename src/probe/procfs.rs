@@ -1,51 +1,48 @@
 //! Linux /proc: the server's process tree, its memory (RSS and PSS), and the machine's available memory.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fs;
 
-/// (pid, parent pid, process group) of every process, read from /proc/<pid>/stat.
-pub fn process_table() -> Vec<(u32, u32, u32)> {
+/// One process as /proc/<pid>/stat shows it. `start` (clock ticks after boot) tells a process from a later
+/// one that was given the same PID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcEntry {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgrp: u32,
+    pub start: u64,
+    pub zombie: bool,
+}
+
+/// Every process, read from /proc/<pid>/stat.
+pub fn process_table() -> Vec<ProcEntry> {
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            parse_stat(&stat).map(|(ppid, pgrp)| (pid, ppid, pgrp))
-        })
-        .collect()
+    entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).filter_map(entry).collect()
 }
 
-/// Parent pid and process group from a stat line; the command name may hold spaces and parentheses.
-pub fn parse_stat(stat: &str) -> Option<(u32, u32)> {
+/// One process's entry, if it exists.
+pub fn entry(pid: u32) -> Option<ProcEntry> {
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// A stat line; the command name may hold spaces and parentheses, so fields are counted after the last ')'.
+pub fn parse_stat(stat: &str) -> Option<ProcEntry> {
+    let pid = stat.split_whitespace().next()?.parse().ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let _state = fields.next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((ppid, pgrp))
+    let fields: Vec<&str> = rest.split_whitespace().take(20).collect();
+    Some(ProcEntry {
+        pid,
+        zombie: *fields.first()? == "Z",
+        ppid: fields.get(1)?.parse().ok()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
 }
 
-/// The server's processes: everything in its process group plus every descendant of its leader (a child
-/// that moved to another group still belongs to the server).
-pub fn server_tree(leader: u32) -> BTreeSet<u32> {
-    let table = process_table();
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for (pid, ppid, _) in &table {
-        children.entry(*ppid).or_default().push(*pid);
-    }
-    let mut tree: BTreeSet<u32> = table.iter().filter(|(_, _, pgrp)| *pgrp == leader).map(|(pid, _, _)| *pid).collect();
-    let mut stack = vec![leader];
-    while let Some(pid) = stack.pop() {
-        if table.iter().any(|(p, _, _)| *p == pid) {
-            tree.insert(pid);
-        }
-        for child in children.get(&pid).into_iter().flatten() {
-            if tree.insert(*child) || !stack.contains(child) {
-                stack.push(*child);
-            }
-        }
-    }
-    tree
+/// Whether the process's environment holds `VAR=value` (false when unreadable: another user's process).
+pub fn has_env(pid: u32, var_value: &str) -> bool {
+    let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else { return false };
+    env.split(|b| *b == 0).any(|kv| kv == var_value.as_bytes())
 }
 
 /// Which of `pids` still exist (zombies count as gone: they hold no memory).
@@ -96,8 +93,12 @@ mod tests {
 
     #[test]
     fn parses_stat_with_odd_command_names() {
-        assert_eq!(parse_stat("4242 (VLLM::Engine Core) S 4200 4200 4200 0 -1"), Some((4200, 4200)));
-        assert_eq!(parse_stat("7 (a) b) R 1 7 7"), Some((1, 7)));
+        let tail = "0 -1 4194560 100 0 0 0 5 2 0 0 20 0 1 0 987654 1000 200";
+        let e = parse_stat(&format!("4242 (VLLM::Engine Core) S 4200 4200 4200 {tail}")).unwrap();
+        assert_eq!((e.pid, e.ppid, e.pgrp, e.start, e.zombie), (4242, 4200, 4200, 987654, false));
+        let e = parse_stat(&format!("7 (a) b) Z 1 7 7 {tail}")).unwrap();
+        assert_eq!((e.pid, e.ppid, e.pgrp, e.zombie), (7, 1, 7, true));
+        assert_eq!(parse_stat("7 (a) R 1 7 7"), None, "a line without a start time is not an identity");
         assert_eq!(parse_stat("garbage"), None);
     }
 
@@ -110,7 +111,8 @@ mod tests {
     #[test]
     fn sees_its_own_process() {
         let me = std::process::id();
-        assert!(process_table().iter().any(|(p, _, _)| *p == me));
+        assert!(process_table().iter().any(|e| e.pid == me && !e.zombie && e.start > 0));
+        assert!(has_env(me, &format!("PATH={}", std::env::var("PATH").unwrap())));
         assert!(tree_memory(&[me].into()).0 > 0);
         assert_eq!(alive(&[me].into()).len(), 1);
     }

@@ -85,7 +85,12 @@ pub async fn start(
     if let (Some(key), crate::spec::EngineKind::Vllm) = (api_key, cfg.kind) {
         env.insert("VLLM_API_KEY".to_owned(), key.to_owned());
     }
-    let mut process = match ServerProcess::spawn(&cfg.argv, &env, &log_path) {
+    let mut process = match ServerProcess::spawn(
+        &cfg.argv,
+        &env,
+        &log_path,
+        Duration::from_secs_f64(cfg.stop_timeout_s),
+    ) {
         Ok(p) => p,
         Err(source) => {
             let program = cfg.argv.first().cloned().unwrap_or_default();
@@ -187,7 +192,7 @@ fn finish(
         record.error.get_or_insert(format!("processes {:?} survived SIGKILL", stop.leftover));
     }
     record.stop = Some(stop);
-    record.pids = process.seen().iter().copied().collect();
+    record.pids = process.seen().into_iter().collect();
     let text = std::fs::read(log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     record.log = logparse::parse(&text);
     record.release = Some(wait_released(&record.baseline, probe, interrupted));
