@@ -455,3 +455,38 @@ fn a_second_signal_exits_at_once_and_the_server_still_goes() {
     let left = left_after(&server_needles(port), Duration::from_secs(10));
     assert!(left.is_empty(), "left running: {left:?}");
 }
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() { files_under(&p, out) } else { out.push(p) }
+    }
+}
+
+#[test]
+fn the_api_key_is_written_nowhere_even_when_the_server_echoes_it() {
+    let port = free_port();
+    let key = "sk-servelab-test-9f8e7d6c5b4a";
+    let text = spec("secret", port, ", \"--http-500\"", "[1]", 4, "")
+        .replace("  stop_timeout: 1s\n", "  stop_timeout: 1s\n  api_key_env: SERVELAB_TEST_KEY\n");
+    let case = Case::new(&text);
+    let out = case.command(&["--run-id", "k"]).env("SERVELAB_TEST_KEY", key).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = case.dir("secret", "k");
+    let mut files = Vec::new();
+    files_under(&dir, &mut files);
+    assert!(files.len() > 8, "{files:?}");
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(memchr::memmem::find(&bytes, key.as_bytes()).is_none(), "the key is in {}", f.display());
+    }
+    let requests = std::fs::read_to_string(dir.join("requests.jsonl")).unwrap();
+    assert!(requests.contains("Bearer [redacted]"), "the echo was recorded, redacted: {requests}");
+    let group = common::startups(&dir)[0]["id"].as_str().unwrap().to_owned();
+    let log = std::fs::read_to_string(dir.join("servers").join(group).join("server.log")).unwrap();
+    assert!(log.contains("Bearer [redacted]"), "{log}");
+    // A key too short to redact safely is refused before anything runs.
+    let short = case.command(&["--run-id", "s"]).env("SERVELAB_TEST_KEY", "abc").output().unwrap();
+    assert_eq!(short.status.code(), Some(2), "{}", String::from_utf8_lossy(&short.stderr));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 8"));
+}

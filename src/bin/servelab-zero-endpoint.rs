@@ -176,7 +176,8 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
             }
             buf.extend_from_slice(&tmp[..n]);
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let raw_head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let head = raw_head.to_ascii_lowercase();
         let len = head
             .lines()
             .find_map(|l| l.strip_prefix("content-length:"))
@@ -201,8 +202,12 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
                 return endless(&mut stream, "500 Internal Server Error", b"{\"error\":").await;
             }
             "/v1/completions" if HTTP_500.get().copied().unwrap_or(false) => {
-                let body = "{\"error\":{\"message\":\"fake engine failure (--http-500)\"}}";
-                stream.write_all(&simple("500 Internal Server Error", "application/json", body)).await?
+                // Like a careless server, it echoes the request's Authorization header, in its log and its answer.
+                let auth = raw_head.lines().find(|l| l.to_ascii_lowercase().starts_with("authorization:")).unwrap_or("");
+                eprintln!("WARNING servelab-zero-endpoint: failing a request with {auth}");
+                let message = serde_json::to_string(&format!("fake engine failure (--http-500); {auth}")).unwrap_or_default();
+                let body = format!("{{\"error\":{{\"message\":{message}}}}}");
+                stream.write_all(&simple("500 Internal Server Error", "application/json", &body)).await?
             }
             "/v1/completions" => {
                 seq.set(seq.get() + 1);

@@ -39,6 +39,88 @@ impl RecordError {
     }
 }
 
+/// Strings that must never reach a run folder (the API key, raw and as it appears inside a JSON string).
+/// Registered by the executor before a run starts; every write below replaces them with `[redacted]`, so no
+/// path — a server's log tail, an error message a server echoed, a note in a report — can write one down.
+static SECRETS: std::sync::RwLock<Vec<Vec<u8>>> = std::sync::RwLock::new(Vec::new());
+
+/// The shortest secret that can be redacted without mangling ordinary text.
+pub const MIN_SECRET_LEN: usize = 8;
+
+/// Registers a secret for redaction; one shorter than [`MIN_SECRET_LEN`] is refused.
+pub fn forbid(secret: &str) -> Result<(), String> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "the API key has {} characters; servelab redacts it from everything it writes and needs at least \
+             {MIN_SECRET_LEN} to do that safely",
+            secret.len()
+        ));
+    }
+    let escaped = serde_json::to_string(secret).unwrap_or_default();
+    let forms = [secret.as_bytes().to_vec(), escaped.as_bytes()[1..escaped.len() - 1].to_vec()];
+    let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    for form in forms {
+        if !secrets.contains(&form) {
+            secrets.push(form);
+        }
+    }
+    Ok(())
+}
+
+/// `bytes` with every registered secret replaced.
+pub fn redacted(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    let mut out = std::borrow::Cow::Borrowed(bytes);
+    for secret in secrets.iter() {
+        if memchr::memmem::find(&out, secret).is_some() {
+            let mut replaced = Vec::with_capacity(out.len());
+            let mut rest: &[u8] = &out;
+            while let Some(i) = memchr::memmem::find(rest, secret) {
+                replaced.extend_from_slice(&rest[..i]);
+                replaced.extend_from_slice(b"[redacted]");
+                rest = &rest[i + secret.len()..];
+            }
+            replaced.extend_from_slice(rest);
+            out = std::borrow::Cow::Owned(replaced);
+        }
+    }
+    out
+}
+
+/// Rewrites a file that another process wrote (the server's log) with the secrets redacted, reading it in
+/// blocks (a log can be large) that overlap by the longest secret, so one split across two blocks is found.
+pub fn redact_file(path: &Path) -> Result<(), RecordError> {
+    let longest = SECRETS.read().unwrap_or_else(|e| e.into_inner()).iter().map(Vec::len).max().unwrap_or(0);
+    if longest == 0 {
+        return Ok(());
+    }
+    let io = |source| RecordError::io(path, source);
+    let mut input = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    let tmp = tmp_path(path);
+    let mut output = std::io::BufWriter::new(File::create(&tmp).map_err(io)?);
+    let mut carry: Vec<u8> = Vec::new();
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        let n = input.read(&mut block).map_err(io)?;
+        carry.extend_from_slice(&block[..n]);
+        let clean = redacted(&carry).into_owned();
+        // Keep the last longest-1 bytes back (unless at the end): a secret may continue in the next block.
+        let keep = if n == 0 { 0 } else { (longest - 1).min(clean.len()) };
+        output.write_all(&clean[..clean.len() - keep]).map_err(io)?;
+        carry = clean[clean.len() - keep..].to_vec();
+        if n == 0 {
+            break;
+        }
+    }
+    output.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
+}
+
 /// Pretty JSON with a trailing newline: every JSON file servelab writes.
 pub fn json_pretty<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
@@ -46,8 +128,15 @@ pub fn json_pretty<T: Serialize>(value: &T) -> Vec<u8> {
     bytes
 }
 
-/// Replaces `path` with `bytes` so that a crash leaves either the old file or the new one, never a mix.
+/// Replaces `path` with `bytes`, secrets redacted, so that a crash leaves either the old file or the new one,
+/// never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
+    write_atomic_raw(path, &redacted(bytes))
+}
+
+/// [`write_atomic`] for compressed bytes, which are written as they are (their text was redacted when it was
+/// first written).
+fn write_atomic_raw(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
     let tmp = tmp_path(path);
     let io = |source| RecordError::io(path, source);
     let mut file = File::create(&tmp).map_err(io)?;
@@ -83,7 +172,7 @@ pub fn append_jsonl<T: Serialize>(path: &Path, items: &[T], sync: bool) -> Resul
     set_aside_torn_tail(path)?;
     let io = |source| RecordError::io(path, source);
     let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
-    file.write_all(&buf).map_err(io)?;
+    file.write_all(&redacted(&buf)).map_err(io)?;
     if sync {
         file.sync_all().map_err(io)?;
     }
@@ -303,7 +392,7 @@ pub fn compress_raw<T: Serialize + DeserializeOwned>(plain: &Path) -> Result<Opt
     if unpack(Codec::Xz, &xz, &packed)? != lines {
         return Err(RecordError::io(&xz, std::io::Error::other("compressed copy does not read back identically")));
     }
-    write_atomic(&xz, &packed)?;
+    write_atomic_raw(&xz, &packed)?;
     for old in [with_ext(plain, "gz"), plain.to_path_buf()] {
         match std::fs::remove_file(&old) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RecordError::io(&old, e)),
@@ -372,6 +461,28 @@ mod tests {
         std::fs::write(with_ext(&path, "gz"), b"").unwrap();
         let e = read_raw::<u32>(&path).err().unwrap().to_string();
         assert!(e.contains("keep one of the two"), "{e}");
+    }
+
+    #[test]
+    fn a_registered_secret_never_reaches_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "sk-TEST-\"quoted\"-0123456789";
+        assert!(forbid("short").is_err());
+        forbid(key).unwrap();
+        let (a, b) = (dir.path().join("a.json"), dir.path().join("b.jsonl"));
+        write_atomic(&a, format!("key {key} twice {key}").as_bytes()).unwrap();
+        append_jsonl(&b, &[serde_json::json!({"message": format!("echoed: {key}")})], false).unwrap();
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "key [redacted] twice [redacted]");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "{\"message\":\"echoed: [redacted]\"}\n");
+        // A log another process wrote, with the key split across the 1 MiB read blocks.
+        let log = dir.path().join("server.log");
+        let mut text = "x".repeat((1 << 20) - 5);
+        text.push_str(key);
+        text.push_str(" end");
+        std::fs::write(&log, &text).unwrap();
+        redact_file(&log).unwrap();
+        let after = std::fs::read_to_string(&log).unwrap();
+        assert!(!after.contains("0123456789") && after.ends_with("[redacted] end"), "{}", &after[after.len() - 40..]);
     }
 
     #[test]

@@ -242,7 +242,11 @@ fn preflight(plan: &Plan, spec: &Spec) -> Result<Option<String>, RunError> {
         }
     }
     match &spec.engine.api_key_env {
-        Some(name) => std::env::var(name).map(Some).map_err(|_| RunError::Preflight(format!("`engine.api_key_env` names the environment variable {name}, which is not set; export it (servelab reads the key from there and never writes it down)"))),
+        Some(name) => {
+            let key = std::env::var(name).map_err(|_| RunError::Preflight(format!("`engine.api_key_env` names the environment variable {name}, which is not set; export it (servelab reads the key from there and never writes it down)")))?;
+            crate::record::io::forbid(&key).map_err(|e| RunError::Preflight(format!("{e} (from {name})")))?;
+            Ok(Some(key))
+        }
         None => Ok(None),
     }
 }
@@ -438,17 +442,6 @@ fn archive_previous(server_dir: &Path) {
     let _ = std::fs::rename(server_dir.join("server.log"), server_dir.join(format!("server-{n}.log")));
 }
 
-/// Replaces every occurrence of the API key in a file (the server may log its arguments).
-fn redact(path: &Path, secret: Option<&str>) {
-    let Some(secret) = secret.filter(|s| !s.is_empty()) else { return };
-    if let Ok(text) = std::fs::read(path) {
-        let text = String::from_utf8_lossy(&text);
-        if text.contains(secret) {
-            let _ = std::fs::write(path, text.replace(secret, "[redacted]"));
-        }
-    }
-}
-
 /// Starts the group's server, runs its pending points, stops it. Returns whether anything failed.
 async fn run_group(
     ctx: &GroupCtx<'_>,
@@ -509,7 +502,8 @@ async fn run_group(
     for p in todo.iter().filter(|p| p.client.is_none()) {
         ctx.point_done(&p.id, &group.id, ctx.attempt(&p.id), record.status)?;
     }
-    redact(&server_dir.join("server.log"), ctx.api_key);
+    // The server may log its arguments or environment; its log is the one file servelab did not write itself.
+    crate::record::io::redact_file(&server_dir.join("server.log")).map_err(|e| RunError::DuringRun(e.to_string()))?;
     write_atomic(&server_dir.join("startup.json"), &json_pretty(&record))?;
     let failed = points_failed || record.status == Status::Failed;
     match rec.servers.iter_mut().find(|s| s.id == record.id) {
