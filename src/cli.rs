@@ -60,7 +60,7 @@ pub enum Command {
         /// edit of the spec only new or changed points run.
         #[arg(long, value_name = "RUN_DIR")]
         resume: Option<PathBuf>,
-        /// Resume even though servelab, vLLM, the GPU or the model changed.
+        /// Resume even though servelab, vLLM, the GPU or the model changed, or into another experiment's folder.
         #[arg(long)]
         force: bool,
         /// Stop at the first failed point (the default goes on and reports).
@@ -297,8 +297,8 @@ impl run::Analysis for SpecAnalysis<'_> {
 
 /// One shutdown path for SIGINT (Ctrl-C), SIGTERM (CI cancel, `timeout`), SIGHUP (a closed terminal) and
 /// SIGQUIT: the first stops gracefully (in-flight requests cancelled, the server stopped, partial reports
-/// written; the run then exits 128 + the signal's number), the second exits at once — the server's
-/// parent-death signal and its watchdog (engine::process) stop its whole group, so nothing is left behind. Messages go through `writeln!` on stderr, which cannot panic when
+/// written; the run then exits 128 + the signal's number), the second stops at once — every process
+/// carrying this servelab's marker is killed (engine::process::kill_marked), so nothing is left behind. Messages go through `writeln!` on stderr, which cannot panic when
 /// the terminal is gone.
 async fn shutdown_on_signals(interrupted: Arc<AtomicBool>, which: Arc<AtomicI32>) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -327,8 +327,8 @@ async fn shutdown_on_signals(interrupted: Arc<AtomicBool>, which: Arc<AtomicI32>
         "interrupted (signal {first}): cancelling in-flight requests, stopping the server, writing partial reports (again to stop at once)"
     );
     let second = next().await;
-    // Exiting is enough: the server's parent-death signal (SIGTERM) and the watchdog stop its whole group.
-    let _ = writeln!(std::io::stderr(), "interrupted twice: exiting now; the server is stopped by its watchdog");
+    crate::engine::process::kill_marked();
+    let _ = writeln!(std::io::stderr(), "interrupted twice: killed the server's processes");
     std::process::exit(128 + second);
 }
 

@@ -119,3 +119,11 @@ fn a_missing_file_is_an_invalid_spec_not_a_crash() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the spec"));
 }
+
+#[test]
+fn a_set_path_of_twenty_thousand_segments_is_an_error_not_a_stack_overflow() {
+    let path = vec!["a"; 20_000].join(".");
+    let msg = message(BASE, &[format!("{path}=1")]).expect("refused");
+    assert!(msg.contains("at most 24 segments; this one has 20000"), "{msg}");
+    assert!(msg.contains("\n  fix: "), "{msg}");
+}

@@ -298,6 +298,12 @@ fn compressed_raw_records_read_back_and_resume() {
     assert_eq!(sweep_column(&dir, "requests"), ["8", "8", "8"]);
     assert!(dir.join("spec-1.yaml").exists(), "the earlier spec is kept");
     rerenders_byte_for_byte(&dir);
+    // Another experiment's spec is refused (nothing written), unless --force.
+    let other = Case::new(&spec("other", port, "", "[1]", 8, ""));
+    let refused = other.run(&["--resume", dir.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("holds the experiment `gz`, but this spec is `other`"));
+    assert!(!dir.join("spec-2.yaml").exists(), "the refused spec was not recorded");
 }
 
 #[test]

@@ -323,6 +323,25 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Stops at once every process that carries this servelab's marker (the second Ctrl-C): each is pinned with a
+/// pidfd and checked for the marker again before SIGKILL, so a PID reused in between is never hit; a marked
+/// group leader's whole group goes too (a process that scrubbed its environment stays in its group). Safe
+/// from any thread, and needs no record of which server is running.
+pub fn kill_marked() {
+    let marker = format!("{MARKER}={}", std::process::id());
+    for e in procfs::process_table().iter().filter(|e| !e.zombie) {
+        let Some(raw) = rustix::process::Pid::from_raw(e.pid as i32) else { continue };
+        let Ok(fd) = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()) else { continue };
+        if !procfs::has_env(e.pid, &marker) {
+            continue;
+        }
+        if e.pgrp == e.pid {
+            let _ = killpg(Pid::from_raw(e.pgrp as i32), Signal::SIGKILL);
+        }
+        let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+    }
+}
+
 /// servelab re-executed in a process group of its own, reading a pipe: `P <pid> <start>` lines name the
 /// processes servelab owns, `D` means the server was stopped and the watchdog just exits; end of file without
 /// `D` means servelab died, and the watchdog stops the group and every process it was told of.

@@ -83,28 +83,125 @@ pub fn environment(override_dir: Option<PathBuf>) -> Environment<'static> {
     env.add_filter("duration", f_duration);
     env.add_filter("sentence", f_sentence);
     env.add_filter("fixed", f_fixed);
+    env.add_filter("replace", f_replace_bounded);
+    env.set_fuel(Some(REPORT_FUEL));
+    // A value is printed in one step, which fuel does not count: refuse huge sequences before printing them.
+    env.set_formatter(|out, state, value| match value.len() {
+        Some(n) if n > MAX_PRINTED_ITEMS && value.as_str().is_none() => Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("a value of {n} items is too large to print (at most {MAX_PRINTED_ITEMS})"),
+        )),
+        _ => minijinja::escape_formatter(out, state, value),
+    });
     env.set_loader(move |name: &str| {
-        if let Some(dir) = &override_dir {
-            let path = dir.join(name);
-            if path.is_file() {
-                return std::fs::read_to_string(&path).map(Some).map_err(|e| {
-                    Error::new(ErrorKind::InvalidOperation, format!("cannot read template {}: {e}", path.display()))
-                });
-            }
+        if let Some(dir) = &override_dir
+            && let Some(text) = override_template(dir, name)?
+        {
+            return Ok(Some(text));
         }
         Ok(REPORTS.iter().find(|(n, _)| *n == name).map(|(_, t)| (*t).to_owned()))
     });
     env
 }
 
+/// minijinja's `replace`, refusing a result over 64 MiB before building it (chained replaces grow a string
+/// geometrically in a handful of instructions).
+fn f_replace_bounded(text: &str, from: &str, to: &str) -> Result<String, Error> {
+    let hits = if from.is_empty() { text.chars().count() + 1 } else { text.matches(from).count() };
+    let size = text.len() as u128 + hits as u128 * to.len() as u128;
+    if size > MAX_REPORT_BYTES as u128 {
+        return Err(Error::new(ErrorKind::InvalidOperation, "replace would build a string over 64 MiB"));
+    }
+    Ok(text.replace(from, to))
+}
+
+/// Bounds a report template's work (loops over `range(10**9)`); the built-in reports of the largest committed
+/// example (an H200 sweep, 7 cells × 5 repeats) fit with a wide margin (report tests re-render every example).
+const REPORT_FUEL: u64 = 5_000_000;
+/// The most items a printed sequence or map may have.
+const MAX_PRINTED_ITEMS: usize = 1_000_000;
+/// A rendered report larger than this is an error (`{{ [1] * 10**9 }}` would otherwise fill memory).
+const MAX_REPORT_BYTES: usize = 64 << 20;
+/// A template file larger than this is refused unread.
+const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
+
+/// A template from the override folder: `name` must be a plain file name inside it (an `include` of
+/// `/proc/self/environ` or `../secret` is refused), a regular file of at most 1 MiB; None when absent.
+fn override_template(dir: &std::path::Path, name: &str) -> Result<Option<String>, Error> {
+    let refuse = |why: String| Error::new(ErrorKind::InvalidOperation, format!("template `{name}`: {why}"));
+    let plain = std::path::Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        return Err(refuse("templates are loaded by plain names inside the templates folder".to_owned()));
+    }
+    let path = dir.join(name);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let (Ok(real), Ok(root)) = (path.canonicalize(), dir.canonicalize()) else { return Ok(None) };
+    if !real.starts_with(&root) {
+        return Err(refuse(format!("{} leads outside the templates folder {}", path.display(), dir.display())));
+    }
+    match crate::record::io::read_capped(&real, MAX_TEMPLATE_BYTES) {
+        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| refuse("not UTF-8".to_owned())),
+        Err(crate::record::io::CappedError::TooLong) => Err(refuse("larger than 1 MiB".to_owned())),
+        Err(crate::record::io::CappedError::NotAFile) => Err(refuse("not a regular file".to_owned())),
+        Err(crate::record::io::CappedError::Io(e)) => Err(refuse(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// Output that refuses to grow past [`MAX_REPORT_BYTES`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_REPORT_BYTES {
+            return Err(std::io::Error::other("the report grew past 64 MiB"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 pub fn render(env: &Environment<'_>, name: &str, ctx: &impl serde::Serialize) -> Result<String, String> {
     let template = env.get_template(name).map_err(|e| format!("template {name}: {e:#}"))?;
-    template.render(ctx).map_err(|e| format!("template {name}: {e:#}"))
+    let mut out = Capped(Vec::new());
+    let result = template.render_captured_to(ctx, &mut out);
+    if out.0.len() + 4096 > MAX_REPORT_BYTES {
+        return Err(format!("template {name}: the report grew past 64 MiB; a template must not print unbounded data"));
+    }
+    result.map_err(|e| format!("template {name}: {e:#}"))?;
+    String::from_utf8(out.0).map_err(|e| format!("template {name}: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_templates_cannot_read_outside_their_folder_or_run_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("environ.md", "{% include '/proc/self/environ' %}");
+        write("up.md", "{% include '../x.md' %}");
+        write("loop.md", "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}");
+        write("bomb.md", "{{ [1] * 10**9 }}");
+        write("grow.md", "{{ ('x' * 10000000) | replace('x', 'xxxxxxxxxx') | replace('x', 'xxxxxxxxxx') }}");
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link.md")).unwrap();
+        let env = environment(Some(dir.path().to_owned()));
+        let ctx = minijinja::context! {};
+        let err = |name: &str| render(&env, name, &ctx).err().unwrap_or_else(|| panic!("{name} rendered"));
+        assert!(err("environ.md").contains("plain names inside the templates folder"), "{}", err("environ.md"));
+        assert!(err("up.md").contains("plain names"), "{}", err("up.md"));
+        assert!(err("link.md").contains("leads outside the templates folder"), "{}", err("link.md"));
+        assert!(err("loop.md").contains("fuel"), "{}", err("loop.md"));
+        assert!(err("bomb.md").contains("1000000000 items"), "{}", err("bomb.md"));
+        assert!(err("grow.md").contains("over 64 MiB"), "{}", err("grow.md"));
+        write("fine.md", "{{ 'a-b' | replace('-', '+') }}");
+        assert_eq!(render(&env, "fine.md", &ctx).unwrap(), "a+b");
+    }
 
     #[test]
     fn filters_format_numbers() {

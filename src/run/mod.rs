@@ -67,7 +67,7 @@ pub struct RunOptions {
     pub run_id: Option<String>,
     /// Continue this run folder: points already measured are skipped.
     pub resume: Option<PathBuf>,
-    /// Resume even though the environment fingerprint changed.
+    /// Resume even though the environment fingerprint changed, or into a folder of another experiment (`name`).
     pub force: bool,
     /// Stop at the first failed point or server start.
     pub fail_fast: bool,
@@ -265,6 +265,16 @@ fn open_run(
         return Ok((dir, fresh, Recorded::default()));
     };
     let old = folder::read(dir).map_err(|e| RunError::Preflight(format!("cannot resume {}: {e}", dir.display())))?;
+    // Edits of the same experiment resume (new points are measured, done ones kept); another experiment's spec
+    // would mix two experiments' records in one folder.
+    if old.manifest.plan.name != plan.name && !opts.force {
+        return Err(RunError::Preflight(format!(
+            "{} holds the experiment `{}`, but this spec is `{}`; start a new run, or pass --force to add this experiment to that folder",
+            dir.display(),
+            old.manifest.plan.name,
+            plan.name
+        )));
+    }
     let fresh = prepare_manifest(loaded, plan, probe, old.manifest.run_id.clone());
     let model_hash = plan.groups.iter().find_map(model_facts).map(|m| m.config_hash);
     let changes = fingerprint_changes(&old.manifest, &fresh, model_hash.as_deref());

@@ -170,6 +170,10 @@ fn apply_override(source: &mut SpecSource, arg: &str) -> Result<(), SpecError> {
         return Err(usage(format!("`{arg}` has no `=`")));
     };
     let path = parse_path(path_text.trim()).ok_or_else(|| usage(format!("`{path_text}` is not a key path")))?;
+    // The same bound as for the file: a path of thousands of segments would nest values past the stack's end.
+    if path.len() > MAX_DEPTH {
+        return Err(usage(format!("`--set` paths have at most {MAX_DEPTH} segments; this one has {}", path.len())));
+    }
     // The value is YAML, so `--set repeats=3` is a number and `--set grid.c=[1,2]` a list; anything that is
     // not valid YAML on its own is taken as a plain string.
     let mut value = match serde_saphyr::from_str_with_options::<Node>(value_text, parse_options()) {
