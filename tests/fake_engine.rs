@@ -496,3 +496,21 @@ fn the_api_key_is_written_nowhere_even_when_the_server_echoes_it() {
     assert_eq!(short.status.code(), Some(2), "{}", String::from_utf8_lossy(&short.stderr));
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 8"));
 }
+
+#[test]
+fn an_endless_server_log_is_kept_to_its_head_and_tail_and_the_run_goes_on() {
+    let port = free_port();
+    let case = Case::new(&spec("chatty", port, ", \"--endless-log\"", "[1, 2]", 50, ""));
+    let begin = Instant::now();
+    let out = case.run(&["--run-id", "c"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = case.dir("chatty", "c");
+    let group = common::startups(&dir)[0]["id"].as_str().unwrap().to_owned();
+    let log = dir.join("servers").join(group).join("server.log");
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(size <= (10 << 20) + 4096, "server.log is {size} bytes");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("bytes of the server's output left out here"), "the flood was drained, not blocked");
+    assert!(begin.elapsed() < Duration::from_secs(60), "{:?}", begin.elapsed());
+    assert_nothing_left_in(&dir, port);
+}

@@ -245,6 +245,15 @@ fn main() -> std::io::Result<()> {
     // the port, so a test finds it among other tests' processes.
     let sleep = |secs: &str| format!("{secs}.{port}");
     let _child = flag("--child").then(|| std::process::Command::new("sleep").arg(sleep("600")).spawn()).transpose()?;
+    if flag("--endless-log") {
+        // A server that logs without end, as fast as its output is taken.
+        std::thread::spawn(|| {
+            use std::io::Write;
+            let line = "INFO servelab-zero-endpoint: a very chatty server logs this line again and again\n".repeat(64);
+            // Locked per write, so the endpoint's own lines still get through.
+            while std::io::stderr().write_all(line.as_bytes()).is_ok() {}
+        });
+    }
     if flag("--escape") {
         // A descendant that leaves: a new session (setsid), and its parent (sh) exits at once, so it is an orphan
         // in no group of the server's — what a daemonising helper does.

@@ -1,6 +1,7 @@
 //! The engine lifecycle: start a server in its own process group, wait until it serves, read its startup
 //! facts, stop it. Knows nothing of experiments or reports.
 
+pub mod log;
 pub mod logparse;
 pub mod process;
 pub mod ready;

@@ -17,12 +17,12 @@
 //!   exits). Descendants get no parent-death signal, so a watchdog — servelab re-executed, holding a pipe —
 //!   stops the group when servelab dies without saying goodbye (SIGKILL, an abort, a second Ctrl-C).
 
+use super::log::ServerLog;
 use crate::probe::procfs::{self, ProcEntry};
 pub use crate::record::server::StopReport;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
@@ -153,6 +153,8 @@ fn open_pidfd(pid: u32, start: u64) -> Option<OwnedFd> {
 pub struct ServerProcess {
     child: Child,
     pub pid: u32,
+    /// The server's output, drained by a thread of its own into `server.log`.
+    pub log: ServerLog,
     pub started: Instant,
     ownership: Ownership,
     /// The leader has been reaped: its PID, and so the group id, may belong to someone else now.
@@ -163,7 +165,8 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `argv` with `env` added to servelab's environment; stdout and stderr go to `log_path`.
+    /// Starts `argv` with `env` added to servelab's environment; stdout and stderr go through a drained pipe
+    /// to `log_path` (engine::log).
     /// `grace` is how long the watchdog waits after SIGTERM before SIGKILL, should servelab die.
     pub fn spawn(
         argv: &[String],
@@ -172,7 +175,7 @@ impl ServerProcess {
         grace: Duration,
     ) -> std::io::Result<Self> {
         let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
-        let log = File::create(log_path)?;
+        let (output, output_writer) = std::io::pipe()?;
         // Orphans of the server's tree come to servelab, not init, so they can be found and stopped.
         let _ = nix::sys::prctl::set_child_subreaper(true);
         let me = std::process::id();
@@ -182,8 +185,8 @@ impl ServerProcess {
             .envs(env)
             .env(MARKER, me.to_string())
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
+            .stdout(output_writer.try_clone()?)
+            .stderr(output_writer)
             .process_group(0);
         if std::thread::current().name() == Some("main") {
             // SAFETY: prctl and getppid are async-signal-safe system calls; nothing is allocated.
@@ -197,12 +200,16 @@ impl ServerProcess {
                 })
             };
         }
+        let log = ServerLog::start(log_path, output)?;
         let child = cmd.spawn()?;
+        // Only the server holds the pipe's writing end now, so the drain ends when its last process does.
+        drop(cmd);
         let pid = child.id();
         let watchdog = Watchdog::start(pid, grace).ok();
         let mut process = ServerProcess {
             child,
             pid,
+            log,
             started: Instant::now(),
             ownership: Ownership::default(),
             leader_reaped: false,

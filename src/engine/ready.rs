@@ -36,10 +36,6 @@ async fn get_ok_auth(http: &reqwest::Client, url: &str, api_key: Option<&str>) -
     resp.status().is_success().then_some(resp)
 }
 
-fn read_log(path: &Path) -> String {
-    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
-}
-
 /// Waits until the server serves. `tick` runs every poll (the caller samples memory there).
 pub async fn wait_ready(
     server: &mut ServerProcess,
@@ -55,15 +51,15 @@ pub async fn wait_ready(
     loop {
         tick(server);
         if let Some(status) = server.exited() {
-            // Let the last lines reach the file before reading it.
+            // Let the last lines through the pipe before reading them.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let text = read_log(log_path);
+            let text = server.log.text();
             let failure =
                 failure_line(&text).unwrap_or_else(|| format!("exited with {status} and no error line in the log"));
             return Err(EngineError::ExitedEarly { status: status.to_string(), failure, log, tail: tail(&text, 15) });
         }
         if server.started.elapsed() > timeout {
-            let text = read_log(log_path);
+            let text = server.log.text();
             return Err(EngineError::NotReady { timeout, url: cfg.ready_url.clone(), log, tail: tail(&text, 15) });
         }
         if interrupted.load(Ordering::SeqCst) {

@@ -125,7 +125,7 @@ pub async fn start(
         Err(e) => {
             fail(&mut record, &e);
             let stop = process.stop(Duration::from_secs_f64(cfg.stop_timeout_s));
-            finish(&mut record, &process, stop, &log_path, probe, interrupted);
+            finish(&mut record, &process, stop, probe, interrupted);
             Err(record)
         }
     }
@@ -135,13 +135,12 @@ pub async fn start(
 pub fn stop(
     mut running: Running,
     group: &ServerGroup,
-    dir: &Path,
     probe: &dyn MemoryProbe,
     interrupted: &AtomicBool,
 ) -> ServerRecord {
     if let Some(process) = &mut running.process {
         let report = process.stop(Duration::from_secs_f64(group.server.stop_timeout_s));
-        finish(&mut running.record, process, report, &dir.join("server.log"), probe, interrupted);
+        finish(&mut running.record, process, report, probe, interrupted);
     }
     running.record
 }
@@ -183,7 +182,6 @@ fn finish(
     record: &mut ServerRecord,
     process: &ServerProcess,
     stop: StopReport,
-    log_path: &Path,
     probe: &dyn MemoryProbe,
     interrupted: &AtomicBool,
 ) {
@@ -193,8 +191,8 @@ fn finish(
     }
     record.stop = Some(stop);
     record.pids = process.seen().into_iter().collect();
-    let text = std::fs::read(log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    record.log = logparse::parse(&text);
+    let _ = process.log.close();
+    record.log = logparse::parse(&process.log.text());
     record.release = Some(wait_released(&record.baseline, probe, interrupted));
 }
 
