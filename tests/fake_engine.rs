@@ -514,3 +514,24 @@ fn an_endless_server_log_is_kept_to_its_head_and_tail_and_the_run_goes_on() {
     assert!(begin.elapsed() < Duration::from_secs(60), "{:?}", begin.elapsed());
     assert_nothing_left_in(&dir, port);
 }
+
+#[test]
+fn a_disk_that_fills_between_records_and_commit_exits_6_and_resume_counts_once() {
+    let port = free_port();
+    let case = Case::new(&spec("full", port, "", "[1, 2]", 30, ""));
+    // The storage fault injector: the first journal line committing a point fails with ENOSPC, after that
+    // point's requests were written.
+    let out =
+        case.command(&["--run-id", "f"]).env("SERVELAB_FAULT_ENOSPC", "journal.jsonl:point_done").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    let dir = case.dir("full", "f");
+    assert!(!jsonl(&dir.join("requests.jsonl")).is_empty(), "the point's records were written before the fault");
+    assert!(events(&journal(&dir), "point_done").is_empty(), "and never committed");
+    assert_eq!(case.run(&["--resume", dir.to_str().unwrap()]).status.code(), Some(0));
+    assert!(committed_requests(&dir).values().all(|n| *n == 30));
+    assert_eq!(sweep_column(&dir, "requests"), ["30", "30"], "30 requests per level, not 60");
+    rerenders_byte_for_byte(&dir);
+    assert_nothing_left_in(&dir, port);
+}

@@ -121,6 +121,30 @@ pub fn redact_file(path: &Path) -> Result<(), RecordError> {
     Ok(())
 }
 
+/// The storage fault injector, a seam for what a real disk cannot stage on demand: with
+/// `SERVELAB_FAULT_ENOSPC=<file name>:<text>` in the environment, the first write to a file of that name whose
+/// bytes contain `<text>` fails with "no space left on device" before writing anything (e.g.
+/// `journal.jsonl:point_done`: the disk fills between a point's records and its commit). Read once; inert
+/// when unset.
+fn injected_fault(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
+    static SPEC: std::sync::OnceLock<Option<(String, String)>> = std::sync::OnceLock::new();
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let spec = SPEC.get_or_init(|| {
+        let v = std::env::var("SERVELAB_FAULT_ENOSPC").ok()?;
+        let (file, text) = v.split_once(':')?;
+        Some((file.to_owned(), text.to_owned()))
+    });
+    let Some((file, text)) = spec else { return Ok(()) };
+    let name_matches = path.file_name().is_some_and(|n| n == file.as_str());
+    if name_matches
+        && memchr::memmem::find(bytes, text.as_bytes()).is_some()
+        && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(RecordError::io(path, std::io::Error::from_raw_os_error(28))); // ENOSPC
+    }
+    Ok(())
+}
+
 /// Pretty JSON with a trailing newline: every JSON file servelab writes.
 pub fn json_pretty<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
@@ -137,6 +161,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
 /// [`write_atomic`] for compressed bytes, which are written as they are (their text was redacted when it was
 /// first written).
 fn write_atomic_raw(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
+    injected_fault(path, bytes)?;
     let tmp = tmp_path(path);
     let io = |source| RecordError::io(path, source);
     let mut file = File::create(&tmp).map_err(io)?;
@@ -169,6 +194,7 @@ pub fn append_jsonl<T: Serialize>(path: &Path, items: &[T], sync: bool) -> Resul
         serde_json::to_writer(&mut buf, item).map_err(|e| RecordError::io(path, std::io::Error::other(e)))?;
         buf.push(b'\n');
     }
+    injected_fault(path, &buf)?;
     set_aside_torn_tail(path)?;
     let io = |source| RecordError::io(path, source);
     let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
