@@ -278,27 +278,38 @@ impl ServerProcess {
         self.tree().is_empty()
     }
 
-    fn wait_gone(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
+    /// Polls until every owned process is gone or `limit` passes (an absolute deadline; the async sleep lets
+    /// the signal handler and the client run meanwhile).
+    async fn wait_gone(&mut self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
             if self.all_gone() {
                 return true;
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.all_gone()
+    }
+
+    /// The same for `Drop`, which cannot await; it only runs when the executor left by an error or a panic.
+    fn wait_gone_blocking(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline && !self.all_gone() {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.all_gone()
     }
 
     /// SIGTERM to the group and every owned process, wait up to `grace`, then SIGKILL to what is left.
-    pub fn stop(&mut self, grace: Duration) -> StopReport {
+    pub async fn stop(&mut self, grace: Duration) -> StopReport {
         self.tree();
         let begin = Instant::now();
         self.signal_all(Signal::SIGTERM);
-        let clean = self.wait_gone(grace);
+        let clean = self.wait_gone(grace).await;
         let stop_s = begin.elapsed().as_secs_f64();
         if !clean {
             self.signal_all(Signal::SIGKILL);
-            self.wait_gone(Duration::from_secs(10));
+            self.wait_gone(Duration::from_secs(10)).await;
         }
         let exit = self.child.try_wait().ok().flatten().or_else(|| self.child.wait().ok());
         self.leader_reaped = true;
@@ -321,7 +332,7 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         if !self.stopped {
             self.signal_all(Signal::SIGKILL);
-            self.wait_gone(Duration::from_secs(5));
+            self.wait_gone_blocking(Duration::from_secs(5));
             let _ = self.child.wait();
             if let Some(w) = self.watchdog.take() {
                 w.dismiss();

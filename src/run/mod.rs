@@ -491,7 +491,7 @@ async fn run_group(
                 group.server.served_model_name.clone().or(running.record.served_model.clone()).unwrap_or_default();
             let failed = run_points(ctx, group, todo, &mut running, &model, vocab, rec).await?;
             ctx.progress.line(&format!("server {}/{n}: stopping", i + 1));
-            (server::stop(running, group, ctx.probe.as_ref(), ctx.interrupted), failed)
+            (server::stop(running, group, ctx.probe.as_ref(), ctx.interrupted).await, failed)
         }
         Err(record) => {
             ctx.progress.line(&format!(

@@ -124,23 +124,23 @@ pub async fn start(
         }
         Err(e) => {
             fail(&mut record, &e);
-            let stop = process.stop(Duration::from_secs_f64(cfg.stop_timeout_s));
-            finish(&mut record, &process, stop, probe, interrupted);
+            let stop = process.stop(Duration::from_secs_f64(cfg.stop_timeout_s)).await;
+            finish(&mut record, &process, stop, probe, interrupted).await;
             Err(record)
         }
     }
 }
 
 /// Stops a running server and completes its record.
-pub fn stop(
+pub async fn stop(
     mut running: Running,
     group: &ServerGroup,
     probe: &dyn MemoryProbe,
     interrupted: &AtomicBool,
 ) -> ServerRecord {
     if let Some(process) = &mut running.process {
-        let report = process.stop(Duration::from_secs_f64(group.server.stop_timeout_s));
-        finish(&mut running.record, process, report, probe, interrupted);
+        let report = process.stop(Duration::from_secs_f64(group.server.stop_timeout_s)).await;
+        finish(&mut running.record, process, report, probe, interrupted).await;
     }
     running.record
 }
@@ -178,7 +178,7 @@ async fn external(
     Ok(Running { process: None, record })
 }
 
-fn finish(
+async fn finish(
     record: &mut ServerRecord,
     process: &ServerProcess,
     stop: StopReport,
@@ -193,12 +193,12 @@ fn finish(
     record.pids = process.seen().into_iter().collect();
     let _ = process.log.close();
     record.log = logparse::parse(&process.log.text());
-    record.release = Some(wait_released(&record.baseline, probe, interrupted));
+    record.release = Some(wait_released(&record.baseline, probe, interrupted).await);
 }
 
 /// Waits until memory is back at the idle baseline: device memory on a GPU, available host memory on CPU.
 /// The tolerance absorbs other tenants and the page cache: max(256 MiB, 2% of the total).
-pub fn wait_released(baseline: &MemSample, probe: &dyn MemoryProbe, interrupted: &AtomicBool) -> ReleaseCheck {
+pub async fn wait_released(baseline: &MemSample, probe: &dyn MemoryProbe, interrupted: &AtomicBool) -> ReleaseCheck {
     let begin = Instant::now();
     // GPU memory is the server's alone to give back (vLLM frees it within seconds; an orphan never does);
     // host memory also moves with every other process on the machine, so it gets a shorter wait.
@@ -225,6 +225,6 @@ pub fn wait_released(baseline: &MemSample, probe: &dyn MemoryProbe, interrupted:
         if ok || begin.elapsed() > limit || interrupted.load(Ordering::SeqCst) {
             return ReleaseCheck { released: ok, waited_s: begin.elapsed().as_secs_f64(), after, rule };
         }
-        std::thread::sleep(Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
