@@ -8,9 +8,13 @@ use std::collections::BTreeSet;
 
 /// Bounds the work one template may do, so a spec cannot hang the planner (`range(10**9)` loops).
 const FUEL: u64 = 50_000;
+/// Bounds the work of all templates over a whole plan: 10,000 points × a few templates each just under
+/// [`FUEL`] would otherwise run for minutes. Ordinary specs use a few instructions per template.
+pub const PLAN_FUEL: u64 = 20_000_000;
 
 pub struct Renderer {
     env: Environment<'static>,
+    spent: std::cell::Cell<u64>,
 }
 
 impl Default for Renderer {
@@ -18,7 +22,7 @@ impl Default for Renderer {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
-        Renderer { env }
+        Renderer { env, spent: std::cell::Cell::new(0) }
     }
 }
 
@@ -65,16 +69,36 @@ impl Renderer {
         if !is_template(text) {
             return Ok(Value::from(text));
         }
+        // An expression is evaluated as `{% set %}` so that its value keeps its type and the state it leaves
+        // says how much fuel it used.
+        const SLOT: &str = "__servelab_value";
+        let source = match single_expression(text) {
+            Some(expr) => {
+                self.env.compile_expression(expr).map_err(|e| describe(&e))?;
+                format!("{{% set {SLOT} = ({expr}) %}}")
+            }
+            None => text.to_owned(),
+        };
+        let template = self.env.template_from_str(&source).map_err(|e| describe(&e))?;
+        let captured = template.render_captured(ctx).map_err(|e| describe(&e))?;
+        let state = captured.state();
+        let used = state.fuel_levels().map_or(0, |(consumed, _)| consumed);
+        self.spent.set(self.spent.get() + used);
+        if self.spent.get() > PLAN_FUEL {
+            return Err(format!(
+                "the spec's templates ran out of fuel over the whole plan ({PLAN_FUEL} instructions); simplify them or make the grid smaller"
+            ));
+        }
         match single_expression(text) {
             Some(expr) => {
-                let value = self.env.compile_expression(expr).and_then(|e| e.eval(ctx)).map_err(|e| describe(&e))?;
+                let value = state.lookup(SLOT).unwrap_or(Value::UNDEFINED);
                 // Strict undefined only trips when a value is used; an expression's result is returned as is.
                 if value.is_undefined() {
                     return Err(format!("`{expr}` is undefined"));
                 }
                 Ok(value)
             }
-            None => self.env.render_str(text, ctx).map(Value::from).map_err(|e| describe(&e)),
+            None => Ok(Value::from(captured.output())),
         }
     }
 }
@@ -114,6 +138,22 @@ mod tests {
         assert!(r.render("{{ env.HOME }}", &ctx).is_err());
         assert!(r.render("{{ environ }}", &ctx).is_err());
         assert_eq!(r.variables("{{ env.PATH }}").unwrap().into_iter().collect::<Vec<_>>(), vec!["env"]);
+    }
+
+    #[test]
+    fn a_whole_plan_has_a_fuel_budget_too() {
+        let r = Renderer::default();
+        let ctx = minijinja::context! {};
+        // Each render stays under the per-template fuel; together they exceed the plan's.
+        let heavy = "{% for i in range(10000) %}{% endfor %}";
+        let mut error = None;
+        for _ in 0..2_000 {
+            if let Err(e) = r.render(heavy, &ctx) {
+                error = Some(e);
+                break;
+            }
+        }
+        assert!(error.unwrap().contains("over the whole plan"));
     }
 
     #[test]
