@@ -17,12 +17,54 @@ pub struct Renderer {
     spent: std::cell::Cell<u64>,
 }
 
+/// The largest value a spec template may produce: an engine argument, a path, a number.
+const MAX_VALUE_BYTES: usize = 1 << 20;
+/// The most items a sequence or map produced or printed by a spec template may have.
+const MAX_VALUE_ITEMS: usize = 100_000;
+
 impl Default for Renderer {
     fn default() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
+        guard(&mut env, MAX_VALUE_BYTES, MAX_VALUE_ITEMS);
         Renderer { env, spent: std::cell::Cell::new(0) }
+    }
+}
+
+/// What fuel does not bound, because it happens in one instruction: printing a huge sequence (`[1] * 10**9` is
+/// lazy until printed) and growing a string with chained `replace`. Both are refused before the work is done.
+/// Shared with the report templates.
+pub fn guard(env: &mut Environment<'_>, max_bytes: usize, max_items: usize) {
+    env.set_formatter(move |out, state, value| match value.len() {
+        Some(n) if n > max_items && value.as_str().is_none() => Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("a value of {n} items is too large to print (at most {max_items})"),
+        )),
+        _ => minijinja::escape_formatter(out, state, value),
+    });
+    env.add_filter("replace", move |text: &str, from: &str, to: &str| {
+        let hits = if from.is_empty() { text.chars().count() + 1 } else { text.matches(from).count() };
+        if text.len() as u128 + hits as u128 * to.len() as u128 > max_bytes as u128 {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("replace would build a string over {} MiB", max_bytes >> 20),
+            ));
+        }
+        Ok(text.replace(from, to))
+    });
+}
+
+/// Err when a template's value is too large to be a spec value.
+fn check_size(value: &Value) -> Result<(), String> {
+    match (value.as_str(), value.len()) {
+        (Some(s), _) if s.len() > MAX_VALUE_BYTES => {
+            Err(format!("the template produced {} bytes; a spec value may have at most 1 MiB", s.len()))
+        }
+        (None, Some(n)) if n > MAX_VALUE_ITEMS => {
+            Err(format!("the template produced a value of {n} items; at most {MAX_VALUE_ITEMS}"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -96,9 +138,14 @@ impl Renderer {
                 if value.is_undefined() {
                     return Err(format!("`{expr}` is undefined"));
                 }
+                check_size(&value)?;
                 Ok(value)
             }
-            None => Ok(Value::from(captured.output())),
+            None => {
+                let value = Value::from(captured.output());
+                check_size(&value)?;
+                Ok(value)
+            }
         }
     }
 }
@@ -138,6 +185,21 @@ mod tests {
         assert!(r.render("{{ env.HOME }}", &ctx).is_err());
         assert!(r.render("{{ environ }}", &ctx).is_err());
         assert_eq!(r.variables("{{ env.PATH }}").unwrap().into_iter().collect::<Vec<_>>(), vec!["env"]);
+    }
+
+    #[test]
+    fn values_that_fuel_does_not_bound_are_refused_before_they_are_built() {
+        let r = Renderer::default();
+        let ctx = minijinja::context! {};
+        let e = r.render("{{ [1] * 10**9 }}", &ctx).unwrap_err();
+        assert!(e.contains("1000000000 items"), "{e}");
+        let e = r.render("x{{ [1] * 10**9 }}", &ctx).unwrap_err();
+        assert!(e.contains("too large to print"), "{e}");
+        let e = r.render("{{ ('x' * 100000000) | replace('x', 'xxxxxxxxxx') }}", &ctx).unwrap_err();
+        assert!(e.contains("replace would build a string over 1 MiB"), "{e}");
+        let e = r.render("{{ 'x' * 2000000 }}", &ctx).unwrap_err();
+        assert!(e.contains("at most 1 MiB"), "{e}");
+        assert_eq!(r.render("{{ 'a-b' | replace('-', '_') }}", &ctx).unwrap().as_str(), Some("a_b"));
     }
 
     #[test]

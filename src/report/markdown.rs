@@ -83,16 +83,9 @@ pub fn environment(override_dir: Option<PathBuf>) -> Environment<'static> {
     env.add_filter("duration", f_duration);
     env.add_filter("sentence", f_sentence);
     env.add_filter("fixed", f_fixed);
-    env.add_filter("replace", f_replace_bounded);
     env.set_fuel(Some(REPORT_FUEL));
-    // A value is printed in one step, which fuel does not count: refuse huge sequences before printing them.
-    env.set_formatter(|out, state, value| match value.len() {
-        Some(n) if n > MAX_PRINTED_ITEMS && value.as_str().is_none() => Err(Error::new(
-            ErrorKind::InvalidOperation,
-            format!("a value of {n} items is too large to print (at most {MAX_PRINTED_ITEMS})"),
-        )),
-        _ => minijinja::escape_formatter(out, state, value),
-    });
+    // Printing a huge sequence and chained `replace` are single instructions that fuel does not bound.
+    crate::plan::render::guard(&mut env, MAX_REPORT_BYTES, MAX_PRINTED_ITEMS);
     env.set_loader(move |name: &str| {
         if let Some(dir) = &override_dir
             && let Some(text) = override_template(dir, name)?
@@ -102,17 +95,6 @@ pub fn environment(override_dir: Option<PathBuf>) -> Environment<'static> {
         Ok(REPORTS.iter().find(|(n, _)| *n == name).map(|(_, t)| (*t).to_owned()))
     });
     env
-}
-
-/// minijinja's `replace`, refusing a result over 64 MiB before building it (chained replaces grow a string
-/// geometrically in a handful of instructions).
-fn f_replace_bounded(text: &str, from: &str, to: &str) -> Result<String, Error> {
-    let hits = if from.is_empty() { text.chars().count() + 1 } else { text.matches(from).count() };
-    let size = text.len() as u128 + hits as u128 * to.len() as u128;
-    if size > MAX_REPORT_BYTES as u128 {
-        return Err(Error::new(ErrorKind::InvalidOperation, "replace would build a string over 64 MiB"));
-    }
-    Ok(text.replace(from, to))
 }
 
 /// Bounds a report template's work (loops over `range(10**9)`); the built-in reports of the largest committed
