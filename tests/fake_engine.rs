@@ -535,3 +535,30 @@ fn a_disk_that_fills_between_records_and_commit_exits_6_and_resume_counts_once()
     rerenders_byte_for_byte(&dir);
     assert_nothing_left_in(&dir, port);
 }
+
+#[test]
+fn an_endless_models_answer_is_cut_at_its_cap_and_the_run_goes_on() {
+    let port = free_port();
+    let mut server = Command::new(ZERO)
+        .args(["--port", &port.to_string(), "--endless-models"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the endpoint never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = format!(
+        "name: models\nengine: {{kind: external, base_url: 'http://127.0.0.1:{port}', model: zero}}\nload: {{requests: 4, max_tokens: 4, prompt_tokens: 4, warmup: 0, server_warmup: 0s}}\nmeasure: {{memory: procfs}}\n"
+    );
+    let case = Case::new(&text);
+    let begin = Instant::now();
+    let out = case.run(&["--run-id", "m"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(begin.elapsed() < Duration::from_secs(30), "{:?}", begin.elapsed());
+    let startup = &common::startups(&case.dir("models", "m"))[0];
+    assert!(startup["served_model"].is_null(), "an answer cut at 1 MiB is no answer: {}", startup["served_model"]);
+}

@@ -218,6 +218,9 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
                     std::process::exit(1);
                 }
             }
+            "/v1/models" if ENDLESS.get().copied().flatten() == Some("models") => {
+                return endless(&mut stream, "200 OK", b"{\"object\":\"list\",\"data\":[{\"id\":\"").await;
+            }
             "/v1/models" => stream.write_all(&simple("200 OK", "application/json", &format!("{{\"object\":\"list\",\"data\":[{{\"id\":\"{MODEL}\",\"object\":\"model\",\"max_model_len\":8192}}]}}"))).await?,
             "/health" if NEVER_READY.get().copied().unwrap_or(false) => {
                 stream.write_all(&simple("503 Service Unavailable", "text/plain", "")).await?
@@ -267,6 +270,8 @@ fn main() -> std::io::Result<()> {
         Some("line")
     } else if flag("--endless-error") {
         Some("error")
+    } else if flag("--endless-models") {
+        Some("models")
     } else {
         None
     });
