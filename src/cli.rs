@@ -277,7 +277,7 @@ impl run::Analysis for SpecAnalysis<'_> {
         crate::report::derive::derive(self.spec, manifest, rec, self.templates.clone()).map(|(files, _)| files)
     }
 
-    fn rel_halfwidth(&self, rec: &Recorded, group: &plan::ServerGroup, point: &plan::Point) -> Option<f64> {
+    fn needs_repeat(&self, rec: &Recorded, group: &plan::ServerGroup, point: &plan::Point, rel_ci: f64) -> bool {
         let points: Vec<_> = rec
             .points
             .iter()
@@ -291,7 +291,11 @@ impl run::Analysis for SpecAnalysis<'_> {
             self.spec.effective_policy(),
             &self.spec.knee,
         );
-        sweeps.first()?.cells.first()?.tok_s_rel_halfwidth()
+        let budget = self.spec.knee.p95_budget.map(|b| b.0.as_secs_f64());
+        sweeps
+            .first()
+            .and_then(|s| s.cells.first())
+            .is_none_or(|c| crate::stats::sweep::needs_repeat(c, rel_ci, budget))
     }
 }
 

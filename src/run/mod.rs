@@ -25,9 +25,9 @@ use std::time::Duration;
 pub trait Analysis: Sync {
     /// Every derived file of a run (name, bytes) from what it recorded; called after every point.
     fn derive(&self, manifest: &Manifest, rec: &Recorded) -> Result<Vec<(String, Vec<u8>)>, String>;
-    /// The half-width of the 95% interval of tokens/s, as a fraction of the mean, of the cell `point`
-    /// belongs to, over its committed repeats so far; None when there is no interval yet.
-    fn rel_halfwidth(&self, rec: &Recorded, group: &ServerGroup, point: &Point) -> Option<f64>;
+    /// Whether the cell `point` belongs to needs another repeat, judged on its committed repeats so far: its
+    /// tokens/s interval is wider than `rel_ci`, or a decision made from it (the latency budget) is still open.
+    fn needs_repeat(&self, rec: &Recorded, group: &ServerGroup, point: &Point, rel_ci: f64) -> bool;
 }
 
 pub type Derive<'a> = &'a dyn Analysis;
@@ -591,11 +591,12 @@ async fn run_points(
         if let Some(p) = ctx.precision
             && point.repeat >= p.min_repeats
             && dead.is_none()
-            && ctx.derive.rel_halfwidth(rec, group, point).is_some_and(|h| h <= p.rel_ci)
+            && !ctx.derive.needs_repeat(rec, group, point, p.rel_ci)
         {
-            // The cell already meets the precision target: no further rounds (recomputed on resume).
+            // The cell already meets the precision target and decides nothing close: no further rounds
+            // (recomputed on resume).
             ctx.progress.line(&format!(
-                "  point {} c={} repeat {}: skipped, the cell meets ±{:.1}%",
+                "  point {} c={} repeat {}: skipped, the cell meets ±{:.1}% and is clear of the latency budget",
                 point.id,
                 c.concurrency,
                 point.repeat,

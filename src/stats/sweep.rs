@@ -491,6 +491,17 @@ pub fn analyze(
     groups
 }
 
+/// Whether a cell should get another repeat under `precision`: its tokens/s interval is wider than the target
+/// (or it has no interval yet), or — with a latency budget — its p95 e2e interval straddles the budget, so the
+/// operating point decided from it is still open. Repeats go where a decision is close, up to `max_repeats`.
+pub fn needs_repeat(cell: &Cell, rel_ci: f64, p95_budget_s: Option<f64>) -> bool {
+    if cell.tok_s_rel_halfwidth().is_none_or(|h| h > rel_ci) {
+        return true;
+    }
+    let p95 = cell.head().e2e.map(|e| e.p95);
+    matches!((p95, p95_budget_s), (Some(p95), Some(budget)) if side(p95, cell.p95_ci, budget) == Side::Straddles)
+}
+
 /// Notes the cells whose tokens/s interval is wider than the precision target (a note, not a failure);
 /// returns their levels per group.
 pub fn note_precision(groups: &mut [GroupSweep], rel_ci: f64) -> Vec<Vec<u32>> {
@@ -1032,6 +1043,19 @@ mod properties {
         };
         finish_group(&mut g, RepeatPolicy::Mean, rules, false, &[]);
         g
+    }
+
+    #[test]
+    fn repeats_go_where_the_latency_decision_is_open() {
+        let rules = KneeRules::default();
+        // p95 0.24, 0.264, 0.216 s over three rounds: 95% interval about 0.18–0.30 s; tokens/s ±25%.
+        let g = group(&[1], &[100.0], &[0.24], &[vec![1.0], vec![0.9], vec![1.1]], &rules);
+        let cell = &g.cells[0];
+        assert!(needs_repeat(cell, 0.05, None), "tokens/s is not within ±5%");
+        assert!(!needs_repeat(cell, 0.5, None), "tokens/s is within ±50% and nothing else is asked");
+        assert!(needs_repeat(cell, 0.5, Some(0.25)), "the p95 interval straddles a 250 ms budget");
+        assert!(!needs_repeat(cell, 0.5, Some(0.5)), "clearly within a 500 ms budget");
+        assert!(!needs_repeat(cell, 0.5, Some(0.1)), "clearly over a 100 ms budget: more repeats decide nothing");
     }
 
     fn shape(kind: u8, n: usize) -> (Vec<f64>, Vec<f64>) {
