@@ -144,7 +144,7 @@ fn assert_client_matches_server(dir: &Path, levels: &[u64]) {
         for r in &mine {
             let per_chunk: Vec<u64> =
                 r["chunk_tokens"].as_array().unwrap().iter().map(|k| k.as_u64().unwrap()).collect();
-            assert_eq!(per_chunk.len(), r["chunk_us"].as_array().map_or(0, Vec::len) + 1, "one count per chunk");
+            assert_eq!(per_chunk.len(), r["chunk_gap_us"].as_array().map_or(0, Vec::len) + 1, "one count per chunk");
             assert_eq!(per_chunk.iter().sum::<u64>(), r["completion_tokens"].as_u64().unwrap(), "chunk tokens add up");
         }
         assert_eq!(
