@@ -85,15 +85,21 @@ fn committed_requests(dir: &Path) -> BTreeMap<(String, u64), usize> {
 /// Starts the run (run id `r`), sends `sig` once its first point is committed, and returns the run folder
 /// and servelab's exit code.
 fn signal_after_first_point(case: &Case, name: &str, sig: nix::sys::signal::Signal) -> (PathBuf, Option<i32>) {
-    let mut child = case.command(&["--run-id", "r"]).stderr(Stdio::null()).spawn().unwrap();
+    let (mut child, dir) = start_until_first_point(case, name);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+    (dir, child.wait().unwrap().code())
+}
+
+/// Starts the run (run id `r`) and returns once its first point is committed.
+fn start_until_first_point(case: &Case, name: &str) -> (std::process::Child, PathBuf) {
+    let child = case.command(&["--run-id", "r"]).stderr(Stdio::null()).spawn().unwrap();
     let dir = case.dir(name, "r");
     let deadline = Instant::now() + Duration::from_secs(30);
     while events(&journal(&dir), "point_done").is_empty() {
         assert!(Instant::now() < deadline, "the first point never finished");
         std::thread::sleep(Duration::from_millis(10));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
-    (dir, child.wait().unwrap().code())
+    (child, dir)
 }
 
 fn sweep_column(dir: &Path, column: &str) -> Vec<String> {
@@ -381,25 +387,11 @@ fn an_endless_sse_line_or_error_body_fails_the_request_instead_of_filling_memory
     }
 }
 
-/// Processes whose command line holds `needle` (the fake engine's helpers carry its port in their argument).
-fn processes_with(needle: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let zombie = servelab::probe::procfs::entry(pid).is_none_or(|e| e.zombie);
-        if !zombie && String::from_utf8_lossy(&cmd).contains(needle) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 /// Waits up to `limit` for every process holding one of `needles` to be gone; returns those left.
 fn left_after(needles: &[String], limit: Duration) -> Vec<u32> {
     let deadline = Instant::now() + limit;
     loop {
-        let left: Vec<u32> = needles.iter().flat_map(|n| processes_with(n)).collect();
+        let left: Vec<u32> = needles.iter().flat_map(|n| common::processes_with(n)).collect();
         if left.is_empty() || Instant::now() > deadline {
             return left;
         }
@@ -444,13 +436,7 @@ fn a_second_signal_exits_at_once_and_the_server_still_goes() {
     let extra = ", \"--child\", \"--ignore-term\", \"--itl-us\", \"200\"";
     let case =
         Case::new(&spec("twice", port, extra, "[4, 1]", 300, "").replace("stop_timeout: 1s", "stop_timeout: 3s"));
-    let mut child = case.command(&["--run-id", "r"]).stderr(Stdio::null()).spawn().unwrap();
-    let dir = case.dir("twice", "r");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while events(&journal(&dir), "point_done").is_empty() {
-        assert!(Instant::now() < deadline, "the first point never finished");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (mut child, _) = start_until_first_point(&case, "twice");
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     std::thread::sleep(Duration::from_millis(300));

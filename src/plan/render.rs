@@ -114,7 +114,8 @@ impl Renderer {
         // An expression is evaluated as `{% set %}` so that its value keeps its type and the state it leaves
         // says how much fuel it used.
         const SLOT: &str = "__servelab_value";
-        let source = match single_expression(text) {
+        let expression = single_expression(text);
+        let source = match expression {
             Some(expr) => {
                 self.env.compile_expression(expr).map_err(|e| describe(&e))?;
                 format!("{{% set {SLOT} = ({expr}) %}}")
@@ -131,7 +132,7 @@ impl Renderer {
                 "the spec's templates ran out of fuel over the whole plan ({PLAN_FUEL} instructions); simplify them or make the grid smaller"
             ));
         }
-        match single_expression(text) {
+        match expression {
             Some(expr) => {
                 let value = state.lookup(SLOT).unwrap_or(Value::UNDEFINED);
                 // Strict undefined only trips when a value is used; an expression's result is returned as is.

@@ -132,14 +132,19 @@ fn override_template(dir: &std::path::Path, name: &str) -> Result<Option<String>
 }
 
 /// Output that refuses to grow past [`MAX_REPORT_BYTES`].
-struct Capped(Vec<u8>);
+#[derive(Default)]
+struct Capped {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
 
 impl std::io::Write for Capped {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() + buf.len() > MAX_REPORT_BYTES {
+        if self.bytes.len() + buf.len() > MAX_REPORT_BYTES {
+            self.overflowed = true;
             return Err(std::io::Error::other("the report grew past 64 MiB"));
         }
-        self.0.extend_from_slice(buf);
+        self.bytes.extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -149,13 +154,13 @@ impl std::io::Write for Capped {
 
 pub fn render(env: &Environment<'_>, name: &str, ctx: &impl serde::Serialize) -> Result<String, String> {
     let template = env.get_template(name).map_err(|e| format!("template {name}: {e:#}"))?;
-    let mut out = Capped(Vec::new());
+    let mut out = Capped::default();
     let result = template.render_captured_to(ctx, &mut out);
-    if out.0.len() + 4096 > MAX_REPORT_BYTES {
+    if out.overflowed {
         return Err(format!("template {name}: the report grew past 64 MiB; a template must not print unbounded data"));
     }
     result.map_err(|e| format!("template {name}: {e:#}"))?;
-    String::from_utf8(out.0).map_err(|e| format!("template {name}: {e}"))
+    String::from_utf8(out.bytes).map_err(|e| format!("template {name}: {e}"))
 }
 
 #[cfg(test)]

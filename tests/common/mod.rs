@@ -153,16 +153,22 @@ pub fn assert_nothing_left_in(dir: &Path, port: u16) {
     }
     let alive = servelab::probe::procfs::alive(&pids);
     assert!(alive.is_empty(), "server processes still alive: {alive:?}");
-    let marker = format!("--port\0{port}");
+    let running = processes_with(&format!("--port\0{port}"));
+    assert!(running.is_empty(), "a server for port {port} is still running: {running:?}");
+}
+
+/// Live processes whose command line (NUL-separated) holds `needle`; zombies do not count.
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            assert!(
-                !String::from_utf8_lossy(&cmd).contains(&marker),
-                "a server for port {port} is still running: {:?}",
-                entry.path()
-            );
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let zombie = servelab::probe::procfs::entry(pid).is_none_or(|e| e.zombie);
+        if !zombie && String::from_utf8_lossy(&cmd).contains(needle) {
+            found.push(pid);
         }
     }
+    found
 }
 
 pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
