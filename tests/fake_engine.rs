@@ -296,6 +296,8 @@ fn compressed_raw_records_read_back_and_resume() {
     let out = Command::new(env!("CARGO_BIN_EXE_servelab")).arg("compress").arg(&dir).output().unwrap();
     assert!(out.status.success());
     assert!(dir.join("requests.jsonl.xz").exists() && !dir.join("requests.jsonl").exists());
+    let server = std::fs::read_dir(dir.join("servers")).unwrap().next().unwrap().unwrap().path();
+    assert!(server.join("startup.json.xz").exists() && !server.join("startup.json").exists());
     rerenders_byte_for_byte(&dir);
     // A spec edit adds a level: the resumed run appends plain records beside the compressed ones.
     let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&case.spec).unwrap();
@@ -303,6 +305,8 @@ fn compressed_raw_records_read_back_and_resume() {
     assert_eq!(case.run(&["--resume", dir.to_str().unwrap()]).status.code(), Some(0));
     assert_eq!(sweep_column(&dir, "requests"), ["8", "8", "8"]);
     assert!(dir.join("spec-1.yaml").exists(), "the earlier spec is kept");
+    assert!(server.join("startup-1.json.xz").exists(), "the earlier start is kept, still packed");
+    assert!(server.join("startup.json").exists() && !server.join("startup.json.xz").exists());
     rerenders_byte_for_byte(&dir);
     // Another experiment's spec is refused (nothing written), unless --force.
     let other = Case::new(&spec("other", port, "", "[1]", 8, ""));

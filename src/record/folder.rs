@@ -14,6 +14,7 @@ pub const JOURNAL: &str = "journal.jsonl";
 pub const POINTS: &str = "points.jsonl";
 pub const REQUESTS: &str = "requests.jsonl";
 pub const SAMPLES: &str = "samples.jsonl";
+pub const STARTUP: &str = "startup.json";
 
 /// `servers/<group>/`: the server's log and `startup.json`.
 pub fn server_dir(dir: &Path, group: &str) -> PathBuf {
@@ -37,11 +38,27 @@ fn read_text(path: &Path) -> Result<String, RecordError> {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, RecordError> {
-    serde_json::from_str(&read_text(path)?).map_err(|e| RecordError::Line {
+    let bytes = std::fs::read(path).map_err(|e| RecordError::io(path, e))?;
+    parse_json(path, bytes)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: Vec<u8>) -> Result<T, RecordError> {
+    if let Some((line, column)) = io::utf8_error_place(&bytes) {
+        return Err(RecordError::Utf8 { path: path.display().to_string(), line, column });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| RecordError::Line {
         path: path.display().to_string(),
         line: e.line(),
         message: e.to_string(),
     })
+}
+
+/// A server's `startup.json` (or its packed `.xz`), if the run got that far.
+pub fn read_startup<T: serde::de::DeserializeOwned>(server_dir: &Path) -> Result<Option<T>, RecordError> {
+    match io::read_doc(&server_dir.join(STARTUP))? {
+        Some((path, bytes)) => parse_json(&path, bytes).map(Some),
+        None => Ok(None),
+    }
 }
 
 pub fn read(dir: &Path) -> Result<RunFolder, RecordError> {
@@ -50,9 +67,8 @@ pub fn read(dir: &Path) -> Result<RunFolder, RecordError> {
     let journal = journal::state(&Journal::new(dir).read()?);
     let mut recorded = Recorded::default();
     for group in &manifest.plan.groups {
-        let path = server_dir(dir, &group.id).join("startup.json");
-        if path.exists() {
-            recorded.servers.push(read_json(&path)?);
+        if let Some(server) = read_startup(&server_dir(dir, &group.id))? {
+            recorded.servers.push(server);
         }
     }
     // Only records whose (point, attempt) the journal committed: a crash between the records and the journal
@@ -74,5 +90,34 @@ pub fn compress(dir: &Path) -> Result<Vec<(String, u64, u64)>, RecordError> {
         (REQUESTS, io::compress_raw::<super::RequestRecord>(&dir.join(REQUESTS))?),
         (SAMPLES, io::compress_raw::<super::SampleLine>(&dir.join(SAMPLES))?),
     ];
-    Ok(done.into_iter().filter_map(|(name, sizes)| sizes.map(|(b, a)| (name.to_owned(), b, a))).collect())
+    let mut out: Vec<_> =
+        done.into_iter().filter_map(|(name, sizes)| sizes.map(|(b, a)| (name.to_owned(), b, a))).collect();
+    // Server start records (mostly the memory timeline of the start) are the next largest part of a folder.
+    for doc in server_docs(dir)? {
+        if let Some((before, after)) = io::compress_doc(&doc)? {
+            let name = doc.strip_prefix(dir).unwrap_or(&doc).display().to_string();
+            out.push((name, before, after));
+        }
+    }
+    Ok(out)
+}
+
+/// Every plain `servers/<group>/startup*.json` (a resumed run keeps earlier starts as `startup-<n>.json`).
+fn server_docs(dir: &Path) -> Result<Vec<PathBuf>, RecordError> {
+    let servers = dir.join("servers");
+    let mut docs = Vec::new();
+    let Ok(groups) = std::fs::read_dir(&servers) else { return Ok(docs) };
+    for group in groups {
+        let group = group.map_err(|e| RecordError::io(&servers, e))?.path();
+        let Ok(files) = std::fs::read_dir(&group) else { continue };
+        for file in files {
+            let path = file.map_err(|e| RecordError::io(&group, e))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.starts_with("startup") && name.ends_with(".json") && path.is_file() {
+                docs.push(path);
+            }
+        }
+    }
+    docs.sort();
+    Ok(docs)
 }

@@ -62,6 +62,8 @@ fn draw_kv<'a>(
         .set_secondary_coord(x0..x1, t0..t1);
     chart
         .configure_mesh()
+        // Bold lines only: the light grid doubled each SVG (examples/ must stay small) and added no reading.
+        .max_light_lines(0)
         .x_desc("max-model-len (tokens, log scale)")
         .y_desc("memory (MiB)")
         .x_label_formatter(&pow2_label)
@@ -135,6 +137,8 @@ fn draw_sweep<'a>(
         .set_secondary_coord(x0..x1, p0..p1);
     chart
         .configure_mesh()
+        // Bold lines only: the light grid doubled each SVG (examples/ must stay small) and added no reading.
+        .max_light_lines(0)
         .x_desc("concurrency (log scale)")
         .y_desc("tokens/s")
         .x_label_formatter(&pow2_label)

@@ -146,9 +146,8 @@ mod tensor_parallel {
     fn engine_bytes_per_token_counts_every_rank() {
         let log = logparse::parse(include_str!("../../tests/fixtures/logs/gpu-0.26-h200x2-tp2-2048.log"));
         assert_eq!((log.available_kv_gib, log.kv_cache_tokens), (Some(127.31), Some(22_249_712)));
-        let mut r: ServerRecord =
-            serde_json::from_str(include_str!("../../examples/h200x2-tp2/tp2/servers/a7d6fedd910b/startup.json"))
-                .unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/h200x2-tp2/tp2/servers/a7d6fedd910b");
+        let mut r: ServerRecord = crate::record::folder::read_startup(&dir).unwrap().unwrap();
         r.log = log;
         assert_eq!(r.tensor_parallel_size(), 2);
         let (bytes, how) = r.kv_cache_bytes().unwrap();

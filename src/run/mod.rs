@@ -443,12 +443,20 @@ impl GroupCtx<'_> {
 }
 
 /// Keeps an earlier attempt's server files when a resumed run starts the same server again.
+/// A compressed folder (`servelab compress`) holds `startup.json.xz`: it is kept the same way.
 fn archive_previous(server_dir: &Path) {
-    if !server_dir.join("startup.json").exists() {
+    const FORMS: [&str; 3] = ["", ".xz", ".gz"];
+    let present = |stem: &str| FORMS.iter().any(|ext| server_dir.join(format!("{stem}{ext}")).exists());
+    if !present("startup.json") {
         return;
     }
-    let n = (1..).find(|n| !server_dir.join(format!("startup-{n}.json")).exists()).unwrap_or(1);
-    let _ = std::fs::rename(server_dir.join("startup.json"), server_dir.join(format!("startup-{n}.json")));
+    let n = (1..).find(|n| !present(&format!("startup-{n}.json"))).unwrap_or(1);
+    for ext in FORMS {
+        let from = server_dir.join(format!("startup.json{ext}"));
+        if from.exists() {
+            let _ = std::fs::rename(from, server_dir.join(format!("startup-{n}.json{ext}")));
+        }
+    }
     let _ = std::fs::rename(server_dir.join("server.log"), server_dir.join(format!("server-{n}.log")));
 }
 
