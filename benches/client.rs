@@ -86,10 +86,21 @@ fn run(
             warmup: true,
             salt: 1,
             duration: None,
+            open_loop: None,
+            schedule_seed: 0,
         };
         client::run_phase(&http, &spec, &warm).await;
-        let phase =
-            Phase { point: "bench".into(), attempt: 0, requests, concurrency, warmup: false, salt: 2, duration: None };
+        let phase = Phase {
+            point: "bench".into(),
+            attempt: 0,
+            requests,
+            concurrency,
+            warmup: false,
+            salt: 2,
+            duration: None,
+            open_loop: None,
+            schedule_seed: 0,
+        };
         let t = Instant::now();
         let r = client::run_phase(&http, &spec, &phase).await;
         let wall = t.elapsed().as_secs_f64();
@@ -126,6 +137,8 @@ fn memory_child(port: u16) {
         warmup: false,
         salt: 3,
         duration: None,
+        open_loop: None,
+        schedule_seed: 0,
     };
     let r = rt.block_on(client::run_phase(&http, &spec, &phase));
     let ok = r.records.iter().filter(|r| r.ok()).count();

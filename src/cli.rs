@@ -284,6 +284,15 @@ impl run::Analysis for SpecAnalysis<'_> {
             .filter(|p| p.group == group.id && Some(&p.client) == point.client.as_ref())
             .cloned()
             .collect();
+        if point.client.as_ref().is_some_and(|c| c.open_loop.is_some()) {
+            let slo = self.spec.slo.as_ref();
+            let sweeps = crate::stats::rate::analyze(&points, &rec.requests, slo);
+            let target = slo.map(|s| s.attainment);
+            return sweeps
+                .first()
+                .and_then(|s| s.cells.first())
+                .is_none_or(|c| crate::stats::rate::needs_repeat(c, rel_ci, target));
+        }
         let sweeps = crate::stats::sweep::analyze(
             &points,
             &rec.requests,

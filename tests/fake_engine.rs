@@ -109,7 +109,10 @@ fn sweep_column(dir: &Path, column: &str) -> Vec<String> {
 }
 
 fn rerenders_byte_for_byte(dir: &Path) {
-    let names = ["concurrency_sweep.csv", "sweep.json", "concurrency_sweep.md", "kv_cache_scaling.csv"];
+    rerender_the_same(dir, &["concurrency_sweep.csv", "sweep.json", "concurrency_sweep.md", "kv_cache_scaling.csv"]);
+}
+
+fn rerender_the_same(dir: &Path, names: &[&str]) {
     let before: Vec<Vec<u8>> = names.iter().map(|n| std::fs::read(dir.join(n)).unwrap()).collect();
     let out = Command::new(env!("CARGO_BIN_EXE_servelab")).arg("report").arg(dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -551,4 +554,62 @@ fn an_endless_models_answer_is_cut_at_its_cap_and_the_run_goes_on() {
     assert!(begin.elapsed() < Duration::from_secs(30), "{:?}", begin.elapsed());
     let startup = &common::startups(&case.dir("models", "m"))[0];
     assert!(startup["served_model"].is_null(), "an answer cut at 1 MiB is no answer: {}", startup["served_model"]);
+}
+
+/// An open-loop rate sweep with an SLO against the zero-latency endpoint: the schedule is pre-drawn (the same
+/// seed gives the same scheduled times on a second run), each SLO phase holds at least 400 measured arrivals,
+/// tail arrivals are marked, and the rate-sweep files re-render byte for byte. Timing-dependent verdicts
+/// (lateness, attainment) are not asserted: they are data.
+#[test]
+fn an_open_loop_rate_sweep_draws_its_schedule_from_the_seed_and_reports_goodput() {
+    let port = free_port();
+    let text = format!(
+        "name: open\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\ngrid:\n  rate: [100, 400]\nload:\n  rate: \"{{{{ rate }}}}\"\n  duration: 1s\n  max_tokens: 4\n  prompt_tokens: 8\n  warmup: 1\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\nslo: {{e2e: 2s}}\n"
+    );
+    let case = Case::new(&text);
+    assert_eq!(case.run(&["--run-id", "a"]).status.code(), Some(0));
+    assert_eq!(case.run(&["--run-id", "b"]).status.code(), Some(0));
+    let scheduled = |run: &str| -> Vec<(String, u32, String)> {
+        let text = std::fs::read_to_string(case.dir("open", run).join("requests.jsonl")).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["warmup"] == false)
+            .map(|r| (r["point"].to_string(), r["index"].as_u64().unwrap() as u32, r["scheduled_s"].to_string()))
+            .filter(|(_, i, _)| *i < 400)
+            .collect()
+    };
+    let (a, b) = (scheduled("a"), scheduled("b"));
+    assert_eq!(a.len(), 800, "two rates, each at least 400 measured arrivals (the SLO minimum)");
+    let mut sorted_b = b.clone();
+    sorted_b.sort();
+    let mut sorted_a = a.clone();
+    sorted_a.sort();
+    assert_eq!(sorted_a, sorted_b, "the same seed, the same schedule");
+    let dir = case.dir("open", "a");
+    let csv = std::fs::read_to_string(dir.join("rate_sweep.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(
+        rows[0].starts_with("rate,arrival,offered_rps,achieved_rps,lateness_p50_ms,lateness_p99_ms"),
+        "{}",
+        rows[0]
+    );
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert!(rows[1].starts_with("100,poisson,") && rows[2].starts_with("400,poisson,"), "{csv}");
+    let md = std::fs::read_to_string(dir.join("rate_sweep.md")).unwrap();
+    assert!(md.contains("SLO per request: e2e ≤ 2 s"), "{md}");
+    assert!(!dir.join("concurrency_sweep.csv").exists(), "open-loop points are not a concurrency sweep");
+    rerender_the_same(&dir, &["rate_sweep.csv", "rate_sweep.md", "rate_sweep.svg", "kv_cache_scaling.csv"]);
+}
+
+#[test]
+fn rate_and_concurrency_together_are_refused_with_the_fix() {
+    let case = Case::new(&format!(
+        "name: both\nengine:\n  kind: command\n  command: [\"{ZERO}\"]\nload:\n  rate: 10\n  concurrency: 4\nmeasure: {{memory: procfs}}\n"
+    ));
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_servelab")).args(["validate", case.spec.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`rate` (open loop) and `concurrency` (closed loop) both set the load"), "{err}");
+    assert!(err.contains("max_concurrency"), "{err}");
 }

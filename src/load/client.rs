@@ -4,6 +4,7 @@
 
 use super::prompt::{Prompt, Prompts};
 use super::sse::{Event, SseParser};
+use crate::record::plan::OpenLoop;
 use crate::record::{ErrorKind, RequestError, RequestRecord};
 use serde::Serialize;
 use serde::ser::Serializer;
@@ -40,6 +41,9 @@ pub struct Phase {
     pub warmup: bool,
     /// Makes this phase's prompts differ from every other phase's.
     pub salt: u64,
+    /// Open loop: arrivals on a schedule drawn from `schedule_seed`; `concurrency` is then a cap (0: none).
+    pub open_loop: Option<OpenLoop>,
+    pub schedule_seed: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +96,9 @@ struct Body<'a> {
 }
 
 pub async fn run_phase(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase) -> PhaseResult {
+    if let Some(o) = &phase.open_loop {
+        return super::open::run(http, spec, phase, o).await;
+    }
     let t0 = Instant::now();
     let shared = Arc::new(Shared {
         next: AtomicU32::new(0),
@@ -158,16 +165,7 @@ async fn worker(
     let mut ids = Vec::new();
     let mut scheduled = Instant::now();
     while let Some((index, tail)) = shared.claim(phase) {
-        let prompt = spec.prompts.get(phase.salt, u64::from(index), &mut ids);
-        let body = serde_json::to_vec(&Body {
-            model: &spec.model,
-            prompt: IdsOrText(&prompt),
-            max_tokens: spec.max_tokens,
-            ignore_eos: spec.ignore_eos,
-            stream: spec.stream,
-            stream_options: spec.stream.then_some(StreamOptions { include_usage: true, continuous_usage_stats: true }),
-        })
-        .unwrap_or_default();
+        let body = body_of(spec, phase, index, &mut ids);
         let mut record = one_request(http, spec, phase, index, body, t0, scheduled).await;
         record.tail = tail;
         if shared.deadline.is_some() && !tail {
@@ -177,6 +175,20 @@ async fn worker(
         scheduled = Instant::now();
     }
     records
+}
+
+/// The JSON body of request `index` of a phase (`ids` is scratch space reused across requests).
+pub(super) fn body_of(spec: &RequestSpec, phase: &Phase, index: u32, ids: &mut Vec<u32>) -> Vec<u8> {
+    let prompt = spec.prompts.get(phase.salt, u64::from(index), ids);
+    serde_json::to_vec(&Body {
+        model: &spec.model,
+        prompt: IdsOrText(&prompt),
+        max_tokens: spec.max_tokens,
+        ignore_eos: spec.ignore_eos,
+        stream: spec.stream,
+        stream_options: spec.stream.then_some(StreamOptions { include_usage: true, continuous_usage_stats: true }),
+    })
+    .unwrap_or_default()
 }
 
 fn secs(t0: Instant, t: Instant) -> f64 {
@@ -199,7 +211,7 @@ struct Progress {
     status: Option<u16>,
 }
 
-async fn one_request(
+pub(super) async fn one_request(
     http: &reqwest::Client,
     spec: &RequestSpec,
     phase: &Phase,

@@ -1,6 +1,8 @@
 //! The load client: prompts, the closed loop, SSE parsing, raw records. Knows only an endpoint URL, not how
 //! the server was started.
 
+pub mod arrival;
 pub mod client;
+pub mod open;
 pub mod prompt;
 pub mod sse;

@@ -227,8 +227,15 @@ fn templates(spec: &Spec) -> (Located, Located) {
     }
     let mut load = Vec::new();
     if let Some(l) = &spec.load {
+        for (name, v) in [("concurrency", &l.concurrency), ("max_concurrency", &l.max_concurrency)] {
+            if let Some(IntOrTemplate::Template(t)) = v {
+                load.push((key(&["load", name]), t.clone()));
+            }
+        }
+        if let Some(crate::spec::NumOrTemplate::Template(t)) = &l.rate {
+            load.push((key(&["load", "rate"]), t.clone()));
+        }
         for (name, v) in [
-            ("concurrency", &l.concurrency),
             ("max_tokens", &l.max_tokens),
             ("prompt_tokens", &l.prompt_tokens),
             ("warmup", &l.warmup),
@@ -373,6 +380,41 @@ pub fn render_int(
     u32::try_from(value).map_err(|_| {
         PlanError::at(key(path), format!("{value}{where_} is too large"), format!("set `{name}` below {}", u32::MAX))
     })
+}
+
+/// Renders a number field; it must be finite and above 0.
+pub fn render_positive(
+    renderer: &Renderer,
+    ctx: &Value,
+    vars: &IndexMap<String, Scalar>,
+    path: &[&str],
+    v: &crate::spec::NumOrTemplate,
+) -> Result<f64, PlanError> {
+    let name = path.join(".");
+    let (value, where_) = match v {
+        crate::spec::NumOrTemplate::Num(x) => (*x, String::new()),
+        crate::spec::NumOrTemplate::Template(t) => {
+            let rendered = render_at(renderer, ctx, vars, key(path), t)?;
+            let num =
+                f64::try_from(rendered.clone()).ok().or_else(|| rendered.as_str().and_then(|s| s.trim().parse().ok()));
+            let Some(num) = num else {
+                return Err(PlanError::at(
+                    key(path),
+                    format!("`{t}` renders to `{rendered}`{}, which is not a number", at_point(vars)),
+                    format!("make `{name}` a number"),
+                ));
+            };
+            (num, at_point(vars))
+        }
+    };
+    if !(value.is_finite() && value > 0.0) {
+        return Err(PlanError::at(
+            key(path),
+            format!("must be above 0, got {value}{where_}"),
+            format!("set `{name}` to a positive number, e.g. 10 (requests per second)"),
+        ));
+    }
+    Ok(value)
 }
 
 pub fn render_bool(

@@ -82,7 +82,7 @@ pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
         let server = server::render(spec, &vars, &renderer)?;
         let server_id = content_hash(&server::identity(&server));
         let client = match &spec.load {
-            Some(load) => Some(render_client(load, &vars, &server, &renderer)?),
+            Some(load) => Some(render_client(load, &vars, &server, &renderer, spec.slo.is_some())?),
             None => None,
         };
         let group = match groups.iter_mut().position(|g| g.id == server_id) {
@@ -140,6 +140,7 @@ fn render_client(
     vars: &IndexMap<String, Scalar>,
     server: &ServerConfig,
     renderer: &Renderer,
+    slo: bool,
 ) -> Result<ClientConfig, PlanError> {
     let ctx = server::context(vars, server);
     let int = |name: &str, v: &crate::spec::IntOrTemplate, min: i64| {
@@ -152,8 +153,37 @@ fn render_client(
             "e.g. `max_error_rate: 0.1` (a point fails when more than 10% of its requests fail)",
         ));
     }
-    let concurrency = int("concurrency", &load.concurrency, 1)?;
-    check::at_most(&["load", "concurrency"], concurrency, MAX_CONCURRENCY, vars)?;
+    let (concurrency, open_loop) = match (&load.concurrency, &load.rate) {
+        (Some(_), Some(_)) => {
+            return Err(PlanError::at(
+                key(&["load", "rate"]),
+                "`rate` (open loop) and `concurrency` (closed loop) both set the load",
+                "keep one; to cap an open loop's requests in flight use `max_concurrency`",
+            ));
+        }
+        (_, Some(rate)) => {
+            let ctx = server::context(vars, server);
+            let rate = check::render_positive(renderer, &ctx, vars, &["load", "rate"], rate)?;
+            let cap = match &load.max_concurrency {
+                Some(m) => int("max_concurrency", m, 1)?,
+                None => 0,
+            };
+            check::at_most(&["load", "max_concurrency"], cap, MAX_CONCURRENCY, vars)?;
+            (cap, Some(open_loop(load, rate, slo, vars)?))
+        }
+        (c, None) => {
+            if load.max_concurrency.is_some() || load.burstiness.is_some() || !load.arrival.is_default() {
+                return Err(PlanError::at(
+                    key(&["load", "rate"]),
+                    "`arrival`, `burstiness` and `max_concurrency` shape an open loop, but `rate` is not set",
+                    "add `rate: N` (requests per second) instead of `concurrency`, or remove them",
+                ));
+            }
+            let c = int("concurrency", c.as_ref().unwrap_or(&crate::spec::IntOrTemplate::Int(1)), 1)?;
+            check::at_most(&["load", "concurrency"], c, MAX_CONCURRENCY, vars)?;
+            (c, None)
+        }
+    };
     // A phase is sized by time (`duration`, the default) or by a request count, never both.
     let (requests_asked, duration_s) = match (&load.requests, load.duration) {
         (Some(_), Some(_)) => {
@@ -185,8 +215,22 @@ fn render_client(
     if let Some(limit) = server.max_model_len {
         check::fits_context(prompt_tokens, max_tokens, limit, vars)?;
     }
+    if let (Some(o), Some(d)) = (&open_loop, duration_s)
+        && o.rate * d > MAX_ARRIVALS
+    {
+        return Err(PlanError::at(
+            key(&["load", "rate"]),
+            format!(
+                "rate {} × duration {d} s is over {MAX_ARRIVALS} arrivals per phase{}",
+                o.rate,
+                check::at_point(vars)
+            ),
+            "lower `rate` or `duration`",
+        ));
+    }
     let requests = match duration_s {
         Some(_) => 0,
+        None if open_loop.is_some() => requests_asked,
         None if load.exact_requests => requests_asked,
         None => requests_asked.max(concurrency.saturating_mul(4)),
     };
@@ -207,7 +251,45 @@ fn render_client(
         request_timeout_s: load.request_timeout.0.as_secs_f64(),
         max_error_rate: load.max_error_rate,
         duration_s,
+        open_loop,
     })
+}
+
+/// Arrivals a phase may pre-draw (its schedule is held in memory: 8 bytes each).
+const MAX_ARRIVALS: f64 = 5e6;
+
+/// With an SLO, a phase holds at least this many arrivals (see `OpenLoop::min_requests`).
+pub const SLO_MIN_REQUESTS: u32 = 400;
+
+fn open_loop(load: &Load, rate: f64, slo: bool, vars: &IndexMap<String, Scalar>) -> Result<OpenLoop, PlanError> {
+    use crate::spec::Arrival;
+    let burstiness = match (load.arrival, load.burstiness) {
+        (Arrival::Gamma, None) => {
+            return Err(PlanError::at(
+                key(&["load", "arrival"]),
+                "`arrival: gamma` needs `burstiness`",
+                "add `burstiness: 0.5` (burstier than Poisson) or `burstiness: 2` (more regular); 1 is Poisson",
+            ));
+        }
+        (Arrival::Gamma, Some(b)) if !(b.is_finite() && b > 0.0 && b <= 1000.0) => {
+            return Err(PlanError::at(
+                key(&["load", "burstiness"]),
+                format!("burstiness must be above 0 and at most 1000, got {b}{}", check::at_point(vars)),
+                "e.g. `burstiness: 0.5`",
+            ));
+        }
+        (Arrival::Gamma, b) => b,
+        (_, Some(_)) => {
+            return Err(PlanError::at(
+                key(&["load", "burstiness"]),
+                "`burstiness` shapes gamma arrivals only",
+                "set `arrival: gamma`, or remove `burstiness`",
+            ));
+        }
+        (_, None) => None,
+    };
+    let min_requests = if slo { SLO_MIN_REQUESTS } else { 0 };
+    Ok(OpenLoop { rate, arrival: load.arrival, burstiness, min_requests })
 }
 
 /// All variable names a template may use: the grid axes and the builtins.

@@ -194,3 +194,77 @@ fn draw_sweep<'a>(
         .draw()?;
     Ok(())
 }
+
+/// Goodput and p95 e2e against the offered rate, each with its 95% interval, the sustainable rate marked.
+pub fn rate_sweep(s: &crate::stats::rate::RateSweep) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        let _ = draw_rate(&root, s);
+        let _ = root.present();
+    }
+    svg
+}
+
+fn draw_rate<'a>(
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    s: &crate::stats::rate::RateSweep,
+) -> Result<(), Box<dyn std::error::Error + 'a>> {
+    root.fill(&WHITE)?;
+    let x = |c: &crate::stats::rate::RateCell| c.offered_rps;
+    let good: Vec<(f64, f64)> = s.cells.iter().map(|c| (x(c), c.goodput_rps)).collect();
+    let good_ci: Vec<(f64, f64, f64)> =
+        s.cells.iter().filter_map(|c| c.goodput_ci.map(|(l, h)| (x(c), l, h))).collect();
+    let p95: Vec<(f64, f64)> =
+        s.cells.iter().filter(|c| c.p95_e2e_s.is_finite()).map(|c| (x(c), c.p95_e2e_s * 1e3)).collect();
+    let p95_ci: Vec<(f64, f64, f64)> =
+        s.cells.iter().filter_map(|c| c.p95_e2e_ci.map(|(l, h)| (x(c), l * 1e3, h * 1e3))).collect();
+    let (x0, x1) = range(good.iter().map(|p| p.0).chain([0.0]), true);
+    let (y0, y1) = range(good.iter().map(|p| p.1).chain(good_ci.iter().flat_map(|b| [b.1, b.2])).chain([0.0]), true);
+    let (p0, p1) = range(p95.iter().map(|p| p.1).chain(p95_ci.iter().flat_map(|b| [b.1, b.2])), true);
+    let mut chart = ChartBuilder::on(root)
+        .caption("Goodput and p95 latency against the offered rate", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, y0..y1)?
+        .set_secondary_coord(x0..x1, p0..p1);
+    chart
+        .configure_mesh()
+        .max_light_lines(0)
+        .x_desc("offered rate (requests/s)")
+        .y_desc("goodput (requests/s meeting the SLO)")
+        .draw()?;
+    chart.configure_secondary_axes().y_desc("p95 e2e (ms)").draw()?;
+    chart
+        .draw_series(LineSeries::new(good.clone(), BLUE.stroke_width(2)))?
+        .label("goodput")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
+    chart.draw_series(good.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
+    chart.draw_series(good_ci.iter().map(|b| PathElement::new(vec![(b.0, b.1), (b.0, b.2)], BLUE.stroke_width(1))))?;
+    chart
+        .draw_secondary_series(LineSeries::new(p95.clone(), RED.stroke_width(2)))?
+        .label("p95 e2e (ms)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+    chart.draw_secondary_series(p95.iter().map(|p| TriangleMarker::new(*p, 5, RED.filled())))?;
+    chart.draw_secondary_series(
+        p95_ci.iter().map(|b| PathElement::new(vec![(b.0, b.1), (b.0, b.2)], RED.stroke_width(1))),
+    )?;
+    if let Some(r) = s.sustainable.rate
+        && let Some(c) = s.cells.iter().find(|c| c.rate == r)
+    {
+        let xr = x(c);
+        chart
+            .draw_series(LineSeries::new(vec![(xr, y0), (xr, y1)], GREEN.stroke_width(2)))?
+            .label(format!("sustainable ({} req/s)", crate::stats::trimmed(r, 2)))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], GREEN.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    Ok(())
+}

@@ -14,6 +14,14 @@ pub struct Context {
     pub kv: Option<KvContext>,
     /// One entry per server that took load: the sweep rows, knee, rules of thumb, batching summary.
     pub sweeps: Vec<SweepContext>,
+    /// One entry per server that took open-loop load.
+    pub rates: Vec<RateContext>,
+}
+
+#[derive(Serialize)]
+pub struct RateContext {
+    pub sweep: crate::stats::rate::RateSweep,
+    pub chart: String,
 }
 
 #[derive(Serialize)]

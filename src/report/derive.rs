@@ -2,8 +2,8 @@
 //! recorded (spec, manifest, server records, points, requests, samples). `servelab run` calls it after every
 //! point; `servelab report` calls it on the files, which is why the two agree byte for byte.
 
-use super::context::{self, Context, KvContext};
-use super::{charts, kv_csv, markdown, sweep_csv};
+use super::context::{self, Context, KvContext, RateContext};
+use super::{charts, kv_csv, markdown, rate_csv, sweep_csv};
 use crate::record::Recorded;
 use crate::record::manifest::Manifest;
 use crate::spec::{ReportKind, Spec};
@@ -16,18 +16,27 @@ pub type Files = Vec<(String, Vec<u8>)>;
 use crate::record::io::json_pretty;
 
 /// The reports to render: the spec's list, or by default what the data supports.
-fn reports(spec: &Spec, has_kv: bool, has_sweep: bool) -> Vec<ReportKind> {
+fn reports(spec: &Spec, has_kv: bool, has_sweep: bool, has_rates: bool) -> Vec<ReportKind> {
     if !spec.report.is_empty() {
         return spec.report.clone();
     }
     let mut r = Vec::new();
-    if has_kv && !has_sweep {
+    if has_kv && !has_sweep && !has_rates {
         r.push(ReportKind::KvCacheScalingNotes);
     }
     if has_sweep {
         r.push(ReportKind::ConcurrencySweep);
     }
+    if has_rates {
+        r.push(ReportKind::RateSweep);
+    }
     r
+}
+
+/// Server groups of the plan that run open-loop points (each gets its own rate-sweep files when several).
+fn rate_groups_len(manifest: &Manifest) -> usize {
+    let open = |p: &crate::record::plan::Point| p.client.as_ref().is_some_and(|c| c.open_loop.is_some());
+    manifest.plan.groups.iter().filter(|g| g.points.iter().any(open)).count()
 }
 
 /// Server groups of the plan that run load points (each gets its own sweep files when there are several).
@@ -79,6 +88,14 @@ pub fn derive(
     if !sweeps.is_empty() {
         files.push(("sweep.json".to_owned(), json_pretty(&sweeps)));
     }
+    let mut rate_ctx = Vec::new();
+    let rate_groups = crate::stats::rate::analyze(&rec.points, &rec.requests, spec.slo.as_ref());
+    for r in rate_groups {
+        let suffix = if rate_groups_len(manifest) > 1 { format!("-{}", r.group) } else { String::new() };
+        files.push((format!("rate_sweep{suffix}.csv"), rate_csv::render(&r)));
+        files.push((format!("rate_sweep{suffix}.svg"), charts::rate_sweep(&r).into_bytes()));
+        rate_ctx.push(RateContext { sweep: r, chart: format!("rate_sweep{suffix}.svg") });
+    }
     let policy = format!("{:?}", spec.repeat_policy).to_lowercase();
     let ctx = Context {
         run: context::run_info(
@@ -90,10 +107,12 @@ pub fn derive(
         ),
         kv: kv_ctx,
         sweeps: sweep_ctx,
+        rates: rate_ctx,
     };
     let env = markdown::environment(templates);
-    for kind in reports(spec, ctx.kv.is_some(), !ctx.sweeps.is_empty()) {
+    for kind in reports(spec, ctx.kv.is_some(), !ctx.sweeps.is_empty(), !ctx.rates.is_empty()) {
         let name = match kind {
+            ReportKind::RateSweep if !ctx.rates.is_empty() => "rate_sweep.md",
             ReportKind::KvCacheScalingNotes if ctx.kv.is_some() => "kv_cache_scaling_notes.md",
             ReportKind::BatchingBenchmark if !ctx.sweeps.is_empty() => "batching_benchmark.md",
             ReportKind::ConcurrencySweep if !ctx.sweeps.is_empty() => "concurrency_sweep.md",

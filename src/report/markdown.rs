@@ -6,10 +6,11 @@ use crate::stats::thousands;
 use minijinja::{Environment, Error, ErrorKind, Value};
 use std::path::PathBuf;
 
-pub const REPORTS: [(&str, &str); 3] = [
+pub const REPORTS: [(&str, &str); 4] = [
     ("kv_cache_scaling_notes.md", include_str!("../../templates/kv_cache_scaling_notes.md")),
     ("batching_benchmark.md", include_str!("../../templates/batching_benchmark.md")),
     ("concurrency_sweep.md", include_str!("../../templates/concurrency_sweep.md")),
+    ("rate_sweep.md", include_str!("../../templates/rate_sweep.md")),
 ];
 
 fn num(v: &Value) -> Option<f64> {

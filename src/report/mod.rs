@@ -7,6 +7,7 @@ pub mod context;
 pub mod derive;
 pub mod kv_csv;
 pub mod markdown;
+pub mod rate_csv;
 pub mod sweep_csv;
 
 use crate::record::Recorded;

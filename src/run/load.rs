@@ -3,7 +3,7 @@
 
 use crate::load::client::{self, Phase, RequestSpec};
 use crate::load::prompt::{self, Prompts};
-use crate::plan::{ClientConfig, Point, ServerGroup};
+use crate::plan::{ClientConfig, OpenLoop, Point, ServerGroup};
 use crate::probe::MemoryProbe;
 use crate::probe::metrics::{self, Snapshot};
 use crate::record::point::HostReading;
@@ -160,6 +160,15 @@ async fn phase_or_interrupt(
     }
 }
 
+/// Idle connections kept: one per slot of a closed loop; an open loop has no slots, so keep enough that
+/// arrivals rarely pay for a new connection.
+fn pool_size(c: &ClientConfig) -> u32 {
+    match c.open_loop {
+        Some(_) if c.concurrency == 0 => 1024,
+        _ => c.concurrency,
+    }
+}
+
 /// What every request of a point asks for.
 fn request_spec(
     c: &ClientConfig,
@@ -193,7 +202,14 @@ pub async fn server_warmup(
     model_vocab: Option<u64>,
     duration: Duration,
 ) -> Result<usize, String> {
-    let Some(c) = group.points.iter().filter_map(|p| p.client.as_ref()).max_by_key(|c| c.concurrency) else {
+    // The heaviest load of the group: its highest concurrency, or its highest rate in an open loop.
+    let heaviest = |c: &&ClientConfig| (c.rate().unwrap_or(0.0), c.concurrency);
+    let Some(c) = group
+        .points
+        .iter()
+        .filter_map(|p| p.client.as_ref())
+        .max_by(|a, b| heaviest(a).partial_cmp(&heaviest(b)).unwrap_or(std::cmp::Ordering::Equal))
+    else {
         return Ok(0);
     };
     let spec = request_spec(c, &group.server.base_url, model, model_vocab, ctx.api_key.clone())?;
@@ -205,8 +221,10 @@ pub async fn server_warmup(
         concurrency: c.concurrency,
         warmup: true,
         salt: prompt::salt(&format!("{}/server-warmup", group.id)),
+        open_loop: c.open_loop.clone().map(|o| OpenLoop { min_requests: 0, ..o }),
+        schedule_seed: prompt::salt(&format!("{}/server-warmup/schedule", group.id)),
     };
-    let http = client::http_client(c.concurrency);
+    let http = client::http_client(pool_size(c));
     let r = phase_or_interrupt(&http, &spec, &phase, ctx.interrupted).await.ok_or("interrupted")?;
     Ok(r.records.iter().filter(|r| r.ok()).count())
 }
@@ -239,7 +257,7 @@ pub async fn run_point(
         status: Status::Ok,
         error: None,
     };
-    let http = client::http_client(c.concurrency);
+    let http = client::http_client(pool_size(&c));
     let spec = match request_spec(&c, base, model, model_vocab, ctx.api_key.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -258,6 +276,8 @@ pub async fn run_point(
             concurrency: c.concurrency.min(c.warmup),
             warmup: true,
             salt: prompt::salt(&format!("{}/{attempt}/warmup", point.id)),
+            open_loop: None,
+            schedule_seed: 0,
         };
         if let Some(r) = phase_or_interrupt(&http, &spec, &warm, ctx.interrupted).await {
             requests.extend(r.records);
@@ -285,6 +305,9 @@ pub async fn run_point(
         concurrency: c.concurrency,
         warmup: false,
         salt: prompt::salt(&format!("{}/{attempt}", point.id)),
+        open_loop: c.open_loop.clone(),
+        // The same spec seed and point give the same schedule, on every attempt.
+        schedule_seed: c.seed ^ prompt::salt(&format!("{}/schedule", point.id)),
     };
     let result = if ctx.interrupted.load(Ordering::SeqCst) {
         None

@@ -442,6 +442,14 @@ impl GroupCtx<'_> {
     }
 }
 
+/// "c=8" for a closed loop, "rate=50/s" for an open one.
+fn load_label(c: &crate::plan::ClientConfig) -> String {
+    match c.rate() {
+        Some(r) => format!("rate={r}/s"),
+        None => format!("c={}", c.concurrency),
+    }
+}
+
 /// Keeps an earlier attempt's server files when a resumed run starts the same server again.
 /// A compressed folder (`servelab compress`) holds `startup.json.xz`: it is kept the same way.
 fn archive_previous(server_dir: &Path) {
@@ -604,9 +612,9 @@ async fn run_points(
             // The cell already meets the precision target and decides nothing close: no further rounds
             // (recomputed on resume).
             ctx.progress.line(&format!(
-                "  point {} c={} repeat {}: skipped, the cell meets ±{:.1}% and is clear of the latency budget",
+                "  point {} {} repeat {}: skipped, the cell meets ±{:.1}% and is clear of the latency budget",
                 point.id,
-                c.concurrency,
+                load_label(c),
                 point.repeat,
                 p.rel_ci * 100.0
             ));
@@ -619,12 +627,12 @@ async fn run_points(
             Some(why) => load::not_run(group, point, attempt, model, why),
             None => {
                 ctx.progress.status(&format!(
-                    "server {}/{}: point {}/{} c={} repeat {}",
+                    "server {}/{}: point {}/{} {} repeat {}",
                     ctx.index.0 + 1,
                     ctx.index.1,
                     j + 1,
                     todo.len(),
-                    c.concurrency,
+                    load_label(c),
                     point.repeat
                 ));
                 load::run_point(&load_ctx, group, point, attempt, model, vocab).await
@@ -649,9 +657,9 @@ async fn run_points(
         let measured: Vec<_> = out.requests.iter().filter(|r| !r.warmup && !r.tail).collect();
         let ok = measured.iter().filter(|r| r.ok()).count();
         ctx.progress.line(&format!(
-            "  point {} c={} repeat {}: {} ({ok}/{} ok, {:.1} s){}",
+            "  point {} {} repeat {}: {} ({ok}/{} ok, {:.1} s){}",
             point.id,
-            c.concurrency,
+            load_label(c),
             point.repeat,
             out.point.status,
             measured.len(),

@@ -1,7 +1,8 @@
 //! The experiment spec: what a user writes in YAML. Plain data, no behaviour beyond defaults.
 //! Every struct denies unknown fields, so a typo is an error with a suggestion, never silently ignored.
 
-use super::values::{ArgValue, BoolOrTemplate, Dur, IntOrTemplate, Scalar};
+use super::values::{ArgValue, BoolOrTemplate, Dur, IntOrTemplate, NumOrTemplate, Scalar};
+pub use crate::record::plan::Arrival;
 pub use crate::record::values::EngineKind;
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -51,6 +52,10 @@ pub struct Spec {
     /// Repeat each cell until its tokens/s is known to this precision, instead of a fixed `repeats`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<Precision>,
+    /// Per-request objectives (`ttft`, `tpot`, `e2e`, any subset): goodput and attainment per cell, and the
+    /// highest rate that sustains them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<Slo>,
     /// Inputs of the reports that are not measurements (kept in the spec so re-rendering stays exact).
     #[serde(default, skip_serializing_if = "ReportOptions::is_empty")]
     pub report_options: ReportOptions,
@@ -220,9 +225,22 @@ fn default_stop_timeout() -> Dur {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
-    /// Requests in flight at once (closed loop); 1 is sequential.
-    #[serde(default = "int1")]
-    pub concurrency: IntOrTemplate,
+    /// Requests in flight at once (closed loop; default 1, sequential). Excludes `rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<IntOrTemplate>,
+    /// Open loop: requests per second, sent on a pre-drawn schedule whether or not the server keeps up.
+    /// Excludes `concurrency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<NumOrTemplate>,
+    /// How open-loop arrivals are spaced: `poisson` (default), `constant` or `gamma` (with `burstiness`).
+    #[serde(default, skip_serializing_if = "Arrival::is_default")]
+    pub arrival: Arrival,
+    /// Shape of gamma inter-arrival times: 1 is Poisson, below 1 burstier, above 1 more regular.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burstiness: Option<f64>,
+    /// Open loop: at most this many requests in flight; an arrival waits for a free slot (and is then late).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<IntOrTemplate>,
     /// Requests per repeat. Unless `exact_requests`, at least 4 × concurrency are sent, so that high levels
     /// really hold their concurrency. Excludes `duration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -274,6 +292,29 @@ pub struct Load {
     pub request_timeout: Dur,
 }
 
+/// Service-level objectives, per request; a request meets the SLO when it meets every one given.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// Time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft: Option<Dur>,
+    /// Time per output token after the first: (e2e − TTFT) / (tokens − 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpot: Option<Dur>,
+    /// End to end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e: Option<Dur>,
+    /// The share of requests that must meet it: a rate sustains the SLO when the lower bound of its
+    /// attainment's 95% (Clopper–Pearson) interval is at least this.
+    #[serde(default = "default_attainment")]
+    pub attainment: f64,
+}
+
+fn default_attainment() -> f64 {
+    0.99
+}
+
 pub fn default_max_error_rate() -> f64 {
     crate::record::plan::DEFAULT_MAX_ERROR_RATE
 }
@@ -288,9 +329,6 @@ fn default_request_timeout() -> Dur {
 
 fn int0() -> IntOrTemplate {
     IntOrTemplate::Int(0)
-}
-fn int1() -> IntOrTemplate {
-    IntOrTemplate::Int(1)
 }
 fn int2() -> IntOrTemplate {
     IntOrTemplate::Int(2)
@@ -352,6 +390,8 @@ pub enum ReportKind {
     BatchingBenchmark,
     /// Experiment C: throughput and latency against concurrency, with the knee.
     ConcurrencySweep,
+    /// Open loop: goodput, SLO attainment and latency against the offered rate, with the sustainable rate.
+    RateSweep,
 }
 
 /// Overrides for the plan's wall-time estimate; unset fields use the engine kind's defaults.

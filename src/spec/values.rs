@@ -66,6 +66,61 @@ impl JsonSchema for IntOrTemplate {
     }
 }
 
+/// A number, or a template that renders to one (`"{{ rate }}"`): request rates may be fractional.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NumOrTemplate {
+    Num(f64),
+    Template(String),
+}
+
+impl Serialize for NumOrTemplate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            NumOrTemplate::Num(x) => s.serialize_f64(*x),
+            NumOrTemplate::Template(t) => s.serialize_str(t),
+        }
+    }
+}
+
+struct NumVisitor;
+
+impl Visitor<'_> for NumVisitor {
+    type Value = NumOrTemplate;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number (or a template string that renders to one)")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumOrTemplate, E> {
+        Ok(NumOrTemplate::Num(v as f64))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumOrTemplate, E> {
+        Ok(NumOrTemplate::Num(v as f64))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumOrTemplate, E> {
+        Ok(NumOrTemplate::Num(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<NumOrTemplate, E> {
+        Ok(NumOrTemplate::Template(v.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for NumOrTemplate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NumVisitor)
+    }
+}
+
+impl JsonSchema for NumOrTemplate {
+    fn schema_name() -> Cow<'static, str> {
+        "NumOrTemplate".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A number, or a minijinja template over the grid variables that renders to one.",
+            "type": ["number", "string"]
+        })
+    }
+}
+
 /// A boolean, or a template that renders to `true`/`false`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BoolOrTemplate {

@@ -2,6 +2,7 @@
 
 pub mod fit;
 pub mod kv;
+pub mod rate;
 pub mod summary;
 pub mod sweep;
 pub mod window;
@@ -19,4 +20,15 @@ pub fn thousands(x: f64, digits: usize) -> String {
         out.push(ch);
     }
     format!("{}{out}{frac}", if x < 0.0 { "-" } else { "" })
+}
+
+/// [`thousands`] without trailing zeros: 2.50 → "2.5", 4.00 → "4".
+pub fn trimmed(x: f64, digits: usize) -> String {
+    let t = thousands(x, digits);
+    if t.contains('.') { t.trim_end_matches('0').trim_end_matches('.').to_owned() } else { t }
+}
+
+/// A duration for a sentence: "200 ms" below a second, "2 s" from there.
+pub fn fmt_secs(s: f64) -> String {
+    if s < 1.0 { format!("{} ms", trimmed(s * 1e3, 1)) } else { format!("{} s", trimmed(s, 2)) }
 }

@@ -457,7 +457,8 @@ pub fn analyze(
 ) -> Vec<GroupSweep> {
     let measured: Vec<&RequestRecord> = requests.iter().filter(|r| !r.warmup).collect();
     let mut groups: Vec<GroupSweep> = Vec::new();
-    for p in points.iter().filter(|p| p.status == Status::Ok) {
+    // Open-loop points are the rate sweep's (stats::rate).
+    for p in points.iter().filter(|p| p.status == Status::Ok && p.client.open_loop.is_none()) {
         let label = cell_label(p);
         let reqs: Vec<&RequestRecord> =
             measured.iter().copied().filter(|r| r.point == p.point && r.attempt == p.attempt).collect();
@@ -1015,6 +1016,7 @@ mod properties {
             request_timeout_s: 300.0,
             max_error_rate: 0.1,
             duration_s: Some(10.0),
+            open_loop: None,
         }
     }
 

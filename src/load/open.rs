@@ -1,0 +1,162 @@
+//! The open-loop dispatcher: requests leave at the absolute times of a pre-drawn schedule, whether or not the
+//! server keeps up. A thread of its own (not a tokio task: tokio's timer is millisecond-grained, and a busy
+//! worker delays a woken task) sleeps until shortly before each arrival, spins until its instant, and spawns
+//! the request onto the runtime. Each record keeps its scheduled and its actual send time; lateness is
+//! derived afterwards.
+//!
+//! Like the closed loop, a phase by time keeps the load on after its duration — tail arrivals, drawn on from
+//! the same stream and excluded from every figure — until every request sent in time has finished, so the
+//! last measured requests do not finish on an emptying server.
+
+use super::arrival;
+use super::client::{Phase, PhaseResult, RequestSpec, body_of, one_request};
+use crate::record::RequestRecord;
+use crate::record::plan::OpenLoop;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+/// An arrival's thread sleeps until this long before its time, then spins: the kernel's sleep overshoots by
+/// tens of microseconds, tokio's timer by up to a millisecond.
+const SPIN: Duration = Duration::from_micros(200);
+/// The longest single sleep, so that a cancelled phase stops its thread promptly.
+const NAP: Duration = Duration::from_millis(50);
+
+pub async fn run(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase, o: &OpenLoop) -> PhaseResult {
+    let sched = arrival::schedule(o, phase.schedule_seed, phase.duration.map(|d| d.as_secs_f64()), phase.requests);
+    let d = Arc::new(Dispatcher {
+        http: http.clone(),
+        spec: spec.clone(),
+        phase: Arc::new(phase.clone()),
+        cap: (phase.concurrency > 0).then(|| Arc::new(Semaphore::new(phase.concurrency as usize))),
+        open: AtomicU32::new(sched.measured.len() as u32),
+        cancelled: AtomicBool::new(false),
+        by_time: phase.duration.is_some(),
+        runtime: tokio::runtime::Handle::current(),
+        t0: Instant::now(),
+    });
+    // Dropping this future (Ctrl-C) stops the thread and aborts the requests in flight.
+    let guard = Cancel(d.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread = d.clone();
+    let spawned = std::thread::Builder::new().name("servelab-dispatch".into()).spawn(move || {
+        let _ = tx.send(thread.dispatch(sched));
+    });
+    let handles = match spawned {
+        Ok(_) => rx.await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let mut records = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(r) = h.await {
+            records.push(r);
+        }
+    }
+    std::mem::forget(guard);
+    records.sort_by_key(|r| r.index);
+    let wall_s = records.iter().map(|r| r.end_s).fold(0.0, f64::max);
+    PhaseResult { records, wall_s, t0: d.t0 }
+}
+
+struct Cancel(Arc<Dispatcher>);
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        self.0.cancelled.store(true, Ordering::SeqCst);
+    }
+}
+
+struct Dispatcher {
+    http: reqwest::Client,
+    spec: Arc<RequestSpec>,
+    phase: Arc<Phase>,
+    /// `max_concurrency`: an arrival waits for a free slot (and is late by that wait).
+    cap: Option<Arc<Semaphore>>,
+    /// Measured requests not finished yet.
+    open: AtomicU32,
+    cancelled: AtomicBool,
+    by_time: bool,
+    runtime: tokio::runtime::Handle,
+    t0: Instant,
+}
+
+impl Dispatcher {
+    /// On its own thread: sends every measured arrival at its time, then (a phase by time) tail arrivals
+    /// until every measured request has finished.
+    fn dispatch(self: &Arc<Self>, mut sched: arrival::Schedule) -> Vec<JoinHandle<RequestRecord>> {
+        let mut handles = Vec::with_capacity(sched.measured.len());
+        let mut ids = Vec::new();
+        let measured = std::mem::take(&mut sched.measured);
+        for (index, &at) in measured.iter().enumerate() {
+            match self.send(index as u32, at, false, &mut ids) {
+                Some(h) => handles.push(h),
+                None => return self.abort(handles),
+            }
+        }
+        let mut index = measured.len() as u32;
+        while self.by_time && self.open.load(Ordering::SeqCst) > 0 {
+            match self.send(index, sched.next_tail(), true, &mut ids) {
+                Some(h) => handles.push(h),
+                None if self.cancelled.load(Ordering::SeqCst) => return self.abort(handles),
+                None => break, // every measured request finished before this tail arrival was due
+            }
+            index += 1;
+        }
+        handles
+    }
+
+    fn abort(&self, handles: Vec<JoinHandle<RequestRecord>>) -> Vec<JoinHandle<RequestRecord>> {
+        handles.iter().for_each(JoinHandle::abort);
+        Vec::new()
+    }
+
+    /// Waits for the arrival's time (and a slot under a cap), then sends it on a task of its own. None when
+    /// the phase was cancelled, or a tail arrival is no longer needed.
+    fn send(
+        self: &Arc<Self>,
+        index: u32,
+        at: f64,
+        tail: bool,
+        ids: &mut Vec<u32>,
+    ) -> Option<JoinHandle<RequestRecord>> {
+        let body = body_of(&self.spec, &self.phase, index, ids);
+        let scheduled = self.t0 + Duration::from_secs_f64(at);
+        self.wait_until(scheduled, tail)?;
+        let permit: Option<OwnedSemaphorePermit> = match &self.cap {
+            Some(s) => Some(self.runtime.block_on(s.clone().acquire_owned()).ok()?),
+            None => None,
+        };
+        let d = self.clone();
+        Some(self.runtime.spawn(async move {
+            let mut r = one_request(&d.http, &d.spec, &d.phase, index, body, d.t0, scheduled).await;
+            drop(permit);
+            r.tail = tail;
+            if !tail {
+                d.open.fetch_sub(1, Ordering::SeqCst);
+            }
+            r
+        }))
+    }
+
+    /// Sleeps in naps until shortly before `at`, then spins until it has passed. None when cancelled, or for
+    /// a tail arrival once every measured request has finished.
+    fn wait_until(&self, at: Instant, tail: bool) -> Option<()> {
+        loop {
+            if self.cancelled.load(Ordering::SeqCst) || (tail && self.open.load(Ordering::SeqCst) == 0) {
+                return None;
+            }
+            let now = Instant::now();
+            if now >= at {
+                return Some(());
+            }
+            let left = at - now;
+            if left > SPIN {
+                std::thread::sleep((left - SPIN).min(NAP));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
