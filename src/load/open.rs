@@ -1,7 +1,7 @@
 //! The open-loop dispatcher: requests leave at the absolute times of a pre-drawn schedule, whether or not the
-//! server keeps up. A thread of its own (not a tokio task: tokio's timer is millisecond-grained, and a busy
-//! worker delays a woken task) sleeps until shortly before each arrival, spins until its instant, and spawns
-//! the request onto the runtime. Each record keeps its scheduled and its actual send time; lateness is
+//! server keeps up. A thread of its own (not a tokio task: tokio's timer is millisecond-grained, and a
+//! dispatcher task behind its schedule competes with the requests it sent) sleeps until each arrival, with
+//! a timer slack of 1 ns, and spawns the request onto the runtime. Each record keeps its scheduled and its actual send time; lateness is
 //! derived afterwards.
 //!
 //! Like the closed loop, a phase by time keeps the load on after its duration — tail arrivals, drawn on from
@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-/// An arrival's thread sleeps until this long before its time, then spins: the kernel's sleep overshoots by
-/// tens of microseconds, tokio's timer by up to a millisecond.
-const SPIN: Duration = Duration::from_micros(200);
+/// The thread sleeps (timer slack 1 ns) until this long before an arrival, then spins: a kernel wakeup
+/// takes tens of microseconds, and a longer spin would take a single core from the requests.
+const SPIN: Duration = Duration::from_micros(100);
 /// The longest single sleep, so that a cancelled phase stops its thread promptly.
 const NAP: Duration = Duration::from_millis(50);
 
@@ -42,6 +42,8 @@ pub async fn run(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase,
     let (tx, rx) = tokio::sync::oneshot::channel();
     let thread = d.clone();
     let spawned = std::thread::Builder::new().name("servelab-dispatch".into()).spawn(move || {
+        // Linux lets a sleeping thread oversleep by its timer slack (50 µs by default).
+        let _ = nix::sys::prctl::set_timerslack(1);
         let _ = tx.send(thread.dispatch(sched));
     });
     let handles = match spawned {
@@ -140,7 +142,7 @@ impl Dispatcher {
         }))
     }
 
-    /// Sleeps in naps until shortly before `at`, then spins until it has passed. None when cancelled, or for
+    /// Sleeps until [`SPIN`] before `at` (in naps of at most [`NAP`]), then spins. None when cancelled, or for
     /// a tail arrival once every measured request has finished.
     fn wait_until(&self, at: Instant, tail: bool) -> Option<()> {
         loop {
@@ -151,11 +153,9 @@ impl Dispatcher {
             if now >= at {
                 return Some(());
             }
-            let left = at - now;
-            if left > SPIN {
-                std::thread::sleep((left - SPIN).min(NAP));
-            } else {
-                std::hint::spin_loop();
+            match (at - now).checked_sub(SPIN) {
+                Some(left) if !left.is_zero() => std::thread::sleep(left.min(NAP)),
+                _ => std::hint::spin_loop(),
             }
         }
     }
