@@ -98,7 +98,9 @@ impl Dispatcher {
             }
         }
         let mut index = measured.len() as u32;
-        while self.by_time && self.open.load(Ordering::SeqCst) > 0 {
+        // Every measured request ends by its timeout; the bound also holds if one never reports back.
+        let tail_until = Instant::now() + self.spec.timeout;
+        while self.by_time && self.open.load(Ordering::SeqCst) > 0 && Instant::now() < tail_until {
             match self.send(index, sched.next_tail(), true, &mut ids) {
                 Some(h) => handles.push(h),
                 None if self.cancelled.load(Ordering::SeqCst) => return self.abort(handles),
