@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
 /// The thread sleeps (timer slack 1 ns) until this long before an arrival, then spins: a kernel wakeup
 /// takes tens of microseconds, and a longer spin would take a single core from the requests.
@@ -37,8 +37,8 @@ pub async fn run(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase,
         runtime: tokio::runtime::Handle::current(),
         t0: Instant::now(),
     });
-    // Dropping this future (Ctrl-C) stops the thread and aborts the requests in flight.
-    let guard = Cancel(d.clone());
+    // Dropping this future (Ctrl-C) stops the thread (the guard) and aborts the requests in flight (the set).
+    let _guard = Cancel(d.clone());
     let (tx, rx) = tokio::sync::oneshot::channel();
     let thread = d.clone();
     let spawned = std::thread::Builder::new().name("servelab-dispatch".into()).spawn(move || {
@@ -46,17 +46,16 @@ pub async fn run(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase,
         let _ = nix::sys::prctl::set_timerslack(1);
         let _ = tx.send(thread.dispatch(sched));
     });
-    let handles = match spawned {
+    let mut tasks = match spawned {
         Ok(_) => rx.await.unwrap_or_default(),
-        Err(_) => Vec::new(),
+        Err(_) => JoinSet::new(),
     };
-    let mut records = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(r) = h.await {
+    let mut records = Vec::with_capacity(tasks.len());
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(r) = r {
             records.push(r);
         }
     }
-    std::mem::forget(guard);
     records.sort_by_key(|r| r.index);
     let wall_s = records.iter().map(|r| r.end_s).fold(0.0, f64::max);
     PhaseResult { records, wall_s, t0: d.t0 }
@@ -87,61 +86,67 @@ struct Dispatcher {
 impl Dispatcher {
     /// On its own thread: sends every measured arrival at its time, then (a phase by time) tail arrivals
     /// until every measured request has finished.
-    fn dispatch(self: &Arc<Self>, mut sched: arrival::Schedule) -> Vec<JoinHandle<RequestRecord>> {
-        let mut handles = Vec::with_capacity(sched.measured.len());
+    /// Cancelled, it returns an empty set: dropping the one it had aborts the requests it sent.
+    fn dispatch(self: &Arc<Self>, mut sched: arrival::Schedule) -> JoinSet<RequestRecord> {
+        let mut tasks = JoinSet::new();
         let mut ids = Vec::new();
         let measured = std::mem::take(&mut sched.measured);
         for (index, &at) in measured.iter().enumerate() {
-            match self.send(index as u32, at, false, &mut ids) {
-                Some(h) => handles.push(h),
-                None => return self.abort(handles),
+            if !self.send(&mut tasks, index as u32, at, false, &mut ids) {
+                return JoinSet::new();
             }
         }
         let mut index = measured.len() as u32;
         // Every measured request ends by its timeout; the bound also holds if one never reports back.
         let tail_until = Instant::now() + self.spec.timeout;
         while self.by_time && self.open.load(Ordering::SeqCst) > 0 && Instant::now() < tail_until {
-            match self.send(index, sched.next_tail(), true, &mut ids) {
-                Some(h) => handles.push(h),
-                None if self.cancelled.load(Ordering::SeqCst) => return self.abort(handles),
-                None => break, // every measured request finished before this tail arrival was due
+            if !self.send(&mut tasks, index, sched.next_tail(), true, &mut ids) {
+                if self.cancelled.load(Ordering::SeqCst) {
+                    return JoinSet::new();
+                }
+                break; // every measured request finished before this tail arrival was due
             }
             index += 1;
         }
-        handles
+        tasks
     }
 
-    fn abort(&self, handles: Vec<JoinHandle<RequestRecord>>) -> Vec<JoinHandle<RequestRecord>> {
-        handles.iter().for_each(JoinHandle::abort);
-        Vec::new()
-    }
-
-    /// Waits for the arrival's time (and a slot under a cap), then sends it on a task of its own. None when
+    /// Waits for the arrival's time (and a slot under a cap), then sends it on a task of its own. False when
     /// the phase was cancelled, or a tail arrival is no longer needed.
     fn send(
         self: &Arc<Self>,
+        tasks: &mut JoinSet<RequestRecord>,
         index: u32,
         at: f64,
         tail: bool,
         ids: &mut Vec<u32>,
-    ) -> Option<JoinHandle<RequestRecord>> {
+    ) -> bool {
         let body = body_of(&self.spec, &self.phase, index, ids);
         let scheduled = self.t0 + Duration::from_secs_f64(at);
-        self.wait_until(scheduled, tail)?;
+        if self.wait_until(scheduled, tail).is_none() {
+            return false;
+        }
         let permit: Option<OwnedSemaphorePermit> = match &self.cap {
-            Some(s) => Some(self.runtime.block_on(s.clone().acquire_owned()).ok()?),
+            Some(s) => match self.runtime.block_on(s.clone().acquire_owned()) {
+                Ok(p) => Some(p),
+                Err(_) => return false,
+            },
             None => None,
         };
         let d = self.clone();
-        Some(self.runtime.spawn(async move {
-            let mut r = one_request(&d.http, &d.spec, &d.phase, index, body, d.t0, scheduled).await;
-            drop(permit);
-            r.tail = tail;
-            if !tail {
-                d.open.fetch_sub(1, Ordering::SeqCst);
-            }
-            r
-        }))
+        tasks.spawn_on(
+            async move {
+                let mut r = one_request(&d.http, &d.spec, &d.phase, index, body, d.t0, scheduled).await;
+                drop(permit);
+                r.tail = tail;
+                if !tail {
+                    d.open.fetch_sub(1, Ordering::SeqCst);
+                }
+                r
+            },
+            &self.runtime,
+        );
+        true
     }
 
     /// Sleeps until [`SPIN`] before `at` (in naps of at most [`NAP`]), then spins. None when cancelled, or for

@@ -162,7 +162,6 @@ fn render_client(
             ));
         }
         (_, Some(rate)) => {
-            let ctx = server::context(vars, server);
             let rate = check::render_positive(renderer, &ctx, vars, &["load", "rate"], rate)?;
             let cap = match &load.max_concurrency {
                 Some(m) => int("max_concurrency", m, 1)?,

@@ -362,6 +362,12 @@ fn unpack(codec: Codec, path: &Path, bytes: &[u8]) -> Result<Vec<u8>, RecordErro
     Ok(out)
 }
 
+/// `path` and `other` hold the same records: which to read is the user's call.
+fn two_copies(path: &Path, other: &Path) -> RecordError {
+    let msg = format!("{} is also present: keep one of the two", other.display());
+    RecordError::io(path, std::io::Error::other(msg))
+}
+
 /// The compressed part of a raw stream, unpacked, and the file it came from. Two compressed files for one
 /// stream would make the order of their lines ambiguous, so that is an error.
 fn read_packed(plain: &Path) -> Result<Option<(PathBuf, Vec<u8>)>, RecordError> {
@@ -370,8 +376,7 @@ fn read_packed(plain: &Path) -> Result<Option<(PathBuf, Vec<u8>)>, RecordError> 
         let path = with_ext(plain, ext);
         if let Some(bytes) = read_optional(&path)? {
             if let Some((other, _)) = &found {
-                let msg = format!("{} is also present: keep one of the two", other.display());
-                return Err(RecordError::io(&path, std::io::Error::other(msg)));
+                return Err(two_copies(&path, other));
             }
             found = Some((path.clone(), unpack(codec, &path, &bytes)?));
         }
@@ -396,10 +401,7 @@ pub fn read_raw<T: DeserializeOwned>(plain: &Path) -> Result<Vec<T>, RecordError
 pub fn read_doc(plain: &Path) -> Result<Option<(PathBuf, Vec<u8>)>, RecordError> {
     let packed = read_packed(plain)?;
     match (read_optional(plain)?, packed) {
-        (Some(_), Some((other, _))) => {
-            let msg = format!("{} is also present: keep one of the two", other.display());
-            Err(RecordError::io(plain, std::io::Error::other(msg)))
-        }
+        (Some(_), Some((other, _))) => Err(two_copies(plain, &other)),
         (Some(bytes), None) => Ok(Some((plain.to_path_buf(), bytes))),
         (None, packed) => Ok(packed),
     }

@@ -96,6 +96,38 @@ fn draw_kv<'a>(
 }
 
 /// Tokens/s (left axis) and p95 e2e (right axis) against concurrency, the knee marked.
+type Axis = plotters::coord::types::RangedCoordf64;
+type TwoAxes<'a> =
+    plotters::chart::DualCoordChartContext<'a, SVGBackend<'a>, Cartesian2d<Axis, Axis>, Cartesian2d<Axis, Axis>>;
+/// A labelled series: its points, and each point's 95% interval as (x, low, high).
+type Series<'s> = (&'s str, &'s [(f64, f64)], &'s [(f64, f64, f64)]);
+
+/// The measured series of a two-axis chart: the left one in blue with circles, the right one in red with
+/// triangles, each point with its interval as a bar (the right one's bars `dx` to the side, so that bars
+/// at the same x stay apart).
+fn draw_two_series<'a>(
+    chart: &mut TwoAxes<'a>,
+    (left_label, left, left_ci): Series<'_>,
+    (right_label, right, right_ci): Series<'_>,
+    dx: f64,
+) -> Result<(), Box<dyn std::error::Error + 'a>> {
+    chart
+        .draw_series(LineSeries::new(left.to_vec(), BLUE.stroke_width(2)))?
+        .label(left_label)
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
+    chart.draw_series(left.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
+    chart.draw_series(left_ci.iter().map(|b| PathElement::new(vec![(b.0, b.1), (b.0, b.2)], BLUE.stroke_width(1))))?;
+    chart
+        .draw_secondary_series(LineSeries::new(right.to_vec(), RED.stroke_width(2)))?
+        .label(right_label)
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+    chart.draw_secondary_series(right.iter().map(|p| TriangleMarker::new(*p, 5, RED.filled())))?;
+    chart.draw_secondary_series(
+        right_ci.iter().map(|b| PathElement::new(vec![(b.0 + dx, b.1), (b.0 + dx, b.2)], RED.stroke_width(1))),
+    )?;
+    Ok(())
+}
+
 pub fn sweep(g: &GroupSweep) -> String {
     let mut svg = String::new();
     {
@@ -150,21 +182,8 @@ fn draw_sweep<'a>(
         .y_label_formatter(&|y| crate::stats::thousands(*y, 1))
         .draw()?;
     let tok: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
-    chart
-        .draw_series(LineSeries::new(tok.clone(), BLUE.stroke_width(2)))?
-        .label("tokens/s")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
-    chart.draw_series(tok.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
-    chart.draw_series(tok_ci.iter().map(|b| PathElement::new(vec![(b.0, b.1), (b.0, b.2)], BLUE.stroke_width(1))))?;
     let p95: Vec<(f64, f64)> = pts.iter().filter(|p| p.2.is_finite()).map(|p| (p.0, p.2)).collect();
-    chart
-        .draw_secondary_series(LineSeries::new(p95.clone(), RED.stroke_width(2)))?
-        .label("p95 e2e (ms)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
-    chart.draw_secondary_series(p95.iter().map(|p| TriangleMarker::new(*p, 5, RED.filled())))?;
-    chart.draw_secondary_series(
-        p95_ci.iter().map(|b| PathElement::new(vec![(b.0 + 0.04, b.1), (b.0 + 0.04, b.2)], RED.stroke_width(1))),
-    )?;
+    draw_two_series(&mut chart, ("tokens/s", &tok, &tok_ci), ("p95 e2e (ms)", &p95, &p95_ci), 0.04)?;
     if let Some(k) = g.knee.operating_point {
         let x = (k as f64).log2();
         chart
@@ -237,20 +256,7 @@ fn draw_rate<'a>(
         .y_desc("goodput (requests/s meeting the SLO)")
         .draw()?;
     chart.configure_secondary_axes().y_desc("p95 e2e (ms)").draw()?;
-    chart
-        .draw_series(LineSeries::new(good.clone(), BLUE.stroke_width(2)))?
-        .label("goodput")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
-    chart.draw_series(good.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))?;
-    chart.draw_series(good_ci.iter().map(|b| PathElement::new(vec![(b.0, b.1), (b.0, b.2)], BLUE.stroke_width(1))))?;
-    chart
-        .draw_secondary_series(LineSeries::new(p95.clone(), RED.stroke_width(2)))?
-        .label("p95 e2e (ms)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
-    chart.draw_secondary_series(p95.iter().map(|p| TriangleMarker::new(*p, 5, RED.filled())))?;
-    chart.draw_secondary_series(
-        p95_ci.iter().map(|b| PathElement::new(vec![(b.0, b.1), (b.0, b.2)], RED.stroke_width(1))),
-    )?;
+    draw_two_series(&mut chart, ("goodput", &good, &good_ci), ("p95 e2e (ms)", &p95, &p95_ci), 0.0)?;
     if let Some(r) = s.sustainable.rate
         && let Some(c) = s.cells.iter().find(|c| c.rate == r)
     {

@@ -33,15 +33,15 @@ fn reports(spec: &Spec, has_kv: bool, has_sweep: bool, has_rates: bool) -> Vec<R
     r
 }
 
-/// Server groups of the plan that run open-loop points (each gets its own rate-sweep files when several).
-fn rate_groups_len(manifest: &Manifest) -> usize {
-    let open = |p: &crate::record::plan::Point| p.client.as_ref().is_some_and(|c| c.open_loop.is_some());
-    manifest.plan.groups.iter().filter(|g| g.points.iter().any(open)).count()
+/// Server groups of the plan with a load point that `pick` selects (each gets its own sweep files when
+/// there are several).
+fn groups_with(manifest: &Manifest, pick: impl Fn(&crate::record::plan::ClientConfig) -> bool) -> usize {
+    manifest.plan.groups.iter().filter(|g| g.points.iter().any(|p| p.client.as_ref().is_some_and(&pick))).count()
 }
 
-/// Server groups of the plan that run load points (each gets its own sweep files when there are several).
+/// Server groups of the plan that run load points.
 pub fn load_groups(manifest: &Manifest) -> usize {
-    manifest.plan.groups.iter().filter(|g| g.points.iter().any(|p| p.client.is_some())).count()
+    groups_with(manifest, |_| true)
 }
 
 pub fn derive(
@@ -90,8 +90,9 @@ pub fn derive(
     }
     let mut rate_ctx = Vec::new();
     let rate_groups = crate::stats::rate::analyze(&rec.points, &rec.requests, spec.slo.as_ref());
+    let several = groups_with(manifest, |c| c.open_loop.is_some()) > 1;
     for r in rate_groups {
-        let suffix = if rate_groups_len(manifest) > 1 { format!("-{}", r.group) } else { String::new() };
+        let suffix = if several { format!("-{}", r.group) } else { String::new() };
         files.push((format!("rate_sweep{suffix}.csv"), rate_csv::render(&r)));
         files.push((format!("rate_sweep{suffix}.svg"), charts::rate_sweep(&r).into_bytes()));
         rate_ctx.push(RateContext { sweep: r, chart: format!("rate_sweep{suffix}.svg") });
