@@ -3,7 +3,7 @@
 //! event as uvicorn sends them, `max_tokens` tokens per request (default 64), as fast as it can write —
 //! or one token every `--itl-us` microseconds, to hold many streams open at once.
 //!
-//!   servelab-zero-endpoint --port 18500 [--itl-us 0]
+//!   servelab-zero-endpoint --port 18500 [--itl-us 0] [--threads 1]
 //!
 //! It is also the fake engine of the executor's tests (a `kind: command` engine, seconds instead of minutes
 //! per server), with faults on request:
@@ -16,11 +16,11 @@
 //!   --endless-line      stream one SSE line that never ends (a client must bound what it buffers)
 //!   --endless-error     answer HTTP 500 with a body that never ends
 //!
-//! Single-threaded on purpose (pin it to a core of its own): it answers far faster than any client reads.
+//! Single-threaded on purpose (pin it to a core of its own); `--threads N` runs N such loops on one port.
 
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const MODEL: &str = "zero";
 
@@ -276,10 +276,25 @@ fn main() -> std::io::Result<()> {
         None
     });
     let itl = Duration::from_micros(arg("--itl-us", 0));
+    // --threads N: N single-threaded loops on one port (SO_REUSEPORT), so that a benchmark's endpoint is not
+    // the bottleneck on several cores; each loop counts its own completions (--die-after is per loop).
+    let threads = arg("--threads", 1).max(1);
+    let extra: Vec<_> = (1..threads).map(|_| std::thread::spawn(move || serve_port(port, itl, threads > 1))).collect();
+    let main = serve_port(port, itl, threads > 1);
+    drop(extra);
+    main
+}
+
+/// One single-threaded accept-and-serve loop on `port`.
+fn serve_port(port: u16, itl: Duration, reuse_port: bool) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(reuse_port)?;
+        socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
+        let listener = socket.listen(4096)?;
         eprintln!("servelab-zero-endpoint: listening on 127.0.0.1:{port}, token interval {} µs", itl.as_micros());
         let seq = std::rc::Rc::new(std::cell::Cell::new(0u64));
         loop {

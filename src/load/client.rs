@@ -295,7 +295,15 @@ fn request_error(e: &reqwest::Error) -> RequestError {
     } else {
         ErrorKind::Request
     };
-    RequestError { kind, message: e.to_string() }
+    // reqwest's own text ("error sending request for url ...") hides the cause: name every source.
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    RequestError { kind, message }
 }
 
 async fn exchange(
