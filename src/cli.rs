@@ -277,6 +277,15 @@ impl run::Analysis for SpecAnalysis<'_> {
         crate::report::derive::derive(self.spec, manifest, rec, self.templates.clone()).map(|(files, _)| files)
     }
 
+    fn search_next(&self, rec: &Recorded, group: &plan::ServerGroup) -> Option<String> {
+        let points: Vec<_> = rec.points.iter().filter(|p| p.group == group.id).cloned().collect();
+        let rules = crate::stats::search::Rules {
+            slo: self.spec.slo.as_ref(),
+            precision: self.spec.precision.map(crate::spec::Precision::target),
+        };
+        crate::stats::search::replay(group, &points, &rec.requests, &rules).next
+    }
+
     fn needs_repeat(&self, rec: &Recorded, group: &plan::ServerGroup, point: &plan::Point, rel_ci: f64) -> bool {
         let points: Vec<_> = rec
             .points

@@ -54,6 +54,12 @@ fn cases() -> Vec<(&'static str, String, Vec<String>)> {
         ("precision with repeats", format!("{BASE}repeats: 2\nprecision: {{rel_ci: 0.05}}\n"), vec![]),
         ("precision with repeat_policy best", format!("{BASE}repeat_policy: best\nprecision: {{rel_ci: 0.05}}\n"), vec![]),
         ("max_error_rate above 1", format!("{BASE}  max_error_rate: 2\n"), vec![]),
+        ("rate search with a closed loop", format!("{BASE}search: {{rate: {{low: 1, high: 8}}}}\n"), vec![]),
+        (
+            "rate search with high below low",
+            format!("{}search: {{rate: {{low: 8, high: 2}}}}\n", with("  concurrency: \"{{ concurrency }}\"\n", "")),
+            vec![],
+        ),
     ]
 }
 

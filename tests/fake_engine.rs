@@ -601,6 +601,57 @@ fn an_open_loop_rate_sweep_draws_its_schedule_from_the_seed_and_reports_goodput(
     rerender_the_same(&dir, &["rate_sweep.csv", "rate_sweep.md", "rate_sweep.svg", "kv_cache_scaling.csv"]);
 }
 
+/// A rate search against an endpoint that streams at most 2 completions at once (about 10 ms each, so it
+/// serves some 200/s): the ends first, then bisection, each probed rate a journaled point; a resume replays
+/// the finished search without starting the server, and the report re-renders byte for byte. Which side of
+/// the limit 200/s falls on is timing and is not asserted; 100/s sustaining and 800/s failing are far from it.
+#[test]
+fn a_rate_search_probes_the_ends_then_bisects_and_replays_on_resume() {
+    let port = free_port();
+    let text = format!(
+        "name: search\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--capacity\", \"2\", \"--itl-us\", \"2000\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\nload:\n  duration: 1s\n  max_tokens: 4\n  prompt_tokens: 8\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\nslo: {{e2e: 60ms, attainment: 0.9}}\nsearch: {{rate: {{low: 100, high: 800, tolerance: 1}}}}\n"
+    );
+    let case = Case::new(&text);
+    let out = case.run(&["--run-id", "a"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = case.dir("search", "a");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("rate_search.json")).unwrap()).unwrap();
+    let search = &json[0]["search"];
+    assert_eq!(json[0]["plan"]["ladder"], serde_json::json!([100.0, 200.0, 400.0, 800.0]));
+    let probes = search["probes"].as_array().unwrap();
+    let rates: Vec<f64> = probes.iter().map(|p| p["rate"].as_f64().unwrap()).collect();
+    let verdicts: Vec<&str> = probes.iter().map(|p| p["verdict"].as_str().unwrap()).collect();
+    assert_eq!(rates[0], 100.0, "the lowest rate first: {search}");
+    // A 2-core CI machine may fail to deliver even 100/s within 1 ms: the search then stops, and says so.
+    if verdicts[0] == "sustains" {
+        assert_eq!(rates[1], 800.0, "then the highest: {search}");
+    }
+    if verdicts.get(1) == Some(&"fails") {
+        // 800/s is four times what the endpoint serves: whatever the client's lateness, its queue grows.
+        assert!(probes[1]["why"].as_str().unwrap().contains("rising"), "{search}");
+        let (mut lo, mut hi) = (100.0, 800.0);
+        for (r, v) in rates.iter().zip(&verdicts).skip(2) {
+            assert!(lo < *r && *r < hi, "a bisection probe inside the bracket: {search}");
+            if *v == "sustains" { lo = *r } else { hi = *r }
+        }
+    }
+    assert!(rates.len() <= 4 && !search["stop"].as_str().unwrap().is_empty() && search["next"].is_null(), "{search}");
+    // Each probed rate is one journaled point, measured once; no other rung was run.
+    let done = events(&journal(&dir), "point_done").len();
+    assert_eq!(done, rates.len(), "{search}");
+    let csv = std::fs::read_to_string(dir.join("rate_sweep.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + rates.len(), "{csv}");
+    let md = std::fs::read_to_string(dir.join("rate_sweep.md")).unwrap();
+    assert!(md.contains("### Search") && md.contains("Stopped: "), "{md}");
+    let points = std::fs::read(dir.join("points.jsonl")).unwrap();
+    let out = case.run(&["--resume", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not started"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(dir.join("points.jsonl")).unwrap(), points, "a finished search measures nothing more");
+    rerender_the_same(&dir, &["rate_search.json", "rate_sweep.csv", "rate_sweep.md", "rate_sweep.svg"]);
+}
+
 #[test]
 fn rate_and_concurrency_together_are_refused_with_the_fix() {
     let case = Case::new(&format!(

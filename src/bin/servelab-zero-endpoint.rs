@@ -13,6 +13,7 @@
 //!   --child             start a `sleep` child in its process group (stopping must end the whole group)
 //!   --ignore-term       ignore SIGTERM (stopping must escalate to SIGKILL)
 //!   --http-500          answer every completion with HTTP 500 (every request fails)
+//!   --capacity N        stream at most N completions at once, queueing the rest (a server with a limit)
 //!   --endless-line      stream one SSE line that never ends (a client must bound what it buffers)
 //!   --endless-error     answer HTTP 500 with a body that never ends
 //!
@@ -28,6 +29,8 @@ const MODEL: &str = "zero";
 static DIE_AFTER: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 static NEVER_READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 static HTTP_500: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// `--capacity N`: at most N completions stream at once; the rest wait their turn, as in a server that is full.
+static CAPACITY: std::sync::OnceLock<Option<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
 static ENDLESS: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
 
 /// A chunked response whose body never ends: `prefix` first, then `x` until the client goes away.
@@ -211,6 +214,10 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
             }
             "/v1/completions" => {
                 seq.set(seq.get() + 1);
+                let _slot = match CAPACITY.get().and_then(Option::as_ref) {
+                    Some(s) => s.acquire().await.ok(),
+                    None => None,
+                };
                 completion(&mut stream, &body, seq.get(), itl).await?;
                 let die_after = DIE_AFTER.get().copied().unwrap_or(0);
                 if die_after > 0 && seq.get() >= die_after {
@@ -266,6 +273,8 @@ fn main() -> std::io::Result<()> {
     let _ = DIE_AFTER.set(arg("--die-after", 0));
     let _ = NEVER_READY.set(flag("--never-ready"));
     let _ = HTTP_500.set(flag("--http-500"));
+    let capacity = arg("--capacity", 0) as usize;
+    let _ = CAPACITY.set((capacity > 0).then(|| tokio::sync::Semaphore::new(capacity)));
     let _ = ENDLESS.set(if flag("--endless-line") {
         Some("line")
     } else if flag("--endless-error") {

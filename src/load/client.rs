@@ -97,7 +97,7 @@ struct Body<'a> {
 
 pub async fn run_phase(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase) -> PhaseResult {
     if let Some(o) = &phase.open_loop {
-        return super::open::run(http, spec, phase, o).await;
+        return super::open::run(spec, phase, o).await;
     }
     let t0 = Instant::now();
     let shared = Arc::new(Shared {

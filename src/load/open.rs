@@ -2,6 +2,12 @@
 //! server keeps up. Each record keeps its scheduled and its actual send time (the first poll of its task);
 //! lateness is derived afterwards.
 //!
+//! A phase runs on a thread of its own, on a single-threaded runtime that holds its dispatcher, its requests
+//! and their connections (a client of its own): nothing else is scheduled there, and no work-stealing moves
+//! the dispatcher away from the requests it sends. On a shared multi-threaded runtime, a 2-core machine sent
+//! 5–15% of arrivals at 100/s over 1 ms late; one core reads some 10,000 short streams a second
+//! (bench/client.md), and a cell the thread cannot keep up with is flagged as not delivered.
+//!
 //! The dispatcher is a task on the same runtime as its requests, not a thread. tokio's timer is
 //! millisecond-grained, so it sleeps on the timer until [`FINE`] before an arrival and then yields in a
 //! loop: every yield lets the runtime run the requests in flight and poll its sockets, and the dispatcher
@@ -31,8 +37,36 @@ const NAP: Duration = Duration::from_millis(50);
 /// Arrivals sent back to back (a dispatcher behind its schedule) before it yields to the requests it sent.
 const BURST: u32 = 64;
 
-/// Runs one open-loop phase. Dropping the future (Ctrl-C) drops the set, which aborts the requests in flight.
-pub async fn run(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase, o: &OpenLoop) -> PhaseResult {
+/// Runs one open-loop phase on a thread and runtime of its own. Dropping the future (Ctrl-C) tells the thread
+/// to drop the phase, whose set of tasks aborts the requests in flight.
+pub async fn run(spec: &Arc<RequestSpec>, phase: &Phase, o: &OpenLoop) -> PhaseResult {
+    let (spec, phase, o) = (spec.clone(), phase.clone(), o.clone());
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    // Dropped with this future: the thread's select then ends the phase.
+    let (_cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new().name("servelab-open-loop".into()).spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        let pool = if phase.concurrency == 0 { 1024 } else { phase.concurrency };
+        let http = super::client::http_client(pool);
+        rt.block_on(async {
+            tokio::select! {
+                r = run_here(&http, &spec, &phase, &o) => { let _ = done_tx.send(r); }
+                _ = cancel_rx => {}
+            }
+        });
+    });
+    match spawned {
+        Ok(_) => done_rx.await.unwrap_or_else(|_| empty()),
+        Err(_) => empty(),
+    }
+}
+
+fn empty() -> PhaseResult {
+    PhaseResult { records: Vec::new(), wall_s: 0.0, t0: Instant::now() }
+}
+
+/// One open-loop phase on the current runtime.
+async fn run_here(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase, o: &OpenLoop) -> PhaseResult {
     let mut sched = arrival::schedule(o, phase.schedule_seed, phase.duration.map(|d| d.as_secs_f64()), phase.requests);
     let d = Arc::new(Dispatch {
         http: http.clone(),

@@ -2,7 +2,7 @@
 //! the concurrency. Per-engine defaults come from measured startups (vLLM on an H200: 70–120 s to ready);
 //! a spec's `estimate:` overrides them (e.g. ~30 s for vLLM on CPU with --enforce-eager).
 
-use super::{ServerGroup, WallEstimate};
+use super::{RateSearchPlan, ServerGroup, WallEstimate};
 use crate::spec::{EngineKind, Spec};
 
 /// (startup, stop, per request) seconds for an engine kind.
@@ -14,7 +14,8 @@ pub fn defaults(kind: EngineKind) -> (f64, f64, f64) {
     }
 }
 
-pub fn wall_time(spec: &Spec, groups: &[ServerGroup]) -> WallEstimate {
+/// With a search, each group measures about `max_probes` of its ladder's rungs: its points count in that share.
+pub fn wall_time(spec: &Spec, groups: &[ServerGroup], search: Option<&RateSearchPlan>) -> WallEstimate {
     let (d_start, d_stop, d_req) = defaults(spec.engine.kind);
     let o = &spec.estimate;
     let startup_s = o.startup.map_or(d_start, |d| d.0.as_secs_f64());
@@ -24,6 +25,7 @@ pub fn wall_time(spec: &Spec, groups: &[ServerGroup]) -> WallEstimate {
     let server_warmup_s = spec.load.as_ref().map_or(0.0, |l| l.server_warmup.0.as_secs_f64());
     // With a precision target every cell runs min_repeats rounds and at most max_repeats.
     let min_repeat = spec.precision.map(|p| p.min_repeats as u32);
+    let share = search.map_or(1.0, |s| s.max_probes as f64 / s.ladder.len().max(1) as f64);
     let (mut total_s, mut min_total_s) = (0.0, 0.0);
     for group in groups {
         let mut fixed = 0.0;
@@ -38,8 +40,11 @@ pub fn wall_time(spec: &Spec, groups: &[ServerGroup]) -> WallEstimate {
         for point in &group.points {
             if let Some(c) = &point.client {
                 let batches = (c.warmup + c.requests).div_ceil(c.concurrency.max(1));
-                // A phase by time lasts its duration plus about one request to drain (tail requests).
-                let s = f64::from(batches) * per_request_s + c.duration_s.map_or(0.0, |d| d + per_request_s);
+                // A phase by time lasts its duration plus about one request to drain (tail requests); an
+                // open loop's at least its minimum arrivals at its rate.
+                let floor = c.open_loop.as_ref().map_or(0.0, |o| f64::from(o.min_requests) / o.rate);
+                let phase = c.duration_s.map_or(0.0, |d| d.max(floor) + per_request_s);
+                let s = (f64::from(batches) * per_request_s + phase) * share;
                 total_s += s;
                 if min_repeat.is_none_or(|m| point.repeat < m) {
                     min_total_s += s;

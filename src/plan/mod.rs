@@ -8,6 +8,7 @@
 pub mod check;
 pub mod estimate;
 pub mod render;
+pub mod search;
 pub mod server;
 pub mod table;
 
@@ -75,15 +76,25 @@ pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
     let (server_vars, client_vars): (Vec<String>, Vec<String>) =
         spec.grid.keys().cloned().partition(|axis| engine_vars.contains(axis));
     let repeats = spec.planned_repeats() as u32;
+    let search = search::plan(spec)?;
     let mut groups: Vec<ServerGroup> = Vec::new();
     let mut grid_points = 0;
     for vars in cartesian(&spec.grid) {
         grid_points += 1;
         let server = server::render(spec, &vars, &renderer)?;
         let server_id = content_hash(&server::identity(&server));
-        let client = match &spec.load {
-            Some(load) => Some(render_client(load, &vars, &server, &renderer, spec.slo.is_some())?),
-            None => None,
+        // A search plans every rung of its ladder as a point; the executor measures the ones it asks for.
+        let clients = match (&spec.load, &search) {
+            (Some(load), Some(s)) => s
+                .ladder
+                .iter()
+                .map(|&rate| {
+                    let load = crate::spec::Load { rate: Some(crate::spec::NumOrTemplate::Num(rate)), ..load.clone() };
+                    render_client(&load, &vars, &server, &renderer, spec.slo.is_some()).map(Some)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            (Some(load), None) => vec![Some(render_client(load, &vars, &server, &renderer, spec.slo.is_some())?)],
+            (None, _) => vec![None],
         };
         let group = match groups.iter_mut().position(|g| g.id == server_id) {
             Some(i) => &mut groups[i],
@@ -94,22 +105,30 @@ pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
             }
         };
         let client_vars_here = pick(&vars, &client_vars);
-        for repeat in 0..repeats {
-            let id = content_hash(&(&server_id, &client_vars_here, &client, repeat));
-            group.points.push(Point { id, vars: vars.clone(), repeat, client: client.clone() });
+        for client in clients {
+            for repeat in 0..repeats {
+                let id = content_hash(&(&server_id, &client_vars_here, &client, repeat));
+                group.points.push(Point { id, vars: vars.clone(), repeat, client: client.clone() });
+            }
         }
     }
     for group in &mut groups {
         group.points.sort_by_key(|p| p.repeat); // stable: keeps grid order within a repeat
     }
     check::unused_axes(spec, &used_vars)?;
-    let estimate = estimate::wall_time(spec, &groups);
-    let precision = spec.precision.map(|p| crate::record::plan::PrecisionTarget {
-        rel_ci: p.rel_ci,
-        min_repeats: p.min_repeats as u32,
-        max_repeats: p.max_repeats as u32,
-    });
-    Ok(Plan { name: spec.name.clone(), server_vars, client_vars, grid_points, repeats, groups, estimate, precision })
+    let estimate = estimate::wall_time(spec, &groups, search.as_ref());
+    let precision = spec.precision.map(crate::spec::Precision::target);
+    Ok(Plan {
+        name: spec.name.clone(),
+        server_vars,
+        client_vars,
+        grid_points,
+        repeats,
+        groups,
+        estimate,
+        precision,
+        search,
+    })
 }
 
 fn pick(vars: &IndexMap<String, Scalar>, names: &[String]) -> IndexMap<String, Scalar> {

@@ -63,6 +63,18 @@ pub fn render(plan: &Plan) -> String {
         "estimated wall time: {range} ({}s per start, {}s per stop, {}s per request: {source})",
         e.startup_s, e.stop_s, e.per_request_s
     );
+    if let Some(s) = &plan.search {
+        let _ = writeln!(
+            out,
+            "search: rates {}–{} req/s on a ladder of {} ({}% apart); each server measures at most {} of them, \
+             chosen as it runs (lowest, highest, then bisection)",
+            s.low,
+            s.high,
+            s.ladder.len(),
+            s.tolerance * 100.0,
+            s.max_probes
+        );
+    }
     for (i, group) in plan.groups.iter().enumerate() {
         let vars: Vec<String> = group.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(
@@ -82,15 +94,22 @@ pub fn render(plan: &Plan) -> String {
             if command.is_empty() { format!("external endpoint {}", group.server.base_url) } else { command }
         );
         let mut rows = vec![
-            ["point", "repeat", "client vars", "concurrency", "requests", "prompt", "max_tokens"]
-                .map(String::from)
-                .to_vec(),
+            ["point", "repeat", "client vars", "load", "requests", "prompt", "max_tokens"].map(String::from).to_vec(),
         ];
         for p in &group.points {
             let mut row = vec![p.id.clone(), p.repeat.to_string(), vars_text(p, &plan.client_vars)];
             match &p.client {
                 Some(c) => {
-                    row.extend([c.concurrency, c.requests, c.prompt_tokens, c.max_tokens].map(|n| n.to_string()))
+                    let load = match c.rate() {
+                        Some(r) if c.concurrency > 0 => format!("rate={r}/s ≤{}", c.concurrency),
+                        Some(r) => format!("rate={r}/s"),
+                        None => format!("c={}", c.concurrency),
+                    };
+                    let requests = match c.duration_s {
+                        Some(d) => format!("{d}s"),
+                        None => c.requests.to_string(),
+                    };
+                    row.extend([load, requests, c.prompt_tokens.to_string(), c.max_tokens.to_string()])
                 }
                 None => row.extend(["-", "startup only", "-", "-"].map(String::from)),
             }

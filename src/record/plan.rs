@@ -21,6 +21,22 @@ pub struct Plan {
     /// need.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<PrecisionTarget>,
+    /// `search:`: each group's points are the rungs of a rate ladder (× repeats); the executor measures only
+    /// those the search asks for, in the order it asks, judged on what was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<RateSearchPlan>,
+}
+
+/// A rate search as planned.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RateSearchPlan {
+    pub low: f64,
+    pub high: f64,
+    pub tolerance: f64,
+    /// The rates it may probe, ascending: `low`, then steps of `1 + tolerance`, then `high`.
+    pub ladder: Vec<f64>,
+    /// Rungs a search measures at most: the two ends, then one bisection step per halving of the ladder.
+    pub max_probes: usize,
 }
 
 /// `precision:` of the spec, as planned.

@@ -22,6 +22,14 @@ pub struct Context {
 pub struct RateContext {
     pub sweep: crate::stats::rate::RateSweep,
     pub chart: String,
+    /// With `search:`: the search replayed over the records, and the ladder it probed.
+    pub search: Option<SearchContext>,
+}
+
+#[derive(Serialize)]
+pub struct SearchContext {
+    pub state: crate::stats::search::SearchState,
+    pub plan: crate::record::plan::RateSearchPlan,
 }
 
 #[derive(Serialize)]

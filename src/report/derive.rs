@@ -35,6 +35,15 @@ fn reports(spec: &Spec, has_kv: bool, has_sweep: bool, has_rates: bool) -> Vec<R
 
 /// Server groups of the plan with a load point that `pick` selects (each gets its own sweep files when
 /// there are several).
+/// The group's search replayed over what it recorded (the same function the executor asked as it ran).
+fn search_of(manifest: &Manifest, rec: &Recorded, spec: &Spec, group: &str) -> Option<context::SearchContext> {
+    let plan = manifest.plan.search.clone()?;
+    let g = manifest.plan.groups.iter().find(|g| g.id == group)?;
+    let points: Vec<_> = rec.points.iter().filter(|p| p.group == group).cloned().collect();
+    let rules = crate::stats::search::Rules { slo: spec.slo.as_ref(), precision: manifest.plan.precision };
+    Some(context::SearchContext { state: crate::stats::search::replay(g, &points, &rec.requests, &rules), plan })
+}
+
 fn groups_with(manifest: &Manifest, pick: impl Fn(&crate::record::plan::ClientConfig) -> bool) -> usize {
     manifest.plan.groups.iter().filter(|g| g.points.iter().any(|p| p.client.as_ref().is_some_and(&pick))).count()
 }
@@ -95,7 +104,16 @@ pub fn derive(
         let suffix = if several { format!("-{}", r.group) } else { String::new() };
         files.push((format!("rate_sweep{suffix}.csv"), rate_csv::render(&r)));
         files.push((format!("rate_sweep{suffix}.svg"), charts::rate_sweep(&r).into_bytes()));
-        rate_ctx.push(RateContext { sweep: r, chart: format!("rate_sweep{suffix}.svg") });
+        let search = search_of(manifest, rec, spec, &r.group);
+        rate_ctx.push(RateContext { sweep: r, chart: format!("rate_sweep{suffix}.svg"), search });
+    }
+    let searches: Vec<_> = rate_ctx.iter().filter_map(|r| Some((&r.sweep.group, r.search.as_ref()?))).collect();
+    if !searches.is_empty() {
+        let json: Vec<_> = searches
+            .iter()
+            .map(|(g, s)| serde_json::json!({ "group": g, "plan": s.plan, "search": s.state }))
+            .collect();
+        files.push(("rate_search.json".to_owned(), json_pretty(&json)));
     }
     let policy = format!("{:?}", spec.repeat_policy).to_lowercase();
     let ctx = Context {

@@ -28,6 +28,9 @@ pub trait Analysis: Sync {
     /// Whether the cell `point` belongs to needs another repeat, judged on its committed repeats so far: its
     /// tokens/s interval is wider than `rel_ci`, or a decision made from it (the latency budget) is still open.
     fn needs_repeat(&self, rec: &Recorded, group: &ServerGroup, point: &Point, rel_ci: f64) -> bool;
+    /// With `search:`, the id of the group's next point to measure, judged on what it recorded so far; None
+    /// once the group's search is over.
+    fn search_next(&self, rec: &Recorded, group: &ServerGroup) -> Option<String>;
 }
 
 pub type Derive<'a> = &'a dyn Analysis;
@@ -329,13 +332,21 @@ pub async fn execute(
     let state = journal::state(&journal.read()?);
     let http =
         reqwest::Client::builder().no_proxy().build().map_err(|e| RunError::Probe(format!("HTTP client: {e}")))?;
-    let progress = Progress::new(plan.runs());
+    // A search measures about max_probes rungs of each group's ladder, in an order decided as it goes.
+    let per_group = |g: &ServerGroup| match &plan.search {
+        Some(s) => g.points.len().min(s.max_probes * plan.repeats as usize),
+        None => g.points.len(),
+    };
+    let progress = Progress::new(plan.groups.iter().map(per_group).sum());
     let pending = plan.points().filter(|(_, p)| !state.done.contains(&p.id)).count();
+    let what = match &plan.search {
+        Some(s) => format!("a search over {} rates per configuration", s.ladder.len()),
+        None => format!("{pending} of {} runs to measure", plan.runs()),
+    };
     progress.line(&format!(
-        "run {}: {} server configurations, {pending} of {} runs to measure, memory from {}",
+        "run {}: {} server configurations, {what}, memory from {}",
         dir.display(),
         plan.groups.len(),
-        plan.runs(),
         probe.source().as_str()
     ));
     let mut stop_early = false;
@@ -343,7 +354,15 @@ pub async fn execute(
         if interrupted.load(Ordering::SeqCst) || stop_early {
             break;
         }
-        let todo: Vec<&Point> = group.points.iter().filter(|p| !state.done.contains(&p.id)).collect();
+        let todo: Vec<&Point> = match &plan.search {
+            // A search's next point is decided on what was recorded, one at a time.
+            Some(_) => derive
+                .search_next(&rec, group)
+                .and_then(|id| group.points.iter().find(|p| p.id == id))
+                .into_iter()
+                .collect(),
+            None => group.points.iter().filter(|p| !state.done.contains(&p.id)).collect(),
+        };
         if todo.is_empty() {
             progress.line(&format!(
                 "server {}/{} {}: every point already measured, not started",
@@ -351,7 +370,7 @@ pub async fn execute(
                 plan.groups.len(),
                 group.id
             ));
-            progress.points_done(group.points.len());
+            progress.points_done(per_group(group));
             continue;
         }
         let ctx = GroupCtx {
@@ -369,6 +388,7 @@ pub async fn execute(
             fail_fast: opts.fail_fast,
             derive,
             precision: plan.precision,
+            search: plan.search.is_some(),
         };
         let failed = run_group(&ctx, group, &todo, &mut rec).await.map_err(RunError::during_run)?;
         stop_early = failed && opts.fail_fast;
@@ -413,6 +433,7 @@ struct GroupCtx<'a> {
     fail_fast: bool,
     derive: Derive<'a>,
     precision: Option<crate::record::plan::PrecisionTarget>,
+    search: bool,
 }
 
 impl GroupCtx<'_> {
@@ -594,8 +615,10 @@ async fn run_points(
             Err(e) => ctx.progress.line(&format!("  server warmup did not run: {e}")),
         }
     }
-    let mut failed = false;
-    let mut dead: Option<String> = None;
+    let mut m = Measure { load: load_ctx, running, model, vocab, dead: None, failed: false };
+    if ctx.search {
+        return search_points(ctx, group, &mut m, rec).await;
+    }
     for (j, point) in todo.iter().enumerate() {
         if ctx.interrupted.load(Ordering::SeqCst) {
             break;
@@ -606,7 +629,7 @@ async fn run_points(
         };
         if let Some(p) = ctx.precision
             && point.repeat >= p.min_repeats
-            && dead.is_none()
+            && m.dead.is_none()
             && !ctx.derive.needs_repeat(rec, group, point, p.rel_ci)
         {
             // The cell already meets the precision target and decides nothing close: no further rounds
@@ -621,60 +644,104 @@ async fn run_points(
             ctx.progress.points_done(1);
             continue;
         }
-        let attempt = ctx.attempt(&point.id);
-        ctx.point_start(&point.id, &group.id, attempt)?;
-        let mut out = match &dead {
-            Some(why) => load::not_run(group, point, attempt, model, why),
-            None => {
-                ctx.progress.status(&format!(
-                    "server {}/{}: point {}/{} {} repeat {}",
-                    ctx.index.0 + 1,
-                    ctx.index.1,
-                    j + 1,
-                    todo.len(),
-                    load_label(c),
-                    point.repeat
-                ));
-                load::run_point(&load_ctx, group, point, attempt, model, vocab).await
-            }
-        };
-        if dead.is_none()
-            && out.point.status == Status::Ok
-            && out.requests.iter().any(|r| !r.ok())
-            && !server_alive(running, ctx.http, &group.server.base_url).await
-        {
-            let why = "the server died during this point".to_owned();
-            out.point.status = Status::Failed;
-            out.point.error = Some(why.clone());
-            dead = Some(format!("not run: {why} before it"));
-        }
-        fail_on_errors(&mut out.point, &out.requests);
-        // Records first, then the journal line that commits them: a crash in between leaves them uncommitted.
-        append_jsonl(&ctx.dir.join(REQUESTS), &out.requests, false)?;
-        append_jsonl(&ctx.dir.join(SAMPLES), &out.samples, false)?;
-        append_jsonl(&ctx.dir.join(POINTS), std::slice::from_ref(&out.point), true)?;
-        ctx.point_done(&point.id, &group.id, attempt, out.point.status)?;
-        let measured: Vec<_> = out.requests.iter().filter(|r| !r.warmup && !r.tail).collect();
-        let ok = measured.iter().filter(|r| r.ok()).count();
-        ctx.progress.line(&format!(
-            "  point {} {} repeat {}: {} ({ok}/{} ok, {:.1} s){}",
-            point.id,
-            load_label(c),
-            point.repeat,
-            out.point.status,
-            measured.len(),
-            out.point.wall_s,
-            out.point.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
-        ));
-        failed |= out.point.status == Status::Failed;
-        rec.points.push(out.point);
-        rec.requests.extend(out.requests);
-        rec.samples.extend(out.samples);
-        ctx.progress.points_done(1);
-        write_derived(ctx.dir, ctx.manifest, rec, ctx.derive)?;
-        if failed && ctx.fail_fast {
+        measure(ctx, group, point, (j + 1, todo.len()), &mut m, rec).await?;
+        if m.failed && ctx.fail_fast {
             break;
         }
     }
-    Ok(failed)
+    Ok(m.failed)
+}
+
+/// A search's points, one at a time, each chosen on what the ones before it recorded (`Analysis::search_next`).
+async fn search_points(
+    ctx: &GroupCtx<'_>,
+    group: &ServerGroup,
+    m: &mut Measure<'_, '_>,
+    rec: &mut Recorded,
+) -> Result<bool, RunError> {
+    let mut measured = std::collections::BTreeSet::new();
+    while !ctx.interrupted.load(Ordering::SeqCst) && m.dead.is_none() && !(m.failed && ctx.fail_fast) {
+        let Some(id) = ctx.derive.search_next(rec, group) else { break };
+        let Some(point) = group.points.iter().find(|p| p.id == id) else { break };
+        if !measured.insert(id) {
+            // The search asked again for a point it has: a bug, but never a loop.
+            ctx.progress.line(&format!("  the search asked again for point {}; it stops here", point.id));
+            break;
+        }
+        measure(ctx, group, point, (measured.len(), 0), m, rec).await?;
+    }
+    Ok(m.failed)
+}
+
+/// What the points of one running server share.
+struct Measure<'a, 'r> {
+    load: load::Context<'a>,
+    running: &'r mut server::Running,
+    model: &'r str,
+    vocab: Option<u64>,
+    /// Why the points after a dead server are not run.
+    dead: Option<String>,
+    failed: bool,
+}
+
+/// Measures one point (`nth` of `of`; 0: not known ahead) and commits its records.
+async fn measure(
+    ctx: &GroupCtx<'_>,
+    group: &ServerGroup,
+    point: &Point,
+    (nth, of): (usize, usize),
+    m: &mut Measure<'_, '_>,
+    rec: &mut Recorded,
+) -> Result<(), RunError> {
+    let Some(c) = &point.client else { return Ok(()) };
+    let attempt = ctx.attempt(&point.id);
+    ctx.point_start(&point.id, &group.id, attempt)?;
+    let mut out = match &m.dead {
+        Some(why) => load::not_run(group, point, attempt, m.model, why),
+        None => {
+            let of = if of == 0 { String::new() } else { format!("/{of}") };
+            ctx.progress.status(&format!(
+                "server {}/{}: point {nth}{of} {} repeat {}",
+                ctx.index.0 + 1,
+                ctx.index.1,
+                load_label(c),
+                point.repeat
+            ));
+            load::run_point(&m.load, group, point, attempt, m.model, m.vocab).await
+        }
+    };
+    if m.dead.is_none()
+        && out.point.status == Status::Ok
+        && out.requests.iter().any(|r| !r.ok())
+        && !server_alive(m.running, ctx.http, &group.server.base_url).await
+    {
+        let why = "the server died during this point".to_owned();
+        out.point.status = Status::Failed;
+        out.point.error = Some(why.clone());
+        m.dead = Some(format!("not run: {why} before it"));
+    }
+    fail_on_errors(&mut out.point, &out.requests);
+    // Records first, then the journal line that commits them: a crash in between leaves them uncommitted.
+    append_jsonl(&ctx.dir.join(REQUESTS), &out.requests, false)?;
+    append_jsonl(&ctx.dir.join(SAMPLES), &out.samples, false)?;
+    append_jsonl(&ctx.dir.join(POINTS), std::slice::from_ref(&out.point), true)?;
+    ctx.point_done(&point.id, &group.id, attempt, out.point.status)?;
+    let measured: Vec<_> = out.requests.iter().filter(|r| !r.warmup && !r.tail).collect();
+    let ok = measured.iter().filter(|r| r.ok()).count();
+    ctx.progress.line(&format!(
+        "  point {} {} repeat {}: {} ({ok}/{} ok, {:.1} s){}",
+        point.id,
+        load_label(c),
+        point.repeat,
+        out.point.status,
+        measured.len(),
+        out.point.wall_s,
+        out.point.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+    ));
+    m.failed |= out.point.status == Status::Failed;
+    rec.points.push(out.point);
+    rec.requests.extend(out.requests);
+    rec.samples.extend(out.samples);
+    ctx.progress.points_done(1);
+    write_derived(ctx.dir, ctx.manifest, rec, ctx.derive)
 }

@@ -56,6 +56,10 @@ pub struct Spec {
     /// highest rate that sustains them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo: Option<Slo>,
+    /// Search instead of sweep: `search: { rate: { low, high, tolerance } }` finds the highest open-loop rate
+    /// that sustains the SLO by bracketing and bisecting on one server per configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<Search>,
     /// Inputs of the reports that are not measurements (kept in the spec so re-rendering stays exact).
     #[serde(default, skip_serializing_if = "ReportOptions::is_empty")]
     pub report_options: ReportOptions,
@@ -75,6 +79,17 @@ pub struct Precision {
     /// Repeats a cell gets at most.
     #[serde(default = "default_max_repeats")]
     pub max_repeats: i64,
+}
+
+impl Precision {
+    /// As planned (`plan.json`).
+    pub fn target(self) -> crate::record::plan::PrecisionTarget {
+        crate::record::plan::PrecisionTarget {
+            rel_ci: self.rel_ci,
+            min_repeats: self.min_repeats as u32,
+            max_repeats: self.max_repeats as u32,
+        }
+    }
 }
 
 fn default_rel_ci() -> f64 {
@@ -290,6 +305,32 @@ pub struct Load {
     /// A request taking longer than this is recorded as a `timeout` error.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: Dur,
+}
+
+/// What `search:` looks for.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// The maximum sustainable open-loop rate.
+    pub rate: RateSearch,
+}
+
+/// The rates a search may probe: a geometric ladder from `low` to `high` whose steps are `tolerance` apart.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateSearch {
+    /// The lowest rate (requests/s), probed first: if it does not sustain, nothing higher is tried.
+    pub low: f64,
+    /// The highest rate, probed second: if it sustains, the limit lies above the search.
+    pub high: f64,
+    /// Relative step of the ladder (default 0.1): the search stops when the highest sustaining and the
+    /// lowest failing rate are neighbours, i.e. known to within this fraction.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+}
+
+fn default_tolerance() -> f64 {
+    0.1
 }
 
 /// Service-level objectives, per request; a request meets the SLO when it meets every one given.

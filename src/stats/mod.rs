@@ -3,6 +3,7 @@
 pub mod fit;
 pub mod kv;
 pub mod rate;
+pub mod search;
 pub mod summary;
 pub mod sweep;
 pub mod window;

@@ -301,12 +301,14 @@ pub fn describe(slo: &Slo) -> String {
 }
 
 /// Why a cell does not sustain the SLO (None: it does), and whether that verdict is borderline.
-fn verdict(c: &RateCell, target: Option<f64>) -> Option<(String, bool)> {
-    if !c.delivered {
-        return Some(("the client did not deliver it, so it cannot be judged".into(), false));
-    }
+pub fn verdict(c: &RateCell, target: Option<f64>) -> Option<(String, bool)> {
+    // A queue that keeps growing fails whatever the client's lateness: late arrivals offer no more load than
+    // the schedule, so the server could not keep up with less than was asked.
     if c.rising {
         return Some(("requests in flight kept rising: the server did not keep up".into(), false));
+    }
+    if !c.delivered {
+        return Some(("the client did not deliver it, so it cannot be judged".into(), false));
     }
     let target = target?;
     let (lo, hi) = c.attainment_ci;
