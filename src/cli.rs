@@ -229,10 +229,11 @@ fn run(cli: Cli) -> Result<i32, Error> {
                     loaded.spec.effective_policy(),
                     &loaded.spec.knee,
                 );
-                Ok((crate::stats::kv::rows(&started), sweeps, manifest.metrics_version))
+                let rates = crate::stats::rate::analyze(&rec.points, &rec.requests, loaded.spec.slo.as_ref());
+                Ok((crate::stats::kv::rows(&started), sweeps, rates, manifest.metrics_version))
             };
-            let (ka, sa, va) = analyse(&a)?;
-            let (kb, sb, vb) = analyse(&b)?;
+            let (ka, sa, ra, va) = analyse(&a)?;
+            let (kb, sb, rb, vb) = analyse(&b)?;
             if va != vb {
                 return Err(Error::Usage(format!(
                     "{} records metrics version {va} and {} version {vb}: their figures mean different things \
@@ -244,8 +245,8 @@ fn run(cli: Cli) -> Result<i32, Error> {
             let c = crate::report::compare::compare(
                 &a.display().to_string(),
                 &b.display().to_string(),
-                (&ka, &sa),
-                (&kb, &sb),
+                crate::report::compare::Figures { kv: &ka, sweeps: &sa, rates: &ra },
+                crate::report::compare::Figures { kv: &kb, sweeps: &sb, rates: &rb },
                 threshold,
             );
             print!("{}", c.markdown);

@@ -599,6 +599,19 @@ fn an_open_loop_rate_sweep_draws_its_schedule_from_the_seed_and_reports_goodput(
     assert!(md.contains("SLO per request: e2e ≤ 2 s"), "{md}");
     assert!(!dir.join("concurrency_sweep.csv").exists(), "open-loop points are not a concurrency sweep");
     rerender_the_same(&dir, &["rate_sweep.csv", "rate_sweep.md", "rate_sweep.svg", "kv_cache_scaling.csv"]);
+    // compare matches the open-loop cells of the two runs by rate and judges each on its intervals.
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["compare", dir.to_str().unwrap(), case.dir("open", "b").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(md.contains("## Open loop"), "{md}");
+    for rate in ["100 poisson", "400 poisson"] {
+        for metric in ["goodput_rps", "attainment", "p95_e2e_s"] {
+            assert!(md.contains(&format!("| {rate} | {metric} | ")), "{rate} {metric}: {md}");
+        }
+    }
+    assert_eq!(md.matches("A: Sustainable rate").count() + md.matches("A: No tested rate").count(), 1, "{md}");
 }
 
 /// A rate search against an endpoint that streams at most 2 completions at once (about 10 ms each, so it

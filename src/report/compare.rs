@@ -2,6 +2,7 @@
 //! where the 95% intervals of the two runs do not overlap. A pure function of the two runs' analyses.
 
 use crate::stats::kv::KvRow;
+use crate::stats::rate::RateSweep;
 use crate::stats::summary::ci95;
 use crate::stats::sweep::{Cell, GroupSweep, RepeatStats};
 use std::fmt::Write;
@@ -37,23 +38,32 @@ fn metric_row((name, better, get): Metric, a: &Cell, b: &Cell, threshold: f64) -
     let (va, vb) = (get(a.head())?, get(b.head())?);
     let ia = ci95(&a.repeats.iter().filter_map(get).collect::<Vec<_>>());
     let ib = ci95(&b.repeats.iter().filter_map(get).collect::<Vec<_>>());
+    Some(judged_row(&a.concurrency.to_string(), name, better, (va, ia), (vb, ib), threshold))
+}
+
+/// A row of the comparison table: `label`, the metric, A and B with their intervals, the change, and its
+/// flag; and whether it is a significant regression.
+fn judged_row(
+    label: &str,
+    name: &str,
+    better: Better,
+    (va, ia): (f64, Option<(f64, f64)>),
+    (vb, ib): (f64, Option<(f64, f64)>),
+    threshold: f64,
+) -> (String, bool) {
     let delta = vb - va;
     let rel = if va != 0.0 { format!("{:+.1}%", 100.0 * delta / va) } else { "–".to_owned() };
+    let worse = match better {
+        Better::Higher => vb < va,
+        Better::Lower => vb > va,
+    };
     let (flag, regression) = match (ia, ib) {
         (Some((alo, ahi)), Some((blo, bhi))) if bhi < alo || blo > ahi => {
-            let worse = match better {
-                Better::Higher => vb < va,
-                Better::Lower => vb > va,
-            };
             (if worse { "**regression** (intervals apart)" } else { "improvement (intervals apart)" }, worse)
         }
         (Some(_), Some(_)) => ("within the intervals", false),
         // Without an interval a change can only be judged by its size: beyond the threshold it is flagged.
         _ if va != 0.0 && (delta / va).abs() > threshold => {
-            let worse = match better {
-                Better::Higher => vb < va,
-                Better::Lower => vb > va,
-            };
             let flag = if worse {
                 "**regression** (no interval: beyond the threshold)"
             } else {
@@ -65,27 +75,79 @@ fn metric_row((name, better, get): Metric, a: &Cell, b: &Cell, threshold: f64) -
     };
     let ci = |i: Option<(f64, f64)>| i.map(|(l, h)| format!("{}–{}", fmt(l), fmt(h))).unwrap_or_else(|| "–".to_owned());
     let signed = format!("{}{}", if delta >= 0.0 { "+" } else { "" }, fmt(delta));
-    Some((
+    (
         format!(
-            "| {} | {name} | {} | {} | {} | {} | {signed} | {rel} | {flag} |",
-            a.concurrency,
+            "| {label} | {name} | {} | {} | {} | {} | {signed} | {rel} | {flag} |",
             fmt(va),
             ci(ia),
             fmt(vb),
             ci(ib)
         ),
         regression,
-    ))
+    )
+}
+
+/// Open-loop cells matched by rate and arrival: goodput and p95 with their Student-t intervals over repeats,
+/// attainment with its Clopper–Pearson interval (so one repeat of 400 requests is judged too); then each
+/// group's sustainable-rate sentence, A over B. Returns the regressions found.
+fn rate_section(md: &mut String, a: &[RateSweep], b: &[RateSweep], threshold: f64) -> usize {
+    let mut regressions = 0;
+    let _ = writeln!(
+        md,
+        "\n## Open loop\n\nCells matched by rate and arrival. A change is flagged when the two intervals do not overlap (attainment: Clopper–Pearson 95%; goodput and p95: Student-t 95% over repeats), or — without an interval — when it exceeds the threshold ({:.0}%).\n",
+        threshold * 100.0
+    );
+    let _ = writeln!(
+        md,
+        "| rate | metric | A | A 95% CI | B | B 95% CI | B − A | change | flag |\n|---:|---|---:|---|---:|---|---:|---:|---|"
+    );
+    for (ga, gb) in a.iter().zip(b) {
+        for ca in &ga.cells {
+            let label = format!("{} {}", crate::stats::trimmed(ca.rate, 3), ca.arrival);
+            let Some(cb) = gb.cells.iter().find(|c| c.rate == ca.rate && c.arrival == ca.arrival) else {
+                let _ = writeln!(md, "| {label} | – | – | – | not in B | – | – | – | – |");
+                continue;
+            };
+            let rows = [
+                ("goodput_rps", Better::Higher, (ca.goodput_rps, ca.goodput_ci), (cb.goodput_rps, cb.goodput_ci)),
+                (
+                    "attainment",
+                    Better::Higher,
+                    (ca.attainment, Some(ca.attainment_ci)),
+                    (cb.attainment, Some(cb.attainment_ci)),
+                ),
+                ("p95_e2e_s", Better::Lower, (ca.p95_e2e_s, ca.p95_e2e_ci), (cb.p95_e2e_s, cb.p95_e2e_ci)),
+            ];
+            for (name, better, va, vb) in rows {
+                let (row, reg) = judged_row(&label, name, better, va, vb, threshold);
+                regressions += usize::from(reg);
+                let _ = writeln!(md, "{row}");
+            }
+        }
+        let _ = writeln!(md, "\nA: {}  \nB: {}\n", ga.sustainable.sentence, gb.sustainable.sentence);
+    }
+    if a.len() != b.len() {
+        let _ = writeln!(
+            md,
+            "A has {} open-loop server configurations and B has {}; only the first {} were compared, in order.",
+            a.len(),
+            b.len(),
+            a.len().min(b.len())
+        );
+    }
+    regressions
+}
+
+/// What `compare` reads of one run.
+pub struct Figures<'a> {
+    pub kv: &'a [KvRow],
+    pub sweeps: &'a [GroupSweep],
+    pub rates: &'a [RateSweep],
 }
 
 /// `threshold`: the relative change flagged where a cell has no interval (one repeat), e.g. 0.10.
-pub fn compare(
-    a_name: &str,
-    b_name: &str,
-    a: (&[KvRow], &[GroupSweep]),
-    b: (&[KvRow], &[GroupSweep]),
-    threshold: f64,
-) -> Comparison {
+pub fn compare(a_name: &str, b_name: &str, a: Figures, b: Figures, threshold: f64) -> Comparison {
+    let (a, b) = ((a.kv, a.sweeps, a.rates), (b.kv, b.sweeps, b.rates));
     let mut md = String::new();
     let mut regressions = 0;
     let _ = writeln!(md, "# servelab compare\n\nA: `{a_name}`  \nB: `{b_name}`\n");
@@ -127,6 +189,9 @@ pub fn compare(
                 a.1.len().min(b.1.len())
             );
         }
+    }
+    if !a.2.is_empty() || !b.2.is_empty() {
+        regressions += rate_section(&mut md, a.2, b.2, threshold);
     }
     if !a.0.is_empty() || !b.0.is_empty() {
         let _ = writeln!(
