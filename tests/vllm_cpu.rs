@@ -308,6 +308,69 @@ fn bench_measures_an_existing_endpoint() {
     assert!(!dir.join("kv_cache_scaling.csv").exists(), "an external endpoint has no startup to report");
 }
 
+/// A short open-loop rate sweep with an SLO on real vLLM: each cell's SLO count, attainment interval,
+/// offered rate and goodput recompute from the raw records; every request got its 8 tokens and its 32-token
+/// prompt by vLLM's own count; the report re-renders byte for byte; no server is left. Verdicts (delivered,
+/// sustained) depend on the machine and are data, not asserted.
+fn an_open_loop_rate_sweep_with_an_slo_recomputes_from_its_records() {
+    let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = vllm_bin();
+    let out = tempfile::tempdir().unwrap();
+    let text = spec("rates", 18437, "[2048]", "268435456").replace(
+        "grid:\n  max_model_len: [2048]\n",
+        "grid:\n  max_model_len: [2048]\n  rate: [20, 200]\nload:\n  rate: \"{{ rate }}\"\n  duration: 1s\n  max_tokens: 8\n  prompt_tokens: 32\n  server_warmup: 1s\nslo: {e2e: 1s, attainment: 0.95}\n",
+    );
+    let run = run_spec(&bin, &text, out.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let requests = jsonl(&run.dir.join("requests.jsonl"));
+    let points = jsonl(&run.dir.join("points.jsonl"));
+    let mut reader = csv::Reader::from_path(run.dir.join("rate_sweep.csv")).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    let col = |r: &csv::StringRecord, name: &str| -> f64 {
+        r.get(header.iter().position(|h| h == name).unwrap()).unwrap().parse().unwrap()
+    };
+    for (row, rate) in rows.iter().zip([20.0, 200.0]) {
+        let point = points.iter().find(|p| p["client"]["open_loop"]["rate"] == rate).unwrap();
+        let measured: Vec<&serde_json::Value> = requests
+            .iter()
+            .filter(|r| r["point"] == point["point"] && r["warmup"] == false && r["tail"] != true)
+            .collect();
+        assert!(measured.len() >= 400, "an SLO cell holds at least 400 arrivals: {}", measured.len());
+        for r in &measured {
+            assert_eq!((r["completion_tokens"].as_u64(), r["prompt_tokens"].as_u64()), (Some(8), Some(32)), "{r}");
+        }
+        let met = measured
+            .iter()
+            .filter(|r| r["error"].is_null() && r["end_s"].as_f64().unwrap() - r["start_s"].as_f64().unwrap() <= 1.0)
+            .count();
+        assert_eq!((col(row, "rate"), col(row, "requests") as usize), (rate, measured.len()));
+        assert_eq!(col(row, "slo_met") as usize, met, "SLO count from the raw records at {rate}/s");
+        let (lo, hi) = servelab::stats::rate::clopper_pearson(met, measured.len());
+        assert!(
+            (col(row, "attainment_ci_low") - lo).abs() < 1e-4 && (col(row, "attainment_ci_high") - hi).abs() < 1e-4
+        );
+        // Offered: the schedule's arrivals over its span (1 s, or up to the last arrival when 400 need longer).
+        let last = measured.iter().map(|r| r["scheduled_s"].as_f64().unwrap()).fold(0.0, f64::max);
+        let (span, offered) =
+            if last < 1.0 { (1.0, measured.len() as f64) } else { (last, measured.len() as f64 - 1.0) };
+        assert!((col(row, "offered_rps") - offered / span).abs() < 1e-3 * offered / span, "{rate}/s");
+        assert!((col(row, "goodput_rps") - met as f64 / span).abs() < 1e-3 * (1.0 + met as f64 / span), "{rate}/s");
+    }
+    let md = std::fs::read_to_string(run.dir.join("rate_sweep.md")).unwrap();
+    assert!(md.contains("SLO per request: e2e ≤ 1 s"), "{md}");
+    let derived = ["rate_sweep.csv", "rate_sweep.md", "rate_sweep.svg"];
+    let originals: Vec<Vec<u8>> = derived.iter().map(|n| std::fs::read(run.dir.join(n)).unwrap()).collect();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_servelab")).args(["report", run.dir.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (n, original) in derived.iter().zip(&originals) {
+        assert!(std::fs::read(run.dir.join(n)).unwrap() == *original, "{n} re-rendered differently");
+    }
+    assert_nothing_left(&run, 18437);
+}
+
 fn main() {
     vllm_main(vec![
         ("fixed_kv_size_flat_memory_and_a_failed_length", fixed_kv_size_flat_memory_and_a_failed_length),
@@ -318,5 +381,9 @@ fn main() {
             client_latencies_and_tokens_agree_with_vllms_own_metrics,
         ),
         ("bench_measures_an_existing_endpoint", bench_measures_an_existing_endpoint),
+        (
+            "an_open_loop_rate_sweep_with_an_slo_recomputes_from_its_records",
+            an_open_loop_rate_sweep_with_an_slo_recomputes_from_its_records,
+        ),
     ]);
 }
