@@ -97,12 +97,16 @@ fn bytes_under(dir: &Path) -> u64 {
         .sum()
 }
 
-/// A device run carries the whole tracked tree beside a 45 MiB kit part under a 64 MiB limit, so the committed
-/// examples must stay small: raw records are stored as xz (`servelab compress`).
+/// A device run carries the whole tracked tree beside a 45 MiB kit part under a 64 MiB limit, so the tracked
+/// tree must stay under 18 MiB; the examples get 10 MiB of it (the rest — code, fixtures, docs — is under
+/// 3 MiB). Raw records are stored as xz (`servelab compress`), server logs are left out.
 #[test]
-fn committed_examples_stay_within_6_mib() {
+fn committed_examples_stay_within_10_mib() {
     let total = bytes_under(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"));
-    assert!(total <= 6 << 20, "examples/ holds {total} bytes, over 6 MiB: run `servelab compress` on new run folders");
+    assert!(
+        total <= 10 << 20,
+        "examples/ holds {total} bytes, over 10 MiB: run `servelab compress` on new run folders"
+    );
 }
 
 /// Every committed example (real vLLM runs on the H200s, NVML memory and utilisation; raw records stored

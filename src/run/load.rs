@@ -202,14 +202,13 @@ pub async fn server_warmup(
     model_vocab: Option<u64>,
     duration: Duration,
 ) -> Result<usize, String> {
-    // The heaviest load of the group: its highest concurrency, or its highest rate in an open loop.
-    let heaviest = |c: &&ClientConfig| (c.rate().unwrap_or(0.0), c.concurrency);
-    let Some(c) = group
-        .points
-        .iter()
-        .filter_map(|p| p.client.as_ref())
-        .max_by(|a, b| heaviest(a).partial_cmp(&heaviest(b)).unwrap_or(std::cmp::Ordering::Equal))
-    else {
+    // A closed loop warms up at the group's highest concurrency (a bounded load). An open loop warms up at its
+    // lowest rate: a rate above what the server sustains would hold it overloaded until the warmup's own
+    // requests drain (a search's 800/s ceiling sent 21,470 requests in a "3 s" warmup on an H200).
+    let clients: Vec<&ClientConfig> = group.points.iter().filter_map(|p| p.client.as_ref()).collect();
+    let by = |key: fn(&ClientConfig) -> f64| move |a: &&&ClientConfig, b: &&&ClientConfig| key(a).total_cmp(&key(b));
+    let open = clients.iter().filter(|c| c.open_loop.is_some()).min_by(by(|c| c.rate().unwrap_or(0.0)));
+    let Some(c) = open.or_else(|| clients.iter().max_by(by(|c| f64::from(c.concurrency)))).copied() else {
         return Ok(0);
     };
     let spec = request_spec(c, &group.server.base_url, model, model_vocab, ctx.api_key.clone())?;

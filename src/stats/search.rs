@@ -83,7 +83,14 @@ pub fn replay(group: &ServerGroup, points: &[PointRecord], requests: &[RequestRe
     let Some(v) = judge(0, &mut s) else { return s };
     if v != Verdict::Sustains {
         s.bracket = (None, Some(ladder[0]));
-        s.stop = format!("the lowest rate, {} req/s, does not sustain: the limit lies below the search", r(ladder[0]));
+        s.stop = match v {
+            Verdict::Borderline => format!(
+                "the lowest rate, {} req/s, is borderline: the limit lies near or below the search",
+                r(ladder[0])
+            ),
+            Verdict::Undelivered => format!("the client did not deliver the lowest rate, {} req/s", r(ladder[0])),
+            _ => format!("the lowest rate, {} req/s, does not sustain: the limit lies below the search", r(ladder[0])),
+        };
         return s;
     }
     s.bracket.0 = Some(ladder[0]);
