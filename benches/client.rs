@@ -68,6 +68,7 @@ fn spec(port: u16, prompt_len: u32) -> Arc<RequestSpec> {
 fn spec_tokens(port: u16, prompt_len: u32, max_tokens: u32) -> Arc<RequestSpec> {
     Arc::new(RequestSpec {
         url: reqwest::Url::parse(&format!("http://127.0.0.1:{port}/v1/completions")).unwrap(),
+        chat: false,
         model: "zero".into(),
         max_tokens,
         ignore_eos: true,

@@ -618,12 +618,17 @@ fn an_open_loop_rate_sweep_draws_its_schedule_from_the_seed_and_reports_goodput(
 /// serves some 200/s): the ends first, then bisection, each probed rate a journaled point; a resume replays
 /// the finished search without starting the server, and the report re-renders byte for byte. Which side of
 /// the limit 200/s falls on is timing and is not asserted; 100/s sustaining and 800/s failing are far from it.
+/// A rate search from 100 to 800 req/s (ladder 100, 200, 400, 800) against an endpoint that streams at most
+/// 2 completions at once, about 10 ms each: it serves some 200/s.
+fn search_spec(port: u16) -> String {
+    format!(
+        "name: search\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--capacity\", \"2\", \"--itl-us\", \"2000\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\nload:\n  duration: 1s\n  max_tokens: 4\n  prompt_tokens: 8\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\nslo: {{e2e: 60ms, attainment: 0.9}}\nsearch: {{rate: {{low: 100, high: 800, tolerance: 1}}}}\n"
+    )
+}
+
 #[test]
 fn a_rate_search_probes_the_ends_then_bisects_and_replays_on_resume() {
-    let port = free_port();
-    let text = format!(
-        "name: search\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--capacity\", \"2\", \"--itl-us\", \"2000\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\nload:\n  duration: 1s\n  max_tokens: 4\n  prompt_tokens: 8\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\nslo: {{e2e: 60ms, attainment: 0.9}}\nsearch: {{rate: {{low: 100, high: 800, tolerance: 1}}}}\n"
-    );
+    let text = search_spec(free_port());
     let case = Case::new(&text);
     let out = case.run(&["--run-id", "a"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
@@ -663,6 +668,81 @@ fn a_rate_search_probes_the_ends_then_bisects_and_replays_on_resume() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not started"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(dir.join("points.jsonl")).unwrap(), points, "a finished search measures nothing more");
     rerender_the_same(&dir, &["rate_search.json", "rate_sweep.csv", "rate_sweep.md", "rate_sweep.svg"]);
+}
+
+/// Ctrl-C after the search's first point, then --resume: the search goes on from what was committed. The
+/// first rate is not measured again, every probed rate is committed ok exactly once, and the report replays
+/// the whole sequence.
+#[test]
+fn an_interrupted_rate_search_resumes_where_it_stopped() {
+    let case = Case::new(&search_spec(free_port()));
+    let (dir, code) = signal_after_first_point(&case, "search", nix::sys::signal::Signal::SIGINT);
+    // 130; or 0 when the search ended at its first rate (a CI machine that did not deliver 100/s) before the
+    // signal came: the resume then has nothing to do, and the assertions below still hold.
+    assert!(matches!(code, Some(130) | Some(0)), "{code:?}");
+    let ok_points = |dir: &Path| -> Vec<String> {
+        events(&journal(dir), "point_done")
+            .iter()
+            .filter(|e| e["status"] == "ok")
+            .map(|e| e["point"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let before = ok_points(&dir);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let out = case.run(&["--resume", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = ok_points(&dir);
+    assert_eq!(after[0], before[0], "the first rate is kept, not measured again");
+    let unique: BTreeSet<&String> = after.iter().collect();
+    assert_eq!(unique.len(), after.len(), "each rate committed ok once: {after:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("rate_search.json")).unwrap()).unwrap();
+    let probes = json[0]["search"]["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), after.len(), "every committed point is a probe of the replayed search: {json}");
+    assert!(json[0]["search"]["next"].is_null(), "{json}");
+    rerender_the_same(&dir, &["rate_search.json", "rate_sweep.csv", "rate_sweep.md"]);
+}
+
+/// `endpoint: chat` posts one user message per text prompt to /v1/chat/completions; the role-only first
+/// chunk is a chunk but not the first token, so TTFT is the first `delta.content` and every token is counted.
+#[test]
+fn a_chat_run_sends_messages_and_times_the_first_content() {
+    let port = free_port();
+    let prompts = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(prompts.path(), "hello there\nwhat is a kv cache\n").unwrap();
+    let case = Case::new(&format!(
+        "name: chat\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--itl-us\", \"1000\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\nload:\n  endpoint: chat\n  prompts_file: {}\n  concurrency: 2\n  requests: 8\n  exact_requests: true\n  max_tokens: 6\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\n",
+        prompts.path().display()
+    ));
+    let out = case.run(&["--run-id", "a"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let requests = jsonl(&case.dir("chat", "a").join("requests.jsonl"));
+    let measured: Vec<_> = requests.iter().filter(|r| r["warmup"] == false).collect();
+    assert_eq!(measured.len(), 8);
+    for r in measured {
+        assert!(r["error"].is_null(), "{r}");
+        assert_eq!(r["completion_tokens"], 6, "{r}");
+        // The role-only chunk, then six content chunks; gaps are counted from the first content chunk.
+        assert_eq!((r["chunks"].as_u64(), r["chunk_gap_us"].as_array().map(Vec::len)), (Some(7), Some(5)), "{r}");
+        let (start, first, end) =
+            (r["start_s"].as_f64().unwrap(), r["first_token_s"].as_f64().unwrap(), r["end_s"].as_f64().unwrap());
+        assert!(start < first && first < end, "{r}");
+    }
+    let sweep = std::fs::read_to_string(case.dir("chat", "a").join("concurrency_sweep.csv")).unwrap();
+    assert!(!sweep.contains("differ"), "token counts agree with the server's: {sweep}");
+}
+
+/// Chat with random token-id prompts is refused: a chat message is text.
+#[test]
+fn chat_without_text_prompts_is_refused_with_the_fix() {
+    let case = Case::new(&format!(
+        "name: c\nengine:\n  kind: command\n  command: [\"{ZERO}\"]\nload:\n  endpoint: chat\nmeasure: {{memory: procfs}}\n"
+    ));
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_servelab")).args(["validate", case.spec.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`endpoint: chat` sends text messages") && err.contains("prompts_file"), "{err}");
 }
 
 #[test]

@@ -371,6 +371,38 @@ fn an_open_loop_rate_sweep_with_an_slo_recomputes_from_its_records() {
     assert_nothing_left(&run, 18437);
 }
 
+/// `endpoint: chat` on real vLLM with the committed minimal chat template: every request streams its 8 tokens
+/// by vLLM's count, TTFT is the first content (after the role-only chunk), and the prompt tokens the server
+/// counted include the template's line breaks.
+fn a_chat_run_on_real_vllm_counts_every_token() {
+    let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = vllm_bin();
+    let out = tempfile::tempdir().unwrap();
+    let prompts = out.path().join("prompts.txt");
+    std::fs::write(&prompts, "the cache holds keys and values\nhow long is a context window\n").unwrap();
+    let text = spec("chat", 18438, "[2048]", "268435456")
+        .replace("    enforce-eager: true\n", "    enforce-eager: true\n    chat-template: experiments/chat-template.jinja\n")
+        .replace(
+            "grid:\n  max_model_len: [2048]\n",
+            &format!("grid:\n  max_model_len: [2048]\nload:\n  endpoint: chat\n  prompts_file: {}\n  concurrency: 2\n  requests: 8\n  exact_requests: true\n  max_tokens: 8\n  server_warmup: 0s\n", prompts.display()),
+        );
+    let run = run_spec(&bin, &text, out.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let requests = jsonl(&run.dir.join("requests.jsonl"));
+    let measured: Vec<_> = requests.iter().filter(|r| r["warmup"] == false).collect();
+    assert_eq!(measured.len(), 8);
+    for r in measured {
+        assert!(r["error"].is_null(), "{r}");
+        assert_eq!(r["completion_tokens"], 8, "{r}");
+        assert!(r["prompt_tokens"].as_u64().unwrap() >= 6, "{r}");
+        let (start, first, end) =
+            (r["start_s"].as_f64().unwrap(), r["first_token_s"].as_f64().unwrap(), r["end_s"].as_f64().unwrap());
+        assert!(start < first && first < end, "{r}");
+        assert!(r["chunks"].as_u64().unwrap() >= 8, "{r}");
+    }
+    assert_nothing_left(&run, 18438);
+}
+
 fn main() {
     vllm_main(vec![
         ("fixed_kv_size_flat_memory_and_a_failed_length", fixed_kv_size_flat_memory_and_a_failed_length),
@@ -385,5 +417,6 @@ fn main() {
             "an_open_loop_rate_sweep_with_an_slo_recomputes_from_its_records",
             an_open_loop_rate_sweep_with_an_slo_recomputes_from_its_records,
         ),
+        ("a_chat_run_on_real_vllm_counts_every_token", a_chat_run_on_real_vllm_counts_every_token),
     ]);
 }

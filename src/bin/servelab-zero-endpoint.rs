@@ -164,6 +164,56 @@ async fn completion(stream: &mut TcpStream, body: &[u8], seq: u64, itl: Duration
     stream.write_all(&out).await
 }
 
+/// `/v1/chat/completions` as vLLM streams it: a role-only first chunk (`"delta":{"role":"assistant",
+/// "content":""}`), one chunk per token in `delta.content`, a usage chunk, `[DONE]`. Not on the benchmark's
+/// hot path, so written plainly.
+async fn chat_completion(stream: &mut TcpStream, body: &[u8], seq: u64, itl: Duration) -> std::io::Result<()> {
+    let n = number_after(body, b"\"max_tokens\"").unwrap_or(64);
+    // Rough: words of the messages' text (the template's own tokens are the server's business).
+    let prompt = memchr::memchr_iter(b' ', body).count() as u64;
+    let id = format!("chatcmpl-{seq:016x}");
+    let created = 1_795_880_327;
+    let continuous = memchr::memmem::find(body, b"\"continuous_usage_stats\":true").is_some();
+    let usage = |k: u64| {
+        if continuous {
+            format!(
+                ",\"usage\":{{\"prompt_tokens\":{prompt},\"total_tokens\":{},\"completion_tokens\":{k}}}",
+                prompt + k
+            )
+        } else {
+            String::new()
+        }
+    };
+    let event = |delta: &str, finish: &str, k: u64| {
+        format!(
+            "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":\"{MODEL}\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]{}}}\n\n",
+            usage(k)
+        )
+    };
+    let mut out = Vec::new();
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n",
+    );
+    chunk(&mut out, event("{\"role\":\"assistant\",\"content\":\"\"}", "null", 0).as_bytes());
+    for i in 0..n {
+        let finish = if i + 1 == n { "\"length\"" } else { "null" };
+        chunk(&mut out, event(&format!("{{\"content\":\" w{i}\"}}"), finish, i + 1).as_bytes());
+        stream.write_all(&out).await?;
+        out.clear();
+        if !itl.is_zero() {
+            tokio::time::sleep(itl).await;
+        }
+    }
+    let final_usage = format!(
+        "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":\"{MODEL}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":{prompt},\"total_tokens\":{},\"completion_tokens\":{n}}}}}\n\n",
+        prompt + n
+    );
+    chunk(&mut out, final_usage.as_bytes());
+    chunk(&mut out, b"data: [DONE]\n\n");
+    out.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(&out).await
+}
+
 async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell::Cell<u64>>) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(8192);
@@ -211,6 +261,10 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
                 let message = serde_json::to_string(&format!("fake engine failure (--http-500); {auth}")).unwrap_or_default();
                 let body = format!("{{\"error\":{{\"message\":{message}}}}}");
                 stream.write_all(&simple("500 Internal Server Error", "application/json", &body)).await?
+            }
+            "/v1/chat/completions" => {
+                seq.set(seq.get() + 1);
+                chat_completion(&mut stream, &body, seq.get(), itl).await?;
             }
             "/v1/completions" => {
                 seq.set(seq.get() + 1);

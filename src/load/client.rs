@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 pub struct RequestSpec {
     /// Parsed once: the hot path clones it instead of parsing a string per request.
     pub url: reqwest::Url,
+    /// `/v1/chat/completions`: the prompt goes as one user message.
+    pub chat: bool,
     pub model: String,
     pub max_tokens: u32,
     pub ignore_eos: bool,
@@ -85,9 +87,18 @@ struct StreamOptions {
 }
 
 #[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: IdsOrText<'a>,
+}
+
+#[derive(Serialize)]
 struct Body<'a> {
     model: &'a str,
-    prompt: IdsOrText<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<IdsOrText<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<[Message<'a>; 1]>,
     max_tokens: u32,
     ignore_eos: bool,
     stream: bool,
@@ -180,9 +191,14 @@ async fn worker(
 /// The JSON body of request `index` of a phase (`ids` is scratch space reused across requests).
 pub(super) fn body_of(spec: &RequestSpec, phase: &Phase, index: u32, ids: &mut Vec<u32>) -> Vec<u8> {
     let prompt = spec.prompts.get(phase.salt, u64::from(index), ids);
+    let (prompt, messages) = match spec.chat {
+        true => (None, Some([Message { role: "user", content: IdsOrText(&prompt) }])),
+        false => (Some(IdsOrText(&prompt)), None),
+    };
     serde_json::to_vec(&Body {
         model: &spec.model,
-        prompt: IdsOrText(&prompt),
+        prompt,
+        messages,
         max_tokens: spec.max_tokens,
         ignore_eos: spec.ignore_eos,
         stream: spec.stream,

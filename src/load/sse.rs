@@ -1,4 +1,4 @@
-//! An incremental parser of vLLM's `/v1/completions` SSE stream, built for speed: each byte is scanned once
+//! An incremental parser of vLLM's `/v1/completions` and `/v1/chat/completions` SSE streams, built for speed: each byte is scanned once
 //! (memchr for line ends, memmem for the few keys), nothing is allocated per token, and a full JSON parse
 //! happens only for the rare final usage chunk and for errors.
 //!
@@ -32,6 +32,9 @@ pub enum Event {
 }
 
 static TEXT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"text\":"));
+/// Chat: a token's text is `delta.content` (`"reasoning_content"` does not match: the needle starts with `"`).
+static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\":"));
+static DELTA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"delta\":"));
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":{"));
 static PROMPT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"prompt_tokens\":"));
 static COMPLETION: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"completion_tokens\":"));
@@ -71,12 +74,18 @@ pub fn classify(payload: &[u8]) -> Option<Event> {
             .unwrap_or_else(|| String::from_utf8_lossy(payload).chars().take(300).collect());
         return Some(Event::Error(msg));
     }
-    if let Some(at) = TEXT.find(payload) {
-        let rest = skip_ws(&payload[at + TEXT.needle().len()..]);
+    let text = TEXT.find(payload).map(|at| at + TEXT.needle().len());
+    if let Some(at) = text.or_else(|| CONTENT.find(payload).map(|at| at + CONTENT.needle().len())) {
+        let rest = skip_ws(&payload[at..]);
         let non_empty = rest.len() > 1 && rest[0] == b'"' && rest[1] != b'"';
         // Per-chunk usage (vLLM's continuous_usage_stats) follows the choices in the same event.
         let completion_tokens = USAGE.find(rest).and_then(|u| int_after(&COMPLETION, &rest[u..]));
         return Some(Event::Content { non_empty, completion_tokens });
+    }
+    if let Some(at) = DELTA.find(payload) {
+        // A chat chunk without content (a finish or a role-only delta): a chunk, never the first token.
+        let completion_tokens = USAGE.find(&payload[at..]).and_then(|u| int_after(&COMPLETION, &payload[at + u..]));
+        return Some(Event::Content { non_empty: false, completion_tokens });
     }
     if USAGE.find(payload).is_some() {
         return Some(Event::Usage {
@@ -144,6 +153,18 @@ fn line_event(line: &[u8], on_event: &mut impl FnMut(Event)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chat_chunks_count_delta_content_and_skip_the_role_only_first_chunk() {
+        let role = br#" {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":{"prompt_tokens":9,"total_tokens":9,"completion_tokens":0}}"#;
+        let token = br#" {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":" w3"},"logprobs":null,"finish_reason":null}],"usage":{"prompt_tokens":9,"total_tokens":10,"completion_tokens":1}}"#;
+        let finish = br#" {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"length","stop_reason":null}],"usage":{"prompt_tokens":9,"total_tokens":10,"completion_tokens":1}}"#;
+        let usage = br#" {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":9,"total_tokens":10,"completion_tokens":1}}"#;
+        assert_eq!(classify(role), Some(Event::Content { non_empty: false, completion_tokens: Some(0) }));
+        assert_eq!(classify(token), Some(Event::Content { non_empty: true, completion_tokens: Some(1) }));
+        assert_eq!(classify(finish), Some(Event::Content { non_empty: false, completion_tokens: Some(1) }));
+        assert_eq!(classify(usage), Some(Event::Usage { prompt_tokens: Some(9), completion_tokens: Some(1) }));
+    }
 
     const STREAM: &str = "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":null,\"stop_reason\":null}],\"usage\":null}\n\n\
 data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"text\":\" w12\",\"logprobs\":null,\"finish_reason\":null,\"stop_reason\":null}],\"usage\":null}\n\n\

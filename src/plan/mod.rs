@@ -228,6 +228,13 @@ fn render_client(
             "make the shared prefix at most prompt_tokens long",
         ));
     }
+    if load.endpoint == crate::spec::Endpoint::Chat && load.prompts_file.is_none() {
+        return Err(PlanError::at(
+            key(&["load", "endpoint"]),
+            "`endpoint: chat` sends text messages, and the prompts are random token ids",
+            "add `prompts_file: FILE` (text prompts, one per line), or use `endpoint: completions`",
+        ));
+    }
     let ignore_eos = check::render_bool(renderer, &ctx, vars, &["load", "ignore_eos"], &load.ignore_eos)?;
     let stream = check::render_bool(renderer, &ctx, vars, &["load", "stream"], &load.stream)?;
     if let Some(limit) = server.max_model_len {
@@ -270,6 +277,7 @@ fn render_client(
         max_error_rate: load.max_error_rate,
         duration_s,
         open_loop,
+        endpoint: load.endpoint,
     })
 }
 

@@ -134,6 +134,33 @@ pub struct ClientConfig {
     /// Open-loop load (`load.rate`); `concurrency` is then its cap (`max_concurrency`, 0 for none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_loop: Option<OpenLoop>,
+    /// The API the requests go to; left out of plan.json (and so of point ids) for the default.
+    #[serde(default, skip_serializing_if = "Endpoint::is_default")]
+    pub endpoint: Endpoint,
+}
+
+/// `load.endpoint`: the OpenAI-compatible API requests are sent to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    /// `/v1/completions` with a prompt (token ids or text).
+    #[default]
+    Completions,
+    /// `/v1/chat/completions` with one user message (text prompts; the server applies its chat template).
+    Chat,
+}
+
+impl Endpoint {
+    pub fn is_default(&self) -> bool {
+        *self == Endpoint::Completions
+    }
+    /// The path under the server's base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Chat => "/v1/chat/completions",
+        }
+    }
 }
 
 impl ClientConfig {

@@ -178,10 +178,11 @@ fn request_spec(
     api_key: Option<String>,
 ) -> Result<Arc<RequestSpec>, String> {
     let prompts = Arc::new(prompts_for(c, model_vocab)?);
-    let url =
-        reqwest::Url::parse(&format!("{base}/v1/completions")).map_err(|e| format!("bad endpoint URL {base}: {e}"))?;
+    let path = c.endpoint.path();
+    let url = reqwest::Url::parse(&format!("{base}{path}")).map_err(|e| format!("bad endpoint URL {base}: {e}"))?;
     Ok(Arc::new(RequestSpec {
         url,
+        chat: c.endpoint == crate::record::plan::Endpoint::Chat,
         model: model.to_owned(),
         max_tokens: c.max_tokens,
         ignore_eos: c.ignore_eos,

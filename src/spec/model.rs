@@ -2,7 +2,7 @@
 //! Every struct denies unknown fields, so a typo is an error with a suggestion, never silently ignored.
 
 use super::values::{ArgValue, BoolOrTemplate, Dur, IntOrTemplate, NumOrTemplate, Scalar};
-pub use crate::record::plan::Arrival;
+pub use crate::record::plan::{Arrival, Endpoint};
 pub use crate::record::values::EngineKind;
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -240,6 +240,11 @@ fn default_stop_timeout() -> Dur {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
+    /// `completions` (default: `/v1/completions`) or `chat` (`/v1/chat/completions` with one user message
+    /// per request; needs text prompts, `prompts_file`, and a model with a chat template or the server's
+    /// `--chat-template`).
+    #[serde(default, skip_serializing_if = "Endpoint::is_default")]
+    pub endpoint: Endpoint,
     /// Requests in flight at once (closed loop; default 1, sequential). Excludes `rate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<IntOrTemplate>,

@@ -228,6 +228,7 @@ mod tests {
             max_error_rate: 1.0,
             duration_s: Some(1.0),
             open_loop: Some(OpenLoop { rate, arrival: Arrival::Constant, burstiness: None, min_requests: 400 }),
+            endpoint: Default::default(),
         }
     }
 

@@ -1017,6 +1017,7 @@ mod properties {
             max_error_rate: 0.1,
             duration_s: Some(10.0),
             open_loop: None,
+            endpoint: Default::default(),
         }
     }
 
