@@ -381,7 +381,7 @@ fn a_chat_run_on_real_vllm_counts_every_token() {
     let prompts = out.path().join("prompts.txt");
     std::fs::write(&prompts, "the cache holds keys and values\nhow long is a context window\n").unwrap();
     let text = spec("chat", 18438, "[2048]", "268435456")
-        .replace("    enforce-eager: true\n", "    enforce-eager: true\n    chat-template: experiments/chat-template.jinja\n")
+        .replace("    enforce-eager: true\n", "    enforce-eager: true\n    chat-template: experiments/templates/chat-template.jinja\n")
         .replace(
             "grid:\n  max_model_len: [2048]\n",
             &format!("grid:\n  max_model_len: [2048]\nload:\n  endpoint: chat\n  prompts_file: {}\n  concurrency: 2\n  requests: 8\n  exact_requests: true\n  max_tokens: 8\n  server_warmup: 0s\n", prompts.display()),
