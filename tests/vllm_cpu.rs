@@ -182,7 +182,7 @@ fn client_latencies_and_tokens_agree_with_vllms_own_metrics() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_client_matches_server(&run.dir, &[1, 4]);
     let sweep = std::fs::read_to_string(run.dir.join("concurrency_sweep.csv")).unwrap();
-    assert!(sweep.starts_with("concurrency,mean_e2e_s,p95_e2e_s,qps,tok_s,gpu_util_pct,notes,requests,ttft_p50_s,ttft_p95_s,itl_p50_s,errors,efficiency,tok_s_ci_low,tok_s_ci_high,server_mean_e2e_s,server_mean_ttft_s,waiting_max,kv_usage_max,tpot_p50_s,tpot_p95_s,repeats,tok_s_rel_halfwidth,window_s,gpu_util_readings,ttft_gap_s,e2e_gap_s,step_efficiency\n"));
+    assert!(sweep.starts_with("concurrency,mean_e2e_s,p95_e2e_s,qps,tok_s,gpu_util_pct,notes,requests,ttft_p50_s,ttft_p95_s,itl_p50_s,errors,efficiency,tok_s_ci_low,tok_s_ci_high,server_mean_e2e_s,server_mean_ttft_s,waiting_max,kv_usage_max,tpot_p50_s,tpot_p95_s,repeats,tok_s_rel_halfwidth,window_s,gpu_util_readings,ttft_gap_s,e2e_gap_s,step_efficiency,prefix_hit_rate\n"));
     assert!(!sweep.contains("no per-chunk usage"), "vLLM sends per-chunk usage: {sweep}");
     assert!(sweep.contains("no GPU"), "{sweep}");
     assert!(!sweep.contains("differ"), "no token mismatch flag expected: {sweep}");
@@ -379,7 +379,9 @@ fn a_chat_run_on_real_vllm_counts_every_token() {
     let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     let prompts = out.path().join("prompts.txt");
-    std::fs::write(&prompts, "the cache holds keys and values\nhow long is a context window\n").unwrap();
+    // Two prompts of some 300 tokens in turn: longer than vLLM's 128-token block, so repeats hit the prefix cache.
+    let lines = ["the cache holds keys and values ".repeat(50), "how long is a context window today ".repeat(45)];
+    std::fs::write(&prompts, format!("{}\n{}\n", lines[0], lines[1])).unwrap();
     let text = spec("chat", 18438, "[2048]", "268435456")
         .replace("    enforce-eager: true\n", "    enforce-eager: true\n    chat-template: experiments/templates/chat-template.jinja\n")
         .replace(
@@ -400,6 +402,11 @@ fn a_chat_run_on_real_vllm_counts_every_token() {
         assert!(start < first && first < end, "{r}");
         assert!(r["chunks"].as_u64().unwrap() >= 8, "{r}");
     }
+    // 8 requests over two prompts: vLLM's prefix cache serves the repeats' full blocks, and the column says so.
+    let mut reader = csv::Reader::from_path(run.dir.join("concurrency_sweep.csv")).unwrap();
+    let col = reader.headers().unwrap().iter().position(|h| h == "prefix_hit_rate").unwrap();
+    let rate: f64 = reader.records().next().unwrap().unwrap()[col].parse().unwrap();
+    assert!(rate > 0.2 && rate <= 1.0, "prefix hit rate {rate}");
     assert_nothing_left(&run, 18438);
 }
 

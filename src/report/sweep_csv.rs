@@ -2,7 +2,7 @@
 
 use crate::stats::sweep::{self, Cell, GroupSweep};
 
-pub const COLUMNS: [&str; 28] = [
+pub const COLUMNS: [&str; 29] = [
     "concurrency",
     "mean_e2e_s",
     "p95_e2e_s",
@@ -31,6 +31,7 @@ pub const COLUMNS: [&str; 28] = [
     "ttft_gap_s",
     "e2e_gap_s",
     "step_efficiency",
+    "prefix_hit_rate",
 ];
 
 fn f(v: Option<f64>, d: usize) -> String {
@@ -68,6 +69,8 @@ pub fn row(c: &Cell) -> Vec<String> {
         f(h.ttft_gap_s, 4),
         f(h.e2e_gap_s, 4),
         f(c.step_efficiency, 3),
+        // Prompt tokens served from vLLM's prefix cache over those looked up, during the phase.
+        f(h.prefix_hits.zip(h.prefix_queries).filter(|(_, q)| *q > 0.0).map(|(hits, q)| hits / q), 4),
     ]
 }
 

@@ -40,6 +40,9 @@ pub struct RepeatStats {
     pub server_mean_e2e_s: Option<f64>,
     pub server_mean_ttft_s: Option<f64>,
     pub prefix_hits: Option<f64>,
+    /// Prompt tokens looked up in the prefix cache over the phase (`vllm:prefix_cache_queries_total`).
+    #[serde(default)]
+    pub prefix_queries: Option<f64>,
     pub waiting_max: Option<f64>,
     pub kv_usage_max: Option<f64>,
     pub preemptions: Option<f64>,
@@ -281,6 +284,7 @@ fn repeat_stats(p: &PointRecord, all: &[&RequestRecord], samples: &[&SampleLine]
         server_mean_e2e_s: delta.as_ref().and_then(|d| d.mean_e2e_s),
         server_mean_ttft_s: delta.as_ref().and_then(|d| d.mean_ttft_s),
         prefix_hits: delta.as_ref().and_then(|d| d.prefix_hits),
+        prefix_queries: delta.as_ref().and_then(|d| d.prefix_queries),
         waiting_max: metric_max(|m| m.waiting),
         kv_usage_max: metric_max(|m| m.kv_usage),
         preemptions: delta.as_ref().and_then(|d| d.preemptions),
@@ -346,6 +350,7 @@ fn mean_repeat(reps: &[RepeatStats]) -> RepeatStats {
         server_mean_e2e_s: m(&|r| r.server_mean_e2e_s),
         server_mean_ttft_s: m(&|r| r.server_mean_ttft_s),
         prefix_hits: m(&|r| r.prefix_hits),
+        prefix_queries: m(&|r| r.prefix_queries),
         waiting_max: reps.iter().filter_map(|r| r.waiting_max).reduce(f64::max),
         kv_usage_max: reps.iter().filter_map(|r| r.kv_usage_max).reduce(f64::max),
         preemptions: m(&|r| r.preemptions),
@@ -984,6 +989,7 @@ mod properties {
             server_mean_e2e_s: None,
             server_mean_ttft_s: None,
             prefix_hits: None,
+            prefix_queries: None,
             waiting_max: None,
             kv_usage_max: None,
             preemptions: None,
