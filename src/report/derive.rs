@@ -33,8 +33,6 @@ fn reports(spec: &Spec, has_kv: bool, has_sweep: bool, has_rates: bool) -> Vec<R
     r
 }
 
-/// Server groups of the plan with a load point that `pick` selects (each gets its own sweep files when
-/// there are several).
 /// The group's search replayed over what it recorded (the same function the executor asked as it ran).
 fn search_of(manifest: &Manifest, rec: &Recorded, spec: &Spec, group: &str) -> Option<context::SearchContext> {
     let plan = manifest.plan.search.clone()?;
@@ -44,6 +42,8 @@ fn search_of(manifest: &Manifest, rec: &Recorded, spec: &Spec, group: &str) -> O
     Some(context::SearchContext { state: crate::stats::search::replay(g, &points, &rec.requests, &rules), plan })
 }
 
+/// Server groups of the plan with a load point that `pick` selects (each gets its own sweep files when
+/// there are several).
 fn groups_with(manifest: &Manifest, pick: impl Fn(&crate::record::plan::ClientConfig) -> bool) -> usize {
     manifest.plan.groups.iter().filter(|g| g.points.iter().any(|p| p.client.as_ref().is_some_and(&pick))).count()
 }
