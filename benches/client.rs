@@ -11,7 +11,7 @@
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 use servelab::load::client::{self, Phase, RequestSpec};
-use servelab::load::prompt::Prompts;
+use servelab::load::prompt::Workload;
 use servelab::stats::summary::summarize;
 use std::fmt::Write;
 use std::os::unix::process::CommandExt;
@@ -70,11 +70,10 @@ fn spec_tokens(port: u16, prompt_len: u32, max_tokens: u32) -> Arc<RequestSpec> 
         url: reqwest::Url::parse(&format!("http://127.0.0.1:{port}/v1/completions")).unwrap(),
         chat: false,
         model: "zero".into(),
-        max_tokens,
         ignore_eos: true,
         stream: true,
         timeout: Duration::from_secs(60),
-        prompts: Arc::new(Prompts::Tokens { seed: 1, len: prompt_len, shared_prefix: 0, vocab: 4096 }),
+        workload: Arc::new(Workload::ids(1, prompt_len, max_tokens, 4096)),
         api_key: None,
     })
 }

@@ -54,6 +54,19 @@ fn cases() -> Vec<(&'static str, String, Vec<String>)> {
         ("precision with repeats", format!("{BASE}repeats: 2\nprecision: {{rel_ci: 0.05}}\n"), vec![]),
         ("precision with repeat_policy best", format!("{BASE}repeat_policy: best\nprecision: {{rel_ci: 0.05}}\n"), vec![]),
         ("max_error_rate above 1", format!("{BASE}  max_error_rate: 2\n"), vec![]),
+        (
+            "length distribution without its shape",
+            with("  max_tokens: 64", "  max_tokens: 64\n  prompt_tokens: {dist: lognormal, mean: 256}"),
+            vec![],
+        ),
+        (
+            "length distribution with another's field",
+            with("  max_tokens: 64", "  max_tokens: {dist: uniform, min: 1, max: 64, sd: 3}"),
+            vec![],
+        ),
+        ("unknown distribution", with("  max_tokens: 64", "  max_tokens: {dist: zipf, mean: 3}"), vec![]),
+        ("missing dataset", format!("{BASE}  dataset: {{path: no-such-file.json, format: sharegpt}}\n"), vec![]),
+        ("dataset of an unknown format", format!("{BASE}  dataset: {{path: x.json, format: csv}}\n"), vec![]),
         ("rate search with a closed loop", format!("{BASE}search: {{rate: {{low: 1, high: 8}}}}\n"), vec![]),
         (
             "rate search with high below low",

@@ -732,7 +732,8 @@ fn a_chat_run_sends_messages_and_times_the_first_content() {
     assert!(!sweep.contains("differ"), "token counts agree with the server's: {sweep}");
 }
 
-/// Chat with random token-id prompts is refused: a chat message is text.
+/// Chat without a file of prompts sends exact-length text, which needs the model's tokenizer: an engine whose
+/// model is not a local folder is refused with the fix.
 #[test]
 fn chat_without_text_prompts_is_refused_with_the_fix() {
     let case = Case::new(&format!(
@@ -742,7 +743,8 @@ fn chat_without_text_prompts_is_refused_with_the_fix() {
         Command::new(env!("CARGO_BIN_EXE_servelab")).args(["validate", case.spec.to_str().unwrap()]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("`endpoint: chat` sends text messages") && err.contains("prompts_file"), "{err}");
+    assert!(err.contains("`endpoint: chat` sends text") && err.contains("tokenizer.json"), "{err}");
+    assert!(err.contains("prompts_file: FILE"), "{err}");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! previous one ends (c = 1 is sequential). Raw instants are recorded where the bytes arrive; figures are
 //! derived later by `stats`. A failed request is a record with an error, never an error of the run.
 
-use super::prompt::{Prompt, Prompts};
+use super::prompt::{Prompt, Scratch, Workload};
 use super::sse::{Event, SseParser};
 use crate::record::plan::OpenLoop;
 use crate::record::{ErrorKind, RequestError, RequestRecord};
@@ -20,11 +20,11 @@ pub struct RequestSpec {
     /// `/v1/chat/completions`: the prompt goes as one user message.
     pub chat: bool,
     pub model: String,
-    pub max_tokens: u32,
     pub ignore_eos: bool,
     pub stream: bool,
     pub timeout: Duration,
-    pub prompts: Arc<Prompts>,
+    /// Each request's prompt and lengths.
+    pub workload: Arc<Workload>,
     /// `Authorization: Bearer` value; never recorded.
     pub api_key: Option<String>,
 }
@@ -173,10 +173,10 @@ async fn worker(
     t0: Instant,
 ) -> Vec<RequestRecord> {
     let mut records = Vec::new();
-    let mut ids = Vec::new();
+    let mut scratch = Scratch::default();
     let mut scheduled = Instant::now();
     while let Some((index, tail)) = shared.claim(phase) {
-        let body = body_of(spec, phase, index, &mut ids);
+        let body = body_of(spec, phase, index, &mut scratch);
         let mut record = one_request(http, spec, phase, index, body, t0, scheduled).await;
         record.tail = tail;
         if shared.deadline.is_some() && !tail {
@@ -188,23 +188,33 @@ async fn worker(
     records
 }
 
-/// The JSON body of request `index` of a phase (`ids` is scratch space reused across requests).
-pub(super) fn body_of(spec: &RequestSpec, phase: &Phase, index: u32, ids: &mut Vec<u32>) -> Vec<u8> {
-    let prompt = spec.prompts.get(phase.salt, u64::from(index), ids);
+/// A request's body, with what the record keeps of how it was built.
+pub(super) struct Built {
+    pub bytes: Vec<u8>,
+    pub max_tokens: u32,
+    pub sent_tokens: Option<u32>,
+}
+
+/// The JSON body of request `index` of a phase (`scratch` is reused across requests).
+pub(super) fn body_of(spec: &RequestSpec, phase: &Phase, index: u32, scratch: &mut Scratch) -> Built {
+    let request = spec.workload.get(phase.salt, u64::from(index), scratch);
+    let (max_tokens, sent_tokens) = (request.max_tokens, request.sent_tokens);
+    let prompt = request.prompt;
     let (prompt, messages) = match spec.chat {
         true => (None, Some([Message { role: "user", content: IdsOrText(&prompt) }])),
         false => (Some(IdsOrText(&prompt)), None),
     };
-    serde_json::to_vec(&Body {
+    let bytes = serde_json::to_vec(&Body {
         model: &spec.model,
         prompt,
         messages,
-        max_tokens: spec.max_tokens,
+        max_tokens,
         ignore_eos: spec.ignore_eos,
         stream: spec.stream,
         stream_options: spec.stream.then_some(StreamOptions { include_usage: true, continuous_usage_stats: true }),
     })
-    .unwrap_or_default()
+    .unwrap_or_default();
+    Built { bytes, max_tokens, sent_tokens }
 }
 
 fn secs(t0: Instant, t: Instant) -> f64 {
@@ -232,13 +242,14 @@ pub(super) async fn one_request(
     spec: &RequestSpec,
     phase: &Phase,
     index: u32,
-    body: Vec<u8>,
+    body: Built,
     t0: Instant,
     scheduled: Instant,
 ) -> RequestRecord {
+    let Built { bytes: body, max_tokens, sent_tokens } = body;
     let mut p = Progress {
         first: None,
-        chunk_us: Vec::with_capacity(spec.max_tokens as usize),
+        chunk_us: Vec::with_capacity(max_tokens as usize),
         chunk_tokens: Vec::new(),
         counted: 0,
         before_first: 0,
@@ -279,6 +290,8 @@ pub(super) async fn one_request(
         tail: false,
         prompt_tokens: p.usage.0,
         completion_tokens: p.usage.1,
+        sent_tokens,
+        max_tokens: spec.workload.varies_output().then_some(max_tokens),
         http_status: p.status,
         error: p.error,
     }

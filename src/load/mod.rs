@@ -3,6 +3,9 @@
 
 pub mod arrival;
 pub mod client;
+pub mod dataset;
+pub mod lengths;
 pub mod open;
 pub mod prompt;
 pub mod sse;
+pub mod text;

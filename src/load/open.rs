@@ -77,12 +77,12 @@ async fn run_here(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase
         t0: Instant::now(),
     });
     let mut tasks = JoinSet::new();
-    let mut ids = Vec::new();
+    let mut scratch = super::prompt::Scratch::default();
     let mut burst = 0;
     let measured = std::mem::take(&mut sched.measured);
     for (index, &at) in measured.iter().enumerate() {
         d.wait_until(at, false, &mut burst).await;
-        d.send(&mut tasks, index as u32, at, false, &mut ids).await;
+        d.send(&mut tasks, index as u32, at, false, &mut scratch).await;
     }
     if phase.duration.is_some() {
         // Every measured request ends by its timeout; the bound also holds if one never reports back.
@@ -93,7 +93,7 @@ async fn run_here(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase
             if !d.wait_until(at, true, &mut burst).await {
                 break; // every measured request finished before this tail arrival was due
             }
-            d.send(&mut tasks, index, at, true, &mut ids).await;
+            d.send(&mut tasks, index, at, true, &mut scratch).await;
             index += 1;
         }
     }
@@ -127,9 +127,9 @@ impl Dispatch {
         index: u32,
         at: f64,
         tail: bool,
-        ids: &mut Vec<u32>,
+        scratch: &mut super::prompt::Scratch,
     ) {
-        let body = body_of(&self.spec, &self.phase, index, ids);
+        let body = body_of(&self.spec, &self.phase, index, scratch);
         let scheduled = self.t0 + Duration::from_secs_f64(at);
         let permit = match &self.cap {
             Some(s) => s.clone().acquire_owned().await.ok(),

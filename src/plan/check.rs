@@ -235,12 +235,12 @@ fn templates(spec: &Spec) -> (Located, Located) {
         if let Some(crate::spec::NumOrTemplate::Template(t)) = &l.rate {
             load.push((key(&["load", "rate"]), t.clone()));
         }
-        for (name, v) in [
-            ("max_tokens", &l.max_tokens),
-            ("prompt_tokens", &l.prompt_tokens),
-            ("warmup", &l.warmup),
-            ("shared_prefix_tokens", &l.shared_prefix_tokens),
-        ] {
+        for (name, v) in [("max_tokens", &l.max_tokens), ("prompt_tokens", &l.prompt_tokens)] {
+            if let Some(t) = v.template() {
+                load.push((key(&["load", name]), t.to_owned()));
+            }
+        }
+        for (name, v) in [("warmup", &l.warmup), ("shared_prefix_tokens", &l.shared_prefix_tokens)] {
             if let IntOrTemplate::Template(t) = v {
                 load.push((key(&["load", name]), t.clone()));
             }

@@ -11,6 +11,7 @@ pub mod render;
 pub mod search;
 pub mod server;
 pub mod table;
+pub mod workload;
 
 pub use crate::record::plan::*;
 
@@ -214,32 +215,11 @@ fn render_client(
         (Some(r), None) => (int("requests", r, 1)?, None),
         (None, d) => (0, Some(d.map_or(10.0, |d| d.0.as_secs_f64()))),
     };
-    let max_tokens = int("max_tokens", &load.max_tokens, 1)?;
-    let prompt_tokens = int("prompt_tokens", &load.prompt_tokens, 1)?;
     let warmup = int("warmup", &load.warmup, 0)?;
-    check::at_most(&["load", "max_tokens"], max_tokens, MAX_TOKENS, vars)?;
-    check::at_most(&["load", "prompt_tokens"], prompt_tokens, MAX_TOKENS, vars)?;
     check::at_most(&["load", "warmup"], warmup, MAX_CONCURRENCY, vars)?;
-    let shared_prefix_tokens = int("shared_prefix_tokens", &load.shared_prefix_tokens, 0)?;
-    if shared_prefix_tokens > prompt_tokens {
-        return Err(PlanError::at(
-            key(&["load", "shared_prefix_tokens"]),
-            format!("shared_prefix_tokens {shared_prefix_tokens} is longer than prompt_tokens {prompt_tokens}"),
-            "make the shared prefix at most prompt_tokens long",
-        ));
-    }
-    if load.endpoint == crate::spec::Endpoint::Chat && load.prompts_file.is_none() {
-        return Err(PlanError::at(
-            key(&["load", "endpoint"]),
-            "`endpoint: chat` sends text messages, and the prompts are random token ids",
-            "add `prompts_file: FILE` (text prompts, one per line), or use `endpoint: completions`",
-        ));
-    }
+    let w = workload::plan(load, vars, (server.model.as_deref(), server.max_model_len), &int)?;
     let ignore_eos = check::render_bool(renderer, &ctx, vars, &["load", "ignore_eos"], &load.ignore_eos)?;
     let stream = check::render_bool(renderer, &ctx, vars, &["load", "stream"], &load.stream)?;
-    if let Some(limit) = server.max_model_len {
-        check::fits_context(prompt_tokens, max_tokens, limit, vars)?;
-    }
     if let (Some(o), Some(d)) = (&open_loop, duration_s)
         && o.rate * d > MAX_ARRIVALS
     {
@@ -264,13 +244,13 @@ fn render_client(
         requests,
         requests_asked,
         exact_requests: load.exact_requests,
-        max_tokens,
-        prompt_tokens,
+        max_tokens: w.max_tokens,
+        prompt_tokens: w.prompt_tokens,
         ignore_eos,
         stream,
         warmup,
         seed: load.seed,
-        shared_prefix_tokens,
+        shared_prefix_tokens: w.shared_prefix_tokens,
         prompts_file: load.prompts_file.clone(),
         vocab_size: load.vocab_size,
         request_timeout_s: load.request_timeout.0.as_secs_f64(),
@@ -278,6 +258,11 @@ fn render_client(
         duration_s,
         open_loop,
         endpoint: load.endpoint,
+        prompt_dist: w.prompt_dist,
+        output_dist: w.output_dist,
+        context_limit: w.context_limit,
+        text_prompts: w.text_prompts,
+        dataset: w.dataset,
     })
 }
 

@@ -106,7 +106,7 @@ pub struct Point {
     pub client: Option<ClientConfig>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ClientConfig {
     pub concurrency: u32,
     /// Requests measured in this repeat (after the max(requests, 4 × concurrency) rule); 0 for a phase sized
@@ -137,6 +137,85 @@ pub struct ClientConfig {
     /// The API the requests go to; left out of plan.json (and so of point ids) for the default.
     #[serde(default, skip_serializing_if = "Endpoint::is_default")]
     pub endpoint: Endpoint,
+    /// Prompt lengths drawn per request (`prompt_tokens` is then the distribution's nominal mean, used by
+    /// estimates); None: every prompt is `prompt_tokens` long. New fields are left out when unused, so the ids
+    /// of points planned before them do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_dist: Option<LengthDist>,
+    /// Output lengths (`max_tokens` per request) drawn per request, as `prompt_dist`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_dist: Option<LengthDist>,
+    /// The server's context (max-model-len) when known and lengths vary: a drawn prompt is shortened so that
+    /// prompt + output fits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_limit: Option<u32>,
+    /// Prompts are text of an exact token length, built with the model's own tokenizer (`tokenizer.json` in
+    /// the model folder), instead of token ids.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub text_prompts: bool,
+    /// Prompts (and output lengths) sampled from a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<Dataset>,
+}
+
+/// A length distribution of the spec, validated: every draw is clipped to `[min, max]`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "dist", rename_all = "snake_case")]
+pub enum LengthDist {
+    Uniform {
+        min: u32,
+        max: u32,
+    },
+    Normal {
+        mean: f64,
+        sd: f64,
+        min: u32,
+        max: u32,
+    },
+    /// `mean` is the distribution's mean (not its median): the log-mean is ln(mean) − sigma²/2.
+    Lognormal {
+        mean: f64,
+        sigma: f64,
+        min: u32,
+        max: u32,
+    },
+}
+
+impl LengthDist {
+    pub fn bounds(&self) -> (u32, u32) {
+        match *self {
+            LengthDist::Uniform { min, max }
+            | LengthDist::Normal { min, max, .. }
+            | LengthDist::Lognormal { min, max, .. } => (min, max),
+        }
+    }
+    /// The nominal mean, before clipping (what estimates and tables use).
+    pub fn mean(&self) -> f64 {
+        match *self {
+            LengthDist::Uniform { min, max } => (f64::from(min) + f64::from(max)) / 2.0,
+            LengthDist::Normal { mean, .. } | LengthDist::Lognormal { mean, .. } => mean,
+        }
+    }
+}
+
+/// `load.dataset`, as planned.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Dataset {
+    pub path: String,
+    pub format: DatasetFormat,
+    /// Entries kept by the seeded reservoir sample taken while streaming the file; requests draw from them.
+    pub samples: u32,
+}
+
+/// How a dataset file is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetFormat {
+    /// A JSON array of `{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", ...}]}`: the first
+    /// human turn is the prompt, the length of the reply after it (in the model's tokens) the output length.
+    Sharegpt,
+    /// One JSON object per line: `{"prompt": "...", "output_tokens": N}`.
+    Jsonl,
 }
 
 /// `load.endpoint`: the OpenAI-compatible API requests are sent to.

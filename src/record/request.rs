@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// between consecutive chunks (`chunk_gap_us`), which are small, repetitive numbers that compress to about
 /// half the size (an H200 sweep's 24k requests × 64 chunks: 2.4 → 2.1 MB as xz). Both convert exactly
 /// (wrapping integer arithmetic), and records written before the change (`chunk_us` on disk) still read.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(from = "wire::Request", into = "wire::Request")]
 pub struct RequestRecord {
     /// The point (measurement) this request belongs to.
@@ -36,6 +36,11 @@ pub struct RequestRecord {
     /// From the server's `usage`.
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
+    /// The prompt's tokens as the client counted them (token ids, or text through the model's tokenizer),
+    /// to be checked against `prompt_tokens`; None when it could not count them.
+    pub sent_tokens: Option<u32>,
+    /// The `max_tokens` this request asked for, when output lengths vary between requests.
+    pub max_tokens: Option<u32>,
     pub http_status: Option<u16>,
     pub error: Option<RequestError>,
 }
@@ -150,6 +155,10 @@ mod wire {
         tail: bool,
         prompt_tokens: Option<u32>,
         completion_tokens: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sent_tokens: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_tokens: Option<u32>,
         http_status: Option<u16>,
         error: Option<RequestError>,
     }
@@ -194,6 +203,8 @@ mod wire {
                 tail: w.tail,
                 prompt_tokens: w.prompt_tokens,
                 completion_tokens: w.completion_tokens,
+                sent_tokens: w.sent_tokens,
+                max_tokens: w.max_tokens,
                 http_status: w.http_status,
                 error: w.error,
             }
@@ -218,6 +229,8 @@ mod wire {
                 tail: r.tail,
                 prompt_tokens: r.prompt_tokens,
                 completion_tokens: r.completion_tokens,
+                sent_tokens: r.sent_tokens,
+                max_tokens: r.max_tokens,
                 http_status: r.http_status,
                 error: r.error,
             }

@@ -274,3 +274,53 @@ fn draw_rate<'a>(
         .draw()?;
     Ok(())
 }
+
+/// TTFT p50 against the shared-prefix length, one line per server, with the 95% intervals as bars.
+pub fn prefix(rows: &[crate::stats::prefix::PrefixRow]) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        let _ = draw_prefix(&root, rows);
+        let _ = root.present();
+    }
+    svg
+}
+
+fn draw_prefix<'a>(
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    rows: &[crate::stats::prefix::PrefixRow],
+) -> Result<(), Box<dyn std::error::Error + 'a>> {
+    root.fill(&WHITE)?;
+    let x = |r: &crate::stats::prefix::PrefixRow| f64::from(r.shared_prefix_tokens);
+    let ys = rows.iter().flat_map(|r| [Some(r.ttft_p50_s), r.ttft_ci.map(|c| c.0), r.ttft_ci.map(|c| c.1)]);
+    let (x0, x1) = range(rows.iter().map(x).chain([0.0]), true);
+    let (y0, y1) = range(ys.flatten().map(|y| y * 1e3).chain([0.0]), true);
+    let mut chart = ChartBuilder::on(root)
+        .caption("TTFT against the shared prefix", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    chart.configure_mesh().max_light_lines(0).x_desc("shared prefix (tokens)").y_desc("TTFT p50 (ms)").draw()?;
+    let mut servers: Vec<&str> = rows.iter().map(|r| r.server.as_str()).collect();
+    servers.dedup();
+    for (i, s) in servers.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        let mine: Vec<&crate::stats::prefix::PrefixRow> = rows.iter().filter(|r| r.server == *s).collect();
+        chart
+            .draw_series(LineSeries::new(mine.iter().map(|r| (x(r), r.ttft_p50_s * 1e3)), colour.stroke_width(2)))?
+            .label(s.to_string())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+        chart.draw_series(mine.iter().filter_map(|r| {
+            let (lo, hi) = r.ttft_ci?;
+            Some(PathElement::new(vec![(x(r), lo * 1e3), (x(r), hi * 1e3)], colour.stroke_width(1)))
+        }))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    Ok(())
+}

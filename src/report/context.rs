@@ -16,6 +16,10 @@ pub struct Context {
     pub sweeps: Vec<SweepContext>,
     /// One entry per server that took open-loop load.
     pub rates: Vec<RateContext>,
+    /// What each cell sent: realised lengths, the client's count against the server's, prefix-cache hits.
+    pub workload: Vec<crate::stats::workload::WorkloadRow>,
+    /// TTFT against the shared-prefix length per server, and what it shows.
+    pub prefix: crate::stats::prefix::PrefixReport,
 }
 
 #[derive(Serialize)]

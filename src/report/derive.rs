@@ -115,6 +115,20 @@ pub fn derive(
             .collect();
         files.push(("rate_search.json".to_owned(), json_pretty(&json)));
     }
+    let server_of = |group: &str| {
+        let g = manifest.plan.groups.iter().find(|g| g.id == group);
+        let vars: Vec<String> = g.map(|g| g.vars.iter().map(|(k, v)| format!("{k}={v}")).collect()).unwrap_or_default();
+        if vars.is_empty() { format!("server {group}") } else { vars.join(" ") }
+    };
+    let prefix = crate::stats::prefix::analyze(&sweeps, &server_of);
+    if spec.report.contains(&ReportKind::PrefixCache) && !prefix.rows.is_empty() {
+        files.push(("prefix_cache.csv".to_owned(), super::workload_csv::render_prefix(&prefix.rows)));
+        files.push(("prefix_cache.svg".to_owned(), charts::prefix(&prefix.rows).into_bytes()));
+    }
+    let workload = crate::stats::workload::rows(&rec.points, &rec.requests);
+    if !workload.is_empty() {
+        files.push(("workload.csv".to_owned(), super::workload_csv::render(&workload)));
+    }
     let policy = format!("{:?}", spec.repeat_policy).to_lowercase();
     let ctx = Context {
         run: context::run_info(
@@ -127,6 +141,8 @@ pub fn derive(
         kv: kv_ctx,
         sweeps: sweep_ctx,
         rates: rate_ctx,
+        workload,
+        prefix,
     };
     let env = markdown::environment(templates);
     for kind in reports(spec, ctx.kv.is_some(), !ctx.sweeps.is_empty(), !ctx.rates.is_empty()) {
@@ -135,6 +151,7 @@ pub fn derive(
             ReportKind::KvCacheScalingNotes if ctx.kv.is_some() => "kv_cache_scaling_notes.md",
             ReportKind::BatchingBenchmark if !ctx.sweeps.is_empty() => "batching_benchmark.md",
             ReportKind::ConcurrencySweep if !ctx.sweeps.is_empty() => "concurrency_sweep.md",
+            ReportKind::PrefixCache if !ctx.sweeps.is_empty() => "prefix_cache.md",
             _ => continue, // nothing measured yet for this report
         };
         files.push((name.to_owned(), markdown::render(&env, name, &ctx)?.into_bytes()));

@@ -6,11 +6,14 @@ use crate::stats::thousands;
 use minijinja::{Environment, Error, ErrorKind, Value};
 use std::path::PathBuf;
 
-pub const REPORTS: [(&str, &str); 4] = [
+/// The reports, and the partials they include (`workload.md`, no report of its own).
+pub const REPORTS: [(&str, &str); 6] = [
     ("kv_cache_scaling_notes.md", include_str!("../../templates/kv_cache_scaling_notes.md")),
     ("batching_benchmark.md", include_str!("../../templates/batching_benchmark.md")),
     ("concurrency_sweep.md", include_str!("../../templates/concurrency_sweep.md")),
     ("rate_sweep.md", include_str!("../../templates/rate_sweep.md")),
+    ("workload.md", include_str!("../../templates/workload.md")),
+    ("prefix_cache.md", include_str!("../../templates/prefix_cache.md")),
 ];
 
 fn num(v: &Value) -> Option<f64> {

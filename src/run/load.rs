@@ -2,13 +2,16 @@
 //! with GPU and /metrics sampling beside it, another quiet snapshot. Everything raw goes to the journal files.
 
 use crate::load::client::{self, Phase, RequestSpec};
-use crate::load::prompt::{self, Prompts};
+use crate::load::prompt::{self, Source, TextItem, Workload};
+use crate::load::text::TextMaker;
 use crate::plan::{ClientConfig, OpenLoop, Point, ServerGroup};
 use crate::probe::MemoryProbe;
 use crate::probe::metrics::{self, Snapshot};
+use crate::record::plan::Endpoint;
 use crate::record::point::HostReading;
 use crate::record::request::RequestRecord;
 use crate::record::{PointRecord, SampleLine, Status};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -117,18 +120,117 @@ async fn sample_during(sampler: Sampler, t0: Instant, stop: Arc<AtomicBool>, out
     }
 }
 
-/// The prompts of a point: random ids below the vocabulary, or the lines of a text file.
-pub fn prompts_for(c: &ClientConfig, model_vocab: Option<u64>) -> Result<Prompts, String> {
+/// The prompts and lengths of a point: random ids below the vocabulary, exact-length text, the lines of a
+/// text file, or a dataset's sample.
+pub fn workload_for(c: &ClientConfig, model_dir: Option<&Path>, model_vocab: Option<u64>) -> Result<Workload, String> {
+    let vocab = c.vocab_size.or(model_vocab).unwrap_or(1000);
+    let base = Workload {
+        source: Source::Ids { shared_prefix: c.shared_prefix_tokens, vocab },
+        fixed: (c.prompt_tokens, c.max_tokens),
+        prompt_dist: c.prompt_dist,
+        output_dist: c.output_dist,
+        context: c.context_limit,
+        seed: c.seed,
+    };
+    let chat = c.endpoint == Endpoint::Chat;
+    // The chat endpoint's template adds its own tokens (reported as its overhead); completions add BOS.
+    let specials = |m: &TextMaker| if chat { 0 } else { m.specials() };
+    if let Some(d) = &c.dataset {
+        let maker = model_dir.and_then(|dir| memo::maker(dir).ok());
+        let items = memo::dataset(d, c.seed, maker.as_deref(), c.context_limit)?;
+        let specials = maker.as_deref().map_or(0, specials);
+        return Ok(Workload { source: Source::Items { items, random: true, specials }, ..base });
+    }
     if let Some(file) = &c.prompts_file {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read prompts_file {file}: {e}"))?;
-        let lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect();
-        if lines.is_empty() {
+        let text = std::fs::read(file).map_err(|e| format!("cannot read prompts_file {file}: {e}"))?;
+        // Token counts when the model's tokenizer is at hand; else the server's count stands alone.
+        let maker = model_dir.and_then(|dir| memo::maker(dir).ok());
+        let items: Vec<TextItem> = String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| TextItem {
+                text: l.to_owned(),
+                tokens: maker.as_ref().and_then(|m| m.count(l, false)),
+                output: None,
+            })
+            .collect();
+        if items.is_empty() {
             return Err(format!("prompts_file {file} has no non-empty line"));
         }
-        return Ok(Prompts::Texts(lines));
+        let specials = maker.as_deref().map_or(0, specials);
+        return Ok(Workload { source: Source::Items { items: Arc::new(items), random: false, specials }, ..base });
     }
-    let vocab = c.vocab_size.or(model_vocab).unwrap_or(1000);
-    Ok(Prompts::Tokens { seed: c.seed, len: c.prompt_tokens, shared_prefix: c.shared_prefix_tokens, vocab })
+    if c.text_prompts || chat {
+        let dir =
+            model_dir.ok_or("exact text prompts need the model's tokenizer: `engine.model` must be a local folder")?;
+        let maker = memo::maker(dir)?;
+        let specials = specials(&maker);
+        return Ok(Workload {
+            source: Source::Text { maker, shared_prefix: c.shared_prefix_tokens, specials },
+            ..base
+        });
+    }
+    Ok(base)
+}
+
+/// Tokenizers and dataset samples, loaded once per process: a run's points share them, and a dataset of
+/// hundreds of MB is streamed once rather than once per point.
+mod memo {
+    use crate::load::dataset;
+    use crate::load::prompt::TextItem;
+    use crate::load::text::TextMaker;
+    use crate::record::plan::Dataset;
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, LazyLock, Mutex};
+
+    type Memo<K, V> = LazyLock<Mutex<HashMap<K, V>>>;
+    static MAKERS: Memo<PathBuf, Arc<TextMaker>> = LazyLock::new(Default::default);
+    static DATASETS: Memo<String, Arc<Vec<TextItem>>> = LazyLock::new(Default::default);
+
+    pub fn maker(dir: &Path) -> Result<Arc<TextMaker>, String> {
+        let mut memo = MAKERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(m) = memo.get(dir) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(TextMaker::load(dir)?);
+        memo.insert(dir.to_owned(), m.clone());
+        Ok(m)
+    }
+
+    /// A dataset's sample as text items, without the entries whose prompt leaves no room in `context`.
+    pub fn dataset(
+        d: &Dataset,
+        seed: u64,
+        maker: Option<&TextMaker>,
+        context: Option<u32>,
+    ) -> Result<Arc<Vec<TextItem>>, String> {
+        let key = format!("{}\0{:?}\0{}\0{seed}\0{context:?}\0{}", d.path, d.format, d.samples, maker.is_some());
+        let mut memo = DATASETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(items) = memo.get(&key) {
+            return Ok(items.clone());
+        }
+        let sampled = dataset::sample(Path::new(&d.path), d.format, d.samples, seed, maker)?;
+        let items: Vec<TextItem> = sampled
+            .entries
+            .into_iter()
+            .map(|e| TextItem {
+                tokens: maker.and_then(|m| m.count(&e.prompt, false)),
+                text: e.prompt,
+                output: Some(e.output_tokens),
+            })
+            .filter(|i| match (i.tokens, context) {
+                (Some(t), Some(limit)) => t + maker.map_or(0, TextMaker::specials) < limit,
+                _ => true,
+            })
+            .collect();
+        if items.is_empty() {
+            return Err(format!("dataset {}: no sampled prompt fits max-model-len {context:?}", d.path));
+        }
+        let items = Arc::new(items);
+        memo.insert(key, items.clone());
+        Ok(items)
+    }
 }
 
 pub struct Context<'a> {
@@ -172,23 +274,24 @@ fn pool_size(c: &ClientConfig) -> u32 {
 /// What every request of a point asks for.
 fn request_spec(
     c: &ClientConfig,
-    base: &str,
+    group: &ServerGroup,
     model: &str,
     model_vocab: Option<u64>,
     api_key: Option<String>,
 ) -> Result<Arc<RequestSpec>, String> {
-    let prompts = Arc::new(prompts_for(c, model_vocab)?);
+    let base = &group.server.base_url;
+    let model_dir = group.server.model.as_deref().map(Path::new).filter(|m| m.is_dir());
+    let workload = Arc::new(workload_for(c, model_dir, model_vocab)?);
     let path = c.endpoint.path();
     let url = reqwest::Url::parse(&format!("{base}{path}")).map_err(|e| format!("bad endpoint URL {base}: {e}"))?;
     Ok(Arc::new(RequestSpec {
         url,
         chat: c.endpoint == crate::record::plan::Endpoint::Chat,
         model: model.to_owned(),
-        max_tokens: c.max_tokens,
         ignore_eos: c.ignore_eos,
         stream: c.stream,
         timeout: Duration::from_secs_f64(c.request_timeout_s),
-        prompts,
+        workload,
         api_key,
     }))
 }
@@ -212,7 +315,7 @@ pub async fn server_warmup(
     let Some(c) = open.or_else(|| clients.iter().max_by(by(|c| f64::from(c.concurrency)))).copied() else {
         return Ok(0);
     };
-    let spec = request_spec(c, &group.server.base_url, model, model_vocab, ctx.api_key.clone())?;
+    let spec = request_spec(c, group, model, model_vocab, ctx.api_key.clone())?;
     let phase = Phase {
         point: "server-warmup".into(),
         attempt: 0,
@@ -258,7 +361,7 @@ pub async fn run_point(
         error: None,
     };
     let http = client::http_client(pool_size(&c));
-    let spec = match request_spec(&c, base, model, model_vocab, ctx.api_key.clone()) {
+    let spec = match request_spec(&c, group, model, model_vocab, ctx.api_key.clone()) {
         Ok(s) => s,
         Err(e) => {
             record.status = Status::Failed;

@@ -10,7 +10,7 @@ pub mod values;
 pub use error::SpecError;
 pub use model::*;
 pub use node::{Origin, Seg};
-pub use values::{ArgValue, BoolOrTemplate, Dur, IntOrTemplate, NumOrTemplate, Scalar};
+pub use values::{ArgValue, BoolOrTemplate, DistKind, DistSpec, Dur, IntOrTemplate, Length, NumOrTemplate, Scalar};
 
 use error::{closest, one_of};
 use node::{Kind, Node, parse_path, path_to_string};

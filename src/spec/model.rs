@@ -1,7 +1,7 @@
 //! The experiment spec: what a user writes in YAML. Plain data, no behaviour beyond defaults.
 //! Every struct denies unknown fields, so a typo is an error with a suggestion, never silently ignored.
 
-use super::values::{ArgValue, BoolOrTemplate, Dur, IntOrTemplate, NumOrTemplate, Scalar};
+use super::values::{ArgValue, BoolOrTemplate, Dur, IntOrTemplate, Length, NumOrTemplate, Scalar};
 pub use crate::record::plan::{Arrival, Endpoint};
 pub use crate::record::values::EngineKind;
 use indexmap::IndexMap;
@@ -276,12 +276,22 @@ pub struct Load {
     /// Send exactly `requests` at every level (experiment B's fixed 32).
     #[serde(default)]
     pub exact_requests: bool,
-    /// Tokens generated per request.
+    /// Tokens generated per request: a number, or a distribution drawn per request (as `prompt_tokens`).
     #[serde(default = "int64")]
-    pub max_tokens: IntOrTemplate,
-    /// Prompt length in tokens.
+    pub max_tokens: Length,
+    /// Prompt length in tokens: a number, or a distribution drawn per request, e.g.
+    /// `{ dist: lognormal, mean: 256, sigma: 0.5, min: 16, max: 2048 }` (also `uniform` with `min`/`max`,
+    /// `normal` with `mean`/`sd`, `fixed` with `value`).
     #[serde(default = "int128")]
-    pub prompt_tokens: IntOrTemplate,
+    pub prompt_tokens: Length,
+    /// Send text of exactly `prompt_tokens` tokens, built with the model's own tokenizer (`tokenizer.json` of
+    /// the model folder), instead of token ids. Implied by `endpoint: chat` without `prompts_file`/`dataset`.
+    #[serde(default)]
+    pub text_prompts: bool,
+    /// Prompts and output lengths sampled from a file (replaces `prompt_tokens`, `max_tokens` and
+    /// `prompts_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetSpec>,
     /// Ask the server to ignore end-of-sequence, so every request generates exactly `max_tokens`.
     #[serde(default = "yes")]
     pub ignore_eos: BoolOrTemplate,
@@ -310,6 +320,24 @@ pub struct Load {
     /// A request taking longer than this is recorded as a `timeout` error.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: Dur,
+}
+
+/// `load.dataset`: a file of prompts, read once while streaming, sampled with `load.seed`.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    /// The file, relative to the directory servelab runs in (as `prompts_file`). At most 4 GiB.
+    pub path: String,
+    /// `sharegpt` (a JSON array of conversations: the first human turn is the prompt, the reply's length in
+    /// the model's tokens the output length) or `jsonl` (`{"prompt": "...", "output_tokens": N}` per line).
+    pub format: crate::record::plan::DatasetFormat,
+    /// Entries kept (a seeded reservoir sample); each request draws one of them at random.
+    #[serde(default = "default_samples")]
+    pub samples: u32,
+}
+
+fn default_samples() -> u32 {
+    1000
 }
 
 /// What `search:` looks for.
@@ -379,11 +407,11 @@ fn int0() -> IntOrTemplate {
 fn int2() -> IntOrTemplate {
     IntOrTemplate::Int(2)
 }
-fn int64() -> IntOrTemplate {
-    IntOrTemplate::Int(64)
+fn int64() -> Length {
+    Length::int(64)
 }
-fn int128() -> IntOrTemplate {
-    IntOrTemplate::Int(128)
+fn int128() -> Length {
+    Length::int(128)
 }
 fn yes() -> BoolOrTemplate {
     BoolOrTemplate::Bool(true)
@@ -438,6 +466,9 @@ pub enum ReportKind {
     ConcurrencySweep,
     /// Open loop: goodput, SLO attainment and latency against the offered rate, with the sustainable rate.
     RateSweep,
+    /// TTFT against the shared-prefix length (`shared_prefix_tokens` as a grid axis), per server (e.g. prefix
+    /// caching on and off), with vLLM's prefix-cache hit rate.
+    PrefixCache,
 }
 
 /// Overrides for the plan's wall-time estimate; unset fields use the engine kind's defaults.

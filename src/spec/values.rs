@@ -358,3 +358,104 @@ mod tests {
         assert!(parse_duration("1e400s").is_err());
     }
 }
+
+/// A token length: a fixed number (or a template that renders to one), or a distribution drawn per request
+/// (`{ dist: lognormal, mean: 256, sigma: 0.5, min: 16, max: 2048 }`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Length {
+    Fixed(IntOrTemplate),
+    Dist(DistSpec),
+}
+
+/// A length distribution as written; the planner checks that its kind has the fields it needs.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DistSpec {
+    /// `fixed` (with `value`), `uniform` (`min`, `max`), `normal` (`mean`, `sd`) or `lognormal` (`mean`,
+    /// `sigma`: the mean is the distribution's mean, not its median). Draws are clipped to `min` (default 1)
+    /// and `max` (default: what the model's context leaves).
+    pub dist: DistKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DistKind {
+    Fixed,
+    Uniform,
+    Normal,
+    Lognormal,
+}
+
+impl Length {
+    pub fn int(v: i64) -> Length {
+        Length::Fixed(IntOrTemplate::Int(v))
+    }
+    /// The template of a fixed length written as one.
+    pub fn template(&self) -> Option<&str> {
+        match self {
+            Length::Fixed(IntOrTemplate::Template(t)) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for Length {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Length::Fixed(v) => v.serialize(s),
+            Length::Dist(d) => d.serialize(s),
+        }
+    }
+}
+
+struct LengthVisitor;
+
+impl<'de> Visitor<'de> for LengthVisitor {
+    type Value = Length;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number of tokens, a template, or a distribution such as {dist: uniform, min: 16, max: 512}")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Length, E> {
+        IntVisitor.visit_i64(v).map(Length::Fixed)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Length, E> {
+        IntVisitor.visit_u64(v).map(Length::Fixed)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Length, E> {
+        IntVisitor.visit_str(v).map(Length::Fixed)
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Length, A::Error> {
+        DistSpec::deserialize(de::value::MapAccessDeserializer::new(map)).map(Length::Dist)
+    }
+}
+
+impl<'de> Deserialize<'de> for Length {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LengthVisitor)
+    }
+}
+
+impl JsonSchema for Length {
+    fn schema_name() -> Cow<'static, str> {
+        "Length".into()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        let dist = g.subschema_for::<DistSpec>();
+        json_schema!({
+            "description": "Tokens: an integer, a minijinja template that renders to one, or a distribution drawn per request.",
+            "anyOf": [{ "type": ["integer", "string"] }, dist]
+        })
+    }
+}

@@ -2,11 +2,13 @@
 
 pub mod fit;
 pub mod kv;
+pub mod prefix;
 pub mod rate;
 pub mod search;
 pub mod summary;
 pub mod sweep;
 pub mod window;
+pub mod workload;
 
 /// 1234567.8 → "1,234,568" (with `digits` decimals).
 pub fn thousands(x: f64, digits: usize) -> String {

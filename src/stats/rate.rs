@@ -476,6 +476,7 @@ mod tests {
             completion_tokens: Some(1),
             http_status: Some(200),
             error: None,
+            ..Default::default()
         }
     }
 

@@ -229,6 +229,7 @@ mod tests {
             duration_s: Some(1.0),
             open_loop: Some(OpenLoop { rate, arrival: Arrival::Constant, burstiness: None, min_requests: 400 }),
             endpoint: Default::default(),
+            ..Default::default()
         }
     }
 
@@ -284,6 +285,7 @@ mod tests {
                     completion_tokens: Some(1),
                     http_status: Some(200),
                     error: None,
+                    ..Default::default()
                 }
             })
             .collect();

@@ -1024,6 +1024,7 @@ mod properties {
             duration_s: Some(10.0),
             open_loop: None,
             endpoint: Default::default(),
+            ..Default::default()
         }
     }
 

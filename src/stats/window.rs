@@ -108,6 +108,7 @@ mod tests {
             http_status: Some(200),
             error: None,
             tail: false,
+            ..Default::default()
         }
     }
 
