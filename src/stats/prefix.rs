@@ -62,6 +62,14 @@ fn compare(a: &PrefixRow, b: &PrefixRow) -> &'static str {
     }
 }
 
+/// "{a} is lower/higher than {b}", or why no difference is claimed.
+fn verdict(a: &PrefixRow, b: &PrefixRow) -> String {
+    match compare(a, b) {
+        side @ ("lower" | "higher") => format!("{} is {side} than {}", a.server, b.server),
+        other => other.to_owned(),
+    }
+}
+
 fn ms(x: f64) -> String {
     format!("{:.1} ms", x * 1e3)
 }
@@ -98,12 +106,12 @@ fn findings(rows: &[PrefixRow]) -> Vec<String> {
                     continue;
                 };
                 out.push(format!(
-                    "shared prefix {}: TTFT p50 {} ({first}) against {} ({other}), {:.2}×: {}",
+                    "shared prefix {}: TTFT p50 {} with {first} against {} with {other} ({:.2}×): {}",
                     a.shared_prefix_tokens,
                     ms(a.ttft_p50_s),
                     ms(b.ttft_p50_s),
                     a.ttft_p50_s / b.ttft_p50_s,
-                    compare(a, b)
+                    verdict(a, b)
                 ));
             }
         }
@@ -141,7 +149,10 @@ mod tests {
             "{f:?}"
         );
         assert!(f[1].contains("0.40×") && f[1].ends_with("lower"), "{f:?}");
-        assert!(f[2].starts_with("shared prefix 1024") && f[2].ends_with("higher"), "{f:?}");
+        assert!(
+            f[2].starts_with("shared prefix 1024") && f[2].ends_with("caching=false is higher than caching=true"),
+            "{f:?}"
+        );
         let one = [row("a", 0, 0.1, None), row("a", 64, 0.2, None)];
         assert!(findings(&one)[0].ends_with("one repeat: no interval)"));
     }

@@ -599,7 +599,7 @@ fn finish_group(
     g.cells.sort_by_key(|c| c.concurrency);
     let base = g.cells.iter().find(|c| c.concurrency == 1).map(|c| (c.head().tok_s, c.head().e2e.map(|s| s.p95)));
     for i in 0..g.cells.len() {
-        if i > 0 {
+        if i > 0 && g.cells[i - 1].concurrency != g.cells[i].concurrency {
             let (prev, cur) = (&g.cells[i - 1], &g.cells[i]);
             let scale = f64::from(cur.concurrency) / f64::from(prev.concurrency.max(1));
             let ratios: Vec<f64> = paired_ratios(prev, cur, |r| Some(r.tok_s)).iter().map(|r| r / scale).collect();
@@ -625,7 +625,20 @@ fn finish_group(
         sorted.sort_by(|a, b| a.total_cmp(b));
         (super::summary::percentile_sorted(&sorted, 50.0), sorted[sorted.len() - 1])
     });
-    g.knee = knee(&g.cells, rules);
+    let mut levels: Vec<u32> = g.cells.iter().map(|c| c.concurrency).collect();
+    levels.dedup();
+    g.knee = if levels.len() < g.cells.len() {
+        // Cells at one concurrency that differ in another load setting (a shared-prefix axis, say) are not one
+        // curve against concurrency: no knee is claimed.
+        let why = "no knee: cells at the same concurrency differ in another load setting, so the cells are not one curve against concurrency".to_owned();
+        Knee {
+            throughput_finding: why,
+            latency_finding: "see the report of that setting (e.g. prefix_cache)".to_owned(),
+            ..no_knee(rules)
+        }
+    } else {
+        knee(&g.cells, rules)
+    };
     for c in &mut g.cells {
         if Some(c.concurrency) == g.knee.throughput_knee {
             c.notes.push("throughput knee".to_owned());
