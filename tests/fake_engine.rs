@@ -759,3 +759,36 @@ fn rate_and_concurrency_together_are_refused_with_the_fix() {
     assert!(err.contains("`rate` (open loop) and `concurrency` (closed loop) both set the load"), "{err}");
     assert!(err.contains("max_concurrency"), "{err}");
 }
+
+/// Drawn lengths in an open loop: each request asks for its own drawn `max_tokens` (recorded with it) and its
+/// prompt has the drawn length (recorded as `sent_tokens`); the same seed draws the same lengths again.
+#[test]
+fn an_open_loop_sends_the_drawn_lengths_of_each_request() {
+    let port = free_port();
+    let text = format!(
+        "name: drawn\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\nload:\n  rate: 200\n  duration: 1s\n  max_tokens: {{dist: uniform, min: 1, max: 9}}\n  prompt_tokens: {{dist: normal, mean: 40, sd: 10, min: 20, max: 60}}\n  warmup: 0\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\n"
+    );
+    let lengths = |id: &str| {
+        let case = Case::new(&text);
+        assert!(case.run(&["--run-id", id]).status.success());
+        let reqs = jsonl(&case.dir("drawn", id).join("requests.jsonl"));
+        let got: Vec<(u64, u64, u64)> = reqs
+            .iter()
+            .filter(|r| r["tail"].is_null())
+            .map(|r| {
+                let asked = r["max_tokens"].as_u64().unwrap();
+                assert_eq!(r["completion_tokens"].as_u64(), Some(asked), "{r}");
+                (r["index"].as_u64().unwrap(), r["sent_tokens"].as_u64().unwrap(), asked)
+            })
+            .collect();
+        got
+    };
+    let a = lengths("a");
+    assert!(a.len() >= 150, "{}", a.len());
+    assert!(a.iter().all(|&(_, p, o)| (20..=60).contains(&p) && (1..=9).contains(&o)));
+    let distinct: BTreeSet<u64> = a.iter().map(|x| x.2).collect();
+    assert_eq!(distinct.len(), 9, "every output length of 1..=9 drawn: {distinct:?}");
+    let b = lengths("b");
+    let common: Vec<_> = a.iter().filter(|x| b.iter().any(|y| y.0 == x.0)).collect();
+    assert!(common.iter().all(|x| b.contains(x)), "the same seed draws the same lengths per request");
+}

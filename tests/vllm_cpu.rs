@@ -410,6 +410,95 @@ fn a_chat_run_on_real_vllm_counts_every_token() {
     assert_nothing_left(&run, 18438);
 }
 
+/// Length distributions and exact text prompts on real vLLM: every request's prompt is text built with the
+/// model's tokenizer to the drawn length, and vLLM counts exactly the tokens servelab counted (the Rust
+/// `tokenizers` crate agrees with vLLM's Python tokenizer); every output has the drawn length (`ignore_eos`); the
+/// lengths really vary and stay inside their bounds; the report's Workload table shows the realised spread.
+fn distributions_and_exact_text_reach_vllm_as_drawn() {
+    let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = vllm_bin();
+    let out = tempfile::tempdir().unwrap();
+    let text = spec("dist", 18439, "[2048]", "268435456").replace(
+        "grid:\n  max_model_len: [2048]\n",
+        "grid:\n  max_model_len: [2048]\nload:\n  text_prompts: true\n  prompt_tokens: {dist: lognormal, mean: 200, sigma: 0.6, min: 16, max: 1024}\n  max_tokens: {dist: uniform, min: 2, max: 12}\n  concurrency: 4\n  requests: 32\n  exact_requests: true\n  server_warmup: 0s\n",
+    );
+    let run = run_spec(&bin, &text, out.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let requests = jsonl(&run.dir.join("requests.jsonl"));
+    let measured: Vec<_> = requests.iter().filter(|r| r["warmup"] == false).collect();
+    assert_eq!(measured.len(), 32);
+    let mut prompts = std::collections::BTreeSet::new();
+    let mut outputs = std::collections::BTreeSet::new();
+    for r in &measured {
+        assert!(r["error"].is_null(), "{r}");
+        let (sent, server) = (r["sent_tokens"].as_u64().unwrap(), r["prompt_tokens"].as_u64().unwrap());
+        assert_eq!(sent, server, "servelab's count of its text prompt is vLLM's: {r}");
+        assert!((16..=1024).contains(&sent), "{r}");
+        let asked = r["max_tokens"].as_u64().unwrap();
+        assert!((2..=12).contains(&asked), "{r}");
+        assert_eq!(r["completion_tokens"].as_u64(), Some(asked), "{r}");
+        prompts.insert(sent);
+        outputs.insert(asked);
+    }
+    assert!(prompts.len() >= 20 && outputs.len() >= 6, "lengths vary: {prompts:?} {outputs:?}");
+    let workload = std::fs::read_to_string(run.dir.join("workload.csv")).unwrap();
+    let row: Vec<&str> = workload.lines().nth(1).unwrap().split(',').collect();
+    let (min, max) = (prompts.first().unwrap().to_string(), prompts.last().unwrap().to_string());
+    assert_eq!((row[4], row[7]), (min.as_str(), max.as_str()), "{workload}");
+    assert_eq!(row[20], "0", "no request mismatched: {workload}");
+    let md = std::fs::read_to_string(run.dir.join("concurrency_sweep.md")).unwrap();
+    assert!(md.contains("## Workload sent") && md.contains(&format!("| max_model_len=2048 | 32 | {min} / ")), "{md}");
+    assert_nothing_left(&run, 18439);
+}
+
+/// A ShareGPT dataset through the chat endpoint on real vLLM: prompts are sampled from the file, each request
+/// asks for its reply's length in the model's tokens and gets it, and the chat template's overhead (server
+/// minus client count) is the same for every request and reported apart.
+fn a_sharegpt_dataset_over_chat_sends_its_sampled_prompts() {
+    let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = vllm_bin();
+    let out = tempfile::tempdir().unwrap();
+    let words = ["cache", "tokens", "server", "batch", "latency", "the", "of", "prefill", "decode", "memory"];
+    let say = |n: usize, k: usize| (0..n).map(|i| words[(i * 7 + k) % words.len()]).collect::<Vec<_>>().join(" ");
+    let convs: Vec<serde_json::Value> = (0..60)
+        .map(|k| {
+            serde_json::json!({"id": k, "conversations": [
+                {"from": "human", "value": say(5 + k * 3, k)},
+                {"from": "gpt", "value": say(1 + k % 7, k + 1)}]})
+        })
+        .collect();
+    let data = out.path().join("sharegpt.json");
+    std::fs::write(&data, serde_json::to_vec(&convs).unwrap()).unwrap();
+    let maker = servelab::load::text::TextMaker::load(std::path::Path::new("models/tiny-llama")).unwrap();
+    let replies: std::collections::BTreeSet<u64> =
+        (0..60).map(|k| u64::from(maker.count(&say(1 + k % 7, k + 1), false).unwrap().max(1))).collect();
+    let text = spec("sharegpt", 18440, "[2048]", "268435456")
+        .replace("    enforce-eager: true\n", "    enforce-eager: true\n    chat-template: experiments/templates/chat-template.jinja\n")
+        .replace(
+            "grid:\n  max_model_len: [2048]\n",
+            &format!("grid:\n  max_model_len: [2048]\nload:\n  endpoint: chat\n  dataset: {{path: {}, format: sharegpt, samples: 20}}\n  concurrency: 4\n  requests: 24\n  exact_requests: true\n  server_warmup: 0s\n", data.display()),
+        );
+    let run = run_spec(&bin, &text, out.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let requests = jsonl(&run.dir.join("requests.jsonl"));
+    let measured: Vec<_> = requests.iter().filter(|r| r["warmup"] == false).collect();
+    assert_eq!(measured.len(), 24);
+    let mut overheads = std::collections::BTreeSet::new();
+    for r in &measured {
+        assert!(r["error"].is_null(), "{r}");
+        let asked = r["max_tokens"].as_u64().unwrap();
+        assert!(replies.contains(&asked), "{asked} is a reply's length: {r}");
+        assert_eq!(r["completion_tokens"].as_u64(), Some(asked), "{r}");
+        overheads.insert(r["prompt_tokens"].as_u64().unwrap() - r["sent_tokens"].as_u64().unwrap());
+    }
+    assert_eq!(overheads.len(), 1, "the template adds the same tokens to every message: {overheads:?}");
+    let overhead = overheads.first().unwrap().to_string();
+    let workload = std::fs::read_to_string(run.dir.join("workload.csv")).unwrap();
+    let row: Vec<&str> = workload.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!((row[2], row[16], row[19], row[20]), ("chat", overhead.as_str(), overhead.as_str(), "0"), "{workload}");
+    assert_nothing_left(&run, 18440);
+}
+
 fn main() {
     vllm_main(vec![
         ("fixed_kv_size_flat_memory_and_a_failed_length", fixed_kv_size_flat_memory_and_a_failed_length),
@@ -425,5 +514,10 @@ fn main() {
             an_open_loop_rate_sweep_with_an_slo_recomputes_from_its_records,
         ),
         ("a_chat_run_on_real_vllm_counts_every_token", a_chat_run_on_real_vllm_counts_every_token),
+        ("distributions_and_exact_text_reach_vllm_as_drawn", distributions_and_exact_text_reach_vllm_as_drawn),
+        (
+            "a_sharegpt_dataset_over_chat_sends_its_sampled_prompts",
+            a_sharegpt_dataset_over_chat_sends_its_sampled_prompts,
+        ),
     ]);
 }
