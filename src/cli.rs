@@ -45,6 +45,10 @@ pub enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
+        /// Predict each server's KV pool for a GPU of this much memory as the CUDA runtime reports it (e.g.
+        /// `139.8GiB` for an H200) instead of asking NVML.
+        #[arg(long, value_name = "SIZE")]
+        gpu_memory: Option<String>,
     },
     /// Run the experiment against real servers; outputs go to out/<name>/<run-id>/.
     Run {
@@ -185,13 +189,21 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 plan.server_starts()
             );
         }
-        Command::Plan { args, json } => {
+        Command::Plan { args, json, gpu_memory } => {
             let (_, plan) = load_and_plan(&args)?;
+            let gpu = match gpu_memory.as_deref().map(crate::run::capacity::parse_size).transpose() {
+                Ok(g) => g.or_else(|| {
+                    use crate::probe::MemoryProbe as _;
+                    crate::probe::gpu::Nvml::init().ok().and_then(|n| n.cuda_total_bytes())
+                }),
+                Err(e) => return Err(Error::Usage(format!("--gpu-memory: {e}"))),
+            };
             if json {
                 let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::Internal(e.to_string()))?;
                 println!("{text}");
             } else {
                 print!("{}", plan::table::render(&plan));
+                print!("{}", crate::run::capacity::render(&plan, gpu));
             }
         }
         Command::Run { args, out, run_id, resume, force, fail_fast } => {

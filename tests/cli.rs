@@ -79,3 +79,20 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 2);
     assert!(err.contains("has no `=`"), "{err}");
 }
+
+/// `plan --gpu-memory` predicts each vLLM server's KV pool from the model folder: with
+/// `--kv-cache-memory-bytes` the pool is that budget, 1 GiB of the tiny model's 2,048-byte tokens in 128-token
+/// blocks on CPU (`--block-size` is not set there, so the GPU's 16 applies: the same count). Without a GPU or
+/// `--gpu-memory` it says how to get one; a bad size is a usage error.
+#[test]
+fn plan_predicts_the_kv_pool_from_the_model_folder() {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/cpu/kv_scaling.yaml");
+    let (code, out, err) = servelab(&["plan", spec.to_str().unwrap(), "--gpu-memory", "139.8GiB"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("capacity (predicted on 139.80 GiB"), "{out}");
+    assert!(out.contains("KV pool 1.00 GiB per GPU, 524288 tokens, 1024.0 requests at full length"), "{out}");
+    assert!(out.contains("kv_cache_memory_bytes") && out.contains("safetensors tensors / 1 rank(s)"), "{out}");
+    let (code, _, err) = servelab(&["plan", spec.to_str().unwrap(), "--gpu-memory", "lots"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("139.8GiB"), "{err}");
+}

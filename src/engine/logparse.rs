@@ -19,6 +19,14 @@ static KV_SIZE: LazyLock<Regex> = LazyLock::new(|| re(r"(?:(\w+) )?KV cache size
 static MAX_CONC: LazyLock<Regex> =
     LazyLock::new(|| re(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x"));
 static GRAPHS: LazyLock<Regex> = LazyLock::new(|| re(r"Graph capturing finished in (\d+) secs?, took (-?[\d.]+) GiB"));
+/// vLLM 0.26's breakdown of the memory outside the KV pool ("Free memory on device (139.29/139.8 GiB) on
+/// startup. Desired GPU memory utilization is (0.92, 128.62 GiB). Actual usage is 0.93 GiB for weight, 0.34 GiB
+/// for peak activation, 0.22 GiB for non-torch memory, and 0.39 GiB for CUDAGraph memory.").
+static BREAKDOWN: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"Free memory on device \(([\d.]+)/([\d.]+) GiB\) on startup\. Desired GPU memory utilization is \(([\d.]+), ([\d.]+) GiB\)\. Actual usage is ([\d.]+) GiB for weight, ([\d.]+) GiB for peak activation, ([\d.]+) GiB for non-torch memory, and ([\d.]+) GiB for CUDAGraph memory",
+    )
+});
 static INIT: LazyLock<Regex> = LazyLock::new(|| {
     re(
         r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s(?:econds)?(?: \(compilation: ([\d.]+) s\))?",
@@ -29,7 +37,7 @@ static INIT: LazyLock<Regex> = LazyLock::new(|| {
 const FAILURES: [&str; 6] = [
     "To serve at least one request with the model",
     "No available memory for the cache blocks",
-    "Free memory on device",
+    "on startup is less than desired GPU memory utilization",
     "is greater than the derived max_model_len",
     "out of memory",
     "Engine core initialization failed",
@@ -63,6 +71,13 @@ pub fn parse(log: &str) -> LogFacts {
         if let Some(c) = MODEL_LOADING.captures(line) {
             f.weights_gib = f.weights_gib.or(num(&c[1]));
             f.model_load_s = f.model_load_s.or(num(&c[2]));
+        }
+        if let Some(c) = BREAKDOWN.captures(line) {
+            f.cuda_total_gib = f.cuda_total_gib.or(num(&c[2]));
+            f.requested_gib = f.requested_gib.or(num(&c[4]));
+            f.activation_gib = f.activation_gib.or(num(&c[6]));
+            f.non_torch_gib = f.non_torch_gib.or(num(&c[7]));
+            f.cudagraph_gib = f.cudagraph_gib.or(num(&c[8]));
         }
         if let Some(c) = AVAILABLE_KV.captures(line) {
             f.available_kv_gib = f.available_kv_gib.or(num(&c[1]));
@@ -143,6 +158,17 @@ pub fn tail(log: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_breakdown_of_vllm_0_26_is_read() {
+        let line = "(EngineCore pid=1603) INFO 12-01 23:20:01 [gpu_worker.py:600] Free memory on device (139.29/139.8 GiB) on startup. Desired GPU memory utilization is (0.92, 128.62 GiB). Actual usage is 0.93 GiB for weight, 0.34 GiB for peak activation, 0.22 GiB for non-torch memory, and 0.39 GiB for CUDAGraph memory. Replace gpu_memory_utilization config with `--kv-cache-memory=135920823399` (126.59 GiB) to fit into requested memory.";
+        let f = parse(line);
+        assert_eq!(
+            (f.cuda_total_gib, f.requested_gib, f.activation_gib, f.non_torch_gib, f.cudagraph_gib),
+            (Some(139.8), Some(128.62), Some(0.34), Some(0.22), Some(0.39))
+        );
+        assert_eq!(failure_line(line), None, "an INFO line of a good start is no failure");
+    }
 
     #[test]
     fn gpu_two_line_form_with_graphs() {

@@ -5,6 +5,7 @@
 //! so each configuration starts once. Groups keep the order of their first point; within a group, repeats
 //! are interleaved (all client points of repeat 0, then repeat 1, ...) so slow drift spreads over levels.
 
+pub mod capacity;
 pub mod check;
 pub mod estimate;
 pub mod render;

@@ -34,6 +34,12 @@ impl MemoryProbe for Nvml {
         Some((infos.iter().map(|m| m.used as f64 / MIB).sum(), infos.iter().map(|m| m.total as f64 / MIB).sum()))
     }
 
+    fn cuda_total_bytes(&self) -> Option<f64> {
+        let devices = self.devices();
+        let totals = devices.iter().filter_map(|d| d.memory_info().ok()).map(|m| m.total.saturating_sub(m.reserved));
+        totals.min().map(|b| b as f64)
+    }
+
     fn processes(&self, pids: &BTreeSet<u32>) -> Option<f64> {
         let mut total = 0u64;
         let mut seen = false;

@@ -34,6 +34,11 @@ pub trait MemoryProbe: Send + Sync {
     fn describe(&self) -> Option<String> {
         None
     }
+    /// The memory the CUDA runtime reports as total on the smallest GPU (NVML's total less the memory it
+    /// reserves), in bytes: what vLLM multiplies by `--gpu-memory-utilization`.
+    fn cuda_total_bytes(&self) -> Option<f64> {
+        None
+    }
 }
 
 pub struct Procfs;

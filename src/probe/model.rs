@@ -80,6 +80,74 @@ fn not_applicable(cfg: &Value) -> Option<String> {
     None
 }
 
+/// A safetensors header larger than this is refused (the largest real ones are a few MB).
+const MAX_HEADER_BYTES: u64 = 64 << 20;
+
+/// Bytes of the tensors stored in one safetensors file, from its header alone (8 bytes of length, then JSON
+/// naming each tensor's byte range): the file's data is never read.
+pub fn safetensors_bytes(path: &std::path::Path) -> Result<u64, String> {
+    use std::io::Read;
+    let name = path.display();
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open {name}: {e}"))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| format!("{name}: no safetensors header: {e}"))?;
+    let len = u64::from_le_bytes(len);
+    if len > MAX_HEADER_BYTES {
+        return Err(format!("{name}: a safetensors header of {len} bytes is not plausible"));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(|e| format!("{name}: truncated safetensors header: {e}"))?;
+    let map: serde_json::Map<String, Value> =
+        serde_json::from_slice(&header).map_err(|e| format!("{name}: safetensors header is not JSON: {e}"))?;
+    Ok(map
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .filter_map(|(_, v)| {
+            let o = v.get("data_offsets")?.as_array()?;
+            Some(o.get(1)?.as_u64()?.saturating_sub(o.first()?.as_u64()?))
+        })
+        .sum())
+}
+
+/// The capacity model's view of a model folder: config.json's shape and the safetensors files' tensor bytes as
+/// stored (a `--dtype` other than the stored one, and quantisation, are not modelled). Needs a full-attention
+/// model (the KV formula).
+pub fn shape(
+    dir: &std::path::Path,
+    facts: &ModelFacts,
+    config_text: &str,
+) -> Result<crate::record::capacity::ModelShape, String> {
+    let kv_bytes_per_token = facts.theory_bytes_per_token.ok_or_else(|| {
+        facts
+            .theory_not_applicable
+            .clone()
+            .unwrap_or_else(|| "the KV formula needs layers, KV heads and head_dim".into())
+    })?;
+    let root: Value = serde_json::from_str(config_text).map_err(|e| format!("config.json is not JSON: {e}"))?;
+    let cfg = root.get("text_config").filter(|v| v.is_object()).unwrap_or(&root);
+    let int = |k: &str| cfg.get(k).and_then(Value::as_u64).ok_or_else(|| format!("config.json has no {k}"));
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("{} holds no .safetensors file", dir.display()));
+    }
+    let stored: u64 = files.iter().map(|p| safetensors_bytes(p)).sum::<Result<u64, String>>()?;
+    let model_dtype = cfg.get("dtype").or(cfg.get("torch_dtype")).and_then(Value::as_str).and_then(dtype_bytes);
+    Ok(crate::record::capacity::ModelShape {
+        weights_bytes: stored,
+        kv_bytes_per_token,
+        hidden: int("hidden_size")?,
+        intermediate: int("intermediate_size")?,
+        vocab: facts.vocab_size.ok_or("config.json has no vocab_size")?,
+        dtype_bytes: model_dtype.unwrap_or(2),
+        max_position_embeddings: facts.max_position_embeddings,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +179,19 @@ mod tests {
         let hybrid = r#"{"num_hidden_layers":2,"num_attention_heads":4,"hidden_size":256,"layer_types":["full_attention","linear_attention"]}"#;
         assert!(from_config(hybrid, None, None).unwrap().theory_not_applicable.is_some());
         assert!(from_config("not json", None, None).is_err());
+    }
+
+    #[test]
+    fn safetensors_bytes_are_read_from_the_header_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let header = br#"{"__metadata__":{"format":"pt"},"a":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,12]},"b":{"dtype":"F32","shape":[5],"data_offsets":[12,32]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0u8; 32]);
+        let path = dir.path().join("model.safetensors");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(safetensors_bytes(&path).unwrap(), 32);
+        std::fs::write(&path, u64::MAX.to_le_bytes()).unwrap();
+        assert!(safetensors_bytes(&path).unwrap_err().contains("not plausible"));
     }
 }

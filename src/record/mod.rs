@@ -4,6 +4,7 @@
 //! the executor appends its records, and `stats` and `report` read them, without ever depending on the
 //! executor.
 
+pub mod capacity;
 pub mod folder;
 pub mod io;
 pub mod journal;

@@ -77,6 +77,9 @@ pub struct ServerRecord {
     pub release: Option<ReleaseCheck>,
     /// Every process seen in the server's tree.
     pub pids: Vec<u32>,
+    /// The capacity model's prediction made before the start (GPU engines with a local model folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<super::capacity::Capacity>,
 }
 
 impl ServerRecord {
@@ -164,6 +167,18 @@ pub struct LogFacts {
     pub compile_s: Option<f64>,
     /// The KV GiB figure the log gives, whichever form it took.
     pub kv_gib: Option<f64>,
+    /// vLLM 0.26's "Actual usage is ..." breakdown: the CUDA total, the requested memory (utilisation × total)
+    /// and the memory outside the KV pool by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_total_gib: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_gib: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_gib: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_torch_gib: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cudagraph_gib: Option<f64>,
     /// The lines these facts came from, without their prefixes.
     pub lines: Vec<String>,
 }

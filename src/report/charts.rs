@@ -21,7 +21,10 @@ fn range(values: impl Iterator<Item = f64>, floor_zero: bool) -> (f64, f64) {
     if floor_zero {
         lo = lo.min(0.0);
     }
-    let pad = ((hi - lo) * 0.1).max(hi.abs() * 0.02).max(1e-9);
+    // A range of one value (every cell at one concurrency, say) still needs a visible width: a tiny one makes
+    // plotters' pixel arithmetic overflow.
+    let pad = ((hi - lo) * 0.1).max(hi.abs().max(lo.abs()) * 0.02);
+    let pad = if pad > 1e-6 { pad } else { 1.0 };
     if !floor_zero {
         lo -= pad;
     }

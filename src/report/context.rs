@@ -73,6 +73,10 @@ pub struct KvRowOut {
     pub ready_s: Option<f64>,
     pub status: String,
     pub notes: String,
+    pub predicted_kv_tokens: Option<u64>,
+    /// Predicted over engine-reported KV tokens, minus 1.
+    pub predicted_error: Option<f64>,
+    pub util: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -203,6 +207,12 @@ pub fn kv_rows(rows: &[KvRow]) -> Vec<KvRowOut> {
             ready_s: r.ready_s,
             status: r.status.as_str().to_owned(),
             notes: r.notes.join("; "),
+            predicted_kv_tokens: r.predicted_kv_tokens,
+            predicted_error: match (r.predicted_kv_tokens, r.kv_cache_tokens) {
+                (Some(p), Some(e)) if e > 0 => Some(p as f64 / e as f64 - 1.0),
+                _ => None,
+            },
+            util: r.util,
         })
         .collect()
 }

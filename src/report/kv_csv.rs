@@ -4,7 +4,7 @@
 use crate::record::ServerRecord;
 use crate::stats::kv::rows;
 
-pub const COLUMNS: [&str; 15] = [
+pub const COLUMNS: [&str; 16] = [
     "max_model_len",
     "gpu_mem_used_mb",
     "delta_mb_from_prev",
@@ -20,6 +20,7 @@ pub const COLUMNS: [&str; 15] = [
     "weights_gib",
     "ready_s",
     "status",
+    "predicted_kv_tokens",
 ];
 
 fn f(v: Option<f64>, decimals: usize) -> String {
@@ -51,6 +52,7 @@ pub fn render(records: &[ServerRecord]) -> Vec<u8> {
             f(r.weights_gib, 4),
             f(r.ready_s, 2),
             r.status.as_str().to_owned(),
+            u(r.predicted_kv_tokens),
         ]);
     }
     w.into_inner().unwrap_or_default()

@@ -3,6 +3,7 @@
 //! so a crash keeps what was measured. It writes the run folder through `record` and renders derived files
 //! and decides precision rounds through the `Analysis` it is given, so it never depends on `stats` or `report`.
 
+pub mod capacity;
 pub mod load;
 pub mod progress;
 pub mod server;
@@ -108,7 +109,7 @@ fn write_derived(dir: &Path, manifest: &Manifest, rec: &Recorded, derive: Derive
 
 /// Model facts from `<model>/config.json` when the model is a local folder; `--dtype` and
 /// `--kv-cache-dtype` from the server's argv decide the KV element size.
-fn model_facts(group: &ServerGroup) -> Option<ModelFacts> {
+pub(crate) fn model_facts(group: &ServerGroup) -> Option<ModelFacts> {
     let model = group.server.model.as_ref()?;
     let text = std::fs::read_to_string(Path::new(model).join("config.json")).ok()?;
     let argv = &group.server.argv;
@@ -509,6 +510,11 @@ async fn run_group(
     }
     let facts = model_facts(group);
     let vocab = facts.as_ref().and_then(|f| f.vocab_size);
+    // The pre-flight prediction, kept beside what the start then shows (GPU engines only: NVML gives the total).
+    let predicted = match (group.server.kind, ctx.probe.cuda_total_bytes()) {
+        (crate::spec::EngineKind::Vllm, Some(gpu)) => capacity::predict(group, facts.as_ref(), gpu).ok(),
+        _ => None,
+    };
     let (record, points_failed) = match server::start(
         group,
         &server_dir,
@@ -545,6 +551,8 @@ async fn run_group(
             (record, failed)
         }
     };
+    let mut record = record;
+    record.predicted = predicted;
     // A startup-only point is the server start itself.
     for p in todo.iter().filter(|p| p.client.is_none()) {
         ctx.point_done(&p.id, &group.id, ctx.attempt(&p.id), record.status)?;

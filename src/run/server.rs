@@ -45,6 +45,7 @@ fn new_record(group: &ServerGroup, probe: &dyn MemoryProbe, model: Option<ModelF
         stop: None,
         release: None,
         pids: Vec::new(),
+        predicted: None,
     }
 }
 

@@ -22,6 +22,10 @@ pub struct KvRow {
     pub weights_gib: Option<f64>,
     pub ready_s: Option<f64>,
     pub status: Status,
+    /// The capacity model's KV tokens, predicted before the start.
+    pub predicted_kv_tokens: Option<u64>,
+    /// `--gpu-memory-utilization` as given (None: vLLM's default).
+    pub util: Option<f64>,
 }
 
 fn mem_used(r: &ServerRecord) -> Option<f64> {
@@ -99,6 +103,8 @@ fn row(r: &ServerRecord, prev: &mut Option<(u64, f64)>) -> KvRow {
         weights_gib: r.log.weights_gib,
         ready_s: r.ready_s,
         status: r.status,
+        predicted_kv_tokens: r.predicted.as_ref().map(|c| c.kv_tokens),
+        util: crate::record::capacity::util_of(&r.argv),
     }
 }
 
