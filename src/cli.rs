@@ -291,12 +291,11 @@ impl run::Analysis for SpecAnalysis<'_> {
     }
 
     fn search_next(&self, rec: &Recorded, group: &plan::ServerGroup) -> Option<String> {
-        let points: Vec<_> = rec.points.iter().filter(|p| p.group == group.id).cloned().collect();
         let rules = crate::stats::search::Rules {
             slo: self.spec.slo.as_ref(),
             precision: self.spec.precision.map(crate::spec::Precision::target),
         };
-        crate::stats::search::replay(group, &points, &rec.requests, &rules).next
+        crate::stats::search::replay_recorded(group, rec, &rules).next
     }
 
     fn needs_repeat(&self, rec: &Recorded, group: &plan::ServerGroup, point: &plan::Point, rel_ci: f64) -> bool {

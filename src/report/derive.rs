@@ -37,9 +37,8 @@ fn reports(spec: &Spec, has_kv: bool, has_sweep: bool, has_rates: bool) -> Vec<R
 fn search_of(manifest: &Manifest, rec: &Recorded, spec: &Spec, group: &str) -> Option<context::SearchContext> {
     let plan = manifest.plan.search.clone()?;
     let g = manifest.plan.groups.iter().find(|g| g.id == group)?;
-    let points: Vec<_> = rec.points.iter().filter(|p| p.group == group).cloned().collect();
     let rules = crate::stats::search::Rules { slo: spec.slo.as_ref(), precision: manifest.plan.precision };
-    Some(context::SearchContext { state: crate::stats::search::replay(g, &points, &rec.requests, &rules), plan })
+    Some(context::SearchContext { state: crate::stats::search::replay_recorded(g, rec, &rules), plan })
 }
 
 /// Server groups of the plan with a load point that `pick` selects (each gets its own sweep files when

@@ -7,6 +7,7 @@ pub mod rate;
 pub mod search;
 pub mod summary;
 pub mod sweep;
+pub mod tune;
 pub mod window;
 pub mod workload;
 

@@ -25,6 +25,9 @@ pub enum Verdict {
     Borderline,
     /// The client fell behind its schedule: the rate says nothing about the server.
     Undelivered,
+    /// None of its points measured anything (the server did not start, or died before them): the search stops
+    /// without a verdict on the server.
+    Unmeasured,
 }
 
 /// One judged rate, in the order the search probed it.
@@ -58,6 +61,13 @@ enum Rung {
 }
 
 /// Replays the search of `group` over the records so far.
+/// The search of one server group replayed over a run's records: the one entry point of the executor (which
+/// point next) and the report (the probes so far), so both read the same records the same way.
+pub fn replay_recorded(group: &ServerGroup, rec: &crate::record::Recorded, rules: &Rules) -> SearchState {
+    let points: Vec<PointRecord> = rec.points.iter().filter(|p| p.group == group.id).cloned().collect();
+    replay(group, &points, &rec.requests, rules)
+}
+
 pub fn replay(group: &ServerGroup, points: &[PointRecord], requests: &[RequestRecord], rules: &Rules) -> SearchState {
     let mut ladder: Vec<f64> = group.points.iter().filter_map(|p| p.client.as_ref()?.rate()).collect();
     ladder.sort_by(f64::total_cmp);
@@ -89,6 +99,7 @@ pub fn replay(group: &ServerGroup, points: &[PointRecord], requests: &[RequestRe
                 r(ladder[0])
             ),
             Verdict::Undelivered => format!("the client did not deliver the lowest rate, {} req/s", r(ladder[0])),
+            Verdict::Unmeasured => format!("nothing was measured at the lowest rate, {} req/s", r(ladder[0])),
             _ => format!("the lowest rate, {} req/s, does not sustain: the limit lies below the search", r(ladder[0])),
         };
         return s;
@@ -107,7 +118,9 @@ pub fn replay(group: &ServerGroup, points: &[PointRecord], requests: &[RequestRe
             return s;
         }
         Verdict::Fails => {}
-        Verdict::Borderline | Verdict::Undelivered => return undecided(s, ladder[lo], ladder[last], v),
+        Verdict::Borderline | Verdict::Undelivered | Verdict::Unmeasured => {
+            return undecided(s, ladder[lo], ladder[last], v);
+        }
     }
     loop {
         s.bracket = (Some(ladder[lo]), Some(ladder[hi]));
@@ -124,7 +137,9 @@ pub fn replay(group: &ServerGroup, points: &[PointRecord], requests: &[RequestRe
         match v {
             Verdict::Sustains => lo = mid,
             Verdict::Fails => hi = mid,
-            Verdict::Borderline | Verdict::Undelivered => return undecided(s, ladder[lo], ladder[mid], v),
+            Verdict::Borderline | Verdict::Undelivered | Verdict::Unmeasured => {
+                return undecided(s, ladder[lo], ladder[mid], v);
+            }
         }
     }
 }
@@ -140,6 +155,9 @@ fn undecided(mut s: SearchState, lo: f64, at: f64, v: Verdict) -> SearchState {
             r(lo),
             r(at)
         ),
+        Verdict::Unmeasured => {
+            format!("nothing was measured at {} req/s, so the search stops there; {} req/s sustains", r(at), r(lo))
+        }
         _ => format!(
             "the client did not deliver {} req/s, so the search cannot judge rates from there; {} req/s sustains",
             r(at),
@@ -177,7 +195,11 @@ fn rung(group: &ServerGroup, rate: f64, points: &[PointRecord], requests: &[Requ
     }
     let Some(cell) = cell else {
         let why = settled.iter().find_map(|r| r.error.clone()).unwrap_or_else(|| "no repeat succeeded".into());
-        return Rung::Judged(Verdict::Fails, format!("its points failed: {why}"));
+        // A point with no request at all was never measured (a failed start records its points so): that says
+        // nothing about the rate.
+        let measured = settled.iter().any(|r| requests.iter().any(|q| q.point == r.point && q.attempt == r.attempt));
+        let verdict = if measured { Verdict::Fails } else { Verdict::Unmeasured };
+        return Rung::Judged(verdict, format!("its points failed: {why}"));
     };
     if !cell.delivered && !cell.rising {
         let why = format!("{:.1}% of its requests left over 1 ms late", 100.0 * cell.late_share);
@@ -376,5 +398,27 @@ mod tests {
             s.probes.iter().map(|p| p.verdict).collect::<Vec<_>>(),
             [Verdict::Sustains, Verdict::Fails, Verdict::Borderline]
         );
+    }
+
+    /// A failed start records the first rung's points as failed with no request: the search says nothing was
+    /// measured, not that the lowest rate does not sustain.
+    #[test]
+    fn a_failed_start_is_not_a_failing_rate() {
+        let ladder = [10.0, 20.0];
+        let g = group(&ladder, 1);
+        let failed: Vec<PointRecord> = g
+            .points
+            .iter()
+            .map(|p| {
+                let (mut r, _) = measured(p, 400);
+                r.status = Status::Failed;
+                r.error = Some("server did not start: CUDA out of memory".into());
+                r
+            })
+            .collect();
+        let s = replay(&g, &failed, &[], &Rules { slo: None, precision: None });
+        assert_eq!(s.probes[0].verdict, Verdict::Unmeasured, "{:?}", s.probes);
+        assert!(s.stop.starts_with("nothing was measured at the lowest rate"), "{}", s.stop);
+        assert!(s.probes[0].why.contains("CUDA out of memory"));
     }
 }
