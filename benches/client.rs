@@ -74,6 +74,7 @@ fn spec_tokens(port: u16, prompt_len: u32, max_tokens: u32) -> Arc<RequestSpec> 
         stream: true,
         timeout: Duration::from_secs(60),
         workload: Arc::new(Workload::ids(1, prompt_len, max_tokens, 4096)),
+        record_max_tokens: false,
         api_key: None,
     })
 }

@@ -45,27 +45,43 @@ fn grid() -> Grid {
     Grid { axes, cells }
 }
 
-#[test]
-fn the_search_reaches_the_grids_best_in_a_third_of_its_starts() {
-    let g = grid();
-    let feasible = |c: &&(Config, f64, (f64, f64), bool)| c.3;
-    let best =
-        g.cells.iter().filter(feasible).max_by(|a, b| a.1.total_cmp(&b.1)).expect("a configuration meets the budget");
-    let budget = g.cells.len() / 3;
-    // vLLM's defaults are the largest values here (max-num-seqs 256 and 2048 batched tokens on CPU would both
-    // be above the grid): the search starts at the largest configuration, then the opposite corner.
-    let top: Config = g.axes.iter().map(|a| a.values.len() - 1).collect();
-    let start = [top, vec![0; g.axes.len()]];
+/// Replays a search of `budget` starts from `start`; returns the configurations tried and the pick.
+fn replay(g: &Grid, start: &[Config], budget: usize) -> (Vec<Config>, Config) {
     let mut observed: Vec<Observation> = Vec::new();
     for _ in 0..budget {
-        let s = step(&g.axes, &observed, &start, &|_| true);
-        let next = s.next.unwrap();
+        let next = step(&g.axes, &observed, start, &|_| true).next.unwrap();
         let cell = g.cells.iter().find(|c| c.0 == next).unwrap();
         observed.push(Observation { config: next, value: cell.3.then_some(cell.1) });
     }
-    let pick = step(&g.axes, &observed, &start, &|_| true).best.expect("a measured configuration meets the budget");
+    let pick = step(&g.axes, &observed, start, &|_| true).best.expect("a measured configuration meets the budget");
+    (observed.into_iter().map(|o| o.config).collect(), pick)
+}
+
+/// Without the defaults to start from (which here are the grid's largest corner, also its best), starting at
+/// the smallest corner instead: the model still has to find the best region.
+#[test]
+fn from_the_worst_corner_the_search_still_reaches_the_best_in_a_third_of_the_starts() {
+    let g = grid();
+    let best = g.cells.iter().filter(|c| c.3).max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    let (tried, pick) = replay(&g, &[vec![0; g.axes.len()]], g.cells.len() / 3);
     let got = g.cells.iter().find(|c| c.0 == pick).unwrap();
-    let tried: Vec<&Config> = observed.iter().map(|o| &o.config).collect();
+    eprintln!(
+        "from the worst corner: picked {:?} {:.0} tok/s {:?} after {tried:?}; best {:?} {:.0}",
+        got.0, got.1, got.2, best.0, best.1
+    );
+    assert!(got.3 && got.2.1 >= best.2.0, "{got:?} against {best:?} after {tried:?}");
+}
+
+#[test]
+fn the_search_reaches_the_grids_best_in_a_third_of_its_starts() {
+    let g = grid();
+    let best =
+        g.cells.iter().filter(|c| c.3).max_by(|a, b| a.1.total_cmp(&b.1)).expect("a configuration meets the budget");
+    // vLLM's defaults lie above this grid (max-num-seqs 256, 2048 batched tokens on CPU): the nearest is its
+    // largest corner, where a tune starts; then the opposite corner.
+    let top: Config = g.axes.iter().map(|a| a.values.len() - 1).collect();
+    let (tried, pick) = replay(&g, &[top, vec![0; g.axes.len()]], g.cells.len() / 3);
+    let got = g.cells.iter().find(|c| c.0 == pick).unwrap();
     eprintln!(
         "best {:?} {:.0} tok/s {:?}; picked {:?} {:.0} tok/s {:?} after {tried:?}",
         best.0, best.1, best.2, got.0, got.1, got.2

@@ -25,6 +25,8 @@ pub struct RequestSpec {
     pub timeout: Duration,
     /// Each request's prompt and lengths.
     pub workload: Arc<Workload>,
+    /// Output lengths differ between requests: each record keeps the `max_tokens` it asked for.
+    pub record_max_tokens: bool,
     /// `Authorization: Bearer` value; never recorded.
     pub api_key: Option<String>,
 }
@@ -291,7 +293,7 @@ pub(super) async fn one_request(
         prompt_tokens: p.usage.0,
         completion_tokens: p.usage.1,
         sent_tokens,
-        max_tokens: spec.workload.varies_output().then_some(max_tokens),
+        max_tokens: spec.record_max_tokens.then_some(max_tokens),
         http_status: p.status,
         error: p.error,
     }

@@ -291,6 +291,7 @@ fn request_spec(
         ignore_eos: c.ignore_eos,
         stream: c.stream,
         timeout: Duration::from_secs_f64(c.request_timeout_s),
+        record_max_tokens: workload.varies_output(),
         workload,
         api_key,
     }))

@@ -92,7 +92,9 @@ fn solve(l: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
 /// are those of highest marginal likelihood on a small grid.
 fn posterior(xs: &[Vec<f64>], ys: &[f64], points: &[Vec<f64>]) -> Posterior {
     let n = xs.len();
-    let mut best: Option<(f64, f64, Vec<Vec<f64>>, Vec<f64>)> = None;
+    // (log marginal likelihood, length scale, Cholesky factor, K⁻¹y) of the best hyperparameters so far.
+    type Fit = (f64, f64, Vec<Vec<f64>>, Vec<f64>);
+    let mut best: Option<Fit> = None;
     for ell in [0.1, 0.2, 0.3, 0.5, 0.8, 1.2] {
         for noise in [1e-4, 1e-2, 0.05, 0.1, 0.3] {
             let k: Vec<Vec<f64>> = (0..n)
@@ -232,7 +234,7 @@ mod tests {
         let f = surface(seed);
         let axes = axes();
         let all = configs(&axes);
-        let best = all.iter().map(|c| f(c)).fold(f64::MIN, f64::max);
+        let best = all.iter().map(&f).fold(f64::MIN, f64::max);
         let mut noise = seed ^ 0x5151;
         let mut observed = Vec::new();
         let start = [vec![0, 0], vec![7, 7], vec![0, 7], vec![7, 0]];
