@@ -102,8 +102,9 @@ fn a_bad_flag_and_a_server_that_never_gets_ready_fail_their_points_and_the_run_g
     let out = tempfile::tempdir().unwrap();
     let port = 18442;
     // bad: vLLM rejects the flag and exits; hang: readiness polls a path that never answers 200; ok: measured.
+    // The timeout is twice a CPU start's usual ~35 s: at 45 s, the ok server once missed it on a busy CI machine.
     let spec = format!(
-        "name: faults\nengine:\n  model: models/tiny-llama\n  port: {port}\n  ready_path: \"{{{{ '/never' if mode == 'hang' else '/health' }}}}\"\n  ready_timeout: 45s\n  args:\n    max-model-len: 1024\n    kv-cache-memory-bytes: 268435456\n    dtype: bfloat16\n    enforce-eager: true\n    no-such-flag: \"{{{{ true if mode == 'bad' else none }}}}\"\n{ENV}grid:\n  mode: [bad, hang, ok]\nmeasure: {{memory: procfs}}\nreport: [kv_cache_scaling_notes]\n"
+        "name: faults\nengine:\n  model: models/tiny-llama\n  port: {port}\n  ready_path: \"{{{{ '/never' if mode == 'hang' else '/health' }}}}\"\n  ready_timeout: 90s\n  args:\n    max-model-len: 1024\n    kv-cache-memory-bytes: 268435456\n    dtype: bfloat16\n    enforce-eager: true\n    no-such-flag: \"{{{{ true if mode == 'bad' else none }}}}\"\n{ENV}grid:\n  mode: [bad, hang, ok]\nmeasure: {{memory: procfs}}\nreport: [kv_cache_scaling_notes]\n"
     );
     let run = run_spec(&bin, &spec, out.path());
     assert_eq!(run.code, 3, "{}", run.stderr);
@@ -115,7 +116,7 @@ fn a_bad_flag_and_a_server_that_never_gets_ready_fail_their_points_and_the_run_g
         notes.contains("unrecognized arguments: --no-such-flag"),
         "vLLM's own failure line is in the report:\n{notes}"
     );
-    assert!(notes.contains("not ready after 45 s"), "{notes}");
+    assert!(notes.contains("not ready after 90 s"), "{notes}");
     let startup = startups(&run.dir);
     let hang = startup.iter().find(|s| s["vars"]["mode"] == "hang").unwrap();
     assert!(hang["log_tail"].as_str().is_some_and(|t| !t.is_empty()), "the never-ready error carries the log tail");
