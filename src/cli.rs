@@ -71,6 +71,21 @@ pub enum Command {
         #[arg(long)]
         fail_fast: bool,
     },
+    /// Find the engine configuration that serves a spec's workload best under its objective (`tune:`), in few
+    /// server starts; then measure the winner and vLLM's defaults again. A run folder like `run`'s.
+    Tune {
+        #[command(flatten)]
+        args: SpecArgs,
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Continue an interrupted tune: what was measured counts, the search goes on from there.
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
+        #[arg(long)]
+        force: bool,
+    },
     /// Measure an existing OpenAI-compatible endpoint with the same client, no spec needed.
     Bench(BenchArgs),
     /// Re-render every derived artifact (CSVs, markdown, SVGs) of a run from its recorded data.
@@ -210,6 +225,17 @@ fn run(cli: Cli) -> Result<i32, Error> {
             let (loaded, plan) = load_and_plan(&args)?;
             return run_experiment(&loaded, &plan, RunOptions { out_root: out, run_id, resume, force, fail_fast });
         }
+        Command::Tune { args, out, run_id, resume, force } => {
+            let (loaded, plan) = load_and_plan(&args)?;
+            if plan.tune.is_none() {
+                return Err(Error::Usage(format!(
+                    "{} has no `tune:` section; add one (README: \"Tuning\"), or use `servelab run` for a sweep",
+                    args.spec.display()
+                )));
+            }
+            let opts = RunOptions { out_root: out, run_id, resume, force, fail_fast: false };
+            return run_experiment(&loaded, &plan, opts);
+        }
         Command::Bench(b) => {
             let loaded = spec::load_str("servelab bench", &bench_spec(&b)?, &[])?;
             let plan = plan::build_located(&loaded)?;
@@ -298,6 +324,16 @@ impl run::Analysis for SpecAnalysis<'_> {
         crate::stats::search::replay_recorded(group, rec, &rules).next
     }
 
+    fn tune_next(
+        &self,
+        rec: &Recorded,
+        plan: &Plan,
+        pruned: &std::collections::BTreeMap<String, String>,
+    ) -> Option<(String, Vec<String>)> {
+        let next = crate::stats::tuning::analyze(self.spec, plan, rec, pruned)?.next?;
+        Some((next.group, next.points))
+    }
+
     fn needs_repeat(&self, rec: &Recorded, group: &plan::ServerGroup, point: &plan::Point, rel_ci: f64) -> bool {
         let points: Vec<_> = rec
             .points
@@ -384,9 +420,19 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
             RunError::DuringRun(msg) => Error::RunIo(msg),
         })?;
     let rec = &outcome.recorded;
-    let sweeps =
-        crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
-    print!("{}", crate::report::console::summary(&outcome.dir, rec, &sweeps));
+    if plan.tune.is_some() {
+        let pruned = crate::record::folder::read(&outcome.dir).map(|f| f.manifest.tune_pruned).unwrap_or_default();
+        if let Some(t) = crate::stats::tuning::analyze(spec, plan, rec, &pruned) {
+            println!("{}: {}", outcome.dir.join("tune.md").display(), t.decision);
+            if let Some(c) = &t.recommended {
+                println!("recommended: {c}");
+            }
+        }
+    } else {
+        let sweeps =
+            crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
+        print!("{}", crate::report::console::summary(&outcome.dir, rec, &sweeps));
+    }
     if outcome.interrupted {
         let sig = signal.load(Ordering::SeqCst);
         let _ = writeln!(std::io::stderr(), "interrupted; what was measured is in {}", outcome.dir.display());

@@ -12,6 +12,7 @@ pub mod render;
 pub mod search;
 pub mod server;
 pub mod table;
+pub mod tune;
 pub mod workload;
 
 pub use crate::record::plan::*;
@@ -70,18 +71,36 @@ pub fn build_located(loaded: &crate::spec::LoadedSpec) -> Result<Plan, crate::sp
     })
 }
 
-/// Expands a spec into its plan.
+/// Expands a spec into its plan. With `tune:`, the space's configurations and vLLM's defaults are planned as
+/// server groups (plan::tune), each with the search's and the confirmation's repeats.
 pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
+    match tune::expand(spec)? {
+        Some(t) => {
+            let tune = spec.tune.as_ref().expect("expanded");
+            let repeats = spec.planned_repeats().max(1) as u32 + tune.confirm_repeats;
+            let mut plan = build_points(&t.spec, t.points, repeats)?;
+            let tp = tune::finish(spec, t.axes, &plan.groups)?;
+            // The estimate covers the starts the budget allows, not every configuration of the space.
+            let n = (tp.starts as usize).min(plan.groups.len());
+            plan.estimate = estimate::wall_time(spec, &plan.groups[..n], None);
+            plan.repeats = tp.search_repeats;
+            plan.tune = Some(tp);
+            Ok(plan)
+        }
+        None => build_points(spec, cartesian(&spec.grid), spec.planned_repeats() as u32),
+    }
+}
+
+fn build_points(spec: &Spec, grid: Vec<IndexMap<String, Scalar>>, repeats: u32) -> Result<Plan, PlanError> {
     check::spec_level(spec)?;
     let renderer = Renderer::default();
     let (engine_vars, used_vars) = check::template_vars(spec, &renderer)?;
     let (server_vars, client_vars): (Vec<String>, Vec<String>) =
         spec.grid.keys().cloned().partition(|axis| engine_vars.contains(axis));
-    let repeats = spec.planned_repeats() as u32;
     let search = search::plan(spec)?;
     let mut groups: Vec<ServerGroup> = Vec::new();
     let mut grid_points = 0;
-    for vars in cartesian(&spec.grid) {
+    for vars in grid {
         grid_points += 1;
         let server = server::render(spec, &vars, &renderer)?;
         let server_id = content_hash(&server::identity(&server));
@@ -130,6 +149,7 @@ pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
         estimate,
         precision,
         search,
+        tune: None,
     })
 }
 

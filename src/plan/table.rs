@@ -28,16 +28,60 @@ fn vars_text(point: &Point, names: &[String]) -> String {
     if parts.is_empty() { "-".to_owned() } else { parts.join(" ") }
 }
 
-/// Quotes an argv element for display when it holds spaces or shell metacharacters.
-pub fn shell_word(word: &str) -> String {
-    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c)) {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
+pub use crate::record::plan::shell_word;
+
+/// A tune's plan: the space, the budget and one line per configuration (the points of each start are the same
+/// workload; the search picks which configurations start).
+fn render_tune(plan: &Plan, t: &super::TunePlan) -> String {
+    let mut out = String::new();
+    let axes: Vec<String> = t
+        .axes
+        .iter()
+        .map(|a| {
+            format!("{} ∈ {{{}}}", a.flag, a.values.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+        })
+        .collect();
+    let _ = writeln!(out, "tune `{}`: {} configurations: {}", plan.name, t.configs.len(), axes.join(" × "));
+    let objective = match t.p95_budget_s {
+        Some(b) if t.objective == "throughput" => format!("highest tokens/s with p95 e2e within {b} s"),
+        _ => "highest goodput at the SLO".to_owned(),
+    };
+    let per_start = plan
+        .groups
+        .first()
+        .map_or(0, |g| g.points.iter().filter(|p| p.client.is_some() && p.repeat < t.search_repeats).count());
+    let _ = writeln!(
+        out,
+        "objective: {objective}; budget: {} server starts ({} for the search, 2 to measure the winner and vLLM's defaults again, {} repeats each){}",
+        t.starts,
+        t.starts.saturating_sub(2),
+        t.confirm_repeats,
+        t.wall_s.map(|w| format!(", {} of server time for the search", human(w))).unwrap_or_default()
+    );
+    let _ =
+        writeln!(out, "each search start measures {per_start} points ({} repeats of the workload)", t.search_repeats);
+    let e = &plan.estimate;
+    let _ = writeln!(out, "estimated wall time: {} for the budget's starts", human(e.total_s));
+    for (i, group) in plan.groups.iter().enumerate() {
+        let vars: Vec<String> = group.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let label = if group.id == t.defaults_group { "vLLM defaults".to_owned() } else { vars.join(" ") };
+        let _ = writeln!(out, "  {:>4}  {}  {label}", i + 1, group.id);
     }
+    for (what, id) in [("first configuration", plan.groups.first()), ("vLLM defaults", plan.groups.last())]
+        .map(|(w, g)| (w, g.map(|g| g.id.clone())))
+    {
+        if let Some(g) = plan.groups.iter().find(|g| Some(&g.id) == id.as_ref()) {
+            let argv: Vec<String> = g.server.argv.iter().map(|w| shell_word(w)).collect();
+            let _ = writeln!(out, "{what}: {}", argv.join(" "));
+        }
+    }
+    out
 }
 
 pub fn render(plan: &Plan) -> String {
+    if let Some(t) = &plan.tune {
+        return render_tune(plan, t);
+    }
     let mut out = String::new();
     let starts = plan.server_starts();
     let _ = writeln!(

@@ -35,6 +35,9 @@ pub struct Manifest {
     /// windows. `compare` refuses to mix versions.
     #[serde(default = "metrics_v1")]
     pub metrics_version: u32,
+    /// A tune's configurations the capacity model ruled out on this GPU, and why (group → reason).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tune_pruned: std::collections::BTreeMap<String, String>,
 }
 
 /// The version of figures this build records (see `Manifest::metrics_version`).

@@ -25,6 +25,44 @@ pub struct Plan {
     /// those the search asks for, in the order it asks, judged on what was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<RateSearchPlan>,
+    /// `tune:`: every configuration of the space is a group (and vLLM's defaults one more, the last); the
+    /// executor starts only those the search and the confirmation ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tune: Option<TunePlan>,
+}
+
+/// A tune as planned.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TunePlan {
+    pub axes: Vec<TuneAxisPlan>,
+    /// `throughput` or `goodput`.
+    pub objective: String,
+    pub p95_budget_s: Option<f64>,
+    /// Server starts in all, the confirmation's two included.
+    pub starts: u32,
+    pub wall_s: Option<f64>,
+    /// Repeats 0..search_repeats of a group are the search's; the next confirm_repeats the confirmation's.
+    pub search_repeats: u32,
+    pub confirm_repeats: u32,
+    /// The group of vLLM's defaults: the tuned flags left out.
+    pub defaults_group: String,
+    /// The space's configurations: the group and one value index per axis.
+    pub configs: Vec<TuneConfig>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TuneAxisPlan {
+    /// The engine flag, e.g. `max-num-seqs`.
+    pub flag: String,
+    /// Its grid variable, e.g. `max_num_seqs`.
+    pub var: String,
+    pub values: Vec<Scalar>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TuneConfig {
+    pub group: String,
+    pub index: Vec<usize>,
 }
 
 /// A rate search as planned.
@@ -306,4 +344,23 @@ fn default_max_error_rate() -> f64 {
 
 fn is_default_max_error_rate(x: &f64) -> bool {
     *x == DEFAULT_MAX_ERROR_RATE
+}
+
+/// Every configuration of a space whose axes have these many values, as one value index per axis, first axis
+/// slowest.
+pub fn configs_of(sizes: &[usize]) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = vec![Vec::new()];
+    for &n in sizes {
+        out = out.into_iter().flat_map(|c| (0..n).map(move |i| [c.clone(), vec![i]].concat())).collect();
+    }
+    out
+}
+
+/// Quotes an argv element for display when it holds spaces or shell metacharacters.
+pub fn shell_word(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c)) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }

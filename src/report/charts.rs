@@ -32,15 +32,25 @@ fn range(values: impl Iterator<Item = f64>, floor_zero: bool) -> (f64, f64) {
     (lo, hi)
 }
 
-/// Memory (left axis) and KV tokens (right axis) against max-model-len, on a log2 length axis.
-pub fn kv_scaling(f: &KvFindings, mem: &[(u64, f64)], tokens: &[(u64, u64)]) -> String {
+/// Renders a chart into an SVG string; a drawing error leaves what was drawn so far (charts never fail a report).
+fn svg<F>(draw: F) -> String
+where
+    F: for<'a> FnOnce(
+        &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    ) -> Result<(), Box<dyn std::error::Error + 'a>>,
+{
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
-        let _ = draw_kv(&root, f, mem, tokens);
+        let _ = draw(&root);
         let _ = root.present();
     }
     svg
+}
+
+/// Memory (left axis) and KV tokens (right axis) against max-model-len, on a log2 length axis.
+pub fn kv_scaling(f: &KvFindings, mem: &[(u64, f64)], tokens: &[(u64, u64)]) -> String {
+    svg(|root| draw_kv(root, f, mem, tokens))
 }
 
 fn draw_kv<'a>(
@@ -132,13 +142,7 @@ fn draw_two_series<'a>(
 }
 
 pub fn sweep(g: &GroupSweep) -> String {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
-        let _ = draw_sweep(&root, g);
-        let _ = root.present();
-    }
-    svg
+    svg(|root| draw_sweep(root, g))
 }
 
 fn draw_sweep<'a>(
@@ -219,13 +223,7 @@ fn draw_sweep<'a>(
 
 /// Goodput and p95 e2e against the offered rate, each with its 95% interval, the sustainable rate marked.
 pub fn rate_sweep(s: &crate::stats::rate::RateSweep) -> String {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
-        let _ = draw_rate(&root, s);
-        let _ = root.present();
-    }
-    svg
+    svg(|root| draw_rate(root, s))
 }
 
 fn draw_rate<'a>(
@@ -280,13 +278,7 @@ fn draw_rate<'a>(
 
 /// TTFT p50 against the shared-prefix length, one line per server, with the 95% intervals as bars.
 pub fn prefix(rows: &[crate::stats::prefix::PrefixRow]) -> String {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
-        let _ = draw_prefix(&root, rows);
-        let _ = root.present();
-    }
-    svg
+    svg(|root| draw_prefix(root, rows))
 }
 
 fn draw_prefix<'a>(
@@ -324,6 +316,53 @@ fn draw_prefix<'a>(
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    Ok(())
+}
+
+/// Tokens/s per GPU against tokens/s per user, one point per configuration and level; the Pareto front
+/// (points no other beats on both) drawn as a line.
+pub fn pareto(points: &[crate::stats::tuning::ParetoPoint]) -> String {
+    svg(|root| draw_pareto(root, points))
+}
+
+fn draw_pareto<'a>(
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    points: &[crate::stats::tuning::ParetoPoint],
+) -> Result<(), Box<dyn std::error::Error + 'a>> {
+    root.fill(&WHITE)?;
+    let (x0, x1) = range(points.iter().map(|p| p.per_user).chain([0.0]), true);
+    let (y0, y1) = range(points.iter().map(|p| p.per_gpu).chain([0.0]), true);
+    let mut chart = ChartBuilder::on(root)
+        .caption("Tune: throughput per GPU against speed per user", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    chart
+        .configure_mesh()
+        .max_light_lines(0)
+        .x_desc("output tokens/s per user (1 / median TPOT)")
+        .y_desc("output tokens/s per GPU")
+        .draw()?;
+    let mut settings: Vec<&str> = points.iter().map(|p| p.setting.as_str()).collect();
+    settings.dedup();
+    for (i, s) in settings.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        let mine = points.iter().filter(|p| p.setting == *s);
+        chart
+            .draw_series(mine.map(|p| Circle::new((p.per_user, p.per_gpu), 4, colour.filled())))?
+            .label(s.to_string())
+            .legend(move |(x, y)| Circle::new((x + 9, y), 4, colour.filled()));
+    }
+    let mut front: Vec<(f64, f64)> = points.iter().filter(|p| p.on_front).map(|p| (p.per_user, p.per_gpu)).collect();
+    front.sort_by(|a, b| a.0.total_cmp(&b.0));
+    chart.draw_series(LineSeries::new(front, BLACK.stroke_width(1)))?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
         .draw()?;
     Ok(())
 }

@@ -20,6 +20,8 @@ pub struct Context {
     pub workload: Vec<crate::stats::workload::WorkloadRow>,
     /// TTFT against the shared-prefix length per server, and what it shows.
     pub prefix: crate::stats::prefix::PrefixReport,
+    /// With `tune:`: the tune read from its records.
+    pub tune: Option<crate::stats::tuning::TuneReport>,
 }
 
 #[derive(Serialize)]

@@ -20,6 +20,9 @@ fn reports(spec: &Spec, has_kv: bool, has_sweep: bool, has_rates: bool) -> Vec<R
     if !spec.report.is_empty() {
         return spec.report.clone();
     }
+    if spec.tune.is_some() {
+        return vec![ReportKind::Tune];
+    }
     let mut r = Vec::new();
     if has_kv && !has_sweep && !has_rates {
         r.push(ReportKind::KvCacheScalingNotes);
@@ -128,6 +131,12 @@ pub fn derive(
     if !workload.is_empty() {
         files.push(("workload.csv".to_owned(), super::workload_csv::render(&workload)));
     }
+    let tune = crate::stats::tuning::analyze(spec, &manifest.plan, rec, &manifest.tune_pruned);
+    if let Some(t) = &tune {
+        files.push(("tune.csv".to_owned(), super::tune_csv::render(t)));
+        files.push(("tune_pareto.svg".to_owned(), charts::pareto(&t.pareto).into_bytes()));
+        files.push(("tune.json".to_owned(), json_pretty(t)));
+    }
     let policy = format!("{:?}", spec.repeat_policy).to_lowercase();
     let ctx = Context {
         run: context::run_info(
@@ -142,6 +151,7 @@ pub fn derive(
         rates: rate_ctx,
         workload,
         prefix,
+        tune,
     };
     let env = markdown::environment(templates);
     for kind in reports(spec, ctx.kv.is_some(), !ctx.sweeps.is_empty(), !ctx.rates.is_empty()) {
@@ -151,6 +161,7 @@ pub fn derive(
             ReportKind::BatchingBenchmark if !ctx.sweeps.is_empty() => "batching_benchmark.md",
             ReportKind::ConcurrencySweep if !ctx.sweeps.is_empty() => "concurrency_sweep.md",
             ReportKind::PrefixCache if !ctx.sweeps.is_empty() => "prefix_cache.md",
+            ReportKind::Tune if ctx.tune.is_some() => "tune.md",
             _ => continue, // nothing measured yet for this report
         };
         files.push((name.to_owned(), markdown::render(&env, name, &ctx)?.into_bytes()));

@@ -7,13 +7,14 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 use std::path::PathBuf;
 
 /// The reports, and the partials they include (`workload.md`, no report of its own).
-pub const REPORTS: [(&str, &str); 6] = [
+pub const REPORTS: [(&str, &str); 7] = [
     ("kv_cache_scaling_notes.md", include_str!("../../templates/kv_cache_scaling_notes.md")),
     ("batching_benchmark.md", include_str!("../../templates/batching_benchmark.md")),
     ("concurrency_sweep.md", include_str!("../../templates/concurrency_sweep.md")),
     ("rate_sweep.md", include_str!("../../templates/rate_sweep.md")),
     ("workload.md", include_str!("../../templates/workload.md")),
     ("prefix_cache.md", include_str!("../../templates/prefix_cache.md")),
+    ("tune.md", include_str!("../../templates/tune.md")),
 ];
 
 fn num(v: &Value) -> Option<f64> {

@@ -9,6 +9,7 @@ pub mod kv_csv;
 pub mod markdown;
 pub mod rate_csv;
 pub mod sweep_csv;
+pub mod tune_csv;
 pub mod workload_csv;
 
 use crate::record::Recorded;

@@ -32,6 +32,14 @@ pub trait Analysis: Sync {
     /// With `search:`, the id of the group's next point to measure, judged on what it recorded so far; None
     /// once the group's search is over.
     fn search_next(&self, rec: &Recorded, group: &ServerGroup) -> Option<String>;
+    /// With `tune:`, the next server start (a group and the ids of its points to measure), judged on what
+    /// was recorded; None once the tune is over. `pruned`: groups the capacity model rules out.
+    fn tune_next(
+        &self,
+        rec: &Recorded,
+        plan: &Plan,
+        pruned: &std::collections::BTreeMap<String, String>,
+    ) -> Option<(String, Vec<String>)>;
 }
 
 pub type Derive<'a> = &'a dyn Analysis;
@@ -140,6 +148,7 @@ fn prepare_manifest(loaded: &LoadedSpec, plan: &Plan, probe: &dyn MemoryProbe, r
         started_at: chrono::Local::now().to_rfc3339(),
         ended_at: None,
         metrics_version: crate::record::manifest::METRICS_VERSION,
+        tune_pruned: Default::default(),
     }
 }
 
@@ -350,65 +359,50 @@ pub async fn execute(
         plan.groups.len(),
         probe.source().as_str()
     ));
-    let mut stop_early = false;
-    for (i, group) in plan.groups.iter().enumerate() {
-        if interrupted.load(Ordering::SeqCst) || stop_early {
-            break;
-        }
-        let todo: Vec<&Point> = match &plan.search {
-            // A search's next point is decided on what was recorded, one at a time.
-            Some(_) => derive
-                .search_next(&rec, group)
-                .and_then(|id| group.points.iter().find(|p| p.id == id))
-                .into_iter()
-                .collect(),
-            None => group.points.iter().filter(|p| !state.done.contains(&p.id)).collect(),
-        };
-        if todo.is_empty() {
-            progress.line(&format!(
-                "server {}/{} {}: every point already measured, not started",
-                i + 1,
-                plan.groups.len(),
-                group.id
-            ));
-            progress.points_done(per_group(group));
-            continue;
-        }
-        let ctx = GroupCtx {
-            index: (i, plan.groups.len()),
-            dir: &dir,
-            probe: probe.clone(),
-            http: &http,
-            interrupted,
-            progress: &progress,
-            spec: &loaded.spec,
-            manifest: &manifest,
-            journal: &journal,
-            state: &state,
-            api_key: api_key.as_deref(),
-            fail_fast: opts.fail_fast,
-            derive,
-            precision: plan.precision,
-            search: plan.search.is_some(),
-        };
-        let failed = run_group(&ctx, group, &todo, &mut rec).await.map_err(RunError::during_run)?;
-        stop_early = failed && opts.fail_fast;
-        if let Some(server) = rec.servers.iter().rev().find(|s| s.id == group.id) {
-            if let (Some(old), Some(new)) = (&manifest.vllm_version, &server.version)
-                && old != new
-                && !opts.force
-                && opts.resume.is_some()
-            {
-                return Err(RunError::Preflight(format!(
-                    "vLLM changed since this run was recorded ({old} → {new}); start a new run, or pass --force"
-                )));
+    let env = Env {
+        dir: &dir,
+        probe: probe.clone(),
+        http: &http,
+        interrupted,
+        progress: &progress,
+        spec: &loaded.spec,
+        journal: &journal,
+        state: &state,
+        api_key: api_key.as_deref(),
+        opts,
+        derive,
+        plan,
+    };
+    if plan.tune.is_some() {
+        tune_groups(&env, &mut manifest, &mut rec).await?;
+    } else {
+        let mut stop_early = false;
+        for (i, group) in plan.groups.iter().enumerate() {
+            if interrupted.load(Ordering::SeqCst) || stop_early {
+                break;
             }
-            manifest.vllm_version = manifest.vllm_version.take().or(server.version.clone());
-            manifest.model_config_hash =
-                manifest.model_config_hash.take().or(server.model.as_ref().map(|m| m.config_hash.clone()));
+            let todo: Vec<&Point> = match &plan.search {
+                // A search's next point is decided on what was recorded, one at a time.
+                Some(_) => derive
+                    .search_next(&rec, group)
+                    .and_then(|id| group.points.iter().find(|p| p.id == id))
+                    .into_iter()
+                    .collect(),
+                None => group.points.iter().filter(|p| !state.done.contains(&p.id)).collect(),
+            };
+            if todo.is_empty() {
+                progress.line(&format!(
+                    "server {}/{} {}: every point already measured, not started",
+                    i + 1,
+                    plan.groups.len(),
+                    group.id
+                ));
+                progress.points_done(per_group(group));
+                continue;
+            }
+            let failed = one_group(&env, (i, plan.groups.len()), group, &todo, &mut manifest, &mut rec).await?;
+            stop_early = failed && opts.fail_fast;
         }
-        write_atomic(&dir.join(MANIFEST), &json_pretty(&manifest)).map_err(|e| RunError::from(e).during_run())?;
-        write_derived(&dir, &manifest, &rec, derive).map_err(RunError::during_run)?;
     }
     progress.finish();
     manifest.ended_at = Some(chrono::Local::now().to_rfc3339());
@@ -417,6 +411,129 @@ pub async fn execute(
         write_derived(&dir, &manifest, &rec, derive).map_err(RunError::during_run)?;
     }
     Ok(Outcome { dir, recorded: rec, interrupted: interrupted.load(Ordering::SeqCst) })
+}
+
+/// What every server start of a run shares.
+struct Env<'a> {
+    dir: &'a Path,
+    probe: Arc<dyn MemoryProbe>,
+    http: &'a reqwest::Client,
+    interrupted: &'a AtomicBool,
+    progress: &'a Progress,
+    spec: &'a Spec,
+    journal: &'a journal::Journal,
+    state: &'a journal::State,
+    api_key: Option<&'a str>,
+    opts: &'a RunOptions,
+    derive: Derive<'a>,
+    plan: &'a Plan,
+}
+
+/// Starts one group's server for `todo`, then updates the manifest and the derived files. Returns whether
+/// anything failed.
+async fn one_group(
+    env: &Env<'_>,
+    index: (usize, usize),
+    group: &ServerGroup,
+    todo: &[&Point],
+    manifest: &mut Manifest,
+    rec: &mut Recorded,
+) -> Result<bool, RunError> {
+    let ctx = GroupCtx {
+        index,
+        dir: env.dir,
+        probe: env.probe.clone(),
+        http: env.http,
+        interrupted: env.interrupted,
+        progress: env.progress,
+        spec: env.spec,
+        manifest,
+        journal: env.journal,
+        state: env.state,
+        api_key: env.api_key,
+        fail_fast: env.opts.fail_fast,
+        derive: env.derive,
+        precision: env.plan.precision,
+        search: env.plan.search.is_some(),
+    };
+    let failed = run_group(&ctx, group, todo, rec).await.map_err(RunError::during_run)?;
+    if let Some(server) = rec.servers.iter().rev().find(|s| s.id == group.id) {
+        if let (Some(old), Some(new)) = (&manifest.vllm_version, &server.version)
+            && old != new
+            && !env.opts.force
+            && env.opts.resume.is_some()
+        {
+            return Err(RunError::Preflight(format!(
+                "vLLM changed since this run was recorded ({old} → {new}); start a new run, or pass --force"
+            )));
+        }
+        manifest.vllm_version = manifest.vllm_version.take().or(server.version.clone());
+        manifest.model_config_hash =
+            manifest.model_config_hash.take().or(server.model.as_ref().map(|m| m.config_hash.clone()));
+    }
+    write_atomic(&env.dir.join(MANIFEST), &json_pretty(manifest)).map_err(|e| RunError::from(e).during_run())?;
+    write_derived(env.dir, manifest, rec, env.derive).map_err(RunError::during_run)?;
+    Ok(failed)
+}
+
+/// The configurations of the space the capacity model rules out on this GPU (group → why): those that
+/// cannot start, and those whose KV pool cannot hold one request of the workload. Nothing without a GPU.
+fn prune(env: &Env<'_>) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(gpu) = env.probe.cuda_total_bytes() else { return out };
+    for g in env.plan.groups.iter().filter(|g| g.server.kind == crate::spec::EngineKind::Vllm) {
+        let Ok(p) = capacity::predict(g, model_facts(g).as_ref(), gpu) else { continue };
+        // The longest request the workload sends (a drawn length at its upper bound), within the context.
+        let need = g.points.iter().filter_map(|p| p.client.as_ref()).map(|c| {
+            let out = c.output_dist.as_ref().map_or(c.max_tokens, |d| d.bounds().1);
+            let prompt = c.prompt_dist.as_ref().map_or(c.prompt_tokens, |d| d.bounds().1);
+            let len = u64::from(prompt) + u64::from(out);
+            g.server.max_model_len.map_or(len, |m| len.min(m))
+        });
+        let need = need.max().unwrap_or(0);
+        if let Some(why) = p.cannot_start.clone() {
+            out.insert(g.id.clone(), format!("cannot start: {why}"));
+        } else if p.kv_tokens < need {
+            out.insert(
+                g.id.clone(),
+                format!("its KV pool ({} tokens) cannot hold one request of the workload ({need} tokens)", p.kv_tokens),
+            );
+        }
+    }
+    out
+}
+
+/// A tune: asks the analysis for the next start (the search's, then the confirmation's) until it has none.
+async fn tune_groups(env: &Env<'_>, manifest: &mut Manifest, rec: &mut Recorded) -> Result<(), RunError> {
+    let pruned = prune(env);
+    if !pruned.is_empty() {
+        env.progress.line(&format!(
+            "tune: the capacity model rules out {} of {} configurations on this GPU",
+            pruned.len(),
+            env.plan.groups.len() - 1
+        ));
+    }
+    manifest.tune_pruned = pruned.clone();
+    let mut asked = std::collections::BTreeSet::new();
+    let n = env.plan.tune.as_ref().map_or(0, |t| t.starts as usize);
+    while !env.interrupted.load(Ordering::SeqCst) {
+        let Some((id, points)) = env.derive.tune_next(rec, env.plan, &pruned) else { break };
+        let Some(group) = env.plan.groups.iter().find(|g| g.id == id) else { break };
+        if !asked.insert((id.clone(), points.first().cloned())) {
+            // Asked again for a start it made in this run (e.g. its server failed): a resume may try again.
+            env.progress.line(&format!("tune: asked again for server {id}; the tune stops here"));
+            break;
+        }
+        let todo: Vec<&Point> = group.points.iter().filter(|p| points.contains(&p.id)).collect();
+        if todo.is_empty() {
+            break;
+        }
+        let failed = one_group(env, (asked.len() - 1, n), group, &todo, manifest, rec).await?;
+        if failed && env.opts.fail_fast {
+            break;
+        }
+    }
+    Ok(())
 }
 
 struct GroupCtx<'a> {

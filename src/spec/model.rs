@@ -60,6 +60,10 @@ pub struct Spec {
     /// that sustains the SLO by bracketing and bisecting on one server per configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<Search>,
+    /// `servelab tune`: search engine arguments for the configuration that serves the `load:` workload best
+    /// under an objective, in few server starts, then measure the winner and vLLM's defaults again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tune: Option<Tune>,
     /// Inputs of the reports that are not measurements (kept in the spec so re-rendering stays exact).
     #[serde(default, skip_serializing_if = "ReportOptions::is_empty")]
     pub report_options: ReportOptions,
@@ -366,6 +370,66 @@ fn default_tolerance() -> f64 {
     0.1
 }
 
+/// What `tune:` searches, for what, and within what budget.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tune {
+    /// Engine flags (as in `engine.args`, e.g. `max-num-seqs`) and the values to try: a list of choices, or
+    /// `{min, max}` — integers doubling from `min` up to `max` (a log scale), or steps of `step` with `step`.
+    pub space: IndexMap<String, TuneAxis>,
+    /// `throughput`: the highest tokens/s among the workload's levels whose p95 e2e stays within
+    /// `p95_budget` (the upper end of its 95% interval). `goodput`: the highest goodput (requests/s meeting
+    /// `slo:`) among the workload's rates.
+    pub objective: TuneObjective,
+    /// The latency budget of the `throughput` objective.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_budget: Option<Dur>,
+    /// What the tune may spend.
+    pub budget: TuneBudget,
+    /// Repeats of the winner and of vLLM's defaults, each on a fresh server, after the search (default 3).
+    #[serde(default = "default_confirm_repeats")]
+    pub confirm_repeats: u32,
+}
+
+fn default_confirm_repeats() -> u32 {
+    3
+}
+
+/// Values of one tuned flag.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TuneAxis {
+    Choices(Vec<Scalar>),
+    Range(TuneRange),
+}
+
+/// Integers from `min` to `max`: doubling (the default, a log scale), or `step` apart.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TuneRange {
+    pub min: u64,
+    pub max: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TuneObjective {
+    Throughput,
+    Goodput,
+}
+
+/// The tune's budget. `starts` counts every server start of the tune, the two of the confirmation included.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TuneBudget {
+    pub starts: u32,
+    /// No further configuration is searched once the recorded server time (starts and phases) passes this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall: Option<Dur>,
+}
+
 /// Service-level objectives, per request; a request meets the SLO when it meets every one given.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -469,6 +533,9 @@ pub enum ReportKind {
     /// TTFT against the shared-prefix length (`shared_prefix_tokens` as a grid axis), per server (e.g. prefix
     /// caching on and off), with vLLM's prefix-cache hit rate.
     PrefixCache,
+    /// `servelab tune`: the configurations ranked with intervals, the Pareto chart, the recommended command
+    /// line and its gain over vLLM's defaults.
+    Tune,
 }
 
 /// Overrides for the plan's wall-time estimate; unset fields use the engine kind's defaults.

@@ -8,6 +8,7 @@ pub mod search;
 pub mod summary;
 pub mod sweep;
 pub mod tune;
+pub mod tuning;
 pub mod window;
 pub mod workload;
 

@@ -21,11 +21,7 @@ pub type Config = Vec<usize>;
 
 /// Every configuration of the space, first axis slowest.
 pub fn configs(axes: &[Axis]) -> Vec<Config> {
-    let mut out: Vec<Config> = vec![Vec::new()];
-    for a in axes {
-        out = out.into_iter().flat_map(|c| (0..a.values.len()).map(move |i| [c.clone(), vec![i]].concat())).collect();
-    }
-    out
+    crate::record::plan::configs_of(&axes.iter().map(|a| a.values.len()).collect::<Vec<_>>())
 }
 
 fn position(axes: &[Axis], c: &Config) -> Vec<f64> {

@@ -1,0 +1,59 @@
+//! `tune.csv`: one row per configuration of a tune (searched, vLLM's defaults, pruned), a pure function of
+//! `stats::tuning`.
+
+use crate::stats::tuning::{Measured, TuneReport};
+
+pub const COLUMNS: [&str; 17] = [
+    "rank",
+    "setting",
+    "group",
+    "status",
+    "search_start",
+    "search_value",
+    "search_ci_low",
+    "search_ci_high",
+    "search_level",
+    "search_p95_e2e_s",
+    "confirm_value",
+    "confirm_ci_low",
+    "confirm_ci_high",
+    "confirm_level",
+    "confirm_p95_e2e_s",
+    "note",
+    "command",
+];
+
+fn cells(m: &Option<Measured>) -> [String; 5] {
+    let f = |x: Option<f64>| x.map(|x| format!("{x:.4}")).unwrap_or_default();
+    match m {
+        Some(m) => [
+            f(Some(m.value)),
+            f(m.ci.map(|c| c.0)),
+            f(m.ci.map(|c| c.1)),
+            m.level.clone(),
+            f(m.p95_e2e_s.filter(|p| p.is_finite())),
+        ],
+        None => Default::default(),
+    }
+}
+
+pub fn render(t: &TuneReport) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record(COLUMNS);
+    for (i, r) in t.rows.iter().enumerate() {
+        let rank = if r.search.is_some() { (i + 1).to_string() } else { String::new() };
+        let mut row = vec![
+            rank,
+            r.setting.clone(),
+            r.group.clone(),
+            r.status.clone(),
+            r.searched.map(|n| n.to_string()).unwrap_or_default(),
+        ];
+        row.extend(cells(&r.search));
+        row.extend(cells(&r.confirm));
+        row.push(r.note.clone());
+        row.push(r.command.clone());
+        let _ = w.write_record(row);
+    }
+    w.into_inner().unwrap_or_default()
+}

@@ -1,0 +1,123 @@
+//! `servelab tune`'s control flow against a fake engine (`servelab-zero-endpoint`, whose `--capacity` flag
+//! caps the requests it serves at once, so the objective really depends on the tuned flag): the search
+//! starts only what its budget allows, the confirmation measures the winner and vLLM's defaults (the flag left
+//! out) again on fresh servers, every point is journaled once, a resume with a larger budget goes on from
+//! what was measured, and `servelab report` re-renders the same files. No figure is claimed from the fake
+//! engine; the real-engine tune is tests/vllm_cpu.rs and examples/.
+
+mod common;
+use common::jsonl;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ZERO: &str = env!("CARGO_BIN_EXE_servelab-zero-endpoint");
+const BIN: &str = env!("CARGO_BIN_EXE_servelab");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spec(port: u16, starts: u32) -> String {
+    format!(
+        "name: tune\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--itl-us\", \"2000\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\ntune:\n  space:\n    capacity: {{min: 1, max: 8}}\n  objective: throughput\n  p95_budget: 5s\n  budget: {{starts: {starts}}}\n  confirm_repeats: 2\nrepeats: 2\nload:\n  concurrency: 8\n  requests: 24\n  exact_requests: true\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 0\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\n"
+    )
+}
+
+fn tune(spec_path: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let o = Command::new(BIN)
+        .args(["tune", spec_path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--run-id", "t"])
+        .args(extra)
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// Server starts per group, from the journal.
+fn starts(dir: &Path) -> BTreeMap<String, usize> {
+    let mut n = BTreeMap::new();
+    for e in jsonl(&dir.join("journal.jsonl")).iter().filter(|e| e["event"] == "server_start") {
+        *n.entry(e["group"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    n
+}
+
+fn argv_of(dir: &Path, group: &str) -> Vec<String> {
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("servers").join(group).join("startup.json")).unwrap()).unwrap();
+    s["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn a_tune_searches_within_its_budget_confirms_and_resumes_without_measuring_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let spec_path: PathBuf = tmp.path().join("tune.yaml");
+    std::fs::write(&spec_path, spec(port, 4)).unwrap();
+    let out = tmp.path().join("out");
+    let o = tune(&spec_path, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let dir = out.join("tune").join("t");
+    let s = starts(&dir);
+    assert_eq!(s.values().sum::<usize>(), 4, "2 search starts + 2 confirmation starts: {s:?}");
+    let t: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("tune.json")).unwrap()).unwrap();
+    assert_eq!(t["search_starts"], 2);
+    assert_eq!(t["confirm_starts"], 2);
+    assert!(t["next"].is_null(), "the tune finished: {}", t["next"]);
+    let winner = t["winner"].as_str().unwrap().to_owned();
+    assert_eq!(s[&winner], 2, "the winner ran in the search and again in the confirmation");
+    let defaults = t["rows"].as_array().unwrap().iter().find(|r| r["setting"] == "vLLM defaults").unwrap();
+    let dg = defaults["group"].as_str().unwrap();
+    assert!(!argv_of(&dir, dg).contains(&"--capacity".to_owned()), "the defaults leave the tuned flag out");
+    assert!(defaults["confirm"]["per_repeat"].as_array().unwrap().len() == 2);
+    // The search starts in the middle of the space (capacity 4 of 1, 2, 4, 8), then goes by expected improvement.
+    let first = t["rows"].as_array().unwrap().iter().find(|r| r["searched"] == 1).unwrap();
+    assert_eq!(first["setting"], "capacity=4");
+    let md = std::fs::read_to_string(dir.join("tune.md")).unwrap();
+    assert!(md.contains(t["decision"].as_str().unwrap()), "the report states the decision");
+    assert!(std::fs::read_to_string(dir.join("tune_pareto.svg")).unwrap().contains("<svg"));
+
+    // A larger budget on resume: two more search starts, then a confirmation only where one is missing.
+    std::fs::write(&spec_path, spec(port, 6)).unwrap();
+    let o = tune(&spec_path, &out, &["--resume", dir.to_str().unwrap()]);
+    assert!(o.status.success());
+    let t2: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("tune.json")).unwrap()).unwrap();
+    assert_eq!(t2["search_starts"], 4, "{t2}");
+    let s2 = starts(&dir);
+    let new_winner = t2["winner"].as_str().unwrap();
+    let expected = 4 + 2 + usize::from(new_winner != winner);
+    assert_eq!(s2.values().sum::<usize>(), expected, "{s2:?}");
+    // Every point is recorded once: nothing measured twice across the resume.
+    let mut seen = BTreeMap::new();
+    for p in jsonl(&dir.join("points.jsonl")) {
+        *seen.entry(p["point"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+
+    // The report re-renders the same files from the records.
+    let before = std::fs::read(dir.join("tune.md")).unwrap();
+    let o = Command::new(BIN).args(["report", dir.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(dir.join("tune.md")).unwrap(), before);
+}
+
+#[test]
+fn tune_specs_are_checked_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        ("budget: {starts: 4}", "budget: {starts: 2}", "leave none for the search"),
+        ("objective: throughput", "objective: goodput", "`goodput` objective"),
+        ("capacity: {min: 1, max: 8}", "capacity: [2, 2]", "lists 2 twice"),
+        ("capacity: {min: 1, max: 8}", "capacity: {min: 8, max: 1}", "is empty"),
+    ];
+    for (from, to, want) in cases {
+        let text = spec(1, 4).replace(from, to);
+        let p = tmp.path().join("bad.yaml");
+        std::fs::write(&p, &text).unwrap();
+        let o = Command::new(BIN).args(["validate", p.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{to}: {err}");
+        assert!(err.contains("bad.yaml:"), "the error names the file and line: {err}");
+    }
+}
