@@ -14,6 +14,20 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI32;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// `print!` that gives up quietly when stdout is closed (`servelab plan spec.yaml | head`): a closed pipe is
+/// not an error of servelab's, and `print!` would panic on it.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "servelab",
@@ -85,6 +99,9 @@ pub enum Command {
         resume: Option<PathBuf>,
         #[arg(long)]
         force: bool,
+        /// Start at most this many servers now, then stop (exit 0); `--resume` goes on later.
+        #[arg(long, value_name = "N")]
+        max_starts: Option<usize>,
     },
     /// Measure an existing OpenAI-compatible endpoint with the same client, no spec needed.
     Bench(BenchArgs),
@@ -196,7 +213,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Validate(args) => {
             let (_, plan) = load_and_plan(&args)?;
             run::check_inputs(&plan).map_err(|e| Error::Usage(e.to_string()))?;
-            println!(
+            outln!(
                 "ok: {}: {} grid points, {} runs, {} server starts",
                 args.spec.display(),
                 plan.grid_points,
@@ -215,17 +232,21 @@ fn run(cli: Cli) -> Result<i32, Error> {
             };
             if json {
                 let text = serde_json::to_string_pretty(&plan).map_err(|e| Error::Internal(e.to_string()))?;
-                println!("{text}");
+                outln!("{text}");
             } else {
-                print!("{}", plan::table::render(&plan));
-                print!("{}", crate::run::capacity::render(&plan, gpu));
+                out!("{}", plan::table::render(&plan));
+                out!("{}", crate::run::capacity::render(&plan, gpu));
             }
         }
         Command::Run { args, out, run_id, resume, force, fail_fast } => {
             let (loaded, plan) = load_and_plan(&args)?;
-            return run_experiment(&loaded, &plan, RunOptions { out_root: out, run_id, resume, force, fail_fast });
+            return run_experiment(
+                &loaded,
+                &plan,
+                RunOptions { out_root: out, run_id, resume, force, fail_fast, max_starts: None },
+            );
         }
-        Command::Tune { args, out, run_id, resume, force } => {
+        Command::Tune { args, out, run_id, resume, force, max_starts } => {
             let (loaded, plan) = load_and_plan(&args)?;
             if plan.tune.is_none() {
                 return Err(Error::Usage(format!(
@@ -233,7 +254,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                     args.spec.display()
                 )));
             }
-            let opts = RunOptions { out_root: out, run_id, resume, force, fail_fast: false };
+            let opts = RunOptions { out_root: out, run_id, resume, force, fail_fast: false, max_starts };
             return run_experiment(&loaded, &plan, opts);
         }
         Command::Bench(b) => {
@@ -242,7 +263,14 @@ fn run(cli: Cli) -> Result<i32, Error> {
             return run_experiment(
                 &loaded,
                 &plan,
-                RunOptions { out_root: b.out, run_id: b.run_id, resume: None, force: false, fail_fast: false },
+                RunOptions {
+                    out_root: b.out,
+                    run_id: b.run_id,
+                    resume: None,
+                    force: false,
+                    fail_fast: false,
+                    max_starts: None,
+                },
             );
         }
         Command::Report { run, templates } => {
@@ -254,7 +282,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 write_atomic(&run.join(name), bytes).map_err(|e| Error::Usage(e.to_string()))?;
             }
             let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-            println!("re-rendered {} files in {}: {}", files.len(), run.display(), names.join(", "));
+            outln!("re-rendered {} files in {}: {}", files.len(), run.display(), names.join(", "));
         }
         Command::Compare { a, b, fail_on_regression, threshold } => {
             let analyse = |dir: &PathBuf| -> Result<_, Error> {
@@ -287,7 +315,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 crate::report::compare::Figures { kv: &kb, sweeps: &sb, rates: &rb },
                 threshold,
             );
-            print!("{}", c.markdown);
+            out!("{}", c.markdown);
             if fail_on_regression && c.regressions > 0 {
                 return Ok(exit::REGRESSION);
             }
@@ -297,10 +325,10 @@ fn run(cli: Cli) -> Result<i32, Error> {
             for (name, before, after) in
                 crate::record::folder::compress(&run).map_err(|e| Error::Usage(e.to_string()))?
             {
-                println!("{name}: {before} → {after} bytes ({name}.xz)");
+                outln!("{name}: {before} → {after} bytes ({name}.xz)");
             }
         }
-        Command::Schema => print!("{}", spec::schema::schema_json()),
+        Command::Schema => out!("{}", spec::schema::schema_json()),
     }
     Ok(exit::OK)
 }
@@ -423,15 +451,15 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
     if plan.tune.is_some() {
         let pruned = crate::record::folder::read(&outcome.dir).map(|f| f.manifest.tune_pruned).unwrap_or_default();
         if let Some(t) = crate::stats::tuning::analyze(spec, plan, rec, &pruned) {
-            println!("{}: {}", outcome.dir.join("tune.md").display(), t.decision);
+            outln!("{}: {}", outcome.dir.join("tune.md").display(), t.decision);
             if let Some(c) = &t.recommended {
-                println!("recommended: {c}");
+                outln!("recommended: {c}");
             }
         }
     } else {
         let sweeps =
             crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
-        print!("{}", crate::report::console::summary(&outcome.dir, rec, &sweeps));
+        out!("{}", crate::report::console::summary(&outcome.dir, rec, &sweeps));
     }
     if outcome.interrupted {
         let sig = signal.load(Ordering::SeqCst);

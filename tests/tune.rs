@@ -56,9 +56,16 @@ fn a_tune_searches_within_its_budget_confirms_and_resumes_without_measuring_twic
     let spec_path: PathBuf = tmp.path().join("tune.yaml");
     std::fs::write(&spec_path, spec(port, 4)).unwrap();
     let out = tmp.path().join("out");
-    let o = tune(&spec_path, &out, &[]);
+    // In two sittings: one server start now (a GPU lent in slots), the rest on resume.
+    let o = tune(&spec_path, &out, &["--max-starts", "1"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let dir = out.join("tune").join("t");
+    assert_eq!(starts(&dir).values().sum::<usize>(), 1);
+    let t: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("tune.json")).unwrap()).unwrap();
+    assert_eq!(t["next"]["phase"], "search", "the tune says what comes next: {}", t["next"]);
+    assert!(std::fs::read_to_string(dir.join("tune.md")).unwrap().contains("not finished"));
+    let o = tune(&spec_path, &out, &["--resume", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let s = starts(&dir);
     assert_eq!(s.values().sum::<usize>(), 4, "2 search starts + 2 confirmation starts: {s:?}");
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("tune.json")).unwrap()).unwrap();

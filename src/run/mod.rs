@@ -83,6 +83,9 @@ pub struct RunOptions {
     pub force: bool,
     /// Stop at the first failed point or server start.
     pub fail_fast: bool,
+    /// A tune starts at most this many servers in this invocation, then stops; `--resume` goes on (a GPU
+    /// lent in time slots).
+    pub max_starts: Option<usize>,
 }
 
 pub struct Outcome {
@@ -347,11 +350,23 @@ pub async fn execute(
         Some(s) => g.points.len().min(s.max_probes * plan.repeats as usize),
         None => g.points.len(),
     };
-    let progress = Progress::new(plan.groups.iter().map(per_group).sum());
+    // A tune measures, per start, the search's repeats of the workload (the confirmation's are close to it).
+    let total = match &plan.tune {
+        Some(t) => {
+            let per_start = plan
+                .groups
+                .first()
+                .map_or(0, |g| g.points.iter().filter(|p| p.client.is_some() && p.repeat < t.search_repeats).count());
+            per_start * t.starts as usize
+        }
+        None => plan.groups.iter().map(per_group).sum(),
+    };
+    let progress = Progress::new(total);
     let pending = plan.points().filter(|(_, p)| !state.done.contains(&p.id)).count();
-    let what = match &plan.search {
-        Some(s) => format!("a search over {} rates per configuration", s.ladder.len()),
-        None => format!("{pending} of {} runs to measure", plan.runs()),
+    let what = match (&plan.search, &plan.tune) {
+        (Some(s), _) => format!("a search over {} rates per configuration", s.ladder.len()),
+        (_, Some(t)) => format!("a tune in at most {} server starts", t.starts),
+        _ => format!("{pending} of {} runs to measure", plan.runs()),
     };
     progress.line(&format!(
         "run {}: {} server configurations, {what}, memory from {}",
@@ -517,6 +532,14 @@ async fn tune_groups(env: &Env<'_>, manifest: &mut Manifest, rec: &mut Recorded)
     let mut asked = std::collections::BTreeSet::new();
     let n = env.plan.tune.as_ref().map_or(0, |t| t.starts as usize);
     while !env.interrupted.load(Ordering::SeqCst) {
+        if env.opts.max_starts.is_some_and(|m| asked.len() >= m) {
+            env.progress.line(&format!(
+                "tune: stopping after {} server starts (--max-starts); `servelab tune SPEC --resume {}` goes on",
+                asked.len(),
+                env.dir.display()
+            ));
+            break;
+        }
         let Some((id, points)) = env.derive.tune_next(rec, env.plan, &pruned) else { break };
         let Some(group) = env.plan.groups.iter().find(|g| g.id == id) else { break };
         if !asked.insert((id.clone(), points.first().cloned())) {
