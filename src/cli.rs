@@ -213,13 +213,21 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Validate(args) => {
             let (_, plan) = load_and_plan(&args)?;
             run::check_inputs(&plan).map_err(|e| Error::Usage(e.to_string()))?;
-            outln!(
-                "ok: {}: {} grid points, {} runs, {} server starts",
-                args.spec.display(),
-                plan.grid_points,
-                plan.runs(),
-                plan.server_starts()
-            );
+            match &plan.tune {
+                Some(t) => outln!(
+                    "ok: {}: a tune over {} configurations in at most {} server starts",
+                    args.spec.display(),
+                    t.configs.len(),
+                    t.starts
+                ),
+                None => outln!(
+                    "ok: {}: {} grid points, {} runs, {} server starts",
+                    args.spec.display(),
+                    plan.grid_points,
+                    plan.runs(),
+                    plan.server_starts()
+                ),
+            }
         }
         Command::Plan { args, json, gpu_memory } => {
             let (_, plan) = load_and_plan(&args)?;

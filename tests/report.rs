@@ -97,15 +97,18 @@ fn bytes_under(dir: &Path) -> u64 {
         .sum()
 }
 
-/// A device run carries the whole tracked tree beside a 45 MiB kit part under a 64 MiB limit, so the tracked
-/// tree must stay under 18 MiB; the examples get 10 MiB of it (the rest — code, fixtures, docs — is under
-/// 3 MiB). Raw records are stored as xz (`servelab compress`), server logs are left out.
+/// A device run carries the whole tracked tree beside a kit part (the largest of the four is 45 MiB) under a
+/// 64 MiB limit. The rest of the tree (code, fixtures, docs) is about 1.5 MiB, so the examples get 17 MiB: at
+/// 16.8 MiB (with examples/h200-tune) the four-call kit still fits with 0.7 MiB to spare. Another device
+/// example needs the kit in five calls (install.sh joins any number of `.part-*` pieces in name order, so
+/// part01's piece can be split in two) or an older example retired. Raw records are stored as xz
+/// (`servelab compress`); server logs are left out.
 #[test]
-fn committed_examples_stay_within_10_mib() {
+fn committed_examples_stay_within_17_mib() {
     let total = bytes_under(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"));
     assert!(
-        total <= 10 << 20,
-        "examples/ holds {total} bytes, over 10 MiB: run `servelab compress` on new run folders"
+        total <= 17 << 20,
+        "examples/ holds {total} bytes, over 17 MiB: run `servelab compress` on new run folders (see the comment)"
     );
 }
 

@@ -20,7 +20,7 @@ fn free_port() -> u16 {
 
 fn spec(port: u16, starts: u32) -> String {
     format!(
-        "name: tune\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--itl-us\", \"2000\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\ntune:\n  space:\n    capacity: {{min: 1, max: 8}}\n  objective: throughput\n  p95_budget: 5s\n  budget: {{starts: {starts}}}\n  confirm_repeats: 2\nrepeats: 2\nload:\n  concurrency: 8\n  requests: 24\n  exact_requests: true\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 0\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\n"
+        "name: tune\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--itl-us\", \"2000\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\ntune:\n  space:\n    capacity: {{min: 1, max: 8}}\n  objective: throughput\n  p95_budget: 5s\n  budget: {{starts: {starts}}}\n  confirm_repeats: 2\n  confirm_starts: 2\nrepeats: 2\nload:\n  concurrency: 8\n  requests: 24\n  exact_requests: true\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 0\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\n"
     )
 }
 
@@ -54,7 +54,7 @@ fn a_tune_searches_within_its_budget_confirms_and_resumes_without_measuring_twic
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let spec_path: PathBuf = tmp.path().join("tune.yaml");
-    std::fs::write(&spec_path, spec(port, 4)).unwrap();
+    std::fs::write(&spec_path, spec(port, 6)).unwrap();
     let out = tmp.path().join("out");
     // In two sittings: one server start now (a GPU lent in slots), the rest on resume.
     let o = tune(&spec_path, &out, &["--max-starts", "1"]);
@@ -67,17 +67,19 @@ fn a_tune_searches_within_its_budget_confirms_and_resumes_without_measuring_twic
     let o = tune(&spec_path, &out, &["--resume", dir.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let s = starts(&dir);
-    assert_eq!(s.values().sum::<usize>(), 4, "2 search starts + 2 confirmation starts: {s:?}");
+    assert_eq!(s.values().sum::<usize>(), 6, "2 search starts + 2 confirmation starts each of 2: {s:?}");
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("tune.json")).unwrap()).unwrap();
     assert_eq!(t["search_starts"], 2);
-    assert_eq!(t["confirm_starts"], 2);
+    assert_eq!(t["confirm_starts"], 4);
     assert!(t["next"].is_null(), "the tune finished: {}", t["next"]);
     let winner = t["winner"].as_str().unwrap().to_owned();
-    assert_eq!(s[&winner], 2, "the winner ran in the search and again in the confirmation");
+    assert_eq!(s[&winner], 3, "the winner ran in the search and twice again in the confirmation");
+    assert!(t["gain"]["rel_ci"].is_array(), "two starts each give an interval over starts: {}", t["gain"]);
     let defaults = t["rows"].as_array().unwrap().iter().find(|r| r["setting"] == "vLLM defaults").unwrap();
     let dg = defaults["group"].as_str().unwrap();
     assert!(!argv_of(&dir, dg).contains(&"--capacity".to_owned()), "the defaults leave the tuned flag out");
-    assert!(defaults["confirm"]["per_repeat"].as_array().unwrap().len() == 2);
+    assert_eq!(defaults["confirm"]["per_repeat"].as_array().unwrap().len(), 4);
+    assert_eq!(defaults["confirm"]["per_start"].as_array().unwrap().len(), 2);
     // The search starts in the middle of the space (capacity 4 of 1, 2, 4, 8), then goes by expected improvement.
     let first = t["rows"].as_array().unwrap().iter().find(|r| r["searched"] == 1).unwrap();
     assert_eq!(first["setting"], "capacity=4");
@@ -86,14 +88,14 @@ fn a_tune_searches_within_its_budget_confirms_and_resumes_without_measuring_twic
     assert!(std::fs::read_to_string(dir.join("tune_pareto.svg")).unwrap().contains("<svg"));
 
     // A larger budget on resume: two more search starts, then a confirmation only where one is missing.
-    std::fs::write(&spec_path, spec(port, 6)).unwrap();
+    std::fs::write(&spec_path, spec(port, 8)).unwrap();
     let o = tune(&spec_path, &out, &["--resume", dir.to_str().unwrap()]);
     assert!(o.status.success());
     let t2: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("tune.json")).unwrap()).unwrap();
     assert_eq!(t2["search_starts"], 4, "{t2}");
     let s2 = starts(&dir);
     let new_winner = t2["winner"].as_str().unwrap();
-    let expected = 4 + 2 + usize::from(new_winner != winner);
+    let expected = 6 + 2 + 2 * usize::from(new_winner != winner);
     assert_eq!(s2.values().sum::<usize>(), expected, "{s2:?}");
     // Every point is recorded once: nothing measured twice across the resume.
     let mut seen = BTreeMap::new();
@@ -113,13 +115,13 @@ fn a_tune_searches_within_its_budget_confirms_and_resumes_without_measuring_twic
 fn tune_specs_are_checked_before_anything_starts() {
     let tmp = tempfile::tempdir().unwrap();
     let cases = [
-        ("budget: {starts: 4}", "budget: {starts: 2}", "leave none for the search"),
+        ("budget: {starts: 6}", "budget: {starts: 4}", "leave none for the search"),
         ("objective: throughput", "objective: goodput", "`goodput` objective"),
         ("capacity: {min: 1, max: 8}", "capacity: [2, 2]", "lists 2 twice"),
         ("capacity: {min: 1, max: 8}", "capacity: {min: 8, max: 1}", "is empty"),
     ];
     for (from, to, want) in cases {
-        let text = spec(1, 4).replace(from, to);
+        let text = spec(1, 6).replace(from, to);
         let p = tmp.path().join("bad.yaml");
         std::fs::write(&p, &text).unwrap();
         let o = Command::new(BIN).args(["validate", p.to_str().unwrap()]).output().unwrap();

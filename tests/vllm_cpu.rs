@@ -499,6 +499,34 @@ fn a_sharegpt_dataset_over_chat_sends_its_sampled_prompts() {
     assert_nothing_left(&run, 18440);
 }
 
+/// `servelab tune` on real vLLM: the tuned flag reaches vLLM's command line (and is left out for the
+/// defaults), the search and the confirmation start what the budget allows, and with one confirmation start
+/// each the report does not claim a gain (a server start is the unit of the comparison).
+fn a_tune_on_real_vllm_starts_what_its_budget_allows() {
+    let bin = vllm_bin();
+    let out = tempfile::tempdir().unwrap();
+    let port = 18449;
+    let text = spec("tune", port, "[2048]", "268435456").replace(
+        "grid:\n  max_model_len: [2048]\n",
+        "grid:\n  max_model_len: [2048]\ntune:\n  space:\n    max-num-seqs: [2, 16]\n  objective: throughput\n  p95_budget: 30s\n  budget: {starts: 3}\n  confirm_starts: 1\n  confirm_repeats: 2\nload:\n  concurrency: 8\n  duration: 2s\n  max_tokens: 16\n  prompt_tokens: 64\n  ignore_eos: true\n  warmup: 2\n  server_warmup: 0s\n",
+    );
+    let run = run_spec(&bin, &text, out.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let starts = startups(&run.dir);
+    assert_eq!(starts.len(), 2, "the searched configuration (started twice) and the defaults");
+    let seqs: Vec<bool> =
+        starts.iter().map(|s| s["argv"].as_array().unwrap().iter().any(|a| a == "--max-num-seqs")).collect();
+    assert_eq!(seqs.iter().filter(|x| **x).count(), 1, "one server had the flag, the defaults' did not");
+    let j = jsonl(&run.dir.join("journal.jsonl"));
+    assert_eq!(j.iter().filter(|e| e["event"] == "server_start").count(), 3, "1 search + 2 confirmation starts");
+    let t: serde_json::Value = serde_json::from_slice(&std::fs::read(run.dir.join("tune.json")).unwrap()).unwrap();
+    assert!(t["next"].is_null());
+    assert!(t["gain"]["rel_ci"].is_null() && t["decision"].as_str().unwrap().starts_with("Not shown"), "{t}");
+    assert!(t["recommended"].as_str().unwrap().contains("vllm serve models/tiny-llama"));
+    assert!(!t["recommended"].as_str().unwrap().contains("--max-num-seqs"), "the defaults are recommended");
+    assert_nothing_left(&run, port);
+}
+
 fn main() {
     vllm_main(vec![
         ("fixed_kv_size_flat_memory_and_a_failed_length", fixed_kv_size_flat_memory_and_a_failed_length),
@@ -515,6 +543,7 @@ fn main() {
         ),
         ("a_chat_run_on_real_vllm_counts_every_token", a_chat_run_on_real_vllm_counts_every_token),
         ("distributions_and_exact_text_reach_vllm_as_drawn", distributions_and_exact_text_reach_vllm_as_drawn),
+        ("a_tune_on_real_vllm_starts_what_its_budget_allows", a_tune_on_real_vllm_starts_what_its_budget_allows),
         (
             "a_sharegpt_dataset_over_chat_sends_its_sampled_prompts",
             a_sharegpt_dataset_over_chat_sends_its_sampled_prompts,

@@ -24,15 +24,7 @@ const LARGE_GPU_BYTES: f64 = 70.0 * GIB;
 
 /// The knobs of a vLLM command line (`--flag value` or `--flag=value`).
 pub fn knobs(argv: &[String]) -> Knobs {
-    let get = |names: &[&str]| {
-        argv.iter().enumerate().find_map(|(i, a)| {
-            names.iter().find_map(|n| match a.strip_prefix(n) {
-                Some("") => argv.get(i + 1).cloned(),
-                Some(rest) => rest.strip_prefix('=').map(str::to_owned),
-                None => None,
-            })
-        })
-    };
+    let get = |names: &[&str]| crate::record::capacity::flag(argv, names);
     let int = |names: &[&str]| get(names).and_then(|v| v.parse::<u64>().ok());
     Knobs {
         util: get(&["--gpu-memory-utilization"]).and_then(|v| v.parse().ok()),

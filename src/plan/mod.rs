@@ -77,7 +77,7 @@ pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
     match tune::expand(spec)? {
         Some(t) => {
             let tune = spec.tune.as_ref().expect("expanded");
-            let repeats = spec.planned_repeats().max(1) as u32 + tune.confirm_repeats;
+            let repeats = spec.planned_repeats().max(1) as u32 + tune.confirm_repeats * tune.confirm_starts;
             let mut plan = build_points(&t.spec, t.points, repeats)?;
             let tp = tune::finish(spec, t.axes, &plan.groups)?;
             // The estimate covers the starts the budget allows, not every configuration of the space.

@@ -52,9 +52,10 @@ fn render_tune(plan: &Plan, t: &super::TunePlan) -> String {
         .map_or(0, |g| g.points.iter().filter(|p| p.client.is_some() && p.repeat < t.search_repeats).count());
     let _ = writeln!(
         out,
-        "objective: {objective}; budget: {} server starts ({} for the search, 2 to measure the winner and vLLM's defaults again, {} repeats each){}",
+        "objective: {objective}; budget: {} server starts ({} for the search, then {} fresh starts each of the winner and vLLM's defaults, {} repeats per start){}",
         t.starts,
-        t.starts.saturating_sub(2),
+        t.starts.saturating_sub(2 * t.confirm_starts),
+        t.confirm_starts,
         t.confirm_repeats,
         t.wall_s.map(|w| format!(", {} of server time for the search", human(w))).unwrap_or_default()
     );

@@ -124,15 +124,22 @@ fn check(spec: &Spec, t: &crate::spec::Tune) -> Result<(), PlanError> {
             }
         }
     }
-    if t.budget.starts < 3 {
-        return Err(err(
-            &["tune", "budget", "starts"],
-            format!("{} server starts leave none for the search: the confirmation takes two", t.budget.starts),
-            "allow at least 3 (5 or more to search a 2-flag space)",
-        ));
-    }
     if t.confirm_repeats == 0 || t.confirm_repeats > 100 {
         return Err(err(&["tune", "confirm_repeats"], "confirm_repeats must be 1 to 100", "e.g. 3"));
+    }
+    if t.confirm_starts == 0 || t.confirm_starts > 10 {
+        return Err(err(&["tune", "confirm_starts"], "confirm_starts must be 1 to 10", "e.g. 2"));
+    }
+    let confirm = 2 * t.confirm_starts;
+    if t.budget.starts <= confirm {
+        return Err(err(
+            &["tune", "budget", "starts"],
+            format!(
+                "{} server starts leave none for the search: the confirmation takes {confirm} ({} per configuration)",
+                t.budget.starts, t.confirm_starts
+            ),
+            format!("allow at least {} (more to search a 2-flag space), or lower `confirm_starts`", confirm + 1),
+        ));
     }
     Ok(())
 }
@@ -213,7 +220,9 @@ pub fn finish(spec: &Spec, axes: Vec<TuneAxisPlan>, groups: &[ServerGroup]) -> R
     let mut configs = Vec::new();
     let mut defaults_group = None;
     for g in groups {
-        if let Some(extra) = g.vars.keys().find(|k| !axes.iter().any(|a| &a.var == *k)) {
+        // A server-scoped grid axis of one value changes nothing between configurations; more would.
+        let varied = |k: &&String| spec.grid.get(*k).is_some_and(|v| v.len() > 1);
+        if let Some(extra) = g.vars.keys().filter(varied).find(|k| !axes.iter().any(|a| &a.var == *k)) {
             return Err(err(
                 &["grid", extra],
                 format!("grid axis `{extra}` changes the server, but a tune's grid may only vary the load"),
@@ -240,6 +249,7 @@ pub fn finish(spec: &Spec, axes: Vec<TuneAxisPlan>, groups: &[ServerGroup]) -> R
         wall_s: t.budget.wall.map(|d| d.0.as_secs_f64()),
         search_repeats: spec.planned_repeats().max(1) as u32,
         confirm_repeats: t.confirm_repeats,
+        confirm_starts: t.confirm_starts,
         defaults_group: defaults_group.unwrap_or_default(),
         configs,
         axes,

@@ -48,10 +48,19 @@ pub struct Capacity {
     pub cannot_start: Option<String>,
 }
 
+/// The value of a flag in a command line, written `--flag value` or `--flag=value` (the first of `names`
+/// found); the one parser of engine flags in recorded argv.
+pub fn flag(argv: &[String], names: &[&str]) -> Option<String> {
+    argv.iter().enumerate().find_map(|(i, a)| {
+        names.iter().find_map(|n| match a.strip_prefix(n) {
+            Some("") => argv.get(i + 1).cloned(),
+            Some(rest) => rest.strip_prefix('=').map(str::to_owned),
+            None => None,
+        })
+    })
+}
+
 /// `--gpu-memory-utilization` of a command line, when given.
 pub fn util_of(argv: &[String]) -> Option<f64> {
-    argv.iter().enumerate().find_map(|(i, a)| match a.strip_prefix("--gpu-memory-utilization")? {
-        "" => argv.get(i + 1)?.parse().ok(),
-        rest => rest.strip_prefix('=')?.parse().ok(),
-    })
+    flag(argv, &["--gpu-memory-utilization"])?.parse().ok()
 }

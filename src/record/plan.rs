@@ -41,13 +41,20 @@ pub struct TunePlan {
     /// Server starts in all, the confirmation's two included.
     pub starts: u32,
     pub wall_s: Option<f64>,
-    /// Repeats 0..search_repeats of a group are the search's; the next confirm_repeats the confirmation's.
+    /// Repeats 0..search_repeats of a group are the search's; then confirm_repeats per confirmation start.
     pub search_repeats: u32,
     pub confirm_repeats: u32,
+    /// Confirmation starts per configuration (the winner, the defaults). Runs recorded before it existed had one.
+    #[serde(default = "one")]
+    pub confirm_starts: u32,
     /// The group of vLLM's defaults: the tuned flags left out.
     pub defaults_group: String,
     /// The space's configurations: the group and one value index per axis.
     pub configs: Vec<TuneConfig>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -101,14 +101,7 @@ impl ServerRecord {
 
     /// `--tensor-parallel-size` / `-tp` from the command line (1 when absent).
     pub fn tensor_parallel_size(&self) -> u64 {
-        let argv = &self.argv;
-        argv.iter()
-            .enumerate()
-            .find_map(|(i, a)| match a.as_str() {
-                "--tensor-parallel-size" | "-tp" => argv.get(i + 1)?.parse().ok(),
-                _ => a.strip_prefix("--tensor-parallel-size=")?.parse().ok(),
-            })
-            .unwrap_or(1)
+        super::capacity::flag(&self.argv, &["--tensor-parallel-size", "-tp"]).and_then(|v| v.parse().ok()).unwrap_or(1)
     }
 
     pub fn max_concurrency(&self) -> Option<f64> {

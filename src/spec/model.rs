@@ -386,9 +386,18 @@ pub struct Tune {
     pub p95_budget: Option<Dur>,
     /// What the tune may spend.
     pub budget: TuneBudget,
-    /// Repeats of the winner and of vLLM's defaults, each on a fresh server, after the search (default 3).
+    /// Repeats per confirmation start (default 3).
     #[serde(default = "default_confirm_repeats")]
     pub confirm_repeats: u32,
+    /// Fresh server starts of the winner and of vLLM's defaults each, after the search, in the order winner,
+    /// defaults, defaults, winner, ... (default 2). The gain's interval is over these starts: repeats on one
+    /// server do not show what another start of the same configuration serves.
+    #[serde(default = "default_confirm_starts")]
+    pub confirm_starts: u32,
+}
+
+fn default_confirm_starts() -> u32 {
+    2
 }
 
 fn default_confirm_repeats() -> u32 {
@@ -420,7 +429,7 @@ pub enum TuneObjective {
     Goodput,
 }
 
-/// The tune's budget. `starts` counts every server start of the tune, the two of the confirmation included.
+/// The tune's budget. `starts` counts every server start of the tune, the confirmation's included.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TuneBudget {

@@ -1,4 +1,4 @@
-//! The search of `servelab tune` (issue 17, in progress): which server configuration to start next, as a pure
+//! The search of `servelab tune` (issue 17): which server configuration to start next, as a pure
 //! function of what was measured, so that a tune resumes and re-renders like a rate search.
 //!
 //! Model-based: a Gaussian process over the configurations (each axis scaled to [0, 1], by its index in the
@@ -7,7 +7,7 @@
 //! one of highest expected improvement over the best posterior mean seen. Spaces are small and discrete (a few
 //! engine knobs × a handful of values: tens to hundreds of configurations), so an exact GP on at most a few
 //! dozen observations is a few hundred lines of arithmetic; a crate such as egobox-ego would bring ndarray
-//! and linfa into the build for the same decision (decided in docs: README "Capacity model" notes).
+//! and linfa into the build for the same decision (decided in README, "servelab tune SPEC").
 
 /// One axis of the search space: its values in order (choices as given; ranges expanded by the planner).
 #[derive(Clone, Debug, PartialEq)]

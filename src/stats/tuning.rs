@@ -20,6 +20,8 @@ pub struct Measured {
     pub ci: Option<(f64, f64)>,
     /// The objective of each repeat at `level`.
     pub per_repeat: Vec<f64>,
+    /// The objective at `level` per server start (the mean of its repeats): the confirmation's starts.
+    pub per_start: Vec<f64>,
     /// The workload level the value comes from (`c=16`, `rate=20/s`); empty when no level qualified.
     pub level: String,
     /// p95 e2e there (the upper end of its interval, as the budget is checked).
@@ -56,16 +58,21 @@ pub struct Row {
     pub command: String,
 }
 
-/// The gain of the winner over vLLM's defaults, both measured again after the search.
+/// The gain of the winner over vLLM's defaults, both measured again after the search on fresh servers.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Gain {
     pub winner: f64,
     pub defaults: f64,
-    /// (winner − defaults) / defaults, and its 95% interval (Welch's interval of the difference over the
-    /// defaults' mean).
+    /// (winner − defaults) / defaults.
     pub rel: f64,
+    /// Its 95% interval over server starts: Welch's interval of the difference of the per-start means, over
+    /// the defaults' mean. None with one start of either: repeats on one server do not show what another
+    /// start of the same configuration serves (on the H200, two starts of one configuration differed by 16%
+    /// where each one's repeats agreed within 4%: examples/h200-tune).
     pub rel_ci: Option<(f64, f64)>,
-    /// The interval lies above 0.
+    /// The interval over the repeats alone (what one server showed), for reference; it decides nothing.
+    pub repeat_ci: Option<(f64, f64)>,
+    /// The interval over starts lies above 0.
     pub significant: bool,
 }
 
@@ -215,6 +222,7 @@ fn objective(spec: &Spec, tp: &TunePlan, points: &[PointRecord], requests: &[Req
             value: mean(&l.per_repeat),
             ci: l.ci,
             per_repeat: l.per_repeat.clone(),
+            per_start: vec![mean(&l.per_repeat)],
             level: l.label.clone(),
             p95_e2e_s: l.p95,
             none_within: None,
@@ -225,6 +233,7 @@ fn objective(spec: &Spec, tp: &TunePlan, points: &[PointRecord], requests: &[Req
                 value: 0.0,
                 ci: None,
                 per_repeat: Vec::new(),
+                per_start: Vec::new(),
                 level: String::new(),
                 p95_e2e_s: Some(lowest),
                 none_within: Some(format!(
@@ -279,7 +288,9 @@ fn welch95(a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
 pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<String, String>) -> Option<TuneReport> {
     let tp = plan.tune.as_ref()?;
     let sr = tp.search_repeats;
-    let confirm = sr..sr + tp.confirm_repeats;
+    let (cr, cs) = (tp.confirm_repeats, tp.confirm_starts.max(1));
+    let confirm = sr..sr + cr * cs;
+    let start_range = |k: u32| sr + k * cr..sr + (k + 1) * cr;
     let axes: Vec<Axis> = tp
         .axes
         .iter()
@@ -316,7 +327,7 @@ pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<Strin
     let st = step(&axes, &observed, &[middle], &allowed);
     let spent_s: f64 =
         rec.servers.iter().filter_map(|s| s.ready_s).sum::<f64>() + rec.points.iter().map(|p| p.wall_s).sum::<f64>();
-    let search_budget = tp.starts.saturating_sub(2) as usize;
+    let search_budget = tp.starts.saturating_sub(2 * cs) as usize;
     let stopped = if started.len() >= search_budget {
         Some(format!("the budget of {} starts leaves {search_budget} to the search, all used", tp.starts))
     } else if tp.wall_s.is_some_and(|w| spent_s >= w) {
@@ -331,8 +342,15 @@ pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<Strin
     };
     let config_group = |cfg: &Vec<usize>| tp.configs.iter().find(|c| &c.index == cfg).map(|c| c.group.clone());
     let winner = st.best.as_ref().and_then(config_group);
-    let confirm_groups: Vec<String> =
-        winner.iter().cloned().chain(std::iter::once(tp.defaults_group.clone())).collect();
+    // The confirmation's starts in ABBA order (winner, defaults, defaults, winner, ...), so a slow drift of the
+    // machine weighs on both alike.
+    let confirm_order: Vec<(String, u32)> = (0..cs)
+        .flat_map(|k| {
+            let pair = [winner.clone(), Some(tp.defaults_group.clone())];
+            let pair = if k % 2 == 0 { pair } else { [pair[1].clone(), pair[0].clone()] };
+            pair.into_iter().flatten().map(move |g| (g, k))
+        })
+        .collect();
     let next = match (&unfinished, &stopped) {
         (Some(g), _) => Some(Next { group: g.clone(), points: missing(plan, rec, g, 0..sr), phase: "search".into() }),
         (None, None) => st.next.as_ref().and_then(config_group).map(|g| Next {
@@ -340,8 +358,8 @@ pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<Strin
             group: g,
             phase: "search".into(),
         }),
-        (None, Some(_)) => confirm_groups.iter().find_map(|g| {
-            let m = missing(plan, rec, g, confirm.clone());
+        (None, Some(_)) => confirm_order.iter().find_map(|(g, k)| {
+            let m = missing(plan, rec, g, start_range(*k));
             (!m.is_empty() && !start_failed(rec, g)).then(|| Next {
                 group: g.clone(),
                 points: m,
@@ -349,7 +367,22 @@ pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<Strin
             })
         }),
     };
-    let confirmed = |g: &str| objective(spec, tp, &points_of(rec, g, confirm.clone()), &rec.requests);
+    // The confirmation of a group over all its starts; the level chosen over all of them, then each start's
+    // mean at that level.
+    let confirmed = |g: &str| {
+        let mut m = objective(spec, tp, &points_of(rec, g, confirm.clone()), &rec.requests)?;
+        m.per_start = (0..cs)
+            .filter_map(|k| {
+                let pts: Vec<PointRecord> =
+                    points_of(rec, g, start_range(k)).into_iter().filter(|p| p.status == Status::Ok).collect();
+                levels(spec, tp, &pts, &rec.requests)
+                    .into_iter()
+                    .find(|l| l.label == m.level)
+                    .map(|l| mean(&l.per_repeat))
+            })
+            .collect();
+        Some(m)
+    };
     let mut rows: Vec<Row> = Vec::new();
     for (n, (c, _)) in started.iter().enumerate() {
         let m = search[c.group.as_str()].clone();
@@ -397,12 +430,14 @@ pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<Strin
     let win_confirm = winner.as_deref().and_then(confirmed);
     let gain = match (&win_confirm, &defaults) {
         (Some(w), Some(d)) if d.value > 0.0 => {
-            let ci = welch95(&w.per_repeat, &d.per_repeat).map(|(lo, hi)| (lo / d.value, hi / d.value));
+            let rel = |ci: Option<(f64, f64)>| ci.map(|(lo, hi)| (lo / d.value, hi / d.value));
+            let ci = rel(welch95(&w.per_start, &d.per_start));
             Some(Gain {
                 winner: w.value,
                 defaults: d.value,
                 rel: w.value / d.value - 1.0,
                 rel_ci: ci,
+                repeat_ci: rel(welch95(&w.per_repeat, &d.per_repeat)),
                 significant: ci.is_some_and(|c| c.0 > 0.0),
             })
         }
@@ -424,9 +459,9 @@ pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<Strin
         recommended,
         decision,
         search_starts: started.len(),
-        confirm_starts: confirm_groups
+        confirm_starts: confirm_order
             .iter()
-            .filter(|g| rec.points.iter().any(|p| &p.group == *g && confirm.contains(&p.repeat)))
+            .filter(|(g, k)| rec.points.iter().any(|p| &p.group == g && start_range(*k).contains(&p.repeat)))
             .count(),
         budget_starts: tp.starts,
         spent_s,
@@ -469,11 +504,25 @@ fn decide(
         (Some(w), Some(g), _) => {
             let ci = g.rel_ci.map(|(lo, hi)| format!(" (95% interval {} to {})", pct(lo), pct(hi))).unwrap_or_default();
             let setting = winner_setting.unwrap_or(w);
-            if g.significant {
+            if g.rel_ci.is_none() {
+                let within = g
+                    .repeat_ci
+                    .map(|(lo, hi)| format!("; its repeats on that one server alone span {} to {}", pct(lo), pct(hi)))
+                    .unwrap_or_default();
+                (
+                    format!(
+                        "Not shown: measured again, the search's pick ({setting}) serves {} against vLLM's defaults, \
+                         but with one fresh server start each, which cannot show what another start serves{within}. \
+                         Keep the defaults, or confirm with `confirm_starts: 2`.",
+                        pct(g.rel)
+                    ),
+                    Some(tp.defaults_group.clone()),
+                )
+            } else if g.significant {
                 (
                     format!(
                         "Recommended: {setting}. Measured again after the search on fresh servers, it serves {} more \
-                         than vLLM's defaults{ci}.",
+                         than vLLM's defaults{ci} over server starts.",
                         pct(g.rel).trim_start_matches('+')
                     ),
                     Some(w.to_owned()),
