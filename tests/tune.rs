@@ -119,6 +119,7 @@ fn tune_specs_are_checked_before_anything_starts() {
         ("objective: throughput", "objective: goodput", "`goodput` objective"),
         ("capacity: {min: 1, max: 8}", "capacity: [2, 2]", "lists 2 twice"),
         ("capacity: {min: 1, max: 8}", "capacity: {min: 8, max: 1}", "is empty"),
+        ("repeats: 2", "precision: {rel_ci: 0.05}", "`precision:` and `tune:`"),
     ];
     for (from, to, want) in cases {
         let text = spec(1, 6).replace(from, to);
@@ -129,4 +130,31 @@ fn tune_specs_are_checked_before_anything_starts() {
         assert!(!o.status.success() && err.contains(want), "{to}: {err}");
         assert!(err.contains("bad.yaml:"), "the error names the file and line: {err}");
     }
+}
+
+/// The goodput objective: an open loop at two rates with an SLO; the configuration that serves more requests
+/// within it wins (the fake engine with one request at a time falls behind at 200/s; with four it does not).
+#[test]
+fn a_goodput_tune_picks_the_configuration_that_meets_the_slo_more_often() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let text = format!(
+        "name: tune\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--itl-us\", \"2000\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\ntune:\n  space:\n    capacity: [1, 4]\n  objective: goodput\n  budget: {{starts: 4}}\n  confirm_starts: 1\n  confirm_repeats: 1\ngrid:\n  rate: [200, 400]\nload:\n  rate: \"{{{{ rate }}}}\"\n  duration: 1s\n  max_tokens: 4\n  prompt_tokens: 8\n  warmup: 0\n  server_warmup: 0s\nslo: {{e2e: 200ms, attainment: 0.9}}\nmeasure: {{memory: procfs}}\n"
+    );
+    let spec_path = tmp.path().join("tune.yaml");
+    std::fs::write(&spec_path, text).unwrap();
+    let out = tmp.path().join("out");
+    let o = tune(&spec_path, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let dir = out.join("tune").join("t");
+    let t: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("tune.json")).unwrap()).unwrap();
+    assert!(t["objective"].as_str().unwrap().contains("goodput"), "{}", t["objective"]);
+    assert_eq!(t["unit"], "req/s meeting the SLO");
+    let rows = t["rows"].as_array().unwrap();
+    let pick = rows.iter().find(|r| r["group"] == t["winner"]).unwrap();
+    assert_eq!(pick["setting"], "capacity=4", "{rows:?}");
+    assert!(pick["search"]["level"].as_str().unwrap().starts_with("rate="), "{pick}");
+    let slow = rows.iter().find(|r| r["setting"] == "capacity=1").unwrap();
+    assert!(slow["search"]["value"].as_f64().unwrap() < pick["search"]["value"].as_f64().unwrap());
+    assert_eq!(starts(&dir).values().sum::<usize>(), 4, "2 searched + 1 confirmation start each");
 }

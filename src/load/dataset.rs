@@ -77,30 +77,33 @@ pub fn sample(
     }
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open dataset {name}: {e}"))?;
     let reader = BufReader::with_capacity(1 << 20, file.take(MAX_DATASET_BYTES));
-    let mut reservoir = Reservoir::new(samples as usize, seed);
-    let skipped = match format {
-        DatasetFormat::Jsonl => jsonl(reader, &mut reservoir).map_err(|e| format!("dataset {name}: {e}"))?,
+    let (entries, seen, skipped) = match format {
+        DatasetFormat::Jsonl => {
+            let mut r = Reservoir::new(samples as usize, seed);
+            let skipped = jsonl(reader, &mut r).map_err(|e| format!("dataset {name}: {e}"))?;
+            (r.items, r.seen, skipped)
+        }
         DatasetFormat::Sharegpt => {
             let Some(tokens) = tokens else {
                 return Err(format!(
                     "dataset {name}: ShareGPT output lengths are the replies' lengths in the model's tokens, and the model folder has no tokenizer.json"
                 ));
             };
-            let mut conv = Reservoir::new(samples as usize, seed);
-            let skipped = sharegpt(reader, &mut conv).map_err(|e| format!("dataset {name}: {e}"))?;
-            reservoir.seen = conv.seen;
-            reservoir.items = conv
+            // Conversations are sampled first; only the sampled replies are tokenized.
+            let mut r = Reservoir::new(samples as usize, seed);
+            let skipped = sharegpt(reader, &mut r).map_err(|e| format!("dataset {name}: {e}"))?;
+            let entries = r
                 .items
                 .into_iter()
                 .map(|(prompt, reply)| Entry { output_tokens: tokens.count(&reply, false).unwrap_or(1).max(1), prompt })
                 .collect();
-            skipped
+            (entries, r.seen, skipped)
         }
     };
-    if reservoir.items.is_empty() {
+    if entries.is_empty() {
         return Err(format!("dataset {name} has no usable entry ({skipped} left out)"));
     }
-    Ok(Sampled { entries: reservoir.items, seen: reservoir.seen, skipped })
+    Ok(Sampled { entries, seen, skipped })
 }
 
 #[derive(Deserialize)]

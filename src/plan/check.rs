@@ -310,8 +310,7 @@ pub fn at_point(vars: &IndexMap<String, Scalar>) -> String {
     if vars.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!(" (at grid point {})", parts.join(", "))
+    format!(" (at grid point {})", crate::record::values::vars_text(vars, ", "))
 }
 
 /// Renders one template of the spec; a failure is an error at `path` naming the template and the grid point.

@@ -23,9 +23,8 @@ fn list(names: &[String]) -> String {
 }
 
 fn vars_text(point: &Point, names: &[String]) -> String {
-    let parts: Vec<String> =
-        point.vars.iter().filter(|(k, _)| names.contains(k)).map(|(k, v)| format!("{k}={v}")).collect();
-    if parts.is_empty() { "-".to_owned() } else { parts.join(" ") }
+    let parts = crate::record::values::vars_text(point.vars.iter().filter(|(k, _)| names.contains(k)), " ");
+    if parts.is_empty() { "-".to_owned() } else { parts }
 }
 
 pub use crate::record::plan::shell_word;
@@ -64,8 +63,8 @@ fn render_tune(plan: &Plan, t: &super::TunePlan) -> String {
     let e = &plan.estimate;
     let _ = writeln!(out, "estimated wall time: {} for the budget's starts", human(e.total_s));
     for (i, group) in plan.groups.iter().enumerate() {
-        let vars: Vec<String> = group.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let label = if group.id == t.defaults_group { "vLLM defaults".to_owned() } else { vars.join(" ") };
+        let vars = crate::record::values::vars_text(&group.vars, " ");
+        let label = if group.id == t.defaults_group { "vLLM defaults".to_owned() } else { vars };
         let _ = writeln!(out, "  {:>4}  {}  {label}", i + 1, group.id);
     }
     for (what, id) in [("first configuration", plan.groups.first()), ("vLLM defaults", plan.groups.last())]
@@ -121,14 +120,14 @@ pub fn render(plan: &Plan) -> String {
         );
     }
     for (i, group) in plan.groups.iter().enumerate() {
-        let vars: Vec<String> = group.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let vars = crate::record::values::vars_text(&group.vars, " ");
         let _ = writeln!(
             out,
             "\nserver {}/{}  {}  {}",
             i + 1,
             plan.groups.len(),
             group.id,
-            if vars.is_empty() { "-".to_owned() } else { vars.join(" ") }
+            if vars.is_empty() { "-" } else { &vars }
         );
         let argv: Vec<String> = group.server.argv.iter().map(|w| shell_word(w)).collect();
         let env: Vec<String> = group.server.env.iter().map(|(k, v)| format!("{k}={}", shell_word(v))).collect();

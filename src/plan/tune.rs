@@ -87,6 +87,13 @@ fn check(spec: &Spec, t: &crate::spec::Tune) -> Result<(), PlanError> {
     if spec.search.is_some() {
         return Err(err(&["search"], "`search:` and `tune:` both decide what to measure", "keep one"));
     }
+    if spec.precision.is_some() {
+        return Err(err(
+            &["precision"],
+            "`precision:` and `tune:` both decide how many repeats to measure",
+            "remove `precision:`; a tune measures `repeats` per searched start and `confirm_repeats` per confirmation start",
+        ));
+    }
     if spec.engine.kind == EngineKind::External {
         return Err(err(
             &["engine", "kind"],

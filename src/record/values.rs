@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize, Serializer};
 use std::borrow::Cow;
 use std::fmt;
 
+/// Grid variables as `k=v` words joined by `sep` (empty for none): how reports, the plan and the progress
+/// lines name a cell or a server.
+pub fn vars_text<'a>(vars: impl IntoIterator<Item = (&'a String, &'a Scalar)>, sep: &str) -> String {
+    vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(sep)
+}
+
 /// A scalar: a grid value, an env value. Numbers stay numbers so templates can do arithmetic with them.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Scalar {

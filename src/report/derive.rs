@@ -119,8 +119,8 @@ pub fn derive(
     }
     let server_of = |group: &str| {
         let g = manifest.plan.groups.iter().find(|g| g.id == group);
-        let vars: Vec<String> = g.map(|g| g.vars.iter().map(|(k, v)| format!("{k}={v}")).collect()).unwrap_or_default();
-        if vars.is_empty() { format!("server {group}") } else { vars.join(" ") }
+        let vars = g.map(|g| crate::record::values::vars_text(&g.vars, " ")).unwrap_or_default();
+        if vars.is_empty() { format!("server {group}") } else { vars }
     };
     let prefix = crate::stats::prefix::analyze(&sweeps, &server_of);
     if spec.report.contains(&ReportKind::PrefixCache) && !prefix.rows.is_empty() {

@@ -642,8 +642,8 @@ async fn run_group(
     std::fs::create_dir_all(&server_dir)
         .map_err(|source| RunError::Output { path: server_dir.display().to_string(), source })?;
     archive_previous(&server_dir);
-    let vars: Vec<String> = group.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    ctx.progress.line(&format!("server {}/{n} {} {}: starting", i + 1, group.id, vars.join(" ")));
+    let vars = crate::record::values::vars_text(&group.vars, " ");
+    ctx.progress.line(&format!("server {}/{n} {} {vars}: starting", i + 1, group.id));
     ctx.progress.status(&format!("server {}/{n} starting", i + 1));
     if group.server.kind != crate::spec::EngineKind::External {
         ctx.journal(&journal::Entry::ServerStart { group: group.id.clone(), at: chrono::Local::now().to_rfc3339() })?;

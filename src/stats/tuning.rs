@@ -341,7 +341,12 @@ pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<Strin
         None
     };
     let config_group = |cfg: &Vec<usize>| tp.configs.iter().find(|c| &c.index == cfg).map(|c| c.group.clone());
-    let winner = st.best.as_ref().and_then(config_group);
+    // A pick that met the objective nowhere (no level within the budget) is no winner.
+    let winner = st
+        .best
+        .as_ref()
+        .and_then(config_group)
+        .filter(|g| search.get(g.as_str()).and_then(Option::as_ref).is_some_and(|m| m.value > 0.0));
     // The confirmation's starts in ABBA order (winner, defaults, defaults, winner, ...), so a slow drift of the
     // machine weighs on both alike.
     let confirm_order: Vec<(String, u32)> = (0..cs)

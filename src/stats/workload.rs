@@ -56,8 +56,8 @@ pub struct WorkloadRow {
 }
 
 fn cell_of(p: &PointRecord) -> String {
-    let vars: Vec<String> = p.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if vars.is_empty() { "(one cell)".to_owned() } else { vars.join(" ") }
+    let vars = crate::record::values::vars_text(&p.vars, " ");
+    if vars.is_empty() { "(one cell)".to_owned() } else { vars }
 }
 
 /// One row per cell of every load point that ran, in plan order.
