@@ -68,19 +68,8 @@ pub enum Command {
     Run {
         #[command(flatten)]
         args: SpecArgs,
-        /// Folder that receives runs.
-        #[arg(long, default_value = "out")]
-        out: PathBuf,
-        /// Name of the run folder (default: the start time, YYYYMMDD-HHMMSS).
-        #[arg(long)]
-        run_id: Option<String>,
-        /// Continue an earlier run folder: points already measured (by content hash) are skipped, so after an
-        /// edit of the spec only new or changed points run.
-        #[arg(long, value_name = "RUN_DIR")]
-        resume: Option<PathBuf>,
-        /// Resume even though servelab, vLLM, the GPU or the model changed, or into another experiment's folder.
-        #[arg(long)]
-        force: bool,
+        #[command(flatten)]
+        folder: FolderArgs,
         /// Stop at the first failed point (the default goes on and reports).
         #[arg(long)]
         fail_fast: bool,
@@ -90,15 +79,8 @@ pub enum Command {
     Tune {
         #[command(flatten)]
         args: SpecArgs,
-        #[arg(long, default_value = "out")]
-        out: PathBuf,
-        #[arg(long)]
-        run_id: Option<String>,
-        /// Continue an interrupted tune: what was measured counts, the search goes on from there.
-        #[arg(long, value_name = "RUN_DIR")]
-        resume: Option<PathBuf>,
-        #[arg(long)]
-        force: bool,
+        #[command(flatten)]
+        folder: FolderArgs,
         /// Start at most this many servers now, then stop (exit 0); `--resume` goes on later.
         #[arg(long, value_name = "N")]
         max_starts: Option<usize>,
@@ -132,6 +114,31 @@ pub enum Command {
     },
     /// Print the JSON schema of experiment specs.
     Schema,
+}
+
+/// Where a run's folder goes, or which folder it continues (`run` and `tune`).
+#[derive(clap::Args, Debug)]
+pub struct FolderArgs {
+    /// Folder that receives runs.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Name of the run folder (default: the start time, YYYYMMDD-HHMMSS).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Continue an earlier run folder: points already measured (by content hash) are skipped, so after an
+    /// edit of the spec only new or changed points run (a tune goes on from what it measured).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Resume even though servelab, vLLM, the GPU or the model changed, or into another experiment's folder.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl FolderArgs {
+    fn options(self, fail_fast: bool, max_starts: Option<usize>) -> RunOptions {
+        let FolderArgs { out, run_id, resume, force } = self;
+        RunOptions { out_root: out, run_id, resume, force, fail_fast, max_starts }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -246,24 +253,19 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 out!("{}", crate::run::capacity::render(&plan, gpu));
             }
         }
-        Command::Run { args, out, run_id, resume, force, fail_fast } => {
+        Command::Run { args, folder, fail_fast } => {
             let (loaded, plan) = load_and_plan(&args)?;
-            return run_experiment(
-                &loaded,
-                &plan,
-                RunOptions { out_root: out, run_id, resume, force, fail_fast, max_starts: None },
-            );
+            return run_experiment(&loaded, &plan, folder.options(fail_fast, None));
         }
-        Command::Tune { args, out, run_id, resume, force, max_starts } => {
+        Command::Tune { args, folder, max_starts } => {
             let (loaded, plan) = load_and_plan(&args)?;
             if plan.tune.is_none() {
                 return Err(Error::Usage(format!(
-                    "{} has no `tune:` section; add one (README: \"Tuning\"), or use `servelab run` for a sweep",
+                    "{} has no `tune:` section; add one (README: \"servelab tune SPEC\"), or use `servelab run` for a sweep",
                     args.spec.display()
                 )));
             }
-            let opts = RunOptions { out_root: out, run_id, resume, force, fail_fast: false, max_starts };
-            return run_experiment(&loaded, &plan, opts);
+            return run_experiment(&loaded, &plan, folder.options(false, max_starts));
         }
         Command::Bench(b) => {
             let loaded = spec::load_str("servelab bench", &bench_spec(&b)?, &[])?;

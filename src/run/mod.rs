@@ -454,23 +454,7 @@ async fn one_group(
     manifest: &mut Manifest,
     rec: &mut Recorded,
 ) -> Result<bool, RunError> {
-    let ctx = GroupCtx {
-        index,
-        dir: env.dir,
-        probe: env.probe.clone(),
-        http: env.http,
-        interrupted: env.interrupted,
-        progress: env.progress,
-        spec: env.spec,
-        manifest,
-        journal: env.journal,
-        state: env.state,
-        api_key: env.api_key,
-        fail_fast: env.opts.fail_fast,
-        derive: env.derive,
-        precision: env.plan.precision,
-        search: env.plan.search.is_some(),
-    };
+    let ctx = GroupCtx { index, env, manifest };
     let failed = run_group(&ctx, group, todo, rec).await.map_err(RunError::during_run)?;
     if let Some(server) = rec.servers.iter().rev().find(|s| s.id == group.id) {
         if let (Some(old), Some(new)) = (&manifest.vllm_version, &server.version)
@@ -559,22 +543,18 @@ async fn tune_groups(env: &Env<'_>, manifest: &mut Manifest, rec: &mut Recorded)
     Ok(())
 }
 
+/// One server start: the run's shared context, which start of how many, and the manifest as it stands.
 struct GroupCtx<'a> {
     index: (usize, usize),
-    dir: &'a Path,
-    probe: Arc<dyn MemoryProbe>,
-    http: &'a reqwest::Client,
-    interrupted: &'a AtomicBool,
-    progress: &'a Progress,
-    spec: &'a Spec,
+    env: &'a Env<'a>,
     manifest: &'a Manifest,
-    journal: &'a journal::Journal,
-    state: &'a journal::State,
-    api_key: Option<&'a str>,
-    fail_fast: bool,
-    derive: Derive<'a>,
-    precision: Option<crate::record::plan::PrecisionTarget>,
-    search: bool,
+}
+
+impl<'a> std::ops::Deref for GroupCtx<'a> {
+    type Target = Env<'a>;
+    fn deref(&self) -> &Env<'a> {
+        self.env
+    }
 }
 
 impl GroupCtx<'_> {
@@ -764,7 +744,7 @@ async fn run_points(
         }
     }
     let mut m = Measure { load: load_ctx, running, model, vocab, dead: None, failed: false };
-    if ctx.search {
+    if ctx.plan.search.is_some() {
         return search_points(ctx, group, &mut m, rec).await;
     }
     for (j, point) in todo.iter().enumerate() {
@@ -775,7 +755,7 @@ async fn run_points(
             ctx.progress.points_done(1);
             continue;
         };
-        if let Some(p) = ctx.precision
+        if let Some(p) = ctx.plan.precision
             && point.repeat >= p.min_repeats
             && m.dead.is_none()
             && !ctx.derive.needs_repeat(rec, group, point, p.rel_ci)
@@ -793,7 +773,7 @@ async fn run_points(
             continue;
         }
         measure(ctx, group, point, (j + 1, todo.len()), &mut m, rec).await?;
-        if m.failed && ctx.fail_fast {
+        if m.failed && ctx.opts.fail_fast {
             break;
         }
     }
@@ -808,7 +788,7 @@ async fn search_points(
     rec: &mut Recorded,
 ) -> Result<bool, RunError> {
     let mut measured = std::collections::BTreeSet::new();
-    while !ctx.interrupted.load(Ordering::SeqCst) && m.dead.is_none() && !(m.failed && ctx.fail_fast) {
+    while !ctx.interrupted.load(Ordering::SeqCst) && m.dead.is_none() && !(m.failed && ctx.opts.fail_fast) {
         let Some(id) = ctx.derive.search_next(rec, group) else { break };
         let Some(point) = group.points.iter().find(|p| p.id == id) else { break };
         if !measured.insert(id) {
