@@ -68,7 +68,7 @@ pub struct Gain {
     /// Its 95% interval over server starts: Welch's interval of the difference of the per-start means, over
     /// the defaults' mean. None with one start of either: repeats on one server do not show what another
     /// start of the same configuration serves (on the H200, two starts of one configuration differed by 16%
-    /// where each one's repeats agreed within 4%: examples/h200-tune).
+    /// where each one's repeats agreed within 5%: examples/h200-tune).
     pub rel_ci: Option<(f64, f64)>,
     /// The interval over the repeats alone (what one server showed), for reference; it decides nothing.
     pub repeat_ci: Option<(f64, f64)>,
