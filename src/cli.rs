@@ -459,8 +459,7 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
         })?;
     let rec = &outcome.recorded;
     if plan.tune.is_some() {
-        let pruned = crate::record::folder::read(&outcome.dir).map(|f| f.manifest.tune_pruned).unwrap_or_default();
-        if let Some(t) = crate::stats::tuning::analyze(spec, plan, rec, &pruned) {
+        if let Some(t) = crate::stats::tuning::analyze(spec, plan, rec, &outcome.manifest.tune_pruned) {
             outln!("{}: {}", outcome.dir.join("tune.md").display(), t.decision);
             if let Some(c) = &t.recommended {
                 outln!("recommended: {c}");

@@ -91,6 +91,8 @@ pub struct RunOptions {
 pub struct Outcome {
     pub dir: PathBuf,
     pub recorded: Recorded,
+    /// The manifest as the run left it (with a tune's pruned configurations).
+    pub manifest: Manifest,
     pub interrupted: bool,
 }
 
@@ -425,7 +427,7 @@ pub async fn execute(
     if !rec.servers.is_empty() {
         write_derived(&dir, &manifest, &rec, derive).map_err(RunError::during_run)?;
     }
-    Ok(Outcome { dir, recorded: rec, interrupted: interrupted.load(Ordering::SeqCst) })
+    Ok(Outcome { dir, recorded: rec, manifest, interrupted: interrupted.load(Ordering::SeqCst) })
 }
 
 /// What every server start of a run shares.

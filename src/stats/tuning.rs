@@ -453,7 +453,7 @@ pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<Strin
     let (decision, recommended) =
         decide(tp, next.is_some() || stopped.is_none(), winner.as_deref(), winner_setting.as_deref(), &gain, &defaults);
     let recommended = recommended.and_then(|g| group(plan, &g)).map(command_of);
-    let pareto = pareto(spec, plan, tp, rec, &rows);
+    let pareto = pareto(spec, tp, rec, &rows);
     Some(TuneReport {
         objective: objective_text(spec, tp),
         unit: unit.into(),
@@ -565,14 +565,13 @@ fn decide(
 
 /// Each measured level of each configuration (search repeats, and the confirmation's for the defaults) on
 /// tokens/s per GPU against tokens/s per user, and which points no other point beats on both.
-fn pareto(spec: &Spec, plan: &Plan, tp: &TunePlan, rec: &Recorded, rows: &[Row]) -> Vec<ParetoPoint> {
+fn pareto(spec: &Spec, tp: &TunePlan, rec: &Recorded, rows: &[Row]) -> Vec<ParetoPoint> {
     let mut out = Vec::new();
     for r in rows.iter().filter(|r| r.status != "pruned") {
         let reps = if r.searched.is_some() { 0..tp.search_repeats } else { tp.search_repeats..u32::MAX };
         let pts: Vec<PointRecord> =
             points_of(rec, &r.group, reps).into_iter().filter(|p| p.status == Status::Ok).collect();
         let gpus = rec.servers.iter().find(|s| s.id == r.group).map_or(1, |s| s.tensor_parallel_size()).max(1);
-        let _ = group(plan, &r.group);
         for l in levels(spec, tp, &pts, &rec.requests) {
             if let Some(u) = l.per_user {
                 out.push(ParetoPoint {
