@@ -2,9 +2,7 @@
 
 use crate::exit::{self, Error};
 use crate::plan::{self, Plan};
-use crate::record::Recorded;
 use crate::record::io::write_atomic;
-use crate::record::manifest::Manifest;
 use crate::run::{self, RunError, RunOptions};
 use crate::spec::{self, LoadedSpec, SpecError};
 use clap::{Parser, Subcommand};
@@ -137,7 +135,7 @@ pub struct FolderArgs {
 impl FolderArgs {
     fn options(self, fail_fast: bool, max_starts: Option<usize>) -> RunOptions {
         let FolderArgs { out, run_id, resume, force } = self;
-        RunOptions { out_root: out, run_id, resume, force, fail_fast, max_starts }
+        RunOptions { out_root: out, run_id, resume, force, fail_fast, max_starts, slots: 1 }
     }
 }
 
@@ -280,6 +278,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                     force: false,
                     fail_fast: false,
                     max_starts: None,
+                    slots: 1,
                 },
             );
         }
@@ -295,21 +294,9 @@ fn run(cli: Cli) -> Result<i32, Error> {
             outln!("re-rendered {} files in {}: {}", files.len(), run.display(), names.join(", "));
         }
         Command::Compare { a, b, fail_on_regression, threshold } => {
-            let analyse = |dir: &PathBuf| -> Result<_, Error> {
-                let (loaded, manifest, rec) = crate::report::open_run(dir).map_err(Error::Usage)?;
-                let started = rec.started_servers();
-                let sweeps = crate::stats::sweep::analyze(
-                    &rec.points,
-                    &rec.requests,
-                    &rec.samples,
-                    loaded.spec.effective_policy(),
-                    &loaded.spec.knee,
-                );
-                let rates = crate::stats::rate::analyze(&rec.points, &rec.requests, loaded.spec.slo.as_ref());
-                Ok((crate::stats::kv::rows(&started), sweeps, rates, manifest.metrics_version))
-            };
-            let (ka, sa, ra, va) = analyse(&a)?;
-            let (kb, sb, rb, vb) = analyse(&b)?;
+            let fa = crate::report::compare::open(&a).map_err(Error::Usage)?;
+            let fb = crate::report::compare::open(&b).map_err(Error::Usage)?;
+            let (va, vb) = (fa.metrics_version, fb.metrics_version);
             if va != vb {
                 return Err(Error::Usage(format!(
                     "{} records metrics version {va} and {} version {vb}: their figures mean different things \
@@ -321,8 +308,8 @@ fn run(cli: Cli) -> Result<i32, Error> {
             let c = crate::report::compare::compare(
                 &a.display().to_string(),
                 &b.display().to_string(),
-                crate::report::compare::Figures { kv: &ka, sweeps: &sa, rates: &ra },
-                crate::report::compare::Figures { kv: &kb, sweeps: &sb, rates: &rb },
+                fa.figures(),
+                fb.figures(),
                 threshold,
             );
             out!("{}", c.markdown);
@@ -341,66 +328,6 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Schema => out!("{}", spec::schema::schema_json()),
     }
     Ok(exit::OK)
-}
-
-/// The executor's view of `stats` and `report` for one spec.
-struct SpecAnalysis<'a> {
-    spec: &'a spec::Spec,
-    templates: Option<PathBuf>,
-}
-
-impl run::Analysis for SpecAnalysis<'_> {
-    fn derive(&self, manifest: &Manifest, rec: &Recorded) -> Result<Vec<(String, Vec<u8>)>, String> {
-        crate::report::derive::derive(self.spec, manifest, rec, self.templates.clone()).map(|(files, _)| files)
-    }
-
-    fn search_next(&self, rec: &Recorded, group: &plan::ServerGroup) -> Option<String> {
-        let rules = crate::stats::search::Rules {
-            slo: self.spec.slo.as_ref(),
-            precision: self.spec.precision.map(crate::spec::Precision::target),
-        };
-        crate::stats::search::replay_recorded(group, rec, &rules).next
-    }
-
-    fn tune_next(
-        &self,
-        rec: &Recorded,
-        plan: &Plan,
-        pruned: &std::collections::BTreeMap<String, String>,
-    ) -> Option<(String, Vec<String>)> {
-        let next = crate::stats::tuning::analyze(self.spec, plan, rec, pruned)?.next?;
-        Some((next.group, next.points))
-    }
-
-    fn needs_repeat(&self, rec: &Recorded, group: &plan::ServerGroup, point: &plan::Point, rel_ci: f64) -> bool {
-        let points: Vec<_> = rec
-            .points
-            .iter()
-            .filter(|p| p.group == group.id && Some(&p.client) == point.client.as_ref())
-            .cloned()
-            .collect();
-        if point.client.as_ref().is_some_and(|c| c.open_loop.is_some()) {
-            let slo = self.spec.slo.as_ref();
-            let sweeps = crate::stats::rate::analyze(&points, &rec.requests, slo);
-            let target = slo.map(|s| s.attainment);
-            return sweeps
-                .first()
-                .and_then(|s| s.cells.first())
-                .is_none_or(|c| crate::stats::rate::needs_repeat(c, rel_ci, target));
-        }
-        let sweeps = crate::stats::sweep::analyze(
-            &points,
-            &rec.requests,
-            &rec.samples,
-            self.spec.effective_policy(),
-            &self.spec.knee,
-        );
-        let budget = self.spec.knee.p95_budget.map(|b| b.0.as_secs_f64());
-        sweeps
-            .first()
-            .and_then(|s| s.cells.first())
-            .is_none_or(|c| crate::stats::sweep::needs_repeat(c, rel_ci, budget))
-    }
 }
 
 /// One shutdown path for SIGINT (Ctrl-C), SIGTERM (CI cancel, `timeout`), SIGHUP (a closed terminal) and
@@ -447,29 +374,14 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
     let interrupted = Arc::new(AtomicBool::new(false));
     let signal = Arc::new(AtomicI32::new(0));
     runtime.spawn(shutdown_on_signals(interrupted.clone(), signal.clone()));
-    let spec = &loaded.spec;
-    let analysis = SpecAnalysis { spec, templates: spec.templates.as_ref().map(PathBuf::from) };
-    let outcome =
-        runtime.block_on(run::execute(loaded, plan, &opts, &interrupted, &analysis)).map_err(|e| match e {
-            RunError::Output { .. } | RunError::Record(_) | RunError::Probe(_) | RunError::Preflight(_) => {
-                Error::Usage(e.to_string())
-            }
-            RunError::Report(msg) => Error::Usage(format!("cannot render the reports: {msg}")),
-            RunError::DuringRun(msg) => Error::RunIo(msg),
-        })?;
-    let rec = &outcome.recorded;
-    if plan.tune.is_some() {
-        if let Some(t) = crate::stats::tuning::analyze(spec, plan, rec, &outcome.manifest.tune_pruned) {
-            outln!("{}: {}", outcome.dir.join("tune.md").display(), t.decision);
-            if let Some(c) = &t.recommended {
-                outln!("recommended: {c}");
-            }
+    let outcome = runtime.block_on(run::execute(loaded, plan, &opts, &interrupted)).map_err(|e| match e {
+        RunError::Output { .. } | RunError::Record(_) | RunError::Probe(_) | RunError::Preflight(_) => {
+            Error::Usage(e.to_string())
         }
-    } else {
-        let sweeps =
-            crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
-        out!("{}", crate::report::console::summary(&outcome.dir, rec, &sweeps));
-    }
+        RunError::Report(msg) => Error::Usage(format!("cannot render the reports: {msg}")),
+        RunError::DuringRun(msg) => Error::RunIo(msg),
+    })?;
+    out!("{}", crate::report::console::after_run(&loaded.spec, &outcome.manifest, &outcome.dir, &outcome.recorded));
     if outcome.interrupted {
         let sig = signal.load(Ordering::SeqCst);
         let _ = writeln!(std::io::stderr(), "interrupted; what was measured is in {}", outcome.dir.display());

@@ -12,5 +12,6 @@ pub mod probe;
 pub mod record;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod spec;
 pub mod stats;

@@ -1,25 +1,38 @@
-//! The dependency picture of `src/` (DESIGN §4, issue "the run folder as its own layer"): which module may
-//! import which, read from the source itself. `record` is the bottom layer; `stats` and `report` read the run
-//! folder through it and never depend on the executor (`run`). Test modules (after `#[cfg(test)]`) and
-//! comments are not counted.
+//! The dependency picture of `src/` (docs/architecture.md, "The walls"): which module may import which, read
+//! from the source itself. `record` is the bottom layer; `stats` and `report` read the run folder through it
+//! and never depend on the executor (`run`); `schedule` decides what runs next from the records and sits
+//! between `stats` and `run`; `cli` parses and dispatches and never imports `stats`. Test modules (after
+//! `#[cfg(test)]`) and comments are not counted. The binaries (`main.rs`, `bin/`) reach the library only
+//! through `servelab::cli`, or not at all.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Each module and the modules it may use.
-const ALLOWED: [(&str, &[&str]); 9] = [
+/// Each module (a folder, or a single file `src/<name>.rs`) and the modules it may use.
+const ALLOWED: [(&str, &[&str]); 13] = [
     ("record", &[]),
     ("spec", &["record"]),
+    ("exit", &["spec"]),
     ("plan", &["record", "spec"]),
     ("probe", &["record", "spec"]),
     ("load", &["record", "spec"]),
     ("engine", &["record", "spec", "plan", "probe"]),
-    ("run", &["record", "spec", "plan", "probe", "load", "engine"]),
     ("stats", &["record", "spec", "probe"]),
+    ("schedule", &["record", "spec", "plan", "stats"]),
     ("report", &["record", "spec", "plan", "probe", "stats"]),
+    ("run", &["record", "spec", "plan", "probe", "load", "engine", "schedule", "report"]),
+    ("cli", &["record", "spec", "plan", "probe", "engine", "run", "report", "exit"]),
+    ("bin", &[]),
 ];
 
-fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+/// What the binaries may name of the library (`servelab::…`).
+const BINARIES_MAY_USE: &[&str] = &["cli"];
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.is_dir() {
@@ -30,25 +43,67 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// `crate::<module>` references outside comments and test modules.
-fn uses(text: &str) -> BTreeSet<String> {
+/// The files of a module: its folder, or `src/<name>.rs`.
+fn files_of(module: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let dir = src().join(module);
+    if dir.is_dir() {
+        rust_files(&dir, &mut files);
+    }
+    let file = src().join(format!("{module}.rs"));
+    if file.is_file() {
+        files.push(file);
+    }
+    files
+}
+
+fn ident(text: &str) -> String {
+    text.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect()
+}
+
+/// The top-level modules a text names through `root` (`crate::` or `servelab::`), outside comments and test
+/// modules: `root::a::…` and every name of `root::{a, b::c, …}`.
+fn uses_via(text: &str, root: &str) -> BTreeSet<String> {
     let code = text.split("#[cfg(test)]").next().unwrap_or("");
+    let code: String = code.lines().filter(|l| !l.trim_start().starts_with("//")).map(|l| format!("{l}\n")).collect();
     let mut found = BTreeSet::new();
-    for line in code.lines().map(|l| l.trim_start()).filter(|l| !l.starts_with("//")) {
-        for (i, _) in line.match_indices("crate::") {
-            let name: String = line[i + 7..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
-            found.insert(name);
+    for (i, _) in code.match_indices(root) {
+        let rest = &code[i + root.len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // A brace group, nested braces included: the first name of each top-level item.
+            let mut depth = 0usize;
+            let mut item_start = true;
+            for (j, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => item_start = true,
+                    c if item_start && !c.is_whitespace() => {
+                        item_start = false;
+                        found.insert(ident(&group[j..]));
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            found.insert(ident(rest));
         }
     }
+    found.remove("");
+    found.remove("self");
     found
+}
+
+fn uses(text: &str) -> BTreeSet<String> {
+    uses_via(text, "crate::")
 }
 
 fn actual() -> BTreeMap<String, BTreeSet<String>> {
     let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (module, _) in ALLOWED {
-        let mut files = Vec::new();
-        rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(module), &mut files);
-        assert!(!files.is_empty(), "src/{module}/ has no Rust files");
+        let files = files_of(module);
+        assert!(!files.is_empty(), "src/{module} has no Rust files");
         let entry = deps.entry(module.to_owned()).or_default();
         for f in files {
             entry.extend(uses(&std::fs::read_to_string(f).unwrap()).into_iter().filter(|m| m != module));
@@ -72,6 +127,30 @@ fn every_module_imports_only_the_layers_below_it() {
 }
 
 #[test]
+fn every_module_of_the_crate_is_in_the_picture() {
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+    let declared: BTreeSet<String> = lib
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub mod "))
+        .map(|m| m.trim_end_matches(';').to_owned())
+        .collect();
+    let pictured: BTreeSet<String> = ALLOWED.iter().map(|(m, _)| m.to_string()).filter(|m| m != "bin").collect();
+    assert_eq!(declared, pictured, "src/lib.rs declares modules the layering test does not check, or the reverse");
+}
+
+#[test]
+fn the_binaries_reach_the_library_only_through_the_cli() {
+    let mut files = vec![src().join("main.rs")];
+    rust_files(&src().join("bin"), &mut files);
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let used = uses_via(&text, "servelab::");
+        let wrong: Vec<_> = used.iter().filter(|m| !BINARIES_MAY_USE.contains(&m.as_str())).collect();
+        assert!(wrong.is_empty(), "{} uses servelab::{wrong:?}", f.display());
+    }
+}
+
+#[test]
 fn the_allowed_picture_has_no_cycle() {
     // Kahn's algorithm over ALLOWED: every module must come out.
     let mut left: BTreeMap<&str, BTreeSet<&str>> =
@@ -89,4 +168,25 @@ fn the_allowed_picture_has_no_cycle() {
 fn the_checker_sees_a_forbidden_import() {
     assert!(uses("use crate::run::Recorded;\n// crate::cli in a comment\n").contains("run"));
     assert!(!uses("// crate::cli\n#[cfg(test)]\nuse crate::engine;").contains("engine"));
+    let braced = uses("use crate::{\n    stats::sweep,\n    plan::{Plan, Point},\n    run,\n};\n");
+    assert_eq!(braced, ["plan", "run", "stats"].iter().map(|s| s.to_string()).collect());
+    assert!(uses_via("fn main() { servelab::stats::x(); }", "servelab::").contains("stats"));
+}
+
+#[test]
+fn no_scheduling_policy_is_implemented_in_the_cli() {
+    let cli = std::fs::read_to_string(src().join("cli.rs")).unwrap();
+    let code = cli.split("#[cfg(test)]").next().unwrap_or("");
+    let impls: Vec<&str> =
+        code.lines().filter(|l| l.trim_start().starts_with("impl ") && l.contains(" for ")).collect();
+    assert!(impls.is_empty(), "the CLI implements traits of other layers: {impls:?}");
+}
+
+/// `run/mod.rs` stays the executor's entry, its loop in `run/exec.rs` and its policy in `schedule`.
+#[test]
+fn the_executors_entry_stays_small() {
+    let text = std::fs::read_to_string(src().join("run/mod.rs")).unwrap();
+    let code = text.split("#[cfg(test)]").next().unwrap_or("");
+    let lines = code.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("//")).count();
+    assert!(lines <= 500, "src/run/mod.rs has {lines} non-test lines, more than 500");
 }

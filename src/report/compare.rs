@@ -145,6 +145,32 @@ pub struct Figures<'a> {
     pub rates: &'a [RateSweep],
 }
 
+/// A run's figures as `compare` reads them: re-derived from its raw records, with the version of the derive
+/// code that rendered its derived files.
+pub struct RunFigures {
+    pub kv: Vec<KvRow>,
+    pub sweeps: Vec<GroupSweep>,
+    pub rates: Vec<RateSweep>,
+    pub metrics_version: u32,
+}
+
+impl RunFigures {
+    pub fn figures(&self) -> Figures<'_> {
+        Figures { kv: &self.kv, sweeps: &self.sweeps, rates: &self.rates }
+    }
+}
+
+/// Reads a run folder's raw records and derives what `compare` compares.
+pub fn open(dir: &std::path::Path) -> Result<RunFigures, String> {
+    let (loaded, manifest, rec) = super::open_run(dir)?;
+    let spec = &loaded.spec;
+    let started = rec.started_servers();
+    let sweeps =
+        crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
+    let rates = crate::stats::rate::analyze(&rec.points, &rec.requests, spec.slo.as_ref());
+    Ok(RunFigures { kv: crate::stats::kv::rows(&started), sweeps, rates, metrics_version: manifest.metrics_version })
+}
+
 /// `threshold`: the relative change flagged where a cell has no interval (one repeat), e.g. 0.10.
 pub fn compare(a_name: &str, b_name: &str, a: Figures, b: Figures, threshold: f64) -> Comparison {
     let (a, b) = ((a.kv, a.sweeps, a.rates), (b.kv, b.sweeps, b.rates));

@@ -46,3 +46,27 @@ pub fn summary(dir: &Path, rec: &Recorded, sweeps: &[GroupSweep]) -> String {
     }
     out
 }
+
+/// The end of `servelab run` and `servelab tune`: a tune's decision and recommended command line, or the
+/// sweep's summary.
+pub fn after_run(
+    spec: &crate::spec::Spec,
+    manifest: &crate::record::manifest::Manifest,
+    dir: &Path,
+    rec: &Recorded,
+) -> String {
+    let plan = &manifest.plan;
+    if plan.tune.is_some() {
+        let mut out = String::new();
+        if let Some(t) = crate::stats::tuning::analyze(spec, plan, rec, &manifest.tune_pruned) {
+            let _ = writeln!(out, "{}: {}", dir.join("tune.md").display(), t.decision);
+            if let Some(c) = &t.recommended {
+                let _ = writeln!(out, "recommended: {c}");
+            }
+        }
+        return out;
+    }
+    let sweeps =
+        crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
+    summary(dir, rec, &sweeps)
+}

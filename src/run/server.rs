@@ -19,7 +19,7 @@ pub struct Running {
     pub record: ServerRecord,
 }
 
-fn new_record(group: &ServerGroup, probe: &dyn MemoryProbe, model: Option<ModelFacts>) -> ServerRecord {
+pub(crate) fn new_record(group: &ServerGroup, probe: &dyn MemoryProbe, model: Option<ModelFacts>) -> ServerRecord {
     ServerRecord {
         id: group.id.clone(),
         vars: group.vars.clone(),

@@ -1,0 +1,194 @@
+//! The seam's in-process fake: no process, no port. It reads the same fault flags as
+//! `servelab-zero-endpoint` from the group's argv, so one spec runs against the fake and against the real
+//! executor with the zero endpoint, and both must leave the same journal:
+//!   --fail-start     the start fails ("fake engine refused to start")
+//!   --never-ready    the start fails as not ready
+//!   --die-after N    the server dies once N completions were answered (its point fails, the rest are not run)
+//!   --http-500       every request fails with HTTP 500
+//!   --capacity N     at most N requests stream at once (throughput grows with concurrency up to N)
+//!   --start-delay-ms N   a start takes this long
+//! Records are synthetic and deterministic (1 ms per token); they exercise control flow and never stand
+//! for a measurement.
+
+use super::load::PointOutput;
+use super::seam::{Driver, Engine, Measured};
+use crate::plan::{Point, ServerGroup};
+use crate::probe::MemoryProbe;
+use crate::record::{ErrorKind, PointRecord, RequestError, RequestRecord, ServerRecord, Status};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// A fake server: its record and how many completions it has answered.
+pub struct FakeServer {
+    record: ServerRecord,
+    answered: u64,
+    die_after: Option<u64>,
+    http_500: bool,
+    capacity: u32,
+}
+
+fn arg(argv: &[String], flag: &str) -> Option<u64> {
+    argv.iter().position(|a| a == flag).and_then(|i| argv.get(i + 1)).and_then(|v| v.parse().ok())
+}
+
+pub struct FakeEngine<'a> {
+    pub probe: Arc<dyn MemoryProbe>,
+    pub interrupted: &'a AtomicBool,
+}
+
+impl Engine for FakeEngine<'_> {
+    type Server = FakeServer;
+
+    async fn start<'s>(&'s self, group: &'s ServerGroup, _dir: &'s Path) -> Result<FakeServer, ServerRecord> {
+        let argv = &group.server.argv;
+        let mut record = super::server::new_record(group, self.probe.as_ref(), None);
+        if let Some(ms) = arg(argv, "--start-delay-ms") {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let refuse = |record: &mut ServerRecord, why: &str| {
+            record.status = Status::Failed;
+            record.error = Some(why.to_owned());
+        };
+        if self.interrupted.load(Ordering::SeqCst) {
+            record.status = Status::Interrupted;
+            record.error = Some("stopped by Ctrl-C before the server was ready".to_owned());
+            return Err(record);
+        }
+        if argv.iter().any(|a| a == "--fail-start") {
+            refuse(&mut record, "exited with code 1 before it was ready: fake engine refused to start");
+            return Err(record);
+        }
+        if argv.iter().any(|a| a == "--never-ready") {
+            refuse(&mut record, "not ready within ready_timeout");
+            return Err(record);
+        }
+        record.ready_s = Some(0.0);
+        record.served_model = Some("zero".to_owned());
+        Ok(FakeServer {
+            record,
+            answered: 0,
+            die_after: arg(argv, "--die-after"),
+            http_500: argv.iter().any(|a| a == "--http-500"),
+            capacity: arg(argv, "--capacity").map_or(u32::MAX, |c| c.max(1) as u32),
+        })
+    }
+
+    async fn stop<'s>(&'s self, server: FakeServer, _group: &'s ServerGroup) -> ServerRecord {
+        server.record
+    }
+
+    fn record<'s>(&self, server: &'s FakeServer) -> &'s ServerRecord {
+        &server.record
+    }
+}
+
+/// Drives fake servers; `measure_delay` makes each point take real time, so groups in flight at once
+/// interleave.
+pub struct FakeDriver {
+    pub measure_delay: Duration,
+}
+
+impl Driver for FakeDriver {
+    type Server = FakeServer;
+
+    async fn warmup<'s>(
+        &'s self,
+        _server: &'s mut FakeServer,
+        _group: &'s ServerGroup,
+    ) -> Option<Result<usize, String>> {
+        None
+    }
+
+    async fn measure<'s>(
+        &'s self,
+        server: &'s mut FakeServer,
+        group: &'s ServerGroup,
+        point: &'s Point,
+        attempt: u32,
+    ) -> Measured {
+        tokio::time::sleep(self.measure_delay).await;
+        let out = phase(server, group, point, attempt);
+        let died = server.die_after.is_some_and(|n| server.answered >= n) && out.requests.iter().any(|r| !r.ok());
+        Measured { out, died }
+    }
+}
+
+/// One point's synthetic records: waves of `concurrency` requests of `max_tokens` tokens, 1 ms a token,
+/// slowed by the waves a capacity below the concurrency needs; an open loop sends at its rate.
+fn phase(server: &mut FakeServer, group: &ServerGroup, point: &Point, attempt: u32) -> PointOutput {
+    let c = point.client.clone().expect("the schedule measures only points with a client");
+    let tokens = c.max_tokens.max(1);
+    let conc = c.concurrency.max(1);
+    let slow = f64::from(conc.div_ceil(server.capacity.min(conc)));
+    let e2e = f64::from(tokens) * 1e-3 * slow;
+    let count = match (c.duration_s, c.rate()) {
+        (Some(d), Some(r)) => (d * r).ceil() as u32,
+        (Some(d), None) => ((d / e2e).ceil() as u32).max(1) * conc,
+        (None, _) => c.requests.max(1),
+    };
+    let mut requests = Vec::new();
+    for index in 0..c.warmup + count {
+        let warmup = index < c.warmup;
+        let i = if warmup { index } else { index - c.warmup };
+        let scheduled = match c.rate() {
+            Some(r) => f64::from(i) / r,
+            None => f64::from(i / conc) * e2e,
+        };
+        let mut r = RequestRecord {
+            point: point.id.clone(),
+            attempt,
+            index,
+            warmup,
+            scheduled_s: scheduled,
+            start_s: scheduled,
+            first_token_s: Some(scheduled + 1e-3 * slow),
+            end_s: scheduled + e2e,
+            chunk_us: (1..tokens).map(|k| (k as f64 * 1e3 * slow) as u32).collect(),
+            chunks: tokens,
+            prompt_tokens: Some(c.prompt_tokens),
+            completion_tokens: Some(tokens),
+            sent_tokens: Some(c.prompt_tokens),
+            http_status: Some(200),
+            ..Default::default()
+        };
+        let dead = server.die_after.is_some_and(|n| server.answered >= n);
+        if dead || server.http_500 {
+            let (kind, status, message) = match dead {
+                true => (ErrorKind::Connect, None, "connection refused"),
+                false => (ErrorKind::Http(500), Some(500), "HTTP 500"),
+            };
+            r.first_token_s = None;
+            r.chunk_us.clear();
+            r.chunks = 0;
+            r.completion_tokens = None;
+            r.end_s = r.start_s;
+            r.http_status = status;
+            r.error = Some(RequestError { kind, message: message.to_owned() });
+        } else {
+            server.answered += 1;
+        }
+        requests.push(r);
+    }
+    let wall_s = requests.iter().filter(|r| !r.warmup).map(|r| r.end_s).fold(0.0, f64::max);
+    let record = PointRecord {
+        point: point.id.clone(),
+        attempt,
+        group: group.id.clone(),
+        repeat: point.repeat,
+        vars: point.vars.clone(),
+        client: c.clone(),
+        model: "zero".to_owned(),
+        started_at: chrono::Local::now().to_rfc3339(),
+        wall_s,
+        samples_offset_s: 0.0,
+        warmup_requests: c.warmup,
+        before: None,
+        after: None,
+        gpu_sampled: false,
+        status: Status::Ok,
+        error: None,
+    };
+    PointOutput { point: record, requests, samples: Vec::new() }
+}

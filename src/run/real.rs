@@ -1,0 +1,90 @@
+//! The seam's real side: servers as processes (`engine`, `probe`), points as HTTP load (`load`).
+
+use super::load;
+use super::seam::{Driver, Engine, Measured};
+use super::server::{self, Running};
+use crate::plan::{Point, ServerGroup};
+use crate::probe::MemoryProbe;
+use crate::record::ServerRecord;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// A ready server process (or an external endpoint) and what its requests name.
+pub struct Live {
+    running: Running,
+    model: String,
+    vocab: Option<u64>,
+}
+
+pub struct Processes<'a> {
+    pub probe: Arc<dyn MemoryProbe>,
+    pub http: &'a reqwest::Client,
+    pub interrupted: &'a AtomicBool,
+    pub api_key: Option<&'a str>,
+}
+
+impl Engine for Processes<'_> {
+    type Server = Live;
+
+    async fn start<'s>(&'s self, group: &'s ServerGroup, dir: &'s Path) -> Result<Live, ServerRecord> {
+        let facts = super::model_facts(group);
+        let vocab = facts.as_ref().and_then(|f| f.vocab_size);
+        let running =
+            server::start(group, dir, self.probe.as_ref(), facts, self.http, self.interrupted, self.api_key).await?;
+        // The spec's model name wins (a `--served-model-name`, or `bench --model`); else what /v1/models lists.
+        let model = group.server.served_model_name.clone().or(running.record.served_model.clone()).unwrap_or_default();
+        Ok(Live { running, model, vocab })
+    }
+
+    async fn stop<'s>(&'s self, server: Live, group: &'s ServerGroup) -> ServerRecord {
+        server::stop(server.running, group, self.probe.as_ref(), self.interrupted).await
+    }
+
+    fn record<'s>(&self, server: &'s Live) -> &'s ServerRecord {
+        &server.running.record
+    }
+}
+
+pub struct Http<'a> {
+    pub load: load::Context<'a>,
+    /// `load.server_warmup`.
+    pub warm: Duration,
+}
+
+impl Driver for Http<'_> {
+    type Server = Live;
+
+    async fn warmup<'s>(&'s self, server: &'s mut Live, group: &'s ServerGroup) -> Option<Result<usize, String>> {
+        if self.warm.is_zero() {
+            return None;
+        }
+        Some(load::server_warmup(&self.load, group, &server.model, server.vocab, self.warm).await)
+    }
+
+    async fn measure<'s>(
+        &'s self,
+        server: &'s mut Live,
+        group: &'s ServerGroup,
+        point: &'s Point,
+        attempt: u32,
+    ) -> Measured {
+        let out = load::run_point(&self.load, group, point, attempt, &server.model, server.vocab).await;
+        let died = out.point.status == crate::record::Status::Ok
+            && out.requests.iter().any(|r| !r.ok())
+            && !alive(&mut server.running, self.load.http, &group.server.base_url).await;
+        Measured { out, died }
+    }
+}
+
+/// Whether the server still serves: its leader alive and /health answering.
+async fn alive(running: &mut Running, http: &reqwest::Client, base_url: &str) -> bool {
+    if let Some(p) = &mut running.process
+        && !p.alive()
+    {
+        return false;
+    }
+    let health = http.get(format!("{base_url}/health")).timeout(Duration::from_secs(5)).send().await;
+    health.map(|r| r.status().is_success()).unwrap_or(false)
+}
