@@ -296,13 +296,15 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Compare { a, b, fail_on_regression, threshold } => {
             let fa = crate::report::compare::open(&a).map_err(Error::Usage)?;
             let fb = crate::report::compare::open(&b).map_err(Error::Usage)?;
-            let (va, vb) = (fa.metrics_version, fb.metrics_version);
-            if va != vb {
+            if fa.derived_version != fb.derived_version {
+                let v = |x: Option<u64>| x.map_or("none".to_owned(), |v| v.to_string());
                 return Err(Error::Usage(format!(
-                    "{} records metrics version {va} and {} version {vb}: their figures mean different things \
-                     (version 2 measures ITL per token and over a steady-state window); compare runs of one version",
+                    "{} was rendered by derive version {} and {} by version {}: their reports may say different \
+                     things of the same records; re-render both with `servelab report RUN`, then compare",
                     a.display(),
-                    b.display()
+                    v(fa.derived_version),
+                    b.display(),
+                    v(fb.derived_version)
                 )));
             }
             let c = crate::report::compare::compare(

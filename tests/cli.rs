@@ -96,3 +96,13 @@ fn plan_predicts_the_kv_pool_from_the_model_folder() {
     assert_ne!(code, 0);
     assert!(err.contains("139.8GiB"), "{err}");
 }
+
+/// A spec that is a device is refused before anything is read from it, with exit 2.
+#[test]
+fn a_spec_that_is_a_device_is_refused_unread() {
+    let started = std::time::Instant::now();
+    let (code, _, err) = servelab(&["validate", "/dev/zero"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/dev/zero"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -190,3 +190,44 @@ fn the_executors_entry_stays_small() {
     let lines = code.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("//")).count();
     assert!(lines <= 500, "src/run/mod.rs has {lines} non-test lines, more than 500");
 }
+
+/// Every row of docs/reliability.md names at least one test that exists, and every test name it gives
+/// (a backticked snake_case name of four words or more, or the last part of a `module::path`) is a function
+/// in src/ or tests/.
+#[test]
+fn every_row_of_the_reliability_table_names_an_existing_test() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/reliability.md")).unwrap();
+    let mut sources = String::new();
+    for dir in ["src", "tests"] {
+        let mut files = Vec::new();
+        rust_files(&root.join(dir), &mut files);
+        for f in files {
+            sources.push_str(&std::fs::read_to_string(f).unwrap());
+        }
+    }
+    let exists = |name: &str| sources.contains(&format!("fn {name}(")) || sources.contains(&format!("fn {name}<"));
+    let rows: Vec<&str> =
+        doc.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| fault") && !l.starts_with("|---")).collect();
+    assert!(rows.len() >= 20, "the table has {} rows", rows.len());
+    for row in rows {
+        let tests_cell = row.trim_end_matches('|').rsplit('|').next().unwrap_or("");
+        let names: Vec<&str> = tests_cell
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|n| n.rsplit("::").next().unwrap_or(n))
+            .filter(|n| {
+                n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    && n.matches('_').count() >= 3
+            })
+            .collect();
+        // A benchmark or a test file named by its path counts when the path exists.
+        let paths =
+            tests_cell.split('`').skip(1).step_by(2).filter(|n| n.contains('/') && root.join(n).exists()).count();
+        assert!(!names.is_empty() || paths > 0, "a row of docs/reliability.md names no test: {row}");
+        for n in names {
+            assert!(exists(n), "docs/reliability.md names the test `{n}`, which does not exist");
+        }
+    }
+}

@@ -151,7 +151,8 @@ pub struct RunFigures {
     pub kv: Vec<KvRow>,
     pub sweeps: Vec<GroupSweep>,
     pub rates: Vec<RateSweep>,
-    pub metrics_version: u32,
+    /// `derived_version` of its derived JSON files, if it has any.
+    pub derived_version: Option<u64>,
 }
 
 impl RunFigures {
@@ -162,13 +163,14 @@ impl RunFigures {
 
 /// Reads a run folder's raw records and derives what `compare` compares.
 pub fn open(dir: &std::path::Path) -> Result<RunFigures, String> {
-    let (loaded, manifest, rec) = super::open_run(dir)?;
+    let (loaded, _, rec) = super::open_run(dir)?;
     let spec = &loaded.spec;
     let started = rec.started_servers();
     let sweeps =
         crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
     let rates = crate::stats::rate::analyze(&rec.points, &rec.requests, spec.slo.as_ref());
-    Ok(RunFigures { kv: crate::stats::kv::rows(&started), sweeps, rates, metrics_version: manifest.metrics_version })
+    let derived_version = super::derive::version_in(dir);
+    Ok(RunFigures { kv: crate::stats::kv::rows(&started), sweeps, rates, derived_version })
 }
 
 /// `threshold`: the relative change flagged where a cell has no interval (one repeat), e.g. 0.10.

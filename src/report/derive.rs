@@ -50,6 +50,46 @@ fn groups_with(manifest: &Manifest, pick: impl Fn(&crate::record::plan::ClientCo
     manifest.plan.groups.iter().filter(|g| g.points.iter().any(|p| p.client.as_ref().is_some_and(&pick))).count()
 }
 
+/// The version of this derive code, written into every derived JSON file as `derived_version`. Bumped in
+/// the commit that changes any derived byte (and every committed example is re-rendered in that commit);
+/// never a clock, so a re-render of the same records is byte for byte the same. `compare` refuses two runs
+/// whose derived files carry different versions.
+pub const DERIVED_VERSION: u32 = 1;
+
+/// The key every derived JSON file carries.
+pub const VERSION_KEY: &str = "derived_version";
+
+/// `value` as pretty JSON with `derived_version` first: at the top of an object, or first in each object
+/// of an array (so `sweep.json[0]` still reads as before).
+fn stamped<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let stamp = |v: serde_json::Value| match v {
+        serde_json::Value::Object(map) => {
+            let mut out = serde_json::Map::new();
+            out.insert(VERSION_KEY.to_owned(), DERIVED_VERSION.into());
+            out.extend(map);
+            serde_json::Value::Object(out)
+        }
+        other => other,
+    };
+    let value = match serde_json::to_value(value) {
+        Ok(serde_json::Value::Array(items)) => serde_json::Value::Array(items.into_iter().map(stamp).collect()),
+        Ok(other) => stamp(other),
+        Err(_) => serde_json::Value::Null,
+    };
+    json_pretty(&value)
+}
+
+/// The `derived_version` of a run folder's derived JSON files: None when it has none (a startup-only run,
+/// or derived files rendered before the stamp existed).
+pub fn version_in(dir: &std::path::Path) -> Option<u64> {
+    ["sweep.json", "rate_search.json", "tune.json"].iter().find_map(|name| {
+        let bytes = std::fs::read(dir.join(name)).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let first = if v.is_array() { v.get(0)?.clone() } else { v };
+        first.get(VERSION_KEY)?.as_u64()
+    })
+}
+
 /// Server groups of the plan that run load points.
 pub fn load_groups(manifest: &Manifest) -> usize {
     groups_with(manifest, |_| true)
@@ -97,7 +137,7 @@ pub fn derive(
         sweep_ctx.push(ctx);
     }
     if !sweeps.is_empty() {
-        files.push(("sweep.json".to_owned(), json_pretty(&sweeps)));
+        files.push(("sweep.json".to_owned(), stamped(&sweeps)));
     }
     let mut rate_ctx = Vec::new();
     let rate_groups = crate::stats::rate::analyze(&rec.points, &rec.requests, spec.slo.as_ref());
@@ -115,7 +155,7 @@ pub fn derive(
             .iter()
             .map(|(g, s)| serde_json::json!({ "group": g, "plan": s.plan, "search": s.state }))
             .collect();
-        files.push(("rate_search.json".to_owned(), json_pretty(&json)));
+        files.push(("rate_search.json".to_owned(), stamped(&json)));
     }
     let server_of = |group: &str| {
         let g = manifest.plan.groups.iter().find(|g| g.id == group);
@@ -135,7 +175,7 @@ pub fn derive(
     if let Some(t) = &tune {
         files.push(("tune.csv".to_owned(), super::tune_csv::render(t)));
         files.push(("tune_pareto.svg".to_owned(), charts::pareto(&t.pareto).into_bytes()));
-        files.push(("tune.json".to_owned(), json_pretty(t)));
+        files.push(("tune.json".to_owned(), stamped(t)));
     }
     let policy = format!("{:?}", spec.repeat_policy).to_lowercase();
     let ctx = Context {

@@ -284,10 +284,11 @@ pub fn analyze(points: &[PointRecord], requests: &[RequestRecord], slo: Option<&
     let mut sweeps: Vec<RateSweep> = Vec::new();
     let open = points.iter().filter(|p| p.status == Status::Ok && p.client.open_loop.is_some());
     let mut cells: Vec<Pending> = Vec::new();
+    let measured = requests.iter().filter(|r| !r.warmup && !r.tail);
+    let requests_of = crate::record::ByPoint::new(measured, |r| (r.point.as_str(), r.attempt));
     for p in open {
         let o = p.client.open_loop.as_ref().expect("filtered on open_loop");
-        let reqs: Vec<&RequestRecord> =
-            requests.iter().filter(|r| !r.warmup && !r.tail && r.point == p.point && r.attempt == p.attempt).collect();
+        let reqs: Vec<&RequestRecord> = requests_of.get(&p.point, p.attempt).to_vec();
         let arrival = match o.burstiness {
             Some(b) => format!("{:?} (burstiness {b})", o.arrival).to_lowercase(),
             None => format!("{:?}", o.arrival).to_lowercase(),

@@ -461,13 +461,14 @@ pub fn analyze(
     rules: &KneeRules,
 ) -> Vec<GroupSweep> {
     let measured: Vec<&RequestRecord> = requests.iter().filter(|r| !r.warmup).collect();
+    let requests_of = crate::record::ByPoint::new(measured.iter().copied(), |r| (r.point.as_str(), r.attempt));
+    let samples_of = crate::record::ByPoint::new(samples, |s| (s.point.as_str(), s.attempt));
     let mut groups: Vec<GroupSweep> = Vec::new();
     // Open-loop points are the rate sweep's (stats::rate).
     for p in points.iter().filter(|p| p.status == Status::Ok && p.client.open_loop.is_none()) {
         let label = cell_label(p);
-        let reqs: Vec<&RequestRecord> =
-            measured.iter().copied().filter(|r| r.point == p.point && r.attempt == p.attempt).collect();
-        let samps: Vec<&SampleLine> = samples.iter().filter(|s| s.point == p.point && s.attempt == p.attempt).collect();
+        let reqs: Vec<&RequestRecord> = requests_of.get(&p.point, p.attempt).to_vec();
+        let samps: Vec<&SampleLine> = samples_of.get(&p.point, p.attempt).to_vec();
         let stats = repeat_stats(p, &reqs, &samps);
         let gi = match groups.iter().position(|g| g.group == p.group) {
             Some(i) => i,
