@@ -61,6 +61,8 @@ pub enum Command {
         /// `139.8GiB` for an H200) instead of asking NVML.
         #[arg(long, value_name = "SIZE")]
         gpu_memory: Option<String>,
+        #[command(flatten)]
+        slots: SlotArgs,
     },
     /// Run the experiment against real servers; outputs go to out/<name>/<run-id>/.
     Run {
@@ -68,6 +70,8 @@ pub enum Command {
         args: SpecArgs,
         #[command(flatten)]
         folder: FolderArgs,
+        #[command(flatten)]
+        slots: SlotArgs,
         /// Stop at the first failed point (the default goes on and reports).
         #[arg(long)]
         fail_fast: bool,
@@ -114,6 +118,86 @@ pub enum Command {
     Schema,
 }
 
+/// Server groups side by side (`run` and `plan`); without these a run is serial and binds nothing.
+#[derive(clap::Args, Debug, Default)]
+pub struct SlotArgs {
+    /// Run server groups at once on these GPUs (`0,1,2,3` or `all`), each server on as many as its tensor ×
+    /// pipeline parallel size (or `engine.gpus`), with a port and cores of its own.
+    #[arg(long, value_name = "LIST|all", conflicts_with = "parallel")]
+    pub gpus: Option<String>,
+    /// Run N server groups at once without GPUs (vLLM on CPU, `kind: command`), the host's cores split
+    /// between them.
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+    /// At most this many server groups at once.
+    #[arg(long, value_name = "N")]
+    pub max_parallel: Option<usize>,
+}
+
+impl SlotArgs {
+    /// The host the flags lend: read from NVML and /sys here, so the plan and the executor stay pure of it.
+    fn host(&self, spec: &spec::Spec) -> Result<plan::slots::Host, Error> {
+        use plan::slots::{Host, Lend};
+        let nodes = crate::probe::topology::numa_nodes();
+        let (lend, distance) = match (&self.gpus, self.parallel) {
+            (None, None) => return Ok(Host::serial()),
+            (None, Some(0)) => return Err(Error::Usage("--parallel must be at least 1".to_owned())),
+            (None, Some(n)) => (Lend::Parallel(n), Vec::new()),
+            (Some(list), _) => {
+                let (gpus, distance) = lent_gpus(list)?;
+                let mut models: Vec<&str> = gpus.iter().filter_map(|g| g.name.as_deref()).collect();
+                models.dedup();
+                if models.len() > 1 && !spec.engine.allow_mixed_gpus {
+                    return Err(Error::Usage(format!(
+                        "--gpus {list} mixes GPU models ({}): their figures are not comparable; list GPUs of one \
+                         model, or set `engine.allow_mixed_gpus: true`",
+                        models.join(", ")
+                    )));
+                }
+                (Lend::Gpus(gpus), distance)
+            }
+        };
+        if self.max_parallel == Some(0) {
+            return Err(Error::Usage("--max-parallel must be at least 1".to_owned()));
+        }
+        Ok(Host { lend, distance, nodes, max_parallel: self.max_parallel })
+    }
+}
+
+/// `--gpus all` or `--gpus 0,2`: the GPUs with what NVML says of them; a list without NVML is taken as it
+/// is (indices only, topology unknown), `all` needs NVML.
+fn lent_gpus(list: &str) -> Result<(Vec<plan::slots::Gpu>, Vec<Vec<u8>>), Error> {
+    let known = crate::probe::topology::gpus();
+    if list == "all" {
+        return known
+            .map_err(|e| Error::Usage(format!("--gpus all: {e}; list the GPUs by index instead (--gpus 0,1)")));
+    }
+    let mut wanted = Vec::new();
+    for part in list.split(',') {
+        let i: u32 = part.trim().parse().map_err(|_| {
+            Error::Usage(format!("--gpus {list}: `{part}` is not a GPU index; write `--gpus 0,1,2,3` or `--gpus all`"))
+        })?;
+        if wanted.contains(&i) {
+            return Err(Error::Usage(format!("--gpus {list}: GPU {i} is listed twice")));
+        }
+        wanted.push(i);
+    }
+    let Ok((gpus, distance)) = known else {
+        let gpus = wanted.iter().map(|&index| plan::slots::Gpu { index, uuid: None, name: None, numa_node: None });
+        return Ok((gpus.collect(), Vec::new()));
+    };
+    let pos: Vec<usize> = wanted
+        .iter()
+        .map(|i| {
+            gpus.iter()
+                .position(|g| g.index == *i)
+                .ok_or_else(|| Error::Usage(format!("--gpus {list}: NVML sees no GPU {i} (it sees {})", gpus.len())))
+        })
+        .collect::<Result<_, _>>()?;
+    let sub = pos.iter().map(|&a| pos.iter().map(|&b| distance[a][b]).collect()).collect();
+    Ok((pos.iter().map(|&a| gpus[a].clone()).collect(), sub))
+}
+
 /// Where a run's folder goes, or which folder it continues (`run` and `tune`).
 #[derive(clap::Args, Debug)]
 pub struct FolderArgs {
@@ -133,9 +217,9 @@ pub struct FolderArgs {
 }
 
 impl FolderArgs {
-    fn options(self, fail_fast: bool, max_starts: Option<usize>) -> RunOptions {
+    fn options(self, fail_fast: bool, max_starts: Option<usize>, host: plan::slots::Host) -> RunOptions {
         let FolderArgs { out, run_id, resume, force } = self;
-        RunOptions { out_root: out, run_id, resume, force, fail_fast, max_starts, slots: 1 }
+        RunOptions { out_root: out, run_id, resume, force, fail_fast, max_starts, host }
     }
 }
 
@@ -234,8 +318,9 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 ),
             }
         }
-        Command::Plan { args, json, gpu_memory } => {
-            let (_, plan) = load_and_plan(&args)?;
+        Command::Plan { args, json, gpu_memory, slots } => {
+            let (loaded, plan) = load_and_plan(&args)?;
+            let host = slots.host(&loaded.spec)?;
             let gpu = match gpu_memory.as_deref().map(crate::run::capacity::parse_size).transpose() {
                 Ok(g) => g.or_else(|| {
                     use crate::probe::MemoryProbe as _;
@@ -249,11 +334,22 @@ fn run(cli: Cli) -> Result<i32, Error> {
             } else {
                 out!("{}", plan::table::render(&plan));
                 out!("{}", crate::run::capacity::render(&plan, gpu));
+                if host.binds() {
+                    let a = plan::slots::assign(
+                        &plan,
+                        &host,
+                        loaded.spec.engine.gpus,
+                        &plan::estimate::group_costs(&loaded.spec, &plan),
+                    )
+                    .map_err(|e| Error::Usage(format!("{e}; lend more with --gpus, or lower its parallel size")))?;
+                    out!("{}", plan::table::slots(&plan, &a));
+                }
             }
         }
-        Command::Run { args, folder, fail_fast } => {
+        Command::Run { args, folder, fail_fast, slots } => {
             let (loaded, plan) = load_and_plan(&args)?;
-            return run_experiment(&loaded, &plan, folder.options(fail_fast, None));
+            let host = slots.host(&loaded.spec)?;
+            return run_experiment(&loaded, &plan, folder.options(fail_fast, None, host));
         }
         Command::Tune { args, folder, max_starts } => {
             let (loaded, plan) = load_and_plan(&args)?;
@@ -263,7 +359,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                     args.spec.display()
                 )));
             }
-            return run_experiment(&loaded, &plan, folder.options(false, max_starts));
+            return run_experiment(&loaded, &plan, folder.options(false, max_starts, plan::slots::Host::serial()));
         }
         Command::Bench(b) => {
             let loaded = spec::load_str("servelab bench", &bench_spec(&b)?, &[])?;
@@ -278,7 +374,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                     force: false,
                     fail_fast: false,
                     max_starts: None,
-                    slots: 1,
+                    host: plan::slots::Host::serial(),
                 },
             );
         }

@@ -792,3 +792,154 @@ fn an_open_loop_sends_the_drawn_lengths_of_each_request() {
     let common: Vec<_> = a.iter().filter(|x| b.iter().any(|y| y.0 == x.0)).collect();
     assert!(common.iter().all(|x| b.contains(x)), "the same seed draws the same lengths per request");
 }
+
+/// Four server configurations of the fake engine, each start taking `delay_ms`, on `--parallel` slots.
+fn slots_spec(name: &str, port: u16, delay_ms: u32, faults: &str) -> String {
+    let extra = format!(", \"--start-delay-ms\", \"{delay_ms}\", \"--capacity\", \"{{{{ capacity }}}}\"{faults}");
+    spec(name, port, &extra, "[1, 2]", 8, "").replace("grid:\n", "grid:\n  capacity: [1, 2, 3, 4]\n")
+}
+
+/// (slot, start, end) of each server start, from the journal (RFC 3339 instants as seconds).
+fn slot_intervals(dir: &Path) -> Vec<(u64, f64, f64)> {
+    let j = journal(dir);
+    let t = |e: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap().timestamp_micros() as f64 / 1e6
+    };
+    let mut out = Vec::new();
+    for s in events(&j, "server_start") {
+        let end = events(&j, "server_end").into_iter().find(|e| e["group"] == s["group"]).expect("a server_end");
+        assert_eq!(end["slot"], s["slot"], "a server ends on the slot it started on");
+        out.push((s["slot"].as_u64().unwrap(), t(s), t(end)));
+    }
+    out
+}
+
+#[test]
+fn four_slow_starts_share_two_slots_that_overlap_and_each_get_a_port() {
+    let port = free_port();
+    let case = Case::new(&slots_spec("par", port, 1500, ""));
+    assert_eq!(case.run(&["--run-id", "r", "--parallel", "2"]).status.code(), Some(0));
+    let dir = case.dir("par", "r");
+    let iv = slot_intervals(&dir);
+    assert_eq!(iv.len(), 4);
+    let per_slot = |k: u64| iv.iter().filter(|(s, _, _)| *s == k).count();
+    assert_eq!((per_slot(0), per_slot(1)), (2, 2), "{iv:?}");
+    // A slot runs one server at a time; the two slots run at the same time.
+    for k in [0, 1] {
+        let mut mine: Vec<_> = iv.iter().filter(|(s, _, _)| *s == k).collect();
+        mine.sort_by(|a, b| a.1.total_cmp(&b.1));
+        assert!(mine[0].2 <= mine[1].1, "slot {k} ran two servers at once: {mine:?}");
+    }
+    let overlap = iv.iter().any(|a| iv.iter().any(|b| a.0 != b.0 && a.1 < b.2 && b.1 < a.2));
+    assert!(overlap, "the slots never ran at once: {iv:?}");
+    let startups = common::startups(&dir);
+    assert_eq!(startups.len(), 4);
+    for s in &startups {
+        let slot = s["slot"]["slot"].as_u64().unwrap();
+        assert_eq!(s["slot"]["port"].as_u64().unwrap(), u64::from(port) + slot, "{s}");
+        assert_eq!(s["slot"]["slots"], 2);
+        assert!(s["base_url"].as_str().unwrap().ends_with(&format!(":{}", u64::from(port) + slot)));
+    }
+    assert_eq!(events(&journal(&dir), "point_done").iter().filter(|e| e["status"] == "ok").count(), 8);
+    rerender_the_same(&dir, &["sweep.json", "concurrency_sweep.md", "kv_cache_scaling.csv"]);
+    assert_nothing_left_in(&dir, port);
+    assert_nothing_left_in(&dir, port + 1);
+}
+
+#[test]
+fn a_group_keeps_its_id_on_any_slot_and_resume_takes_another_slot_count() {
+    let port = free_port();
+    let case = Case::new(&slots_spec("ids", port, 600, ", \"--itl-us\", \"300\""));
+    // Planned without slots, the ids a run with slots must use.
+    let plan = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["plan", case.spec.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let planned: BTreeSet<String> =
+        plan["groups"].as_array().unwrap().iter().map(|g| g["id"].as_str().unwrap().to_owned()).collect();
+    // Killed outright on two slots after its first point, resumed on one, then on three for nothing left.
+    let mut child = case.command(&["--run-id", "r", "--parallel", "2"]).stderr(Stdio::null()).spawn().unwrap();
+    let dir = case.dir("ids", "r");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events(&journal(&dir), "point_done").is_empty() {
+        assert!(Instant::now() < deadline, "the first point never finished");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = events(&journal(&dir), "point_done").len();
+    assert!(before < 8, "the kill came too late to test anything");
+    let resumed = case.run(&["--resume", dir.to_str().unwrap()]);
+    assert_eq!(resumed.status.code(), Some(0));
+    let again = case.run(&["--resume", dir.to_str().unwrap(), "--parallel", "3"]);
+    assert_eq!(again.status.code(), Some(0));
+    let j = journal(&dir);
+    let ok: Vec<&str> =
+        events(&j, "point_done").iter().filter(|e| e["status"] == "ok").map(|e| e["point"].as_str().unwrap()).collect();
+    assert_eq!(ok.len(), 8, "every point ok once: {ok:?}");
+    assert_eq!(ok.iter().collect::<BTreeSet<_>>().len(), 8);
+    let ran: BTreeSet<String> =
+        events(&j, "server_start").iter().map(|e| e["group"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ran, planned, "the groups run on slots are the plan's, by id");
+    let sweeps: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(sweeps.as_array().unwrap().len(), 4, "every group in the report");
+    for p in [port, port + 1] {
+        assert_nothing_left_in(&dir, p);
+    }
+}
+
+#[test]
+fn a_slot_whose_server_dies_fails_only_its_own_points() {
+    let port = free_port();
+    // The first configuration's server dies under load; the other three finish.
+    let text = slots_spec("die", port, 100, "")
+        .replace("\"--capacity\"", "\"--die-after\", \"{{ 3 if capacity == 1 else 0 }}\", \"--capacity\"");
+    let case = Case::new(&text);
+    assert_eq!(case.run(&["--run-id", "r", "--parallel", "2"]).status.code(), Some(3));
+    let dir = case.dir("die", "r");
+    let points = jsonl(&dir.join("points.jsonl"));
+    let failed: BTreeSet<&str> =
+        points.iter().filter(|p| p["status"] == "failed").map(|p| p["group"].as_str().unwrap()).collect();
+    assert_eq!(failed.len(), 1, "only the dying server's points fail: {failed:?}");
+    let ok = points.iter().filter(|p| p["status"] == "ok").count();
+    assert_eq!(ok, 6, "the other slots' points finish");
+    for p in [port, port + 1] {
+        assert_nothing_left_in(&dir, p);
+    }
+}
+
+#[test]
+fn ctrl_c_stops_every_slots_server() {
+    let port = free_port();
+    let case = Case::new(&slots_spec("sig", port, 200, ", \"--itl-us\", \"2000\""));
+    let mut child = case.command(&["--run-id", "r", "--parallel", "2"]).stderr(Stdio::null()).spawn().unwrap();
+    let dir = case.dir("sig", "r");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events(&journal(&dir), "server_start").len() < 2 || events(&journal(&dir), "point_done").is_empty() {
+        assert!(Instant::now() < deadline, "two slots never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let j = journal(&dir);
+    assert_eq!(events(&j, "server_end").len(), events(&j, "server_start").len(), "every started server ended");
+    for p in [port, port + 1] {
+        assert_nothing_left_in(&dir, p);
+    }
+}
+
+#[test]
+fn a_command_that_ignores_its_port_is_refused_with_slots_before_anything_starts() {
+    let port = free_port();
+    let text = spec("fixed", port, "", "[1]", 4, "").replace("\"{{ port }}\"", &format!("\"{port}\""));
+    let text = text
+        .replace("grid:\n", "grid:\n  capacity: [1, 2]\n")
+        .replace("\"--port\", \"", "\"--capacity\", \"{{ capacity }}\", \"--port\", \"");
+    let case = Case::new(&text);
+    let out = case.run(&["--parallel", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("{{ port }}"), "{err}");
+    assert!(!case.out.join("fixed").exists() || events(&journal(&case.dir("fixed", "r")), "server_start").is_empty());
+}

@@ -2,14 +2,13 @@
 //! fake (`run::fake`: no process, no port, milliseconds) and the real executor with `servelab-zero-endpoint`
 //! as a `kind: command` engine. Each row is one spec (the fake reads the endpoint's fault flags from the
 //! argv), the invocations it takes, and what the run folder must hold afterwards — the same for both sides.
-//! The row with two groups in flight under one journal writer runs against the fake only: the real executor
-//! stays serial until server groups get slots of their own (ports, devices). Figures are never claimed from
-//! either side.
+//! The row with two groups in flight under one journal writer runs on two slots (`--parallel 2`: a port of
+//! its own per slot) on both sides. Figures are never claimed from either side.
 
 mod common;
 use common::jsonl;
 use servelab::run::{self, Outcome, RunOptions, Seam};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -81,7 +80,16 @@ impl Case {
             force: false,
             fail_fast: c.fail_fast,
             max_starts: c.max_starts,
-            slots: c.slots.max(1),
+            host: if c.slots > 1 {
+                servelab::plan::slots::Host {
+                    lend: servelab::plan::slots::Lend::Parallel(c.slots),
+                    distance: Vec::new(),
+                    nodes: vec![vec![0]],
+                    max_parallel: None,
+                }
+            } else {
+                servelab::plan::slots::Host::serial()
+            },
         };
         let seam = Seam {
             fake: self.side == Side::Fake,
@@ -196,7 +204,7 @@ const ROWS: &[Row] = &[
     },
     Row {
         name: "two_groups_in_flight_interleave_under_one_journal",
-        fake_only: true,
+        fake_only: false,
         check: two_groups_in_flight_interleave_under_one_journal,
     },
 ];
@@ -286,8 +294,10 @@ fn a_tune_spends_its_budget_of_starts_in_two_sittings(side: Side) {
 }
 
 fn two_groups_in_flight_interleave_under_one_journal(side: Side) {
-    let text = spec(free_port(), ", \"--capacity\", \"{{ capacity }}\"", &closed("[1, 2]", 4, "repeats: 2"))
-        .replace("grid:\n", "grid:\n  capacity: [1, 2]\n");
+    // Streams of 3 ms a token on the zero endpoint, so the two slots' points overlap in time.
+    let faults = ", \"--capacity\", \"{{ capacity }}\", \"--itl-us\", \"3000\"";
+    let text =
+        spec(free_port(), faults, &closed("[1, 2]", 4, "repeats: 2")).replace("grid:\n", "grid:\n  capacity: [1, 2]\n");
     let case = Case::new(side, &text);
     assert_eq!(ending(&case.call(&Call { slots: 2, ..Call::default() })), "ok");
     let j = journal(&case.dir());
@@ -296,7 +306,15 @@ fn two_groups_in_flight_interleave_under_one_journal(side: Side) {
     let switches = groups.windows(2).filter(|w| w[0] != w[1]).count();
     assert!(switches >= 2, "the two groups' points did not interleave: {groups:?}");
     each_committed_once(&case.dir());
-    assert_eq!(events(&j, "server_start").len(), 2);
+    let starts = events(&j, "server_start");
+    assert_eq!(starts.len(), 2);
+    let slots: BTreeSet<u64> = starts.iter().map(|e| e["slot"].as_u64().unwrap()).collect();
+    assert_eq!(slots, [0, 1].into(), "each group on a slot of its own");
+    assert_eq!(events(&j, "server_end").len(), 2);
+    // Each slot's server listened on a port of its own, and says so.
+    let ports: BTreeSet<u64> =
+        common::startups(&case.dir()).iter().map(|s| s["slot"]["port"].as_u64().unwrap()).collect();
+    assert_eq!(ports.len(), 2, "{ports:?}");
     // Each point's start and done bracket only its own records: one writer, lines never torn.
     assert!(committed_requests(&case.dir()).values().all(|n| *n == 4 || *n == 8));
 }

@@ -16,6 +16,7 @@
 //!   --capacity N        stream at most N completions at once, queueing the rest (a server with a limit)
 //!   --endless-line      stream one SSE line that never ends (a client must bound what it buffers)
 //!   --endless-error     answer HTTP 500 with a body that never ends
+//!   --start-delay-ms N  wait N ms before listening (a start that takes time)
 //!
 //! Single-threaded on purpose (pin it to a core of its own); `--threads N` runs N such loops on one port.
 
@@ -305,6 +306,8 @@ fn main() -> std::io::Result<()> {
             .map_err(std::io::Error::other)?;
     }
     let port = arg("--port", 18500) as u16;
+    // A server whose start takes time (vLLM's takes a minute): slots are tested on starts that overlap.
+    std::thread::sleep(Duration::from_millis(arg("--start-delay-ms", 0)));
     // Kept alive for the endpoint's life: its own process, in the endpoint's process group. Its argument names
     // the port, so a test finds it among other tests' processes.
     let sleep = |secs: &str| format!("{secs}.{port}");

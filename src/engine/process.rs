@@ -35,6 +35,13 @@ use std::time::{Duration, Instant};
 /// children.
 pub const MARKER: &str = "SERVELAB_SERVER_OF";
 
+/// Which of this servelab's servers a process belongs to (`SERVELAB_SERVER_START=<n>`): with several servers
+/// up at once (slots), an orphan is adopted only by the server whose tree it left, never by a neighbour.
+pub const START_MARKER: &str = "SERVELAB_SERVER_START";
+
+/// Numbers this servelab's server starts.
+static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The hidden subcommand that runs the watchdog (`servelab __watchdog <pgid> <grace ms>`).
 pub const WATCHDOG_ARG: &str = "__watchdog";
 
@@ -160,6 +167,8 @@ pub struct ServerProcess {
     /// The leader has been reaped: its PID, and so the group id, may belong to someone else now.
     leader_reaped: bool,
     marker: String,
+    /// `SERVELAB_SERVER_START=<n>`: this server's own.
+    start_marker: String,
     watchdog: Option<Watchdog>,
     stopped: bool,
 }
@@ -173,6 +182,7 @@ impl ServerProcess {
         env: &indexmap::IndexMap<String, String>,
         log_path: &Path,
         grace: Duration,
+        cpus: &[usize],
     ) -> std::io::Result<Self> {
         let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
         let (output, output_writer) = std::io::pipe()?;
@@ -180,21 +190,34 @@ impl ServerProcess {
         let _ = nix::sys::prctl::set_child_subreaper(true);
         let me = std::process::id();
         let marker = format!("{MARKER}={me}");
+        let nth = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let start_marker = format!("{START_MARKER}={nth}");
         let mut cmd = Command::new(program);
         cmd.args(args)
             .envs(env)
             .env(MARKER, me.to_string())
+            .env(START_MARKER, nth.to_string())
             .stdin(Stdio::null())
             .stdout(output_writer.try_clone()?)
             .stderr(output_writer)
             .process_group(0);
-        if std::thread::current().name() == Some("main") {
-            // SAFETY: prctl and getppid are async-signal-safe system calls; nothing is allocated.
+        // A slot's cores, built here: the child may not allocate between fork and exec.
+        let pin = cpu_set(cpus)?;
+        let on_main = std::thread::current().name() == Some("main");
+        if on_main || pin.is_some() {
+            // SAFETY: prctl, getppid and sched_setaffinity are async-signal-safe system calls; nothing is
+            // allocated.
             unsafe {
                 cmd.pre_exec(move || {
-                    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
-                    if nix::unistd::getppid().as_raw() as u32 != me {
-                        return Err(std::io::Error::other("servelab exited while the server was starting"));
+                    if let Some(set) = &pin {
+                        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set)
+                            .map_err(std::io::Error::from)?;
+                    }
+                    if on_main {
+                        nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+                        if nix::unistd::getppid().as_raw() as u32 != me {
+                            return Err(std::io::Error::other("servelab exited while the server was starting"));
+                        }
                     }
                     Ok(())
                 })
@@ -214,6 +237,7 @@ impl ServerProcess {
             ownership: Ownership::default(),
             leader_reaped: false,
             marker,
+            start_marker,
             watchdog,
             stopped: false,
         };
@@ -232,13 +256,13 @@ impl ServerProcess {
     pub fn tree(&mut self) -> BTreeSet<u32> {
         let table = procfs::process_table();
         self.reap_adopted(&table);
-        let marker = &self.marker;
+        let (marker, start_marker) = (&self.marker, &self.start_marker);
         let by_pid: HashMap<u32, u64> = table.iter().map(|e| (e.pid, e.start)).collect();
         let tree = self.ownership.scan(
             &table,
             self.pid,
             std::process::id(),
-            |pid| procfs::has_env(pid, marker),
+            |pid| procfs::has_env(pid, marker) && procfs::has_env(pid, start_marker),
             |pid| by_pid.get(&pid).and_then(|start| open_pidfd(pid, *start)),
         );
         if let Some(w) = &mut self.watchdog {
@@ -449,6 +473,26 @@ pub fn watchdog_main(args: &[String]) -> i32 {
     }
     stop(&owned, Signal::SIGKILL);
     0
+}
+
+/// The CPU set of `cpus`, None when it is empty (not pinned).
+pub fn cpu_set(cpus: &[usize]) -> std::io::Result<Option<nix::sched::CpuSet>> {
+    if cpus.is_empty() {
+        return Ok(None);
+    }
+    let mut set = nix::sched::CpuSet::new();
+    for &c in cpus {
+        set.set(c).map_err(std::io::Error::from)?;
+    }
+    Ok(Some(set))
+}
+
+/// Pins the calling thread to `cpus` (nothing when empty): a slot's client threads run on its own cores.
+pub fn pin_current_thread(cpus: &[usize]) -> std::io::Result<()> {
+    match cpu_set(cpus)? {
+        Some(set) => nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(std::io::Error::from),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -66,3 +66,8 @@ pub fn human(secs: f64) -> String {
         _ => format!("{h}h {m:02}m {s:02}s"),
     }
 }
+
+/// Each group's share of the estimate (start, points, stop), in plan order: what the slots are packed by.
+pub fn group_costs(spec: &Spec, plan: &super::Plan) -> Vec<f64> {
+    plan.groups.iter().map(|g| wall_time(spec, std::slice::from_ref(g), plan.search.as_ref()).total_s).collect()
+}

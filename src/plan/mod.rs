@@ -11,6 +11,7 @@ pub mod estimate;
 pub mod render;
 pub mod search;
 pub mod server;
+pub mod slots;
 pub mod table;
 pub mod tune;
 pub mod workload;

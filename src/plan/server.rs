@@ -47,6 +47,16 @@ fn value_text(v: &Value) -> String {
 }
 
 pub fn render(spec: &Spec, vars: &IndexMap<String, Scalar>, renderer: &Renderer) -> Result<ServerConfig, PlanError> {
+    render_on(spec, vars, renderer, None)
+}
+
+/// `render` with the port a slot gives the server instead of the spec's own.
+fn render_on(
+    spec: &Spec,
+    vars: &IndexMap<String, Scalar>,
+    renderer: &Renderer,
+    port_override: Option<u16>,
+) -> Result<ServerConfig, PlanError> {
     let e = &spec.engine;
     let ctx0 = ctx_of(vars, &[]);
     let host = render_string(renderer, &ctx0, vars, key(&["engine", "host"]), &e.host)?;
@@ -54,6 +64,7 @@ pub fn render(spec: &Spec, vars: &IndexMap<String, Scalar>, renderer: &Renderer)
     let port = u16::try_from(port).map_err(|_| {
         PlanError::at(key(&["engine", "port"]), format!("port {port} is above 65535"), "use a port from 1 to 65535")
     })?;
+    let port = port_override.unwrap_or(port);
     let ctx1 = ctx_of(vars, &[("host", Value::from(host.clone())), ("port", Value::from(port))]);
     let model = match &e.model {
         Some(m) => Some(render_string(renderer, &ctx1, vars, key(&["engine", "model"]), m)?),
@@ -132,6 +143,7 @@ pub fn render(spec: &Spec, vars: &IndexMap<String, Scalar>, renderer: &Renderer)
         max_model_len,
         ready_timeout_s: e.ready_timeout.0.as_secs_f64(),
         stop_timeout_s: e.stop_timeout.0.as_secs_f64(),
+        cpus: Vec::new(),
     })
 }
 
@@ -239,4 +251,47 @@ fn max_model_len(args: &RenderedArgs, vars: &IndexMap<String, Scalar>) -> Result
             "write the length in tokens, e.g. `max-model-len: 4096`",
         )),
     }
+}
+
+/// The server of `group` as it runs in `lease`: the spec's port plus the slot's number (rendered again, so
+/// `{{ port }}` in the command and the URLs follow), `CUDA_VISIBLE_DEVICES` for its GPUs, the slot's cores
+/// (and, for vLLM on CPU, its OpenMP binding to them). The group's id is the plan's: none of this is in it.
+pub fn slotted(
+    spec: &Spec,
+    group: &super::ServerGroup,
+    lease: &super::slots::Lease,
+    cpu_engine: bool,
+) -> Result<ServerConfig, PlanError> {
+    let mut server = group.server.clone();
+    if lease.slot > 0 {
+        let port = u16::try_from(usize::from(group.server.port) + lease.slot).map_err(|_| {
+            PlanError::at(
+                key(&["engine", "port"]),
+                format!("slot {} would listen above port 65535", lease.slot),
+                "use a lower `engine.port`",
+            )
+        })?;
+        let expanded = super::tune::expand(spec)?.map(|t| t.spec);
+        let vars = group.points.first().map_or(&group.vars, |p| &p.vars);
+        server = render_on(expanded.as_ref().unwrap_or(spec), vars, &Renderer::default(), Some(port))?;
+        if server.argv == group.server.argv && server.kind != EngineKind::External {
+            return Err(PlanError::at(
+                key(&["engine", "command"]),
+                format!("the server's command line does not change with its port ({})", group.server.port),
+                "write the port as `{{ port }}` in `command` or `args` (servelab gives each slot its own), or run without --parallel/--gpus",
+            ));
+        }
+    }
+    if !lease.gpus.is_empty() {
+        let ids: Vec<String> = lease.gpus.iter().map(|g| g.index.to_string()).collect();
+        // NVML counts GPUs in PCI bus order; CUDA's default order is fastest first. One order for both.
+        server.env.insert("CUDA_DEVICE_ORDER".to_owned(), "PCI_BUS_ID".to_owned());
+        server.env.insert("CUDA_VISIBLE_DEVICES".to_owned(), ids.join(","));
+    }
+    if !lease.cpus.is_empty() && cpu_engine && server.kind == EngineKind::Vllm {
+        let ids: Vec<String> = lease.cpus.iter().map(usize::to_string).collect();
+        server.env.insert("VLLM_CPU_OMP_THREADS_BIND".to_owned(), ids.join(","));
+    }
+    server.cpus = lease.cpus.clone();
+    Ok(server)
 }

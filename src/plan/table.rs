@@ -165,3 +165,35 @@ pub fn render(plan: &Plan) -> String {
     }
     out
 }
+
+/// Which group would run where and when, with the wall time against one group after the other.
+pub fn slots(plan: &Plan, a: &super::slots::Assignment) -> String {
+    let ids = |v: Vec<String>| if v.is_empty() { "-".to_owned() } else { v.join(",") };
+    let mut rows = vec![["group", "vars", "slot", "port", "GPUs", "cores", "start", "end"].map(str::to_owned).to_vec()];
+    for p in &a.placed {
+        let g = plan.groups.iter().find(|g| g.id == p.group);
+        let vars = g.map(|g| crate::record::values::vars_text(&g.vars, " ")).unwrap_or_default();
+        let port = g.map_or(0, |g| usize::from(g.server.port) + p.lease.slot);
+        rows.push(vec![
+            p.group.clone(),
+            if vars.is_empty() { "-".to_owned() } else { vars },
+            p.lease.slot.to_string(),
+            port.to_string(),
+            ids(p.lease.gpus.iter().map(|g| g.index.to_string()).collect()),
+            ids(p.lease.cpus.iter().map(usize::to_string).collect()),
+            human(p.start_s),
+            human(p.end_s),
+        ]);
+    }
+    let mut out = format!("\nslots: {} at once\n", a.slots);
+    out.push_str(&columns(&rows));
+    let ratio = if a.wall_s > 0.0 { a.serial_s / a.wall_s } else { 1.0 };
+    let _ = writeln!(
+        out,
+        "estimated wall time on {} slots: {} (one group after the other: {}, {ratio:.1}× faster)",
+        a.slots,
+        human(a.wall_s),
+        human(a.serial_s)
+    );
+    out
+}

@@ -7,17 +7,33 @@ use std::process::Command;
 
 pub struct Nvml {
     nvml: nvml_wrapper::Nvml,
+    /// Only these device indices (a slot's GPUs); every device when None.
+    only: Option<BTreeSet<u32>>,
 }
 
 impl Nvml {
     pub fn init() -> Result<Self, String> {
         let nvml = nvml_wrapper::Nvml::init().map_err(|e| format!("NVML is not available: {e}"))?;
-        Ok(Nvml { nvml })
+        Ok(Nvml { nvml, only: None })
+    }
+
+    /// A probe that reads only these GPUs (NVML indices), so a slot's readings leave the other slots out.
+    pub fn only(indices: &[u32]) -> Result<Self, String> {
+        let mut n = Nvml::init()?;
+        n.only = Some(indices.iter().copied().collect());
+        Ok(n)
+    }
+
+    pub(super) fn handle(&self) -> &nvml_wrapper::Nvml {
+        &self.nvml
     }
 
     fn devices(&self) -> Vec<nvml_wrapper::Device<'_>> {
         let count = self.nvml.device_count().unwrap_or(0);
-        (0..count).filter_map(|i| self.nvml.device_by_index(i).ok()).collect()
+        (0..count)
+            .filter(|i| self.only.as_ref().is_none_or(|o| o.contains(i)))
+            .filter_map(|i| self.nvml.device_by_index(i).ok())
+            .collect()
     }
 }
 

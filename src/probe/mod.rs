@@ -5,6 +5,7 @@ pub mod gpu;
 pub mod metrics;
 pub mod model;
 pub mod procfs;
+pub mod topology;
 
 pub use crate::record::memory::{GpuReading, MIB, MemSample, Source};
 use crate::spec::MemorySource;

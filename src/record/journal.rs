@@ -15,8 +15,16 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Entry {
-    /// A server process was started (counts starts across resumes).
-    ServerStart { group: String, at: String },
+    /// A server process was started (counts starts across resumes); `slot` when the run has slots.
+    ServerStart {
+        group: String,
+        at: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slot: Option<usize>,
+    },
+    /// A server start is over (stopped, or it never became ready), with its slot: with `ServerStart`, the
+    /// interval each slot was busy. Written only by runs with slots.
+    ServerEnd { group: String, at: String, slot: usize },
     /// A point is about to be measured under this attempt number.
     PointStart { point: String, group: String, attempt: u32, at: String },
     /// A point finished: measured (ok), or failed with a reason. Its records are committed.
@@ -78,6 +86,7 @@ pub fn state(entries: &[Entry]) -> State {
     for e in entries {
         match e {
             Entry::ServerStart { .. } => s.server_starts += 1,
+            Entry::ServerEnd { .. } => {}
             Entry::PointStart { point, attempt, .. } => {
                 let a = s.attempts.entry(point.clone()).or_insert(0);
                 *a = (*a).max(attempt + 1);
@@ -108,7 +117,7 @@ mod tests {
     fn state_counts_done_points_attempts_and_starts() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::new(dir.path());
-        j.append(&Entry::ServerStart { group: "g".into(), at: "t".into() }).unwrap();
+        j.append(&Entry::ServerStart { group: "g".into(), at: "t".into(), slot: None }).unwrap();
         j.append(&done("a", 0, Status::Ok)).unwrap();
         j.append(&done("b", 0, Status::Failed)).unwrap();
         // A torn line from a crash mid-write is skipped.

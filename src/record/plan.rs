@@ -137,6 +137,9 @@ pub struct ServerConfig {
     pub max_model_len: Option<u64>,
     pub ready_timeout_s: f64,
     pub stop_timeout_s: f64,
+    /// Cores the server is pinned to: set at run time by a slot, never planned (so never in an id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<usize>,
 }
 
 /// One measurement: a client configuration against a server, for one repeat.
@@ -370,4 +373,16 @@ pub fn shell_word(word: &str) -> String {
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
     }
+}
+
+/// One GPU of the host as NVML names it (index, UUID, model), and the NUMA node its PCIe root is on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlotGpu {
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_node: Option<u32>,
 }

@@ -80,6 +80,24 @@ pub struct ServerRecord {
     /// The capacity model's prediction made before the start (GPU engines with a local model folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted: Option<super::capacity::Capacity>,
+    /// Where it ran when the run had slots (`--parallel`, `--gpus`): slot, port, GPUs, cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<SlotRecord>,
+}
+
+/// A server's share of the host, as the run lent it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SlotRecord {
+    pub slot: usize,
+    pub port: u16,
+    /// The GPUs it was given (`CUDA_VISIBLE_DEVICES`): index, UUID and model where NVML named them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<crate::record::plan::SlotGpu>,
+    /// Cores its server and its client threads were pinned to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<usize>,
+    /// How many slots the run had: above 1, other servers ran beside this one.
+    pub slots: usize,
 }
 
 impl ServerRecord {

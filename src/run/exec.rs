@@ -6,6 +6,7 @@
 use super::load::{self, PointOutput};
 use super::seam::{Driver, Engine, Measured};
 use super::{RunError, capacity, model_facts};
+use crate::plan::slots::{Lease, Pool};
 use crate::plan::{Point, ServerGroup};
 use crate::probe::MemoryProbe;
 use crate::record::capacity::Capacity;
@@ -32,10 +33,13 @@ pub(super) struct Env<'a> {
     pub interrupted: &'a AtomicBool,
     pub resume: bool,
     pub force: bool,
-    /// Server groups in flight at once (1: one after the other).
-    pub slots: usize,
+    /// What the host lends the run at once.
+    pub host: &'a crate::plan::slots::Host,
     pub templates: Option<PathBuf>,
 }
+
+/// A group's server as its slot runs it (port, GPUs, cores), shared by the steps in flight on it.
+type Slotted = std::sync::Arc<ServerGroup>;
 
 /// What comes back from a step in flight.
 enum Event<S> {
@@ -56,6 +60,9 @@ struct Books<S> {
     ordinal: BTreeMap<String, (usize, usize)>,
     attempts: BTreeMap<String, u32>,
     failure: Option<RunError>,
+    pool: Pool,
+    /// Each running group's share of the host and its server as that share runs it.
+    leases: BTreeMap<String, (Lease, Slotted)>,
 }
 
 const DEAD: &str = "the server died during this point";
@@ -88,6 +95,8 @@ where
             ordinal: BTreeMap::new(),
             attempts: state.attempts.clone(),
             failure: None,
+            pool: Pool::new(self.env.host),
+            leases: BTreeMap::new(),
         };
         let env = &self.env;
         for g in self.schedule.finished_groups(rec) {
@@ -165,11 +174,14 @@ where
         points: Vec<String>,
         flights: &mut Vec<Flight<'a, E::Server>>,
     ) -> Result<bool, RunError> {
-        let busy = b.session.starts.iter().filter(|s| s.phase != crate::schedule::Phase::Ended).count();
-        if busy >= self.env.slots {
+        let plan_group = self.group(group)?;
+        let need = crate::plan::slots::gpus_needed(self.env.spec.engine.gpus, plan_group);
+        let Some(lease) = b.pool.lease(need).map_err(|e| RunError::Preflight(e.to_string()))? else {
             return Ok(false);
-        }
-        let g = self.group(group)?;
+        };
+        let slotted = self.slotted(plan_group, &lease)?;
+        b.leases.insert(group.to_owned(), (lease.clone(), slotted.clone()));
+        let g = plan_group;
         let env = &self.env;
         let server_dir = env.dir.join("servers").join(&g.id);
         std::fs::create_dir_all(&server_dir)
@@ -180,11 +192,13 @@ where
         let (i, n) = self.schedule.ordinal(group, &b.session);
         b.ordinal.insert(group.to_owned(), (i, n));
         let vars = crate::record::values::vars_text(&g.vars, " ");
-        env.progress.line(&format!("server {}/{n} {} {vars}: starting", i + 1, g.id));
+        let place = if env.host.binds() { slot_label(&lease) } else { String::new() };
+        env.progress.line(&format!("server {}/{n} {} {vars}: starting{place}", i + 1, g.id));
         env.progress.status(&format!("server {}/{n} starting", i + 1));
         if g.server.kind != crate::spec::EngineKind::External {
             let at = chrono::Local::now().to_rfc3339();
-            env.journal.append(&journal::Entry::ServerStart { group: g.id.clone(), at })?;
+            let slot = env.host.binds().then_some(lease.slot);
+            env.journal.append(&journal::Entry::ServerStart { group: g.id.clone(), at, slot })?;
         }
         // The pre-flight prediction, kept beside what the start then shows (GPU engines only: NVML gives the total).
         let predicted = match (g.server.kind, env.probe.cuda_total_bytes()) {
@@ -194,6 +208,7 @@ where
         b.predicted.insert(group.to_owned(), predicted);
         let (engine, driver, progress) = (self.engine, self.driver, env.progress);
         flights.push(Box::pin(async move {
+            let g = &*slotted;
             let result = match engine.start(g, &server_dir).await {
                 Ok(mut server) => {
                     let ready_s = engine.record(&server).ready_s.unwrap_or_default();
@@ -252,8 +267,9 @@ where
             p.repeat
         ));
         let driver = self.driver;
+        let slotted = self.running_as(b, g);
         flights.push(Box::pin(async move {
-            let m = driver.measure(&mut server, g, p, attempt).await;
+            let m = driver.measure(&mut server, &slotted, p, attempt).await;
             Event::Measured { group: g.id.clone(), point: p.id.clone(), attempt, server, m }
         }));
         Ok(true)
@@ -288,17 +304,37 @@ where
         }
         b.session.stopping(group);
         let Some(server) = b.servers.remove(group) else {
+            if let Some((lease, _)) = b.leases.remove(group) {
+                b.pool.release(&lease);
+            }
             b.session.stopped(group, false);
             return Ok(true);
         };
         let (i, n) = self.label(b, group);
         self.env.progress.line(&format!("server {}/{n}: stopping", i + 1));
         let engine = self.engine;
+        let slotted = self.running_as(b, g);
         flights.push(Box::pin(async move {
-            let record = engine.stop(server, g).await;
+            let record = engine.stop(server, &slotted).await;
             Event::Stopped { group: g.id.clone(), record }
         }));
         Ok(true)
+    }
+
+    /// The group's server as `lease` runs it; the plan's own group, untouched, without slots.
+    fn slotted(&self, g: &ServerGroup, lease: &Lease) -> Result<Slotted, RunError> {
+        if !self.env.host.binds() {
+            return Ok(std::sync::Arc::new(g.clone()));
+        }
+        let cpu_engine = matches!(self.env.host.lend, crate::plan::slots::Lend::Parallel(_));
+        let server = crate::plan::server::slotted(self.env.spec, g, lease, cpu_engine)
+            .map_err(|e| RunError::Preflight(format!("{} ({})", e.message, e.fix)))?;
+        Ok(std::sync::Arc::new(ServerGroup { server, ..g.clone() }))
+    }
+
+    /// The group as its running server was started.
+    fn running_as(&self, b: &Books<E::Server>, g: &ServerGroup) -> Slotted {
+        b.leases.get(&g.id).map_or_else(|| std::sync::Arc::new(g.clone()), |(_, s)| s.clone())
     }
 
     fn announce(&self, reason: &DoneReason) {
@@ -393,8 +429,11 @@ where
         let measured: Vec<_> = out.requests.iter().filter(|r| !r.warmup && !r.tail).collect();
         let ok = measured.iter().filter(|r| r.ok()).count();
         let label = p.client.as_ref().map(load_label).unwrap_or_default();
+        // With slots, points of several servers interleave on the console: say whose each is.
+        let whose =
+            if self.env.host.binds() { format!(" (server {})", self.label(b, &g.id).0 + 1) } else { String::new() };
         self.env.progress.line(&format!(
-            "  point {} {label} repeat {}: {} ({ok}/{} ok, {:.1} s){}",
+            "  point {}{whose} {label} repeat {}: {} ({ok}/{} ok, {:.1} s){}",
             p.id,
             p.repeat,
             out.point.status,
@@ -428,6 +467,20 @@ where
         rec: &mut Recorded,
     ) -> Result<(), RunError> {
         record.predicted = b.predicted.remove(&g.id).flatten();
+        if let Some((lease, slotted)) = b.leases.remove(&g.id) {
+            b.pool.release(&lease);
+            if self.env.host.binds() {
+                record.slot = Some(crate::record::server::SlotRecord {
+                    slot: lease.slot,
+                    port: slotted.server.port,
+                    gpus: lease.gpus.clone(),
+                    cpus: lease.cpus.clone(),
+                    slots: b.pool.capacity(),
+                });
+                let (group, at) = (g.id.clone(), now());
+                self.env.journal.append(&journal::Entry::ServerEnd { group, at, slot: lease.slot })?;
+            }
+        }
         let points =
             b.session.starts.iter().rev().find(|s| s.group == g.id).map(|s| s.points.clone()).unwrap_or_default();
         // A startup-only point is the server start itself.
@@ -490,6 +543,21 @@ async fn next_event<S>(flights: &mut Vec<Flight<'_, S>>) -> Event<S> {
 
 fn now() -> String {
     chrono::Local::now().to_rfc3339()
+}
+
+/// " on slot 1 (port 8001, GPUs 2,3, cores 4-7)" for the console.
+fn slot_label(lease: &Lease) -> String {
+    let mut parts = Vec::new();
+    if !lease.gpus.is_empty() {
+        let ids: Vec<String> = lease.gpus.iter().map(|g| g.index.to_string()).collect();
+        parts.push(format!("GPUs {}", ids.join(",")));
+    }
+    if !lease.cpus.is_empty() {
+        let ids: Vec<String> = lease.cpus.iter().map(usize::to_string).collect();
+        parts.push(format!("cores {}", ids.join(",")));
+    }
+    let what = if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) };
+    format!(" on slot {}{what}", lease.slot)
 }
 
 /// "c=8" for a closed loop, "rate=50/s" for an open one.

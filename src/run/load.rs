@@ -249,8 +249,11 @@ async fn phase_or_interrupt(
     spec: &Arc<RequestSpec>,
     phase: &Phase,
     interrupted: &AtomicBool,
+    cpus: &[usize],
 ) -> Option<client::PhaseResult> {
-    let run = client::run_phase(http, spec, phase);
+    let run = async {
+        if cpus.is_empty() { client::run_phase(http, spec, phase).await } else { run_pinned(cpus, spec, phase).await }
+    };
     let watch = async {
         while !interrupted.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -259,6 +262,35 @@ async fn phase_or_interrupt(
     tokio::select! {
         r = run => Some(r),
         _ = watch => None,
+    }
+}
+
+/// A phase on a thread of its own pinned to a slot's cores, with a runtime and a client of its own (threads
+/// it starts, the open loop's included, inherit the pinning), so two slots' clients never share a core.
+/// Dropping the future (Ctrl-C) ends the phase on that thread.
+async fn run_pinned(cpus: &[usize], spec: &Arc<RequestSpec>, phase: &Phase) -> client::PhaseResult {
+    let (cpus, spec, phase) = (cpus.to_vec(), spec.clone(), phase.clone());
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let (_cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();
+    let t0 = std::time::Instant::now();
+    let spawned = std::thread::Builder::new().name("servelab-slot-client".into()).spawn(move || {
+        if let Err(e) = crate::engine::process::pin_current_thread(&cpus) {
+            eprintln!("warning: the slot's client could not be pinned to cores {cpus:?}: {e}");
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(cpus.len().max(1)).enable_all().build();
+        let Ok(rt) = rt else { return };
+        let pool = if phase.concurrency == 0 { 1024 } else { phase.concurrency };
+        let http = client::http_client(pool);
+        rt.block_on(async {
+            tokio::select! {
+                r = client::run_phase(&http, &spec, &phase) => { let _sent = done_tx.send(r); }
+                _ = cancel_rx => {}
+            }
+        });
+    });
+    match spawned {
+        Ok(_) => done_rx.await.unwrap_or(client::PhaseResult { records: Vec::new(), wall_s: 0.0, t0 }),
+        Err(_) => client::PhaseResult { records: Vec::new(), wall_s: 0.0, t0 },
     }
 }
 
@@ -329,7 +361,7 @@ pub async fn server_warmup(
         schedule_seed: prompt::salt(&format!("{}/server-warmup/schedule", group.id)),
     };
     let http = client::http_client(pool_size(c));
-    let r = phase_or_interrupt(&http, &spec, &phase, ctx.interrupted).await.ok_or("interrupted")?;
+    let r = phase_or_interrupt(&http, &spec, &phase, ctx.interrupted, &group.server.cpus).await.ok_or("interrupted")?;
     Ok(r.records.iter().filter(|r| r.ok()).count())
 }
 
@@ -383,7 +415,7 @@ pub async fn run_point(
             open_loop: None,
             schedule_seed: 0,
         };
-        if let Some(r) = phase_or_interrupt(&http, &spec, &warm, ctx.interrupted).await {
+        if let Some(r) = phase_or_interrupt(&http, &spec, &warm, ctx.interrupted, &group.server.cpus).await {
             requests.extend(r.records);
         }
     }
@@ -416,7 +448,7 @@ pub async fn run_point(
     let result = if ctx.interrupted.load(Ordering::SeqCst) {
         None
     } else {
-        phase_or_interrupt(&http, &spec, &phase, ctx.interrupted).await
+        phase_or_interrupt(&http, &spec, &phase, ctx.interrupted, &group.server.cpus).await
     };
     stop.store(true, Ordering::SeqCst);
     let _ = sampler.await;

@@ -72,8 +72,8 @@ pub struct RunOptions {
     /// A tune starts at most this many servers in this invocation, then stops; `--resume` goes on (a GPU
     /// lent in time slots).
     pub max_starts: Option<usize>,
-    /// Server groups in flight at once (1: one after the other).
-    pub slots: usize,
+    /// What the host lends the run at once (`Host::serial()`: one group after the other, nothing bound).
+    pub host: crate::plan::slots::Host,
 }
 
 pub struct Outcome {
@@ -159,7 +159,7 @@ pub async fn execute_on(
     if let Some(id) = &opts.run_id {
         check_run_id(id)?;
     }
-    let api_key = open::preflight(plan, &loaded.spec)?;
+    let api_key = open::preflight(plan, loaded, &opts.host)?;
     let (dir, mut manifest, mut rec) = open::open_run(loaded, plan, opts, probe.as_ref())?;
     let journal = journal::Journal::new(&dir);
     let state = journal::state(&journal.read()?);
@@ -187,7 +187,7 @@ pub async fn execute_on(
         interrupted,
         resume: opts.resume.is_some(),
         force: opts.force,
-        slots: opts.slots.max(1),
+        host: &opts.host,
         templates: loaded.spec.templates.as_ref().map(PathBuf::from),
     };
     if seam.fake {

@@ -4,12 +4,13 @@
 
 use super::{RunError, RunOptions, model_facts};
 use crate::plan::Plan;
+use crate::plan::slots::{Host, Lease, Pool};
 use crate::probe::{self, MemoryProbe};
 use crate::record::Recorded;
 use crate::record::folder::{self, MANIFEST, PLAN, SPEC};
 use crate::record::io::{json_pretty, write_atomic};
 use crate::record::manifest::Manifest;
-use crate::spec::{LoadedSpec, Spec};
+use crate::spec::LoadedSpec;
 use std::path::{Path, PathBuf};
 
 fn prepare_manifest(loaded: &LoadedSpec, plan: &Plan, probe: &dyn MemoryProbe, run_id: String) -> Manifest {
@@ -132,13 +133,16 @@ pub fn check_inputs(plan: &Plan) -> Result<(), RunError> {
 }
 
 /// Checks that need no server: input files, ports free, the API key present.
-pub(super) fn preflight(plan: &Plan, spec: &Spec) -> Result<Option<String>, RunError> {
+pub(super) fn preflight(plan: &Plan, loaded: &LoadedSpec, host: &Host) -> Result<Option<String>, RunError> {
+    let spec = &loaded.spec;
     check_inputs(plan)?;
     let mut seen = std::collections::BTreeSet::new();
     for g in plan.groups.iter().filter(|g| g.server.kind != crate::spec::EngineKind::External) {
-        if seen.insert((g.server.host.clone(), g.server.port)) {
-            crate::engine::ready::check_port_free(&g.server.host, g.server.port)
-                .map_err(|e| RunError::Preflight(e.to_string()))?;
+        for server in slot_servers(loaded, host, g)? {
+            if seen.insert((server.host.clone(), server.port)) {
+                crate::engine::ready::check_port_free(&server.host, server.port)
+                    .map_err(|e| RunError::Preflight(e.to_string()))?;
+            }
         }
     }
     match &spec.engine.api_key_env {
@@ -210,4 +214,36 @@ fn fingerprint_changes(old: &Manifest, now: &Manifest, model_hash: Option<&str>)
         changes.push(format!("model config {a} → {b}"));
     }
     changes
+}
+
+/// The group's server as each slot would run it: its own port per slot, checked before anything starts
+/// (a command that ignores `{{ port }}`, a group needing more GPUs than were lent).
+fn slot_servers(
+    loaded: &LoadedSpec,
+    host: &Host,
+    g: &crate::plan::ServerGroup,
+) -> Result<Vec<crate::plan::ServerConfig>, RunError> {
+    let spec = &loaded.spec;
+    if !host.binds() {
+        return Ok(vec![g.server.clone()]);
+    }
+    if g.server.kind == crate::spec::EngineKind::External {
+        return Err(RunError::Preflight(
+            "--parallel and --gpus start servers side by side; an `external` engine is one endpoint servelab does \
+             not start: run it without them"
+                .to_owned(),
+        ));
+    }
+    let mut pool = Pool::new(host);
+    let need = crate::plan::slots::gpus_needed(spec.engine.gpus, g);
+    pool.lease(need)
+        .map_err(|e| RunError::Preflight(format!("{e}; lend more with --gpus, or lower its parallel size")))?;
+    let mut out = Vec::new();
+    for slot in 0..pool.capacity() {
+        let lease = Lease { slot, gpus: Vec::new(), cpus: Vec::new() };
+        let s = crate::plan::server::slotted(spec, g, &lease, false)
+            .map_err(|e| RunError::Preflight(loaded.source.error_at(&e.path, e.message, e.fix).to_string()))?;
+        out.push(s);
+    }
+    Ok(out)
 }

@@ -46,6 +46,7 @@ pub(crate) fn new_record(group: &ServerGroup, probe: &dyn MemoryProbe, model: Op
         release: None,
         pids: Vec::new(),
         predicted: None,
+        slot: None,
     }
 }
 
@@ -91,6 +92,7 @@ pub async fn start(
         &env,
         &log_path,
         Duration::from_secs_f64(cfg.stop_timeout_s),
+        &cfg.cpus,
     ) {
         Ok(p) => p,
         Err(source) => {

@@ -97,6 +97,7 @@ fn server_template(group: &ServerGroup) -> ServerRecord {
         release: None,
         pids: Vec::new(),
         predicted: None,
+        slot: None,
     }
 }
 

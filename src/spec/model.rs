@@ -222,6 +222,12 @@ pub struct Engine {
     /// Grace period between SIGTERM and SIGKILL to the server's process group.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: Dur,
+    /// GPUs each server needs under `servelab run --gpus` (default: its tensor × pipeline parallel size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
+    /// Let `--gpus` mix GPU models in one run (refused by default: their figures are not comparable).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_mixed_gpus: bool,
 }
 
 pub fn default_host() -> String {
