@@ -527,6 +527,49 @@ fn a_tune_on_real_vllm_starts_what_its_budget_allows() {
     assert_nothing_left(&run, port);
 }
 
+/// Two real vLLM servers at once on `--parallel 2` (correctness only: two cores cannot give figures): each on
+/// a port and a core of its own, vLLM's OpenMP threads bound to that core, both up at the same time, every
+/// point ok, nothing left on either port.
+fn two_vllm_cpu_servers_run_side_by_side_on_two_slots() {
+    let bin = common::venv().join("bin");
+    let out = tempfile::tempdir().unwrap();
+    let port = 18461;
+    let text = spec("two-slots", port, "[1024, 2048]", "268435456").replace(
+        "measure:",
+        "load:\n  concurrency: 2\n  requests: 8\n  exact_requests: true\n  max_tokens: 16\n  prompt_tokens: 32\n  warmup: 1\nmeasure:",
+    );
+    let run = common::run_spec_args(&bin, &text, out.path(), &["--parallel", "2"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let j = jsonl(&run.dir.join("journal.jsonl"));
+    let starts: Vec<&serde_json::Value> = j.iter().filter(|e| e["event"] == "server_start").collect();
+    let ends: Vec<&serde_json::Value> = j.iter().filter(|e| e["event"] == "server_end").collect();
+    assert_eq!((starts.len(), ends.len()), (2, 2));
+    // Both servers were up at once: each started before the other ended.
+    let first_end = j.iter().position(|e| e["event"] == "server_end").unwrap();
+    assert!(
+        j.iter().rposition(|e| e["event"] == "server_start").unwrap() < first_end,
+        "the servers ran one after the other"
+    );
+    let mut seen = Vec::new();
+    for s in common::startups(&run.dir) {
+        let slot = s["slot"]["slot"].as_u64().unwrap();
+        assert_eq!(s["slot"]["port"].as_u64().unwrap(), u64::from(port) + slot);
+        assert_eq!(s["slot"]["cpus"], serde_json::json!([slot]));
+        assert_eq!(s["env"]["VLLM_CPU_OMP_THREADS_BIND"], slot.to_string());
+        seen.push(slot);
+        let log = std::fs::read_to_string(run.dir.join("servers").join(s["id"].as_str().unwrap()).join("server.log"))
+            .unwrap();
+        assert!(log.contains(&format!("core ids=[{slot}]")), "vLLM's OpenMP threads were not bound to core {slot}");
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1]);
+    let points = jsonl(&run.dir.join("points.jsonl"));
+    assert_eq!(points.iter().filter(|p| p["status"] == "ok").count(), 2, "{points:?}");
+    for p in [port, port + 1] {
+        assert_nothing_left_in(&run.dir, p);
+    }
+}
+
 fn main() {
     vllm_main(vec![
         ("fixed_kv_size_flat_memory_and_a_failed_length", fixed_kv_size_flat_memory_and_a_failed_length),
@@ -548,5 +591,6 @@ fn main() {
             "a_sharegpt_dataset_over_chat_sends_its_sampled_prompts",
             a_sharegpt_dataset_over_chat_sends_its_sampled_prompts,
         ),
+        ("two_vllm_cpu_servers_run_side_by_side_on_two_slots", two_vllm_cpu_servers_run_side_by_side_on_two_slots),
     ]);
 }

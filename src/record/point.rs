@@ -33,6 +33,9 @@ pub struct PointRecord {
     pub gpu_sampled: bool,
     pub status: Status,
     pub error: Option<String>,
+    /// Other servers up at any moment while it was measured (a run with slots); absent when it ran alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beside: Option<usize>,
 }
 
 /// One line of `samples.jsonl`: a /metrics scrape or a GPU reading during a measured phase.

@@ -63,6 +63,8 @@ struct Books<S> {
     pool: Pool,
     /// Each running group's share of the host and its server as that share runs it.
     leases: BTreeMap<String, (Lease, Slotted)>,
+    /// For each group measuring a point: the most other servers up at once since the point began.
+    beside: BTreeMap<String, usize>,
 }
 
 const DEAD: &str = "the server died during this point";
@@ -97,6 +99,7 @@ where
             failure: None,
             pool: Pool::new(self.env.host),
             leases: BTreeMap::new(),
+            beside: BTreeMap::new(),
         };
         let env = &self.env;
         for g in self.schedule.finished_groups(rec) {
@@ -181,6 +184,11 @@ where
         };
         let slotted = self.slotted(plan_group, &lease)?;
         b.leases.insert(group.to_owned(), (lease.clone(), slotted.clone()));
+        // Every point being measured now has one more server beside it.
+        let others = b.leases.len() - 1;
+        for n in b.beside.values_mut() {
+            *n = (*n).max(others);
+        }
         let g = plan_group;
         let env = &self.env;
         let server_dir = env.dir.join("servers").join(&g.id);
@@ -245,6 +253,7 @@ where
         self.env.journal.append(&entry)?;
         b.attempts.insert(point.to_owned(), attempt + 1);
         b.session.measuring(group, point);
+        b.beside.insert(group.to_owned(), b.leases.len().saturating_sub(1));
         let start = b.session.active(group);
         let (nth, of) = start.map_or((0, 0), |s| (s.visited.len(), s.points.len()));
         if start.is_some_and(|s| s.dead) {
@@ -420,6 +429,8 @@ where
             out.point.error = Some(DEAD.to_owned());
         }
         fail_on_errors(&mut out.point, &out.requests);
+        let beside = b.beside.remove(&g.id).unwrap_or(0);
+        out.point.beside = self.env.host.binds().then_some(beside);
         let dir = self.env.dir;
         append_jsonl(&dir.join(REQUESTS), &out.requests, false)?;
         append_jsonl(&dir.join(SAMPLES), &out.samples, false)?;

@@ -189,6 +189,7 @@ fn phase(server: &mut FakeServer, group: &ServerGroup, point: &Point, attempt: u
         gpu_sampled: false,
         status: Status::Ok,
         error: None,
+        beside: None,
     };
     PointOutput { point: record, requests, samples: Vec::new() }
 }

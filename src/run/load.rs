@@ -392,6 +392,7 @@ pub async fn run_point(
         gpu_sampled: ctx.probe.utilization().is_some(),
         status: Status::Ok,
         error: None,
+        beside: None,
     };
     let http = client::http_client(pool_size(&c));
     let spec = match request_spec(&c, group, model, model_vocab, ctx.api_key.clone()) {
@@ -487,6 +488,7 @@ pub fn not_run(group: &ServerGroup, point: &Point, attempt: u32, model: &str, wh
         gpu_sampled: false,
         status: Status::Failed,
         error: Some(why.to_owned()),
+        beside: None,
     };
     PointOutput { point: record, requests: Vec::new(), samples: Vec::new() }
 }

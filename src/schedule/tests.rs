@@ -59,6 +59,7 @@ fn measured(group: &ServerGroup, p: &Point, attempt: u32, e2e: f64) -> (PointRec
         gpu_sampled: false,
         status: Status::Ok,
         error: None,
+        beside: None,
     };
     (point, requests)
 }

@@ -53,6 +53,26 @@ pub fn rows(records: &[ServerRecord]) -> Vec<KvRow> {
     sorted.iter().map(|r| row(r, &mut prev)).collect()
 }
 
+/// "slot 1 of 4 (port 8001; GPU 2 NVIDIA H200; cores 4,5,6,7), beside other servers": where it ran.
+fn slot_note(s: &crate::record::server::SlotRecord) -> String {
+    let mut parts = vec![format!("port {}", s.port)];
+    if !s.gpus.is_empty() {
+        let gpus: Vec<String> = s
+            .gpus
+            .iter()
+            .map(|g| match &g.name {
+                Some(n) => format!("{} {n}", g.index),
+                None => g.index.to_string(),
+            })
+            .collect();
+        parts.push(format!("GPU {}", gpus.join(", ")));
+    }
+    if !s.cpus.is_empty() {
+        parts.push(format!("cores {}", s.cpus.iter().map(usize::to_string).collect::<Vec<_>>().join(",")));
+    }
+    format!("slot {} of {} ({}), beside other servers", s.slot, s.slots, parts.join("; "))
+}
+
 fn row(r: &ServerRecord, prev: &mut Option<(u64, f64)>) -> KvRow {
     let mem = mem_used(r);
     let mut notes = Vec::new();
@@ -78,6 +98,9 @@ fn row(r: &ServerRecord, prev: &mut Option<(u64, f64)>) -> KvRow {
     }
     if r.release.as_ref().is_some_and(|c| !c.released) {
         notes.push("memory not back at the idle baseline after stop".to_owned());
+    }
+    if let Some(s) = r.slot.as_ref().filter(|s| s.slots > 1) {
+        notes.push(slot_note(s));
     }
     if let Some(e) = &r.error {
         notes.push(format!("{}: {e}", r.status.as_str()));

@@ -67,6 +67,13 @@ pub struct RepeatStats {
     /// Requests sent after a timed phase's duration to hold the concurrency (excluded from every figure).
     #[serde(default)]
     pub tail_requests: usize,
+    /// Other servers up while it was measured (slots: `run --parallel`/`--gpus`); 0 when it ran alone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub beside: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// All repeats of one client configuration against one server.
@@ -296,6 +303,7 @@ fn repeat_stats(p: &PointRecord, all: &[&RequestRecord], samples: &[&SampleLine]
         ttft_gap_s: gap(client_ttft, delta.as_ref().and_then(|d| d.mean_ttft_s)),
         e2e_gap_s: gap(client_e2e, delta.as_ref().and_then(|d| d.mean_e2e_s)),
         tail_requests,
+        beside: p.beside.unwrap_or(0),
     }
 }
 
@@ -362,6 +370,7 @@ fn mean_repeat(reps: &[RepeatStats]) -> RepeatStats {
         ttft_gap_s: m(&|r| r.ttft_gap_s),
         e2e_gap_s: m(&|r| r.e2e_gap_s),
         tail_requests: reps.iter().map(|r| r.tail_requests).sum(),
+        beside: reps.iter().map(|r| r.beside).max().unwrap_or(0),
     }
 }
 
@@ -385,10 +394,17 @@ fn flags(cell: &Cell, gpu_sampled: bool, all_requests: &[&RequestRecord]) -> Vec
     if h.short_outputs > 0 {
         notes.push(format!("{} outputs shorter than max_tokens", h.short_outputs));
     }
-    if let Some(e2e) = &h.e2e
-        && h.mean_lag_s > 0.05 * e2e.mean
-    {
+    let lagged = h.e2e.as_ref().is_some_and(|e2e| h.mean_lag_s > 0.05 * e2e.mean);
+    if let Some(e2e) = h.e2e.as_ref().filter(|_| lagged) {
         notes.push(format!("client lag: dispatch delay {:.0}% of e2e", 100.0 * h.mean_lag_s / e2e.mean));
+    }
+    let beside = cell.repeats.iter().map(|r| r.beside).max().unwrap_or(0);
+    if beside > 0 {
+        let s = if beside == 1 { "" } else { "s" };
+        notes.push(format!("measured while up to {beside} other server{s} ran (slots)"));
+        if lagged {
+            notes.push("contended: the client lagged while other slots ran".to_owned());
+        }
     }
     for r in &cell.repeats {
         let client_tokens: u64 = all_requests
@@ -1015,6 +1031,7 @@ mod properties {
             ttft_gap_s: None,
             e2e_gap_s: None,
             tail_requests: 0,
+            beside: 0,
         }
     }
 

@@ -147,6 +147,7 @@ mod tests {
             gpu_sampled: false,
             status: Status::Ok,
             error: None,
+            beside: None,
         }
     }
 
