@@ -86,6 +86,8 @@ pub enum Command {
         /// Start at most this many servers now, then stop (exit 0); `--resume` goes on later.
         #[arg(long, value_name = "N")]
         max_starts: Option<usize>,
+        #[command(flatten)]
+        slots: SlotArgs,
     },
     /// Measure an existing OpenAI-compatible endpoint with the same client, no spec needed.
     Bench(BenchArgs),
@@ -351,7 +353,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             let host = slots.host(&loaded.spec)?;
             return run_experiment(&loaded, &plan, folder.options(fail_fast, None, host));
         }
-        Command::Tune { args, folder, max_starts } => {
+        Command::Tune { args, folder, max_starts, slots } => {
             let (loaded, plan) = load_and_plan(&args)?;
             if plan.tune.is_none() {
                 return Err(Error::Usage(format!(
@@ -359,7 +361,8 @@ fn run(cli: Cli) -> Result<i32, Error> {
                     args.spec.display()
                 )));
             }
-            return run_experiment(&loaded, &plan, folder.options(false, max_starts, plan::slots::Host::serial()));
+            let host = slots.host(&loaded.spec)?;
+            return run_experiment(&loaded, &plan, folder.options(false, max_starts, host));
         }
         Command::Bench(b) => {
             let loaded = spec::load_str("servelab bench", &bench_spec(&b)?, &[])?;

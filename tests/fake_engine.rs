@@ -816,7 +816,7 @@ fn slot_intervals(dir: &Path) -> Vec<(u64, f64, f64)> {
 
 #[test]
 fn four_slow_starts_share_two_slots_that_overlap_and_each_get_a_port() {
-    let port = free_port();
+    let port = common::free_ports(3);
     let case = Case::new(&slots_spec("par", port, 1500, ""));
     assert_eq!(case.run(&["--run-id", "r", "--parallel", "2"]).status.code(), Some(0));
     let dir = case.dir("par", "r");
@@ -848,7 +848,7 @@ fn four_slow_starts_share_two_slots_that_overlap_and_each_get_a_port() {
 
 #[test]
 fn a_group_keeps_its_id_on_any_slot_and_resume_takes_another_slot_count() {
-    let port = free_port();
+    let port = common::free_ports(3);
     let case = Case::new(&slots_spec("ids", port, 600, ", \"--itl-us\", \"300\""));
     // Planned without slots, the ids a run with slots must use.
     let plan = Command::new(env!("CARGO_BIN_EXE_servelab"))
@@ -891,7 +891,7 @@ fn a_group_keeps_its_id_on_any_slot_and_resume_takes_another_slot_count() {
 
 #[test]
 fn a_slot_whose_server_dies_fails_only_its_own_points() {
-    let port = free_port();
+    let port = common::free_ports(3);
     // The first configuration's server dies under load; the other three finish.
     let text = slots_spec("die", port, 100, "")
         .replace("\"--capacity\"", "\"--die-after\", \"{{ 3 if capacity == 1 else 0 }}\", \"--capacity\"");
@@ -911,7 +911,7 @@ fn a_slot_whose_server_dies_fails_only_its_own_points() {
 
 #[test]
 fn ctrl_c_stops_every_slots_server() {
-    let port = free_port();
+    let port = common::free_ports(3);
     let case = Case::new(&slots_spec("sig", port, 200, ", \"--itl-us\", \"2000\""));
     let mut child = case.command(&["--run-id", "r", "--parallel", "2"]).stderr(Stdio::null()).spawn().unwrap();
     let dir = case.dir("sig", "r");
@@ -931,7 +931,7 @@ fn ctrl_c_stops_every_slots_server() {
 
 #[test]
 fn a_command_that_ignores_its_port_is_refused_with_slots_before_anything_starts() {
-    let port = free_port();
+    let port = common::free_ports(3);
     let text = spec("fixed", port, "", "[1]", 4, "").replace("\"{{ port }}\"", &format!("\"{port}\""));
     let text = text
         .replace("grid:\n", "grid:\n  capacity: [1, 2]\n")

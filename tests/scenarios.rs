@@ -21,8 +21,9 @@ enum Side {
     Real,
 }
 
+/// Rows on two slots use port and port + 1.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    common::free_ports(3)
 }
 
 /// A spec against the zero endpoint; `faults` are extra endpoint flags (may use grid variables), `rest` the
@@ -203,6 +204,16 @@ const ROWS: &[Row] = &[
         check: a_tune_spends_its_budget_of_starts_in_two_sittings,
     },
     Row {
+        name: "two_configurations_search_side_by_side_on_two_slots",
+        fake_only: false,
+        check: two_configurations_search_side_by_side_on_two_slots,
+    },
+    Row {
+        name: "a_tune_on_two_slots_batches_its_search_and_crosses_over_its_confirmation",
+        fake_only: false,
+        check: a_tune_on_two_slots_batches_its_search_and_crosses_over_its_confirmation,
+    },
+    Row {
         name: "two_groups_in_flight_interleave_under_one_journal",
         fake_only: false,
         check: two_groups_in_flight_interleave_under_one_journal,
@@ -291,6 +302,55 @@ fn a_tune_spends_its_budget_of_starts_in_two_sittings(side: Side) {
     assert_eq!(events(&journal(&case.dir()), "server_start").len(), 4, "the whole budget, nothing more");
     each_committed_once(&case.dir());
     assert!(case.dir().join("tune.md").exists());
+}
+
+fn two_configurations_search_side_by_side_on_two_slots(side: Side) {
+    let rest = "grid:\n  capacity: [1, 4]\nload:\n  duration: 1s\n  max_tokens: 4\n  prompt_tokens: 4\n  warmup: 0\n  server_warmup: 0s\nslo: {e2e: 2s, attainment: 0.5}\nsearch: {rate: {low: 400, high: 1600, tolerance: 1.0}}";
+    let case = Case::new(side, &spec(free_port(), ", \"--capacity\", \"{{ capacity }}\"", rest));
+    assert_eq!(ending(&case.call(&Call { slots: 2, ..Call::default() })), "ok");
+    let j = journal(&case.dir());
+    // Both searches' servers were up at once: every start comes before the first end.
+    let first_end = j.iter().position(|e| e["event"] == "server_end").unwrap();
+    assert_eq!(j[..first_end].iter().filter(|e| e["event"] == "server_start").count(), 2, "{j:?}");
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(case.dir().join("plan.json")).unwrap()).unwrap();
+    let max = plan["search"]["max_probes"].as_u64().unwrap() as usize;
+    for g in plan["groups"].as_array().unwrap() {
+        let probes = events(&j, "point_done").iter().filter(|e| e["group"] == g["id"]).count();
+        assert!((1..=max).contains(&probes), "{probes} probes for {}, at most {max}", g["id"]);
+    }
+    each_committed_once(&case.dir());
+    assert!(case.dir().join("rate_search.json").exists());
+}
+
+fn a_tune_on_two_slots_batches_its_search_and_crosses_over_its_confirmation(side: Side) {
+    // Six starts: two for the search (one batch on two slots), then the pick and the defaults twice each.
+    let rest = "tune:\n  space:\n    capacity: {min: 1, max: 8}\n  objective: throughput\n  p95_budget: 5s\n  budget: {starts: 6}\n  confirm_repeats: 1\n  confirm_starts: 2\nrepeats: 1\nload:\n  concurrency: 8\n  requests: 16\n  exact_requests: true\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 0\n  server_warmup: 0s";
+    let case = Case::new(side, &spec(free_port(), ", \"--capacity\", \"{{ capacity }}\", \"--itl-us\", \"500\"", rest));
+    assert_eq!(ending(&case.call(&Call { slots: 2, ..Call::default() })), "ok");
+    let j = journal(&case.dir());
+    let starts = events(&j, "server_start");
+    assert_eq!(starts.len(), 6, "the whole budget: {starts:?}");
+    // The search's two starts ran at once.
+    let first_end = j.iter().position(|e| e["event"] == "server_end").unwrap();
+    assert_eq!(j[..first_end].iter().filter(|e| e["event"] == "server_start").count(), 2);
+    // Each confirmed configuration ran once on each slot: GPU-to-GPU differences cancel in the pairs.
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(case.dir().join("plan.json")).unwrap()).unwrap();
+    let defaults = plan["tune"]["defaults_group"].as_str().unwrap();
+    let slots_of = |g: &str| -> Vec<u64> {
+        starts.iter().filter(|e| e["group"] == g).map(|e| e["slot"].as_u64().unwrap()).collect()
+    };
+    let mut d = slots_of(defaults);
+    d.sort_unstable();
+    assert_eq!(d, [0, 1], "the defaults' two starts were not on both slots");
+    let tune: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(case.dir().join("tune.json")).unwrap()).unwrap();
+    let winner = tune["winner"].as_str().expect("a pick");
+    let w = slots_of(winner);
+    let confirm: Vec<u64> = w[w.len() - 2..].to_vec();
+    assert_ne!(confirm[0], confirm[1], "the pick's confirmation starts were on one slot: {w:?}");
+    each_committed_once(&case.dir());
 }
 
 fn two_groups_in_flight_interleave_under_one_journal(side: Side) {

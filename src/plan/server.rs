@@ -144,6 +144,7 @@ fn render_on(
         ready_timeout_s: e.ready_timeout.0.as_secs_f64(),
         stop_timeout_s: e.stop_timeout.0.as_secs_f64(),
         cpus: Vec::new(),
+        gpus: Vec::new(),
     })
 }
 
@@ -293,5 +294,6 @@ pub fn slotted(
         server.env.insert("VLLM_CPU_OMP_THREADS_BIND".to_owned(), ids.join(","));
     }
     server.cpus = lease.cpus.clone();
+    server.gpus = lease.gpus.iter().map(|g| g.index).collect();
     Ok(server)
 }

@@ -42,6 +42,10 @@ impl MemoryProbe for Nvml {
         Source::Nvml
     }
 
+    fn for_gpus(&self, gpus: &[u32]) -> Option<Box<dyn MemoryProbe>> {
+        Nvml::only(gpus).ok().map(|n| Box::new(n) as Box<dyn MemoryProbe>)
+    }
+
     fn device(&self) -> Option<(f64, f64)> {
         let infos: Vec<_> = self.devices().iter().filter_map(|d| d.memory_info().ok()).collect();
         if infos.is_empty() {

@@ -40,6 +40,11 @@ pub trait MemoryProbe: Send + Sync {
     fn cuda_total_bytes(&self) -> Option<f64> {
         None
     }
+    /// The same probe reading only these GPUs (NVML indices): a slot's server is measured on its own GPUs,
+    /// never on its neighbours'. None where the probe has no GPUs to choose from.
+    fn for_gpus(&self, _gpus: &[u32]) -> Option<Box<dyn MemoryProbe>> {
+        None
+    }
 }
 
 pub struct Procfs;

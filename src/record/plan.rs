@@ -140,6 +140,10 @@ pub struct ServerConfig {
     /// Cores the server is pinned to: set at run time by a slot, never planned (so never in an id).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cpus: Vec<usize>,
+    /// GPUs (NVML indices) a slot gave the server: its memory and utilisation are read on these alone. Set
+    /// at run time, never planned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<u32>,
 }
 
 /// One measurement: a client configuration against a server, for one repeat.

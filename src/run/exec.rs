@@ -503,9 +503,14 @@ where
         crate::record::io::redact_file(&server_dir.join("server.log"))
             .map_err(|e| RunError::DuringRun(e.to_string()))?;
         write_atomic(&server_dir.join("startup.json"), &json_pretty(&record))?;
+        // In plan order, as a re-render reads them back: with slots, servers end in any order.
         match rec.servers.iter_mut().find(|s| s.id == record.id) {
             Some(old) => *old = record,
-            None => rec.servers.push(record),
+            None => {
+                let order = |id: &str| self.schedule.plan.groups.iter().position(|g| g.id == id);
+                let at = rec.servers.iter().position(|s| order(&s.id) > order(&record.id));
+                rec.servers.insert(at.unwrap_or(rec.servers.len()), record);
+            }
         }
         self.check_version(manifest, rec, g)?;
         write_atomic(&self.env.dir.join(MANIFEST), &json_pretty(manifest))?;

@@ -233,6 +233,7 @@ mod memo {
     }
 }
 
+#[derive(Clone)]
 pub struct Context<'a> {
     /// Sent as `Authorization: Bearer` when the spec names an API key variable.
     pub api_key: Option<String>,

@@ -167,7 +167,8 @@ pub async fn execute_on(
         reqwest::Client::builder().no_proxy().build().map_err(|e| RunError::Probe(format!("HTTP client: {e}")))?;
     let pruned = if plan.tune.is_some() { prune(plan, probe.as_ref()) } else { Default::default() };
     manifest.tune_pruned = pruned.clone();
-    let rules = Rules { fail_fast: opts.fail_fast, max_starts: opts.max_starts, pruned };
+    let slots = if opts.host.binds() { crate::plan::slots::Pool::new(&opts.host).capacity() } else { 1 };
+    let rules = Rules { fail_fast: opts.fail_fast, max_starts: opts.max_starts, pruned, slots };
     let schedule = Schedule::new(&loaded.spec, plan, rules, state.done.clone());
     let progress = Progress::new(schedule.expected_points());
     announce(&progress, &dir, plan, &state, probe.as_ref());

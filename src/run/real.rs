@@ -16,6 +16,8 @@ pub struct Live {
     running: Running,
     model: String,
     vocab: Option<u64>,
+    /// Reads the server's own GPUs when a slot gave it some; the run's probe otherwise.
+    probe: Arc<dyn MemoryProbe>,
 }
 
 pub struct Processes<'a> {
@@ -31,15 +33,19 @@ impl Engine for Processes<'_> {
     async fn start<'s>(&'s self, group: &'s ServerGroup, dir: &'s Path) -> Result<Live, ServerRecord> {
         let facts = super::model_facts(group);
         let vocab = facts.as_ref().and_then(|f| f.vocab_size);
+        let probe = match group.server.gpus.as_slice() {
+            [] => self.probe.clone(),
+            gpus => self.probe.for_gpus(gpus).map_or_else(|| self.probe.clone(), Arc::from),
+        };
         let running =
-            server::start(group, dir, self.probe.as_ref(), facts, self.http, self.interrupted, self.api_key).await?;
+            server::start(group, dir, probe.as_ref(), facts, self.http, self.interrupted, self.api_key).await?;
         // The spec's model name wins (a `--served-model-name`, or `bench --model`); else what /v1/models lists.
         let model = group.server.served_model_name.clone().or(running.record.served_model.clone()).unwrap_or_default();
-        Ok(Live { running, model, vocab })
+        Ok(Live { running, model, vocab, probe })
     }
 
     async fn stop<'s>(&'s self, server: Live, group: &'s ServerGroup) -> ServerRecord {
-        server::stop(server.running, group, self.probe.as_ref(), self.interrupted).await
+        server::stop(server.running, group, server.probe.as_ref(), self.interrupted).await
     }
 
     fn record<'s>(&self, server: &'s Live) -> &'s ServerRecord {
@@ -60,7 +66,8 @@ impl Driver for Http<'_> {
         if self.warm.is_zero() {
             return None;
         }
-        Some(load::server_warmup(&self.load, group, &server.model, server.vocab, self.warm).await)
+        let ctx = load::Context { probe: server.probe.clone(), ..self.load.clone() };
+        Some(load::server_warmup(&ctx, group, &server.model, server.vocab, self.warm).await)
     }
 
     async fn measure<'s>(
@@ -70,7 +77,8 @@ impl Driver for Http<'_> {
         point: &'s Point,
         attempt: u32,
     ) -> Measured {
-        let out = load::run_point(&self.load, group, point, attempt, &server.model, server.vocab).await;
+        let ctx = load::Context { probe: server.probe.clone(), ..self.load.clone() };
+        let out = load::run_point(&ctx, group, point, attempt, &server.model, server.vocab).await;
         let died = out.point.status == crate::record::Status::Ok
             && out.requests.iter().any(|r| !r.ok())
             && !alive(&mut server.running, self.load.http, &group.server.base_url).await;

@@ -78,6 +78,9 @@ pub struct Rules {
     pub max_starts: Option<usize>,
     /// Tune: configurations the capacity model rules out (group → why); never started.
     pub pruned: BTreeMap<String, String>,
+    /// Server groups that may run at once (the executor's slots; 0 or 1: one at a time). Tune proposes up
+    /// to this many starts at once; the grid and the search start whatever the executor has room for.
+    pub slots: usize,
 }
 
 /// A policy decides, for a running group, what comes next on it, and which groups may start.

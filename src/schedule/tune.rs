@@ -1,5 +1,6 @@
-//! Tune: one server start at a time, as `stats::tuning` asks for it (the search's, then the
-//! confirmation's), each measuring the points it was started for.
+//! Tune: server starts as `stats::tuning` asks for them (the search's, then the confirmation's), each
+//! measuring the points it was started for: one at a time, or with slots up to the free ones at once (the
+//! search's batch by constant liar; the confirmation's pairs side by side, swapped from one pair to the next).
 
 use super::{DoneReason, Policy, Schedule, Session, Start, Step, StopWhy};
 use crate::record::Recorded;
@@ -20,27 +21,37 @@ impl Policy for Tune {
         rec: &Recorded,
         session: &Session,
     ) -> Result<Vec<(String, Vec<String>)>, DoneReason> {
-        // Each start is chosen on what the ones before it measured.
-        if session.starts.iter().any(|st| st.phase != super::Phase::Ended) {
+        // Each start is chosen on what the ones before it measured; with slots, up to the free ones at once.
+        let in_flight: Vec<String> =
+            session.starts.iter().filter(|st| st.phase != super::Phase::Ended).map(|st| st.group.clone()).collect();
+        let free = s.rules.slots.max(1).saturating_sub(in_flight.len());
+        if free == 0 {
             return Ok(Vec::new());
         }
-        let Some(next) = crate::stats::tuning::analyze(s.spec, s.plan, rec, &s.rules.pruned).and_then(|t| t.next)
-        else {
+        let inflight = crate::stats::tuning::InFlight { groups: &in_flight, free };
+        let Some(report) = crate::stats::tuning::analyze_in(s.spec, s.plan, rec, &s.rules.pruned, &inflight) else {
             return Err(DoneReason::Complete);
         };
-        let (group, points) = (next.group, next.points);
-        if s.rules.pruned.contains_key(&group) {
-            return Err(DoneReason::AskedAgain { group });
+        let mut out = Vec::new();
+        for (n, next) in report.next.into_iter().chain(report.more).enumerate() {
+            let (group, points) = (next.group, next.points);
+            let asked = session.starts.iter().any(|st| st.group == group && st.points.first() == points.first());
+            if s.rules.pruned.contains_key(&group) || asked {
+                // The first proposal asked again: a resume may retry; a later one is left for the next round.
+                if n == 0 && in_flight.is_empty() {
+                    return Err(DoneReason::AskedAgain { group });
+                }
+                continue;
+            }
+            let Some(g) = s.group(&group) else { continue };
+            let todo: Vec<String> = g.points.iter().filter(|p| points.contains(&p.id)).map(|p| p.id.clone()).collect();
+            if !todo.is_empty() && !in_flight.contains(&group) {
+                out.push((group, todo));
+            }
         }
-        let asked = session.starts.iter().any(|st| st.group == group && st.points.first() == points.first());
-        if asked {
-            return Err(DoneReason::AskedAgain { group });
-        }
-        let Some(g) = s.group(&group) else { return Err(DoneReason::Complete) };
-        let todo: Vec<String> = g.points.iter().filter(|p| points.contains(&p.id)).map(|p| p.id.clone()).collect();
-        if todo.is_empty() {
+        if out.is_empty() && in_flight.is_empty() {
             return Err(DoneReason::Complete);
         }
-        Ok(vec![(group, todo)])
+        Ok(out)
     }
 }

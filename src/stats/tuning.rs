@@ -106,7 +106,17 @@ pub struct TuneReport {
     /// Why the search stopped, once it has.
     pub stopped: Option<String>,
     pub next: Option<Next>,
+    /// With slots: further starts that may begin beside `next` (the search's batch by constant liar, or the
+    /// other half of a confirmation pair). Never rendered.
+    #[serde(skip)]
+    pub more: Vec<Next>,
     pub space: usize,
+}
+
+/// Starts in flight when the schedule asks, and slots free for more.
+pub struct InFlight<'a> {
+    pub groups: &'a [String],
+    pub free: usize,
 }
 
 fn setting_of(tp: &TunePlan, c: &TuneConfig) -> String {
@@ -286,6 +296,20 @@ fn welch95(a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
 
 /// Reads a tune from its records. `pruned`: configurations the capacity model ruled out (group → why).
 pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<String, String>) -> Option<TuneReport> {
+    analyze_in(spec, plan, rec, pruned, &InFlight { groups: &[], free: 1 })
+}
+
+/// `analyze` as the schedule sees it with starts in flight: those count as started (their configurations are
+/// not proposed again, and the search's GP takes them at the mean of what was measured — a constant liar), and
+/// up to `free` starts are proposed at once. A confirmation waits for every start in flight, and with two free
+/// slots starts its next pair together, so the ABBA order puts each on the other slot the next time.
+pub fn analyze_in(
+    spec: &Spec,
+    plan: &Plan,
+    rec: &Recorded,
+    pruned: &BTreeMap<String, String>,
+    inflight: &InFlight<'_>,
+) -> Option<TuneReport> {
     let tp = plan.tune.as_ref()?;
     let sr = tp.search_repeats;
     let (cr, cs) = (tp.confirm_repeats, tp.confirm_starts.max(1));
@@ -306,25 +330,34 @@ pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<Strin
         })
         .collect();
     started.sort_by_key(|(_, i)| *i);
+    let pending = |g: &str| inflight.groups.iter().any(|p| p == g);
+    for c in tp.configs.iter().filter(|c| pending(&c.group)) {
+        if !started.iter().any(|(s, _)| s.group == c.group) {
+            started.push((c, usize::MAX - 1));
+        }
+    }
     let unfinished = started
         .iter()
+        .filter(|(c, _)| !pending(&c.group))
         .find(|(c, _)| !start_failed(rec, &c.group) && !missing(plan, rec, &c.group, 0..sr).is_empty())
         .map(|(c, _)| c.group.clone());
     let search: BTreeMap<&str, Option<Measured>> = started
         .iter()
         .map(|(c, _)| (c.group.as_str(), objective(spec, tp, &points_of(rec, &c.group, 0..sr), &rec.requests)))
         .collect();
+    let values: Vec<f64> = search.values().flatten().map(|m| m.value).collect();
+    let lie = (!values.is_empty()).then(|| mean(&values));
     let observed: Vec<Observation> = started
         .iter()
         .map(|(c, _)| Observation {
             config: c.index.clone(),
-            value: search[c.group.as_str()].as_ref().map(|m| m.value),
+            value: if pending(&c.group) { lie } else { search[c.group.as_str()].as_ref().map(|m| m.value) },
         })
         .collect();
     let allowed = |cfg: &Vec<usize>| tp.configs.iter().any(|c| &c.index == cfg && !pruned.contains_key(&c.group));
     // Start from the middle of the space, then let expected improvement choose.
     let middle: Vec<usize> = tp.axes.iter().map(|a| a.values.len() / 2).collect();
-    let st = step(&axes, &observed, &[middle], &allowed);
+    let st = step(&axes, &observed, std::slice::from_ref(&middle), &allowed);
     let spent_s: f64 =
         rec.servers.iter().filter_map(|s| s.ready_s).sum::<f64>() + rec.points.iter().map(|p| p.wall_s).sum::<f64>();
     let search_budget = tp.starts.saturating_sub(2 * cs) as usize;
@@ -356,22 +389,31 @@ pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<Strin
             pair.into_iter().flatten().map(move |g| (g, k))
         })
         .collect();
-    let next = match (&unfinished, &stopped) {
-        (Some(g), _) => Some(Next { group: g.clone(), points: missing(plan, rec, g, 0..sr), phase: "search".into() }),
-        (None, None) => st.next.as_ref().and_then(config_group).map(|g| Next {
-            points: missing(plan, rec, &g, 0..sr),
-            group: g,
-            phase: "search".into(),
-        }),
-        (None, Some(_)) => confirm_order.iter().find_map(|(g, k)| {
-            let m = missing(plan, rec, g, start_range(*k));
-            (!m.is_empty() && !start_failed(rec, g)).then(|| Next {
-                group: g.clone(),
-                points: m,
-                phase: "confirm".into(),
-            })
-        }),
+    let search_next = |g: String| Next { points: missing(plan, rec, &g, 0..sr), group: g, phase: "search".into() };
+    let confirm_next = |g: &String, k: u32| {
+        let m = missing(plan, rec, g, start_range(k));
+        (!m.is_empty() && !start_failed(rec, g)).then(|| Next { group: g.clone(), points: m, phase: "confirm".into() })
     };
+    let mut nexts: Vec<Next> = match (&unfinished, &stopped) {
+        (Some(g), _) => vec![search_next(g.clone())],
+        (None, None) => {
+            let room = search_budget.saturating_sub(started.len()).min(inflight.free);
+            batch(&axes, &observed, &middle, &allowed, st.next.clone(), lie, room)
+                .iter()
+                .filter_map(config_group)
+                .map(search_next)
+                .collect()
+        }
+        // The confirmation decides from every search start: it waits for those in flight.
+        (None, Some(_)) if !inflight.groups.is_empty() => Vec::new(),
+        (None, Some(_)) if inflight.free >= 2 => (0..cs)
+            .map(|k| confirm_order.iter().filter(|(_, j)| *j == k).filter_map(|(g, j)| confirm_next(g, *j)).collect())
+            .find(|pair: &Vec<Next>| !pair.is_empty())
+            .unwrap_or_default(),
+        (None, Some(_)) => confirm_order.iter().find_map(|(g, k)| confirm_next(g, *k)).into_iter().collect(),
+    };
+    let more = nexts.split_off(nexts.len().min(1));
+    let next = nexts.pop();
     // The confirmation of a group over all its starts; the level chosen over all of them, then each start's
     // mean at that level.
     let confirmed = |g: &str| {
@@ -473,8 +515,33 @@ pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<Strin
         wall_s: tp.wall_s,
         stopped,
         next,
+        more,
         space: tp.configs.len(),
     })
+}
+
+/// Up to `room` configurations to start at once: `first`, then what expected improvement proposes with each
+/// proposal taken as measured at `lie` (the constant liar), so the batch spreads instead of repeating itself.
+fn batch(
+    axes: &[Axis],
+    observed: &[Observation],
+    middle: &[usize],
+    allowed: &dyn Fn(&Vec<usize>) -> bool,
+    first: Option<Vec<usize>>,
+    lie: Option<f64>,
+    room: usize,
+) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = first.into_iter().take(room).collect();
+    let mut obs = observed.to_vec();
+    while out.len() < room {
+        let Some(last) = out.last() else { break };
+        obs.push(Observation { config: last.clone(), value: lie });
+        match step(axes, &obs, &[middle.to_vec()], allowed).next {
+            Some(c) if !out.contains(&c) => out.push(c),
+            _ => break,
+        }
+    }
+    out
 }
 
 fn objective_text(spec: &Spec, tp: &TunePlan) -> String {

@@ -174,3 +174,18 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
 pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
+
+/// A base port whose next `n` ports are free, below the kernel's ephemeral range (32768 and up), so no other
+/// test's ephemeral port (`bind(0)`) can take a slot's port between this check and the run; random within
+/// 20000–31999 so two tests in parallel rarely meet, and a taken port is passed over.
+pub fn free_ports(n: u16) -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    for k in 0..1000u64 {
+        let base = 20000 + (seed.wrapping_mul(6364136223846793005).wrapping_add(k * 7919) % 11990) as u16;
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports in 20000-31999");
+}
