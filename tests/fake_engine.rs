@@ -942,4 +942,16 @@ fn a_command_that_ignores_its_port_is_refused_with_slots_before_anything_starts(
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("{{ port }}"), "{err}");
     assert!(!case.out.join("fixed").exists() || events(&journal(&case.dir("fixed", "r")), "server_start").is_empty());
+    // A server that needs two GPUs where one was lent.
+    let tp2 = spec("tp2", port, ", \"--tensor-parallel-size\", \"2\"", "[1]", 4, "");
+    let out = Case::new(&tp2).run(&["--gpus", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs 2 GPUs and the run was lent 1"));
+    // An endpoint servelab does not start has nothing to run side by side.
+    let ext = format!(
+        "name: ext\nengine:\n  kind: external\n  base_url: http://127.0.0.1:{port}\ngrid:\n  concurrency: [1, 2]\nload:\n  concurrency: \"{{{{ concurrency }}}}\"\n  requests: 4\nmeasure: {{memory: procfs}}\n"
+    );
+    let out = Case::new(&ext).run(&["--parallel", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("external"));
 }

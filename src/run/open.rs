@@ -136,6 +136,13 @@ pub fn check_inputs(plan: &Plan) -> Result<(), RunError> {
 pub(super) fn preflight(plan: &Plan, loaded: &LoadedSpec, host: &Host) -> Result<Option<String>, RunError> {
     let spec = &loaded.spec;
     check_inputs(plan)?;
+    if host.binds() && spec.engine.kind == crate::spec::EngineKind::External {
+        return Err(RunError::Preflight(
+            "--parallel and --gpus start servers side by side; an `external` engine is one endpoint servelab does \
+             not start: run it without them"
+                .to_owned(),
+        ));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for g in plan.groups.iter().filter(|g| g.server.kind != crate::spec::EngineKind::External) {
         for server in slot_servers(loaded, host, g)? {
@@ -226,13 +233,6 @@ fn slot_servers(
     let spec = &loaded.spec;
     if !host.binds() {
         return Ok(vec![g.server.clone()]);
-    }
-    if g.server.kind == crate::spec::EngineKind::External {
-        return Err(RunError::Preflight(
-            "--parallel and --gpus start servers side by side; an `external` engine is one endpoint servelab does \
-             not start: run it without them"
-                .to_owned(),
-        ));
     }
     let mut pool = Pool::new(host);
     let need = crate::plan::slots::gpus_needed(spec.engine.gpus, g);
