@@ -212,6 +212,19 @@ fn combinations(items: &[usize], k: usize) -> Vec<Vec<usize>> {
     out
 }
 
+/// NVML's level for GPUs behind one PCIe switch (or closer): neighbours that share its bandwidth.
+pub const SWITCH: u8 = 10;
+
+/// Whether any GPU of `mine` shares a PCIe switch (or a board) with a GPU of `others` (other slots' GPUs, in
+/// use at the same time): their transfers share one link, so a figure of `mine` may be a contended one.
+pub fn shares_switch(host: &Host, mine: &[Gpu], others: &[Gpu]) -> bool {
+    let Lend::Gpus(gpus) = &host.lend else { return false };
+    let at = |g: &Gpu| gpus.iter().position(|x| x.index == g.index);
+    mine.iter().filter_map(at).any(|a| {
+        others.iter().filter_map(at).any(|b| host.distance.get(a).and_then(|r| r.get(b)).is_some_and(|d| *d <= SWITCH))
+    })
+}
+
 /// GPUs a group's server needs: `engine.gpus`, else `--tensor-parallel-size` × `--pipeline-parallel-size`
 /// from its command line.
 pub fn gpus_needed(spec_gpus: Option<u32>, group: &ServerGroup) -> u32 {
@@ -346,6 +359,15 @@ mod tests {
         let mut pool = Pool::new(&h);
         let cpus: Vec<Vec<usize>> = (0..4).map(|_| pool.lease(1).unwrap().unwrap().cpus).collect();
         assert_eq!(cpus, [vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9, 10, 11], vec![12, 13, 14, 15]]);
+    }
+
+    #[test]
+    fn neighbours_behind_one_switch_are_found_and_far_ones_are_not() {
+        let mut h = host(Lend::Gpus((0..4).map(|i| gpu(i, 0)).collect()), 8);
+        h.distance = (0..4).map(|i| (0..4).map(|j| if i / 2 == j / 2 { 10 } else { 40 }).collect()).collect();
+        assert!(shares_switch(&h, &[gpu(0, 0)], &[gpu(1, 0)]));
+        assert!(!shares_switch(&h, &[gpu(0, 0)], &[gpu(2, 0), gpu(3, 0)]));
+        assert!(!shares_switch(&host(Lend::Parallel(2), 2), &[gpu(0, 0)], &[gpu(1, 0)]));
     }
 
     #[test]

@@ -122,11 +122,34 @@ pub async fn json_capped(resp: reqwest::Response, cap: usize) -> serde_json::Val
 
 /// CPU time counters from /proc/stat: (total jiffies, steal jiffies).
 pub fn cpu_times() -> Option<(u64, u64)> {
+    cpu_times_of(&[])
+}
+
+/// `cpu_times` summed over these cores (a slot's), or of the whole host when `cores` is empty.
+pub fn cpu_times_of(cores: &[usize]) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = text.lines().next()?.strip_prefix("cpu ")?;
-    let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    parse_cpu_times(&text, cores)
+}
+
+fn parse_cpu_times(text: &str, cores: &[usize]) -> Option<(u64, u64)> {
     // user nice system idle iowait irq softirq steal (guest time is already in user).
-    Some((v.iter().take(8).sum(), *v.get(7)?))
+    let counters = |rest: &str| -> Option<(u64, u64)> {
+        let v: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        Some((v.iter().take(8).sum(), *v.get(7)?))
+    };
+    if cores.is_empty() {
+        return counters(text.lines().next()?.strip_prefix("cpu ")?);
+    }
+    let mut total = (0, 0);
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once(' ') else { continue };
+        let Some(n) = name.strip_prefix("cpu").and_then(|n| n.parse::<usize>().ok()) else { continue };
+        if cores.contains(&n) {
+            let (t, s) = counters(rest)?;
+            total = (total.0 + t, total.1 + s);
+        }
+    }
+    (total.0 > 0).then_some(total)
 }
 
 /// The 1-minute load average from /proc/loadavg.
@@ -155,6 +178,15 @@ pub fn host_facts() -> (String, String, String, usize) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn steal_is_read_on_a_slots_cores_alone() {
+        let stat = "cpu  10 0 10 70 0 0 0 10 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 30 0 0 0 10 0 0\nintr 1\n";
+        assert_eq!(super::parse_cpu_times(stat, &[]), Some((100, 10)));
+        assert_eq!(super::parse_cpu_times(stat, &[1]), Some((50, 10)));
+        assert_eq!(super::parse_cpu_times(stat, &[0]), Some((50, 0)));
+        assert_eq!(super::parse_cpu_times(stat, &[7]), None);
+    }
+
     use super::*;
 
     /// Replays per-GPU readings recorded from NVML on a two-GPU machine.

@@ -38,6 +38,10 @@ pub struct Manifest {
     /// A tune's configurations the capacity model ruled out on this GPU, and why (group → reason).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tune_pruned: std::collections::BTreeMap<String, String>,
+    /// With `--gpus`: each lent GPU's used memory (MiB, NVML) read before any slot started in this
+    /// invocation: the idle baseline each slot's server is held against.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub gpu_idle_mb: std::collections::BTreeMap<u32, f64>,
 }
 
 /// The version of figures this build records (see `Manifest::metrics_version`).

@@ -36,6 +36,9 @@ pub struct PointRecord {
     /// Other servers up at any moment while it was measured (a run with slots); absent when it ran alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beside: Option<usize>,
+    /// A GPU of its slot shared a PCIe switch with a GPU of another slot in use meanwhile (`--gpus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_shared: Option<bool>,
 }
 
 /// One line of `samples.jsonl`: a /metrics scrape or a GPU reading during a measured phase.

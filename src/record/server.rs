@@ -98,6 +98,9 @@ pub struct SlotRecord {
     pub cpus: Vec<usize>,
     /// How many slots the run had: above 1, other servers ran beside this one.
     pub slots: usize,
+    /// Its GPUs' used memory before any slot started (MiB, summed): the idle baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_mb: Option<f64>,
 }
 
 impl ServerRecord {

@@ -63,8 +63,9 @@ struct Books<S> {
     pool: Pool,
     /// Each running group's share of the host and its server as that share runs it.
     leases: BTreeMap<String, (Lease, Slotted)>,
-    /// For each group measuring a point: the most other servers up at once since the point began.
-    beside: BTreeMap<String, usize>,
+    /// For each group measuring a point: the most other servers up at once since the point began, and
+    /// whether one of them had a GPU behind the same PCIe switch.
+    beside: BTreeMap<String, (usize, bool)>,
 }
 
 const DEAD: &str = "the server died during this point";
@@ -186,8 +187,13 @@ where
         b.leases.insert(group.to_owned(), (lease.clone(), slotted.clone()));
         // Every point being measured now has one more server beside it.
         let others = b.leases.len() - 1;
-        for n in b.beside.values_mut() {
-            *n = (*n).max(others);
+        let measuring: Vec<String> = b.beside.keys().cloned().collect();
+        for g in measuring {
+            let near = self.near(b, &g);
+            if let Some((n, shared)) = b.beside.get_mut(&g) {
+                *n = (*n).max(others);
+                *shared |= near;
+            }
         }
         let g = plan_group;
         let env = &self.env;
@@ -253,7 +259,8 @@ where
         self.env.journal.append(&entry)?;
         b.attempts.insert(point.to_owned(), attempt + 1);
         b.session.measuring(group, point);
-        b.beside.insert(group.to_owned(), b.leases.len().saturating_sub(1));
+        let near = self.near(b, group);
+        b.beside.insert(group.to_owned(), (b.leases.len().saturating_sub(1), near));
         let start = b.session.active(group);
         let (nth, of) = start.map_or((0, 0), |s| (s.visited.len(), s.points.len()));
         if start.is_some_and(|s| s.dead) {
@@ -339,6 +346,14 @@ where
         let server = crate::plan::server::slotted(self.env.spec, g, lease, cpu_engine)
             .map_err(|e| RunError::Preflight(format!("{} ({})", e.message, e.fix)))?;
         Ok(std::sync::Arc::new(ServerGroup { server, ..g.clone() }))
+    }
+
+    /// Whether `group`'s GPUs share a PCIe switch with another slot's GPUs in use now.
+    fn near(&self, b: &Books<E::Server>, group: &str) -> bool {
+        let Some((mine, _)) = b.leases.get(group) else { return false };
+        let others: Vec<crate::plan::slots::Gpu> =
+            b.leases.iter().filter(|(g, _)| g.as_str() != group).flat_map(|(_, (l, _))| l.gpus.clone()).collect();
+        crate::plan::slots::shares_switch(self.env.host, &mine.gpus, &others)
     }
 
     /// The group as its running server was started.
@@ -429,8 +444,10 @@ where
             out.point.error = Some(DEAD.to_owned());
         }
         fail_on_errors(&mut out.point, &out.requests);
-        let beside = b.beside.remove(&g.id).unwrap_or(0);
+        let (beside, shared) = b.beside.remove(&g.id).unwrap_or((0, false));
         out.point.beside = self.env.host.binds().then_some(beside);
+        let gpus = matches!(self.env.host.lend, crate::plan::slots::Lend::Gpus(_));
+        out.point.switch_shared = gpus.then_some(shared);
         let dir = self.env.dir;
         append_jsonl(&dir.join(REQUESTS), &out.requests, false)?;
         append_jsonl(&dir.join(SAMPLES), &out.samples, false)?;
@@ -487,6 +504,12 @@ where
                     gpus: lease.gpus.clone(),
                     cpus: lease.cpus.clone(),
                     slots: b.pool.capacity(),
+                    idle_mb: lease
+                        .gpus
+                        .iter()
+                        .map(|g| manifest.gpu_idle_mb.get(&g.index).copied())
+                        .sum::<Option<f64>>()
+                        .filter(|_| !lease.gpus.is_empty()),
                 });
                 let (group, at) = (g.id.clone(), now());
                 self.env.journal.append(&journal::Entry::ServerEnd { group, at, slot: lease.slot })?;

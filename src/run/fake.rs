@@ -190,6 +190,7 @@ fn phase(server: &mut FakeServer, group: &ServerGroup, point: &Point, attempt: u
         status: Status::Ok,
         error: None,
         beside: None,
+        switch_shared: None,
     };
     PointOutput { point: record, requests, samples: Vec::new() }
 }

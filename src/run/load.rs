@@ -55,6 +55,8 @@ struct Sampler {
     attempt: u32,
     interval: Duration,
     scrape_metrics: bool,
+    /// A slot's cores: steal is read on these alone (the whole host when empty).
+    cores: Vec<usize>,
 }
 
 /// How often the host (CPU steal, load, SM clock, throttle reasons) is read: slowly, it drifts slowly.
@@ -65,7 +67,7 @@ const SAMPLER_TICK: Duration = Duration::from_millis(20);
 /// Samples GPU utilisation every `interval`, /metrics every max(interval, 500 ms) and the host every second
 /// until `stop` is set. `t0` is the origin of the lines' `t_s`.
 async fn sample_during(sampler: Sampler, t0: Instant, stop: Arc<AtomicBool>, out: Arc<Mutex<Vec<SampleLine>>>) {
-    let Sampler { http, base_url, probe, point, attempt, interval, scrape_metrics } = sampler;
+    let Sampler { http, base_url, probe, point, attempt, interval, scrape_metrics, cores } = sampler;
     let line = |t_s: f64| SampleLine {
         point: point.clone(),
         attempt,
@@ -78,7 +80,7 @@ async fn sample_during(sampler: Sampler, t0: Instant, stop: Arc<AtomicBool>, out
     let push = |l: SampleLine| out.lock().unwrap_or_else(|e| e.into_inner()).push(l);
     let metrics_every = interval.max(Duration::from_millis(500));
     let (mut next_gpu, mut next_metrics, mut next_host) = (t0, t0, t0);
-    let mut cpu_before = crate::probe::cpu_times();
+    let mut cpu_before = crate::probe::cpu_times_of(&cores);
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         let t_s = now.duration_since(t0).as_secs_f64();
@@ -100,7 +102,7 @@ async fn sample_during(sampler: Sampler, t0: Instant, stop: Arc<AtomicBool>, out
         }
         if now >= next_host {
             next_host = now + HOST_EVERY;
-            let cpu = crate::probe::cpu_times();
+            let cpu = crate::probe::cpu_times_of(&cores);
             let steal_pct = match (cpu_before, cpu) {
                 (Some((t0, s0)), Some((t1, s1))) if t1 > t0 => Some(100.0 * (s1 - s0) as f64 / (t1 - t0) as f64),
                 _ => None,
@@ -394,6 +396,7 @@ pub async fn run_point(
         status: Status::Ok,
         error: None,
         beside: None,
+        switch_shared: None,
     };
     let http = client::http_client(pool_size(&c));
     let spec = match request_spec(&c, group, model, model_vocab, ctx.api_key.clone()) {
@@ -432,6 +435,7 @@ pub async fn run_point(
         attempt,
         interval: ctx.gpu_interval,
         scrape_metrics: ctx.server_metrics,
+        cores: group.server.cpus.clone(),
     };
     let sampler_t0 = Instant::now();
     let sampler = tokio::spawn(sample_during(sampler, sampler_t0, stop.clone(), samples.clone()));
@@ -490,6 +494,7 @@ pub fn not_run(group: &ServerGroup, point: &Point, attempt: u32, model: &str, wh
         status: Status::Failed,
         error: Some(why.to_owned()),
         beside: None,
+        switch_shared: None,
     };
     PointOutput { point: record, requests: Vec::new(), samples: Vec::new() }
 }

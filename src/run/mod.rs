@@ -167,6 +167,11 @@ pub async fn execute_on(
         reqwest::Client::builder().no_proxy().build().map_err(|e| RunError::Probe(format!("HTTP client: {e}")))?;
     let pruned = if plan.tune.is_some() { prune(plan, probe.as_ref()) } else { Default::default() };
     manifest.tune_pruned = pruned.clone();
+    if let crate::plan::slots::Lend::Gpus(gpus) = &opts.host.lend {
+        // Each lent GPU's idle reading, before any slot starts.
+        let idle = |i: u32| probe.for_gpus(&[i]).and_then(|p| p.device()).map(|d| d.0);
+        manifest.gpu_idle_mb = gpus.iter().filter_map(|g| Some((g.index, idle(g.index)?))).collect();
+    }
     let slots = if opts.host.binds() { crate::plan::slots::Pool::new(&opts.host).capacity() } else { 1 };
     let rules = Rules { fail_fast: opts.fail_fast, max_starts: opts.max_starts, pruned, slots };
     let schedule = Schedule::new(&loaded.spec, plan, rules, state.done.clone());

@@ -37,6 +37,7 @@ fn prepare_manifest(loaded: &LoadedSpec, plan: &Plan, probe: &dyn MemoryProbe, r
         ended_at: None,
         metrics_version: crate::record::manifest::METRICS_VERSION,
         tune_pruned: Default::default(),
+        gpu_idle_mb: Default::default(),
     }
 }
 

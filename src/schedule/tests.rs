@@ -60,6 +60,7 @@ fn measured(group: &ServerGroup, p: &Point, attempt: u32, e2e: f64) -> (PointRec
         status: Status::Ok,
         error: None,
         beside: None,
+        switch_shared: None,
     };
     (point, requests)
 }

@@ -53,6 +53,9 @@ pub fn rows(records: &[ServerRecord]) -> Vec<KvRow> {
     sorted.iter().map(|r| row(r, &mut prev)).collect()
 }
 
+/// Memory above the run's idle baseline on a slot's GPUs at its start that says they were not idle.
+const NOT_IDLE_MB: f64 = 256.0;
+
 /// "slot 1 of 4 (port 8001; GPU 2 NVIDIA H200; cores 4,5,6,7), beside other servers": where it ran.
 fn slot_note(s: &crate::record::server::SlotRecord) -> String {
     let mut parts = vec![format!("port {}", s.port)];
@@ -101,6 +104,12 @@ fn row(r: &ServerRecord, prev: &mut Option<(u64, f64)>) -> KvRow {
     }
     if let Some(s) = r.slot.as_ref().filter(|s| s.slots > 1) {
         notes.push(slot_note(s));
+    }
+    // A slot's GPUs must be as idle at its start as before any slot started.
+    if let (Some(idle), Some(at_start)) = (r.slot.as_ref().and_then(|s| s.idle_mb), r.baseline.device_used_mb)
+        && at_start - idle > NOT_IDLE_MB
+    {
+        notes.push(format!("its GPUs held {:.0} MiB more at its start than before any slot started", at_start - idle));
     }
     if let Some(e) = &r.error {
         notes.push(format!("{}: {e}", r.status.as_str()));

@@ -70,7 +70,16 @@ pub struct RepeatStats {
     /// Other servers up while it was measured (slots: `run --parallel`/`--gpus`); 0 when it ran alone.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub beside: usize,
+    /// With slots: the most CPU steal on the slot's cores during the phase, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steal_pct_max: Option<f64>,
+    /// With `--gpus`: a GPU of its slot shared a PCIe switch with a busy neighbour's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub switch_shared: bool,
 }
+
+/// CPU steal on a slot's cores at or above this share of their time flags a cell as contended.
+const STEAL_CONTENDED_PCT: f64 = 5.0;
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
@@ -304,6 +313,10 @@ fn repeat_stats(p: &PointRecord, all: &[&RequestRecord], samples: &[&SampleLine]
         e2e_gap_s: gap(client_e2e, delta.as_ref().and_then(|d| d.mean_e2e_s)),
         tail_requests,
         beside: p.beside.unwrap_or(0),
+        steal_pct_max: p
+            .beside
+            .and_then(|_| samples.iter().filter_map(|s| s.host.as_ref()?.steal_pct).reduce(f64::max)),
+        switch_shared: p.switch_shared.unwrap_or(false),
     }
 }
 
@@ -371,6 +384,8 @@ fn mean_repeat(reps: &[RepeatStats]) -> RepeatStats {
         e2e_gap_s: m(&|r| r.e2e_gap_s),
         tail_requests: reps.iter().map(|r| r.tail_requests).sum(),
         beside: reps.iter().map(|r| r.beside).max().unwrap_or(0),
+        steal_pct_max: reps.iter().filter_map(|r| r.steal_pct_max).reduce(f64::max),
+        switch_shared: reps.iter().any(|r| r.switch_shared),
     }
 }
 
@@ -404,6 +419,13 @@ fn flags(cell: &Cell, gpu_sampled: bool, all_requests: &[&RequestRecord]) -> Vec
         notes.push(format!("measured while up to {beside} other server{s} ran (slots)"));
         if lagged {
             notes.push("contended: the client lagged while other slots ran".to_owned());
+        }
+        let steal = cell.repeats.iter().filter_map(|r| r.steal_pct_max).reduce(f64::max);
+        if let Some(s) = steal.filter(|s| *s >= STEAL_CONTENDED_PCT) {
+            notes.push(format!("contended: CPU steal up to {s:.0}% on the slot's cores"));
+        }
+        if cell.repeats.iter().any(|r| r.switch_shared) {
+            notes.push("contended: a GPU shared its PCIe switch with another slot's".to_owned());
         }
     }
     for r in &cell.repeats {
@@ -1032,6 +1054,8 @@ mod properties {
             e2e_gap_s: None,
             tail_requests: 0,
             beside: 0,
+            steal_pct_max: None,
+            switch_shared: false,
         }
     }
 

@@ -148,6 +148,7 @@ mod tests {
             status: Status::Ok,
             error: None,
             beside: None,
+            switch_shared: None,
         }
     }
 
