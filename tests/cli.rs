@@ -106,3 +106,24 @@ fn a_spec_that_is_a_device_is_refused_unread() {
     assert!(err.contains("/dev/zero"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// Eight axes of 100 values (10^16 points) are counted and refused before anything is expanded, with the
+/// grid's place in the file, in `validate`, `plan` and `run` alike.
+#[test]
+fn a_grid_that_explodes_is_refused_before_it_is_expanded() {
+    let axes: Vec<String> = (0..8)
+        .map(|i| format!("  a{i}: [{}]", (0..100).map(|j| j.to_string()).collect::<Vec<_>>().join(", ")))
+        .collect();
+    let vars: String = (0..8).map(|i| format!("{{{{ a{i} }}}}")).collect();
+    let text =
+        format!("name: bomb\nengine:\n  kind: command\n  command: [\"x\", \"{vars}\"]\ngrid:\n{}\n", axes.join("\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.yaml");
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap();
+    for cmd in [vec!["validate", p], vec!["plan", p], vec!["run", p, "--out", dir.path().to_str().unwrap()]] {
+        let (code, _, err) = servelab(&cmd);
+        assert_eq!(code, 2, "{cmd:?}: {err}");
+        assert!(err.contains("bomb.yaml:6:3") && err.contains("10000000000000000 runs"), "{cmd:?}: {err}");
+    }
+}

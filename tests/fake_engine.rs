@@ -394,6 +394,80 @@ fn an_endless_sse_line_or_error_body_fails_the_request_instead_of_filling_memory
     }
 }
 
+/// A server that streams valid events without end, garbage, or answers without a token: every request is a
+/// `stream` error with the reason, never a figure; the endless one is cut at the event cap (not at the 300 s
+/// request timeout) with its record bounded; the run exits 3 and no cell claims tokens/s.
+#[test]
+fn hostile_streams_are_failed_requests_never_figures() {
+    for (fault, says) in [
+        ("--endless-stream", "events for 8 tokens: servelab stopped reading"),
+        ("--garbage", "not a JSON object"),
+        ("--no-tokens", "without a token"),
+    ] {
+        let port = free_port();
+        let case = Case::new(&spec("hostile", port, &format!(", \"{fault}\""), "[1]", 3, ""));
+        let started = Instant::now();
+        let out = case.run(&["--run-id", "h"]);
+        assert_eq!(out.status.code(), Some(3), "{fault}: every request failed");
+        assert!(started.elapsed() < Duration::from_secs(60), "{fault}: the requests ended without a timeout");
+        let dir = case.dir("hostile", "h");
+        let requests = jsonl(&dir.join("requests.jsonl"));
+        for r in &requests {
+            assert_eq!(r["error"]["kind"], "stream", "{fault}: {r}");
+            assert!(r["error"]["message"].as_str().unwrap().contains(says), "{fault}: {}", r["error"]["message"]);
+            assert!(r["chunk_us"].as_array().map_or(0, Vec::len) <= 8 + 32, "{fault}: the record is bounded");
+        }
+        let size = std::fs::metadata(dir.join("requests.jsonl")).unwrap().len();
+        assert!(size < 1 << 20, "{fault}: requests.jsonl holds {size} bytes");
+        let points = jsonl(&dir.join("points.jsonl"));
+        assert!(points.iter().all(|p| p["status"] == "failed"), "{fault}: {points:?}");
+        assert_nothing_left_in(&dir, port);
+    }
+}
+
+/// A committed point whose records were lost (a truncated or edited folder) is refused by `report`, `compare`
+/// and `--resume`, naming the point and the file — never rendered as a point of zero requests.
+#[test]
+fn a_committed_point_whose_records_are_gone_is_refused_not_rendered_as_zeros() {
+    let port = free_port();
+    let case = Case::new(&spec("lost", port, "", "[1, 2]", 6, ""));
+    assert_eq!(case.run(&["--run-id", "r"]).status.code(), Some(0));
+    let dir = case.dir("lost", "r");
+    let first = events(&journal(&dir), "point_done")[0]["point"].as_str().unwrap().to_owned();
+    let servelab = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_servelab")).args(args).output().unwrap();
+    // Half of the first point's request records gone.
+    let text = std::fs::read_to_string(dir.join("requests.jsonl")).unwrap();
+    let mut dropped = 0;
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let drop = l.contains(&format!("\"point\":\"{first}\"")) && dropped < 3;
+            dropped += usize::from(drop);
+            !drop
+        })
+        .collect();
+    assert_eq!(dropped, 3);
+    std::fs::write(dir.join("requests.jsonl"), kept.join("\n") + "\n").unwrap();
+    for args in [vec!["report", dir.to_str().unwrap()], vec!["compare", dir.to_str().unwrap(), dir.to_str().unwrap()]] {
+        let out = servelab(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(&first) && err.contains("requests.jsonl"), "{args:?}: {err}");
+    }
+    let resumed = case.run(&["--resume", dir.to_str().unwrap()]);
+    assert_eq!(resumed.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains(&first));
+    // The point's own record gone.
+    std::fs::write(dir.join("requests.jsonl"), text).unwrap();
+    let points = std::fs::read_to_string(dir.join("points.jsonl")).unwrap();
+    let kept: Vec<&str> = points.lines().filter(|l| !l.contains(&format!("\"point\":\"{first}\""))).collect();
+    std::fs::write(dir.join("points.jsonl"), kept.join("\n") + "\n").unwrap();
+    let out = servelab(&["report", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&first) && err.contains("points.jsonl"), "{err}");
+}
+
 /// Waits up to `limit` for every process holding one of `needles` to be gone; returns those left.
 fn left_after(needles: &[String], limit: Duration) -> Vec<u32> {
     let deadline = Instant::now() + limit;

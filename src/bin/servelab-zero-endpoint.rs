@@ -16,6 +16,9 @@
 //!   --capacity N        stream at most N completions at once, queueing the rest (a server with a limit)
 //!   --endless-line      stream one SSE line that never ends (a client must bound what it buffers)
 //!   --endless-error     answer HTTP 500 with a body that never ends
+//!   --endless-stream    stream valid completion events without end, never [DONE] (a client must stop reading)
+//!   --garbage           stream `data:` lines that are not JSON, then [DONE] (garbage is no completion)
+//!   --no-tokens         stream completion events with empty text and usage of 0 tokens, then [DONE]
 //!   --start-delay-ms N  wait N ms before listening (a start that takes time)
 //!
 //! Single-threaded on purpose (pin it to a core of its own); `--threads N` runs N such loops on one port.
@@ -43,6 +46,19 @@ async fn endless(stream: &mut TcpStream, status: &str, prefix: &[u8]) -> std::io
     stream.write_all(&first).await?;
     let mut block = Vec::new();
     chunk(&mut block, &[b'x'; 65536]);
+    loop {
+        stream.write_all(&block).await?;
+    }
+}
+
+/// Valid completion events, one token each, for ever (until the client goes away).
+async fn endless_events(stream: &mut TcpStream) -> std::io::Result<()> {
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).await?;
+    let mut block = Vec::new();
+    for i in 0..256u64 {
+        token_chunk(&mut block, b"cmpl-endless", 1, i, false, Some(8));
+    }
     loop {
         stream.write_all(&block).await?;
     }
@@ -255,6 +271,24 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
             "/v1/completions" if ENDLESS.get().copied().flatten() == Some("error") => {
                 return endless(&mut stream, "500 Internal Server Error", b"{\"error\":").await;
             }
+            "/v1/completions" if ENDLESS.get().copied().flatten() == Some("stream") => {
+                return endless_events(&mut stream).await;
+            }
+            "/v1/completions" if matches!(ENDLESS.get().copied().flatten(), Some("garbage" | "no-tokens")) => {
+                let garbage = ENDLESS.get().copied().flatten() == Some("garbage");
+                let mut out = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                for i in 0..8 {
+                    let event = if garbage {
+                        format!("data: garbage {i} <html>\n\n")
+                    } else {
+                        format!("data: {{\"id\":\"cmpl-0\",\"object\":\"text_completion\",\"choices\":[{{\"index\":0,\"text\":\"\"}}],\"usage\":{{\"prompt_tokens\":{i},\"completion_tokens\":0}}}}\n\n")
+                    };
+                    chunk(&mut out, event.as_bytes());
+                }
+                chunk(&mut out, b"data: [DONE]\n\n");
+                out.extend_from_slice(b"0\r\n\r\n");
+                stream.write_all(&out).await?;
+            }
             "/v1/completions" if HTTP_500.get().copied().unwrap_or(false) => {
                 // Like a careless server, it echoes the request's Authorization header, in its log and its answer.
                 let auth = raw_head.lines().find(|l| l.to_ascii_lowercase().starts_with("authorization:")).unwrap_or("");
@@ -338,6 +372,12 @@ fn main() -> std::io::Result<()> {
         Some("error")
     } else if flag("--endless-models") {
         Some("models")
+    } else if flag("--endless-stream") {
+        Some("stream")
+    } else if flag("--garbage") {
+        Some("garbage")
+    } else if flag("--no-tokens") {
+        Some("no-tokens")
     } else {
         None
     });

@@ -262,7 +262,7 @@ pub(super) async fn one_request(
         status: None,
     };
     let start = Instant::now();
-    let outcome = tokio::time::timeout(spec.timeout, exchange(http, spec, body, &mut p)).await;
+    let outcome = tokio::time::timeout(spec.timeout, exchange(http, spec, body, max_tokens, &mut p)).await;
     let end = Instant::now();
     match outcome {
         Err(_) => {
@@ -276,6 +276,16 @@ pub(super) async fn one_request(
             p.error = Some(RequestError { kind: ErrorKind::Stream, message: "the stream ended without [DONE]".into() })
         }
         Ok(Ok(())) => {}
+    }
+    // A completion asked to ignore EOS must carry tokens: an answer without any is no completion.
+    let tokens = p.usage.1.unwrap_or(p.counted.max(u32::from(p.first.is_some())));
+    if p.error.is_none() && spec.ignore_eos && max_tokens > 0 && tokens == 0 {
+        p.error = Some(RequestError {
+            kind: ErrorKind::Stream,
+            message: format!(
+                "the server answered without a token although {max_tokens} were asked for with ignore_eos"
+            ),
+        });
     }
     RequestRecord {
         point: phase.point.clone(),
@@ -303,6 +313,13 @@ pub(super) async fn one_request(
 const MAX_BODY: usize = 64 << 20;
 /// An SSE line (one event) longer than this ends the request as a `stream` error.
 pub const MAX_SSE_LINE: usize = 4 << 20;
+
+/// Events a stream may carry: one per token asked for, plus the ones around them (vLLM's empty first chunk or
+/// chat role chunk, a finish chunk, the usage chunk) with room to spare. Past it the request is a `stream`
+/// error and nothing more is read, so a server that streams without end costs bounded memory and record size.
+pub fn max_events(max_tokens: u32) -> u32 {
+    max_tokens.saturating_add(32 + max_tokens / 10)
+}
 
 /// At most `cap` bytes of the body; the rest is not read.
 async fn body_prefix(resp: &mut reqwest::Response, cap: usize) -> Vec<u8> {
@@ -341,6 +358,7 @@ async fn exchange(
     http: &reqwest::Client,
     spec: &RequestSpec,
     body: Vec<u8>,
+    max_tokens: u32,
     p: &mut Progress,
 ) -> Result<(), RequestError> {
     let mut req = http.post(spec.url.clone()).header("content-type", "application/json");
@@ -369,58 +387,84 @@ async fn exchange(
         }
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| RequestError { kind: ErrorKind::Body, message: e.to_string() })?;
+        if v["choices"].as_array().is_none_or(Vec::is_empty) {
+            return Err(RequestError {
+                kind: ErrorKind::Body,
+                message: "the answer holds no completion (no choices)".into(),
+            });
+        }
         p.usage = (
             v["usage"]["prompt_tokens"].as_u64().map(|n| n as u32),
             v["usage"]["completion_tokens"].as_u64().map(|n| n as u32),
         );
+        // Without usage, a non-empty text is at least one token.
+        let choice = &v["choices"][0];
+        let text = choice["text"].as_str().or(choice["message"]["content"].as_str()).unwrap_or_default();
+        p.counted = u32::from(!text.is_empty());
         p.chunks = 1;
         return Ok(());
     }
     let mut parser = SseParser::with_max_line(MAX_SSE_LINE);
+    let (cap, mut events) = (max_events(max_tokens), 0u32);
     while let Some(chunk) =
         resp.chunk().await.map_err(|e| RequestError { kind: ErrorKind::Stream, message: e.to_string() })?
     {
         // One timestamp per network read: every event in it arrived at this instant.
         let now = Instant::now();
-        parser.feed(&chunk, |event| match event {
-            Event::Content { non_empty, completion_tokens } => {
-                let tokens = completion_tokens.map(|n| {
-                    let k = n.saturating_sub(p.counted);
-                    p.counted = p.counted.max(n);
-                    k
-                });
-                if non_empty && p.first.is_none() {
-                    p.first = Some(now);
-                    if let Some(k) = tokens {
-                        p.chunk_tokens.push(k + p.before_first);
-                    }
-                } else if let Some(first) = p.first {
-                    p.chunk_us.push(now.duration_since(first).as_micros().min(u128::from(u32::MAX)) as u32);
-                    if let Some(k) = tokens
-                        && p.chunk_tokens.len() == p.chunk_us.len()
-                    {
-                        p.chunk_tokens.push(k);
-                    }
-                } else {
-                    p.before_first += tokens.unwrap_or(0);
-                }
-                p.chunks += 1;
-            }
-            Event::Usage { prompt_tokens, completion_tokens } => p.usage = (prompt_tokens, completion_tokens),
-            Event::Done => p.done = true,
-            Event::Overflow => {
-                p.error.get_or_insert(RequestError {
-                    kind: ErrorKind::Stream,
-                    message: format!("an SSE line longer than {MAX_SSE_LINE} bytes: servelab stopped reading"),
-                });
-            }
-            Event::Error(message) => {
-                p.error.get_or_insert(RequestError { kind: ErrorKind::Stream, message });
-            }
+        parser.feed(&chunk, |event| {
+            events += 1;
+            on_event(p, event, now);
         });
-        if parser.overflowed() {
-            break; // the error is recorded; an endless line is not read further
+        if parser.overflowed() || p.error.is_some() {
+            break; // the error is recorded; nothing after it is read
+        }
+        if events > cap {
+            p.error = Some(RequestError {
+                kind: ErrorKind::Stream,
+                message: format!("more than {cap} events for {max_tokens} tokens: servelab stopped reading"),
+            });
+            break;
         }
     }
     Ok(())
+}
+
+/// Applies one event of a stream to the response's progress (`now`: when its bytes arrived).
+fn on_event(p: &mut Progress, event: Event, now: Instant) {
+    match event {
+        Event::Content { non_empty, completion_tokens } => {
+            let tokens = completion_tokens.map(|n| {
+                let k = n.saturating_sub(p.counted);
+                p.counted = p.counted.max(n);
+                k
+            });
+            if non_empty && p.first.is_none() {
+                p.first = Some(now);
+                if let Some(k) = tokens {
+                    p.chunk_tokens.push(k + p.before_first);
+                }
+            } else if let Some(first) = p.first {
+                p.chunk_us.push(now.duration_since(first).as_micros().min(u128::from(u32::MAX)) as u32);
+                if let Some(k) = tokens
+                    && p.chunk_tokens.len() == p.chunk_us.len()
+                {
+                    p.chunk_tokens.push(k);
+                }
+            } else {
+                p.before_first += tokens.unwrap_or(0);
+            }
+            p.chunks += 1;
+        }
+        Event::Usage { prompt_tokens, completion_tokens } => p.usage = (prompt_tokens, completion_tokens),
+        Event::Done => p.done = true,
+        Event::Overflow => {
+            p.error.get_or_insert(RequestError {
+                kind: ErrorKind::Stream,
+                message: format!("an SSE line longer than {MAX_SSE_LINE} bytes: servelab stopped reading"),
+            });
+        }
+        Event::Error(message) | Event::Invalid(message) => {
+            p.error.get_or_insert(RequestError { kind: ErrorKind::Stream, message });
+        }
+    }
 }

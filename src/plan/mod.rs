@@ -88,7 +88,11 @@ pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
             plan.tune = Some(tp);
             Ok(plan)
         }
-        None => build_points(spec, cartesian(&spec.grid), spec.planned_repeats() as u32),
+        None => {
+            // Counted before it is expanded: eight axes of 100 values would allocate until the kernel stops it.
+            check::spec_level(spec)?;
+            build_points(spec, cartesian(&spec.grid), spec.planned_repeats() as u32)
+        }
     }
 }
 

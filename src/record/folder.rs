@@ -80,7 +80,32 @@ pub fn read(dir: &Path) -> Result<RunFolder, RecordError> {
     recorded.requests.retain(|r: &super::RequestRecord| ok(&r.point, r.attempt));
     recorded.samples = io::read_raw(&dir.join(SAMPLES))?;
     recorded.samples.retain(|r: &super::SampleLine| ok(&r.point, r.attempt));
+    check_complete(dir, &journal, &recorded)?;
     Ok(RunFolder { spec_text, manifest, recorded, journal })
+}
+
+/// Every committed point whose `point_done` says how many request records it wrote has its point record and
+/// at least that many request records: a re-render never shows a point whose records are gone as zeros.
+fn check_complete(dir: &Path, journal: &journal::State, rec: &Recorded) -> Result<(), RecordError> {
+    let mut requests: std::collections::HashMap<(&str, u32), u32> = Default::default();
+    for r in &rec.requests {
+        *requests.entry((r.point.as_str(), r.attempt)).or_insert(0) += 1;
+    }
+    for ((point, attempt), &expected) in &journal.expected {
+        let has_point = rec.points.iter().any(|p| &p.point == point && p.attempt == *attempt);
+        if !has_point {
+            let path = dir.join(POINTS).display().to_string();
+            let (point, attempt) = (point.clone(), *attempt);
+            return Err(RecordError::Missing { path, point, attempt, what: "point record", expected: 1, found: 0 });
+        }
+        let found = requests.get(&(point.as_str(), *attempt)).copied().unwrap_or(0);
+        if found < expected {
+            let path = dir.join(REQUESTS).display().to_string();
+            let (point, attempt) = (point.clone(), *attempt);
+            return Err(RecordError::Missing { path, point, attempt, what: "request records", expected, found });
+        }
+    }
+    Ok(())
 }
 
 /// Compresses the folder's raw streams in place (`servelab compress`); returns (file, bytes before, after).

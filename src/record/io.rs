@@ -31,6 +31,12 @@ pub enum RecordError {
          damaged line"
     )]
     Utf8 { path: String, line: usize, column: usize },
+    #[error(
+        "point {point} (attempt {attempt}) is committed in journal.jsonl with {expected} {what}, but {path} holds \
+         {found}: the folder lost records (edited, truncated, or copied in part) — restore the file; `--resume` \
+         cannot measure a committed point again"
+    )]
+    Missing { path: String, point: String, attempt: u32, what: &'static str, expected: u32, found: u32 },
 }
 
 impl RecordError {

@@ -27,8 +27,17 @@ pub enum Entry {
     ServerEnd { group: String, at: String, slot: usize },
     /// A point is about to be measured under this attempt number.
     PointStart { point: String, group: String, attempt: u32, at: String },
-    /// A point finished: measured (ok), or failed with a reason. Its records are committed.
-    PointDone { point: String, group: String, attempt: u32, status: Status, at: String },
+    /// A point finished: measured (ok), or failed with a reason. Its records are committed: its point record
+    /// and, when `requests` is given, that many request records (a reader refuses a folder that lost some).
+    PointDone {
+        point: String,
+        group: String,
+        attempt: u32,
+        status: Status,
+        at: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requests: Option<u32>,
+    },
 }
 
 pub struct Journal {
@@ -67,6 +76,8 @@ pub struct State {
     pub done: BTreeSet<String>,
     pub attempts: BTreeMap<String, u32>,
     pub committed: BTreeSet<(String, u32)>,
+    /// Request records each committed (point, attempt) wrote, where its `point_done` says.
+    pub expected: BTreeMap<(String, u32), u32>,
     pub server_starts: usize,
 }
 
@@ -91,10 +102,13 @@ pub fn state(entries: &[Entry]) -> State {
                 let a = s.attempts.entry(point.clone()).or_insert(0);
                 *a = (*a).max(attempt + 1);
             }
-            Entry::PointDone { point, attempt, status, .. } => {
+            Entry::PointDone { point, attempt, status, requests, .. } => {
                 let a = s.attempts.entry(point.clone()).or_insert(0);
                 *a = (*a).max(attempt + 1);
                 s.committed.insert((point.clone(), *attempt));
+                if let Some(n) = requests {
+                    s.expected.insert((point.clone(), *attempt), *n);
+                }
                 if *status == Status::Ok {
                     s.done.insert(point.clone());
                 }
@@ -110,7 +124,7 @@ mod tests {
     use std::io::Write;
 
     fn done(point: &str, attempt: u32, status: Status) -> Entry {
-        Entry::PointDone { point: point.into(), group: "g".into(), attempt, status, at: "t".into() }
+        Entry::PointDone { point: point.into(), group: "g".into(), attempt, status, at: "t".into(), requests: None }
     }
 
     #[test]

@@ -453,7 +453,8 @@ where
         append_jsonl(&dir.join(SAMPLES), &out.samples, false)?;
         append_jsonl(&dir.join(POINTS), std::slice::from_ref(&out.point), true)?;
         let (point, group, attempt, status) = (p.id.clone(), g.id.clone(), out.point.attempt, out.point.status);
-        self.env.journal.append(&journal::Entry::PointDone { point, group, attempt, status, at: now() })?;
+        let requests = Some(out.requests.len() as u32);
+        self.env.journal.append(&journal::Entry::PointDone { point, group, attempt, status, at: now(), requests })?;
         let measured: Vec<_> = out.requests.iter().filter(|r| !r.warmup && !r.tail).collect();
         let ok = measured.iter().filter(|r| r.ok()).count();
         let label = p.client.as_ref().map(load_label).unwrap_or_default();
@@ -481,7 +482,8 @@ where
         let attempt = b.attempts.get(&p.id).copied().unwrap_or(0);
         b.attempts.insert(p.id.clone(), attempt + 1);
         let (point, group) = (p.id.clone(), g.id.clone());
-        Ok(self.env.journal.append(&journal::Entry::PointDone { point, group, attempt, status, at: now() })?)
+        let entry = journal::Entry::PointDone { point, group, attempt, status, at: now(), requests: None };
+        Ok(self.env.journal.append(&entry)?)
     }
 
     /// A server start is over (stopped, or never ready): its startup-only points are committed, its record

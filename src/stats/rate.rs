@@ -153,7 +153,11 @@ pub fn rising(first: Option<f64>, last: Option<f64>) -> bool {
 }
 
 fn repeat_of(p: &PointRecord, reqs: &[&RequestRecord], slo: Option<&Slo>) -> RateRepeat {
-    let d = p.client.duration_s.unwrap_or(0.0);
+    repeat_over(p.client.duration_s.unwrap_or(0.0), reqs, slo)
+}
+
+/// One repeat of a phase by time of `d` seconds (0: by count).
+fn repeat_over(d: f64, reqs: &[&RequestRecord], slo: Option<&Slo>) -> RateRepeat {
     let last_scheduled = reqs.iter().map(|r| r.scheduled_s).fold(0.0, f64::max);
     // A phase by time offers n arrivals in d; one extended to its SLO minimum, n − 1 gaps up to its last arrival.
     let (span_s, offered) = if d > 0.0 && last_scheduled < d {
@@ -168,13 +172,16 @@ fn repeat_of(p: &PointRecord, reqs: &[&RequestRecord], slo: Option<&Slo>) -> Rat
     let mut e2e: Vec<f64> = reqs.iter().filter(|r| r.ok()).map(|r| r.end_s - r.start_s).collect();
     e2e.sort_by(f64::total_cmp);
     let (first, last) = w.map_or((None, None), |w| in_flight_thirds(reqs, w.open_s, w.close_s));
+    let achieved_rps = sent as f64 / span_s;
     RateRepeat {
         requests: reqs.len(),
         span_s,
         offered_rps: offered / span_s,
-        achieved_rps: sent as f64 / span_s,
+        achieved_rps,
         met,
-        goodput_rps: met as f64 / span_s,
+        // The achieved rate times the share that met the SLO: one window for both, so goodput never exceeds
+        // what was sent (met ÷ span counted n requests against n − 1 gaps, or requests sent after the span).
+        goodput_rps: achieved_rps * met as f64 / reqs.len().max(1) as f64,
         tok_s,
         p95_e2e_s: percentile_sorted(&e2e, 95.0),
         in_flight_first: first,
@@ -544,5 +551,25 @@ mod tests {
         let c = cell_of(100.0, "poisson".into(), vec![], &refs);
         assert!((c.late_share - 0.05).abs() < 1e-12 && !c.delivered, "5% left 5 ms late: {}", c.late_share);
         assert!((c.lateness_p50_s - 0.0001).abs() < 1e-9);
+    }
+
+    proptest::proptest! {
+        /// Goodput never exceeds the achieved rate: a phase by time or one extended to its SLO minimum, sends
+        /// late or on time, every request meeting the SLO or none.
+        #[test]
+        fn goodput_never_exceeds_what_was_sent(
+            n in 2u32..300,
+            rate in 1.0f64..500.0,
+            duration in 0.1f64..5.0,
+            late_ms in 0.0f64..50.0,
+            e2e in 0.001f64..1.0,
+        ) {
+            let reqs: Vec<RequestRecord> =
+                (0..n).map(|i| req(i, i as f64 / rate, i as f64 / rate + late_ms / 1000.0, e2e)).collect();
+            let refs: Vec<&RequestRecord> = reqs.iter().collect();
+            let slo = Slo { ttft: None, tpot: None, e2e: Some(crate::spec::Dur(std::time::Duration::from_secs(10))), attainment: 0.9 };
+            let r = repeat_over(duration, &refs, Some(&slo));
+            proptest::prop_assert!(r.goodput_rps <= r.achieved_rps + 1e-12, "{r:?}");
+        }
     }
 }
