@@ -457,6 +457,10 @@ fn a_committed_point_whose_records_are_gone_is_refused_not_rendered_as_zeros() {
     let resumed = case.run(&["--resume", dir.to_str().unwrap()]);
     assert_eq!(resumed.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&resumed.stderr).contains(&first));
+    let packed = servelab(&["compress", dir.to_str().unwrap()]);
+    assert_ne!(packed.status.code(), Some(0), "compress rewrote a folder that lost records");
+    assert!(String::from_utf8_lossy(&packed.stderr).contains(&first));
+    assert!(dir.join("requests.jsonl").exists(), "nothing was rewritten");
     // The point's own record gone.
     std::fs::write(dir.join("requests.jsonl"), text).unwrap();
     let points = std::fs::read_to_string(dir.join("points.jsonl")).unwrap();

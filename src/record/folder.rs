@@ -110,6 +110,8 @@ fn check_complete(dir: &Path, journal: &journal::State, rec: &Recorded) -> Resul
 
 /// Compresses the folder's raw streams in place (`servelab compress`); returns (file, bytes before, after).
 pub fn compress(dir: &Path) -> Result<Vec<(String, u64, u64)>, RecordError> {
+    // A folder that lost committed records is refused before anything is rewritten.
+    read(dir)?;
     let done = [
         (POINTS, io::compress_raw::<super::PointRecord>(&dir.join(POINTS))?),
         (REQUESTS, io::compress_raw::<super::RequestRecord>(&dir.join(REQUESTS))?),

@@ -261,19 +261,49 @@ pub struct Lines<T> {
     pub torn: bool,
 }
 
+/// The longest raw record line read back (a request with its chunk timings is a few KiB; a line past this
+/// is a damaged or hostile file, and reading on would hold it all in memory).
+pub const MAX_RECORD_LINE: u64 = 16 << 20;
+
 /// Parses JSONL bytes named `path` (for messages). Empty lines are skipped.
 pub fn parse_jsonl<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Lines<T>, RecordError> {
+    parse_reader(path, bytes)
+}
+
+/// Parses JSONL as it is read, one line at a time and none longer than [`MAX_RECORD_LINE`], so a file — or a
+/// compressed one that unpacks to far more (a decompression bomb) — is read in memory bounded by the records
+/// it holds. A last line without its newline that does not parse is a torn write: left out, and said so.
+pub fn parse_reader<T: DeserializeOwned>(
+    path: &Path,
+    mut reader: impl std::io::BufRead,
+) -> Result<Lines<T>, RecordError> {
+    use std::io::BufRead as _;
     let mut items = Vec::new();
-    let complete = bytes.last().is_none_or(|b| *b == b'\n');
-    let count = bytes.split(|b| *b == b'\n').count();
-    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        let last_unterminated = !complete && i + 1 == count;
-        let text = match std::str::from_utf8(line) {
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_RECORD_LINE + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| RecordError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        let terminated = line.last() == Some(&b'\n');
+        if !terminated && line.len() as u64 > MAX_RECORD_LINE {
+            return Err(RecordError::Line {
+                path: path.display().to_string(),
+                line: number,
+                message: format!("a line longer than {} MiB", MAX_RECORD_LINE >> 20),
+            });
+        }
+        let body = if terminated { &line[..line.len() - 1] } else { &line[..] };
+        let text = match std::str::from_utf8(body) {
             Ok(t) => t,
-            Err(_) if last_unterminated => return Ok(Lines { items, torn: true }),
+            Err(_) if !terminated => return Ok(Lines { items, torn: true }),
             Err(_) => {
-                let column = utf8_error_place(line).map_or(1, |(_, c)| c);
-                return Err(RecordError::Utf8 { path: path.display().to_string(), line: i + 1, column });
+                let column = utf8_error_place(body).map_or(1, |(_, c)| c);
+                return Err(RecordError::Utf8 { path: path.display().to_string(), line: number, column });
             }
         };
         if text.trim().is_empty() {
@@ -281,11 +311,11 @@ pub fn parse_jsonl<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Lin
         }
         match serde_json::from_str(text) {
             Ok(item) => items.push(item),
-            Err(_) if last_unterminated => return Ok(Lines { items, torn: true }),
+            Err(_) if !terminated => return Ok(Lines { items, torn: true }),
             Err(e) => {
                 return Err(RecordError::Line {
                     path: path.display().to_string(),
-                    line: i + 1,
+                    line: number,
                     message: e.to_string(),
                 });
             }
@@ -358,13 +388,25 @@ enum Codec {
     Gzip,
 }
 
+/// The most a compressed document or stream is unpacked into memory at once (`startup.json`, a stream being
+/// compressed again); past it the file is refused as damaged or hostile. Raw streams read for a report are
+/// parsed as they unpack instead ([`read_raw`]).
+const MAX_UNPACKED: u64 = 2 << 30;
+
+fn decoder<'a>(codec: Codec, bytes: &'a [u8]) -> Box<dyn Read + 'a> {
+    match codec {
+        Codec::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(bytes)),
+        Codec::Gzip => Box::new(MultiGzDecoder::new(bytes)),
+    }
+}
+
 fn unpack(codec: Codec, path: &Path, bytes: &[u8]) -> Result<Vec<u8>, RecordError> {
     let mut out = Vec::new();
-    let read = match codec {
-        Codec::Xz => liblzma::read::XzDecoder::new_multi_decoder(bytes).read_to_end(&mut out),
-        Codec::Gzip => MultiGzDecoder::new(bytes).read_to_end(&mut out),
-    };
-    read.map_err(|e| RecordError::io(path, e))?;
+    decoder(codec, bytes).take(MAX_UNPACKED + 1).read_to_end(&mut out).map_err(|e| RecordError::io(path, e))?;
+    if out.len() as u64 > MAX_UNPACKED {
+        let msg = format!("unpacks to more than {} GiB: a damaged or hostile file", MAX_UNPACKED >> 30);
+        return Err(RecordError::io(path, std::io::Error::other(msg)));
+    }
     Ok(out)
 }
 
@@ -393,11 +435,21 @@ fn read_packed(plain: &Path) -> Result<Option<(PathBuf, Vec<u8>)>, RecordError> 
 /// A raw stream: its compressed part (`<plain>.xz` or `<plain>.gz`, if present) then `<plain>` (if present).
 pub fn read_raw<T: DeserializeOwned>(plain: &Path) -> Result<Vec<T>, RecordError> {
     let mut items = Vec::new();
-    if let Some((path, bytes)) = read_packed(plain)? {
-        items.extend(parse_jsonl(&path, &bytes)?.items);
+    let mut found: Option<PathBuf> = None;
+    for (ext, codec) in PACKED {
+        let path = with_ext(plain, ext);
+        let Some(bytes) = read_optional(&path)? else { continue };
+        if let Some(other) = &found {
+            return Err(two_copies(&path, other));
+        }
+        // Parsed as it unpacks: memory holds the records, never the whole unpacked text.
+        items.extend(parse_reader(&path, std::io::BufReader::new(decoder(codec, &bytes)))?.items);
+        found = Some(path);
     }
-    if let Some(bytes) = read_optional(plain)? {
-        items.extend(parse_jsonl(plain, &bytes)?.items);
+    match File::open(plain) {
+        Ok(f) => items.extend(parse_reader(plain, std::io::BufReader::new(f))?.items),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(RecordError::io(plain, e)),
     }
     Ok(items)
 }
@@ -471,6 +523,25 @@ pub fn compress_raw<T: Serialize + DeserializeOwned>(plain: &Path) -> Result<Opt
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_line_past_the_cap_is_an_error_plain_or_packed_never_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("requests.jsonl");
+        let long = vec![b'x'; (MAX_RECORD_LINE + 10) as usize];
+        std::fs::write(&plain, [b"{}\n".as_slice(), &long].concat()).unwrap();
+        let e = read_raw::<serde_json::Value>(&plain).err().unwrap().to_string();
+        assert!(e.contains("requests.jsonl:2") && e.contains("longer than 16 MiB"), "{e}");
+        std::fs::remove_file(&plain).unwrap();
+        // A small gzip that unpacks to an endless line: refused at the cap, not unpacked whole.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for _ in 0..40 {
+            gz.write_all(&vec![b'x'; 1 << 20]).unwrap();
+        }
+        std::fs::write(with_ext(&plain, "gz"), gz.finish().unwrap()).unwrap();
+        let e = read_raw::<serde_json::Value>(&plain).err().unwrap().to_string();
+        assert!(e.contains("requests.jsonl.gz:1") && e.contains("longer than 16 MiB"), "{e}");
+    }
+
     use super::*;
     use serde_json::Value;
 
