@@ -259,6 +259,10 @@ pub struct BenchArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub run_id: Option<String>,
+    /// How long one request may take before it counts as failed (shorter than `run`'s 300 s: an endpoint
+    /// that hangs should not hold a quick check for minutes).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub request_timeout: String,
 }
 
 /// The spec `bench` runs: an external engine and a concurrency grid, built as a value (no YAML text is
@@ -266,6 +270,13 @@ pub struct BenchArgs {
 /// like any spec.
 pub fn bench_spec(b: &BenchArgs) -> Result<String, Error> {
     let url = b.url.trim_end_matches('/').trim_end_matches("/v1");
+    let parsed = reqwest::Url::parse(url).ok().filter(|u| u.host_str().is_some_and(|h| !h.is_empty()));
+    if !parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https")) {
+        return Err(Error::Usage(format!(
+            "--url {}: not an http:// URL; write e.g. --url http://127.0.0.1:8000",
+            b.url
+        )));
+    }
     let mut engine = serde_json::json!({ "kind": "external", "base_url": url, "ready_path": "/v1/models" });
     if let Some(m) = &b.model {
         engine["model"] = m.as_str().into();
@@ -285,6 +296,7 @@ pub fn bench_spec(b: &BenchArgs) -> Result<String, Error> {
             "warmup": b.warmup,
             "stream": !b.no_stream,
             "vocab_size": b.vocab_size.unwrap_or(1000),
+            "request_timeout": b.request_timeout,
         },
         "measure": { "memory": "procfs" },
     });

@@ -127,3 +127,55 @@ fn a_grid_that_explodes_is_refused_before_it_is_expanded() {
         assert!(err.contains("bomb.yaml:6:3") && err.contains("10000000000000000 runs"), "{cmd:?}: {err}");
     }
 }
+
+/// A server that answers with a redirect: `bench` follows nothing, says where it pointed, sends the API key
+/// nowhere else, and exits 3; a URL that is not one exits 2.
+#[test]
+fn bench_follows_no_redirect_and_refuses_a_url_that_is_not_one() {
+    use std::io::{Read, Write};
+    let (code, _, err) = servelab(&["bench", "--url", "notaurl"]);
+    assert_eq!(code, 2, "{err}");
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("http://{}/stolen", elsewhere.local_addr().unwrap());
+    elsewhere.set_nonblocking(true).unwrap();
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", server.local_addr().unwrap());
+    let location = target.clone();
+    std::thread::spawn(move || {
+        for stream in server.incoming().flatten() {
+            let mut s = stream;
+            let mut buf = [0u8; 65536];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let reply = if head.starts_with("GET /v1/models") {
+                let body = r#"{"object":"list","data":[{"id":"m","object":"model"}]}"#;
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                )
+            };
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+    let out = tempfile::tempdir().unwrap();
+    let (code, _, err) = servelab(&[
+        "bench",
+        "--url",
+        &url,
+        "--concurrency",
+        "1",
+        "--requests",
+        "2",
+        "--warmup",
+        "0",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&format!("redirected to {target}")), "{err}");
+    assert!(elsewhere.accept().is_err(), "a request followed the redirect");
+}

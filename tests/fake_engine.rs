@@ -342,6 +342,15 @@ fn a_point_whose_requests_fail_fails_and_the_run_says_so() {
     let points = jsonl(&case.dir("errors", "e").join("points.jsonl"));
     assert_eq!(points[0]["status"], "failed");
     assert!(points[0]["error"].as_str().unwrap().contains("8 of 8 requests failed, more than max_error_rate 10%"));
+    // The first error says why, on the console and in the record.
+    let why = "the first: http_500: fake engine failure (--http-500)";
+    assert!(points[0]["error"].as_str().unwrap().contains(why), "{}", points[0]["error"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(why));
+    // A known cause comes with its fix.
+    let port = free_port();
+    let case = Case::new(&spec("garbage", port, ", \"--garbage\"", "[1]", 4, ""));
+    let out = case.run(&["--run-id", "g"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fix: the endpoint does not serve OpenAI completions"));
 }
 
 #[test]

@@ -61,10 +61,13 @@ pub struct PhaseResult {
 
 /// A client for load: one pooled connection per concurrent request, Nagle off, no proxy.
 pub fn http_client(concurrency: u32) -> reqwest::Client {
+    // Redirects are never followed: a load would silently measure another server, and the API key would go
+    // along to it. A 3xx is an error naming where it pointed.
     reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency as usize)
         .tcp_nodelay(true)
         .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default()
 }
@@ -368,6 +371,15 @@ async fn exchange(
     let mut resp = req.body(body).send().await.map_err(|e| request_error(&e))?;
     let status = resp.status();
     p.status = Some(status.as_u16());
+    if status.is_redirection() {
+        let to = resp.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("nowhere");
+        let message = format!(
+            "redirected to {}: servelab does not follow redirects (the load and the API key would go elsewhere); \
+             point the URL at the server itself",
+            to.chars().take(200).collect::<String>()
+        );
+        return Err(RequestError { kind: ErrorKind::Http(status.as_u16()), message });
+    }
     if !status.is_success() {
         // An error body is read up to 64 KiB: enough for any message, bounded against an endless one.
         let text = String::from_utf8_lossy(&body_prefix(&mut resp, 64 << 10).await).into_owned();

@@ -107,6 +107,14 @@ fn render_on(
         _ if host.contains(':') => format!("http://[{host}]:{port}"),
         _ => format!("http://{host}:{port}"),
     };
+    let parsed = reqwest::Url::parse(&base_url).ok().filter(|u| u.host_str().is_some_and(|h| !h.is_empty()));
+    if !parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https")) {
+        return Err(PlanError::at(
+            key(&["engine", "base_url"]),
+            format!("`{base_url}`{} is not an http:// URL with a host", at_point(vars)),
+            "write the server's address, e.g. `http://127.0.0.1:8000`",
+        ));
+    }
     if base_url.starts_with("https://") {
         return Err(PlanError::at(
             key(&["engine", "base_url"]),

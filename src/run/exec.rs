@@ -634,10 +634,41 @@ fn fail_on_errors(point: &mut crate::record::PointRecord, requests: &[crate::rec
     let limit = point.client.max_error_rate;
     if point.status == Status::Ok && !measured.is_empty() && failed as f64 > limit * measured.len() as f64 {
         point.status = Status::Failed;
+        // The first error says why, with the fix where the cause is known.
+        let first = measured.iter().find_map(|r| r.error.as_ref()).map_or(String::new(), |e| {
+            let message: String = e.message.chars().take(200).collect();
+            let fix = known_fix(&e.message).map(|f| format!(" (fix: {f})")).unwrap_or_default();
+            format!("; the first: {}: {message}{fix}", String::from(e.kind))
+        });
         point.error = Some(format!(
-            "{failed} of {} requests failed, more than max_error_rate {:.0}%",
+            "{failed} of {} requests failed, more than max_error_rate {:.0}%{first}",
             measured.len(),
             limit * 100.0
         ));
     }
+}
+
+/// The fix for a request error whose cause is known from vLLM's (or servelab's) message.
+fn known_fix(message: &str) -> Option<&'static str> {
+    let m = message.to_lowercase();
+    let fixes: [(&[&str], &str); 5] = [
+        (
+            &["chat template"],
+            "give the server a chat template (`engine.args: { chat-template: FILE }`), or use `load.endpoint: completions`",
+        ),
+        (
+            &["maximum context length", "max_model_len", "maximum model length"],
+            "shorten prompt_tokens + max_tokens, or raise the server's max-model-len",
+        ),
+        (
+            &["does not exist", "model not found", "unknown model"],
+            "name the model as /v1/models lists it (`--served-model-name`, or `engine.model`)",
+        ),
+        (&["connection refused", "connect"], "the server stopped answering: see its servers/<id>/server.log"),
+        (
+            &["not a json object", "neither a completion", "without a token"],
+            "the endpoint does not serve OpenAI completions: check `engine.base_url` and its path",
+        ),
+    ];
+    fixes.iter().find(|(needles, _)| needles.iter().any(|n| m.contains(n))).map(|(_, fix)| *fix)
 }

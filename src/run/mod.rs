@@ -163,8 +163,11 @@ pub async fn execute_on(
     let (dir, mut manifest, mut rec) = open::open_run(loaded, plan, opts, probe.as_ref())?;
     let journal = journal::Journal::new(&dir);
     let state = journal::state(&journal.read()?);
-    let http =
-        reqwest::Client::builder().no_proxy().build().map_err(|e| RunError::Probe(format!("HTTP client: {e}")))?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| RunError::Probe(format!("HTTP client: {e}")))?;
     let pruned = if plan.tune.is_some() { prune(plan, probe.as_ref()) } else { Default::default() };
     manifest.tune_pruned = pruned.clone();
     if let crate::plan::slots::Lend::Gpus(gpus) = &opts.host.lend {

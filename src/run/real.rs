@@ -81,18 +81,19 @@ impl Driver for Http<'_> {
         let out = load::run_point(&ctx, group, point, attempt, &server.model, server.vocab).await;
         let died = out.point.status == crate::record::Status::Ok
             && out.requests.iter().any(|r| !r.ok())
-            && !alive(&mut server.running, self.load.http, &group.server.base_url).await;
+            && !alive(&mut server.running, self.load.http, &group.server.ready_url).await;
         Measured { out, died }
     }
 }
 
 /// Whether the server still serves: its leader alive and /health answering.
-async fn alive(running: &mut Running, http: &reqwest::Client, base_url: &str) -> bool {
+async fn alive(running: &mut Running, http: &reqwest::Client, ready_url: &str) -> bool {
     if let Some(p) = &mut running.process
         && !p.alive()
     {
         return false;
     }
-    let health = http.get(format!("{base_url}/health")).timeout(Duration::from_secs(5)).send().await;
+    // The spec's own readiness URL: an external endpoint may have no /health.
+    let health = http.get(ready_url).timeout(Duration::from_secs(5)).send().await;
     health.map(|r| r.status().is_success()).unwrap_or(false)
 }
