@@ -68,6 +68,19 @@ fn cases() -> Vec<(&'static str, String, Vec<String>)> {
         ("missing dataset", format!("{BASE}  dataset: {{path: no-such-file.json, format: sharegpt}}\n"), vec![]),
         ("dataset of an unknown format", format!("{BASE}  dataset: {{path: x.json, format: csv}}\n"), vec![]),
         ("rate search with a closed loop", format!("{BASE}search: {{rate: {{low: 1, high: 8}}}}\n"), vec![]),
+        ("a phase of 0 s", format!("{BASE}  duration: 0s\n"), vec![]),
+        ("ready_timeout of 0 s", with("engine:\n", "engine:\n  ready_timeout: 0s\n"), vec![]),
+        ("a host that is none", with("engine:\n", "engine:\n  host: \"not a host\"\n"), vec![]),
+        (
+            "a base_url that is not a URL",
+            "name: x\nengine: {kind: external, base_url: 'not a url'}\ngrid:\n  concurrency: [1]\nload:\n  concurrency: \"{{ concurrency }}\"\n".to_owned(),
+            vec![],
+        ),
+        (
+            "a file:// base_url",
+            "name: x\nengine: {kind: external, base_url: 'file:///etc/passwd'}\ngrid:\n  concurrency: [1]\nload:\n  concurrency: \"{{ concurrency }}\"\n".to_owned(),
+            vec![],
+        ),
         (
             "rate search with high below low",
             format!("{}search: {{rate: {{low: 8, high: 2}}}}\n", with("  concurrency: \"{{ concurrency }}\"\n", "")),

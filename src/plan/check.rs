@@ -79,6 +79,28 @@ fn check_name(name: &str) -> Result<(), PlanError> {
 
 fn check_engine(spec: &Spec) -> Result<(), PlanError> {
     let e = &spec.engine;
+    if e.ready_timeout.0.is_zero() {
+        return Err(PlanError::at(
+            key(&["engine", "ready_timeout"]),
+            "`ready_timeout: 0s` gives the server no time to start",
+            "give it time, e.g. `ready_timeout: 600s` (vLLM on a GPU takes 70–120 s)",
+        ));
+    }
+    // A host name or address (a template is checked once rendered, by the URL it makes).
+    let host_ok = e.host.contains("{{")
+        || e.host.parse::<std::net::IpAddr>().is_ok()
+        || (!e.host.is_empty()
+            && e.host.len() <= 253
+            && e.host
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')));
+    if !host_ok {
+        return Err(PlanError::at(
+            key(&["engine", "host"]),
+            format!("`{}` is not a host name or an address", e.host),
+            "write an address or a name, e.g. `127.0.0.1` or `localhost`",
+        ));
+    }
     match e.kind {
         EngineKind::Vllm if e.model.is_none() => {
             return Err(PlanError::at(

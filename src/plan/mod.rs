@@ -239,6 +239,13 @@ fn render_client(
             ));
         }
         (Some(r), None) => (int("requests", r, 1)?, None),
+        (None, Some(d)) if d.0.is_zero() => {
+            return Err(PlanError::at(
+                key(&["load", "duration"]),
+                "`duration: 0s` measures nothing",
+                "give the phase time, e.g. `duration: 10s`, or size it by count with `requests: N`",
+            ));
+        }
         (None, d) => (0, Some(d.map_or(10.0, |d| d.0.as_secs_f64()))),
     };
     let warmup = int("warmup", &load.warmup, 0)?;
