@@ -481,6 +481,35 @@ fn a_committed_point_whose_records_are_gone_is_refused_not_rendered_as_zeros() {
     assert!(err.contains(&first) && err.contains("points.jsonl"), "{err}");
 }
 
+/// An open loop under `max_concurrency` against a server that takes its requests and never finishes them:
+/// the timed phase ends near its duration plus the request timeout (not arrivals × timeout ÷ the cap), the
+/// arrivals that found no free slot in time are recorded as not sent, and the cell is not delivered.
+#[test]
+fn an_open_loop_against_a_server_that_never_answers_ends_on_time() {
+    let port = free_port();
+    let text = format!(
+        "name: stuck\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--itl-us\", \"5000000\"]\n  port: {port}\n  ready_timeout: 5s\n  stop_timeout: 1s\nload:\n  rate: 20\n  arrival: constant\n  max_concurrency: 2\n  duration: 1s\n  request_timeout: 2s\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 0\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\n"
+    );
+    let case = Case::new(&text);
+    let started = Instant::now();
+    let out = case.run(&["--run-id", "s"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(3), "every request failed");
+    assert!(took < Duration::from_secs(20), "the phase held on for {took:?}");
+    let requests = jsonl(&case.dir("stuck", "s").join("requests.jsonl"));
+    let measured: Vec<&serde_json::Value> = requests.iter().filter(|r| r["tail"] != true).collect();
+    let kinds: BTreeMap<String, usize> = measured.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r["error"]["kind"].as_str().unwrap_or("ok").to_owned()).or_insert(0) += 1;
+        m
+    });
+    // Two slots: two requests time out at 2 s, two more take their slots and time out; the rest wait in vain.
+    assert!(kinds.get("timeout").is_some_and(|n| (2..=4).contains(n)), "{kinds:?}");
+    assert!(kinds.get("not_sent").is_some_and(|n| *n >= 10), "{kinds:?}");
+    assert_eq!(measured.len(), 20, "every arrival of the schedule is recorded once");
+    let md = std::fs::read_to_string(case.dir("stuck", "s").join("rate_sweep.md")).unwrap_or_default();
+    assert!(md.contains("did not deliver") || md.is_empty(), "{md}");
+}
+
 /// Waits up to `limit` for every process holding one of `needles` to be gone; returns those left.
 fn left_after(needles: &[String], limit: Duration) -> Vec<u32> {
     let deadline = Instant::now() + limit;

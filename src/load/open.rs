@@ -75,6 +75,7 @@ async fn run_here(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase
         cap: (phase.concurrency > 0).then(|| Arc::new(Semaphore::new(phase.concurrency as usize))),
         open: AtomicU32::new(sched.measured.len() as u32),
         t0: Instant::now(),
+        send_by: phase.duration.map(|d| Instant::now() + d + spec.timeout),
     });
     let mut tasks = JoinSet::new();
     let mut scratch = super::prompt::Scratch::default();
@@ -117,6 +118,9 @@ struct Dispatch {
     /// Measured requests not finished yet.
     open: AtomicU32,
     t0: Instant,
+    /// A phase by time ends by its duration plus the request timeout: an arrival still waiting for a
+    /// `max_concurrency` slot then is recorded as not sent instead of holding the phase open.
+    send_by: Option<Instant>,
 }
 
 impl Dispatch {
@@ -131,9 +135,17 @@ impl Dispatch {
     ) {
         let body = body_of(&self.spec, &self.phase, index, scratch);
         let scheduled = self.t0 + Duration::from_secs_f64(at);
-        let permit = match &self.cap {
-            Some(s) => s.clone().acquire_owned().await.ok(),
-            None => None,
+        let permit = match (&self.cap, self.send_by) {
+            (Some(s), Some(by)) => match tokio::time::timeout_at(by.into(), s.clone().acquire_owned()).await {
+                Ok(p) => p.ok(),
+                Err(_) => {
+                    let d = self.clone();
+                    tasks.spawn(async move { d.not_sent(index, scheduled, tail) });
+                    return;
+                }
+            },
+            (Some(s), None) => s.clone().acquire_owned().await.ok(),
+            (None, _) => None,
         };
         let d = self.clone();
         tasks.spawn(async move {
@@ -145,6 +157,32 @@ impl Dispatch {
             }
             r
         });
+    }
+
+    /// The record of an arrival that found every `max_concurrency` slot busy until the phase had to end.
+    fn not_sent(&self, index: u32, scheduled: Instant, tail: bool) -> RequestRecord {
+        if !tail {
+            self.open.fetch_sub(1, Ordering::SeqCst);
+        }
+        let now = Instant::now().duration_since(self.t0).as_secs_f64();
+        let cap = self.phase.concurrency;
+        RequestRecord {
+            point: self.phase.point.clone(),
+            attempt: self.phase.attempt,
+            index,
+            warmup: self.phase.warmup,
+            scheduled_s: scheduled.duration_since(self.t0).as_secs_f64(),
+            start_s: now,
+            end_s: now,
+            tail,
+            error: Some(crate::record::RequestError {
+                kind: crate::record::ErrorKind::NotSent,
+                message: format!(
+                    "not sent: all {cap} max_concurrency slots stayed busy until the phase's end (duration + request_timeout)"
+                ),
+            }),
+            ..Default::default()
+        }
     }
 
     /// Sleeps on the timer until [`FINE`] before `at` (seconds from the phase start), then yields until it is

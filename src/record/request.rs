@@ -68,6 +68,9 @@ pub enum ErrorKind {
     Body,
     /// Any other failure to send the request.
     Request,
+    /// An open-loop arrival that could not be sent before its phase had to end (every `max_concurrency` slot
+    /// stayed busy): never sent, counted as late.
+    NotSent,
 }
 
 impl From<ErrorKind> for String {
@@ -79,6 +82,7 @@ impl From<ErrorKind> for String {
             ErrorKind::Stream => "stream".into(),
             ErrorKind::Body => "body".into(),
             ErrorKind::Request => "request".into(),
+            ErrorKind::NotSent => "not_sent".into(),
         }
     }
 }
@@ -92,6 +96,7 @@ impl TryFrom<String> for ErrorKind {
             "stream" => Ok(ErrorKind::Stream),
             "body" => Ok(ErrorKind::Body),
             "request" => Ok(ErrorKind::Request),
+            "not_sent" => Ok(ErrorKind::NotSent),
             _ => s
                 .strip_prefix("http_")
                 .and_then(|c| c.parse().ok())
