@@ -12,18 +12,29 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI32;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// `print!` that gives up quietly when stdout is closed (`servelab plan spec.yaml | head`): a closed pipe is
-/// not an error of servelab's, and `print!` would panic on it.
+/// `print!` that gives up quietly when stdout is closed (`servelab plan spec.yaml | head`: a closed pipe is not
+/// an error of servelab's, and `print!` would panic on it) and fails the command on any other write error
+/// (`servelab schema > /dev/full`), with exit 7.
 macro_rules! out {
-    ($($arg:tt)*) => {{
-        let _ = write!(std::io::stdout(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))?
+    };
 }
 
 macro_rules! outln {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        emit(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+fn emit(args: std::fmt::Arguments<'_>) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Output(format!("cannot write the output to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -399,7 +410,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             let (files, _) =
                 crate::report::derive::derive(&loaded.spec, &manifest, &rec, templates).map_err(Error::Usage)?;
             for (name, bytes) in &files {
-                write_atomic(&run.join(name), bytes).map_err(|e| Error::Usage(e.to_string()))?;
+                write_atomic(&run.join(name), bytes).map_err(|e| Error::Output(e.to_string()))?;
             }
             let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
             outln!("re-rendered {} files in {}: {}", files.len(), run.display(), names.join(", "));
@@ -433,7 +444,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Compress { run } => {
             crate::record::folder::read(&run).map_err(|e| Error::Usage(e.to_string()))?;
             for (name, before, after) in
-                crate::record::folder::compress(&run).map_err(|e| Error::Usage(e.to_string()))?
+                crate::record::folder::compress(&run).map_err(|e| Error::Output(e.to_string()))?
             {
                 outln!("{name}: {before} → {after} bytes ({name}.xz)");
             }

@@ -15,6 +15,9 @@ pub const REGRESSION: i32 = 5;
 /// 6: an I/O error while the run was under way (a full disk, an output removed): what was measured up to it
 /// is committed in the run folder and `--resume` continues.
 pub const RUN_IO: i32 = 6;
+/// 7: an I/O error outside a run: `report` or `compress` could not write the run folder, or a command could
+/// not write its output (stdout to a full disk; a closed pipe is a quiet exit 0).
+pub const OUTPUT_IO: i32 = 7;
 /// 128 + the signal: interrupted — 130 for Ctrl-C (SIGINT), 143 for SIGTERM, 129 for SIGHUP, 131 for SIGQUIT —
 /// after a graceful stop.
 pub const INTERRUPTED: i32 = 130;
@@ -31,6 +34,8 @@ pub enum Error {
         "{0}; what was measured before it is committed in the run folder — free the space or fix the folder, then continue with --resume"
     )]
     RunIo(String),
+    #[error("{0}")]
+    Output(String),
 }
 
 impl Error {
@@ -39,6 +44,7 @@ impl Error {
             Error::Spec(_) | Error::Usage(_) => INVALID,
             Error::Internal(_) => INTERNAL,
             Error::RunIo(_) => RUN_IO,
+            Error::Output(_) => OUTPUT_IO,
         }
     }
 }

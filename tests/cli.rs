@@ -179,3 +179,19 @@ fn bench_follows_no_redirect_and_refuses_a_url_that_is_not_one() {
     assert!(err.contains(&format!("redirected to {target}")), "{err}");
     assert!(elsewhere.accept().is_err(), "a request followed the redirect");
 }
+
+/// Output that cannot be written fails the command with exit 7; a closed pipe is a quiet success.
+#[test]
+fn a_full_disk_on_stdout_exits_7_and_a_closed_pipe_exits_0() {
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_servelab")).arg("schema").stdout(full).output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write the output to stdout"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .arg("schema")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -57,6 +57,23 @@ pub struct PhaseResult {
     pub wall_s: f64,
     /// The phase start: the origin of every instant in `records`.
     pub t0: Instant,
+    /// A worker (or the phase's thread) panicked: the phase lost requests, so the point must fail with this.
+    pub panicked: Option<String>,
+}
+
+/// What a task that did not finish says: its panic message, or that it was cancelled.
+pub fn join_error(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            format!("a load task panicked: {msg}")
+        }
+        Err(_) => "a load task was cancelled".to_owned(),
+    }
 }
 
 /// A client for load: one pooled connection per concurrent request, Nagle off, no proxy.
@@ -131,12 +148,16 @@ pub async fn run_phase(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &
         workers.push(tokio::spawn(async move { worker(&http, &spec, &phase, &shared, t0).await }));
     }
     let mut records = Vec::with_capacity(phase.requests as usize);
+    let mut panicked = None;
     for w in workers {
-        records.extend(w.await.unwrap_or_default());
+        match w.await {
+            Ok(r) => records.extend(r),
+            Err(e) => panicked = panicked.or(Some(join_error(e))),
+        }
     }
     records.sort_by_key(|r| r.index);
     let wall_s = records.iter().map(|r| r.end_s).fold(0.0, f64::max);
-    PhaseResult { records, wall_s, t0 }
+    PhaseResult { records, wall_s, t0, panicked }
 }
 
 /// What the workers of one phase share.
@@ -478,5 +499,16 @@ fn on_event(p: &mut Progress, event: Event, now: Instant) {
         Event::Error(message) | Event::Invalid(message) => {
             p.error.get_or_insert(RequestError { kind: ErrorKind::Stream, message });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A panicked task is reported with its message, never dropped in silence.
+    #[test]
+    fn a_panicked_task_is_named_with_its_message() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let e = rt.block_on(async { tokio::spawn(async { panic!("boom {}", 7) }).await.unwrap_err() });
+        assert_eq!(super::join_error(e), "a load task panicked: boom 7");
     }
 }

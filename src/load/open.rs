@@ -62,7 +62,12 @@ pub async fn run(spec: &Arc<RequestSpec>, phase: &Phase, o: &OpenLoop) -> PhaseR
 }
 
 fn empty() -> PhaseResult {
-    PhaseResult { records: Vec::new(), wall_s: 0.0, t0: Instant::now() }
+    PhaseResult {
+        records: Vec::new(),
+        wall_s: 0.0,
+        t0: Instant::now(),
+        panicked: Some("the open-loop thread ended without a result".to_owned()),
+    }
 }
 
 /// One open-loop phase on the current runtime.
@@ -99,14 +104,16 @@ async fn run_here(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase
         }
     }
     let mut records = Vec::with_capacity(tasks.len());
+    let mut panicked = None;
     while let Some(r) = tasks.join_next().await {
-        if let Ok(r) = r {
-            records.push(r);
+        match r {
+            Ok(r) => records.push(r),
+            Err(e) => panicked = panicked.or(Some(super::client::join_error(e))),
         }
     }
     records.sort_by_key(|r| r.index);
     let wall_s = records.iter().map(|r| r.end_s).fold(0.0, f64::max);
-    PhaseResult { records, wall_s, t0: d.t0 }
+    PhaseResult { records, wall_s, t0: d.t0, panicked }
 }
 
 struct Dispatch {

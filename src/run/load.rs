@@ -292,9 +292,14 @@ async fn run_pinned(cpus: &[usize], spec: &Arc<RequestSpec>, phase: &Phase) -> c
         });
     });
     match spawned {
-        Ok(_) => done_rx.await.unwrap_or(client::PhaseResult { records: Vec::new(), wall_s: 0.0, t0 }),
-        Err(_) => client::PhaseResult { records: Vec::new(), wall_s: 0.0, t0 },
+        Ok(_) => done_rx.await.unwrap_or_else(|_| lost(t0, "the slot's client thread ended without a result")),
+        Err(e) => lost(t0, &format!("the slot's client thread could not start: {e}")),
     }
+}
+
+/// A phase that produced nothing because its thread failed: the point fails with why.
+fn lost(t0: std::time::Instant, why: &str) -> client::PhaseResult {
+    client::PhaseResult { records: Vec::new(), wall_s: 0.0, t0, panicked: Some(why.to_owned()) }
 }
 
 /// Idle connections kept: one per slot of a closed loop; an open loop has no slots, so keep enough that
@@ -457,9 +462,17 @@ pub async fn run_point(
         phase_or_interrupt(&http, &spec, &phase, ctx.interrupted, &group.server.cpus).await
     };
     stop.store(true, Ordering::SeqCst);
-    let _ = sampler.await;
+    if let Err(e) = sampler.await {
+        // Samples lost: the point's GPU and server figures would silently shrink.
+        record.status = Status::Failed;
+        record.error = Some(format!("the sampler failed: {}", client::join_error(e)));
+    }
     match result {
         Some(r) => {
+            if let Some(why) = &r.panicked {
+                record.status = Status::Failed;
+                record.error = Some(why.clone());
+            }
             record.wall_s = r.wall_s;
             record.samples_offset_s = r.t0.duration_since(sampler_t0).as_secs_f64();
             requests.extend(r.records);
