@@ -351,6 +351,20 @@ fn a_tune_on_two_slots_batches_its_search_and_crosses_over_its_confirmation(side
     let confirm: Vec<u64> = w[w.len() - 2..].to_vec();
     assert_ne!(confirm[0], confirm[1], "the pick's confirmation starts were on one slot: {w:?}");
     each_committed_once(&case.dir());
+    // The server time spent counts every start, the earlier starts of a group started again included.
+    let mut ready = 0.0;
+    for g in std::fs::read_dir(case.dir().join("servers")).unwrap() {
+        for f in std::fs::read_dir(g.unwrap().path()).unwrap() {
+            let f = f.unwrap().path();
+            if f.file_name().unwrap().to_string_lossy().starts_with("startup") {
+                let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+                ready += s["ready_s"].as_f64().unwrap_or(0.0);
+            }
+        }
+    }
+    let walls: f64 = jsonl(&case.dir().join("points.jsonl")).iter().map(|p| p["wall_s"].as_f64().unwrap()).sum();
+    let spent = tune["spent_s"].as_f64().unwrap();
+    assert!((spent - (ready + walls)).abs() < 1e-6, "spent_s {spent} against {ready} + {walls}");
 }
 
 fn two_groups_in_flight_interleave_under_one_journal(side: Side) {

@@ -67,8 +67,15 @@ pub fn read(dir: &Path) -> Result<RunFolder, RecordError> {
     let journal = journal::state(&Journal::new(dir).read()?);
     let mut recorded = Recorded::default();
     for group in &manifest.plan.groups {
-        if let Some(server) = read_startup(&server_dir(dir, &group.id))? {
+        let sdir = server_dir(dir, &group.id);
+        if let Some(server) = read_startup(&sdir)? {
             recorded.servers.push(server);
+        }
+        for n in 1.. {
+            match io::read_doc(&sdir.join(format!("startup-{n}.json")))? {
+                Some((path, bytes)) => recorded.earlier_starts.push(parse_json(&path, bytes)?),
+                None => break,
+            }
         }
     }
     // Only records whose (point, attempt) the journal committed: a crash between the records and the journal

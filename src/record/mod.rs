@@ -31,7 +31,10 @@ pub fn short_hash(bytes: &[u8]) -> String {
 /// Everything a run recorded and committed, in memory; the files hold the same.
 #[derive(Clone, Debug, Default)]
 pub struct Recorded {
+    /// Each group's latest server start, in plan order.
     pub servers: Vec<ServerRecord>,
+    /// Earlier starts of a group started again (a resumed run, a tune's confirmation): `startup-N.json`.
+    pub earlier_starts: Vec<ServerRecord>,
     pub points: Vec<PointRecord>,
     pub requests: Vec<RequestRecord>,
     pub samples: Vec<SampleLine>,

@@ -530,7 +530,7 @@ where
         write_atomic(&server_dir.join("startup.json"), &json_pretty(&record))?;
         // In plan order, as a re-render reads them back: with slots, servers end in any order.
         match rec.servers.iter_mut().find(|s| s.id == record.id) {
-            Some(old) => *old = record,
+            Some(old) => rec.earlier_starts.push(std::mem::replace(old, record)),
             None => {
                 let order = |id: &str| self.schedule.plan.groups.iter().position(|g| g.id == id);
                 let at = rec.servers.iter().position(|s| order(&s.id) > order(&record.id));

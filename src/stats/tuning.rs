@@ -358,8 +358,9 @@ pub fn analyze_in(
     // Start from the middle of the space, then let expected improvement choose.
     let middle: Vec<usize> = tp.axes.iter().map(|a| a.values.len() / 2).collect();
     let st = step(&axes, &observed, std::slice::from_ref(&middle), &allowed);
-    let spent_s: f64 =
-        rec.servers.iter().filter_map(|s| s.ready_s).sum::<f64>() + rec.points.iter().map(|p| p.wall_s).sum::<f64>();
+    // Every start counts, the earlier starts of a group started again included.
+    let starts = rec.servers.iter().chain(&rec.earlier_starts);
+    let spent_s: f64 = starts.filter_map(|s| s.ready_s).sum::<f64>() + rec.points.iter().map(|p| p.wall_s).sum::<f64>();
     let search_budget = tp.starts.saturating_sub(2 * cs) as usize;
     let stopped = if started.len() >= search_budget {
         Some(format!("the budget of {} starts leaves {search_budget} to the search, all used", tp.starts))
