@@ -1020,6 +1020,13 @@ fn a_slot_whose_server_dies_fails_only_its_own_points() {
     assert_eq!(failed.len(), 1, "only the dying server's points fail: {failed:?}");
     let ok = points.iter().filter(|p| p["status"] == "ok").count();
     assert_eq!(ok, 6, "the other slots' points finish");
+    // The report lists the failed points, with why, instead of leaving them out.
+    let md = std::fs::read_to_string(dir.join("concurrency_sweep.md")).unwrap();
+    let listed = md.split("## Points that failed").nth(1).expect("a section of failed points");
+    for p in points.iter().filter(|p| p["status"] == "failed") {
+        assert!(listed.contains(p["point"].as_str().unwrap()), "{listed}");
+    }
+    assert!(listed.contains("the server died during this point"), "{listed}");
     for p in [port, port + 1] {
         assert_nothing_left_in(&dir, p);
     }

@@ -22,6 +22,40 @@ pub struct Context {
     pub prefix: crate::stats::prefix::PrefixReport,
     /// With `tune:`: the tune read from its records.
     pub tune: Option<crate::stats::tuning::TuneReport>,
+    /// Load points whose latest attempt failed: never in the figures, always listed (closed loop, open loop).
+    pub failed_closed: Vec<FailedPoint>,
+    pub failed_open: Vec<FailedPoint>,
+}
+
+/// A load point that failed, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailedPoint {
+    pub group: String,
+    pub point: String,
+    /// Its grid values, `k=v` joined.
+    pub vars: String,
+    pub repeat: u32,
+    pub attempt: u32,
+    pub error: String,
+}
+
+/// The load points whose latest attempt failed, in the order they were committed: (closed loop, open loop).
+pub fn failed_points(points: &[crate::record::PointRecord]) -> (Vec<FailedPoint>, Vec<FailedPoint>) {
+    let latest = |p: &crate::record::PointRecord| !points.iter().any(|q| q.point == p.point && q.attempt > p.attempt);
+    let failed = points.iter().filter(|p| p.status != crate::record::Status::Ok && latest(p));
+    let (mut closed, mut open) = (Vec::new(), Vec::new());
+    for p in failed {
+        let f = FailedPoint {
+            group: p.group.clone(),
+            point: p.point.clone(),
+            vars: crate::record::values::vars_text(&p.vars, " "),
+            repeat: p.repeat,
+            attempt: p.attempt,
+            error: p.error.clone().unwrap_or_else(|| p.status.as_str().to_owned()).replace('|', "/"),
+        };
+        if p.client.open_loop.is_some() { open.push(f) } else { closed.push(f) }
+    }
+    (closed, open)
 }
 
 #[derive(Serialize)]

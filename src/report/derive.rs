@@ -54,7 +54,7 @@ fn groups_with(manifest: &Manifest, pick: impl Fn(&crate::record::plan::ClientCo
 /// the commit that changes any derived byte (and every committed example is re-rendered in that commit);
 /// never a clock, so a re-render of the same records is byte for byte the same. `compare` refuses two runs
 /// whose derived files carry different versions.
-pub const DERIVED_VERSION: u32 = 3;
+pub const DERIVED_VERSION: u32 = 4;
 
 /// The key every derived JSON file carries.
 pub const VERSION_KEY: &str = "derived_version";
@@ -178,6 +178,7 @@ pub fn derive(
         files.push(("tune.json".to_owned(), stamped(t)));
     }
     let policy = format!("{:?}", spec.repeat_policy).to_lowercase();
+    let (failed_closed, failed_open) = context::failed_points(&rec.points);
     let ctx = Context {
         run: context::run_info(
             manifest,
@@ -192,6 +193,8 @@ pub fn derive(
         workload,
         prefix,
         tune,
+        failed_closed,
+        failed_open,
     };
     let env = markdown::environment(templates);
     for kind in reports(spec, ctx.kv.is_some(), !ctx.sweeps.is_empty(), !ctx.rates.is_empty()) {
