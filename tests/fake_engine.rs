@@ -1065,6 +1065,12 @@ fn a_command_that_ignores_its_port_is_refused_with_slots_before_anything_starts(
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("{{ port }}"), "{err}");
     assert!(!case.out.join("fixed").exists() || events(&journal(&case.dir("fixed", "r")), "server_start").is_empty());
+    // Ports from a template whose slots would meet: 1 + slot 1 is 2's own.
+    let spread = slots_spec("meet", port, 0, "")
+        .replace(&format!("  port: {port}\n"), &format!("  port: \"{{{{ {port} + capacity }}}}\"\n"));
+    let out = Case::new(&spread).run(&["--parallel", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is both a slot of port"));
     // A server that needs two GPUs where one was lent.
     let tp2 = spec("tp2", port, ", \"--tensor-parallel-size\", \"2\"", "[1]", 4, "");
     let out = Case::new(&tp2).run(&["--gpus", "0"]);

@@ -80,7 +80,11 @@ async fn run_here(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase
         cap: (phase.concurrency > 0).then(|| Arc::new(Semaphore::new(phase.concurrency as usize))),
         open: AtomicU32::new(sched.measured.len() as u32),
         t0: Instant::now(),
-        send_by: phase.duration.map(|d| Instant::now() + d + spec.timeout),
+        // The phase's span: its duration, or up to its last measured arrival when an SLO's minimum extends it.
+        send_by: phase.duration.map(|d| {
+            let last = sched.measured.last().copied().unwrap_or(0.0);
+            Instant::now() + d.max(Duration::from_secs_f64(last.max(0.0))) + spec.timeout
+        }),
     });
     let mut tasks = JoinSet::new();
     let mut scratch = super::prompt::Scratch::default();

@@ -283,7 +283,7 @@ pub fn slotted(
         let expanded = super::tune::expand(spec)?.map(|t| t.spec);
         let vars = group.points.first().map_or(&group.vars, |p| &p.vars);
         server = render_on(expanded.as_ref().unwrap_or(spec), vars, &Renderer::default(), Some(port))?;
-        if server.argv == group.server.argv && server.kind != EngineKind::External {
+        if server.argv == group.server.argv && server.env == group.server.env && server.kind != EngineKind::External {
             return Err(PlanError::at(
                 key(&["engine", "command"]),
                 format!("the server's command line does not change with its port ({})", group.server.port),

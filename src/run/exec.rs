@@ -183,7 +183,20 @@ where
         let Some(lease) = b.pool.lease(need).map_err(|e| RunError::Preflight(e.to_string()))? else {
             return Ok(false);
         };
-        let slotted = self.slotted(plan_group, &lease)?;
+        // What can fail before the start gives the lease back.
+        let server_dir = self.env.dir.join("servers").join(&plan_group.id);
+        let made = self.slotted(plan_group, &lease).and_then(|s| {
+            std::fs::create_dir_all(&server_dir)
+                .map_err(|source| RunError::Output { path: server_dir.display().to_string(), source })?;
+            Ok(s)
+        });
+        let slotted = match made {
+            Ok(s) => s,
+            Err(e) => {
+                b.pool.release(&lease);
+                return Err(e);
+            }
+        };
         b.leases.insert(group.to_owned(), (lease.clone(), slotted.clone()));
         // Every point being measured now has one more server beside it.
         let others = b.leases.len() - 1;
@@ -197,9 +210,6 @@ where
         }
         let g = plan_group;
         let env = &self.env;
-        let server_dir = env.dir.join("servers").join(&g.id);
-        std::fs::create_dir_all(&server_dir)
-            .map_err(|source| RunError::Output { path: server_dir.display().to_string(), source })?;
         archive_previous(&server_dir);
         let warm = points.iter().filter_map(|p| g.points.iter().find(|q| &q.id == p)).any(|p| p.client.is_some());
         b.session.begin(group, points);
@@ -449,7 +459,8 @@ where
         let gpus = matches!(self.env.host.lend, crate::plan::slots::Lend::Gpus(_));
         out.point.switch_shared = gpus.then_some(shared);
         let dir = self.env.dir;
-        append_jsonl(&dir.join(REQUESTS), &out.requests, false)?;
+        // Synced like the point record: its journal line says how many there are, and a reader holds it to that.
+        append_jsonl(&dir.join(REQUESTS), &out.requests, true)?;
         append_jsonl(&dir.join(SAMPLES), &out.samples, false)?;
         append_jsonl(&dir.join(POINTS), std::slice::from_ref(&out.point), true)?;
         let (point, group, attempt, status) = (p.id.clone(), g.id.clone(), out.point.attempt, out.point.status);

@@ -144,12 +144,26 @@ pub(super) fn preflight(plan: &Plan, loaded: &LoadedSpec, host: &Host) -> Result
                 .to_owned(),
         ));
     }
-    let mut seen = std::collections::BTreeSet::new();
+    // Each (host, port) a slot may use, and the spec port it came from: two base ports that reach one port
+    // through their slots would put two servers on it at once.
+    let mut seen: std::collections::BTreeMap<(String, u16), u16> = Default::default();
     for g in plan.groups.iter().filter(|g| g.server.kind != crate::spec::EngineKind::External) {
         for server in slot_servers(loaded, host, g)? {
-            if seen.insert((server.host.clone(), server.port)) {
-                crate::engine::ready::check_port_free(&server.host, server.port)
-                    .map_err(|e| RunError::Preflight(e.to_string()))?;
+            match seen.get(&(server.host.clone(), server.port)) {
+                Some(base) if *base != g.server.port => {
+                    return Err(RunError::Preflight(format!(
+                        "port {} is both a slot of port {base} and a slot of port {}: two servers could listen \
+                         there at once; space `engine.port` values at least --parallel/--gpus slots apart, or use \
+                         one port for every group",
+                        server.port, g.server.port
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert((server.host.clone(), server.port), g.server.port);
+                    crate::engine::ready::check_port_free(&server.host, server.port)
+                        .map_err(|e| RunError::Preflight(e.to_string()))?;
+                }
             }
         }
     }
