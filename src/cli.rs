@@ -281,8 +281,7 @@ pub struct BenchArgs {
 /// like any spec.
 pub fn bench_spec(b: &BenchArgs) -> Result<String, Error> {
     let url = b.url.trim_end_matches('/').trim_end_matches("/v1");
-    let parsed = reqwest::Url::parse(url).ok().filter(|u| u.host_str().is_some_and(|h| !h.is_empty()));
-    if !parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https")) {
+    if !plan::server::is_http_url(url) {
         return Err(Error::Usage(format!(
             "--url {}: not an http:// URL; write e.g. --url http://127.0.0.1:8000",
             b.url

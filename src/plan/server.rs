@@ -46,6 +46,12 @@ fn value_text(v: &Value) -> String {
     v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())
 }
 
+/// An http(s) URL with a host: what a server's address must be (not `not a url`, not `file://`).
+pub fn is_http_url(text: &str) -> bool {
+    reqwest::Url::parse(text)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()))
+}
+
 pub fn render(spec: &Spec, vars: &IndexMap<String, Scalar>, renderer: &Renderer) -> Result<ServerConfig, PlanError> {
     render_on(spec, vars, renderer, None)
 }
@@ -107,8 +113,7 @@ fn render_on(
         _ if host.contains(':') => format!("http://[{host}]:{port}"),
         _ => format!("http://{host}:{port}"),
     };
-    let parsed = reqwest::Url::parse(&base_url).ok().filter(|u| u.host_str().is_some_and(|h| !h.is_empty()));
-    if !parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https")) {
+    if !is_http_url(&base_url) {
         return Err(PlanError::at(
             key(&["engine", "base_url"]),
             format!("`{base_url}`{} is not an http:// URL with a host", at_point(vars)),
