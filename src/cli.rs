@@ -325,7 +325,9 @@ fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Validate(args) => {
             let (_, plan) = load_and_plan(&args)?;
-            run::check_inputs(&plan).map_err(|e| Error::Usage(e.to_string()))?;
+            for note in run::check_inputs(&plan).map_err(|e| Error::Usage(e.to_string()))? {
+                eprintln!("{note}");
+            }
             match &plan.tune {
                 Some(t) => outln!(
                     "ok: {}: a tune over {} configurations in at most {} server starts",

@@ -65,6 +65,7 @@ fn cases() -> Vec<(&'static str, String, Vec<String>)> {
             vec![],
         ),
         ("unknown distribution", with("  max_tokens: 64", "  max_tokens: {dist: zipf, mean: 3}"), vec![]),
+        ("complex mapping key", format!("{BASE}? [a, b]\n: 1\n"), vec![]),
         ("missing dataset", format!("{BASE}  dataset: {{path: no-such-file.json, format: sharegpt}}\n"), vec![]),
         ("dataset of an unknown format", format!("{BASE}  dataset: {{path: x.json, format: csv}}\n"), vec![]),
         ("rate search with a closed loop", format!("{BASE}search: {{rate: {{low: 1, high: 8}}}}\n"), vec![]),
@@ -158,4 +159,119 @@ fn a_set_path_of_twenty_thousand_segments_is_an_error_not_a_stack_overflow() {
     let msg = message(BASE, &[format!("{path}=1")]).expect("refused");
     assert!(msg.contains("at most 24 segments; this one has 20000"), "{msg}");
     assert!(msg.contains("\n  fix: "), "{msg}");
+}
+
+/// A model folder whose tokenizer knows the words w0..w99, one token each.
+fn model_folder(dir: &std::path::Path) -> std::path::PathBuf {
+    use tokenizers::Tokenizer;
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
+    let vocab = (0..100).map(|i| (format!("w{i}"), i)).collect();
+    let mut tok = Tokenizer::new(WordLevel::builder().vocab(vocab).unk_token("w0".into()).build().unwrap());
+    tok.with_pre_tokenizer(Some(WhitespaceSplit));
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    tok.save(model.join("tokenizer.json"), false).unwrap();
+    model
+}
+
+/// Every dataset problem, and a corrupt tokenizer.json, stops `validate` and `run` with exit 2 before any server
+/// starts (a start would be exit 3: no `vllm` is on this path), naming the file and, where there is one, the line.
+#[test]
+fn dataset_problems_are_found_before_any_server_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_folder(dir.path());
+    let long: String = (0..40).map(|i| format!("w{} ", i % 100)).collect();
+    let mut over_cap = vec![b'a'; (16 << 20) + 8];
+    over_cap.push(b'\n');
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        ("empty", Vec::new(), "jsonl", "is empty"),
+        ("line over the cap", over_cap, "jsonl", "line 1 is longer than 16 MiB"),
+        ("invalid UTF-8", b"{\"prompt\": \"w1 \xff\xfe\", \"output_tokens\": 3}\n".to_vec(), "jsonl", "line 1, column"),
+        (
+            "bad JSON",
+            b"{\"prompt\": \"w1\", \"output_tokens\": 3}\n{\"prompt\": \n".to_vec(),
+            "jsonl",
+            "line 2, column",
+        ),
+        (
+            "no usable entry",
+            b"{\"prompt\": \"  \", \"output_tokens\": 3}\n{\"prompt\": \"w1\", \"output_tokens\": 0}\n".to_vec(),
+            "jsonl",
+            "no usable entry (2 left out)",
+        ),
+        (
+            "negative output length",
+            b"{\"prompt\": \"w1\", \"output_tokens\": -4}\n".to_vec(),
+            "jsonl",
+            "line 1, column",
+        ),
+        (
+            "fractional output length",
+            b"{\"prompt\": \"w1\", \"output_tokens\": 2.5}\n".to_vec(),
+            "jsonl",
+            "line 1, column",
+        ),
+        (
+            "every prompt too long",
+            format!("{{\"prompt\": \"{long}\", \"output_tokens\": 3}}\n").into_bytes(),
+            "jsonl",
+            "longer than max-model-len 32 allows",
+        ),
+        ("ShareGPT that is not an array", b"{\"conversations\": []}".to_vec(), "sharegpt", "a JSON array"),
+        (
+            "ShareGPT of odd records only",
+            b"[1, null, {\"conversations\": 3}]".to_vec(),
+            "sharegpt",
+            "no usable entry (3 left out)",
+        ),
+    ];
+    let spec = |data: &std::path::Path, format: &str| {
+        format!(
+            "name: d\nengine:\n  model: {}\n  port: 1\n  args:\n    max-model-len: 32\nload:\n  max_tokens: 4\n  prompt_tokens: 4\n  dataset: {{path: {}, format: {format}}}\n",
+            model.display(),
+            data.display()
+        )
+    };
+    for (name, bytes, format, expect) in cases {
+        let data = dir.path().join(format!("{}.data", name.replace(' ', "-")));
+        std::fs::write(&data, &bytes).unwrap();
+        let path = dir.path().join("spec.yaml");
+        std::fs::write(&path, spec(&data, format)).unwrap();
+        let runs = dir.path().join("runs");
+        for cmd in ["validate", "run"] {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_servelab"));
+            c.args([cmd, path.to_str().unwrap()]);
+            if cmd == "run" {
+                c.arg("--out").arg(&runs);
+            }
+            let out = c.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd}, case `{name}`: {stderr}");
+            assert!(
+                stderr.contains(&data.display().to_string()) && stderr.contains(expect),
+                "{cmd}, case `{name}`: {stderr}"
+            );
+        }
+    }
+    assert!(!dir.path().join("runs").exists(), "no run folder is made");
+    // Odd ShareGPT records beside good ones are left out and counted, not a reason to refuse the file.
+    let data = dir.path().join("mixed.json");
+    std::fs::write(
+        &data,
+        r#"[7, {"conversations": [{"from": "human", "value": "w1 w2"}, {"from": "gpt", "value": "w3"}]}]"#,
+    )
+    .unwrap();
+    let path = dir.path().join("spec.yaml");
+    std::fs::write(&path, spec(&data, "sharegpt")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).args(["validate", path.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("1 usable entries, 1 left out while reading"), "{stderr}");
+    // A corrupt tokenizer.json is found as early.
+    std::fs::write(model.join("tokenizer.json"), b"{\"model\": ").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).args(["validate", path.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot load tokenizer") && stderr.contains("tokenizer.json"), "{stderr}");
 }

@@ -68,6 +68,9 @@ pub fn sample(
 ) -> Result<Sampled, String> {
     let name = path.display();
     let size = std::fs::metadata(path).map_err(|e| format!("cannot read dataset {name}: {e}"))?.len();
+    if size == 0 {
+        return Err(format!("dataset {name} is empty; give a file with at least one entry"));
+    }
     if size > MAX_DATASET_BYTES {
         return Err(format!(
             "dataset {name} is {} MiB, over the {} MiB limit; sample it down first (e.g. `shuf -n 100000`)",
@@ -175,8 +178,10 @@ fn sharegpt(reader: impl Read, out: &mut Reservoir<(String, String)>) -> Result<
             f.write_str("a JSON array of {\"conversations\": [{\"from\": ..., \"value\": ...}]} objects")
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while let Some(c) = seq.next_element::<Option<Conversation>>()? {
-                match c.and_then(prompt_and_reply) {
+            // Each element is parsed on its own: one of another shape (a number, a turn without a value) is
+            // left out and counted rather than rejecting a file of hundreds of MB for one odd record.
+            while let Some(v) = seq.next_element::<serde_json::Value>()? {
+                match Conversation::deserialize(v).ok().and_then(prompt_and_reply) {
                     Some(pair) => self.out.offer(pair),
                     None => self.skipped += 1,
                 }
@@ -239,11 +244,12 @@ mod tests {
             r#"[{"id": "a", "conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "w5 w6"},
                 {"from": "gpt", "value": "w1 w2 w3"}]},
                {"id": "b", "conversations": [{"from": "human", "value": "only a question"}]},
-               {"id": "c", "conversations": []}, null,
+               {"id": "c", "conversations": []}, null, 7, {"conversations": "no list"},
+               {"conversations": [{"from": "human"}, {"from": "gpt", "value": "w1"}]},
                {"id": "d", "conversations": [{"from": "user", "value": "w7"}, {"from": "assistant", "value": "w9"}]}]"#,
         );
         let s = sample(f.path(), DatasetFormat::Sharegpt, 10, 1, Some(&maker)).unwrap();
-        assert_eq!((s.seen, s.skipped), (2, 3));
+        assert_eq!((s.seen, s.skipped), (2, 6));
         let mut got: Vec<(String, u32)> = s.entries.into_iter().map(|e| (e.prompt, e.output_tokens)).collect();
         got.sort();
         assert_eq!(got, [("w5 w6".to_owned(), 3), ("w7".to_owned(), 1)]);

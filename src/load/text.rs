@@ -38,6 +38,15 @@ pub fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>, String>
     Ok(bytes)
 }
 
+/// Parses a model folder's `tokenizer.json`, so a corrupt one is found before its server starts.
+pub fn check_tokenizer(model_dir: &Path) -> Result<(), String> {
+    let path = model_dir.join("tokenizer.json");
+    let bytes = read_capped(&path, MAX_TOKENIZER_BYTES, "tokenizer")?;
+    Tokenizer::from_bytes(&bytes).map(drop).map_err(|e| {
+        format!("cannot load tokenizer {}: {e}; restore the file from the model's repository", path.display())
+    })
+}
+
 impl TextMaker {
     /// The tokenizer of a model folder, and its words.
     pub fn load(model_dir: &Path) -> Result<TextMaker, String> {

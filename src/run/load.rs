@@ -139,7 +139,7 @@ pub fn workload_for(c: &ClientConfig, model_dir: Option<&Path>, model_vocab: Opt
     let specials = |m: &TextMaker| if chat { 0 } else { m.specials() };
     if let Some(d) = &c.dataset {
         let maker = model_dir.and_then(|dir| memo::maker(dir).ok());
-        let items = memo::dataset(d, c.seed, maker.as_deref(), c.context_limit)?;
+        let (items, _) = memo::dataset(d, c.seed, maker.as_deref(), c.context_limit)?;
         let specials = maker.as_deref().map_or(0, specials);
         return Ok(Workload { source: Source::Items { items, random: true, specials }, ..base });
     }
@@ -175,6 +175,51 @@ pub fn workload_for(c: &ClientConfig, model_dir: Option<&Path>, model_vocab: Opt
     Ok(base)
 }
 
+/// Builds each distinct workload of the plan once, before any server starts: a dataset that is empty, has a
+/// bad line or no usable entry, or whose every prompt is too long, a prompts file with no line, and a model
+/// folder whose `tokenizer.json` does not parse all stop the run here (exit 2) rather than at its first point.
+/// The samples are kept for the run. Returns a line per dataset saying what was left out.
+pub fn check_workloads(plan: &crate::record::plan::Plan) -> Result<Vec<String>, String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut notes = Vec::new();
+    for g in &plan.groups {
+        let model_dir = g.server.model.as_deref().map(Path::new).filter(|m| m.is_dir());
+        if let Some(dir) = model_dir
+            && seen.insert(format!("tokenizer\0{}", dir.display()))
+            && dir.join("tokenizer.json").is_file()
+        {
+            crate::load::text::check_tokenizer(dir)?;
+        }
+        for c in g.points.iter().filter_map(|p| p.client.as_ref()) {
+            let needs_text =
+                c.dataset.is_some() || c.prompts_file.is_some() || c.text_prompts || c.endpoint == Endpoint::Chat;
+            let key = serde_json::to_string(&(c, model_dir)).map_err(|e| e.to_string())?;
+            if !needs_text || !seen.insert(key) {
+                continue;
+            }
+            workload_for(c, model_dir, None)?;
+            if let Some(d) = &c.dataset {
+                let maker = model_dir.and_then(|dir| memo::maker(dir).ok());
+                let (_, t) = memo::dataset(d, c.seed, maker.as_deref(), c.context_limit)?;
+                let note = format!(
+                    "dataset {}: {} usable entries, {} left out while reading (no prompt or reply, an odd record, \
+                     an output of 0 tokens); {} sampled, {} of them left out as longer than max-model-len {}",
+                    d.path,
+                    t.seen,
+                    t.skipped,
+                    t.kept + t.too_long,
+                    t.too_long,
+                    c.context_limit.map_or_else(|| "(unknown)".to_owned(), |l| l.to_string())
+                );
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
+            }
+        }
+    }
+    Ok(notes)
+}
+
 /// Tokenizers and dataset samples, loaded once per process: a run's points share them, and a dataset of
 /// hundreds of MB is streamed once rather than once per point.
 mod memo {
@@ -188,7 +233,7 @@ mod memo {
 
     type Memo<K, V> = LazyLock<Mutex<HashMap<K, V>>>;
     static MAKERS: Memo<PathBuf, Arc<TextMaker>> = LazyLock::new(Default::default);
-    static DATASETS: Memo<String, Arc<Vec<TextItem>>> = LazyLock::new(Default::default);
+    static DATASETS: Memo<String, (Arc<Vec<TextItem>>, Tally)> = LazyLock::new(Default::default);
 
     pub fn maker(dir: &Path) -> Result<Arc<TextMaker>, String> {
         let mut memo = MAKERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -200,19 +245,32 @@ mod memo {
         Ok(m)
     }
 
+    /// What a dataset's sampling kept and left out, for the console.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Tally {
+        /// Usable entries in the file.
+        pub seen: u64,
+        /// Entries left out while reading: no prompt or reply, an odd record, an output length of 0.
+        pub skipped: u64,
+        /// Sampled entries left out because their prompt leaves no room in max-model-len.
+        pub too_long: usize,
+        pub kept: usize,
+    }
+
     /// A dataset's sample as text items, without the entries whose prompt leaves no room in `context`.
     pub fn dataset(
         d: &Dataset,
         seed: u64,
         maker: Option<&TextMaker>,
         context: Option<u32>,
-    ) -> Result<Arc<Vec<TextItem>>, String> {
+    ) -> Result<(Arc<Vec<TextItem>>, Tally), String> {
         let key = format!("{}\0{:?}\0{}\0{seed}\0{context:?}\0{}", d.path, d.format, d.samples, maker.is_some());
         let mut memo = DATASETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(items) = memo.get(&key) {
-            return Ok(items.clone());
+        if let Some(hit) = memo.get(&key) {
+            return Ok(hit.clone());
         }
         let sampled = dataset::sample(Path::new(&d.path), d.format, d.samples, seed, maker)?;
+        let drawn = sampled.entries.len();
         let items: Vec<TextItem> = sampled
             .entries
             .into_iter()
@@ -227,11 +285,18 @@ mod memo {
             })
             .collect();
         if items.is_empty() {
-            return Err(format!("dataset {}: no sampled prompt fits max-model-len {context:?}", d.path));
+            let limit = context.map_or_else(|| "the server's".to_owned(), |c| c.to_string());
+            return Err(format!(
+                "dataset {}: every one of the {drawn} sampled prompts is longer than max-model-len {limit} allows; \
+                 raise `--max-model-len` or use a dataset of shorter prompts",
+                d.path
+            ));
         }
-        let items = Arc::new(items);
-        memo.insert(key, items.clone());
-        Ok(items)
+        let tally =
+            Tally { seen: sampled.seen, skipped: sampled.skipped, too_long: drawn - items.len(), kept: items.len() };
+        let hit = (Arc::new(items), tally);
+        memo.insert(key, hit.clone());
+        Ok(hit)
     }
 }
 

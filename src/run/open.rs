@@ -110,7 +110,7 @@ pub const MAX_PROMPTS_FILE: u64 = 256 * 1024 * 1024;
 
 /// Files the plan reads: each `prompts_file` must be a regular file (not `/dev/zero`, not a folder) of at
 /// most `MAX_PROMPTS_FILE` bytes. Run by `validate` too.
-pub fn check_inputs(plan: &Plan) -> Result<(), RunError> {
+pub fn check_inputs(plan: &Plan) -> Result<Vec<String>, RunError> {
     let files: std::collections::BTreeSet<&str> =
         plan.points().filter_map(|(_, p)| p.client.as_ref()?.prompts_file.as_deref()).collect();
     for f in files {
@@ -130,13 +130,15 @@ pub fn check_inputs(plan: &Plan) -> Result<(), RunError> {
             )));
         }
     }
-    Ok(())
+    super::load::check_workloads(plan).map_err(RunError::Preflight)
 }
 
 /// Checks that need no server: input files, ports free, the API key present.
 pub(super) fn preflight(plan: &Plan, loaded: &LoadedSpec, host: &Host) -> Result<Option<String>, RunError> {
     let spec = &loaded.spec;
-    check_inputs(plan)?;
+    for note in check_inputs(plan)? {
+        eprintln!("{note}");
+    }
     if host.binds() && spec.engine.kind == crate::spec::EngineKind::External {
         return Err(RunError::Preflight(
             "--parallel and --gpus start servers side by side; an `external` engine is one endpoint servelab does \

@@ -111,6 +111,16 @@ fn parse_tree(file: &str, text: &str) -> Result<Node, SpecError> {
     }
     let tree: Node =
         serde_saphyr::from_str_with_options(text, parse_options()).map_err(|e| yaml_error(file, text, &e))?;
+    if let Some(at) = tree.complex_key() {
+        return Err(SpecError::new(
+            file,
+            at.clone(),
+            "",
+            "a mapping key must be a plain name, not a list or a mapping (`? [a, b]` or `{a: 1}: ...`)",
+            "write the key as a plain name, e.g. `max-model-len:`",
+        )
+        .with_source(text));
+    }
     match tree.kind {
         Kind::Map(_) => Ok(tree),
         Kind::Null => Err(empty("the spec has no content (only comments?)")),

@@ -156,9 +156,9 @@ impl<'de> Visitor<'de> for KindVisitor {
                 Kind::Bool(b) => b.to_string(),
                 Kind::Int(i) => i.to_string(),
                 Kind::Float(f) => f.to_string(),
-                Kind::Seq(_) | Kind::Map(_) => {
-                    return Err(de::Error::custom("a mapping key must be a plain scalar, not a list or mapping"));
-                }
+                // A custom error here would lose its place in the file; the key is kept, marked, and reported
+                // with its line and column once the tree is read (`Node::complex_key`).
+                Kind::Seq(_) | Kind::Map(_) => COMPLEX_KEY.to_owned(),
             };
             entries.push(Entry { key: name, key_origin: key.origin, value });
         }
@@ -166,7 +166,22 @@ impl<'de> Visitor<'de> for KindVisitor {
     }
 }
 
+/// The name given to a mapping key that is a list or a mapping (`? [a, b]`), which no spec key can be.
+const COMPLEX_KEY: &str = "\0complex key";
+
 impl Node {
+    /// Where the first key that is a list or a mapping lies, if any.
+    pub fn complex_key(&self) -> Option<&Origin> {
+        match &self.kind {
+            Kind::Map(entries) => entries.iter().find_map(|e| match e.key == COMPLEX_KEY {
+                true => Some(&e.key_origin),
+                false => e.value.complex_key(),
+            }),
+            Kind::Seq(items) => items.iter().find_map(Node::complex_key),
+            _ => None,
+        }
+    }
+
     pub fn new(origin: Origin, kind: Kind) -> Self {
         Node { origin, kind }
     }
