@@ -109,6 +109,11 @@ pub enum Command {
         /// Templates overriding the built-in ones (and the spec's `templates:`), file by file.
         #[arg(long)]
         templates: Option<PathBuf>,
+        /// Write nothing; check instead that every derived file equals what the raw records give, that the
+        /// sweep's counts and rates agree with a plainer recomputation, and that every finding's predicate
+        /// holds against its figures. Exits 8 with a list of what disagrees.
+        #[arg(long)]
+        check: bool,
     },
     /// Compress a run folder's raw records in place (`requests.jsonl` → `requests.jsonl.xz`, likewise points
     /// and samples; an older `.gz` is folded in); `report`, `compare` and `--resume` read every form.
@@ -405,9 +410,21 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 },
             );
         }
-        Command::Report { run, templates } => {
+        Command::Report { run, templates, check } => {
             let (loaded, manifest, rec) = crate::report::open_run(&run).map_err(Error::Usage)?;
             let templates = templates.or(loaded.spec.templates.as_ref().map(PathBuf::from));
+            if check {
+                let wrong = crate::report::check::check(&run, &loaded.spec, &manifest, &rec, templates)
+                    .map_err(Error::Usage)?;
+                for d in &wrong {
+                    outln!("{}: {}", run.join(&d.file).display(), d.what);
+                }
+                if !wrong.is_empty() {
+                    return Ok(exit::CHECK_FAILED);
+                }
+                outln!("ok: every derived file of {} follows from its raw records", run.display());
+                return Ok(exit::OK);
+            }
             let (files, _) =
                 crate::report::derive::derive(&loaded.spec, &manifest, &rec, templates).map_err(Error::Usage)?;
             for (name, bytes) in &files {

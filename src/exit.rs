@@ -18,6 +18,8 @@ pub const RUN_IO: i32 = 6;
 /// 7: an I/O error outside a run: `report` or `compress` could not write the run folder, or a command could
 /// not write its output (stdout to a full disk; a closed pipe is a quiet exit 0).
 pub const OUTPUT_IO: i32 = 7;
+/// 8: `report --check` found a derived file, figure or finding that the run's raw records do not support.
+pub const CHECK_FAILED: i32 = 8;
 /// 128 + the signal: interrupted — 130 for Ctrl-C (SIGINT), 143 for SIGTERM, 129 for SIGHUP, 131 for SIGQUIT —
 /// after a graceful stop.
 pub const INTERRUPTED: i32 = 130;

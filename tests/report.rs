@@ -175,6 +175,58 @@ fn every_committed_example_rerenders_byte_for_byte() {
     }
 }
 
+/// `report --check` passes every committed example and every fixture run, and fails a copy whose derived
+/// figures or findings were edited, naming each disagreement (exit 8).
+#[test]
+fn report_check_holds_for_every_committed_run_and_fails_a_tampered_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut runs = Vec::new();
+    run_folders(&root.join("examples"), &mut runs);
+    run_folders(&root.join("tests/fixtures/runs"), &mut runs);
+    assert!(runs.len() >= 8, "{runs:?}");
+    for run in &runs {
+        let (code, out, err) = servelab(&["report", "--check", run.to_str().unwrap()]);
+        assert_eq!(code, 0, "{}: {out}{err}", run.display());
+    }
+    let with_sweep = runs.iter().find(|r| r.ends_with("cpu-tune-grid/run1")).expect("cpu-tune-grid/run1");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run1");
+    copy_dir(with_sweep, &dir);
+    let mut sweep: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("sweep.json")).unwrap()).unwrap();
+    sweep[0]["knee"]["latency"]["at"] = 8.into();
+    let ok = sweep[0]["cells"][0]["repeats"][0]["ok"].as_u64().unwrap();
+    sweep[0]["cells"][0]["repeats"][0]["ok"] = (ok + 1).into();
+    std::fs::write(dir.join("sweep.json"), serde_json::to_vec_pretty(&sweep).unwrap()).unwrap();
+    let md = std::fs::read_to_string(dir.join("concurrency_sweep.md")).unwrap();
+    std::fs::write(
+        dir.join("concurrency_sweep.md"),
+        md.replacen("blows up at concurrency 16", "blows up at concurrency 32", 1),
+    )
+    .unwrap();
+    let (code, out, _) = servelab(&["report", "--check", dir.to_str().unwrap()]);
+    assert_eq!(code, 8, "{out}");
+    assert!(out.contains("concurrency_sweep.md: differs from what the raw records give"), "{out}");
+    assert!(out.contains(&format!("{} ok", ok + 1)) && out.contains("the records hold"), "{out}");
+    assert!(out.contains("latency:"), "the moved finding is named: {out}");
+}
+
+/// A run whose starts share one max-model-len and vary another setting (h200-kv-capacity: gpu-memory-utilization
+/// through the grid variable `util`) is read along that setting: no sentence compares "lengths" that are one.
+#[test]
+fn kv_notes_read_the_axis_the_rows_vary() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/h200-kv-capacity/run1");
+    let notes = std::fs::read_to_string(dir.join("kv_cache_scaling_notes.md")).unwrap();
+    assert!(notes.contains("| max-model-len | util | KV tokens |"), "{notes}");
+    assert!(notes.contains("util 0.05: 105; util 0.1: 239; util 0.92: 1024"), "{notes}");
+    assert!(notes.contains("every start has max-model-len 4096"), "{notes}");
+    assert!(!notes.contains("max-model-len 4096: 105") && !notes.contains("of the lengths measured"), "{notes}");
+    // A run that varies the length keeps the length's words.
+    let qwen =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/h200-qwen2.5-0.5b/kv-tied/kv_cache_scaling_notes.md");
+    let notes = std::fs::read_to_string(qwen).unwrap();
+    assert!(notes.contains("| max-model-len | KV tokens |") && notes.contains("of the lengths measured"), "{notes}");
+}
+
 /// The H200 tied-KV runs: memory splits into the engine-reported pool and the rest, and the slope of memory is
 /// the pool's bytes per KV token plus the rest's slope. With PyTorch's default allocator the rest shrinks as the
 /// length grows (its cache, docs/h200-kv-slope.md), so the slope is 2% short; with expandable segments it is

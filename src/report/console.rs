@@ -35,16 +35,18 @@ pub fn summary(dir: &Path, rec: &Recorded, sweeps: &[GroupSweep]) -> String {
                 pairs.join(", ")
             );
         }
-        let _ = writeln!(
-            out,
-            "{}knee: {}\n      {}\nrule: {}",
-            if g.knee.operating_finding.is_empty() { String::new() } else { format!("{}\n", g.knee.operating_finding) },
-            g.knee.throughput_finding,
-            g.knee.latency_finding,
-            g.knee.rule
-        );
+        out.push_str(&knee_lines(g));
     }
     out
+}
+
+/// The knee findings in the built-in templates' words (`findings.md`).
+fn knee_lines(g: &GroupSweep) -> String {
+    const TEXT: &str = "{% import \"findings.md\" as f %}{% if k.operating %}{{ f.operating(k.operating) }}\n{% endif %}\
+        knee: {{ f.throughput(k.throughput) }}\n      {{ f.latency(k.latency) }}\nrule: {{ f.rule(k.rule) }}\n";
+    super::markdown::environment(None)
+        .render_str(TEXT, minijinja::context! { k => &g.knee })
+        .unwrap_or_else(|e| format!("(the knee findings could not be worded: {e})\n"))
 }
 
 /// The end of `servelab run` and `servelab tune`: a tune's decision and recommended command line, or the

@@ -172,7 +172,7 @@ pub struct SweepContext {
     pub group: String,
     pub cells: Vec<CellOut>,
     pub knee: Knee,
-    pub rules_of_thumb: Vec<String>,
+    pub rules_of_thumb: crate::stats::knee::Thumbs,
     pub batching: Option<Batching>,
     /// Between-repeat CV of tokens/s: median and max over the cells (the run's noise floor).
     pub noise_floor: Option<(f64, f64)>,
@@ -297,7 +297,7 @@ fn cell(c: &Cell) -> CellOut {
     }
 }
 
-pub fn sweep(g: &GroupSweep, rules: Vec<String>, gpu_sampled: bool, suffix: &str) -> SweepContext {
+pub fn sweep(g: &GroupSweep, rules: crate::stats::knee::Thumbs, gpu_sampled: bool, suffix: &str) -> SweepContext {
     let batching = crate::stats::sweep::batching(g);
     SweepContext {
         group: g.group.clone(),

@@ -54,7 +54,7 @@ fn groups_with(manifest: &Manifest, pick: impl Fn(&crate::record::plan::ClientCo
 /// the commit that changes any derived byte (and every committed example is re-rendered in that commit);
 /// never a clock, so a re-render of the same records is byte for byte the same. `compare` refuses two runs
 /// whose derived files carry different versions.
-pub const DERIVED_VERSION: u32 = 4;
+pub const DERIVED_VERSION: u32 = 5;
 
 /// The key every derived JSON file carries.
 pub const VERSION_KEY: &str = "derived_version";
@@ -132,7 +132,7 @@ pub fn derive(
             files.push((format!("batching_summary{suffix}.csv"), bytes));
         }
         files.push((format!("concurrency_sweep{suffix}.svg"), charts::sweep(g).into_bytes()));
-        let mut ctx = context::sweep(g, sweep::rules_of_thumb(g, &spec.knee), gpu_sampled, &suffix);
+        let mut ctx = context::sweep(g, sweep::rules_of_thumb(g), gpu_sampled, &suffix);
         ctx.imprecise = missed.get(sweep_ctx.len()).cloned().unwrap_or_default();
         sweep_ctx.push(ctx);
     }

@@ -7,7 +7,8 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 use std::path::PathBuf;
 
 /// The reports, and the partials they include (`workload.md`, no report of its own).
-pub const REPORTS: [(&str, &str); 7] = [
+pub const REPORTS: [(&str, &str); 8] = [
+    ("findings.md", include_str!("../../templates/findings.md")),
     ("kv_cache_scaling_notes.md", include_str!("../../templates/kv_cache_scaling_notes.md")),
     ("batching_benchmark.md", include_str!("../../templates/batching_benchmark.md")),
     ("concurrency_sweep.md", include_str!("../../templates/concurrency_sweep.md")),
@@ -66,6 +67,11 @@ fn f_duration(v: Value) -> String {
     }
 }
 
+/// `{{ x | plain }}`: the shortest form that reads back the same number (2.0 → "2", 2.5 → "2.5").
+fn f_plain(v: Value) -> String {
+    num(&v).map(|x| format!("{x}")).unwrap_or_else(|| "–".to_owned())
+}
+
 /// `{{ text | sentence }}`: the first letter upper-cased, the rest untouched (unlike `capitalize`).
 fn f_sentence(v: Value) -> String {
     let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
@@ -88,6 +94,7 @@ pub fn environment(override_dir: Option<PathBuf>) -> Environment<'static> {
     env.add_filter("duration", f_duration);
     env.add_filter("sentence", f_sentence);
     env.add_filter("fixed", f_fixed);
+    env.add_filter("plain", f_plain);
     env.set_fuel(Some(REPORT_FUEL));
     // Printing a huge sequence and chained `replace` are single instructions that fuel does not bound.
     crate::plan::render::guard(&mut env, MAX_REPORT_BYTES, MAX_PRINTED_ITEMS);

@@ -1,6 +1,7 @@
 //! Reports: pure functions from recorded data to bytes. Never calls the engine or the client.
 
 pub mod charts;
+pub mod check;
 pub mod compare;
 pub mod console;
 pub mod context;

@@ -26,6 +26,8 @@ pub struct KvRow {
     pub predicted_kv_tokens: Option<u64>,
     /// `--gpu-memory-utilization` as given (None: vLLM's default).
     pub util: Option<f64>,
+    /// The server's grid values (variable, value), to tell rows apart when they share a max-model-len.
+    pub vars: Vec<(String, String)>,
 }
 
 fn mem_used(r: &ServerRecord) -> Option<f64> {
@@ -137,6 +139,7 @@ fn row(r: &ServerRecord, prev: &mut Option<(u64, f64)>) -> KvRow {
         status: r.status,
         predicted_kv_tokens: r.predicted.as_ref().map(|c| c.kv_tokens),
         util: crate::record::capacity::util_of(&r.argv),
+        vars: r.vars.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
     }
 }
 
@@ -171,6 +174,8 @@ pub struct Step {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Envelope {
     pub max_model_len: u64,
+    /// The values of the axis the rows vary when it is not max-model-len (`KvFindings::axis`), e.g. "0.05".
+    pub setting: String,
     pub kv_tokens: u64,
     /// (request tokens, concurrent requests that fit).
     pub fits: Vec<(u64, u64)>,
@@ -209,6 +214,9 @@ pub struct KvFindings {
     pub max_num_seqs_source: String,
     pub margin: f64,
     pub request_lengths: Vec<u64>,
+    /// The grid variables the successful rows differ in when they share one max-model-len (e.g. "util"); empty
+    /// when the rows vary max-model-len, so the envelope, the picks and their words follow the length.
+    pub axis: String,
     pub envelope: Vec<Envelope>,
     pub concurrent_4k: String,
     pub safe_max_model_len: Option<u64>,
@@ -311,6 +319,7 @@ pub fn findings(records: &[ServerRecord], request_len: Option<u64>) -> KvFinding
         max_num_seqs_source: seqs_source,
         margin: SAFETY_MARGIN,
         request_lengths: Vec::new(),
+        axis: String::new(),
         envelope: Vec::new(),
         concurrent_4k: String::new(),
         safe_max_model_len: None,
@@ -474,7 +483,9 @@ fn envelope(f: &mut KvFindings, ok: &[&KvRow], request_len: u64) {
     lengths.sort_unstable();
     lengths.dedup();
     f.request_lengths = lengths.clone();
-    for r in ok {
+    let (axis, settings) = axis_of(ok);
+    f.axis = axis;
+    for (r, setting) in ok.iter().zip(settings) {
         let (Some(m), Some(k)) = (r.max_model_len, r.kv_cache_tokens) else { continue };
         let usable = (k as f64 * (1.0 - f.margin)) as u64;
         let fits = lengths
@@ -482,14 +493,16 @@ fn envelope(f: &mut KvFindings, ok: &[&KvRow], request_len: u64) {
             .filter(|l| **l <= m)
             .map(|l| (*l, (usable / blocks(*l, block)).min(f.max_num_seqs)))
             .collect();
-        f.envelope.push(Envelope { max_model_len: m, kv_tokens: k, fits });
+        f.envelope.push(Envelope { max_model_len: m, setting, kv_tokens: k, fits });
     }
+    let label = |e: &Envelope| match f.axis.is_empty() {
+        true => format!("max-model-len {}", e.max_model_len),
+        false => format!("{} {}", f.axis, e.setting),
+    };
     let for_4k: Vec<String> = f
         .envelope
         .iter()
-        .filter_map(|e| {
-            e.fits.iter().find(|(l, _)| *l == 4096).map(|(_, n)| format!("max-model-len {}: {n}", e.max_model_len))
-        })
+        .filter_map(|e| e.fits.iter().find(|(l, _)| *l == 4096).map(|(_, n)| format!("{}: {n}", label(e))))
         .collect();
     f.concurrent_4k = if for_4k.is_empty() {
         "no successful max-model-len of 4096 or more in this run, so none serves 4K requests".to_owned()
@@ -509,16 +522,61 @@ fn envelope(f: &mut KvFindings, ok: &[&KvRow], request_len: u64) {
         })
         .map(|e| e.max_model_len)
         .max();
+    let full = |e: &Envelope| (e.kv_tokens as f64 * (1.0 - f.margin)) as u64 / blocks(e.max_model_len, block);
     f.latency_pick = match f.safe_max_model_len.and_then(|m| f.envelope.iter().find(|e| e.max_model_len == m)) {
-        Some(e) => format!(
+        Some(e) if f.axis.is_empty() => format!(
             "max-model-len {} (the largest safe one): long prompts fit, and the pool still holds {} full-length requests; keep concurrency below the latency knee of the sweep",
             e.max_model_len,
-            (e.kv_tokens as f64 * (1.0 - f.margin)) as u64 / blocks(e.max_model_len, block)
+            full(e)
         ),
+        Some(e) => {
+            let at = |pick: fn(u64, u64) -> bool| {
+                f.envelope.iter().fold(None::<&Envelope>, |b, x| match b {
+                    Some(b) if !pick(full(x), full(b)) => Some(b),
+                    _ => Some(x),
+                })
+            };
+            let (lo, hi) = (at(|x, b| x < b).unwrap_or(e), at(|x, b| x > b).unwrap_or(e));
+            format!(
+                "every start has max-model-len {}, the largest safe one here; {} sets the pool, which has room for {} full-length requests at {} {} and {} at {} {} (KV pool less {:.0}%; max-num-seqs {} caps how many run at once); keep concurrency below the latency knee of the sweep",
+                e.max_model_len,
+                f.axis,
+                full(lo),
+                f.axis,
+                lo.setting,
+                full(hi),
+                f.axis,
+                hi.setting,
+                f.margin * 100.0,
+                f.max_num_seqs
+            )
+        }
         None => "no length in this run is safe by the rule above: give the KV pool more memory or use shorter lengths"
             .to_owned(),
     };
     f.throughput_pick = throughput_pick(f, request_len);
+}
+
+/// The grid variables whose values differ among rows that share one max-model-len, and each row's values of
+/// them; ("", empty settings) when the rows vary max-model-len (or there is one row).
+fn axis_of(ok: &[&KvRow]) -> (String, Vec<String>) {
+    let lengths: std::collections::BTreeSet<Option<u64>> = ok.iter().map(|r| r.max_model_len).collect();
+    if ok.len() < 2 || lengths.len() > 1 {
+        return (String::new(), vec![String::new(); ok.len()]);
+    }
+    let value = |r: &KvRow, k: &str| r.vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let names: Vec<&str> = ok[0]
+        .vars
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| ok.iter().any(|r| value(r, k) != value(ok[0], k)))
+        .collect();
+    if names.is_empty() {
+        // Starts of one configuration: told apart by their order.
+        return ("start".to_owned(), (1..=ok.len()).map(|i| i.to_string()).collect());
+    }
+    let settings = ok.iter().map(|r| names.iter().map(|k| value(r, k)).collect::<Vec<_>>().join(", ")).collect();
+    (names.join(", "), settings)
 }
 
 /// The length whose pool holds the most concurrent requests of the workload's length, read off the envelope;
@@ -531,6 +589,16 @@ fn throughput_pick(f: &KvFindings, request_len: u64) -> String {
         return format!("no successful max-model-len holds a request of {request_len} tokens in this run");
     };
     let all_equal = f.envelope.iter().filter_map(holds).all(|m| m == n);
+    if !f.axis.is_empty() {
+        return format!(
+            "{} {}: of the settings measured (all at max-model-len {}), its pool holds the most concurrent requests of {request_len} tokens ({n}, KV pool less {:.0}%, capped by max-num-seqs {})",
+            f.axis,
+            e.setting,
+            e.max_model_len,
+            f.margin * 100.0,
+            f.max_num_seqs
+        );
+    }
     if f.regime == "flat" || all_equal {
         return format!(
             "max-model-len does not change capacity here ({n} concurrent requests of {request_len} tokens fit at every length that allows them, capped by max-num-seqs {}): choose it by the longest prompt you need",
@@ -562,8 +630,13 @@ mod pick_tests {
         let f = with_envelope(
             "linear",
             vec![
-                Envelope { max_model_len: 1024, kv_tokens: 4096, fits: vec![(1024, 3)] },
-                Envelope { max_model_len: 4096, kv_tokens: 16384, fits: vec![(1024, 14), (4096, 3)] },
+                Envelope { max_model_len: 1024, setting: String::new(), kv_tokens: 4096, fits: vec![(1024, 3)] },
+                Envelope {
+                    max_model_len: 4096,
+                    setting: String::new(),
+                    kv_tokens: 16384,
+                    fits: vec![(1024, 14), (4096, 3)],
+                },
             ],
         );
         let pick = throughput_pick(&f, 1024);
@@ -572,8 +645,13 @@ mod pick_tests {
         let flat = with_envelope(
             "flat",
             vec![
-                Envelope { max_model_len: 1024, kv_tokens: 16384, fits: vec![(1024, 14)] },
-                Envelope { max_model_len: 4096, kv_tokens: 16384, fits: vec![(1024, 14), (4096, 3)] },
+                Envelope { max_model_len: 1024, setting: String::new(), kv_tokens: 16384, fits: vec![(1024, 14)] },
+                Envelope {
+                    max_model_len: 4096,
+                    setting: String::new(),
+                    kv_tokens: 16384,
+                    fits: vec![(1024, 14), (4096, 3)],
+                },
             ],
         );
         assert!(throughput_pick(&flat, 1024).starts_with("max-model-len does not change capacity here (14"));

@@ -1,6 +1,7 @@
 //! Statistics: pure functions of recorded data (fits now; quantiles, intervals and knees with the load).
 
 pub mod fit;
+pub mod knee;
 pub mod kv;
 pub mod prefix;
 pub mod rate;

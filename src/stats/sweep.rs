@@ -4,6 +4,8 @@
 //! per-step efficiency from per-round ratios, validity flags, the operating point and the knee, each with
 //! "borderline" where its interval straddles the threshold.
 
+use super::knee::{GpuAt, Growth, StepEfficiency, Thumbs, knee, paired_ratios};
+pub use super::knee::{Knee, Side, side};
 use super::summary::{Summary, ci95, summarize};
 use super::window;
 use crate::record::request::RequestRecord;
@@ -166,31 +168,6 @@ impl Cell {
     pub fn p95_upper(&self) -> Option<f64> {
         self.p95_ci.map(|c| c.1).or(self.head().e2e.map(|e| e.p95))
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Knee {
-    /// The last level that still scaled, when a later one stopped scaling.
-    pub throughput_knee: Option<u32>,
-    /// Which rule found it: `efficiency` (scaling fell below the share of linear) or `gain` (a step gained
-    /// too little).
-    #[serde(default)]
-    pub throughput_reason: Option<String>,
-    pub throughput_finding: String,
-    /// The first level where latency blew up.
-    pub latency_knee: Option<u32>,
-    pub latency_finding: String,
-    /// The thresholds, in words.
-    pub rule: String,
-    /// The highest level such that every level up to it keeps the upper bound of its p95 e2e within
-    /// `knee.p95_budget` (None without a budget, or when even the first level misses it).
-    #[serde(default)]
-    pub operating_point: Option<u32>,
-    #[serde(default)]
-    pub operating_finding: String,
-    /// Levels whose interval straddles a threshold: a finding there could go either way on a rerun.
-    #[serde(default)]
-    pub borderline: Vec<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -514,7 +491,7 @@ pub fn analyze(
                 groups.push(GroupSweep {
                     group: p.group.clone(),
                     cells: Vec::new(),
-                    knee: no_knee(rules),
+                    knee: Knee::not_a_curve(rules),
                     policy,
                     noise_floor: None,
                     host: HostSummary::default(),
@@ -605,19 +582,6 @@ fn cell_label(p: &PointRecord) -> String {
     )
 }
 
-/// Ratios of the same round (repeat index) of two cells: levels of one round ran back to back, so pairing
-/// them cancels part of the host's slow drift.
-fn paired_ratios(a: &Cell, b: &Cell, f: fn(&RepeatStats) -> Option<f64>) -> Vec<f64> {
-    b.repeats
-        .iter()
-        .filter_map(|rb| {
-            let ra = a.repeats.iter().find(|r| r.repeat == rb.repeat)?;
-            let (x, y) = (f(ra)?, f(rb)?);
-            (x > 0.0).then(|| y / x)
-        })
-        .collect()
-}
-
 fn finish_group(
     g: &mut GroupSweep,
     policy: RepeatPolicy,
@@ -666,18 +630,9 @@ fn finish_group(
     });
     let mut levels: Vec<u32> = g.cells.iter().map(|c| c.concurrency).collect();
     levels.dedup();
-    g.knee = if levels.len() < g.cells.len() {
-        // Cells at one concurrency that differ in another load setting (a shared-prefix axis, say) are not one
-        // curve against concurrency: no knee is claimed.
-        let why = "no knee: cells at the same concurrency differ in another load setting, so the cells are not one curve against concurrency".to_owned();
-        Knee {
-            throughput_finding: why,
-            latency_finding: "see the report of that setting (e.g. prefix_cache)".to_owned(),
-            ..no_knee(rules)
-        }
-    } else {
-        knee(&g.cells, rules)
-    };
+    // Cells at one concurrency that differ in another load setting (a shared-prefix axis, say) are not one
+    // curve against concurrency: no knee is claimed.
+    g.knee = if levels.len() < g.cells.len() { Knee::not_a_curve(rules) } else { knee(&g.cells, rules) };
     for c in &mut g.cells {
         if Some(c.concurrency) == g.knee.throughput_knee {
             c.notes.push("throughput knee".to_owned());
@@ -694,279 +649,39 @@ fn finish_group(
     }
 }
 
-fn no_knee(rules: &KneeRules) -> Knee {
-    Knee {
-        throughput_knee: None,
-        throughput_reason: None,
-        throughput_finding: String::new(),
-        latency_knee: None,
-        latency_finding: String::new(),
-        rule: rule_text(rules),
-        operating_point: None,
-        operating_finding: String::new(),
-        borderline: Vec::new(),
-    }
-}
-
-pub fn rule_text(r: &KneeRules) -> String {
-    let budget = match r.p95_budget {
-        Some(b) => format!(
-            "the operating point is the highest level such that every level up to it keeps the upper 95% bound of its p95 e2e within {:.0} ms; ",
-            b.0.as_secs_f64() * 1e3
-        ),
-        None => String::new(),
-    };
-    format!(
-        "{budget}throughput stops scaling at the first step whose tokens/s gain (paired by round) is below {:.0}% with its whole interval; latency blows up at the first level whose p95 e2e > {}× the p95 at concurrency 1{}; a threshold inside a finding's interval makes it borderline",
-        r.marginal_gain_min * 100.0,
-        r.p95_inflation_max,
-        if r.waiting_counts { ", or where the server had requests waiting" } else { "" }
-    )
-}
-
-/// Where a value with an interval stands against a threshold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    Below,
-    Above,
-    Straddles,
-}
-
-/// `value` alone when there is no interval (one repeat).
-pub fn side(value: f64, ci: Option<(f64, f64)>, threshold: f64) -> Side {
-    let (lo, hi) = ci.unwrap_or((value, value));
-    if hi < threshold {
-        Side::Below
-    } else if lo > threshold {
-        Side::Above
-    } else if lo == hi {
-        if value < threshold { Side::Below } else { Side::Above }
-    } else {
-        Side::Straddles
-    }
-}
-
-fn interval_text(ci: Option<(f64, f64)>, scale: f64, d: usize) -> String {
-    match ci {
-        Some((lo, hi)) => format!(" (95% CI {:.d$}–{:.d$})", lo * scale, hi * scale),
-        None => " (one repeat: no interval)".to_owned(),
-    }
-}
-
-/// The knee over one server's levels, sorted by concurrency. "No knee within the tested range" is a finding.
-pub fn knee(cells: &[Cell], rules: &KneeRules) -> Knee {
-    let mut k = no_knee(rules);
-    let range = match (cells.first(), cells.last()) {
-        (Some(a), Some(b)) => format!("{}–{}", a.concurrency, b.concurrency),
-        _ => "none".to_owned(),
-    };
-    throughput_knee(&mut k, cells, rules, &range);
-    latency_knee(&mut k, cells, rules, &range);
-    if let Some(budget) = rules.p95_budget {
-        operating_point(&mut k, cells, budget.0.as_secs_f64());
-    }
-    k.borderline.sort_unstable();
-    k.borderline.dedup();
-    k
-}
-
-/// The first step whose paired gain is below the minimum with its whole interval; a step whose interval
-/// straddles it first is borderline.
-fn throughput_knee(k: &mut Knee, cells: &[Cell], rules: &KneeRules, range: &str) {
-    let min_ratio = 1.0 + rules.marginal_gain_min;
-    for pair in cells.windows(2) {
-        let (prev, cur) = (&pair[0], &pair[1]);
-        let ratios = paired_ratios(prev, cur, |r| Some(r.tok_s));
-        if ratios.is_empty() {
-            continue;
-        }
-        let gain = super::summary::mean(&ratios);
-        let ci = ci95(&ratios);
-        let text = |what: &str| {
-            format!(
-                "{what} after concurrency {}: going to {} gains {:.0}% tokens/s{} against a {:.0}% minimum",
-                prev.concurrency,
-                cur.concurrency,
-                (gain - 1.0) * 100.0,
-                interval_text(ci.map(|(a, b)| (a - 1.0, b - 1.0)), 100.0, 0),
-                rules.marginal_gain_min * 100.0
-            )
-        };
-        match side(gain, ci, min_ratio) {
-            Side::Below => {
-                k.throughput_knee = Some(prev.concurrency);
-                k.throughput_reason = Some("gain".to_owned());
-                k.throughput_finding = text("throughput stops scaling");
-                return;
-            }
-            Side::Straddles => {
-                k.throughput_reason = Some("borderline".to_owned());
-                k.throughput_finding = text("borderline: throughput may stop scaling");
-                k.borderline.push(cur.concurrency);
-                return;
-            }
-            Side::Above => {}
-        }
-    }
-    k.throughput_finding = format!(
-        "no throughput knee within the tested range ({range}): every step gained at least {:.0}% tokens/s",
-        rules.marginal_gain_min * 100.0
-    );
-}
-
-fn latency_knee(k: &mut Knee, cells: &[Cell], rules: &KneeRules, range: &str) {
-    let base = cells.iter().find(|c| c.concurrency == 1);
-    for c in cells {
-        let waiting = rules.waiting_counts && c.head().waiting_max.is_some_and(|w| w > 0.0);
-        let ratios = base.map(|b| paired_ratios(b, c, |r| r.e2e.map(|e| e.p95))).unwrap_or_default();
-        let (inflation, ci) = match (ratios.is_empty(), c.p95_inflation) {
-            (false, _) => (super::summary::mean(&ratios), ci95(&ratios)),
-            (true, Some(x)) => (x, None),
-            (true, None) => (f64::NAN, None),
-        };
-        let s = if inflation.is_finite() { side(inflation, ci, rules.p95_inflation_max) } else { Side::Below };
-        if s == Side::Straddles && !waiting {
-            k.borderline.push(c.concurrency);
-            k.latency_finding = format!(
-                "borderline: at concurrency {} p95 e2e is {:.2}× that at concurrency 1{}, against a {}× threshold",
-                c.concurrency,
-                inflation,
-                interval_text(ci, 1.0, 2),
-                rules.p95_inflation_max
-            );
-            return;
-        }
-        if s == Side::Above || waiting {
-            k.latency_knee = Some(c.concurrency);
-            k.latency_finding = if s == Side::Above {
-                format!(
-                    "latency blows up at concurrency {}: p95 e2e is {:.2}× that at concurrency 1{} (> {}×)",
-                    c.concurrency,
-                    inflation,
-                    interval_text(ci, 1.0, 2),
-                    rules.p95_inflation_max
-                )
-            } else {
-                format!(
-                    "latency blows up at concurrency {}: the server queued requests (up to {:.0} waiting)",
-                    c.concurrency,
-                    c.head().waiting_max.unwrap_or(0.0)
-                )
-            };
-            return;
-        }
-    }
-    k.latency_finding = format!(
-        "no latency blow-up within the tested range ({range}): p95 e2e stays within {}× of concurrency 1",
-        rules.p95_inflation_max
-    );
-}
-
-fn operating_point(k: &mut Knee, cells: &[Cell], budget_s: f64) {
-    let ms = |x: f64| x * 1e3;
-    let mut last_ok: Option<&Cell> = None;
-    for c in cells {
-        let Some(p95) = c.head().e2e.map(|e| e.p95) else { continue };
-        match side(p95, c.p95_ci, budget_s) {
-            Side::Below => last_ok = Some(c),
-            s => {
-                let over = if s == Side::Straddles { "is borderline against" } else { "exceeds" };
-                if s == Side::Straddles {
-                    k.borderline.push(c.concurrency);
-                }
-                k.operating_point = last_ok.map(|c| c.concurrency);
-                k.operating_finding = match last_ok {
-                    Some(ok) => format!(
-                        "operating point: concurrency {} keeps p95 e2e within the {:.0} ms budget (p95 {:.0} ms{}); at {} p95 {:.0} ms{} {over} it",
-                        ok.concurrency,
-                        ms(budget_s),
-                        ms(ok.head().e2e.map_or(f64::NAN, |e| e.p95)),
-                        interval_text(ok.p95_ci, 1e3, 0),
-                        c.concurrency,
-                        ms(p95),
-                        interval_text(c.p95_ci, 1e3, 0)
-                    ),
-                    None => format!(
-                        "no operating point: already at concurrency {} p95 e2e {:.0} ms{} {over} the {:.0} ms budget",
-                        c.concurrency,
-                        ms(p95),
-                        interval_text(c.p95_ci, 1e3, 0),
-                        ms(budget_s)
-                    ),
-                };
-                return;
-            }
-        }
-    }
-    k.operating_point = last_ok.map(|c| c.concurrency);
-    k.operating_finding = match last_ok {
-        Some(ok) => format!(
-            "operating point: every tested level keeps p95 e2e within the {:.0} ms budget, up to concurrency {} (p95 {:.0} ms{}); the limit lies beyond the tested range",
-            ms(budget_s),
-            ok.concurrency,
-            ms(ok.head().e2e.map_or(f64::NAN, |e| e.p95)),
-            interval_text(ok.p95_ci, 1e3, 0)
-        ),
-        None => "no operating point: no level has latency figures".to_owned(),
-    };
-}
-
-/// Rules of thumb, each a computed fact with its number (templates only format them).
-pub fn rules_of_thumb(g: &GroupSweep, _rules: &KneeRules) -> Vec<String> {
+/// Rules of thumb, each a computed fact with its numbers (templates word them).
+pub fn rules_of_thumb(g: &GroupSweep) -> Thumbs {
     let cells = &g.cells;
-    let mut out = Vec::new();
-    let (Some(first), Some(last)) = (cells.first(), cells.last()) else { return out };
-    if !g.knee.operating_finding.is_empty() {
-        out.push(format!("{}.", capitalize(&g.knee.operating_finding)));
-    }
-    if let (Some(s), Some(e)) = (last.speedup, last.efficiency) {
-        out.push(format!(
-            "From concurrency {} to {}, tokens/s grows {s:.1}× ({:.0} → {:.0}): a cumulative efficiency S(c)/c of {e:.2}.",
-            first.concurrency,
-            last.concurrency,
-            first.head().tok_s,
-            last.head().tok_s
-        ));
-    }
-    let steps: Vec<String> = cells
+    let (Some(first), Some(last)) = (cells.first(), cells.last()) else { return Thumbs::default() };
+    let growth = match (last.speedup, last.efficiency) {
+        (Some(speedup), Some(efficiency)) => Some(Growth {
+            from: first.concurrency,
+            to: last.concurrency,
+            speedup,
+            efficiency,
+            tok_s_from: first.head().tok_s,
+            tok_s_to: last.head().tok_s,
+        }),
+        _ => None,
+    };
+    let steps = cells
         .windows(2)
         .filter_map(|p| {
-            let e = p[1].step_efficiency?;
-            Some(format!(
-                "{}→{}: {e:.2}{}",
-                p[0].concurrency,
-                p[1].concurrency,
-                interval_text(p[1].step_efficiency_ci, 1.0, 2)
-            ))
+            Some(StepEfficiency {
+                from: p[0].concurrency,
+                to: p[1].concurrency,
+                efficiency: p[1].step_efficiency?,
+                ci: p[1].step_efficiency_ci,
+            })
         })
         .collect();
-    if !steps.is_empty() {
-        out.push(format!(
-            "Step efficiency (tok₂/tok₁)/(c₂/c₁), paired by round — 1.0 is linear scaling: {}.",
-            steps.join("; ")
-        ));
-    }
-    if let Some((median, max)) = g.noise_floor {
-        out.push(format!(
-            "Noise floor: tokens/s varied between repeats by a median {:.1}% (max {:.1}%) coefficient of variation; smaller differences are not findings.",
-            median * 100.0,
-            max * 100.0
-        ));
-    }
     let at = g.knee.operating_point.and_then(|k| cells.iter().find(|c| c.concurrency == k)).unwrap_or(last);
-    if let Some(u) = at.head().gpu_util_pct {
-        out.push(format!(
-            "GPU utilisation at concurrency {} averaged {u:.0}% over {} readings in the steady-state window.",
-            at.concurrency,
-            at.head().gpu_util_readings
-        ));
-    }
-    out
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+    let gpu = at.head().gpu_util_pct.map(|util_pct| GpuAt {
+        concurrency: at.concurrency,
+        util_pct,
+        readings: at.head().gpu_util_readings,
+    });
+    Thumbs { growth, steps, noise_floor: g.noise_floor, gpu }
 }
 
 /// Sequential (concurrency 1) against the highest concurrency of a sweep, from each cell's headline repeat
@@ -1101,7 +816,7 @@ mod properties {
         let mut g = GroupSweep {
             group: "g".into(),
             cells,
-            knee: no_knee(rules),
+            knee: Knee::not_a_curve(rules),
             policy: RepeatPolicy::Mean,
             noise_floor: None,
             host: HostSummary::default(),
@@ -1145,54 +860,69 @@ mod properties {
         (crate::stats::summary::mean(&r), ci95(&r))
     }
 
+    /// The findings as the built-in templates word them.
+    fn words(g: &GroupSweep) -> String {
+        const TEXT: &str = "{% import \"findings.md\" as f %}{% if s.knee.operating %}{{ f.operating(s.knee.operating) }}\n{% endif %}\
+            {{ f.throughput(s.knee.throughput) }}\n{{ f.latency(s.knee.latency) }}\n{{ f.thumbs(s) }}";
+        let s = serde_json::json!({ "knee": g.knee, "rules_of_thumb": rules_of_thumb(g) });
+        crate::report::markdown::environment(None).render_str(TEXT, minijinja::context! { s }).unwrap()
+    }
+
     fn check(g: &GroupSweep, rules: &KneeRules) -> Result<(), TestCaseError> {
+        use crate::stats::knee::{Operating, Throughput};
         let cells = &g.cells;
+        let wrong = g.knee.holds(cells, rules);
+        prop_assert!(wrong.is_empty(), "{:?}", wrong);
         let min_ratio = 1.0 + rules.marginal_gain_min;
         let sides: Vec<Side> =
             (1..cells.len()).map(|i| paired(g, i, |r| Some(r.tok_s))).map(|(m, ci)| side(m, ci, min_ratio)).collect();
         let first_not_above = sides.iter().position(|s| *s != Side::Above);
-        match (g.knee.throughput_knee, first_not_above) {
-            (Some(k), Some(i)) => {
+        let text = words(g);
+        match (&g.knee.throughput, first_not_above) {
+            (Throughput::Knee(s), Some(i)) => {
                 prop_assert_eq!(sides[i], Side::Below);
-                prop_assert_eq!(k, cells[i].concurrency);
-                let expected = format!("throughput stops scaling after concurrency {k}");
-                prop_assert!(g.knee.throughput_finding.starts_with(&expected));
+                prop_assert_eq!(s.after, cells[i].concurrency);
+                prop_assert_eq!(g.knee.throughput_knee, Some(s.after));
+                let (m, _) = paired(g, i + 1, |r| Some(r.tok_s));
+                let expected = format!(
+                    "throughput stops scaling after concurrency {}: going to {} gains {:.0}% tokens/s",
+                    s.after,
+                    s.to,
+                    (m - 1.0) * 100.0
+                );
+                prop_assert!(text.contains(&expected), "{} lacks {}", text, expected);
             }
-            (None, Some(i)) => {
+            (Throughput::Borderline(s), Some(i)) => {
                 prop_assert_eq!(sides[i], Side::Straddles);
-                prop_assert!(g.knee.throughput_finding.starts_with("borderline"));
-                prop_assert!(g.knee.borderline.contains(&cells[i + 1].concurrency));
+                prop_assert!(text.contains("borderline: throughput may stop scaling"));
+                prop_assert!(g.knee.borderline.contains(&s.to));
             }
-            (None, None) => prop_assert!(g.knee.throughput_finding.starts_with("no throughput knee")),
-            (Some(_), None) => prop_assert!(false, "a knee where every step scaled"),
+            (Throughput::NoKnee { .. }, None) => prop_assert!(text.contains("no throughput knee")),
+            (t, f) => prop_assert!(false, "{:?} where the first step not above is {:?}", t, f),
         }
         if let Some(budget) = rules.p95_budget.map(|b| b.0.as_secs_f64()) {
             let within: Vec<bool> = cells.iter().map(|c| c.p95_upper().is_some_and(|u| u <= budget)).collect();
             let expected = within.iter().position(|w| !w).map_or(cells.len(), |i| i);
             let op = g.knee.operating_point;
             prop_assert_eq!(op, expected.checked_sub(1).map(|i| cells[i].concurrency));
-            if let Some(op) = op {
-                let expected = format!("concurrency {op} ");
-                prop_assert!(g.knee.operating_finding.contains(&expected));
+            if let Some(Operating::Point { at, .. }) = &g.knee.operating {
+                let expected = format!("concurrency {} ", at.concurrency);
+                prop_assert!(text.contains(&expected));
             }
         }
         // "From concurrency a to b, tokens/s grows s× (x → y): a cumulative efficiency S(c)/c of e."
         let (first, last) = (&cells[0], &cells[cells.len() - 1]);
-        let rules_text = rules_of_thumb(g, rules);
-        let growth = rules_text.iter().find(|r| r.contains("tokens/s grows")).expect("growth rule");
         let s = last.head().tok_s / first.head().tok_s;
-        let grows = format!("grows {s:.1}×");
-        prop_assert!(growth.contains(&grows), "{}", growth);
+        let grows = format!("From concurrency {} to {}, tokens/s grows {s:.1}×", first.concurrency, last.concurrency);
+        prop_assert!(text.contains(&grows), "{} lacks {}", text, grows);
         let e = s / f64::from(last.concurrency);
-        let eff = format!("S(c)/c of {e:.2}");
-        prop_assert!(growth.contains(&eff), "{}", growth);
-        if let Some(steps) = rules_text.iter().find(|r| r.starts_with("Step efficiency")) {
-            for i in 1..cells.len() {
-                let (m, _) = paired(g, i, |r| Some(r.tok_s));
-                let step = m / (f64::from(cells[i].concurrency) / f64::from(cells[i - 1].concurrency));
-                let text = format!("{}→{}: {step:.2}", cells[i - 1].concurrency, cells[i].concurrency);
-                prop_assert!(steps.contains(&text), "{} lacks {}", steps, text);
-            }
+        let eff = format!("S(c)/c of {e:.2}.");
+        prop_assert!(text.contains(&eff), "{} lacks {}", text, eff);
+        for i in 1..cells.len() {
+            let (m, _) = paired(g, i, |r| Some(r.tok_s));
+            let step = m / (f64::from(cells[i].concurrency) / f64::from(cells[i - 1].concurrency));
+            let expected = format!("{}→{}: {step:.2}", cells[i - 1].concurrency, cells[i].concurrency);
+            prop_assert!(text.contains(&expected), "{} lacks {}", text, expected);
         }
         Ok(())
     }
@@ -1218,6 +948,69 @@ mod properties {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Queueing decides from every repeat: all of a level's repeats waited → blow-up; some → borderline;
+        /// and whatever the finding, its predicate holds against the cells.
+        #[test]
+        fn queueing_is_read_from_every_repeat(
+            waited in proptest::collection::vec(proptest::collection::vec(proptest::option::of(0u32..40), 3), 5),
+            rounds in 1usize..4,
+        ) {
+            use crate::stats::knee::Latency;
+            let rules = KneeRules::default();
+            let levels = [1, 2, 4, 8, 16];
+            let flat = vec![vec![1.0; 8]; rounds];
+            let mut g = group(&levels, &[100.0, 200.0, 400.0, 800.0, 1600.0], &[0.1; 5], &flat, &rules);
+            for (c, w) in g.cells.iter_mut().zip(&waited) {
+                for (r, x) in c.repeats.iter_mut().zip(w) {
+                    r.waiting_max = x.map(f64::from);
+                }
+            }
+            g.knee = super::knee(&g.cells, &rules);
+            prop_assert!(g.knee.holds(&g.cells, &rules).is_empty(), "{:?}", g.knee.holds(&g.cells, &rules));
+            let counts: Vec<usize> = g.cells.iter()
+                .map(|c| c.repeats.iter().filter(|r| r.waiting_max.is_some_and(|w| w > 0.0)).count())
+                .collect();
+            match counts.iter().position(|n| *n > 0) {
+                None => {
+                    let none = matches!(g.knee.latency, Latency::NoBlowUp { .. });
+                    prop_assert!(none, "{:?}", g.knee.latency);
+                }
+                Some(i) if counts[i] == rounds => {
+                    let queued = matches!(&g.knee.latency, Latency::Queued(q) if q.at == levels[i]);
+                    prop_assert!(queued, "{:?}", g.knee.latency);
+                    prop_assert_eq!(g.knee.latency_knee, Some(levels[i]));
+                }
+                Some(i) => {
+                    let some = matches!(&g.knee.latency, Latency::BorderlineQueued(q) if q.at == levels[i]);
+                    prop_assert!(some, "{:?}", g.knee.latency);
+                    prop_assert_eq!(g.knee.latency_knee, None);
+                    prop_assert!(g.knee.borderline.contains(&levels[i]));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_tampered_finding_does_not_hold() {
+        use crate::stats::knee::{Latency, Throughput};
+        let rules = KneeRules::default();
+        let quiet = vec![vec![1.0; 8], vec![1.01; 8], vec![0.99; 8]];
+        let (tok, p95) = shape(2, 6);
+        let mut g = group(&[1, 2, 4, 8, 16, 32], &tok, &p95, &quiet, &rules);
+        assert!(g.knee.holds(&g.cells, &rules).is_empty());
+        let honest = g.knee.clone();
+        if let Throughput::Knee(s) = &mut g.knee.throughput {
+            s.after = 4;
+        }
+        assert!(!g.knee.holds(&g.cells, &rules).is_empty(), "a knee moved to another level");
+        g.knee = honest.clone();
+        g.knee.latency = Latency::NoBlowUp { from: 1, to: 32, max: 2.0 };
+        g.cells[3].repeats[0].waiting_max = Some(5.0);
+        assert!(!g.knee.holds(&g.cells, &rules).is_empty(), "queueing at 8 left unsaid");
+    }
+
     #[test]
     fn a_clear_plateau_is_a_knee_and_a_straddling_step_is_borderline() {
         let rules = KneeRules::default();
@@ -1229,7 +1022,7 @@ mod properties {
         let noisy = vec![vec![1.0; 8], vec![1.0, 1.0, 1.0, 1.0, 1.4, 1.0, 1.0, 1.0], vec![1.0; 8]];
         let g = group(&[1, 2, 4, 8, 16, 32], &tok, &p95, &noisy, &rules);
         assert_eq!(g.knee.throughput_knee, None);
-        assert!(g.knee.throughput_finding.starts_with("borderline"), "{}", g.knee.throughput_finding);
+        assert!(matches!(g.knee.throughput, crate::stats::knee::Throughput::Borderline(_)), "{:?}", g.knee.throughput);
         check(&g, &rules).unwrap();
     }
 }
