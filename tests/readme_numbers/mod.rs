@@ -1,15 +1,17 @@
 //! Every number an example's README states, found in that example's own files.
 //!
 //! A README figure is supported when some number in the example's files equals it rounded to the figure's
-//! precision: "2.28×" is supported by 2.2812, "1,009" by 1009.4, "25%" by 25 or by the fraction 0.25, "171.7 ms"
-//! by 171.7 or by 0.1717 (seconds), "127.11 GiB" by the bytes; a range's unit ("205–240 ms") holds for both ends. Signs are
-//! dropped (derived files write a difference with either sign). Dates (2026-12-01) and dotted versions (0.26.0)
-//! must occur verbatim. A figure that comes from elsewhere — a spec sheet, a version, a count of starts
-//! worked out by hand — is listed in an HTML comment `<!-- quoted: 503, 450 — where they come from -->` inside
-//! the paragraph, list item or table that states it (no blank line between): the figures, an em dash, then
-//! their source in words (not checked). A comment covers its own
-//! block only, and each number it lists must occur there, so the list cannot go stale or excuse a figure
-//! elsewhere. Skipped, because they are verbatim input rather than measurements: fenced code blocks, inline code
+//! precision: "2.28×" is supported by 2.2812, "1,009" by 1009.4, "25%" by 25 or by the fraction 0.25,
+//! "171.7 ms" by 171.7 or by 0.1717 (seconds), "127.11 GiB" by its bytes; a range's unit ("205–240 ms") holds
+//! for both ends. Signs are dropped (derived files write a difference with either sign). Dates (2026-12-01) and
+//! dotted versions (0.26.0) must occur verbatim.
+//!
+//! A figure that comes from elsewhere — another example, git history, a spec sheet, a count worked out by hand
+//! — is listed in an HTML comment `<!-- quoted: 503, 450 — where they come from -->` inside the paragraph, list
+//! item or table that states it (no blank line between): the figures, an em dash, then their source in words
+//! (not checked). A comment covers its own block only, and each number it lists must occur there, so the list
+//! cannot go stale or excuse a figure elsewhere.
+//! Skipped, because they are verbatim input rather than measurements: fenced code blocks, inline code
 //! (flags, spec keys, file names, hashes) and link targets. A number glued to a letter (H200, p95, Qwen2.5,
 //! 0.5B, run1) is a name, not a figure.
 
@@ -32,6 +34,9 @@ pub struct Figure {
     /// A date or a dotted version: matched as text.
     literal: bool,
 }
+
+/// A figure with the index of the block it stands in.
+pub type Placed = (usize, Figure);
 
 /// What an example's files hold: their text (for dates and versions) and every number in it, sorted.
 pub struct Sources {
@@ -127,7 +132,7 @@ fn figures_in(text: &str) -> Vec<Figure> {
 
 /// The README split into its checked figures and the figures its `quoted:` comments list, each with the block
 /// (paragraph, list item run, table: lines between blank lines) it stands in.
-pub fn readme_figures(readme: &str) -> (Vec<(usize, Figure)>, Vec<(usize, Figure)>) {
+pub fn readme_figures(readme: &str) -> (Vec<Placed>, Vec<Placed>) {
     let mut block_of_line = vec![0];
     let mut block = 0;
     for l in readme.lines() {
@@ -136,7 +141,7 @@ pub fn readme_figures(readme: &str) -> (Vec<(usize, Figure)>, Vec<(usize, Figure
         }
         block_of_line.push(block);
     }
-    let in_blocks = |figures: Vec<Figure>, first_line: usize| -> Vec<(usize, Figure)> {
+    let in_blocks = |figures: Vec<Figure>, first_line: usize| -> Vec<Placed> {
         figures
             .into_iter()
             .map(|mut f| {
@@ -166,13 +171,14 @@ pub fn readme_figures(readme: &str) -> (Vec<(usize, Figure)>, Vec<(usize, Figure
 }
 
 impl Sources {
-    pub fn from_texts(texts: &[String]) -> Sources {
-        let text = texts.join("\n");
+    /// From the files' texts, each marked whether it is CSV.
+    fn from_texts(texts: &[(bool, String)]) -> Sources {
+        let text = texts.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("\n");
         let plain = Regex::new(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?").unwrap();
         let grouped = Regex::new(r"[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?").unwrap();
         let mut numbers: Vec<f64> = plain.find_iter(&text).filter_map(|m| m.as_str().parse().ok()).collect();
         // Thousands separators only outside CSV, where a comma separates fields.
-        for t in texts.iter().filter(|t| !t.starts_with("csv:")) {
+        for (_, t) in texts.iter().filter(|(csv, _)| !csv) {
             numbers.extend(grouped.find_iter(t).filter_map(|m| m.as_str().replace(',', "").parse::<f64>().ok()));
         }
         numbers.sort_by(f64::total_cmp);
@@ -184,21 +190,21 @@ impl Sources {
     /// each server's `startup*.json` (packed or not). The per-request, per-point and per-sample streams
     /// (`*.jsonl`) and the charts are left out: thousands of numbers would let almost any figure match.
     pub fn of_example(dir: &Path) -> Sources {
-        fn walk(dir: &Path, out: &mut Vec<String>) {
+        fn walk(dir: &Path, out: &mut Vec<(bool, String)>) {
             let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
             entries.sort();
             for p in entries {
                 let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                // The README is what is checked, never its own evidence.
                 if p.is_dir() {
                     walk(&p, out);
                 } else if name == "README.md" {
-                } else if name.ends_with(".csv") {
-                    out.push(format!("csv:{}", std::fs::read_to_string(&p).unwrap()));
-                } else if [".md", ".json", ".txt", ".yaml"].iter().any(|e| name.ends_with(e)) {
-                    out.push(std::fs::read_to_string(&p).unwrap());
+                    continue;
+                } else if [".md", ".csv", ".json", ".txt", ".yaml"].iter().any(|e| name.ends_with(e)) {
+                    out.push((name.ends_with(".csv"), std::fs::read_to_string(&p).unwrap()));
                 } else if let Some(plain) = name.strip_suffix(".xz").filter(|n| n.ends_with(".json")) {
                     let (_, bytes) = servelab::record::io::read_doc(&p.with_file_name(plain)).unwrap().unwrap();
-                    out.push(String::from_utf8(bytes).unwrap());
+                    out.push((false, String::from_utf8(bytes).unwrap()));
                 }
             }
         }
