@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod readme_numbers;
+
 const DERIVED: [&str; 10] = [
     "kv_cache_scaling.csv",
     "kv_cache_scaling.svg",
@@ -313,4 +315,60 @@ fn compare_flags_changes_beyond_the_intervals() {
     assert!(out.contains("**regression** (intervals apart)"), "{out}");
     let (code, _, _) = servelab(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(code, 0, "without --fail-on-regression compare only reports");
+}
+
+/// Every number a hand-written example README states is in that example's own files, at the precision the
+/// README writes it, or is listed in a `<!-- quoted: ... -->` comment with where it comes from
+/// (tests/readme_numbers/mod.rs has the rules; docs/architecture.md documents them for authors).
+#[test]
+fn every_number_of_an_example_readme_is_in_its_own_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("README.md").exists()).collect();
+    dirs.sort();
+    assert!(dirs.len() >= 10, "examples/ lost its READMEs: {dirs:?}");
+    let mut wrong = Vec::new();
+    for dir in dirs {
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        let (figures, _) = readme_numbers::readme_figures(&readme);
+        assert!(figures.len() >= 5, "{}: the README's figures were not found", dir.display());
+        let sources = readme_numbers::Sources::of_example(&dir);
+        for p in readme_numbers::problems(&readme, &sources) {
+            wrong.push(format!("examples/{}/README.md {p}", dir.file_name().unwrap().to_string_lossy()));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "README figures its example does not support (correct the sentence, or list a figure that comes from \
+         elsewhere in a <!-- quoted: ... --> comment saying where from):\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The check can fail: a made-up figure in a real README is caught, and passes only once it is quoted.
+#[test]
+fn a_made_up_readme_number_is_caught() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cpu-prefix-cache");
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let sources = readme_numbers::Sources::of_example(&dir);
+    assert_eq!(readme_numbers::problems(&readme, &sources), Vec::<String>::new());
+    let made_up = format!("{readme}\nAt 2,048 shared tokens TTFT p50 is 98.7 ms, 4,321.97 tokens/s.\n");
+    let problems = readme_numbers::problems(&made_up, &sources);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("98.7") && problems[1].contains("4,321.97"), "{problems:?}");
+    // A precision the files do not have is not supported either: 309.8 ms is there, 309.85 ms is not.
+    let finer = readme.replacen("309.8 ms", "309.85 ms", 1);
+    assert!(readme_numbers::problems(&finer, &sources).iter().any(|p| p.contains("309.85")));
+    // Quoting the figures (saying where they come from) accepts them; a stale quote is caught.
+    let quoted = format!("{made_up}<!-- quoted: 98.7, 4,321.97 — a run not committed here -->\n");
+    assert_eq!(readme_numbers::problems(&quoted, &sources), Vec::<String>::new());
+    // Only in its own paragraph: after a blank line the same comment excuses nothing and is stale.
+    let apart = format!("{made_up}\n<!-- quoted: 98.7, 4,321.97 — a run not committed here -->\n");
+    assert_eq!(readme_numbers::problems(&apart, &sources).len(), 4);
+    // Code, link targets and names are not figures.
+    let (figures, _) = readme_numbers::readme_figures(
+        "`--max-starts 3` [x](run1/a-12.md) H200 p95 Qwen2.5-0.5B ```\n```\n1,396 req, 4.9–18.7%, −17,739, 0.26.0\n",
+    );
+    let texts: Vec<&str> = figures.iter().map(|(_, f)| f.text.as_str()).collect();
+    assert_eq!(texts, ["1,396", "4.9", "18.7", "17,739", "0.26.0"]);
 }
