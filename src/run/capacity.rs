@@ -16,12 +16,23 @@ pub fn predict(group: &ServerGroup, facts: Option<&ModelFacts>, gpu_bytes: f64) 
     Ok(capacity::predict(&shape, &capacity::knobs(&group.server.argv), gpu_bytes))
 }
 
+/// Why a size given on the command line (`plan --gpu-memory`) does not read as one.
+#[derive(Debug, thiserror::Error)]
+pub enum SizeError {
+    #[error("`{0}` is not a size; write e.g. 139.8GiB")]
+    NotANumber(String),
+    #[error("unknown unit `{unit}` in `{text}`; use GiB, GB, MiB or MB")]
+    Unit { unit: String, text: String },
+    #[error("`{0}` must be above 0")]
+    NotPositive(String),
+}
+
 /// `139.8GiB`, `141GB`, `512MiB` or a plain number of bytes.
-pub fn parse_size(text: &str) -> Result<f64, String> {
+pub fn parse_size(text: &str) -> Result<f64, SizeError> {
     let t = text.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let x: f64 = num.trim().parse().map_err(|_| format!("`{text}` is not a size; write e.g. 139.8GiB"))?;
+    let x: f64 = num.trim().parse().map_err(|_| SizeError::NotANumber(text.to_owned()))?;
     let scale = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "kib" => 1024.0,
@@ -30,9 +41,9 @@ pub fn parse_size(text: &str) -> Result<f64, String> {
         "kb" => 1e3,
         "mb" => 1e6,
         "gb" => 1e9,
-        other => return Err(format!("unknown unit `{other}` in `{text}`; use GiB, GB, MiB or MB")),
+        other => return Err(SizeError::Unit { unit: other.to_owned(), text: text.to_owned() }),
     };
-    (x.is_finite() && x > 0.0).then_some(x * scale).ok_or_else(|| format!("`{text}` must be above 0"))
+    (x.is_finite() && x > 0.0).then_some(x * scale).ok_or_else(|| SizeError::NotPositive(text.to_owned()))
 }
 
 fn gib(b: f64) -> String {
@@ -88,7 +99,7 @@ mod tests {
         assert_eq!(parse_size("139.8GiB").unwrap(), 139.8 * capacity::GIB);
         assert_eq!(parse_size("141 GB").unwrap(), 141e9);
         assert_eq!(parse_size("1024").unwrap(), 1024.0);
-        assert!(parse_size("lots").unwrap_err().contains("139.8GiB"));
-        assert!(parse_size("3 TiB").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("lots").unwrap_err().to_string().contains("139.8GiB"));
+        assert!(parse_size("3 TiB").unwrap_err().to_string().contains("unknown unit"));
     }
 }
