@@ -6,12 +6,24 @@ use crate::plan::capacity::{self, Capacity};
 use crate::probe::model::ModelFacts;
 use std::path::Path;
 
+/// Why a group has no capacity prediction (said on `servelab plan`'s capacity lines).
+#[derive(Debug, thiserror::Error)]
+pub enum NoPrediction {
+    #[error("the model is not a local folder")]
+    NotLocal,
+    #[error("no config.json facts")]
+    NoFacts,
+    #[error("cannot read config.json: {0}")]
+    Config(#[source] std::io::Error),
+    #[error("{0}")]
+    Model(#[from] crate::probe::model::ModelError),
+}
+
 /// The prediction for `group` on a GPU of `gpu_bytes` (CUDA total), or why there is none.
-pub fn predict(group: &ServerGroup, facts: Option<&ModelFacts>, gpu_bytes: f64) -> Result<Capacity, String> {
-    let dir =
-        group.server.model.as_deref().map(Path::new).filter(|d| d.is_dir()).ok_or("the model is not a local folder")?;
-    let facts = facts.ok_or("no config.json facts")?;
-    let text = std::fs::read_to_string(dir.join("config.json")).map_err(|e| format!("cannot read config.json: {e}"))?;
+pub fn predict(group: &ServerGroup, facts: Option<&ModelFacts>, gpu_bytes: f64) -> Result<Capacity, NoPrediction> {
+    let dir = group.server.model.as_deref().map(Path::new).filter(|d| d.is_dir()).ok_or(NoPrediction::NotLocal)?;
+    let facts = facts.ok_or(NoPrediction::NoFacts)?;
+    let text = std::fs::read_to_string(dir.join("config.json")).map_err(NoPrediction::Config)?;
     let shape = crate::probe::model::shape(dir, facts, &text)?;
     Ok(capacity::predict(&shape, &capacity::knobs(&group.server.argv), gpu_bytes))
 }
