@@ -329,10 +329,12 @@ pub fn load_and_plan(args: &SpecArgs) -> Result<(LoadedSpec, Plan), SpecError> {
 fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Validate(args) => {
-            let (_, plan) = load_and_plan(&args)?;
-            for note in run::check_inputs(&plan).map_err(|e| Error::Usage(e.to_string()))? {
+            let (loaded, plan) = load_and_plan(&args)?;
+            let (loaded, plan) = (&loaded, &plan);
+            for note in run::check_inputs(plan).map_err(|e| Error::Usage(e.to_string()))? {
                 eprintln!("{note}");
             }
+            run::check_templates(loaded, plan).map_err(|e| Error::Usage(e.to_string()))?;
             match &plan.tune {
                 Some(t) => outln!(
                     "ok: {}: a tune over {} configurations in at most {} server starts",
@@ -411,11 +413,12 @@ fn run(cli: Cli) -> Result<i32, Error> {
             );
         }
         Command::Report { run, templates, check } => {
-            let (loaded, manifest, rec) = crate::report::open_run(&run).map_err(Error::Usage)?;
+            let usage = |e: crate::report::ReportError| Error::Usage(e.to_string());
+            let (loaded, manifest, rec) = crate::report::open_run(&run).map_err(usage)?;
             let templates = templates.or(loaded.spec.templates.as_ref().map(PathBuf::from));
             if check {
-                let wrong = crate::report::check::check(&run, &loaded.spec, &manifest, &rec, templates)
-                    .map_err(Error::Usage)?;
+                let wrong =
+                    crate::report::check::check(&run, &loaded.spec, &manifest, &rec, templates).map_err(usage)?;
                 for d in &wrong {
                     outln!("{}: {}", run.join(&d.file).display(), d.what);
                 }
@@ -425,8 +428,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 outln!("ok: every derived file of {} follows from its raw records", run.display());
                 return Ok(exit::OK);
             }
-            let (files, _) =
-                crate::report::derive::derive(&loaded.spec, &manifest, &rec, templates).map_err(Error::Usage)?;
+            let (files, _) = crate::report::derive::derive(&loaded.spec, &manifest, &rec, templates).map_err(usage)?;
             for (name, bytes) in &files {
                 write_atomic(&run.join(name), bytes).map_err(|e| Error::Output(e.to_string()))?;
             }
@@ -434,8 +436,8 @@ fn run(cli: Cli) -> Result<i32, Error> {
             outln!("re-rendered {} files in {}: {}", files.len(), run.display(), names.join(", "));
         }
         Command::Compare { a, b, fail_on_regression, threshold } => {
-            let fa = crate::report::compare::open(&a).map_err(Error::Usage)?;
-            let fb = crate::report::compare::open(&b).map_err(Error::Usage)?;
+            let fa = crate::report::compare::open(&a).map_err(|e| Error::Usage(e.to_string()))?;
+            let fb = crate::report::compare::open(&b).map_err(|e| Error::Usage(e.to_string()))?;
             if fa.derived_version != fb.derived_version {
                 let v = |x: Option<u64>| x.map_or("none".to_owned(), |v| v.to_string());
                 return Err(Error::Usage(format!(
@@ -517,11 +519,17 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
     let signal = Arc::new(AtomicI32::new(0));
     runtime.spawn(shutdown_on_signals(interrupted.clone(), signal.clone()));
     let outcome = runtime.block_on(run::execute(loaded, plan, &opts, &interrupted)).map_err(|e| match e {
-        RunError::Output { .. } | RunError::Record(_) | RunError::Probe(_) | RunError::Preflight(_) => {
-            Error::Usage(e.to_string())
-        }
-        RunError::Report(msg) => Error::Usage(format!("cannot render the reports: {msg}")),
-        RunError::DuringRun(msg) => Error::RunIo(msg),
+        // Before any server started: nothing ran.
+        RunError::Output { .. }
+        | RunError::Record(_)
+        | RunError::Probe(_)
+        | RunError::Preflight(_)
+        | RunError::Report(_)
+        | RunError::Templates { .. }
+        | RunError::VllmChanged { .. } => Error::Usage(e.to_string()),
+        RunError::Internal(msg) => Error::Internal(msg),
+        RunError::HttpClient(_) => Error::Internal(e.to_string()),
+        RunError::DuringRun(inner) => Error::RunIo(inner.to_string()),
     })?;
     out!("{}", crate::report::console::after_run(&loaded.spec, &outcome.manifest, &outcome.dir, &outcome.recorded));
     if outcome.interrupted {

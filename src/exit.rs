@@ -12,8 +12,9 @@ pub const POINT_FAILED: i32 = 3;
 pub const INTERNAL: i32 = 4;
 /// 5: `compare --fail-on-regression` found B significantly worse than A.
 pub const REGRESSION: i32 = 5;
-/// 6: an I/O error while the run was under way (a full disk, an output removed): what was measured up to it
-/// is committed in the run folder and `--resume` continues.
+/// 6: an I/O or report error while the run was under way (a full disk, an output removed, a template that
+/// fails on the run's data): what was measured up to it is committed in the run folder and `--resume`
+/// continues.
 pub const RUN_IO: i32 = 6;
 /// 7: an I/O error outside a run: `report` or `compress` could not write the run folder, or a command could
 /// not write its output (stdout to a full disk; a closed pipe is a quiet exit 0).
@@ -33,7 +34,7 @@ pub enum Error {
     #[error("internal error (a bug in servelab, please report it): {0}")]
     Internal(String),
     #[error(
-        "{0}; what was measured before it is committed in the run folder — free the space or fix the folder, then continue with --resume"
+        "{0}; what was measured before it is committed in the run folder — fix the cause (free the space, fix the folder or the template), then continue with --resume"
     )]
     RunIo(String),
     #[error("{0}")]

@@ -1084,3 +1084,142 @@ fn a_command_that_ignores_its_port_is_refused_with_slots_before_anything_starts(
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("external"));
 }
+
+/// On resume, a server reporting another vLLM is refused as soon as it is up: no point is measured or
+/// journaled under the new version, the folder reads as before, and `--force` goes on.
+#[test]
+fn a_resumed_run_refuses_another_vllm_before_it_journals_anything() {
+    let port = free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    let version = tmp.path().join("version");
+    std::fs::write(&version, "0.31.0\n").unwrap();
+    let faults = format!(", \"--version-file\", \"{}\"", version.display());
+    let case = Case::new(&spec("upgrade", port, &faults, "[1, 2]", 8, ""));
+    assert_eq!(case.run(&["--run-id", "u"]).status.code(), Some(0));
+    let dir = case.dir("upgrade", "u");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["vllm_version"], "0.31.0");
+    // A new level to measure, and vLLM upgraded in place (the command line, and so the ids, unchanged).
+    std::fs::write(&case.spec, spec("upgrade", port, &faults, "[1, 2, 3]", 8, "")).unwrap();
+    std::fs::write(&version, "0.32.0\n").unwrap();
+    let server = std::fs::read_dir(dir.join("servers")).unwrap().next().unwrap().unwrap().path();
+    let startup = std::fs::read(server.join("startup.json")).unwrap();
+    let derived = std::fs::read(dir.join("concurrency_sweep.csv")).unwrap();
+    let points = |dir: &Path| {
+        let j = journal(dir);
+        (events(&j, "point_start").len(), events(&j, "point_done").len())
+    };
+    let before = points(&dir);
+    let out = case.run(&["--resume", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("vLLM changed") && err.contains("0.31.0 → 0.32.0") && err.contains("--force"), "{err}");
+    assert_eq!(points(&dir), before, "nothing was journaled under the new version");
+    assert_eq!(std::fs::read(server.join("startup.json")).unwrap(), startup, "the earlier start is this group's");
+    assert!(server.join("server-refused.log").exists(), "the refused start's log is kept aside");
+    assert_eq!(std::fs::read(dir.join("concurrency_sweep.csv")).unwrap(), derived);
+    assert!(processes_with_port(port).is_empty(), "the refused server was stopped");
+    // --force resumes under the new version and measures the new level once.
+    assert_eq!(case.run(&["--resume", dir.to_str().unwrap(), "--force"]).status.code(), Some(0));
+    assert_eq!(sweep_column(&dir, "requests"), ["8", "8", "8"]);
+    rerenders_byte_for_byte(&dir);
+    assert_nothing_left_in(&dir, port);
+}
+
+fn processes_with_port(port: u16) -> Vec<u32> {
+    common::processes_with(&format!("--port\0{port}"))
+}
+
+/// A report template with a misspelled variable is found in the preflight against synthetic records:
+/// exit 2 in seconds, no run folder, no server; the built-in template copied unchanged passes.
+#[test]
+fn a_misspelled_report_template_is_refused_before_anything_starts() {
+    let port = free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("templates");
+    std::fs::create_dir(&folder).unwrap();
+    let builtin =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/concurrency_sweep.md")).unwrap();
+    std::fs::write(folder.join("concurrency_sweep.md"), &builtin).unwrap();
+    let extra = format!("report: [concurrency_sweep]\ntemplates: {}\n", folder.display());
+    let case = Case::new(&spec("tpl", port, "", "[1, 2]", 8, &extra));
+    let validate =
+        |case: &Case| Command::new(env!("CARGO_BIN_EXE_servelab")).arg("validate").arg(&case.spec).output().unwrap();
+    let out = validate(&case);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let misspelled = builtin.replacen("{{ run.name }}", "{{ run.nmae }}", 1);
+    assert_ne!(misspelled, builtin);
+    std::fs::write(folder.join("concurrency_sweep.md"), misspelled).unwrap();
+    let begun = Instant::now();
+    let out = case.run(&["--run-id", "t"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("concurrency_sweep.md") && err.contains("run.nmae") && err.contains("undefined"), "{err}");
+    assert!(begun.elapsed() < Duration::from_secs(10), "found in seconds");
+    assert!(!case.out.exists(), "no run folder");
+    assert!(processes_with_port(port).is_empty(), "no server");
+    assert_eq!(validate(&case).status.code(), Some(2), "validate finds it too");
+    // A templates folder that is not there is refused too (the built-in reports would be used silently).
+    let missing = Case::new(&spec("tpl", port, "", "[1]", 8, "templates: /nonexistent/templates\n"));
+    let out = missing.run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a folder"));
+}
+
+/// A report that fails on the run's own data (here: only once the server reports a vLLM version, which
+/// synthetic records lack) is an error during the run: exit 6, the points are committed, and once the
+/// template is fixed `servelab report` renders them and `--resume` has nothing left to measure.
+#[test]
+fn a_report_error_during_the_run_exits_6_and_keeps_what_was_measured() {
+    let port = free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("templates");
+    std::fs::create_dir(&folder).unwrap();
+    let fails_on_real_data = "{% if run.vllm_version %}{{ no_such_variable }}{% endif %}ok\n";
+    std::fs::write(folder.join("concurrency_sweep.md"), fails_on_real_data).unwrap();
+    let extra = format!("report: [concurrency_sweep]\ntemplates: {}\n", folder.display());
+    let case = Case::new(&spec("late", port, "", "[1, 2]", 8, &extra));
+    let out = case.run(&["--run-id", "l"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("cannot render the reports") && err.contains("no_such_variable"), "{err}");
+    let dir = case.dir("late", "l");
+    assert_eq!(events(&journal(&dir), "point_done").len(), 2, "what was measured is committed");
+    assert!(committed_requests(&dir).values().all(|n| *n == 8));
+    std::fs::write(folder.join("concurrency_sweep.md"), "fixed\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).arg("report").arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(dir.join("concurrency_sweep.md")).unwrap(), "fixed\n");
+    assert_eq!(case.run(&["--resume", dir.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(events(&journal(&dir), "point_done").len(), 2, "nothing measured twice");
+    assert_nothing_left_in(&dir, port);
+}
+
+/// `report` and `compress` that cannot write the run folder exit 7 (an I/O error outside a run), not 2.
+#[test]
+fn report_and_compress_that_cannot_write_exit_7() {
+    let port = free_port();
+    let case = Case::new(&spec("io", port, "", "[1]", 8, ""));
+    assert_eq!(case.run(&["--run-id", "i"]).status.code(), Some(0));
+    let dir = case.dir("io", "i");
+    let servelab = |args: &[&str], fault: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_servelab"))
+            .args(args)
+            .arg(&dir)
+            .env("SERVELAB_FAULT_ENOSPC", fault)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = servelab(&["report"], "concurrency_sweep.csv:concurrency");
+    assert_eq!(code, Some(7), "{err}");
+    assert!(err.contains("No space left on device") && err.contains("concurrency_sweep.csv"), "{err}");
+    // The xz stream's magic bytes: the first packed file fails.
+    let (code, err) = servelab(&["compress"], "requests.jsonl.xz:7zXZ");
+    assert_eq!(code, Some(7), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    let (code, err) = servelab(&["compress"], "none:none");
+    assert_eq!(code, Some(0), "{err}");
+    rerenders_byte_for_byte(&dir);
+}

@@ -20,6 +20,8 @@
 //!   --garbage           stream `data:` lines that are not JSON, then [DONE] (garbage is no completion)
 //!   --no-tokens         stream completion events with empty text and usage of 0 tokens, then [DONE]
 //!   --start-delay-ms N  wait N ms before listening (a start that takes time)
+//!   --version-file F    answer /version with the first line of F, read at start (default "zero"): a test
+//!                       upgrades "vLLM" between a run and its resume without changing the command line
 //!
 //! Single-threaded on purpose (pin it to a core of its own); `--threads N` runs N such loops on one port.
 
@@ -36,6 +38,8 @@ static HTTP_500: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// `--capacity N`: at most N completions stream at once; the rest wait their turn, as in a server that is full.
 static CAPACITY: std::sync::OnceLock<Option<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
 static ENDLESS: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+/// The `/version` body.
+static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// A chunked response whose body never ends: `prefix` first, then `x` until the client goes away.
 async fn endless(stream: &mut TcpStream, status: &str, prefix: &[u8]) -> std::io::Result<()> {
@@ -322,7 +326,11 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
                 stream.write_all(&simple("503 Service Unavailable", "text/plain", "")).await?
             }
             "/health" => stream.write_all(&simple("200 OK", "text/plain", "")).await?,
-            "/version" => stream.write_all(&simple("200 OK", "application/json", "{\"version\":\"zero\"}")).await?,
+            "/version" => {
+                let version = VERSION.get().map_or("zero", String::as_str);
+                let body = serde_json::json!({ "version": version }).to_string();
+                stream.write_all(&simple("200 OK", "application/json", &body)).await?
+            }
             "/metrics" => stream.write_all(&simple("200 OK", "text/plain", "vllm:num_requests_running 0\nvllm:num_requests_waiting 0\n")).await?,
             _ => stream.write_all(&simple("404 Not Found", "text/plain", "not found")).await?,
         }
@@ -360,6 +368,11 @@ fn main() -> std::io::Result<()> {
         // in no group of the server's — what a daemonising helper does.
         let line = format!("setsid sleep {} </dev/null >/dev/null 2>&1 &", sleep("601"));
         std::process::Command::new("sh").args(["-c", &line]).status()?;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(file) = args.iter().position(|a| a == "--version-file").and_then(|i| args.get(i + 1)) {
+        let text = std::fs::read_to_string(file)?;
+        VERSION.get_or_init(|| text.lines().next().unwrap_or("").trim().to_owned());
     }
     let _ = DIE_AFTER.set(arg("--die-after", 0));
     let _ = NEVER_READY.set(flag("--never-ready"));

@@ -1,7 +1,7 @@
 //! GPU memory: NVML through nvml-wrapper (loads libnvidia-ml at runtime, so it builds and fails cleanly
 //! without a driver), and `nvidia-smi` as the fallback.
 
-use super::{MIB, MemoryProbe, Source};
+use super::{MIB, MemoryProbe, ProbeError, Source};
 use std::collections::BTreeSet;
 use std::process::Command;
 
@@ -12,13 +12,13 @@ pub struct Nvml {
 }
 
 impl Nvml {
-    pub fn init() -> Result<Self, String> {
-        let nvml = nvml_wrapper::Nvml::init().map_err(|e| format!("NVML is not available: {e}"))?;
+    pub fn init() -> Result<Self, ProbeError> {
+        let nvml = nvml_wrapper::Nvml::init().map_err(ProbeError::Nvml)?;
         Ok(Nvml { nvml, only: None })
     }
 
     /// A probe that reads only these GPUs (NVML indices), so a slot's readings leave the other slots out.
-    pub fn only(indices: &[u32]) -> Result<Self, String> {
+    pub fn only(indices: &[u32]) -> Result<Self, ProbeError> {
         let mut n = Nvml::init()?;
         n.only = Some(indices.iter().copied().collect());
         Ok(n)
@@ -129,10 +129,10 @@ impl MemoryProbe for Nvml {
 pub struct NvidiaSmi;
 
 impl NvidiaSmi {
-    pub fn detect() -> Result<Self, String> {
+    pub fn detect() -> Result<Self, ProbeError> {
         query(&["--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits"])
             .map(|_| NvidiaSmi)
-            .ok_or_else(|| "nvidia-smi is not available".to_owned())
+            .ok_or(ProbeError::NvidiaSmi)
     }
 }
 
@@ -191,7 +191,7 @@ mod tests {
         // On machines without a GPU this is an error, not a crash; with one, it answers.
         match Nvml::init() {
             Ok(n) => assert!(n.device().is_some()),
-            Err(e) => assert!(e.contains("NVML")),
+            Err(e) => assert!(e.to_string().contains("NVML")),
         }
     }
 }

@@ -11,6 +11,21 @@ pub use crate::record::memory::{GpuReading, MIB, MemSample, Source};
 use crate::spec::MemorySource;
 use std::collections::BTreeSet;
 
+/// Why a GPU memory source cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "NVML is not available: {0}; install the NVIDIA driver, or set `measure.memory: procfs` on a machine without GPUs"
+    )]
+    Nvml(#[source] nvml_wrapper::error::NvmlError),
+    #[error("NVML: {0}")]
+    NvmlQuery(#[source] nvml_wrapper::error::NvmlError),
+    #[error(
+        "nvidia-smi is not available (not on PATH, or it failed); install the NVIDIA driver, or set `measure.memory: auto` or `procfs`"
+    )]
+    NvidiaSmi,
+}
+
 /// A memory source. GPU probes answer `device` and `processes`; procfs answers neither (RSS is always read).
 pub trait MemoryProbe: Send + Sync {
     fn source(&self) -> Source;
@@ -63,7 +78,7 @@ impl MemoryProbe for Procfs {
 
 /// Picks the probe the spec asks for. `auto` takes NVML, then nvidia-smi, then procfs; an explicit GPU source
 /// that does not answer is an error (the user asked for GPU figures and would otherwise get CPU ones).
-pub fn select(wanted: MemorySource) -> Result<Box<dyn MemoryProbe>, String> {
+pub fn select(wanted: MemorySource) -> Result<Box<dyn MemoryProbe>, ProbeError> {
     match wanted {
         MemorySource::Procfs => Ok(Box::new(Procfs)),
         MemorySource::Nvml => gpu::Nvml::init().map(|p| Box::new(p) as Box<dyn MemoryProbe>),

@@ -4,6 +4,30 @@
 pub use crate::record::server::ModelFacts;
 use serde_json::Value;
 
+/// Why a model folder's facts or shape cannot be read; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("config.json is not JSON: {0}; point `engine.model` at a Hugging Face model folder")]
+    ConfigNotJson(#[source] serde_json::Error),
+    #[error("config.json has no {0}; the capacity model needs it")]
+    MissingKey(&'static str),
+    #[error("unknown KV dtype `{0}`; pass --kv-cache-dtype auto, fp8 or a float type")]
+    UnknownKvDtype(String),
+    /// Why the KV formula does not apply (MLA, sliding windows, missing shape keys).
+    #[error("{0}")]
+    NoKvFormula(String),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {why}; the file is not a safetensors file, or it is damaged")]
+    Safetensors { path: String, why: String },
+    #[error("{0} holds no .safetensors file")]
+    NoWeights(String),
+}
+
 fn dtype_bytes(dtype: &str) -> Option<u64> {
     let d = dtype.to_lowercase();
     match d.as_str() {
@@ -19,8 +43,8 @@ pub fn from_config(
     config_text: &str,
     engine_dtype: Option<&str>,
     kv_cache_dtype: Option<&str>,
-) -> Result<ModelFacts, String> {
-    let root: Value = serde_json::from_str(config_text).map_err(|e| format!("config.json is not JSON: {e}"))?;
+) -> Result<ModelFacts, ModelError> {
+    let root: Value = serde_json::from_str(config_text).map_err(ModelError::ConfigNotJson)?;
     // Multimodal configs keep the language model under text_config.
     let cfg = root.get("text_config").filter(|v| v.is_object()).unwrap_or(&root);
     let int = |k: &str| cfg.get(k).and_then(Value::as_u64);
@@ -36,7 +60,7 @@ pub fn from_config(
         .unwrap_or("bfloat16");
     let weights_dtype = engine_dtype.filter(|d| *d != "auto").unwrap_or(model_dtype);
     let kv_dtype = kv_cache_dtype.filter(|d| *d != "auto").unwrap_or(weights_dtype).to_owned();
-    let kv_dtype_bytes = dtype_bytes(&kv_dtype).ok_or_else(|| format!("unknown KV dtype `{kv_dtype}`"))?;
+    let kv_dtype_bytes = dtype_bytes(&kv_dtype).ok_or_else(|| ModelError::UnknownKvDtype(kv_dtype.clone()))?;
     let not_applicable = not_applicable(cfg);
     let theory = match (layers, kv_heads, head_dim, &not_applicable) {
         (Some(l), Some(k), Some(h), None) => Some(2 * l * k * h * kv_dtype_bytes),
@@ -85,20 +109,21 @@ const MAX_HEADER_BYTES: u64 = 64 << 20;
 
 /// Bytes of the tensors stored in one safetensors file, from its header alone (8 bytes of length, then JSON
 /// naming each tensor's byte range): the file's data is never read.
-pub fn safetensors_bytes(path: &std::path::Path) -> Result<u64, String> {
+pub fn safetensors_bytes(path: &std::path::Path) -> Result<u64, ModelError> {
     use std::io::Read;
-    let name = path.display();
-    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open {name}: {e}"))?;
+    let name = path.display().to_string();
+    let bad = |why: String| ModelError::Safetensors { path: name.clone(), why };
+    let mut f = std::fs::File::open(path).map_err(|source| ModelError::Io { path: name.clone(), source })?;
     let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|e| format!("{name}: no safetensors header: {e}"))?;
+    f.read_exact(&mut len).map_err(|e| bad(format!("no safetensors header: {e}")))?;
     let len = u64::from_le_bytes(len);
     if len > MAX_HEADER_BYTES {
-        return Err(format!("{name}: a safetensors header of {len} bytes is not plausible"));
+        return Err(bad(format!("a safetensors header of {len} bytes is not plausible")));
     }
     let mut header = vec![0u8; len as usize];
-    f.read_exact(&mut header).map_err(|e| format!("{name}: truncated safetensors header: {e}"))?;
+    f.read_exact(&mut header).map_err(|e| bad(format!("truncated safetensors header: {e}")))?;
     let map: serde_json::Map<String, Value> =
-        serde_json::from_slice(&header).map_err(|e| format!("{name}: safetensors header is not JSON: {e}"))?;
+        serde_json::from_slice(&header).map_err(|e| bad(format!("safetensors header is not JSON: {e}")))?;
     Ok(map
         .iter()
         .filter(|(k, _)| *k != "__metadata__")
@@ -116,33 +141,35 @@ pub fn shape(
     dir: &std::path::Path,
     facts: &ModelFacts,
     config_text: &str,
-) -> Result<crate::record::capacity::ModelShape, String> {
+) -> Result<crate::record::capacity::ModelShape, ModelError> {
     let kv_bytes_per_token = facts.theory_bytes_per_token.ok_or_else(|| {
-        facts
-            .theory_not_applicable
-            .clone()
-            .unwrap_or_else(|| "the KV formula needs layers, KV heads and head_dim".into())
+        ModelError::NoKvFormula(
+            facts
+                .theory_not_applicable
+                .clone()
+                .unwrap_or_else(|| "the KV formula needs layers, KV heads and head_dim".into()),
+        )
     })?;
-    let root: Value = serde_json::from_str(config_text).map_err(|e| format!("config.json is not JSON: {e}"))?;
+    let root: Value = serde_json::from_str(config_text).map_err(ModelError::ConfigNotJson)?;
     let cfg = root.get("text_config").filter(|v| v.is_object()).unwrap_or(&root);
-    let int = |k: &str| cfg.get(k).and_then(Value::as_u64).ok_or_else(|| format!("config.json has no {k}"));
+    let int = |k: &'static str| cfg.get(k).and_then(Value::as_u64).ok_or(ModelError::MissingKey(k));
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+        .map_err(|source| ModelError::Io { path: dir.display().to_string(), source })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(format!("{} holds no .safetensors file", dir.display()));
+        return Err(ModelError::NoWeights(dir.display().to_string()));
     }
-    let stored: u64 = files.iter().map(|p| safetensors_bytes(p)).sum::<Result<u64, String>>()?;
+    let stored: u64 = files.iter().map(|p| safetensors_bytes(p)).sum::<Result<u64, ModelError>>()?;
     let model_dtype = cfg.get("dtype").or(cfg.get("torch_dtype")).and_then(Value::as_str).and_then(dtype_bytes);
     Ok(crate::record::capacity::ModelShape {
         weights_bytes: stored,
         kv_bytes_per_token,
         hidden: int("hidden_size")?,
         intermediate: int("intermediate_size")?,
-        vocab: facts.vocab_size.ok_or("config.json has no vocab_size")?,
+        vocab: facts.vocab_size.ok_or(ModelError::MissingKey("vocab_size"))?,
         dtype_bytes: model_dtype.unwrap_or(2),
         max_position_embeddings: facts.max_position_embeddings,
     })
@@ -192,6 +219,6 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(safetensors_bytes(&path).unwrap(), 32);
         std::fs::write(&path, u64::MAX.to_le_bytes()).unwrap();
-        assert!(safetensors_bytes(&path).unwrap_err().contains("not plausible"));
+        assert!(safetensors_bytes(&path).unwrap_err().to_string().contains("not plausible"));
     }
 }

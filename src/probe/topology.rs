@@ -48,10 +48,10 @@ pub fn parse_list(text: &str) -> Vec<usize> {
 /// The GPUs NVML sees, with the pairwise distance (NVML's topology level of their common ancestor: 0 on
 /// one board, 10 one PCIe switch, 20 several, 30 one host bridge, 40 one NUMA node, 50 across sockets),
 /// or why NVML cannot tell.
-pub fn gpus() -> Result<(Vec<SlotGpu>, Vec<Vec<u8>>), String> {
+pub fn gpus() -> Result<(Vec<SlotGpu>, Vec<Vec<u8>>), super::ProbeError> {
     let n = super::gpu::Nvml::init()?;
     let nvml = n.handle();
-    let count = nvml.device_count().map_err(|e| format!("NVML: {e}"))?;
+    let count = nvml.device_count().map_err(super::ProbeError::NvmlQuery)?;
     let devices: Vec<_> = (0..count).filter_map(|i| nvml.device_by_index(i).ok().map(|d| (i, d))).collect();
     let gpus = devices
         .iter()

@@ -37,6 +37,12 @@ pub enum RecordError {
          cannot measure a committed point again"
     )]
     Missing { path: String, point: String, attempt: u32, what: &'static str, expected: u32, found: u32 },
+    #[error(
+        "the API key has {len} characters; servelab redacts it from everything it writes and needs at least \
+         {min} to do that safely: use a longer key",
+        min = MIN_SECRET_LEN
+    )]
+    SecretTooShort { len: usize },
 }
 
 impl RecordError {
@@ -54,13 +60,9 @@ static SECRETS: std::sync::RwLock<Vec<Vec<u8>>> = std::sync::RwLock::new(Vec::ne
 pub const MIN_SECRET_LEN: usize = 8;
 
 /// Registers a secret for redaction; one shorter than [`MIN_SECRET_LEN`] is refused.
-pub fn forbid(secret: &str) -> Result<(), String> {
+pub fn forbid(secret: &str) -> Result<(), RecordError> {
     if secret.len() < MIN_SECRET_LEN {
-        return Err(format!(
-            "the API key has {} characters; servelab redacts it from everything it writes and needs at least \
-             {MIN_SECRET_LEN} to do that safely",
-            secret.len()
-        ));
+        return Err(RecordError::SecretTooShort { len: secret.len() });
     }
     let escaped = serde_json::to_string(secret).unwrap_or_default();
     let forms = [secret.as_bytes().to_vec(), escaped.as_bytes()[1..escaped.len() - 1].to_vec()];

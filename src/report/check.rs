@@ -30,7 +30,7 @@ pub fn check(
     manifest: &Manifest,
     rec: &Recorded,
     templates: Option<PathBuf>,
-) -> Result<Vec<Disagreement>, String> {
+) -> Result<Vec<Disagreement>, super::ReportError> {
     let (files, _) = super::derive::derive(spec, manifest, rec, templates)?;
     let mut out = Vec::new();
     for (name, bytes) in &files {

@@ -162,7 +162,7 @@ impl RunFigures {
 }
 
 /// Reads a run folder's raw records and derives what `compare` compares.
-pub fn open(dir: &std::path::Path) -> Result<RunFigures, String> {
+pub fn open(dir: &std::path::Path) -> Result<RunFigures, super::ReportError> {
     let (loaded, _, rec) = super::open_run(dir)?;
     let spec = &loaded.spec;
     let started = rec.started_servers();

@@ -100,7 +100,7 @@ pub fn derive(
     manifest: &Manifest,
     rec: &Recorded,
     templates: Option<PathBuf>,
-) -> Result<(Files, Vec<GroupSweep>), String> {
+) -> Result<(Files, Vec<GroupSweep>), super::ReportError> {
     let mut files = Vec::new();
     // External endpoints were not started here: they have no startup memory to report.
     let started = rec.started_servers();

@@ -2,6 +2,7 @@
 //! works from any folder; a folder given by the spec (`templates:`) or `--templates` overrides them file by
 //! file. Filters format numbers; they never compute findings.
 
+use super::ReportError;
 use crate::stats::thousands;
 use minijinja::{Environment, Error, ErrorKind, Value};
 use std::path::PathBuf;
@@ -164,15 +165,16 @@ impl std::io::Write for Capped {
     }
 }
 
-pub fn render(env: &Environment<'_>, name: &str, ctx: &impl serde::Serialize) -> Result<String, String> {
-    let template = env.get_template(name).map_err(|e| format!("template {name}: {e:#}"))?;
+pub fn render(env: &Environment<'_>, name: &str, ctx: &impl serde::Serialize) -> Result<String, ReportError> {
+    let failed = |source| ReportError::Template { name: name.to_owned(), source };
+    let template = env.get_template(name).map_err(failed)?;
     let mut out = Capped::default();
     let result = template.render_captured_to(ctx, &mut out);
     if out.overflowed {
-        return Err(format!("template {name}: the report grew past 64 MiB; a template must not print unbounded data"));
+        return Err(ReportError::TooLarge { name: name.to_owned() });
     }
-    result.map_err(|e| format!("template {name}: {e:#}"))?;
-    String::from_utf8(out.bytes).map_err(|e| format!("template {name}: {e}"))
+    result.map_err(failed)?;
+    String::from_utf8(out.bytes).map_err(|source| ReportError::NotUtf8 { name: name.to_owned(), source })
 }
 
 #[cfg(test)]
@@ -191,7 +193,9 @@ mod tests {
         std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link.md")).unwrap();
         let env = environment(Some(dir.path().to_owned()));
         let ctx = minijinja::context! {};
-        let err = |name: &str| render(&env, name, &ctx).err().unwrap_or_else(|| panic!("{name} rendered"));
+        let err = |name: &str| {
+            render(&env, name, &ctx).err().map(|e| e.to_string()).unwrap_or_else(|| panic!("{name} rendered"))
+        };
         assert!(err("environ.md").contains("plain names inside the templates folder"), "{}", err("environ.md"));
         assert!(err("up.md").contains("plain names"), "{}", err("up.md"));
         assert!(err("link.md").contains("leads outside the templates folder"), "{}", err("link.md"));

@@ -6,22 +6,45 @@ use crate::plan::capacity::{self, Capacity};
 use crate::probe::model::ModelFacts;
 use std::path::Path;
 
+/// Why a group has no capacity prediction (said on `servelab plan`'s capacity lines).
+#[derive(Debug, thiserror::Error)]
+pub enum NoPrediction {
+    #[error("the model is not a local folder")]
+    NotLocal,
+    #[error("no config.json facts")]
+    NoFacts,
+    #[error("cannot read config.json: {0}")]
+    Config(#[source] std::io::Error),
+    #[error("{0}")]
+    Model(#[from] crate::probe::model::ModelError),
+}
+
 /// The prediction for `group` on a GPU of `gpu_bytes` (CUDA total), or why there is none.
-pub fn predict(group: &ServerGroup, facts: Option<&ModelFacts>, gpu_bytes: f64) -> Result<Capacity, String> {
-    let dir =
-        group.server.model.as_deref().map(Path::new).filter(|d| d.is_dir()).ok_or("the model is not a local folder")?;
-    let facts = facts.ok_or("no config.json facts")?;
-    let text = std::fs::read_to_string(dir.join("config.json")).map_err(|e| format!("cannot read config.json: {e}"))?;
+pub fn predict(group: &ServerGroup, facts: Option<&ModelFacts>, gpu_bytes: f64) -> Result<Capacity, NoPrediction> {
+    let dir = group.server.model.as_deref().map(Path::new).filter(|d| d.is_dir()).ok_or(NoPrediction::NotLocal)?;
+    let facts = facts.ok_or(NoPrediction::NoFacts)?;
+    let text = std::fs::read_to_string(dir.join("config.json")).map_err(NoPrediction::Config)?;
     let shape = crate::probe::model::shape(dir, facts, &text)?;
     Ok(capacity::predict(&shape, &capacity::knobs(&group.server.argv), gpu_bytes))
 }
 
+/// Why a size given on the command line (`plan --gpu-memory`) does not read as one.
+#[derive(Debug, thiserror::Error)]
+pub enum SizeError {
+    #[error("`{0}` is not a size; write e.g. 139.8GiB")]
+    NotANumber(String),
+    #[error("unknown unit `{unit}` in `{text}`; use GiB, GB, MiB or MB")]
+    Unit { unit: String, text: String },
+    #[error("`{0}` must be above 0")]
+    NotPositive(String),
+}
+
 /// `139.8GiB`, `141GB`, `512MiB` or a plain number of bytes.
-pub fn parse_size(text: &str) -> Result<f64, String> {
+pub fn parse_size(text: &str) -> Result<f64, SizeError> {
     let t = text.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let x: f64 = num.trim().parse().map_err(|_| format!("`{text}` is not a size; write e.g. 139.8GiB"))?;
+    let x: f64 = num.trim().parse().map_err(|_| SizeError::NotANumber(text.to_owned()))?;
     let scale = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "kib" => 1024.0,
@@ -30,9 +53,9 @@ pub fn parse_size(text: &str) -> Result<f64, String> {
         "kb" => 1e3,
         "mb" => 1e6,
         "gb" => 1e9,
-        other => return Err(format!("unknown unit `{other}` in `{text}`; use GiB, GB, MiB or MB")),
+        other => return Err(SizeError::Unit { unit: other.to_owned(), text: text.to_owned() }),
     };
-    (x.is_finite() && x > 0.0).then_some(x * scale).ok_or_else(|| format!("`{text}` must be above 0"))
+    (x.is_finite() && x > 0.0).then_some(x * scale).ok_or_else(|| SizeError::NotPositive(text.to_owned()))
 }
 
 fn gib(b: f64) -> String {
@@ -88,7 +111,7 @@ mod tests {
         assert_eq!(parse_size("139.8GiB").unwrap(), 139.8 * capacity::GIB);
         assert_eq!(parse_size("141 GB").unwrap(), 141e9);
         assert_eq!(parse_size("1024").unwrap(), 1024.0);
-        assert!(parse_size("lots").unwrap_err().contains("139.8GiB"));
-        assert!(parse_size("3 TiB").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("lots").unwrap_err().to_string().contains("139.8GiB"));
+        assert!(parse_size("3 TiB").unwrap_err().to_string().contains("unknown unit"));
     }
 }

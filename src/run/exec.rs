@@ -66,6 +66,12 @@ struct Books<S> {
     /// For each group measuring a point: the most other servers up at once since the point began, and
     /// whether one of them had a GPU behind the same PCIe switch.
     beside: BTreeMap<String, (usize, bool)>,
+    /// The vLLM version the run was recorded under (None until a server reported one).
+    vllm: Option<String>,
+    /// Groups whose server reported another vLLM on resume: stopped without measuring anything.
+    refused: std::collections::BTreeSet<String>,
+    /// The number an earlier start's files were kept under (`startup-N.json`) when this start began.
+    archived: BTreeMap<String, u32>,
 }
 
 const DEAD: &str = "the server died during this point";
@@ -101,6 +107,9 @@ where
             pool: Pool::new(self.env.host),
             leases: BTreeMap::new(),
             beside: BTreeMap::new(),
+            vllm: manifest.vllm_version.clone(),
+            refused: Default::default(),
+            archived: BTreeMap::new(),
         };
         let env = &self.env;
         for g in self.schedule.finished_groups(rec) {
@@ -157,13 +166,13 @@ where
     fn group(&self, id: &str) -> Result<&'a ServerGroup, RunError> {
         self.schedule
             .group(id)
-            .ok_or_else(|| RunError::Report(format!("the schedule named group {id}, which the plan lacks")))
+            .ok_or_else(|| RunError::Internal(format!("the schedule named group {id}, which the plan lacks")))
     }
 
     fn point(&self, group: &str, id: &str) -> Result<&'a Point, RunError> {
         self.schedule
             .point(group, id)
-            .ok_or_else(|| RunError::Report(format!("the schedule named point {id}, which group {group} lacks")))
+            .ok_or_else(|| RunError::Internal(format!("the schedule named point {id}, which group {group} lacks")))
     }
 
     fn label(&self, b: &Books<E::Server>, group: &str) -> (usize, usize) {
@@ -210,7 +219,9 @@ where
         }
         let g = plan_group;
         let env = &self.env;
-        archive_previous(&server_dir);
+        if let Some(n) = archive_previous(&server_dir) {
+            b.archived.insert(group.to_owned(), n);
+        }
         let warm = points.iter().filter_map(|p| g.points.iter().find(|q| &q.id == p)).any(|p| p.client.is_some());
         b.session.begin(group, points);
         let (i, n) = self.schedule.ordinal(group, &b.session);
@@ -230,6 +241,8 @@ where
             _ => None,
         };
         b.predicted.insert(group.to_owned(), predicted);
+        // A resumed run refuses a server of another vLLM (see `check_version`); it is not even warmed up.
+        let recorded = if env.resume && !env.force { b.vllm.clone() } else { None };
         let (engine, driver, progress) = (self.engine, self.driver, env.progress);
         flights.push(Box::pin(async move {
             let g = &*slotted;
@@ -237,7 +250,8 @@ where
                 Ok(mut server) => {
                     let ready_s = engine.record(&server).ready_s.unwrap_or_default();
                     progress.line(&format!("server {}/{n}: ready in {ready_s:.1} s", i + 1));
-                    let warmed = if warm {
+                    let changed = vllm_changed(recorded.as_deref(), engine.record(&server).version.as_deref());
+                    let warmed = if warm && changed.is_none() {
                         progress.status(&format!("server {}/{n}: warming up", i + 1));
                         driver.warmup(&mut server, g).await
                     } else {
@@ -280,7 +294,7 @@ where
             return Ok(true);
         }
         let Some(mut server) = b.servers.remove(group) else {
-            return Err(RunError::Report(format!(
+            return Err(RunError::Internal(format!(
                 "the schedule measured point {point} on group {group}, which has no server up"
             )));
         };
@@ -395,6 +409,7 @@ where
         match event {
             Event::Started { group, result: Ok((server, warmed)) } => {
                 let record = self.engine.record(&server);
+                let version = record.version.clone();
                 let g = self.group(&group)?;
                 let model = g.server.served_model_name.clone().or(record.served_model.clone()).unwrap_or_default();
                 b.model.insert(group.clone(), model);
@@ -408,7 +423,8 @@ where
                 }
                 b.servers.insert(group.clone(), server);
                 b.session.started_as(&group, Ok(()));
-                Ok(())
+                // Before the schedule can measure anything on it: a refusal stops it with nothing journaled.
+                self.check_version(b, manifest, &group, version)
             }
             Event::Started { group, result: Err(record) } => {
                 let (i, n) = self.label(b, &group);
@@ -508,6 +524,7 @@ where
         rec: &mut Recorded,
     ) -> Result<(), RunError> {
         record.predicted = b.predicted.remove(&g.id).flatten();
+        let archived = b.archived.remove(&g.id);
         if let Some((lease, slotted)) = b.leases.remove(&g.id) {
             b.pool.release(&lease);
             if self.env.host.binds() {
@@ -528,6 +545,9 @@ where
                 self.env.journal.append(&journal::Entry::ServerEnd { group, at, slot: lease.slot })?;
             }
         }
+        if b.refused.contains(&g.id) {
+            return set_refused_start_aside(&self.env.dir.join("servers").join(&g.id), archived);
+        }
         let points =
             b.session.starts.iter().rev().find(|s| s.group == g.id).map(|s| s.points.clone()).unwrap_or_default();
         // A startup-only point is the server start itself.
@@ -536,8 +556,7 @@ where
         }
         let server_dir = self.env.dir.join("servers").join(&g.id);
         // The server may log its arguments or environment; its log is the one file servelab did not write itself.
-        crate::record::io::redact_file(&server_dir.join("server.log"))
-            .map_err(|e| RunError::DuringRun(e.to_string()))?;
+        crate::record::io::redact_file(&server_dir.join("server.log"))?;
         write_atomic(&server_dir.join("startup.json"), &json_pretty(&record))?;
         // In plan order, as a re-render reads them back: with slots, servers end in any order.
         match rec.servers.iter_mut().find(|s| s.id == record.id) {
@@ -548,28 +567,75 @@ where
                 rec.servers.insert(at.unwrap_or(rec.servers.len()), record);
             }
         }
-        self.check_version(manifest, rec, g)?;
+        if let Some(server) = rec.servers.iter().rev().find(|s| s.id == g.id) {
+            manifest.vllm_version = manifest.vllm_version.take().or(server.version.clone());
+            manifest.model_config_hash =
+                manifest.model_config_hash.take().or(server.model.as_ref().map(|m| m.config_hash.clone()));
+        }
         write_atomic(&self.env.dir.join(MANIFEST), &json_pretty(manifest))?;
         super::write_derived(self.env.dir, self.env.spec, manifest, rec, self.env.templates.clone())
     }
 
-    /// On resume, a vLLM other than the recorded one refuses the run (unless `--force`).
-    fn check_version(&self, manifest: &mut Manifest, rec: &Recorded, g: &ServerGroup) -> Result<(), RunError> {
-        let Some(server) = rec.servers.iter().rev().find(|s| s.id == g.id) else { return Ok(()) };
-        if let (Some(old), Some(new)) = (&manifest.vllm_version, &server.version)
-            && old != new
+    /// On resume, a vLLM other than the recorded one refuses the run (unless `--force`): checked as soon as
+    /// the server is up, so no point is measured or journaled under the new version. Otherwise the first
+    /// version a server reports becomes the run's.
+    fn check_version(
+        &self,
+        b: &mut Books<E::Server>,
+        manifest: &mut Manifest,
+        group: &str,
+        version: Option<String>,
+    ) -> Result<(), RunError> {
+        if self.env.resume
             && !self.env.force
-            && self.env.resume
+            && let Some((old, new)) = vllm_changed(manifest.vllm_version.as_deref(), version.as_deref())
         {
-            return Err(RunError::Preflight(format!(
-                "vLLM changed since this run was recorded ({old} → {new}); start a new run, or pass --force"
-            )));
+            b.refused.insert(group.to_owned());
+            let (old, new) = (old.to_owned(), new.to_owned());
+            return Err(RunError::VllmChanged { dir: self.env.dir.display().to_string(), old, new });
         }
-        manifest.vllm_version = manifest.vllm_version.take().or(server.version.clone());
-        manifest.model_config_hash =
-            manifest.model_config_hash.take().or(server.model.as_ref().map(|m| m.config_hash.clone()));
+        if manifest.vllm_version.is_none() {
+            manifest.vllm_version = version;
+            b.vllm = manifest.vllm_version.clone();
+        }
         Ok(())
     }
+}
+
+/// The recorded and the reported vLLM version when both are known and differ.
+fn vllm_changed<'v>(recorded: Option<&'v str>, reported: Option<&'v str>) -> Option<(&'v str, &'v str)> {
+    match (recorded, reported) {
+        (Some(old), Some(new)) if old != new => Some((old, new)),
+        _ => None,
+    }
+}
+
+/// A start refused for another vLLM leaves the folder as the run recorded it: its log is kept as
+/// `server-refused.log`, and the earlier start's files, set aside when it began, go back to their names (a
+/// `startup.json` of the refused start would be read as this group's latest start).
+fn set_refused_start_aside(server_dir: &Path, archived: Option<u32>) -> Result<(), RunError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| RunError::Output { path, source }
+    };
+    let log = server_dir.join("server.log");
+    if log.exists() {
+        crate::record::io::redact_file(&log)?;
+        let to = server_dir.join("server-refused.log");
+        std::fs::rename(&log, &to).map_err(io(&to))?;
+    }
+    let Some(n) = archived else { return Ok(()) };
+    for ext in ["", ".xz", ".gz"] {
+        let from = server_dir.join(format!("startup-{n}.json{ext}"));
+        if from.exists() {
+            std::fs::rename(&from, server_dir.join(format!("startup.json{ext}"))).map_err(io(&from))?;
+        }
+    }
+    let earlier = server_dir.join(format!("server-{n}.log"));
+    if earlier.exists() {
+        std::fs::rename(&earlier, &log).map_err(io(&earlier))?;
+    }
+    Ok(())
 }
 
 /// Keeps the first error; the loop then stops every server and ends with it.
@@ -622,11 +688,12 @@ fn load_label(c: &crate::plan::ClientConfig) -> String {
 
 /// Keeps an earlier attempt's server files when a resumed run starts the same server again.
 /// A compressed folder (`servelab compress`) holds `startup.json.xz`: it is kept the same way.
-fn archive_previous(server_dir: &Path) {
+/// Returns the number they were kept under.
+fn archive_previous(server_dir: &Path) -> Option<u32> {
     const FORMS: [&str; 3] = ["", ".xz", ".gz"];
     let present = |stem: &str| FORMS.iter().any(|ext| server_dir.join(format!("{stem}{ext}")).exists());
     if !present("startup.json") {
-        return;
+        return None;
     }
     let n = (1..).find(|n| !present(&format!("startup-{n}.json"))).unwrap_or(1);
     for ext in FORMS {
@@ -636,6 +703,7 @@ fn archive_previous(server_dir: &Path) {
         }
     }
     let _ = std::fs::rename(server_dir.join("server.log"), server_dir.join(format!("server-{n}.log")));
+    Some(n)
 }
 
 /// A point whose measured requests failed beyond `max_error_rate` fails (its records stay: failures are data).

@@ -194,3 +194,62 @@ fn phase(server: &mut FakeServer, group: &ServerGroup, point: &Point, attempt: u
     };
     PointOutput { point: record, requests, samples: Vec::new() }
 }
+
+/// The most request records [`synthetic`] makes in all (a 10,000-point plan is rendered from a sample).
+const SYNTHETIC_REQUESTS: usize = 50_000;
+
+/// Records the plan could leave, made up without a server: every group started ok, with memory and KV
+/// figures, and every load point measured ok with a few requests each. The preflight renders the user's
+/// report templates against them, so a template that names a variable the reports do not have fails in
+/// seconds, before any server starts. Never written anywhere and never a measurement.
+pub(crate) fn synthetic(plan: &crate::plan::Plan) -> crate::record::Recorded {
+    let mut rec = crate::record::Recorded::default();
+    let mut budget = SYNTHETIC_REQUESTS;
+    for (i, group) in plan.groups.iter().enumerate() {
+        let mut record = super::server::new_record(group, &crate::probe::Procfs, None);
+        let scale = (i + 1) as f64;
+        let reading = |t_s| crate::record::memory::MemSample {
+            t_s,
+            device_used_mb: Some(1000.0 * scale),
+            device_total_mb: Some(80_000.0),
+            server_gpu_mb: Some(900.0 * scale),
+            server_rss_mb: Some(500.0 * scale),
+            server_pss_mb: Some(450.0 * scale),
+            host_available_mb: Some(16_000.0),
+            processes: 2,
+            ..Default::default()
+        };
+        record.ready_s = Some(1.0);
+        record.served_model = Some("synthetic".to_owned());
+        record.version = Some("synthetic".to_owned());
+        record.at_ready = Some(reading(1.0));
+        record.timeline = vec![reading(0.5)];
+        record.log.weights_gib = Some(0.5);
+        record.log.model_load_s = Some(0.5);
+        record.log.available_kv_gib = Some(scale);
+        record.log.kv_cache_tokens = Some(1024 * (i as u64 + 1));
+        record.log.max_concurrency_tokens = group.server.max_model_len;
+        record.log.max_concurrency = Some(2.0 * scale);
+        let mut server =
+            FakeServer { record: record.clone(), answered: 0, die_after: None, http_500: false, capacity: u32::MAX };
+        rec.servers.push(record);
+        for point in &group.points {
+            let Some(c) = &point.client else { continue };
+            // A few requests each, whatever the phase's length: the templates need figures, not precision.
+            let mut c = c.clone();
+            c.duration_s = None;
+            c.requests = c.concurrency.saturating_mul(2).clamp(8, 256);
+            c.warmup = c.warmup.min(1);
+            let n = (c.requests + c.warmup) as usize;
+            if n > budget {
+                return rec;
+            }
+            budget -= n;
+            let sample = Point { client: Some(c), ..point.clone() };
+            let out = phase(&mut server, group, &sample, 0);
+            rec.points.push(out.point);
+            rec.requests.extend(out.requests);
+        }
+    }
+    rec
+}

@@ -14,7 +14,7 @@ pub mod real;
 pub mod seam;
 pub mod server;
 
-pub use open::{MAX_PROMPTS_FILE, check_inputs, check_run_id};
+pub use open::{MAX_PROMPTS_FILE, check_inputs, check_run_id, check_templates};
 
 use crate::plan::{Plan, ServerGroup};
 use crate::probe::{self, MemoryProbe, model::ModelFacts};
@@ -22,6 +22,7 @@ use crate::record::io::{RecordError, json_pretty, write_atomic};
 use crate::record::journal;
 use crate::record::manifest::Manifest;
 use crate::record::{Recorded, Status};
+use crate::report::ReportError;
 use crate::schedule::{Rules, Schedule};
 use crate::spec::{LoadedSpec, Spec};
 use progress::Progress;
@@ -39,21 +40,51 @@ pub enum RunError {
     #[error("{0}")]
     Record(#[from] RecordError),
     #[error("{0}")]
-    Probe(String),
-    #[error("{0}")]
-    Report(String),
+    Probe(#[from] crate::probe::ProbeError),
+    /// The HTTP client could not be built (TLS or resolver setup): nothing servelab's input can fix.
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    #[error(
+        "cannot render the reports: {0}; the records are committed, so `servelab report RUN` re-renders them once it is fixed"
+    )]
+    Report(#[source] Box<ReportError>),
     #[error("{0}")]
     Preflight(String),
-    /// An I/O error after the run was under way (exit 6, not "nothing ran").
+    /// A report template of the spec's `templates:` folder fails on synthetic records of the plan.
+    #[error(
+        "the report templates in {dir} cannot render this plan's reports: {source} (checked against synthetic records before anything started)"
+    )]
+    Templates {
+        dir: String,
+        #[source]
+        source: Box<ReportError>,
+    },
+    /// On resume, the first server of this invocation reported another vLLM than the run was recorded with.
+    #[error(
+        "vLLM changed since {dir} was recorded ({old} → {new}); nothing was measured under {new}. Start a new run, or pass --force to resume anyway"
+    )]
+    VllmChanged { dir: String, old: String, new: String },
+    /// The executor and the schedule disagree: a bug in servelab.
     #[error("{0}")]
-    DuringRun(String),
+    Internal(String),
+    /// An I/O or report error after the run was under way (exit 6, not "nothing ran").
+    #[error(transparent)]
+    DuringRun(Box<RunError>),
+}
+
+// Boxed in `RunError`: a report error is large, and `RunError` is the error of every step of the loop.
+impl From<ReportError> for RunError {
+    fn from(e: ReportError) -> Self {
+        RunError::Report(Box::new(e))
+    }
 }
 
 impl RunError {
-    /// Output errors once servers have been started are run-time I/O errors.
+    /// Output and report errors once servers have been started are run-time errors: what was measured is
+    /// committed, and the run cannot be said to have done nothing.
     pub(crate) fn during_run(self) -> RunError {
         match self {
-            RunError::Output { .. } | RunError::Record(_) => RunError::DuringRun(self.to_string()),
+            RunError::Output { .. } | RunError::Record(_) | RunError::Report(_) => RunError::DuringRun(Box::new(self)),
             other => other,
         }
     }
@@ -120,7 +151,7 @@ pub(crate) fn write_derived(
     rec: &Recorded,
     templates: Option<PathBuf>,
 ) -> Result<(), RunError> {
-    let (files, _) = crate::report::derive::derive(spec, manifest, rec, templates).map_err(RunError::Report)?;
+    let (files, _) = crate::report::derive::derive(spec, manifest, rec, templates)?;
     for (name, bytes) in files {
         write_atomic(&dir.join(name), &bytes)?;
     }
@@ -155,7 +186,7 @@ pub async fn execute_on(
     interrupted: &AtomicBool,
     seam: &Seam,
 ) -> Result<Outcome, RunError> {
-    let probe: Arc<dyn MemoryProbe> = Arc::from(probe::select(loaded.spec.measure.memory).map_err(RunError::Probe)?);
+    let probe: Arc<dyn MemoryProbe> = Arc::from(probe::select(loaded.spec.measure.memory)?);
     if let Some(id) = &opts.run_id {
         check_run_id(id)?;
     }
@@ -167,7 +198,7 @@ pub async fn execute_on(
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| RunError::Probe(format!("HTTP client: {e}")))?;
+        .map_err(RunError::HttpClient)?;
     let pruned = if plan.tune.is_some() { prune(plan, probe.as_ref()) } else { Default::default() };
     manifest.tune_pruned = pruned.clone();
     if let crate::plan::slots::Lend::Gpus(gpus) = &opts.host.lend {

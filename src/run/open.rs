@@ -133,12 +133,39 @@ pub fn check_inputs(plan: &Plan) -> Result<Vec<String>, RunError> {
     super::load::check_workloads(plan).map_err(RunError::Preflight)
 }
 
-/// Checks that need no server: input files, ports free, the API key present.
+/// The spec's own report templates (`templates:`), rendered against synthetic records of this plan
+/// (`fake::synthetic`) with strict undefined, so that a misspelled variable or a filter that does not exist
+/// is found in seconds instead of after the first server start. Run by `validate` too.
+pub fn check_templates(loaded: &LoadedSpec, plan: &Plan) -> Result<(), RunError> {
+    let Some(dir) = &loaded.spec.templates else { return Ok(()) };
+    let dir = PathBuf::from(dir);
+    if !dir.is_dir() {
+        return Err(RunError::Preflight(format!(
+            "`templates:` {} is not a folder; give the folder of your report templates (relative to the folder              servelab runs in), or remove `templates:` to use the built-in ones",
+            dir.display()
+        )));
+    }
+    let spec = &loaded.spec;
+    let rec = super::fake::synthetic(plan);
+    let manifest = prepare_manifest(loaded, plan, &crate::probe::Procfs, "preflight".to_owned());
+    // Synthetic records stand in for real ones only where the built-in templates render them cleanly; a
+    // report they cannot exercise is left to the run rather than refused on made-up data.
+    if crate::report::derive::derive(spec, &manifest, &rec, None).is_err() {
+        return Ok(());
+    }
+    match crate::report::derive::derive(spec, &manifest, &rec, Some(dir.clone())) {
+        Ok(_) => Ok(()),
+        Err(source) => Err(RunError::Templates { dir: dir.display().to_string(), source: Box::new(source) }),
+    }
+}
+
+/// Checks that need no server: input files, report templates, ports free, the API key present.
 pub(super) fn preflight(plan: &Plan, loaded: &LoadedSpec, host: &Host) -> Result<Option<String>, RunError> {
     let spec = &loaded.spec;
     for note in check_inputs(plan)? {
         eprintln!("{note}");
     }
+    check_templates(loaded, plan)?;
     if host.binds() && spec.engine.kind == crate::spec::EngineKind::External {
         return Err(RunError::Preflight(
             "--parallel and --gpus start servers side by side; an `external` engine is one endpoint servelab does \
