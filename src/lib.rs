@@ -3,6 +3,23 @@
 //! Layers, bottom up (DESIGN §4; no module imports one above it): `record` (the run folder's format) →
 //! `spec` → `plan` (pure expansion and grouping) → `load`, `probe`, `engine` → `run` (the executor) →
 //! `stats` → `report` → `cli`.
+
+/// `write!` into a `String` without a `Result` to drop: appending to a `String` cannot fail (only a `Display`
+/// implementation that returns an error could, and servelab's never do), so text builders need no error path.
+macro_rules! put {
+    ($out:expr, $($arg:tt)*) => {
+        $out.push_str(&format!($($arg)*))
+    };
+}
+
+/// `writeln!` into a `String`, as `put!`.
+macro_rules! putln {
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
 pub mod cli;
 pub mod engine;
 pub mod exit;

@@ -664,8 +664,9 @@ fn an_endless_models_answer_is_cut_at_its_cap_and_the_run_goes_on() {
     let case = Case::new(&text);
     let begin = Instant::now();
     let out = case.run(&["--run-id", "m"]);
-    let _ = server.kill();
-    let _ = server.wait();
+    // Cleanup only: the endpoint may have exited already; what is tested is the run's outcome below.
+    server.kill().ok();
+    server.wait().ok();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(begin.elapsed() < Duration::from_secs(30), "{:?}", begin.elapsed());
     let startup = &common::startups(&case.dir("models", "m"))[0];
@@ -1222,4 +1223,96 @@ fn report_and_compress_that_cannot_write_exit_7() {
     let (code, err) = servelab(&["compress"], "none:none");
     assert_eq!(code, Some(0), "{err}");
     rerenders_byte_for_byte(&dir);
+}
+
+/// Runs with the test-only failpoints of `record::failpoint` set (the tests are built with `--features
+/// failpoints`; a release build has no such hooks).
+#[cfg(feature = "failpoints")]
+fn run_with_failpoints(case: &Case, failpoints: &str, extra: &[&str]) -> Output {
+    let out = case.command(extra).env("SERVELAB_FAILPOINTS", failpoints).output().unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// A sampler (GPU, /metrics, host) that panics would leave the point with fewer samples and no word: the
+/// point fails with the panic message instead, and a resume measures it again.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_panicking_sampler_fails_its_point_with_the_panic_message() {
+    let port = free_port();
+    let case = Case::new(&spec("sampler", port, "", "[1]", 4, ""));
+    let out = run_with_failpoints(&case, "sampler-panic", &["--run-id", "s"]);
+    assert_eq!(out.status.code(), Some(3), "a point without its samples is a failed point");
+    let dir = case.dir("sampler", "s");
+    let points = jsonl(&dir.join("points.jsonl"));
+    assert_eq!(points[0]["status"], "failed");
+    let error = points[0]["error"].as_str().unwrap();
+    assert!(error.contains("the sampler failed: a load task panicked: failpoint `sampler-panic`"), "{error}");
+    // Nothing else went wrong around the server, so its record carries no warnings key at all.
+    assert!(common::startups(&dir)[0].get("warnings").is_none());
+    assert_eq!(case.run(&["--resume", dir.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(sweep_column(&dir, "requests"), ["4"]);
+    assert_nothing_left_in(&dir, port);
+}
+
+/// What protects a run without failing it — the subreaper, the watchdog, setting an earlier attempt's files
+/// aside, the model's config.json — is never lost without a word: each failure is a warning on stderr and in
+/// the server's startup.json, and the run goes on.
+#[cfg(feature = "failpoints")]
+#[test]
+fn failed_safety_nets_are_warnings_on_stderr_and_in_startup_json() {
+    let port = free_port();
+    let model = tempfile::tempdir().unwrap();
+    std::fs::write(model.path().join("config.json"), "not a model config").unwrap();
+    let text = spec("nets", port, "", "[1]", 4, "")
+        .replace("  port:", &format!("  model: {}\n  port:", model.path().display()));
+    let case = Case::new(&text);
+    // A failed point too, so that the resume starts the server again over the first attempt's files.
+    let out = run_with_failpoints(&case, "subreaper,watchdog,sampler-panic", &["--run-id", "n"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for said in [
+        "warning: servelab could not become a child subreaper",
+        "warning: the watchdog could not be started",
+        "does not parse as a model config",
+    ] {
+        assert!(stderr.contains(said), "{said}: {stderr}");
+    }
+    let dir = case.dir("nets", "n");
+    let warnings = common::startups(&dir)[0]["warnings"].clone();
+    let warnings: Vec<&str> = warnings.as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(warnings[0].contains("config.json does not parse as a model config"), "{warnings:?}");
+    assert!(warnings[1].contains("child subreaper") && warnings[2].contains("watchdog"), "{warnings:?}");
+    let out = run_with_failpoints(&case, "archive-rename,watchdog-gone", &["--resume", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning: cannot keep the earlier attempt's"), "{stderr}");
+    assert!(stderr.contains("warning: the watchdog is gone"), "{stderr}");
+    let startup = &common::startups(&dir)[0];
+    let warnings = startup["warnings"].to_string();
+    assert!(warnings.contains("startup.json as") && warnings.contains("server.log as"), "{warnings}");
+    assert!(warnings.contains("the watchdog is gone"), "{warnings}");
+    assert_nothing_left_in(&dir, port);
+}
+
+/// A chart or CSV that cannot be rendered fails `report` naming the file, and the file on disk is left as
+/// it was: never a half-drawn chart or a CSV cut short.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_chart_that_cannot_be_drawn_fails_the_report_naming_it() {
+    let port = free_port();
+    let case = Case::new(&spec("chart", port, "", "[1]", 4, ""));
+    assert_eq!(case.run(&["--run-id", "c"]).status.code(), Some(0));
+    let dir = case.dir("chart", "c");
+    let before = std::fs::read(dir.join("concurrency_sweep.svg")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["report", dir.to_str().unwrap()])
+        .env("SERVELAB_FAILPOINTS", "chart-draw")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("cannot render kv_cache_scaling.svg: the chart could not be drawn"), "{stderr}");
+    assert_eq!(std::fs::read(dir.join("concurrency_sweep.svg")).unwrap(), before);
 }

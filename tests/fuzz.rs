@@ -5,7 +5,8 @@ use servelab::{plan, spec};
 
 fn never_panics(text: &str, overrides: &[String]) {
     if let Ok(loaded) = spec::load_str("fuzz.yaml", text, overrides) {
-        let _ = plan::build_located(&loaded);
+        // A plan or an error are both fine: what is tested is that it returns.
+        plan::build_located(&loaded).ok();
     }
 }
 
@@ -65,5 +66,6 @@ fn unicode_and_huge_inputs_are_handled() {
     assert!(spec::load_str("huge.yaml", &huge, &[]).unwrap_err().to_string().contains("surely a mistake"));
     // Alias bombs are bounded by the parser's budget.
     let bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n";
-    let _ = spec::load_str("bomb.yaml", bomb, &[]);
+    // A value or an error are both fine: what is tested is that it returns.
+    spec::load_str("bomb.yaml", bomb, &[]).ok();
 }

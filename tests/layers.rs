@@ -231,3 +231,131 @@ fn every_row_of_the_reliability_table_names_an_existing_test() {
         }
     }
 }
+
+/// The code of a source file that is not test code: everything before a `#[cfg(test)]` that opens a module
+/// (test modules close each file), with `//` comments kept (they are the reasons).
+fn non_test_code(text: &str) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = (0..lines.len())
+        .find(|&i| {
+            lines[i].trim() == "#[cfg(test)]"
+                && lines[i + 1..]
+                    .iter()
+                    .find(|l| !l.trim().is_empty())
+                    .is_some_and(|l| l.trim_start().starts_with("mod "))
+        })
+        .unwrap_or(lines.len());
+    lines[..end].to_vec()
+}
+
+/// The code of a line without its `//` comment (a `//` right after `:` is a URL in a string, not a comment).
+fn code_of(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let at = (0..bytes.len().saturating_sub(1))
+        .find(|&i| bytes[i] == b'/' && bytes[i + 1] == b'/' && (i == 0 || bytes[i - 1] != b':'));
+    at.map_or(line, |i| &line[..i])
+}
+
+/// Whether a line drops a result: `let _ =`, `let _:`, a statement or `select!` arm `_ = …`, or a bare
+/// `….ok();` (a statement that only turns the result into an ignored Option).
+fn drops_a_result(line: &str, before: &[&str]) -> bool {
+    let code = code_of(line);
+    let t = code.trim_start();
+    if code.contains("let _ =") || code.contains("let _:") || t.starts_with("_ = ") || code.contains("{ _ = ") {
+        return true;
+    }
+    let Some(at) = code.find(".ok();") else { return false };
+    // The statement that ends here: back to the last `;`, `{` or `}`, across lines if it started above.
+    let mut statement = code[..at].to_owned();
+    for above in before.iter().rev() {
+        if statement.contains([';', '{', '}']) {
+            break;
+        }
+        statement = format!("{} {statement}", code_of(above));
+    }
+    let start = statement.rfind([';', '{', '}']).map_or(0, |i| i + 1);
+    let statement = statement[start..].replace("==", "").replace("=>", "").replace("!=", "");
+    let statement = statement.replace("<=", "").replace(">=", "");
+    !statement.contains('=') && !statement.trim_start().starts_with("return")
+}
+
+/// Whether a dropped result at line `i` says why: a `//` comment on the line, or above it, through a run of
+/// comments, attributes (an `#[expect(.., reason = "..")]` counts) and other dropped results that one
+/// comment covers.
+fn has_a_reason(lines: &[&str], i: usize) -> bool {
+    if code_of(lines[i]).len() < lines[i].len() {
+        return true;
+    }
+    let mut j = i;
+    let mut in_attribute = false;
+    while j > 0 {
+        j -= 1;
+        let t = lines[j].trim();
+        if t.starts_with("//") || t.contains("reason = \"") {
+            return true;
+        }
+        if t.ends_with(")]") && !t.starts_with("#[") {
+            in_attribute = true;
+        } else if t.starts_with("#[") {
+            in_attribute = false;
+        } else if !in_attribute && !drops_a_result(lines[j], &lines[..j]) {
+            return false;
+        }
+    }
+    false
+}
+
+/// Every result dropped in non-test code of `src/`: (file:line, has a reason).
+fn dropped_results() -> Vec<(String, bool)> {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut found = Vec::new();
+    for f in files.iter().filter(|f| f.file_name().is_none_or(|n| n != "tests.rs")) {
+        let text = std::fs::read_to_string(f).unwrap();
+        let lines = non_test_code(&text);
+        for (i, line) in lines.iter().enumerate() {
+            if !line.trim_start().starts_with("//") && drops_a_result(line, &lines[..i]) {
+                let place = format!("{}:{}", f.strip_prefix(src()).unwrap().display(), i + 1);
+                found.push((place, has_a_reason(&lines, i)));
+            }
+        }
+    }
+    found
+}
+
+/// A result dropped without a word is a failure nobody hears of: non-test code drops at most 25, each with
+/// its reason on the line or above it. The rest propagate, warn, or go through a named helper whose comment
+/// says why its results may be dropped.
+#[test]
+fn ignored_results_are_few_and_each_says_why() {
+    let dropped = dropped_results();
+    let silent: Vec<&str> = dropped.iter().filter(|(_, why)| !why).map(|(place, _)| place.as_str()).collect();
+    assert!(silent.is_empty(), "results dropped without a `// why` comment (or a `reason`): {silent:?}");
+    let places: Vec<&str> = dropped.iter().map(|(place, _)| place.as_str()).collect();
+    assert!(dropped.len() <= 25, "{} results dropped in src/, more than 25: {places:?}", dropped.len());
+}
+
+#[test]
+fn the_checker_sees_a_dropped_result_and_its_reason() {
+    for line in
+        ["let _ = f();", "    let _: io::Result<()> = f();", "_ = rx => {}", "x.send(r).ok();", "=> { _ = f(); }"]
+    {
+        assert!(drops_a_result(line, &[]), "{line}");
+    }
+    for line in ["let x = f().ok();", "let _guard = lock();", "if a == b { f().ok() }", "return f().ok();"] {
+        assert!(!drops_a_result(line, &[]), "{line}");
+    }
+    assert!(drops_a_result("        .ok();", &["    tx.send(r)"]));
+    assert!(!drops_a_result("        .ok();", &["    let v = tx", "        .send(r)"]));
+    assert!(has_a_reason(&["x.ok(); // gone"], 0));
+    assert!(has_a_reason(&["// why: gone", "a.ok();", "_ = b => {}"], 2));
+    assert!(has_a_reason(
+        &["#[expect(", "    clippy::let_underscore_must_use,", "    reason = \"why\"", ")]", "let _ = f();"],
+        4
+    ));
+    assert!(!has_a_reason(&["// a comment", "let y = 1;", "let _ = f();"], 2));
+    assert!(!has_a_reason(&["let _ = f();"], 0));
+    let text = "fn f() {}\n#[cfg(test)]\nmod tests {\n    let _ = g();\n}\n";
+    assert_eq!(non_test_code(text), ["fn f() {}"]);
+    assert_eq!(code_of("let u = \"http://x\"; // c"), "let u = \"http://x\"; ");
+}

@@ -91,48 +91,74 @@ fn chunk(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// `n` in decimal at the end of `buf`: the digits, without allocating (a u64 has at most 20).
+fn decimal(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// `n` in lowercase hexadecimal at the end of `buf` (a u64 has at most 16 digits).
+fn hex(buf: &mut [u8; 16], mut n: u64) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b"0123456789abcdef"[(n % 16) as usize];
+        n /= 16;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
 /// Appends one token's HTTP chunk (`{len:x}\r\n` + the SSE event + `\r\n`) without allocating.
 /// With `usage` (continuous_usage_stats), the chunk carries the running counts as vLLM sends them.
 fn token_chunk(out: &mut Vec<u8>, id: &[u8], created: u64, i: u64, last: bool, usage: Option<u64>) {
-    use std::io::Write;
     let finish: &[u8] = if last { b"\"length\"" } else { b"null" };
-    let mut digits = [0u8; 20];
-    let mut w = &mut digits[..];
-    let _ = write!(w, "{i}");
-    let nd = 20 - w.len();
-    let mut created_digits = [0u8; 20];
-    let mut w = &mut created_digits[..];
-    let _ = write!(w, "{created}");
-    let nc = 20 - w.len();
-    let mut usage_text = [0u8; 96];
-    let nu = match usage {
-        Some(prompt) => {
-            let mut w = &mut usage_text[..];
-            let _ = write!(
-                w,
-                ",\"usage\":{{\"prompt_tokens\":{prompt},\"total_tokens\":{},\"completion_tokens\":{}}}",
-                prompt + i + 1,
-                i + 1
-            );
-            96 - w.len()
-        }
-        None => 0,
+    let (mut digits, mut created_digits) = ([0u8; 20], [0u8; 20]);
+    let (mut prompt_digits, mut total_digits, mut completion_digits) = ([0u8; 20], [0u8; 20], [0u8; 20]);
+    let usage_parts: [&[u8]; 7] = match usage {
+        Some(prompt) => [
+            b",\"usage\":{\"prompt_tokens\":",
+            decimal(&mut prompt_digits, prompt),
+            b",\"total_tokens\":",
+            decimal(&mut total_digits, prompt + i + 1),
+            b",\"completion_tokens\":",
+            decimal(&mut completion_digits, i + 1),
+            b"}",
+        ],
+        None => [b""; 7],
     };
-    let parts: [&[u8]; 11] = [
+    let [u0, u1, u2, u3, u4, u5, u6] = usage_parts;
+    let parts: [&[u8]; 17] = [
         b"data: {\"id\":\"",
         id,
         b"\",\"object\":\"text_completion\",\"created\":",
-        &created_digits[..nc],
+        decimal(&mut created_digits, created),
         b",\"model\":\"zero\",\"choices\":[{\"index\":0,\"text\":\" w",
-        &digits[..nd],
+        decimal(&mut digits, i),
         b"\",\"logprobs\":null,\"finish_reason\":",
         finish,
         b",\"stop_reason\":null,\"prompt_token_ids\":null,\"token_ids\":null}]",
-        &usage_text[..nu],
+        u0,
+        u1,
+        u2,
+        u3,
+        u4,
+        u5,
+        u6,
         b"}\n\n",
     ];
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    let _ = write!(out, "{len:x}\r\n");
+    let mut len_digits = [0u8; 16];
+    out.extend_from_slice(hex(&mut len_digits, len as u64));
+    out.extend_from_slice(b"\r\n");
     for p in parts {
         out.extend_from_slice(p);
     }
@@ -374,25 +400,27 @@ fn main() -> std::io::Result<()> {
         let text = std::fs::read_to_string(file)?;
         VERSION.get_or_init(|| text.lines().next().unwrap_or("").trim().to_owned());
     }
-    let _ = DIE_AFTER.set(arg("--die-after", 0));
-    let _ = NEVER_READY.set(flag("--never-ready"));
-    let _ = HTTP_500.set(flag("--http-500"));
+    DIE_AFTER.get_or_init(|| arg("--die-after", 0));
+    NEVER_READY.get_or_init(|| flag("--never-ready"));
+    HTTP_500.get_or_init(|| flag("--http-500"));
     let capacity = arg("--capacity", 0) as usize;
-    let _ = CAPACITY.set((capacity > 0).then(|| tokio::sync::Semaphore::new(capacity)));
-    let _ = ENDLESS.set(if flag("--endless-line") {
-        Some("line")
-    } else if flag("--endless-error") {
-        Some("error")
-    } else if flag("--endless-models") {
-        Some("models")
-    } else if flag("--endless-stream") {
-        Some("stream")
-    } else if flag("--garbage") {
-        Some("garbage")
-    } else if flag("--no-tokens") {
-        Some("no-tokens")
-    } else {
-        None
+    CAPACITY.get_or_init(|| (capacity > 0).then(|| tokio::sync::Semaphore::new(capacity)));
+    ENDLESS.get_or_init(|| {
+        if flag("--endless-line") {
+            Some("line")
+        } else if flag("--endless-error") {
+            Some("error")
+        } else if flag("--endless-models") {
+            Some("models")
+        } else if flag("--endless-stream") {
+            Some("stream")
+        } else if flag("--garbage") {
+            Some("garbage")
+        } else if flag("--no-tokens") {
+            Some("no-tokens")
+        } else {
+            None
+        }
     });
     let itl = Duration::from_micros(arg("--itl-us", 0));
     // --threads N: N single-threaded loops on one port (SO_REUSEPORT), so that a benchmark's endpoint is not

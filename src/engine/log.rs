@@ -22,6 +22,8 @@ struct State {
     /// Set when the server has stopped: the thread writes no more to the file (it still drains the pipe
     /// while a process that escaped the stop holds it open).
     closed: bool,
+    /// The first failed write of the head (a full disk): the drain goes on, `close` reports it.
+    write_error: Option<std::io::Error>,
 }
 
 /// A handle on the drained log, shared with the draining thread.
@@ -39,6 +41,11 @@ impl ServerLog {
         let state = log.state.clone();
         std::thread::Builder::new().name("server-log".into()).spawn(move || drain(pipe, file, &state))?;
         Ok(log)
+    }
+
+    /// The file the log goes to.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -63,6 +70,9 @@ impl ServerLog {
             return Ok(());
         }
         s.closed = true;
+        if let Some(e) = s.write_error.take() {
+            return Err(std::io::Error::new(e.kind(), format!("a write of the log's head failed: {e}")));
+        }
         if s.omitted == 0 {
             return Ok(());
         }
@@ -89,8 +99,13 @@ fn drain(mut pipe: std::io::PipeReader, mut file: File, state: &Mutex<State>) {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         let room = HEAD.saturating_sub(s.head.len()).min(n);
         if room > 0 && !s.closed {
-            // A failed write (disk full) loses log lines, never the measurement: the pipe keeps draining.
-            let _ = file.write_all(&buf[..room]);
+            // A failed write (disk full) loses log lines, never the measurement: the pipe keeps draining, and
+            // the stop reports the loss in the server's record.
+            if let Err(e) = file.write_all(&buf[..room])
+                && s.write_error.is_none()
+            {
+                s.write_error = Some(e);
+            }
             s.head.extend_from_slice(&buf[..room]);
         }
         s.tail.extend(&buf[room..n]);

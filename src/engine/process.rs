@@ -130,16 +130,29 @@ impl Ownership {
         let alive = self.alive(table);
         for (pid, o) in &self.owned {
             match &o.fd {
-                Some(fd) => {
-                    let _ = rustix::process::pidfd_send_signal(fd, to_rustix(signal));
-                }
-                None if alive.contains(pid) => {
-                    let _ = kill(Pid::from_raw(*pid as i32), signal);
-                }
+                Some(fd) => seen_by_the_next_scan(rustix::process::pidfd_send_signal(fd, to_rustix(signal))),
+                None if alive.contains(pid) => seen_by_the_next_scan(kill(Pid::from_raw(*pid as i32), signal)),
                 None => {}
             }
         }
     }
+}
+
+/// A signal or a reap whose failure needs no handling here: the process table is read again afterwards (the
+/// stop polls until each owned process is gone and records what is left in `StopReport::leftover`; the
+/// watchdog polls before its SIGKILL; after `kill_marked` the watchdog stops what servelab missed), so a
+/// process the call did not reach is seen there. The usual failure is a process that already exited (ESRCH,
+/// ECHILD).
+fn seen_by_the_next_scan<T, E>(result: Result<T, E>) {
+    // why: the outcome is read from the process table afterwards, never from this result (see above).
+    result.ok();
+}
+
+/// A warning that a run goes on without something that protects it: printed at once and kept for the
+/// server's startup record.
+fn warn(warnings: &mut Vec<String>, text: String) {
+    eprintln!("warning: {text}");
+    warnings.push(text);
 }
 
 fn to_rustix(signal: Signal) -> rustix::process::Signal {
@@ -171,6 +184,8 @@ pub struct ServerProcess {
     start_marker: String,
     watchdog: Option<Watchdog>,
     stopped: bool,
+    /// What this server runs without (the subreaper, the watchdog), for its startup record.
+    warnings: Vec<String>,
 }
 
 impl ServerProcess {
@@ -186,8 +201,17 @@ impl ServerProcess {
     ) -> std::io::Result<Self> {
         let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
         let (output, output_writer) = std::io::pipe()?;
+        let mut warnings = Vec::new();
         // Orphans of the server's tree come to servelab, not init, so they can be found and stopped.
-        let _ = nix::sys::prctl::set_child_subreaper(true);
+        if let Err(e) = crate::record::failpoint::io("subreaper")
+            .and_then(|()| nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from))
+        {
+            let text = format!(
+                "servelab could not become a child subreaper ({e}): a server process that leaves its group and \
+                 session (setsid, a double fork) is not seen and may outlive the run; check `ps` after it ends"
+            );
+            warn(&mut warnings, text);
+        }
         let me = std::process::id();
         let marker = format!("{MARKER}={me}");
         let nth = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -228,7 +252,17 @@ impl ServerProcess {
         // Only the server holds the pipe's writing end now, so the drain ends when its last process does.
         drop(cmd);
         let pid = child.id();
-        let watchdog = Watchdog::start(pid, grace).ok();
+        let watchdog = match crate::record::failpoint::io("watchdog").and_then(|()| Watchdog::start(pid, grace)) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                let text = format!(
+                    "the watchdog could not be started ({e}): if servelab is killed outright (SIGKILL, OOM), the \
+                     server of this start keeps running; stop it by hand then"
+                );
+                warn(&mut warnings, text);
+                None
+            }
+        };
         let mut process = ServerProcess {
             child,
             pid,
@@ -240,6 +274,7 @@ impl ServerProcess {
             start_marker,
             watchdog,
             stopped: false,
+            warnings,
         };
         process.tree();
         Ok(process)
@@ -265,10 +300,23 @@ impl ServerProcess {
             |pid| procfs::has_env(pid, marker) && procfs::has_env(pid, start_marker),
             |pid| by_pid.get(&pid).and_then(|start| open_pidfd(pid, *start)),
         );
-        if let Some(w) = &mut self.watchdog {
-            w.tell(self.ownership.identities());
+        if let Some(w) = &mut self.watchdog
+            && let Err(e) = w.tell(self.ownership.identities())
+        {
+            let text = format!(
+                "the watchdog is gone ({e}): if servelab is killed outright from now on, the server keeps running"
+            );
+            warn(&mut self.warnings, text);
+            if let Some(w) = self.watchdog.take() {
+                w.dismiss();
+            }
         }
         tree
+    }
+
+    /// What this server ran without, each already printed on stderr.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Orphans re-parented to servelab become its zombies when they exit: reap each by PID (a `waitpid(-1)`
@@ -277,7 +325,8 @@ impl ServerProcess {
         let me = std::process::id();
         let pids = self.ownership.pids();
         for e in table.iter().filter(|e| e.zombie && e.ppid == me && e.pid != self.pid && pids.contains(&e.pid)) {
-            let _ = nix::sys::wait::waitpid(Pid::from_raw(e.pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            let pid = Pid::from_raw(e.pid as i32);
+            seen_by_the_next_scan(nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)));
         }
     }
 
@@ -292,7 +341,7 @@ impl ServerProcess {
 
     fn signal_all(&mut self, signal: Signal) {
         if !self.leader_reaped {
-            let _ = killpg(Pid::from_raw(self.pid as i32), signal);
+            seen_by_the_next_scan(killpg(Pid::from_raw(self.pid as i32), signal));
         }
         self.ownership.signal(&procfs::process_table(), signal);
     }
@@ -357,7 +406,7 @@ impl Drop for ServerProcess {
         if !self.stopped {
             self.signal_all(Signal::SIGKILL);
             self.wait_gone_blocking(Duration::from_secs(5));
-            let _ = self.child.wait();
+            seen_by_the_next_scan(self.child.wait());
             if let Some(w) = self.watchdog.take() {
                 w.dismiss();
             }
@@ -377,10 +426,11 @@ pub fn kill_marked() {
         if !procfs::has_env(e.pid, &marker) {
             continue;
         }
+        // A process these miss is the watchdog's: it sees servelab's pipe close and stops what it was told of.
         if e.pgrp == e.pid {
-            let _ = killpg(Pid::from_raw(e.pgrp as i32), Signal::SIGKILL);
+            seen_by_the_next_scan(killpg(Pid::from_raw(e.pgrp as i32), Signal::SIGKILL));
         }
-        let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+        seen_by_the_next_scan(rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL));
     }
 }
 
@@ -406,23 +456,30 @@ impl Watchdog {
         Ok(Watchdog { child, pipe, told: BTreeSet::new() })
     }
 
-    /// Tells the watchdog of owned processes it does not know yet (a failed write only means it is gone).
-    fn tell(&mut self, identities: impl Iterator<Item = (u32, u64)>) {
+    /// Tells the watchdog of owned processes it does not know yet; an error means it is gone.
+    fn tell(&mut self, identities: impl Iterator<Item = (u32, u64)>) -> std::io::Result<()> {
         let mut lines = String::new();
         for (pid, start) in identities {
             if self.told.insert(pid) {
                 lines.push_str(&format!("P {pid} {start}\n"));
             }
         }
-        if !lines.is_empty() {
-            let _ = self.pipe.write_all(lines.as_bytes());
+        if lines.is_empty() {
+            return Ok(());
         }
+        crate::record::failpoint::io("watchdog-gone")?;
+        self.pipe.write_all(lines.as_bytes())
     }
 
+    /// The server was stopped: the watchdog may exit. A watchdog that missed the word (it died first) sees its
+    /// pipe close and finds nothing of the server left to stop, so a failed write changes nothing; the wait
+    /// reaps it.
     fn dismiss(mut self) {
-        let _ = self.pipe.write_all(b"D\n");
+        let said = self.pipe.write_all(b"D\n");
         drop(self.pipe);
-        let _ = self.child.wait();
+        let reaped = self.child.wait();
+        #[expect(clippy::let_underscore_must_use, reason = "either outcome leaves nothing to do (see above)")]
+        let _: std::io::Result<std::process::ExitStatus> = said.and(reaped);
     }
 }
 
@@ -436,7 +493,13 @@ pub fn watchdog_main(args: &[String]) -> i32 {
     let grace = Duration::from_millis(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(30_000));
     for sig in [Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
         // SAFETY: installing SIG_IGN runs no handler code.
-        let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
+        let ignored = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
+        #[expect(
+            clippy::let_underscore_must_use,
+            reason = "SIG_IGN for these cannot fail (EINVAL is for SIGKILL and SIGSTOP alone); the watchdog \
+                      has no stderr to say so and would still work until such a signal came"
+        )]
+        let _: nix::Result<nix::sys::signal::SigHandler> = ignored;
     }
     let mut owned = Ownership::default();
     for line in std::io::stdin().lock().lines() {
@@ -461,7 +524,7 @@ pub fn watchdog_main(args: &[String]) -> i32 {
         let table = procfs::process_table();
         let alive = o.alive(&table);
         if table.iter().any(|e| e.pgrp == pgid as u32 && alive.contains(&e.pid)) {
-            let _ = killpg(group, signal);
+            seen_by_the_next_scan(killpg(group, signal));
         }
         o.signal(&table, signal);
         !alive.is_empty()

@@ -50,7 +50,9 @@ pub async fn run(spec: &Arc<RequestSpec>, phase: &Phase, o: &OpenLoop) -> PhaseR
         let http = super::client::http_client(pool);
         rt.block_on(async {
             tokio::select! {
-                r = run_here(&http, &spec, &phase, &o) => { let _ = done_tx.send(r); }
+                // why: a send fails only when the caller dropped the phase (Ctrl-C), which then wants nothing;
+                // cancel_rx ends with a send or with its sender dropped, and both mean stop.
+                r = run_here(&http, &spec, &phase, &o) => { done_tx.send(r).ok(); }
                 _ = cancel_rx => {}
             }
         });

@@ -2,7 +2,6 @@
 
 use super::estimate::human;
 use super::{Plan, Point};
-use std::fmt::Write;
 
 /// Left-aligned columns separated by two spaces.
 pub fn columns(rows: &[Vec<String>]) -> String {
@@ -13,7 +12,7 @@ pub fn columns(rows: &[Vec<String>]) -> String {
     let mut out = String::new();
     for row in rows {
         let cells: Vec<String> = row.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+        putln!(out, "{}", cells.join("  ").trim_end());
     }
     out
 }
@@ -40,7 +39,7 @@ fn render_tune(plan: &Plan, t: &super::TunePlan) -> String {
             format!("{} ∈ {{{}}}", a.flag, a.values.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
         })
         .collect();
-    let _ = writeln!(out, "tune `{}`: {} configurations: {}", plan.name, t.configs.len(), axes.join(" × "));
+    putln!(out, "tune `{}`: {} configurations: {}", plan.name, t.configs.len(), axes.join(" × "));
     let objective = match t.p95_budget_s {
         Some(b) if t.objective == "throughput" => format!("highest tokens/s with p95 e2e within {b} s"),
         _ => "highest goodput at the SLO".to_owned(),
@@ -49,7 +48,7 @@ fn render_tune(plan: &Plan, t: &super::TunePlan) -> String {
         .groups
         .first()
         .map_or(0, |g| g.points.iter().filter(|p| p.client.is_some() && p.repeat < t.search_repeats).count());
-    let _ = writeln!(
+    putln!(
         out,
         "objective: {objective}; budget: {} server starts ({} for the search, then {} fresh starts each of the winner and vLLM's defaults, {} repeats per start){}",
         t.starts,
@@ -58,21 +57,20 @@ fn render_tune(plan: &Plan, t: &super::TunePlan) -> String {
         t.confirm_repeats,
         t.wall_s.map(|w| format!(", {} of server time for the search", human(w))).unwrap_or_default()
     );
-    let _ =
-        writeln!(out, "each search start measures {per_start} points ({} repeats of the workload)", t.search_repeats);
+    putln!(out, "each search start measures {per_start} points ({} repeats of the workload)", t.search_repeats);
     let e = &plan.estimate;
-    let _ = writeln!(out, "estimated wall time: {} for the budget's starts", human(e.total_s));
+    putln!(out, "estimated wall time: {} for the budget's starts", human(e.total_s));
     for (i, group) in plan.groups.iter().enumerate() {
         let vars = crate::record::values::vars_text(&group.vars, " ");
         let label = if group.id == t.defaults_group { "vLLM defaults".to_owned() } else { vars };
-        let _ = writeln!(out, "  {:>4}  {}  {label}", i + 1, group.id);
+        putln!(out, "  {:>4}  {}  {label}", i + 1, group.id);
     }
     for (what, id) in [("first configuration", plan.groups.first()), ("vLLM defaults", plan.groups.last())]
         .map(|(w, g)| (w, g.map(|g| g.id.clone())))
     {
         if let Some(g) = plan.groups.iter().find(|g| Some(&g.id) == id.as_ref()) {
             let argv: Vec<String> = g.server.argv.iter().map(|w| shell_word(w)).collect();
-            let _ = writeln!(out, "{what}: {}", argv.join(" "));
+            putln!(out, "{what}: {}", argv.join(" "));
         }
     }
     out
@@ -84,7 +82,7 @@ pub fn render(plan: &Plan) -> String {
     }
     let mut out = String::new();
     let starts = plan.server_starts();
-    let _ = writeln!(
+    putln!(
         out,
         "plan `{}`: {} grid points × {} repeat{} = {} runs",
         plan.name,
@@ -93,8 +91,8 @@ pub fn render(plan: &Plan) -> String {
         if plan.repeats == 1 { "" } else { "s" },
         plan.runs()
     );
-    let _ = writeln!(out, "server-scoped: {}; client-scoped: {}", list(&plan.server_vars), list(&plan.client_vars));
-    let _ = writeln!(out, "server starts: {starts} (one start per grid point would be {})", plan.grid_points);
+    putln!(out, "server-scoped: {}; client-scoped: {}", list(&plan.server_vars), list(&plan.client_vars));
+    putln!(out, "server starts: {starts} (one start per grid point would be {})", plan.grid_points);
     let e = &plan.estimate;
     let source =
         if e.from_spec { "from the spec's `estimate:`" } else { "engine defaults; set `estimate:` to override" };
@@ -102,13 +100,15 @@ pub fn render(plan: &Plan) -> String {
         Some(min) => format!("{}–{} (precision target: min–max repeats)", human(min), human(e.total_s)),
         None => human(e.total_s),
     };
-    let _ = writeln!(
+    putln!(
         out,
         "estimated wall time: {range} ({}s per start, {}s per stop, {}s per request: {source})",
-        e.startup_s, e.stop_s, e.per_request_s
+        e.startup_s,
+        e.stop_s,
+        e.per_request_s
     );
     if let Some(s) = &plan.search {
-        let _ = writeln!(
+        putln!(
             out,
             "search: rates {}–{} req/s on a ladder of {} ({}% apart); each server measures at most {} of them, \
              chosen as it runs (lowest, highest, then bisection)",
@@ -121,7 +121,7 @@ pub fn render(plan: &Plan) -> String {
     }
     for (i, group) in plan.groups.iter().enumerate() {
         let vars = crate::record::values::vars_text(&group.vars, " ");
-        let _ = writeln!(
+        putln!(
             out,
             "\nserver {}/{}  {}  {}",
             i + 1,
@@ -132,7 +132,7 @@ pub fn render(plan: &Plan) -> String {
         let argv: Vec<String> = group.server.argv.iter().map(|w| shell_word(w)).collect();
         let env: Vec<String> = group.server.env.iter().map(|(k, v)| format!("{k}={}", shell_word(v))).collect();
         let command = [env, argv].concat().join(" ");
-        let _ = writeln!(
+        putln!(
             out,
             "  {}",
             if command.is_empty() { format!("external endpoint {}", group.server.base_url) } else { command }
@@ -160,7 +160,7 @@ pub fn render(plan: &Plan) -> String {
             rows.push(row);
         }
         for line in columns(&rows).lines() {
-            let _ = writeln!(out, "  {line}");
+            putln!(out, "  {line}");
         }
     }
     out
@@ -188,7 +188,7 @@ pub fn slots(plan: &Plan, a: &super::slots::Assignment) -> String {
     let mut out = format!("\nslots: {} at once\n", a.slots);
     out.push_str(&columns(&rows));
     let ratio = if a.wall_s > 0.0 { a.serial_s / a.wall_s } else { 1.0 };
-    let _ = writeln!(
+    putln!(
         out,
         "estimated wall time on {} slots: {} (one group after the other: {}, {ratio:.1}× faster)",
         a.slots,

@@ -5,6 +5,7 @@
 //! executor.
 
 pub mod capacity;
+pub mod failpoint;
 pub mod folder;
 pub mod io;
 pub mod journal;

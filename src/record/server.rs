@@ -83,6 +83,12 @@ pub struct ServerRecord {
     /// Where it ran when the run had slots (`--parallel`, `--gpus`): slot, port, GPUs, cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<SlotRecord>,
+    /// What went wrong around the server without failing it, each also printed on stderr: the watchdog or
+    /// the subreaper could not be set up (a servelab killed outright may leave the server running), an
+    /// earlier attempt's files could not be set aside, the model's config.json could not be read. Absent
+    /// when there is nothing to say, so records without warnings read and write as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A server's share of the host, as the run lent it.

@@ -32,8 +32,16 @@ fn range(values: impl Iterator<Item = f64>, floor_zero: bool) -> (f64, f64) {
     (lo, hi)
 }
 
-/// Renders a chart into an SVG string; a drawing error leaves what was drawn so far (charts never fail a report).
-fn svg<F>(draw: F) -> String
+/// A chart plotters could not draw. Charts render into memory, so this is never the disk: it is a chart
+/// whose figures plotters cannot lay out, and a report with a half-drawn chart would look complete.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the chart could not be drawn ({0}); this is a bug in servelab's chart code, please report it with the run folder"
+)]
+pub struct ChartError(String);
+
+/// Renders a chart into an SVG string.
+fn svg<F>(draw: F) -> Result<String, ChartError>
 where
     F: for<'a> FnOnce(
         &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
@@ -42,14 +50,15 @@ where
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
-        let _ = draw(&root);
-        let _ = root.present();
+        crate::record::failpoint::io("chart-draw").map_err(|e| ChartError(e.to_string()))?;
+        draw(&root).map_err(|e| ChartError(e.to_string()))?;
+        root.present().map_err(|e| ChartError(e.to_string()))?;
     }
-    svg
+    Ok(svg)
 }
 
 /// Memory (left axis) and KV tokens (right axis) against max-model-len, on a log2 length axis.
-pub fn kv_scaling(f: &KvFindings, mem: &[(u64, f64)], tokens: &[(u64, u64)]) -> String {
+pub fn kv_scaling(f: &KvFindings, mem: &[(u64, f64)], tokens: &[(u64, u64)]) -> Result<String, ChartError> {
     svg(|root| draw_kv(root, f, mem, tokens))
 }
 
@@ -141,7 +150,7 @@ fn draw_two_series<'a>(
     Ok(())
 }
 
-pub fn sweep(g: &GroupSweep) -> String {
+pub fn sweep(g: &GroupSweep) -> Result<String, ChartError> {
     svg(|root| draw_sweep(root, g))
 }
 
@@ -222,7 +231,7 @@ fn draw_sweep<'a>(
 }
 
 /// Goodput and p95 e2e against the offered rate, each with its 95% interval, the sustainable rate marked.
-pub fn rate_sweep(s: &crate::stats::rate::RateSweep) -> String {
+pub fn rate_sweep(s: &crate::stats::rate::RateSweep) -> Result<String, ChartError> {
     svg(|root| draw_rate(root, s))
 }
 
@@ -277,7 +286,7 @@ fn draw_rate<'a>(
 }
 
 /// TTFT p50 against the shared-prefix length, one line per server, with the 95% intervals as bars.
-pub fn prefix(rows: &[crate::stats::prefix::PrefixRow]) -> String {
+pub fn prefix(rows: &[crate::stats::prefix::PrefixRow]) -> Result<String, ChartError> {
     svg(|root| draw_prefix(root, rows))
 }
 
@@ -322,7 +331,7 @@ fn draw_prefix<'a>(
 
 /// Tokens/s per GPU against tokens/s per user, one point per configuration and level; the Pareto front
 /// (points no other beats on both) drawn as a line.
-pub fn pareto(points: &[crate::stats::tuning::ParetoPoint]) -> String {
+pub fn pareto(points: &[crate::stats::tuning::ParetoPoint]) -> Result<String, ChartError> {
     svg(|root| draw_pareto(root, points))
 }
 

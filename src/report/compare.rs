@@ -5,7 +5,6 @@ use crate::stats::kv::KvRow;
 use crate::stats::rate::RateSweep;
 use crate::stats::summary::ci95;
 use crate::stats::sweep::{Cell, GroupSweep, RepeatStats};
-use std::fmt::Write;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Better {
@@ -92,12 +91,12 @@ fn judged_row(
 /// group's sustainable-rate sentence, A over B. Returns the regressions found.
 fn rate_section(md: &mut String, a: &[RateSweep], b: &[RateSweep], threshold: f64) -> usize {
     let mut regressions = 0;
-    let _ = writeln!(
+    putln!(
         md,
         "\n## Open loop\n\nCells matched by rate and arrival. A change is flagged when the two intervals do not overlap (attainment: Clopper–Pearson 95%; goodput and p95: Student-t 95% over repeats), or — without an interval — when it exceeds the threshold ({:.0}%).\n",
         threshold * 100.0
     );
-    let _ = writeln!(
+    putln!(
         md,
         "| rate | metric | A | A 95% CI | B | B 95% CI | B − A | change | flag |\n|---:|---|---:|---|---:|---|---:|---:|---|"
     );
@@ -105,7 +104,7 @@ fn rate_section(md: &mut String, a: &[RateSweep], b: &[RateSweep], threshold: f6
         for ca in &ga.cells {
             let label = format!("{} {}", crate::stats::trimmed(ca.rate, 3), ca.arrival);
             let Some(cb) = gb.cells.iter().find(|c| c.rate == ca.rate && c.arrival == ca.arrival) else {
-                let _ = writeln!(md, "| {label} | – | – | – | not in B | – | – | – | – |");
+                putln!(md, "| {label} | – | – | – | not in B | – | – | – | – |");
                 continue;
             };
             let rows = [
@@ -121,13 +120,13 @@ fn rate_section(md: &mut String, a: &[RateSweep], b: &[RateSweep], threshold: f6
             for (name, better, va, vb) in rows {
                 let (row, reg) = judged_row(&label, name, better, va, vb, threshold);
                 regressions += usize::from(reg);
-                let _ = writeln!(md, "{row}");
+                putln!(md, "{row}");
             }
         }
-        let _ = writeln!(md, "\nA: {}  \nB: {}\n", ga.sustainable.sentence, gb.sustainable.sentence);
+        putln!(md, "\nA: {}  \nB: {}\n", ga.sustainable.sentence, gb.sustainable.sentence);
     }
     if a.len() != b.len() {
-        let _ = writeln!(
+        putln!(
             md,
             "A has {} open-loop server configurations and B has {}; only the first {} were compared, in order.",
             a.len(),
@@ -178,14 +177,14 @@ pub fn compare(a_name: &str, b_name: &str, a: Figures, b: Figures, threshold: f6
     let (a, b) = ((a.kv, a.sweeps, a.rates), (b.kv, b.sweeps, b.rates));
     let mut md = String::new();
     let mut regressions = 0;
-    let _ = writeln!(md, "# servelab compare\n\nA: `{a_name}`  \nB: `{b_name}`\n");
+    putln!(md, "# servelab compare\n\nA: `{a_name}`  \nB: `{b_name}`\n");
     if !a.1.is_empty() || !b.1.is_empty() {
-        let _ = writeln!(
+        putln!(
             md,
             "## Load\n\nHeadline repeat of each cell; intervals are Student-t 95% over repeats. A change is flagged when the two intervals do not overlap, or — where a cell has no interval — when it exceeds the threshold ({:.0}%).\n",
             threshold * 100.0
         );
-        let _ = writeln!(
+        putln!(
             md,
             "| concurrency | metric | A | A 95% CI | B | B 95% CI | B − A | change | flag |\n|---:|---|---:|---|---:|---|---:|---:|---|"
         );
@@ -197,19 +196,19 @@ pub fn compare(a_name: &str, b_name: &str, a: Figures, b: Figures, threshold: f6
                     .find(|c| c.label == ca.label)
                     .or_else(|| gb.cells.iter().find(|c| c.concurrency == ca.concurrency))
                 else {
-                    let _ = writeln!(md, "| {} | – | – | – | not in B | – | – | – | – |", ca.concurrency);
+                    putln!(md, "| {} | – | – | – | not in B | – | – | – | – |", ca.concurrency);
                     continue;
                 };
                 for m in METRICS {
                     if let Some((row, reg)) = metric_row(m, ca, cb, threshold) {
                         regressions += usize::from(reg);
-                        let _ = writeln!(md, "{row}");
+                        putln!(md, "{row}");
                     }
                 }
             }
         }
         if a.1.len() != b.1.len() {
-            let _ = writeln!(
+            putln!(
                 md,
                 "\nA has {} server configurations under load and B has {}; only the first {} were compared, in order.",
                 a.1.len(),
@@ -222,11 +221,11 @@ pub fn compare(a_name: &str, b_name: &str, a: Figures, b: Figures, threshold: f6
         regressions += rate_section(&mut md, a.2, b.2, threshold);
     }
     if !a.0.is_empty() || !b.0.is_empty() {
-        let _ = writeln!(
+        putln!(
             md,
             "\n## Server starts\n\nOne start per length and run, so no intervals: changes are shown, not judged.\n"
         );
-        let _ = writeln!(md, "| max_model_len | metric | A | B | B − A | change |\n|---:|---|---:|---:|---:|---:|");
+        putln!(md, "| max_model_len | metric | A | B | B − A | change |\n|---:|---|---:|---:|---:|---:|");
         for ra in a.0 {
             let Some(rb) = b.0.iter().find(|r| r.max_model_len == ra.max_model_len) else { continue };
             let pairs = [
@@ -238,7 +237,7 @@ pub fn compare(a_name: &str, b_name: &str, a: Figures, b: Figures, threshold: f6
             for (name, va, vb) in pairs {
                 if let (Some(va), Some(vb)) = (va, vb) {
                     let rel = if va != 0.0 { format!("{:+.1}%", 100.0 * (vb - va) / va) } else { "–".to_owned() };
-                    let _ = writeln!(
+                    putln!(
                         md,
                         "| {} | {name} | {} | {} | {} | {rel} |",
                         ra.max_model_len.unwrap_or(0),
@@ -250,6 +249,6 @@ pub fn compare(a_name: &str, b_name: &str, a: Figures, b: Figures, threshold: f6
             }
         }
     }
-    let _ = writeln!(md, "\n{regressions} significant regression{}.", if regressions == 1 { "" } else { "s" });
+    putln!(md, "\n{regressions} significant regression{}.", if regressions == 1 { "" } else { "s" });
     Comparison { markdown: md, regressions }
 }

@@ -3,16 +3,24 @@
 use crate::record::Recorded;
 use crate::report::{kv_csv, sweep_csv};
 use crate::stats::sweep::GroupSweep;
-use std::fmt::Write;
 use std::path::Path;
+
+/// A CSV as console text; a CSV that could not be rendered says so in its place (the run's derive step fails
+/// on the same error, so it is never lost).
+fn csv_text(csv: Result<Vec<u8>, csv::Error>) -> String {
+    match csv {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => format!("(could not be rendered: {e})\n"),
+    }
+}
 
 /// Rendered from the records (the same bytes the run wrote), not read back from disk.
 pub fn summary(dir: &Path, rec: &Recorded, sweeps: &[GroupSweep]) -> String {
     let mut out = String::new();
     let started = rec.started_servers();
     if rec.points.is_empty() && !started.is_empty() {
-        let text = String::from_utf8(kv_csv::render(&started)).unwrap_or_default();
-        let _ = write!(out, "{}:\n{text}", dir.join("kv_cache_scaling.csv").display());
+        let text = csv_text(kv_csv::render(&started));
+        put!(out, "{}:\n{text}", dir.join("kv_cache_scaling.csv").display());
     }
     for g in sweeps {
         let name = if sweeps.len() > 1 {
@@ -20,12 +28,12 @@ pub fn summary(dir: &Path, rec: &Recorded, sweeps: &[GroupSweep]) -> String {
         } else {
             "concurrency_sweep.csv".to_owned()
         };
-        let csv = String::from_utf8(sweep_csv::render(g)).unwrap_or_default();
-        let _ = write!(out, "{}:\n{csv}", dir.join(name).display());
+        let csv = csv_text(sweep_csv::render(g));
+        put!(out, "{}:\n{csv}", dir.join(name).display());
         if let Some(row) = sweep_csv::batching(g) {
             let pairs: Vec<String> =
                 sweep_csv::BATCHING_COLUMNS.iter().zip(&row).take(6).map(|(k, v)| format!("{k}={v}")).collect();
-            let _ = writeln!(
+            putln!(
                 out,
                 "batching, whole phases ({} repeat{}, {}, c={}): {}",
                 row[11],
@@ -61,9 +69,9 @@ pub fn after_run(
     if plan.tune.is_some() {
         let mut out = String::new();
         if let Some(t) = crate::stats::tuning::analyze(spec, plan, rec, &manifest.tune_pruned) {
-            let _ = writeln!(out, "{}: {}", dir.join("tune.md").display(), t.decision);
+            putln!(out, "{}: {}", dir.join("tune.md").display(), t.decision);
             if let Some(c) = &t.recommended {
-                let _ = writeln!(out, "recommended: {c}");
+                putln!(out, "recommended: {c}");
             }
         }
         return out;

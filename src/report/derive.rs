@@ -90,6 +90,20 @@ pub fn version_in(dir: &std::path::Path) -> Option<u64> {
     })
 }
 
+/// Why a derived file could not be rendered, naming it.
+fn failed(name: &str, e: impl std::error::Error + Send + Sync + 'static) -> super::ReportError {
+    super::ReportError::Render { name: name.to_owned(), source: Box::new(e) }
+}
+
+/// A derived file rendered in memory, or why it could not be (CSV and chart writers return their errors, so
+/// a report is never written with a file cut short).
+fn rendered<T: Into<Vec<u8>>, E: std::error::Error + Send + Sync + 'static>(
+    name: &str,
+    r: Result<T, E>,
+) -> Result<(String, Vec<u8>), super::ReportError> {
+    r.map(|bytes| (name.to_owned(), bytes.into())).map_err(|e| failed(name, e))
+}
+
 /// Server groups of the plan that run load points.
 pub fn load_groups(manifest: &Manifest) -> usize {
     groups_with(manifest, |_| true)
@@ -104,9 +118,11 @@ pub fn derive(
     let mut files = Vec::new();
     // External endpoints were not started here: they have no startup memory to report.
     let started = rec.started_servers();
-    let kv_ctx = (!started.is_empty()).then(|| {
-        files.push(("kv_cache_scaling.csv".to_owned(), kv_csv::render(&started)));
-        if let Some(bytes) = kv_csv::render_per_gpu(&started) {
+    let kv_ctx = if started.is_empty() {
+        None
+    } else {
+        files.push(rendered("kv_cache_scaling.csv", kv_csv::render(&started))?);
+        if let Some(bytes) = kv_csv::render_per_gpu(&started).map_err(|e| failed("kv_cache_scaling_gpus.csv", e))? {
             files.push(("kv_cache_scaling_gpus.csv".to_owned(), bytes));
         }
         let findings = kv::findings(&started, spec.report_options.request_len);
@@ -114,9 +130,9 @@ pub fn derive(
         let mem: Vec<(u64, f64)> = rows.iter().filter_map(|r| Some((r.max_model_len?, r.mem_used_mb?))).collect();
         let tokens: Vec<(u64, u64)> =
             rows.iter().filter_map(|r| Some((r.max_model_len?, r.kv_cache_tokens?))).collect();
-        files.push(("kv_cache_scaling.svg".to_owned(), charts::kv_scaling(&findings, &mem, &tokens).into_bytes()));
-        KvContext { rows: context::kv_rows(&rows), findings, chart: "kv_cache_scaling.svg".to_owned() }
-    });
+        files.push(rendered("kv_cache_scaling.svg", charts::kv_scaling(&findings, &mem, &tokens))?);
+        Some(KvContext { rows: context::kv_rows(&rows), findings, chart: "kv_cache_scaling.svg".to_owned() })
+    };
     let mut sweeps = sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
     let missed = match manifest.plan.precision {
         Some(p) => sweep::note_precision(&mut sweeps, p.rel_ci),
@@ -127,11 +143,13 @@ pub fn derive(
     for g in &sweeps {
         // Named by the plan, not by what was measured so far, so a run never leaves unsuffixed files behind.
         let suffix = if load_groups(manifest) > 1 { format!("-{}", g.group) } else { String::new() };
-        files.push((format!("concurrency_sweep{suffix}.csv"), sweep_csv::render(g)));
-        if let Some(bytes) = sweep_csv::render_batching(g) {
+        files.push(rendered(&format!("concurrency_sweep{suffix}.csv"), sweep_csv::render(g))?);
+        if let Some(bytes) =
+            sweep_csv::render_batching(g).map_err(|e| failed(&format!("batching_summary{suffix}.csv"), e))?
+        {
             files.push((format!("batching_summary{suffix}.csv"), bytes));
         }
-        files.push((format!("concurrency_sweep{suffix}.svg"), charts::sweep(g).into_bytes()));
+        files.push(rendered(&format!("concurrency_sweep{suffix}.svg"), charts::sweep(g))?);
         let mut ctx = context::sweep(g, sweep::rules_of_thumb(g), gpu_sampled, &suffix);
         ctx.imprecise = missed.get(sweep_ctx.len()).cloned().unwrap_or_default();
         sweep_ctx.push(ctx);
@@ -144,8 +162,8 @@ pub fn derive(
     let several = groups_with(manifest, |c| c.open_loop.is_some()) > 1;
     for r in rate_groups {
         let suffix = if several { format!("-{}", r.group) } else { String::new() };
-        files.push((format!("rate_sweep{suffix}.csv"), rate_csv::render(&r)));
-        files.push((format!("rate_sweep{suffix}.svg"), charts::rate_sweep(&r).into_bytes()));
+        files.push(rendered(&format!("rate_sweep{suffix}.csv"), rate_csv::render(&r))?);
+        files.push(rendered(&format!("rate_sweep{suffix}.svg"), charts::rate_sweep(&r))?);
         let search = search_of(manifest, rec, spec, &r.group);
         rate_ctx.push(RateContext { sweep: r, chart: format!("rate_sweep{suffix}.svg"), search });
     }
@@ -164,17 +182,17 @@ pub fn derive(
     };
     let prefix = crate::stats::prefix::analyze(&sweeps, &server_of);
     if spec.report.contains(&ReportKind::PrefixCache) && !prefix.rows.is_empty() {
-        files.push(("prefix_cache.csv".to_owned(), super::workload_csv::render_prefix(&prefix.rows)));
-        files.push(("prefix_cache.svg".to_owned(), charts::prefix(&prefix.rows).into_bytes()));
+        files.push(rendered("prefix_cache.csv", super::workload_csv::render_prefix(&prefix.rows))?);
+        files.push(rendered("prefix_cache.svg", charts::prefix(&prefix.rows))?);
     }
     let workload = crate::stats::workload::rows(&rec.points, &rec.requests);
     if !workload.is_empty() {
-        files.push(("workload.csv".to_owned(), super::workload_csv::render(&workload)));
+        files.push(rendered("workload.csv", super::workload_csv::render(&workload))?);
     }
     let tune = crate::stats::tuning::analyze(spec, &manifest.plan, rec, &manifest.tune_pruned);
     if let Some(t) = &tune {
-        files.push(("tune.csv".to_owned(), super::tune_csv::render(t)));
-        files.push(("tune_pareto.svg".to_owned(), charts::pareto(&t.pareto).into_bytes()));
+        files.push(rendered("tune.csv", super::tune_csv::render(t))?);
+        files.push(rendered("tune_pareto.svg", charts::pareto(&t.pareto))?);
         files.push(("tune.json".to_owned(), stamped(t)));
     }
     let policy = format!("{:?}", spec.repeat_policy).to_lowercase();

@@ -32,11 +32,11 @@ fn u(v: Option<u64>) -> String {
 }
 
 /// The CSV bytes.
-pub fn render(records: &[ServerRecord]) -> Vec<u8> {
+pub fn render(records: &[ServerRecord]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(COLUMNS);
+    w.write_record(COLUMNS)?;
     for r in rows(records) {
-        let _ = w.write_record([
+        w.write_record([
             u(r.max_model_len),
             f(r.mem_used_mb, 1),
             f(r.delta_mb, 1),
@@ -53,15 +53,18 @@ pub fn render(records: &[ServerRecord]) -> Vec<u8> {
             f(r.ready_s, 2),
             r.status.as_str().to_owned(),
             u(r.predicted_kv_tokens),
-        ]);
+        ])?;
     }
-    w.into_inner().unwrap_or_default()
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
 /// `kv_cache_scaling_gpus.csv`: per GPU, device-wide used MiB and the server's own MiB at ready, for runs whose
 /// memory came from NVML (one pair of columns per GPU, e.g. two under tensor parallelism). None on CPU runs.
-pub fn render_per_gpu(records: &[ServerRecord]) -> Option<Vec<u8>> {
-    let n = records.iter().filter_map(|r| r.at_ready.as_ref()).map(|s| s.gpus.len()).max().filter(|n| *n > 0)?;
+pub fn render_per_gpu(records: &[ServerRecord]) -> Result<Option<Vec<u8>>, csv::Error> {
+    let Some(n) = records.iter().filter_map(|r| r.at_ready.as_ref()).map(|s| s.gpus.len()).max().filter(|n| *n > 0)
+    else {
+        return Ok(None);
+    };
     let mut sorted: Vec<&ServerRecord> = records.iter().collect();
     sorted.sort_by_key(|r| r.max_model_len.unwrap_or(u64::MAX));
     let mut header = vec!["max_model_len".to_owned()];
@@ -70,7 +73,7 @@ pub fn render_per_gpu(records: &[ServerRecord]) -> Option<Vec<u8>> {
     }
     header.extend(["used_mb_sum".to_owned(), "server_mb_sum".to_owned(), "status".to_owned()]);
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(&header);
+    w.write_record(&header)?;
     for r in sorted {
         let gpus = r.at_ready.as_ref().map(|s| s.gpus.clone()).unwrap_or_default();
         let mut row = vec![u(r.max_model_len)];
@@ -81,9 +84,9 @@ pub fn render_per_gpu(records: &[ServerRecord]) -> Option<Vec<u8>> {
         row.push(f(r.at_ready.as_ref().and_then(|s| s.device_used_mb), 1));
         row.push(f(r.at_ready.as_ref().and_then(|s| s.server_gpu_mb), 1));
         row.push(r.status.as_str().to_owned());
-        let _ = w.write_record(&row);
+        w.write_record(&row)?;
     }
-    w.into_inner().ok()
+    w.into_inner().map(Some).map_err(|e| csv::Error::from(e.into_error()))
 }
 
 #[cfg(test)]
@@ -122,7 +125,7 @@ mod tests {
             record(32768, vec![(133_800.0, 133_786.0), (133_812.0, 133_798.0)]),
             record(2048, vec![(133_790.0, 133_776.0), (133_802.0, 133_788.0)]),
         ];
-        let csv = String::from_utf8(render_per_gpu(&records).unwrap()).unwrap();
+        let csv = String::from_utf8(render_per_gpu(&records).unwrap().unwrap()).unwrap();
         assert_eq!(
             csv,
             "max_model_len,gpu0_used_mb,gpu0_server_mb,gpu1_used_mb,gpu1_server_mb,used_mb_sum,server_mb_sum,status\n\
@@ -130,10 +133,10 @@ mod tests {
 32768,133800.0,133786.0,133812.0,133798.0,267612.0,267584.0,ok\n"
         );
         // The summed figure is what kv_cache_scaling.csv reports.
-        assert!(String::from_utf8(render(&records)).unwrap().contains("2048,267592.0,"));
+        assert!(String::from_utf8(render(&records).unwrap()).unwrap().contains("2048,267592.0,"));
         let cpu = record(1024, vec![]);
         assert_eq!(cpu.tensor_parallel_size(), 1);
-        assert!(render_per_gpu(&[cpu]).is_none(), "no per-GPU file without GPU readings");
+        assert!(render_per_gpu(&[cpu]).unwrap().is_none(), "no per-GPU file without GPU readings");
     }
 }
 

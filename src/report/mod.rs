@@ -37,6 +37,13 @@ pub enum ReportError {
         #[source]
         source: minijinja::Error,
     },
+    /// A CSV or chart writer that failed: nothing is written rather than a file cut short.
+    #[error("cannot render {name}: {source}")]
+    Render {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("template {name}: the report grew past 64 MiB; a template must not print unbounded data")]
     TooLarge { name: String },
     #[error("template {name}: its output is not UTF-8")]

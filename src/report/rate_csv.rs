@@ -76,11 +76,11 @@ fn row(c: &RateCell, sustainable: Option<f64>) -> Vec<String> {
     ]
 }
 
-pub fn render(s: &RateSweep) -> Vec<u8> {
+pub fn render(s: &RateSweep) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(COLUMNS);
+    w.write_record(COLUMNS)?;
     for c in &s.cells {
-        let _ = w.write_record(row(c, s.sustainable.rate));
+        w.write_record(row(c, s.sustainable.rate))?;
     }
-    w.into_inner().unwrap_or_default()
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }

@@ -75,13 +75,13 @@ pub fn row(c: &Cell) -> Vec<String> {
 }
 
 /// One sweep's CSV.
-pub fn render(group: &GroupSweep) -> Vec<u8> {
+pub fn render(group: &GroupSweep) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(COLUMNS);
+    w.write_record(COLUMNS)?;
     for c in &group.cells {
-        let _ = w.write_record(row(c));
+        w.write_record(row(c))?;
     }
-    w.into_inner().unwrap_or_default()
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
 pub const BATCHING_COLUMNS: [&str; 12] = [
@@ -118,10 +118,12 @@ pub fn batching(group: &GroupSweep) -> Option<Vec<String>> {
     ])
 }
 
-pub fn render_batching(group: &GroupSweep) -> Option<Vec<u8>> {
-    let row = batching(group)?;
+pub fn render_batching(group: &GroupSweep) -> Result<Option<Vec<u8>>, csv::Error> {
+    let Some(row) = batching(group) else {
+        return Ok(None);
+    };
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(BATCHING_COLUMNS);
-    let _ = w.write_record(row);
-    w.into_inner().ok()
+    w.write_record(BATCHING_COLUMNS)?;
+    w.write_record(row)?;
+    w.into_inner().map(Some).map_err(|e| csv::Error::from(e.into_error()))
 }

@@ -37,9 +37,9 @@ fn cells(m: &Option<Measured>) -> [String; 5] {
     }
 }
 
-pub fn render(t: &TuneReport) -> Vec<u8> {
+pub fn render(t: &TuneReport) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(COLUMNS);
+    w.write_record(COLUMNS)?;
     for (i, r) in t.rows.iter().enumerate() {
         let rank = if r.search.is_some() { (i + 1).to_string() } else { String::new() };
         let mut row = vec![
@@ -53,7 +53,7 @@ pub fn render(t: &TuneReport) -> Vec<u8> {
         row.extend(cells(&r.confirm));
         row.push(r.note.clone());
         row.push(r.command.clone());
-        let _ = w.write_record(row);
+        w.write_record(row)?;
     }
-    w.into_inner().unwrap_or_default()
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }

@@ -36,9 +36,9 @@ fn spread(s: Option<Spread>) -> [String; 4] {
     }
 }
 
-pub fn render(rows: &[WorkloadRow]) -> Vec<u8> {
+pub fn render(rows: &[WorkloadRow]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(COLUMNS);
+    w.write_record(COLUMNS)?;
     for r in rows {
         let mut row =
             vec![r.group.clone(), r.cell.clone(), format!("{:?}", r.endpoint).to_lowercase(), r.requests.to_string()];
@@ -49,9 +49,9 @@ pub fn render(rows: &[WorkloadRow]) -> Vec<u8> {
         row.push(r.prefix_hit_rate.map(|x| format!("{x:.4}")).unwrap_or_default());
         row.push((r.flag.is_some()).to_string());
         row.push(r.flag.clone().unwrap_or_default());
-        let _ = w.write_record(row);
+        w.write_record(row)?;
     }
-    w.into_inner().unwrap_or_default()
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
 pub const PREFIX_COLUMNS: [&str; 8] = [
@@ -66,12 +66,12 @@ pub const PREFIX_COLUMNS: [&str; 8] = [
 ];
 
 /// `prefix_cache.csv`: TTFT against the shared-prefix length per server.
-pub fn render_prefix(rows: &[crate::stats::prefix::PrefixRow]) -> Vec<u8> {
+pub fn render_prefix(rows: &[crate::stats::prefix::PrefixRow]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(PREFIX_COLUMNS);
+    w.write_record(PREFIX_COLUMNS)?;
     let f = |x: Option<f64>| x.map(|x| format!("{x:.5}")).unwrap_or_default();
     for r in rows {
-        let _ = w.write_record([
+        w.write_record([
             r.server.clone(),
             r.group.clone(),
             r.shared_prefix_tokens.to_string(),
@@ -80,7 +80,7 @@ pub fn render_prefix(rows: &[crate::stats::prefix::PrefixRow]) -> Vec<u8> {
             f(r.ttft_ci.map(|c| c.0)),
             f(r.ttft_ci.map(|c| c.1)),
             r.hit_rate.map(|x| format!("{x:.4}")).unwrap_or_default(),
-        ]);
+        ])?;
     }
-    w.into_inner().unwrap_or_default()
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }

@@ -65,7 +65,6 @@ fn gib(b: f64) -> String {
 /// The capacity section of `servelab plan`: per server group, the predicted KV pool and tokens, the maximum
 /// concurrency at its max-model-len, and whether it can start; the first group's terms with their sources.
 pub fn render(plan: &crate::plan::Plan, gpu_bytes: Option<f64>) -> String {
-    use std::fmt::Write as _;
     let groups: Vec<&ServerGroup> =
         plan.groups.iter().filter(|g| g.server.kind == crate::spec::EngineKind::Vllm).collect();
     if groups.is_empty() {
@@ -82,22 +81,16 @@ pub fn render(plan: &crate::plan::Plan, gpu_bytes: Option<f64>) -> String {
             Ok(c) => {
                 let conc = c.max_concurrency.map(|m| format!(", {m:.1} requests at full length")).unwrap_or_default();
                 let verdict = c.cannot_start.as_deref().map(|w| format!("; CANNOT START: {w}")).unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "  {}  KV pool {} per GPU, {} tokens{conc}{verdict}",
-                    g.id,
-                    gib(c.pool_bytes),
-                    c.kv_tokens
-                );
+                putln!(out, "  {}  KV pool {} per GPU, {} tokens{conc}{verdict}", g.id, gib(c.pool_bytes), c.kv_tokens);
                 terms.get_or_insert(c.terms);
             }
             Err(e) => {
-                let _ = writeln!(out, "  {}  no prediction: {e}", g.id);
+                putln!(out, "  {}  no prediction: {e}", g.id);
             }
         }
     }
     for t in terms.unwrap_or_default() {
-        let _ = writeln!(out, "    {:<22} {:>10}  {}", t.name, gib(t.bytes), t.source);
+        putln!(out, "    {:<22} {:>10}  {}", t.name, gib(t.bytes), t.source);
     }
     out
 }

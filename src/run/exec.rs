@@ -57,6 +57,8 @@ struct Books<S> {
     servers: BTreeMap<String, S>,
     model: BTreeMap<String, String>,
     predicted: BTreeMap<String, Option<Capacity>>,
+    /// Warnings of a start before its server ran (an earlier attempt's files not set aside), for its record.
+    warnings: BTreeMap<String, Vec<String>>,
     ordinal: BTreeMap<String, (usize, usize)>,
     attempts: BTreeMap<String, u32>,
     failure: Option<RunError>,
@@ -101,6 +103,7 @@ where
             servers: BTreeMap::new(),
             model: BTreeMap::new(),
             predicted: BTreeMap::new(),
+            warnings: BTreeMap::new(),
             ordinal: BTreeMap::new(),
             attempts: state.attempts.clone(),
             failure: None,
@@ -219,9 +222,11 @@ where
         }
         let g = plan_group;
         let env = &self.env;
-        if let Some(n) = archive_previous(&server_dir) {
+        let (kept_as, warnings) = archive_previous(&server_dir);
+        if let Some(n) = kept_as {
             b.archived.insert(group.to_owned(), n);
         }
+        b.warnings.insert(group.to_owned(), warnings);
         let warm = points.iter().filter_map(|p| g.points.iter().find(|q| &q.id == p)).any(|p| p.client.is_some());
         b.session.begin(group, points);
         let (i, n) = self.schedule.ordinal(group, &b.session);
@@ -525,6 +530,10 @@ where
     ) -> Result<(), RunError> {
         record.predicted = b.predicted.remove(&g.id).flatten();
         let archived = b.archived.remove(&g.id);
+        if let Some(mut earlier) = b.warnings.remove(&g.id) {
+            earlier.append(&mut record.warnings);
+            record.warnings = earlier;
+        }
         if let Some((lease, slotted)) = b.leases.remove(&g.id) {
             b.pool.release(&lease);
             if self.env.host.binds() {
@@ -688,22 +697,41 @@ fn load_label(c: &crate::plan::ClientConfig) -> String {
 
 /// Keeps an earlier attempt's server files when a resumed run starts the same server again.
 /// A compressed folder (`servelab compress`) holds `startup.json.xz`: it is kept the same way.
-/// Returns the number they were kept under.
-fn archive_previous(server_dir: &Path) -> Option<u32> {
+/// Returns the number they were kept under, and the warnings: a rename that fails is a warning (printed, and
+/// returned for the new start's record): the new start then overwrites that file, so the earlier attempt's
+/// copy is lost, but the measurement is not.
+fn archive_previous(server_dir: &Path) -> (Option<u32>, Vec<String>) {
     const FORMS: [&str; 3] = ["", ".xz", ".gz"];
     let present = |stem: &str| FORMS.iter().any(|ext| server_dir.join(format!("{stem}{ext}")).exists());
+    let mut warnings = Vec::new();
     if !present("startup.json") {
-        return None;
+        return (None, warnings);
     }
     let n = (1..).find(|n| !present(&format!("startup-{n}.json"))).unwrap_or(1);
+    let mut keep = |from: PathBuf, to: PathBuf| {
+        let renamed = crate::record::failpoint::io("archive-rename").and_then(|()| std::fs::rename(&from, &to));
+        if let Err(e) = renamed {
+            let text = format!(
+                "cannot keep the earlier attempt's {} as {} ({e}); this start overwrites it",
+                from.display(),
+                to.display()
+            );
+            eprintln!("warning: {text}");
+            warnings.push(text);
+        }
+    };
     for ext in FORMS {
         let from = server_dir.join(format!("startup.json{ext}"));
         if from.exists() {
-            let _ = std::fs::rename(from, server_dir.join(format!("startup-{n}.json{ext}")));
+            keep(from, server_dir.join(format!("startup-{n}.json{ext}")));
         }
     }
-    let _ = std::fs::rename(server_dir.join("server.log"), server_dir.join(format!("server-{n}.log")));
-    Some(n)
+    // A start that failed before its server ran has no log to keep.
+    let log = server_dir.join("server.log");
+    if log.exists() {
+        keep(log, server_dir.join(format!("server-{n}.log")));
+    }
+    (Some(n), warnings)
 }
 
 /// A point whose measured requests failed beyond `max_error_rate` fails (its records stay: failures are data).

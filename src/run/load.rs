@@ -82,6 +82,7 @@ async fn sample_during(sampler: Sampler, t0: Instant, stop: Arc<AtomicBool>, out
     let (mut next_gpu, mut next_metrics, mut next_host) = (t0, t0, t0);
     let mut cpu_before = crate::probe::cpu_times_of(&cores);
     while !stop.load(Ordering::SeqCst) {
+        crate::record::failpoint::panic("sampler-panic");
         let now = Instant::now();
         let t_s = now.duration_since(t0).as_secs_f64();
         if now >= next_gpu {
@@ -329,7 +330,7 @@ async fn phase_or_interrupt(
     };
     tokio::select! {
         r = run => Some(r),
-        _ = watch => None,
+        () = watch => None,
     }
 }
 
@@ -351,7 +352,9 @@ async fn run_pinned(cpus: &[usize], spec: &Arc<RequestSpec>, phase: &Phase) -> c
         let http = client::http_client(pool);
         rt.block_on(async {
             tokio::select! {
-                r = client::run_phase(&http, &spec, &phase) => { let _sent = done_tx.send(r); }
+                // why: a send fails only when the caller dropped the phase (Ctrl-C), which then wants nothing;
+                // cancel_rx ends with a send or with its sender dropped, and both mean stop.
+                r = client::run_phase(&http, &spec, &phase) => { done_tx.send(r).ok(); }
                 _ = cancel_rx => {}
             }
         });
@@ -491,6 +494,11 @@ pub async fn run_point(
             schedule_seed: 0,
         };
         if let Some(r) = phase_or_interrupt(&http, &spec, &warm, ctx.interrupted, &group.server.cpus).await {
+            // Warmup requests are never figures, but a worker that panicked there is a bug the point must show.
+            if let Some(why) = &r.panicked {
+                record.status = Status::Failed;
+                record.error = Some(format!("during warmup: {why}"));
+            }
             requests.extend(r.records);
         }
     }
@@ -527,11 +535,7 @@ pub async fn run_point(
         phase_or_interrupt(&http, &spec, &phase, ctx.interrupted, &group.server.cpus).await
     };
     stop.store(true, Ordering::SeqCst);
-    if let Err(e) = sampler.await {
-        // Samples lost: the point's GPU and server figures would silently shrink.
-        record.status = Status::Failed;
-        record.error = Some(format!("the sampler failed: {}", client::join_error(e)));
-    }
+    let sampler_failed = sampler.await.err().map(|e| format!("the sampler failed: {}", client::join_error(e)));
     match result {
         Some(r) => {
             if let Some(why) = &r.panicked {
@@ -547,6 +551,17 @@ pub async fn run_point(
             record.status = Status::Interrupted;
             record.error = Some("Ctrl-C during the measured phase; its requests were cancelled".into());
         }
+    }
+    // Samples lost: the point's GPU and server figures would silently shrink, so the point fails (an
+    // interrupted one stays interrupted, to be measured again, and says it too).
+    if let Some(why) = sampler_failed {
+        if record.status != Status::Interrupted {
+            record.status = Status::Failed;
+        }
+        record.error = Some(match record.error.take() {
+            Some(first) => format!("{first}; {why}"),
+            None => why,
+        });
     }
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
     PointOutput { point: record, requests, samples }

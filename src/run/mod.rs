@@ -160,12 +160,10 @@ pub(crate) fn write_derived(
 
 /// Model facts from `<model>/config.json` when the model is a local folder; `--dtype` and
 /// `--kv-cache-dtype` from the server's argv decide the KV element size.
+/// A config.json that cannot be read is warned about once, where the server starts (`real.rs`, into its
+/// startup record); the other readers go on without the facts.
 pub(crate) fn model_facts(group: &ServerGroup) -> Option<ModelFacts> {
-    let model = group.server.model.as_ref()?;
-    let text = std::fs::read_to_string(Path::new(model).join("config.json")).ok()?;
-    let argv = &group.server.argv;
-    let arg = |flag: &str| argv.iter().position(|a| a == flag).and_then(|i| argv.get(i + 1)).map(String::as_str);
-    probe::model::from_config(&text, arg("--dtype"), arg("--kv-cache-dtype")).ok()
+    server::read_model_facts(group).unwrap_or_default()
 }
 
 /// Runs the plan against real servers.

@@ -31,14 +31,29 @@ impl Engine for Processes<'_> {
     type Server = Live;
 
     async fn start<'s>(&'s self, group: &'s ServerGroup, dir: &'s Path) -> Result<Live, ServerRecord> {
-        let facts = super::model_facts(group);
+        let (facts, warning) = match super::server::read_model_facts(group) {
+            Ok(facts) => (facts, None),
+            Err(w) => {
+                eprintln!("warning: {w}");
+                (None, Some(w))
+            }
+        };
         let vocab = facts.as_ref().and_then(|f| f.vocab_size);
         let probe = match group.server.gpus.as_slice() {
             [] => self.probe.clone(),
             gpus => self.probe.for_gpus(gpus).map_or_else(|| self.probe.clone(), Arc::from),
         };
-        let running =
-            server::start(group, dir, probe.as_ref(), facts, self.http, self.interrupted, self.api_key).await?;
+        let started = server::start(group, dir, probe.as_ref(), facts, self.http, self.interrupted, self.api_key).await;
+        let running = match started {
+            Ok(mut running) => {
+                running.record.warnings.extend(warning);
+                running
+            }
+            Err(mut record) => {
+                record.warnings.extend(warning);
+                return Err(record);
+            }
+        };
         // The spec's model name wins (a `--served-model-name`, or `bench --model`); else what /v1/models lists.
         let model = group.server.served_model_name.clone().or(running.record.served_model.clone()).unwrap_or_default();
         Ok(Live { running, model, vocab, probe })

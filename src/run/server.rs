@@ -47,6 +47,7 @@ pub(crate) fn new_record(group: &ServerGroup, probe: &dyn MemoryProbe, model: Op
         pids: Vec::new(),
         predicted: None,
         slot: None,
+        warnings: Vec::new(),
     }
 }
 
@@ -59,6 +60,31 @@ fn fail(record: &mut ServerRecord, e: &EngineError) {
     if let EngineError::ExitedEarly { tail, .. } | EngineError::NotReady { tail, .. } = e {
         record.log_tail = Some(tail.clone());
     }
+}
+
+/// Model facts from `<model>/config.json` when the model is a local folder, or a warning when the folder has
+/// a config.json that cannot be read or parsed (a model named by its hub id has none, which needs no word).
+pub(crate) fn read_model_facts(group: &ServerGroup) -> Result<Option<ModelFacts>, String> {
+    let Some(model) = group.server.model.as_ref() else { return Ok(None) };
+    let path = Path::new(model).join("config.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "cannot read {}: {e}; the KV theory and the capacity prediction are left out",
+                path.display()
+            ));
+        }
+    };
+    let argv = &group.server.argv;
+    let arg = |flag: &str| argv.iter().position(|a| a == flag).and_then(|i| argv.get(i + 1)).map(String::as_str);
+    probe::model::from_config(&text, arg("--dtype"), arg("--kv-cache-dtype")).map(Some).map_err(|e| {
+        format!(
+            "{} does not parse as a model config ({e}); the KV theory and the capacity prediction are left out",
+            path.display()
+        )
+    })
 }
 
 /// Starts the group's server and waits until it is ready. On failure the record says why and no process
@@ -194,7 +220,15 @@ async fn finish(
     }
     record.stop = Some(stop);
     record.pids = process.seen().into_iter().collect();
-    let _ = process.log.close();
+    record.warnings.extend(process.warnings().iter().cloned());
+    if let Err(e) = process.log.close() {
+        let text = format!(
+            "{} lacks the end of the server's output ({e}); the log parser reads the kept text, not the file",
+            process.log.path().display()
+        );
+        eprintln!("warning: {text}");
+        record.warnings.push(text);
+    }
     record.log = logparse::parse(&process.log.text());
     record.release = Some(wait_released(&record.baseline, probe, interrupted).await);
 }

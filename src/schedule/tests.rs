@@ -100,6 +100,7 @@ fn server_template(group: &ServerGroup) -> ServerRecord {
         pids: Vec::new(),
         predicted: None,
         slot: None,
+        warnings: Vec::new(),
     }
 }
 
