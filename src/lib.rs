@@ -1,6 +1,6 @@
 //! servelab: declarative experiments for vLLM servers.
 //!
-//! Layers, bottom up (DESIGN §4; no module imports one above it): `record` (the run folder's format) →
+//! Layers, bottom up (no module imports one above it; docs/architecture.md): `record` (the run folder's format) →
 //! `spec` → `plan` (pure expansion and grouping) → `load`, `probe`, `engine` → `run` (the executor) →
 //! `stats` → `report` → `cli`.
 

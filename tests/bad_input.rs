@@ -1,4 +1,4 @@
-//! Every bad-input case of issue 2: the message names file:line:column, the key, and the fix; the binary
+//! Every bad-input case: the message names file:line:column, the key, and the fix; the binary
 //! exits with the invalid-spec code. Messages are snapshot-tested so a change in wording is reviewed.
 
 use servelab::{plan, spec};

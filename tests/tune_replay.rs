@@ -1,4 +1,4 @@
-//! Issue 17, item 4(b): the tune's search replayed against a full grid recorded once on vLLM for CPU
+//! The tune's search replayed against a full grid recorded once on vLLM for CPU
 //! (examples/cpu-tune-grid: max-num-seqs × max-num-batched-tokens, 16 server starts, three repeats each). The
 //! objective is the p95-budget one: tokens/s, for configurations whose p95 e2e interval stays within the
 //! budget. Each "start" of the replay reads that configuration's recorded figures instead of starting a server.

@@ -1,4 +1,4 @@
-//! Facts from vLLM's startup log (../shared/reference/vllm.md): weights, KV memory and tokens, maximum
+//! Facts from vLLM's startup log: weights, KV memory and tokens, maximum
 //! concurrency, graph capture, engine init time, and the failure line when startup fails. Accepts the GPU and
 //! CPU forms, one-line and two-line KV forms, and the `--kv-cache-memory-bytes` form of several versions.
 

@@ -233,7 +233,7 @@ fn render_args(
     Ok(out)
 }
 
-/// DESIGN §3: `k: v` → `--k v`; `true` → `--k`; `false` → `--no-k`; null → omitted; list → repeated.
+/// `k: v` → `--k v`; `true` → `--k`; `false` → `--no-k`; null → omitted; list → repeated.
 fn args_to_argv(args: &RenderedArgs) -> Vec<String> {
     let mut argv = Vec::new();
     for (k, values) in args {

@@ -170,7 +170,7 @@ impl JsonSchema for BoolOrTemplate {
     }
 }
 
-/// An engine argument. Renders to argv (DESIGN §3): `k: v` → `--k v`; `true` → `--k`; `false` → `--no-k`;
+/// An engine argument. Renders to argv: `k: v` → `--k v`; `true` → `--k`; `false` → `--no-k`;
 /// `null` → omitted; a list → the flag repeated. Strings may be templates.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ArgValue {
