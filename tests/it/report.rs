@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod readme_numbers;
+use crate::readme_numbers;
 
 const DERIVED: [&str; 10] = [
     "kv_cache_scaling.csv",
@@ -319,7 +319,7 @@ fn compare_flags_changes_beyond_the_intervals() {
 
 /// Every number a hand-written example README states is in that example's own files, at the precision the
 /// README writes it, or is listed in a `<!-- quoted: ... -->` comment with where it comes from
-/// (tests/readme_numbers/mod.rs has the rules; docs/architecture.md documents them for authors).
+/// (tests/it/readme_numbers/mod.rs has the rules; docs/architecture.md documents them for authors).
 #[test]
 fn every_number_of_an_example_readme_is_in_its_own_files() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");

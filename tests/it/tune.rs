@@ -5,7 +5,7 @@
 //! what was measured, and `servelab report` re-renders the same files. No figure is claimed from the fake
 //! engine; the real-engine tune is tests/vllm_cpu.rs and examples/.
 
-mod common;
+use crate::common;
 use common::jsonl;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

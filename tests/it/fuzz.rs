@@ -10,7 +10,7 @@ fn never_panics(text: &str, overrides: &[String]) {
     }
 }
 
-const VALID: &str = include_str!("../experiments/cpu/concurrency_sweep.yaml");
+const VALID: &str = include_str!("../../experiments/cpu/concurrency_sweep.yaml");
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
