@@ -148,6 +148,62 @@ fn seen_by_the_next_scan<T, E>(result: Result<T, E>) {
     result.ok();
 }
 
+/// Orphans of the server's tree come to servelab, not init, so they can be found and stopped; without it,
+/// a warning.
+fn become_subreaper(warnings: &mut Vec<String>) {
+    if let Err(e) = crate::record::failpoint::io("subreaper")
+        .and_then(|()| nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from))
+    {
+        let text = format!(
+            "servelab could not become a child subreaper ({e}): a server process that leaves its group and \
+             session (setsid, a double fork) is not seen and may outlive the run; check `ps` after it ends"
+        );
+        warn(warnings, text);
+    }
+}
+
+/// Pins the server to a slot's cores and, from the main thread, ties it to servelab's life (SIGTERM when
+/// servelab dies), both between fork and exec.
+fn pin_and_tie(cmd: &mut Command, cpus: &[usize], me: u32) -> std::io::Result<()> {
+    // A slot's cores, built here: the child may not allocate between fork and exec.
+    let pin = cpu_set(cpus)?;
+    let on_main = std::thread::current().name() == Some("main");
+    if on_main || pin.is_some() {
+        // SAFETY: prctl, getppid and sched_setaffinity are async-signal-safe system calls; nothing is
+        // allocated.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(set) = &pin {
+                    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set).map_err(std::io::Error::from)?;
+                }
+                if on_main {
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+                    if nix::unistd::getppid().as_raw() as u32 != me {
+                        return Err(std::io::Error::other("servelab exited while the server was starting"));
+                    }
+                }
+                Ok(())
+            })
+        };
+    }
+    Ok(())
+}
+
+/// The watchdog that stops the server's tree if servelab is killed outright; without it, a warning.
+fn start_watchdog(pid: u32, grace: Duration, warnings: &mut Vec<String>) -> Option<Watchdog> {
+    match crate::record::failpoint::io("watchdog").and_then(|()| Watchdog::start(pid, grace)) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            let text = format!(
+                "the watchdog could not be started ({e}): if servelab is killed outright (SIGKILL, OOM), the \
+                 server of this start keeps running; stop it by hand then"
+            );
+            warn(warnings, text);
+            None
+        }
+    }
+}
+
 /// A warning that a run goes on without something that protects it: printed at once and kept for the
 /// server's startup record.
 fn warn(warnings: &mut Vec<String>, text: String) {
@@ -202,20 +258,9 @@ impl ServerProcess {
         let (program, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
         let (output, output_writer) = std::io::pipe()?;
         let mut warnings = Vec::new();
-        // Orphans of the server's tree come to servelab, not init, so they can be found and stopped.
-        if let Err(e) = crate::record::failpoint::io("subreaper")
-            .and_then(|()| nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from))
-        {
-            let text = format!(
-                "servelab could not become a child subreaper ({e}): a server process that leaves its group and \
-                 session (setsid, a double fork) is not seen and may outlive the run; check `ps` after it ends"
-            );
-            warn(&mut warnings, text);
-        }
+        become_subreaper(&mut warnings);
         let me = std::process::id();
-        let marker = format!("{MARKER}={me}");
         let nth = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let start_marker = format!("{START_MARKER}={nth}");
         let mut cmd = Command::new(program);
         cmd.args(args)
             .envs(env)
@@ -225,44 +270,13 @@ impl ServerProcess {
             .stdout(output_writer.try_clone()?)
             .stderr(output_writer)
             .process_group(0);
-        // A slot's cores, built here: the child may not allocate between fork and exec.
-        let pin = cpu_set(cpus)?;
-        let on_main = std::thread::current().name() == Some("main");
-        if on_main || pin.is_some() {
-            // SAFETY: prctl, getppid and sched_setaffinity are async-signal-safe system calls; nothing is
-            // allocated.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if let Some(set) = &pin {
-                        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set)
-                            .map_err(std::io::Error::from)?;
-                    }
-                    if on_main {
-                        nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
-                        if nix::unistd::getppid().as_raw() as u32 != me {
-                            return Err(std::io::Error::other("servelab exited while the server was starting"));
-                        }
-                    }
-                    Ok(())
-                })
-            };
-        }
+        pin_and_tie(&mut cmd, cpus, me)?;
         let log = ServerLog::start(log_path, output)?;
         let child = cmd.spawn()?;
         // Only the server holds the pipe's writing end now, so the drain ends when its last process does.
         drop(cmd);
         let pid = child.id();
-        let watchdog = match crate::record::failpoint::io("watchdog").and_then(|()| Watchdog::start(pid, grace)) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                let text = format!(
-                    "the watchdog could not be started ({e}): if servelab is killed outright (SIGKILL, OOM), the \
-                     server of this start keeps running; stop it by hand then"
-                );
-                warn(&mut warnings, text);
-                None
-            }
-        };
+        let watchdog = start_watchdog(pid, grace, &mut warnings);
         let mut process = ServerProcess {
             child,
             pid,
@@ -270,8 +284,8 @@ impl ServerProcess {
             started: Instant::now(),
             ownership: Ownership::default(),
             leader_reaped: false,
-            marker,
-            start_marker,
+            marker: format!("{MARKER}={me}"),
+            start_marker: format!("{START_MARKER}={nth}"),
             watchdog,
             stopped: false,
             warnings,
