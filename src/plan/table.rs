@@ -120,50 +120,54 @@ pub fn render(plan: &Plan) -> String {
         );
     }
     for (i, group) in plan.groups.iter().enumerate() {
-        let vars = crate::record::values::vars_text(&group.vars, " ");
-        putln!(
-            out,
-            "\nserver {}/{}  {}  {}",
-            i + 1,
-            plan.groups.len(),
-            group.id,
-            if vars.is_empty() { "-" } else { &vars }
-        );
-        let argv: Vec<String> = group.server.argv.iter().map(|w| shell_word(w)).collect();
-        let env: Vec<String> = group.server.env.iter().map(|(k, v)| format!("{k}={}", shell_word(v))).collect();
-        let command = [env, argv].concat().join(" ");
-        putln!(
-            out,
-            "  {}",
-            if command.is_empty() { format!("external endpoint {}", group.server.base_url) } else { command }
-        );
-        let mut rows = vec![
-            ["point", "repeat", "client vars", "load", "requests", "prompt", "max_tokens"].map(String::from).to_vec(),
-        ];
-        for p in &group.points {
-            let mut row = vec![p.id.clone(), p.repeat.to_string(), vars_text(p, &plan.client_vars)];
-            match &p.client {
-                Some(c) => {
-                    let load = match c.rate() {
-                        Some(r) if c.concurrency > 0 => format!("rate={r}/s ≤{}", c.concurrency),
-                        Some(r) => format!("rate={r}/s"),
-                        None => format!("c={}", c.concurrency),
-                    };
-                    let requests = match c.duration_s {
-                        Some(d) => format!("{d}s"),
-                        None => c.requests.to_string(),
-                    };
-                    row.extend([load, requests, c.prompt_tokens.to_string(), c.max_tokens.to_string()])
-                }
-                None => row.extend(["-", "startup only", "-", "-"].map(String::from)),
-            }
-            rows.push(row);
-        }
-        for line in columns(&rows).lines() {
-            putln!(out, "  {line}");
-        }
+        render_group(&mut out, plan, i, group);
     }
     out
+}
+
+/// One server group: its command line and a row per point.
+fn render_group(out: &mut String, plan: &Plan, i: usize, group: &crate::record::plan::ServerGroup) {
+    let vars = crate::record::values::vars_text(&group.vars, " ");
+    putln!(
+        out,
+        "\nserver {}/{}  {}  {}",
+        i + 1,
+        plan.groups.len(),
+        group.id,
+        if vars.is_empty() { "-" } else { &vars }
+    );
+    let argv: Vec<String> = group.server.argv.iter().map(|w| shell_word(w)).collect();
+    let env: Vec<String> = group.server.env.iter().map(|(k, v)| format!("{k}={}", shell_word(v))).collect();
+    let command = [env, argv].concat().join(" ");
+    putln!(
+        out,
+        "  {}",
+        if command.is_empty() { format!("external endpoint {}", group.server.base_url) } else { command }
+    );
+    let mut rows =
+        vec![["point", "repeat", "client vars", "load", "requests", "prompt", "max_tokens"].map(String::from).to_vec()];
+    for p in &group.points {
+        let mut row = vec![p.id.clone(), p.repeat.to_string(), vars_text(p, &plan.client_vars)];
+        match &p.client {
+            Some(c) => {
+                let load = match c.rate() {
+                    Some(r) if c.concurrency > 0 => format!("rate={r}/s ≤{}", c.concurrency),
+                    Some(r) => format!("rate={r}/s"),
+                    None => format!("c={}", c.concurrency),
+                };
+                let requests = match c.duration_s {
+                    Some(d) => format!("{d}s"),
+                    None => c.requests.to_string(),
+                };
+                row.extend([load, requests, c.prompt_tokens.to_string(), c.max_tokens.to_string()])
+            }
+            None => row.extend(["-", "startup only", "-", "-"].map(String::from)),
+        }
+        rows.push(row);
+    }
+    for line in columns(&rows).lines() {
+        putln!(out, "  {line}");
+    }
 }
 
 /// Which group would run where and when, with the wall time against one group after the other.
