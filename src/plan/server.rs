@@ -106,35 +106,8 @@ fn render_on(
         };
         env.insert(k.clone(), text);
     }
-    let base_url = match (&e.kind, &e.base_url) {
-        (EngineKind::External, Some(url)) => {
-            render_string(renderer, &ctx, vars, key(&["engine", "base_url"]), url)?.trim_end_matches('/').to_owned()
-        }
-        _ if host.contains(':') => format!("http://[{host}]:{port}"),
-        _ => format!("http://{host}:{port}"),
-    };
-    if !is_http_url(&base_url) {
-        return Err(PlanError::at(
-            key(&["engine", "base_url"]),
-            format!("`{base_url}`{} is not an http:// URL with a host", at_point(vars)),
-            "write the server's address, e.g. `http://127.0.0.1:8000`",
-        ));
-    }
-    if base_url.starts_with("https://") {
-        return Err(PlanError::at(
-            key(&["engine", "base_url"]),
-            format!("`{base_url}`: TLS is not built in (servelab measures servers over plain HTTP)"),
-            "use the server's http:// address (on this host or through an SSH tunnel), or a local TLS-terminating proxy",
-        ));
-    }
-    // A NUL byte cannot pass through exec(2): it would cut the argument or variable short.
-    if let Some(bad) = argv.iter().chain(env.keys()).chain(env.values()).find(|a| a.contains('\0')) {
-        return Err(PlanError::at(
-            key(&["engine"]),
-            format!("{:?}{} contains a NUL byte, which no command line or environment can hold", bad, at_point(vars)),
-            "remove the NUL (\\0) from the engine's command, args and env",
-        ));
-    }
+    let base_url = base_url_of(spec, renderer, &ctx, vars, (&host, port))?;
+    check_exec_words(&argv, &env, vars)?;
     let ready_path = render_string(renderer, &ctx, vars, key(&["engine", "ready_path"]), &e.ready_path)?;
     if !ready_path.starts_with('/') {
         return Err(PlanError::at(
@@ -159,6 +132,55 @@ fn render_on(
         cpus: Vec::new(),
         gpus: Vec::new(),
     })
+}
+
+/// The server's address: an external engine's `base_url` as given, else built from host and port; plain
+/// http only.
+fn base_url_of(
+    spec: &Spec,
+    renderer: &Renderer,
+    ctx: &Value,
+    vars: &IndexMap<String, Scalar>,
+    (host, port): (&str, u16),
+) -> Result<String, PlanError> {
+    let base_url = match (&spec.engine.kind, &spec.engine.base_url) {
+        (EngineKind::External, Some(url)) => {
+            render_string(renderer, ctx, vars, key(&["engine", "base_url"]), url)?.trim_end_matches('/').to_owned()
+        }
+        _ if host.contains(':') => format!("http://[{host}]:{port}"),
+        _ => format!("http://{host}:{port}"),
+    };
+    if !is_http_url(&base_url) {
+        return Err(PlanError::at(
+            key(&["engine", "base_url"]),
+            format!("`{base_url}`{} is not an http:// URL with a host", at_point(vars)),
+            "write the server's address, e.g. `http://127.0.0.1:8000`",
+        ));
+    }
+    if base_url.starts_with("https://") {
+        return Err(PlanError::at(
+            key(&["engine", "base_url"]),
+            format!("`{base_url}`: TLS is not built in (servelab measures servers over plain HTTP)"),
+            "use the server's http:// address (on this host or through an SSH tunnel), or a local TLS-terminating proxy",
+        ));
+    }
+    Ok(base_url)
+}
+
+/// A NUL byte cannot pass through exec(2): it would cut the argument or variable short.
+fn check_exec_words(
+    argv: &[String],
+    env: &IndexMap<String, String>,
+    vars: &IndexMap<String, Scalar>,
+) -> Result<(), PlanError> {
+    match argv.iter().chain(env.keys()).chain(env.values()).find(|a| a.contains('\0')) {
+        Some(bad) => Err(PlanError::at(
+            key(&["engine"]),
+            format!("{:?}{} contains a NUL byte, which no command line or environment can hold", bad, at_point(vars)),
+            "remove the NUL (\\0) from the engine's command, args and env",
+        )),
+        None => Ok(()),
+    }
 }
 
 fn render_command(
