@@ -151,7 +151,10 @@ fn a_goodput_tune_picks_the_configuration_that_meets_the_slo_more_often() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let dir = out.join("tune").join("t");
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("tune.json")).unwrap()).unwrap();
-    assert!(t["objective"].as_str().unwrap().contains("goodput"), "{}", t["objective"]);
+    assert_eq!(t["objective"]["kind"], "goodput", "{}", t["objective"]);
+    assert_eq!(t["objective"]["e2e_s"], 0.2, "{}", t["objective"]);
+    let md = std::fs::read_to_string(dir.join("tune.md")).unwrap();
+    assert!(md.contains("requests/s meeting the SLO: e2e ≤ 200 ms)"), "the template words the SLO");
     assert_eq!(t["unit"], "req/s meeting the SLO");
     let rows = t["rows"].as_array().unwrap();
     let pick = rows.iter().find(|r| r["group"] == t["winner"]).unwrap();
