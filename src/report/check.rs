@@ -3,7 +3,9 @@
 //! 1. every derived file equals what the raw records give now (nothing edited by hand, nothing stale);
 //! 2. the sweep's per-repeat counts and whole-phase rates, recomputed from the raw request records by a
 //!    second, plainer path than `stats::sweep` (no window, no summaries: sums and divisions);
-//! 3. every finding in `sweep.json` as written holds against that file's own figures (`Knee::holds`).
+//! 3. every finding in `sweep.json` as written holds against that file's own figures (`Knee::holds`), and
+//!    each cell's notes against its figures (`notes_hold`), and the decision in `tune.json` against that
+//!    file's gain figures (`Decision::holds`).
 
 use crate::record::Recorded;
 use crate::record::manifest::Manifest;
@@ -33,6 +35,7 @@ pub fn check(
 ) -> Result<Vec<Disagreement>, super::ReportError> {
     let (files, _) = super::derive::derive(spec, manifest, rec, templates)?;
     let mut out = Vec::new();
+    out.extend(tune_decision(dir));
     for (name, bytes) in &files {
         match crate::record::io::read_capped(&dir.join(name), 1 << 30) {
             Ok(on_disk) if on_disk == *bytes => {}
@@ -58,12 +61,31 @@ pub fn check(
         }
     };
     out.extend(plain_figures(&written, rec));
+    let precision = manifest.plan.precision.map(|p| p.rel_ci);
     for g in &written {
         for what in g.knee.holds(&g.cells, &spec.knee) {
             out.push(bad("sweep.json", format!("group {}: {what}", g.group)));
         }
+        for c in &g.cells {
+            for what in crate::stats::sweep::notes_hold(c, &g.knee, precision) {
+                out.push(bad("sweep.json", format!("group {}: {what}", g.group)));
+            }
+        }
     }
     Ok(out)
+}
+
+/// The decision written in `tune.json` against the rows written beside it; nothing without a tune.
+fn tune_decision(dir: &Path) -> Vec<Disagreement> {
+    let bytes = match std::fs::read(dir.join("tune.json")) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => return vec![bad("tune.json", format!("cannot be read: {e}"))],
+    };
+    match serde_json::from_slice::<crate::stats::tuning::TuneReport>(&bytes) {
+        Ok(t) => t.decision.holds(&t).into_iter().map(|what| bad("tune.json", what)).collect(),
+        Err(e) => vec![bad("tune.json", format!("does not parse: {e}"))],
+    }
 }
 
 /// What the raw records give for one repeat, by sums alone.

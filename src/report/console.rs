@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// A CSV as console text; a CSV that could not be rendered says so in its place (the run's derive step fails
 /// on the same error, so it is never lost).
-fn csv_text(csv: Result<Vec<u8>, csv::Error>) -> String {
+fn csv_text<E: std::fmt::Display>(csv: Result<Vec<u8>, E>) -> String {
     match csv {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) => format!("(could not be rendered: {e})\n"),
@@ -57,6 +57,13 @@ fn knee_lines(g: &GroupSweep) -> String {
         .unwrap_or_else(|e| format!("(the knee findings could not be worded: {e})\n"))
 }
 
+/// The tune's decision in the built-in templates' words (`findings.md`).
+fn decision_line(d: &crate::stats::decision::Decision) -> String {
+    super::markdown::environment(None)
+        .render_str("{% import \"findings.md\" as f %}{{ f.decision(d) }}", minijinja::context! { d })
+        .unwrap_or_else(|e| format!("(the decision could not be worded: {e})"))
+}
+
 /// The end of `servelab run` and `servelab tune`: a tune's decision and recommended command line, or the
 /// sweep's summary.
 pub fn after_run(
@@ -69,7 +76,7 @@ pub fn after_run(
     if plan.tune.is_some() {
         let mut out = String::new();
         if let Some(t) = crate::stats::tuning::analyze(spec, plan, rec, &manifest.tune_pruned) {
-            putln!(out, "{}: {}", dir.join("tune.md").display(), t.decision);
+            putln!(out, "{}: {}", dir.join("tune.md").display(), decision_line(&t.decision));
             if let Some(c) = &t.recommended {
                 putln!(out, "recommended: {c}");
             }

@@ -148,7 +148,8 @@ pub struct CellOut {
     pub kv_usage_max: Option<f64>,
     pub errors: usize,
     pub repeats: usize,
-    pub notes: String,
+    /// Worded by `cell_note` in `findings.md`.
+    pub notes: Vec<crate::stats::sweep::CellNote>,
     pub tpot_p50_s: Option<f64>,
     pub tpot_p95_s: Option<f64>,
     pub itl_per_token: bool,
@@ -279,7 +280,7 @@ fn cell(c: &Cell) -> CellOut {
         kv_usage_max: h.kv_usage_max,
         errors: h.errors.values().sum(),
         repeats: c.repeats.len(),
-        notes: c.notes.join("; "),
+        notes: c.notes.clone(),
         tpot_p50_s: h.tpot.map(|s| s.p50),
         tpot_p95_s: h.tpot.map(|s| s.p95),
         itl_per_token: h.itl_per_token,

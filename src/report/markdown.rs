@@ -54,6 +54,16 @@ fn f_pct(v: Value, digits: Option<usize>) -> String {
     num(&v).map(|x| format!("{:.*}%", digits.unwrap_or(1), x * 100.0)).unwrap_or_else(|| "–".to_owned())
 }
 
+/// `{{ fraction | signed_pct }}`: 0.123 → "+12.3%", −0.05 → "-5.0%".
+fn f_signed_pct(v: Value, digits: Option<usize>) -> String {
+    num(&v).map(|x| format!("{:+.*}%", digits.unwrap_or(1), x * 100.0)).unwrap_or_else(|| "–".to_owned())
+}
+
+/// `{{ seconds | secs }}`: a duration for a sentence, "200 ms" below a second, "2.5 s" from there.
+fn f_secs(v: Value) -> String {
+    num(&v).map(crate::stats::fmt_secs).unwrap_or_else(|| "–".to_owned())
+}
+
 /// `{{ seconds | duration }}`: 0.0123 → "12.3 ms", 2.5 → "2.50 s", 125 → "2m 05s".
 fn f_duration(v: Value) -> String {
     let Some(s) = num(&v) else { return "–".to_owned() };
@@ -92,6 +102,8 @@ pub fn environment(override_dir: Option<PathBuf>) -> Environment<'static> {
     env.add_filter("num", f_num);
     env.add_filter("bytes", f_bytes);
     env.add_filter("pct", f_pct);
+    env.add_filter("signed_pct", f_signed_pct);
+    env.add_filter("secs", f_secs);
     env.add_filter("duration", f_duration);
     env.add_filter("sentence", f_sentence);
     env.add_filter("fixed", f_fixed);

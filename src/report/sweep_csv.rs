@@ -2,6 +2,24 @@
 
 use crate::stats::sweep::{self, Cell, GroupSweep};
 
+/// Why the sweep CSV could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepCsvError {
+    #[error(transparent)]
+    Csv(#[from] csv::Error),
+    /// The notes column is worded by the built-in `findings.md`; a failure there is a bug in it.
+    #[error("the notes column: {0:#}")]
+    Notes(#[from] minijinja::Error),
+}
+
+/// The notes column: each cell's notes in the built-in templates' words (`cell_note` in `findings.md`), so
+/// the CSV says what the reports' notes column says.
+pub fn notes_text(cells: &[Cell]) -> Result<Vec<String>, minijinja::Error> {
+    let env = super::markdown::environment(None);
+    let t = env.template_from_str("{% import \"findings.md\" as f %}{{ f.notes(notes) }}")?;
+    cells.iter().map(|c| t.render(minijinja::context! { notes => &c.notes })).collect()
+}
+
 pub const COLUMNS: [&str; 29] = [
     "concurrency",
     "mean_e2e_s",
@@ -38,7 +56,8 @@ fn f(v: Option<f64>, d: usize) -> String {
     v.filter(|x| x.is_finite()).map(|x| format!("{x:.d$}")).unwrap_or_default()
 }
 
-pub fn row(c: &Cell) -> Vec<String> {
+/// A cell's row, with its notes worded (`notes_text`).
+pub fn row(c: &Cell, notes: String) -> Vec<String> {
     let h = c.head();
     vec![
         c.concurrency.to_string(),
@@ -47,7 +66,7 @@ pub fn row(c: &Cell) -> Vec<String> {
         f(Some(h.qps), 3),
         f(Some(h.tok_s), 1),
         f(h.gpu_util_pct, 1),
-        c.notes.join("; "),
+        notes,
         h.requests.to_string(),
         f(h.ttft.map(|s| s.p50), 4),
         f(h.ttft.map(|s| s.p95), 4),
@@ -75,13 +94,14 @@ pub fn row(c: &Cell) -> Vec<String> {
 }
 
 /// One sweep's CSV.
-pub fn render(group: &GroupSweep) -> Result<Vec<u8>, csv::Error> {
+pub fn render(group: &GroupSweep) -> Result<Vec<u8>, SweepCsvError> {
+    let notes = notes_text(&group.cells)?;
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(COLUMNS)?;
-    for c in &group.cells {
-        w.write_record(row(c))?;
+    for (c, n) in group.cells.iter().zip(notes) {
+        w.write_record(row(c, n))?;
     }
-    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+    Ok(w.into_inner().map_err(|e| csv::Error::from(e.into_error()))?)
 }
 
 pub const BATCHING_COLUMNS: [&str; 12] = [

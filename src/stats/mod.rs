@@ -1,5 +1,6 @@
 //! Statistics: pure functions of recorded data (fits now; quantiles, intervals and knees with the load).
 
+pub mod decision;
 pub mod fit;
 pub mod knee;
 pub mod kv;

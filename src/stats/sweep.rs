@@ -4,7 +4,7 @@
 //! per-step efficiency from per-round ratios, validity flags, the operating point and the knee, each with
 //! "borderline" where its interval straddles the threshold.
 
-use super::knee::{GpuAt, Growth, StepEfficiency, Thumbs, knee, paired_ratios};
+use super::knee::{GpuAt, Growth, Latency, Operating, StepEfficiency, Throughput, Thumbs, knee, paired_ratios};
 pub use super::knee::{Knee, Side, side};
 use super::summary::{Summary, ci95, summarize};
 use super::window;
@@ -118,7 +118,69 @@ pub struct Cell {
     /// The 95% interval of the repeats' p95 e2e (what the latency budget is checked against).
     #[serde(default)]
     pub p95_ci: Option<(f64, f64)>,
-    pub notes: Vec<String>,
+    pub notes: Vec<CellNote>,
+}
+
+/// What a cell's figures call for beside the table: each a fact with its numbers, built only where its
+/// predicate over the cell's figures holds (`flags`, `note_precision`, `finish_group`) and checked again by
+/// `notes_hold`. The words are the templates' (`cell_note` in `templates/findings.md`), the CSV's included.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CellNote {
+    /// Failed requests of the headline, by error kind (in the kinds' order).
+    Errors { total: usize, by_kind: Vec<(String, usize)> },
+    /// With `ignore_eos`, successful outputs shorter than max_tokens.
+    ShortOutputs { n: usize },
+    /// The client's mean dispatch delay, as a share of the mean e2e, above 5%.
+    ClientLag { pct: f64 },
+    /// Measured while up to `servers` other servers were up (slots).
+    Beside { servers: usize },
+    /// The client lagged while other slots ran.
+    ContendedLag,
+    /// CPU steal on the slot's cores reached `STEAL_CONTENDED_PCT`.
+    ContendedSteal { steal_pct: f64 },
+    /// A GPU of the slot shared a PCIe switch with a busy neighbour's.
+    ContendedSwitch,
+    /// The client's tokens and vLLM's generation-token counter disagree in a repeat.
+    TokensDiffer { repeat: u32, client: u64, server: f64 },
+    /// Prefix-cache hits although the prompts shared no prefix.
+    WarmPrefix { hits: f64 },
+    /// Repeats with fewer completions than a steady-state window needs: their figures cover the whole phase.
+    WindowTooShort { repeats: usize, of: usize, min_completions: usize },
+    /// The server sent no per-chunk usage: ITL is per chunk.
+    PerChunkItl,
+    /// The run sampled no GPU.
+    NoGpu,
+    /// Fewer than `min` GPU readings in the window: no utilisation figure.
+    FewGpuReadings { min: usize },
+    /// Client e2e above vLLM's own by more than max(5 ms, 5%), with where the time went.
+    Gap { gap_ms: f64, pct: f64, before_first_ms: f64, cause: GapCause },
+    /// The tokens/s interval's half-width stayed above the precision target.
+    PrecisionMissed { halfwidth_pct: f64, repeats: usize, target_pct: f64 },
+    /// The last level that scaled (`Knee::throughput_knee`).
+    ThroughputKnee,
+    /// The first level where latency blew up (`Knee::latency_knee`).
+    LatencyBlowsUp,
+    /// The operating point (`Knee::operating_point`).
+    OperatingPoint,
+    /// A finding's interval straddles its threshold here (one of `Knee::borderline`).
+    Borderline,
+    /// Requests waited in some of the level's repeats and not in others (one of `Knee::borderline`).
+    BorderlineQueued { repeats_waiting: usize, repeats: usize },
+}
+
+/// Where a client-server gap is spent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapCause {
+    /// The client's dispatch delay is more than half of it.
+    ClientLag,
+    /// More than half of it comes before the first token: vLLM's frontend, before the engine.
+    Frontend,
+    /// Between the engine and the client.
+    Transport,
+    /// The client's mean is below vLLM's: no time of the client's explains it.
+    ServerLonger,
 }
 
 impl Cell {
@@ -376,68 +438,64 @@ fn headline(repeats: &[RepeatStats], policy: RepeatPolicy) -> usize {
     }
 }
 
-fn flags(cell: &Cell, gpu_sampled: bool, all_requests: &[&RequestRecord]) -> Vec<String> {
+fn flags(cell: &Cell, gpu_sampled: bool, all_requests: &[&RequestRecord]) -> Vec<CellNote> {
     let h = cell.head();
     let mut notes = Vec::new();
     if !h.errors.is_empty() {
-        let kinds: Vec<String> = h.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        notes.push(format!("errors: {} ({})", h.errors.values().sum::<usize>(), kinds.join(", ")));
+        let by_kind = h.errors.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        notes.push(CellNote::Errors { total: h.errors.values().sum::<usize>(), by_kind });
     }
     if h.short_outputs > 0 {
-        notes.push(format!("{} outputs shorter than max_tokens", h.short_outputs));
+        notes.push(CellNote::ShortOutputs { n: h.short_outputs });
     }
     let lagged = h.e2e.as_ref().is_some_and(|e2e| h.mean_lag_s > 0.05 * e2e.mean);
     if let Some(e2e) = h.e2e.as_ref().filter(|_| lagged) {
-        notes.push(format!("client lag: dispatch delay {:.0}% of e2e", 100.0 * h.mean_lag_s / e2e.mean));
+        notes.push(CellNote::ClientLag { pct: 100.0 * h.mean_lag_s / e2e.mean });
     }
     let beside = cell.repeats.iter().map(|r| r.beside).max().unwrap_or(0);
     if beside > 0 {
-        let s = if beside == 1 { "" } else { "s" };
-        notes.push(format!("measured while up to {beside} other server{s} ran (slots)"));
+        notes.push(CellNote::Beside { servers: beside });
         if lagged {
-            notes.push("contended: the client lagged while other slots ran".to_owned());
+            notes.push(CellNote::ContendedLag);
         }
         let steal = cell.repeats.iter().filter_map(|r| r.steal_pct_max).reduce(f64::max);
-        if let Some(s) = steal.filter(|s| *s >= STEAL_CONTENDED_PCT) {
-            notes.push(format!("contended: CPU steal up to {s:.0}% on the slot's cores"));
+        if let Some(steal_pct) = steal.filter(|s| *s >= STEAL_CONTENDED_PCT) {
+            notes.push(CellNote::ContendedSteal { steal_pct });
         }
         if cell.repeats.iter().any(|r| r.switch_shared) {
-            notes.push("contended: a GPU shared its PCIe switch with another slot's".to_owned());
+            notes.push(CellNote::ContendedSwitch);
         }
     }
     for r in &cell.repeats {
-        let client_tokens: u64 = all_requests
+        let client: u64 = all_requests
             .iter()
             .filter(|q| q.point == r.point && q.attempt == r.attempt && !q.warmup)
             .map(|q| u64::from(q.completion_tokens.unwrap_or(q.chunks)))
             .sum();
         if let Some(server) = r.server_generation_tokens
-            && (server - client_tokens as f64).abs() > 0.5
+            && (server - client as f64).abs() > 0.5
         {
-            notes.push(format!("client/server tokens differ in repeat {}: {client_tokens} vs {server:.0}", r.repeat));
+            notes.push(CellNote::TokensDiffer { repeat: r.repeat, client, server });
         }
     }
-    if cell.shared_prefix_tokens == 0 && h.prefix_hits.is_some_and(|hits| hits > 0.0) {
-        notes.push(format!(
-            "warm prefix cache: {:.0} prompt tokens hit although prompts were unique",
-            h.prefix_hits.unwrap_or(0.0)
-        ));
+    if let Some(hits) = h.prefix_hits.filter(|hits| cell.shared_prefix_tokens == 0 && *hits > 0.0) {
+        notes.push(CellNote::WarmPrefix { hits });
     }
     let whole = cell.repeats.iter().filter(|r| r.window_s.is_none()).count();
     if whole > 0 {
-        notes.push(format!(
-            "{whole} of {} repeats too short for a steady-state window (< {} completions): whole-phase figures",
-            cell.repeats.len(),
-            window::min_completions(cell.concurrency)
-        ));
+        notes.push(CellNote::WindowTooShort {
+            repeats: whole,
+            of: cell.repeats.len(),
+            min_completions: window::min_completions(cell.concurrency),
+        });
     }
     if h.itl_p50_s.is_some() && !h.itl_per_token {
-        notes.push("no per-chunk usage from the server: ITL is per chunk, not per token".to_owned());
+        notes.push(CellNote::PerChunkItl);
     }
     if !gpu_sampled {
-        notes.push("no GPU: gpu_util_pct not measured".to_owned());
+        notes.push(CellNote::NoGpu);
     } else if h.gpu_util_pct.is_none() {
-        notes.push(format!("fewer than {MIN_GPU_READINGS} GPU readings in the window: no utilisation figure"));
+        notes.push(CellNote::FewGpuReadings { min: MIN_GPU_READINGS });
     }
     if let Some(n) = gap_note(h) {
         notes.push(n);
@@ -446,25 +504,139 @@ fn flags(cell: &Cell, gpu_sampled: bool, all_requests: &[&RequestRecord]) -> Vec
 }
 
 /// A client-server gap above max(5 ms, 5%) of vLLM's own mean, with what it is.
-fn gap_note(h: &RepeatStats) -> Option<String> {
+fn gap_note(h: &RepeatStats) -> Option<CellNote> {
     let (gap, server) = (h.e2e_gap_s?, h.server_mean_e2e_s?);
     if gap.abs() <= (0.005f64).max(0.05 * server) {
         return None;
     }
     let before_first = h.ttft_gap_s.unwrap_or(0.0);
-    let what = if h.mean_lag_s > 0.5 * gap.abs() {
-        "client lag (dispatch delay shows it)"
+    let cause = if gap < 0.0 {
+        GapCause::ServerLonger
+    } else if h.mean_lag_s > 0.5 * gap.abs() {
+        GapCause::ClientLag
     } else if before_first > 0.5 * gap {
-        "time in vLLM's frontend before the engine"
+        GapCause::Frontend
     } else {
-        "time between the engine and the client"
+        GapCause::Transport
     };
-    Some(format!(
-        "client e2e exceeds vLLM's by {:.0} ms ({:.0}%), {:.0} ms of it before the first token: {what}",
-        gap * 1e3,
-        100.0 * gap / server,
-        before_first * 1e3
-    ))
+    Some(CellNote::Gap { gap_ms: gap * 1e3, pct: 100.0 * gap / server, before_first_ms: before_first * 1e3, cause })
+}
+
+/// Checks each note of a cell as written against the cell's own figures and the group's knee, by the
+/// predicates alone: every note's numbers and condition, and every knee level's note present. Returns what
+/// disagrees. (Notes drawn from records the cell does not carry — the client's token count, whether a GPU
+/// was sampled — are checked for what the cell does carry.)
+pub fn notes_hold(c: &Cell, knee: &Knee, precision: Option<f64>) -> Vec<String> {
+    let h = c.head();
+    let mut bad = Vec::new();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    let beside = c.repeats.iter().map(|r| r.beside).max().unwrap_or(0);
+    let lag_pct = h.e2e.filter(|e| h.mean_lag_s > 0.05 * e.mean).map(|e| 100.0 * h.mean_lag_s / e.mean);
+    for n in &c.notes {
+        let ok = match n {
+            CellNote::Errors { total, by_kind } => {
+                *total > 0
+                    && *total == h.errors.values().sum::<usize>()
+                    && by_kind.iter().all(|(k, n)| h.errors.get(k) == Some(n))
+                    && by_kind.len() == h.errors.len()
+            }
+            CellNote::ShortOutputs { n } => *n > 0 && *n == h.short_outputs,
+            CellNote::ClientLag { pct } => lag_pct.is_some_and(|p| close(p, *pct)),
+            CellNote::Beside { servers } => *servers > 0 && *servers == beside,
+            CellNote::ContendedLag => beside > 0 && lag_pct.is_some(),
+            CellNote::ContendedSteal { steal_pct } => {
+                beside > 0
+                    && *steal_pct >= STEAL_CONTENDED_PCT
+                    && c.repeats.iter().filter_map(|r| r.steal_pct_max).reduce(f64::max) == Some(*steal_pct)
+            }
+            CellNote::ContendedSwitch => beside > 0 && c.repeats.iter().any(|r| r.switch_shared),
+            CellNote::TokensDiffer { repeat, client, server } => {
+                (server - *client as f64).abs() > 0.5
+                    && c.repeats.iter().any(|r| r.repeat == *repeat && r.server_generation_tokens == Some(*server))
+            }
+            CellNote::WarmPrefix { hits } => c.shared_prefix_tokens == 0 && *hits > 0.0 && h.prefix_hits == Some(*hits),
+            CellNote::WindowTooShort { repeats, of, .. } => {
+                *repeats > 0
+                    && *of == c.repeats.len()
+                    && *repeats == c.repeats.iter().filter(|r| r.window_s.is_none()).count()
+            }
+            CellNote::PerChunkItl => h.itl_p50_s.is_some() && !h.itl_per_token,
+            CellNote::NoGpu => h.gpu_util_pct.is_none(),
+            CellNote::FewGpuReadings { min } => h.gpu_util_pct.is_none() && h.gpu_util_readings < *min,
+            CellNote::Gap { gap_ms, pct, before_first_ms, cause } => match (h.e2e_gap_s, h.server_mean_e2e_s) {
+                (Some(gap), Some(server)) => {
+                    let first = h.ttft_gap_s.unwrap_or(0.0);
+                    let plain = if gap < 0.0 {
+                        GapCause::ServerLonger
+                    } else if h.mean_lag_s > gap.abs() / 2.0 {
+                        GapCause::ClientLag
+                    } else if first > gap / 2.0 {
+                        GapCause::Frontend
+                    } else {
+                        GapCause::Transport
+                    };
+                    gap.abs() > (0.005f64).max(0.05 * server)
+                        && close(*gap_ms, gap * 1e3)
+                        && close(*pct, 100.0 * gap / server)
+                        && close(*before_first_ms, first * 1e3)
+                        && *cause == plain
+                }
+                _ => false,
+            },
+            CellNote::PrecisionMissed { halfwidth_pct, repeats, target_pct } => {
+                precision.is_some_and(|t| close(t * 100.0, *target_pct))
+                    && *halfwidth_pct > *target_pct
+                    && *repeats == c.repeats.len()
+                    && c.tok_s_rel_halfwidth().is_some_and(|x| close(x * 100.0, *halfwidth_pct))
+            }
+            CellNote::ThroughputKnee => knee.throughput_knee == Some(c.concurrency),
+            CellNote::LatencyBlowsUp => knee.latency_knee == Some(c.concurrency),
+            CellNote::OperatingPoint => knee.operating_point == Some(c.concurrency),
+            CellNote::Borderline => knee.borderline.contains(&c.concurrency) && straddles_at(knee, c.concurrency),
+            CellNote::BorderlineQueued { repeats_waiting, repeats } => {
+                let waited = c.repeats.iter().filter(|r| r.waiting_max.is_some_and(|w| w > 0.0)).count();
+                knee.borderline.contains(&c.concurrency)
+                    && *repeats_waiting == waited
+                    && *repeats == c.repeats.len()
+                    && waited > 0
+                    && waited < *repeats
+            }
+        };
+        if !ok {
+            bad.push(format!("concurrency {}: the note {n:?} does not hold against its figures", c.concurrency));
+        }
+    }
+    let has = |f: fn(&CellNote) -> bool| c.notes.iter().any(f);
+    let missing = [
+        (!h.errors.is_empty() && !has(|n| matches!(n, CellNote::Errors { .. })), "errors"),
+        (h.short_outputs > 0 && !has(|n| matches!(n, CellNote::ShortOutputs { .. })), "short outputs"),
+        (lag_pct.is_some() && !has(|n| matches!(n, CellNote::ClientLag { .. })), "client lag"),
+        (beside > 0 && !has(|n| matches!(n, CellNote::Beside { .. })), "other servers up"),
+        (
+            c.repeats.iter().any(|r| r.window_s.is_none()) && !has(|n| matches!(n, CellNote::WindowTooShort { .. })),
+            "a window too short",
+        ),
+        (knee.throughput_knee == Some(c.concurrency) && !has(|n| matches!(n, CellNote::ThroughputKnee)), "the knee"),
+        (knee.latency_knee == Some(c.concurrency) && !has(|n| matches!(n, CellNote::LatencyBlowsUp)), "the blow-up"),
+        (
+            knee.operating_point == Some(c.concurrency) && !has(|n| matches!(n, CellNote::OperatingPoint)),
+            "the operating point",
+        ),
+        (
+            knee.borderline.contains(&c.concurrency)
+                && !has(|n| matches!(n, CellNote::Borderline | CellNote::BorderlineQueued { .. })),
+            "borderline",
+        ),
+        (
+            precision.is_some_and(|t| c.tok_s_rel_halfwidth().is_some_and(|x| x > t))
+                && !has(|n| matches!(n, CellNote::PrecisionMissed { .. })),
+            "the precision missed",
+        ),
+    ];
+    for (_, what) in missing.iter().filter(|(m, _)| *m) {
+        bad.push(format!("concurrency {}: {what} without its note", c.concurrency));
+    }
+    bad
 }
 
 /// Groups points into cells per server group, in plan order.
@@ -532,12 +704,11 @@ pub fn note_precision(groups: &mut [GroupSweep], rel_ci: f64) -> Vec<Vec<u32>> {
         let mut levels = Vec::new();
         for c in &mut g.cells {
             if let Some(h) = c.tok_s_rel_halfwidth().filter(|h| *h > rel_ci) {
-                c.notes.push(format!(
-                    "precision target missed: ±{:.1}% after {} repeats (target ±{:.1}%)",
-                    h * 100.0,
-                    c.repeats.len(),
-                    rel_ci * 100.0
-                ));
+                c.notes.push(CellNote::PrecisionMissed {
+                    halfwidth_pct: h * 100.0,
+                    repeats: c.repeats.len(),
+                    target_pct: rel_ci * 100.0,
+                });
                 levels.push(c.concurrency);
             }
         }
@@ -635,18 +806,38 @@ fn finish_group(
     g.knee = if levels.len() < g.cells.len() { Knee::not_a_curve(rules) } else { knee(&g.cells, rules) };
     for c in &mut g.cells {
         if Some(c.concurrency) == g.knee.throughput_knee {
-            c.notes.push("throughput knee".to_owned());
+            c.notes.push(CellNote::ThroughputKnee);
         }
         if Some(c.concurrency) == g.knee.latency_knee {
-            c.notes.push("latency blows up here".to_owned());
+            c.notes.push(CellNote::LatencyBlowsUp);
         }
         if Some(c.concurrency) == g.knee.operating_point {
-            c.notes.push("operating point".to_owned());
+            c.notes.push(CellNote::OperatingPoint);
         }
         if g.knee.borderline.contains(&c.concurrency) {
-            c.notes.push("borderline: its interval straddles a threshold".to_owned());
+            if straddles_at(&g.knee, c.concurrency) {
+                c.notes.push(CellNote::Borderline);
+            }
+            if let Latency::BorderlineQueued(q) = &g.knee.latency
+                && q.at == c.concurrency
+            {
+                c.notes.push(CellNote::BorderlineQueued { repeats_waiting: q.repeats_waiting, repeats: q.repeats });
+            }
         }
     }
+}
+
+/// Whether a finding of the knee at `level` is borderline because its interval straddles the threshold
+/// (rather than because only some repeats queued).
+fn straddles_at(k: &Knee, level: u32) -> bool {
+    let throughput = matches!(&k.throughput, Throughput::Borderline(s) if s.to == level);
+    let latency = matches!(&k.latency, Latency::Borderline(i) if i.at == level);
+    let operating = matches!(
+        &k.operating,
+        Some(Operating::Point { next: Some(m), .. } | Operating::NoPoint { first: m, .. })
+            if m.borderline && m.level.concurrency == level
+    );
+    throughput || latency || operating
 }
 
 /// Rules of thumb, each a computed fact with its numbers (templates word them).
@@ -989,6 +1180,69 @@ mod properties {
                     prop_assert!(g.knee.borderline.contains(&levels[i]));
                 }
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Over generated repeats (errors, short outputs, client lag, slots, short phases, client-server gaps,
+        /// warm prefix caches, per-chunk ITL), every cell note holds against its cell's figures, every
+        /// condition that calls for a note has it, and the CSV words the notes as the reports do.
+        #[test]
+        fn every_cell_note_holds_against_its_figures(
+            per in proptest::collection::vec(
+                (0usize..3, 0usize..4, 0f64..0.2, 0usize..3, proptest::option::of(0f64..12.0), proptest::bool::ANY,
+                 proptest::bool::weighted(0.2), proptest::option::of(-0.05f64..0.2), 0f64..1.0,
+                 proptest::option::of(0f64..50.0), proptest::bool::weighted(0.8)),
+                12),
+            rounds in 1usize..4,
+            gpu in proptest::bool::ANY,
+        ) {
+            let rules = KneeRules::default();
+            let levels = [1, 2, 4, 8];
+            let (tok, p95) = shape(2, 4);
+            let flat = vec![vec![1.0; 8]; rounds];
+            let mut g = group(&levels, &tok, &p95, &flat, &rules);
+            for (i, r) in g.cells.iter_mut().flat_map(|c| c.repeats.iter_mut()).enumerate() {
+                let (errors, short, lag, beside, steal, switch, whole, gap, first, hits, per_token) = per[i % 12];
+                if errors > 0 {
+                    r.errors.insert(if i % 2 == 0 { "timeout".into() } else { "http_500".into() }, errors);
+                }
+                r.short_outputs = short;
+                r.mean_lag_s = lag;
+                r.beside = beside;
+                r.steal_pct_max = steal.filter(|_| beside > 0);
+                r.switch_shared = switch && beside > 0;
+                r.window_s = (!whole).then_some(9.5);
+                r.e2e_gap_s = gap;
+                r.server_mean_e2e_s = gap.map(|_| 0.3);
+                r.ttft_gap_s = gap.map(|g| g * first);
+                r.prefix_hits = hits;
+                r.itl_p50_s = Some(0.01);
+                r.itl_per_token = per_token;
+                r.gpu_util_pct = gpu.then_some(50.0).filter(|_| i % 3 != 0);
+            }
+            finish_group(&mut g, RepeatPolicy::Mean, &rules, gpu, &[]);
+            let words = crate::report::sweep_csv::notes_text(&g.cells).unwrap();
+            for (c, text) in g.cells.iter().zip(&words) {
+                let wrong = notes_hold(c, &g.knee, None);
+                prop_assert!(wrong.is_empty(), "{:?}", wrong);
+                let h = c.head();
+                let errors: usize = h.errors.values().sum();
+                prop_assert_eq!(errors > 0, text.contains(&format!("errors: {errors} (")), "{}", text);
+                let whole = c.repeats.iter().filter(|r| r.window_s.is_none()).count();
+                let short = format!("{whole} of {} repeats too short", c.repeats.len());
+                prop_assert_eq!(whole > 0, text.contains(&short), "{}", text);
+                prop_assert_eq!(!gpu, text.contains("no GPU: gpu_util_pct not measured"), "{}", text);
+                if let CellNote::Gap { gap_ms, .. } = c.notes.iter().find(|n| matches!(n, CellNote::Gap { .. })).unwrap_or(&CellNote::NoGpu) {
+                    let said = if *gap_ms < 0.0 { "below vLLM's" } else { "exceeds vLLM's" };
+                    prop_assert!(text.contains(said), "{}", text);
+                }
+            }
+            // A note the figures do not call for does not hold.
+            let mut c = g.cells[0].clone();
+            c.notes.push(CellNote::ShortOutputs { n: c.head().short_outputs + 1 });
+            prop_assert!(!notes_hold(&c, &g.knee, None).is_empty());
         }
     }
 

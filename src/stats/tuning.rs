@@ -3,17 +3,18 @@
 //! winner and of vLLM's defaults on fresh servers, and the decision. Pure: the executor asks it what to start
 //! next, the report renders it, and both see the same records, so a tune resumes and re-renders.
 
+use super::decision::{Decision, Objective, Pick, Stopped};
 use super::summary::{ci95, mean, percentile_sorted};
 use super::sweep::{self, GroupSweep};
 use super::tune::{Axis, Observation, step};
 use crate::record::plan::{Plan, ServerGroup, TuneConfig, TunePlan};
 use crate::record::{PointRecord, Recorded, RequestRecord, Status};
 use crate::spec::Spec;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One configuration's objective over a set of its points (the search's repeats, or the confirmation's).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Measured {
     /// Tokens/s (throughput) or requests/s meeting the SLO (goodput), mean over repeats, at `level`.
     pub value: f64,
@@ -31,7 +32,7 @@ pub struct Measured {
 }
 
 /// A point of the Pareto chart: one workload level of one configuration.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ParetoPoint {
     pub setting: String,
     pub level: String,
@@ -43,7 +44,7 @@ pub struct ParetoPoint {
 }
 
 /// A configuration of the tune as measured.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     pub group: String,
     /// `max-num-seqs=16 max-num-batched-tokens=2048`, or `vLLM defaults`.
@@ -59,7 +60,7 @@ pub struct Row {
 }
 
 /// The gain of the winner over vLLM's defaults, both measured again after the search on fresh servers.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Gain {
     pub winner: f64,
     pub defaults: f64,
@@ -77,7 +78,7 @@ pub struct Gain {
 }
 
 /// What to start next: a group and the ids of its points to measure.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Next {
     pub group: String,
     pub points: Vec<String>,
@@ -85,9 +86,10 @@ pub struct Next {
     pub phase: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TuneReport {
-    pub objective: String,
+    /// What the tune maximises (worded by the templates).
+    pub objective: Objective,
     pub unit: String,
     /// Every measured configuration, best search objective first; then the pruned ones.
     pub rows: Vec<Row>,
@@ -96,7 +98,8 @@ pub struct TuneReport {
     pub gain: Option<Gain>,
     /// The command line the tune recommends (the winner's, or the defaults' when they are as good).
     pub recommended: Option<String>,
-    pub decision: String,
+    /// What the tune decided, from the confirmation's gain (`stats::decision`; worded by the templates).
+    pub decision: Decision,
     pub search_starts: usize,
     pub confirm_starts: usize,
     pub budget_starts: u32,
@@ -104,7 +107,7 @@ pub struct TuneReport {
     pub spent_s: f64,
     pub wall_s: Option<f64>,
     /// Why the search stopped, once it has.
-    pub stopped: Option<String>,
+    pub stopped: Option<Stopped>,
     pub next: Option<Next>,
     /// With slots: further starts that may begin beside `next` (the search's batch by constant liar, or the
     /// other half of a confirmation pair). Never rendered.
@@ -294,6 +297,25 @@ fn welch95(a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
     Some((d - t * se, d + t * se))
 }
 
+/// The gain of the pick over the defaults, both as measured again: None without both, or when the defaults
+/// met the objective nowhere (a gain over 0 is no figure).
+pub fn gain_of(winner: Option<&Measured>, defaults: Option<&Measured>) -> Option<Gain> {
+    let (w, d) = (winner?, defaults?);
+    if d.value <= 0.0 {
+        return None;
+    }
+    let rel = |ci: Option<(f64, f64)>| ci.map(|(lo, hi)| (lo / d.value, hi / d.value));
+    let ci = rel(welch95(&w.per_start, &d.per_start));
+    Some(Gain {
+        winner: w.value,
+        defaults: d.value,
+        rel: w.value / d.value - 1.0,
+        rel_ci: ci,
+        repeat_ci: rel(welch95(&w.per_repeat, &d.per_repeat)),
+        significant: ci.is_some_and(|c| c.0 > 0.0),
+    })
+}
+
 /// Reads a tune from its records. `pruned`: configurations the capacity model ruled out (group → why).
 pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<String, String>) -> Option<TuneReport> {
     analyze_in(spec, plan, rec, pruned, &InFlight { groups: &[], free: 1 })
@@ -362,18 +384,7 @@ pub fn analyze_in(
     let starts = rec.servers.iter().chain(&rec.earlier_starts);
     let spent_s: f64 = starts.filter_map(|s| s.ready_s).sum::<f64>() + rec.points.iter().map(|p| p.wall_s).sum::<f64>();
     let search_budget = tp.starts.saturating_sub(2 * cs) as usize;
-    let stopped = if started.len() >= search_budget {
-        Some(format!("the budget of {} starts leaves {search_budget} to the search, all used", tp.starts))
-    } else if tp.wall_s.is_some_and(|w| spent_s >= w) {
-        Some(format!(
-            "{spent_s:.0} s of server time recorded, over the wall budget of {:.0} s",
-            tp.wall_s.unwrap_or(0.0)
-        ))
-    } else if st.next.is_none() {
-        Some("every configuration the capacity model allows was measured".into())
-    } else {
-        None
-    };
+    let stopped = Stopped::of(tp.starts, search_budget, started.len(), spent_s, tp.wall_s, st.next.is_some());
     let config_group = |cfg: &Vec<usize>| tp.configs.iter().find(|c| &c.index == cfg).map(|c| c.group.clone());
     // A pick that met the objective nowhere (no level within the budget) is no winner.
     let winner = st
@@ -476,29 +487,26 @@ pub fn analyze_in(
         });
     }
     let win_confirm = winner.as_deref().and_then(confirmed);
-    let gain = match (&win_confirm, &defaults) {
-        (Some(w), Some(d)) if d.value > 0.0 => {
-            let rel = |ci: Option<(f64, f64)>| ci.map(|(lo, hi)| (lo / d.value, hi / d.value));
-            let ci = rel(welch95(&w.per_start, &d.per_start));
-            Some(Gain {
-                winner: w.value,
-                defaults: d.value,
-                rel: w.value / d.value - 1.0,
-                rel_ci: ci,
-                repeat_ci: rel(welch95(&w.per_repeat, &d.per_repeat)),
-                significant: ci.is_some_and(|c| c.0 > 0.0),
-            })
-        }
-        _ => None,
-    };
+    let gain = gain_of(win_confirm.as_ref(), defaults.as_ref());
     let unit = if tp.objective == "goodput" { "req/s meeting the SLO" } else { "tok/s" };
     let winner_setting = rows.iter().find(|r| Some(&r.group) == winner.as_ref()).map(|r| r.setting.clone());
-    let (decision, recommended) =
-        decide(tp, next.is_some() || stopped.is_none(), winner.as_deref(), winner_setting.as_deref(), &gain, &defaults);
+    let starts = |m: &Option<Measured>| m.as_ref().map_or(0, |m| m.per_start.len());
+    let decision = Decision::of(
+        next.is_some() || stopped.is_none(),
+        winner_setting.as_deref(),
+        gain.as_ref(),
+        (starts(&win_confirm), starts(&defaults)),
+    );
+    let recommended = match decision.pick() {
+        Pick::Winner => winner.clone(),
+        Pick::Defaults => Some(tp.defaults_group.clone()),
+        Pick::DefaultsIfMeasured => defaults.as_ref().map(|_| tp.defaults_group.clone()),
+        Pick::Nothing => None,
+    };
     let recommended = recommended.and_then(|g| group(plan, &g)).map(command_of);
     let pareto = pareto(spec, tp, rec, &rows);
     Some(TuneReport {
-        objective: objective_text(spec, tp),
+        objective: Objective::of(tp, spec.slo.as_ref()),
         unit: unit.into(),
         rows,
         pareto,
@@ -543,92 +551,6 @@ fn batch(
         }
     }
     out
-}
-
-fn objective_text(spec: &Spec, tp: &TunePlan) -> String {
-    match tp.p95_budget_s {
-        Some(b) if tp.objective == "throughput" => format!(
-            "the highest output tokens/s among the workload's levels whose p95 e2e (the upper end of its 95% \
-             interval over repeats) is within {b} s"
-        ),
-        _ => format!(
-            "the highest goodput (requests/s meeting the SLO: {}) among the workload's rates",
-            spec.slo.as_ref().map(super::rate::describe).unwrap_or_default()
-        ),
-    }
-}
-
-/// The decision sentence, and the group whose command is recommended.
-fn decide(
-    tp: &TunePlan,
-    running: bool,
-    winner: Option<&str>,
-    winner_setting: Option<&str>,
-    gain: &Option<Gain>,
-    defaults: &Option<Measured>,
-) -> (String, Option<String>) {
-    let pct = |x: f64| format!("{:+.1}%", x * 100.0);
-    match (winner, gain, defaults) {
-        _ if running => ("The tune has not finished: no recommendation yet.".into(), None),
-        (None, _, _) => (
-            "No searched configuration served the workload: nothing to recommend over vLLM's defaults.".into(),
-            defaults.as_ref().map(|_| tp.defaults_group.clone()),
-        ),
-        (Some(w), Some(g), _) => {
-            let ci = g.rel_ci.map(|(lo, hi)| format!(" (95% interval {} to {})", pct(lo), pct(hi))).unwrap_or_default();
-            let setting = winner_setting.unwrap_or(w);
-            if g.rel_ci.is_none() {
-                let within = g
-                    .repeat_ci
-                    .map(|(lo, hi)| format!("; its repeats on that one server alone span {} to {}", pct(lo), pct(hi)))
-                    .unwrap_or_default();
-                (
-                    format!(
-                        "Not shown: measured again, the search's pick ({setting}) serves {} against vLLM's defaults, \
-                         but with one fresh server start each, which cannot show what another start serves{within}. \
-                         Keep the defaults, or confirm with `confirm_starts: 2`.",
-                        pct(g.rel)
-                    ),
-                    Some(tp.defaults_group.clone()),
-                )
-            } else if g.significant {
-                (
-                    format!(
-                        "Recommended: {setting}. Measured again after the search on fresh servers, it serves {} more \
-                         than vLLM's defaults{ci} over server starts.",
-                        pct(g.rel).trim_start_matches('+')
-                    ),
-                    Some(w.to_owned()),
-                )
-            } else if g.rel_ci.is_some_and(|c| c.1 < 0.0) {
-                (
-                    format!(
-                        "vLLM's defaults serve more than the search's pick ({setting}: {}{ci}, measured again): keep \
-                         the defaults.",
-                        pct(g.rel)
-                    ),
-                    Some(tp.defaults_group.clone()),
-                )
-            } else {
-                (
-                    format!(
-                        "vLLM's defaults are as good: measured again, the search's pick ({setting}) differs from them \
-                         by {}{ci}, which the noise explains. Keep the defaults.",
-                        pct(g.rel)
-                    ),
-                    Some(tp.defaults_group.clone()),
-                )
-            }
-        }
-        (Some(w), None, _) => (
-            format!(
-                "The search's pick is {}, but the confirmation could not compare it with vLLM's defaults (a start \
-                 failed, or the defaults met no level within the budget): no measured gain.",
-                winner_setting.unwrap_or(w)
-            ),
-            Some(w.to_owned()),
-        ),
-    }
 }
 
 /// Each measured level of each configuration (search repeats, and the confirmation's for the defaults) on

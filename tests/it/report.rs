@@ -210,6 +210,25 @@ fn report_check_holds_for_every_committed_run_and_fails_a_tampered_one() {
     assert!(out.contains("concurrency_sweep.md: differs from what the raw records give"), "{out}");
     assert!(out.contains(&format!("{} ok", ok + 1)) && out.contains("the records hold"), "{out}");
     assert!(out.contains("latency:"), "the moved finding is named: {out}");
+
+    // A tune whose decision claims more than its gain's interval over starts shows.
+    let tune = runs.iter().find(|r| r.ends_with("h200-tune/run1")).expect("h200-tune/run1");
+    let dir = tmp.path().join("tune");
+    copy_dir(tune, &dir);
+    let mut t: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("tune.json")).unwrap()).unwrap();
+    assert_eq!(t["decision"]["kind"], "not_shown", "{}", t["decision"]);
+    let (setting, rel) = (t["decision"]["setting"].clone(), t["decision"]["rel"].clone());
+    t["decision"] = serde_json::json!({ "kind": "recommended", "setting": setting, "rel": rel, "ci": [0.05, 0.25] });
+    std::fs::write(dir.join("tune.json"), serde_json::to_vec_pretty(&t).unwrap()).unwrap();
+    let (code, out, _) = servelab(&["report", "--check", dir.to_str().unwrap()]);
+    assert_eq!(code, 8, "{out}");
+    assert!(out.contains("decision: recommended where the figures give not_shown"), "{out}");
+    // And a cell note that its figures do not support.
+    let mut sweep: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("sweep.json")).unwrap()).unwrap();
+    sweep[0]["cells"][0]["notes"] = serde_json::json!([{ "kind": "short_outputs", "n": 3 }]);
+    std::fs::write(dir.join("sweep.json"), serde_json::to_vec_pretty(&sweep).unwrap()).unwrap();
+    let (_, out, _) = servelab(&["report", "--check", dir.to_str().unwrap()]);
+    assert!(out.contains("ShortOutputs { n: 3 }") && out.contains("does not hold"), "{out}");
 }
 
 /// A run whose starts share one max-model-len and vary another setting (h200-kv-capacity: gpu-memory-utilization

@@ -84,7 +84,10 @@ fn a_tune_searches_within_its_budget_confirms_and_resumes_without_measuring_twic
     let first = t["rows"].as_array().unwrap().iter().find(|r| r["searched"] == 1).unwrap();
     assert_eq!(first["setting"], "capacity=4");
     let md = std::fs::read_to_string(dir.join("tune.md")).unwrap();
-    assert!(md.contains(t["decision"].as_str().unwrap()), "the report states the decision");
+    assert!(t["decision"]["kind"].is_string(), "the decision is typed: {}", t["decision"]);
+    let said = String::from_utf8_lossy(&o.stdout);
+    let line = said.lines().find_map(|l| l.split_once("tune.md: ")).map(|(_, d)| d.to_owned()).unwrap();
+    assert!(md.contains(&format!("**{line}**")), "the console and the report word the decision alike: {line}");
     assert!(std::fs::read_to_string(dir.join("tune_pareto.svg")).unwrap().contains("<svg"));
 
     // A larger budget on resume: two more search starts, then a confirmation only where one is missing.
@@ -148,7 +151,10 @@ fn a_goodput_tune_picks_the_configuration_that_meets_the_slo_more_often() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let dir = out.join("tune").join("t");
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("tune.json")).unwrap()).unwrap();
-    assert!(t["objective"].as_str().unwrap().contains("goodput"), "{}", t["objective"]);
+    assert_eq!(t["objective"]["kind"], "goodput", "{}", t["objective"]);
+    assert_eq!(t["objective"]["e2e_s"], 0.2, "{}", t["objective"]);
+    let md = std::fs::read_to_string(dir.join("tune.md")).unwrap();
+    assert!(md.contains("requests/s meeting the SLO: e2e ≤ 200 ms)"), "the template words the SLO");
     assert_eq!(t["unit"], "req/s meeting the SLO");
     let rows = t["rows"].as_array().unwrap();
     let pick = rows.iter().find(|r| r["group"] == t["winner"]).unwrap();
