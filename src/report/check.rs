@@ -3,11 +3,16 @@
 //! 1. every derived file equals what the raw records give now (nothing edited by hand, nothing stale);
 //! 2. the sweep's per-repeat counts and whole-phase rates, recomputed from the raw request records by a
 //!    second, plainer path than `stats::sweep` (no window, no summaries: sums and divisions);
-//! 3. every finding in `sweep.json` as written holds against that file's own figures (`Knee::holds`).
+//! 3. every finding in `sweep.json` as written holds against that file's own figures (`Knee::holds`); every
+//!    open-loop finding in `rate_sweep.json` against its cells (`RateSweep::holds`, which also holds goodput
+//!    within the achieved rate), and every probe and stop of `rate_search.json` against the search rule and
+//!    the cells at the probed rates (`SearchState::holds`).
 
 use crate::record::Recorded;
 use crate::record::manifest::Manifest;
 use crate::spec::Spec;
+use crate::stats::rate::RateSweep;
+use crate::stats::search::SearchState;
 use crate::stats::sweep::GroupSweep;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,28 +47,55 @@ pub fn check(
             Err(e) => out.push(bad(name, format!("cannot be read: {e:?}"))),
         }
     }
-    let written = match std::fs::read(dir.join("sweep.json")) {
-        Ok(bytes) => match serde_json::from_slice::<Vec<GroupSweep>>(&bytes) {
-            Ok(groups) => groups,
-            Err(e) => {
-                out.push(bad("sweep.json", format!("does not parse: {e}")));
-                return Ok(out);
+    if let Some(written) = read_json::<Vec<GroupSweep>>(dir, "sweep.json", &mut out) {
+        out.extend(plain_figures(&written, rec));
+        for g in &written {
+            for what in g.knee.holds(&g.cells, &spec.knee) {
+                out.push(bad("sweep.json", format!("group {}: {what}", g.group)));
             }
-        },
-        // A run without load points has no sweep.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => {
-            out.push(bad("sweep.json", format!("cannot be read: {e}")));
-            return Ok(out);
         }
-    };
-    out.extend(plain_figures(&written, rec));
-    for g in &written {
-        for what in g.knee.holds(&g.cells, &spec.knee) {
-            out.push(bad("sweep.json", format!("group {}: {what}", g.group)));
+    }
+    let rates = read_json::<Vec<RateSweep>>(dir, "rate_sweep.json", &mut out).unwrap_or_default();
+    for g in &rates {
+        for what in g.holds(spec.slo.as_ref()) {
+            out.push(bad("rate_sweep.json", format!("group {}: {what}", g.group)));
+        }
+    }
+    for s in read_json::<Vec<WrittenSearch>>(dir, "rate_search.json", &mut out).unwrap_or_default() {
+        let cells = rates.iter().find(|g| g.group == s.group).map_or(&[][..], |g| &g.cells[..]);
+        let target = spec.slo.as_ref().map(|s| s.attainment);
+        for what in s.search.holds(&s.plan.ladder, cells, target) {
+            out.push(bad("rate_search.json", format!("group {}: {what}", s.group)));
         }
     }
     Ok(out)
+}
+
+/// One group's entry of `rate_search.json`.
+#[derive(serde::Deserialize)]
+struct WrittenSearch {
+    group: String,
+    plan: crate::record::plan::RateSearchPlan,
+    search: SearchState,
+}
+
+/// A derived JSON file as written; None when the run has none (a run without such points) or it cannot be
+/// read or parsed (then said in `out`).
+fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str, out: &mut Vec<Disagreement>) -> Option<T> {
+    match std::fs::read(dir.join(name)) {
+        Ok(bytes) => match serde_json::from_slice::<T>(&bytes) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                out.push(bad(name, format!("does not parse: {e}")));
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            out.push(bad(name, format!("cannot be read: {e}")));
+            None
+        }
+    }
 }
 
 /// What the raw records give for one repeat, by sums alone.
