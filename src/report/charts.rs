@@ -267,7 +267,7 @@ fn draw_rate<'a>(
         .draw()?;
     chart.configure_secondary_axes().y_desc("p95 e2e (ms)").draw()?;
     draw_two_series(&mut chart, ("goodput", &good, &good_ci), ("p95 e2e (ms)", &p95, &p95_ci), 0.0)?;
-    if let Some(r) = s.sustainable.rate
+    if let Some(r) = s.sustainable.rate()
         && let Some(c) = s.cells.iter().find(|c| c.rate == r)
     {
         let xr = x(c);

@@ -4,12 +4,17 @@
 //! 2. the sweep's per-repeat counts and whole-phase rates, recomputed from the raw request records by a
 //!    second, plainer path than `stats::sweep` (no window, no summaries: sums and divisions);
 //! 3. every finding in `sweep.json` as written holds against that file's own figures (`Knee::holds`), and
-//!    each cell's notes against its figures (`notes_hold`), and the decision in `tune.json` against that
-//!    file's gain figures (`Decision::holds`).
+//!    each cell's notes against its figures (`notes_hold`); every open-loop finding in `rate_sweep.json`
+//!    against its cells (`RateSweep::holds`, which also holds goodput within the achieved rate), every probe
+//!    and stop of `rate_search.json` against the search rule and the cells at the probed rates
+//!    (`SearchState::holds`), and the decision in `tune.json` against that file's gain figures
+//!    (`Decision::holds`).
 
 use crate::record::Recorded;
 use crate::record::manifest::Manifest;
 use crate::spec::Spec;
+use crate::stats::rate::RateSweep;
+use crate::stats::search::SearchState;
 use crate::stats::sweep::GroupSweep;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,31 +50,31 @@ pub fn check(
             Err(e) => out.push(bad(name, format!("cannot be read: {e:?}"))),
         }
     }
-    let written = match std::fs::read(dir.join("sweep.json")) {
-        Ok(bytes) => match serde_json::from_slice::<Vec<GroupSweep>>(&bytes) {
-            Ok(groups) => groups,
-            Err(e) => {
-                out.push(bad("sweep.json", format!("does not parse: {e}")));
-                return Ok(out);
-            }
-        },
-        // A run without load points has no sweep.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => {
-            out.push(bad("sweep.json", format!("cannot be read: {e}")));
-            return Ok(out);
-        }
-    };
-    out.extend(plain_figures(&written, rec));
-    let precision = manifest.plan.precision.map(|p| p.rel_ci);
-    for g in &written {
-        for what in g.knee.holds(&g.cells, &spec.knee) {
-            out.push(bad("sweep.json", format!("group {}: {what}", g.group)));
-        }
-        for c in &g.cells {
-            for what in crate::stats::sweep::notes_hold(c, &g.knee, precision) {
+    if let Some(written) = read_json::<Vec<GroupSweep>>(dir, "sweep.json", &mut out) {
+        out.extend(plain_figures(&written, rec));
+        let precision = manifest.plan.precision.map(|p| p.rel_ci);
+        for g in &written {
+            for what in g.knee.holds(&g.cells, &spec.knee) {
                 out.push(bad("sweep.json", format!("group {}: {what}", g.group)));
             }
+            for c in &g.cells {
+                for what in crate::stats::sweep::notes_hold(c, &g.knee, precision) {
+                    out.push(bad("sweep.json", format!("group {}: {what}", g.group)));
+                }
+            }
+        }
+    }
+    let rates = read_json::<Vec<RateSweep>>(dir, "rate_sweep.json", &mut out).unwrap_or_default();
+    for g in &rates {
+        for what in g.holds(spec.slo.as_ref()) {
+            out.push(bad("rate_sweep.json", format!("group {}: {what}", g.group)));
+        }
+    }
+    for s in read_json::<Vec<WrittenSearch>>(dir, "rate_search.json", &mut out).unwrap_or_default() {
+        let cells = rates.iter().find(|g| g.group == s.group).map_or(&[][..], |g| &g.cells[..]);
+        let target = spec.slo.as_ref().map(|s| s.attainment);
+        for what in s.search.holds(&s.plan.ladder, cells, target) {
+            out.push(bad("rate_search.json", format!("group {}: {what}", s.group)));
         }
     }
     Ok(out)
@@ -77,14 +82,37 @@ pub fn check(
 
 /// The decision written in `tune.json` against the rows written beside it; nothing without a tune.
 fn tune_decision(dir: &Path) -> Vec<Disagreement> {
-    let bytes = match std::fs::read(dir.join("tune.json")) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => return vec![bad("tune.json", format!("cannot be read: {e}"))],
-    };
-    match serde_json::from_slice::<crate::stats::tuning::TuneReport>(&bytes) {
-        Ok(t) => t.decision.holds(&t).into_iter().map(|what| bad("tune.json", what)).collect(),
-        Err(e) => vec![bad("tune.json", format!("does not parse: {e}"))],
+    let mut out = Vec::new();
+    if let Some(t) = read_json::<crate::stats::tuning::TuneReport>(dir, "tune.json", &mut out) {
+        out.extend(t.decision.holds(&t).into_iter().map(|what| bad("tune.json", what)));
+    }
+    out
+}
+
+/// One group's entry of `rate_search.json`.
+#[derive(serde::Deserialize)]
+struct WrittenSearch {
+    group: String,
+    plan: crate::record::plan::RateSearchPlan,
+    search: SearchState,
+}
+
+/// A derived JSON file as written; None when the run has none (a run without such points) or it cannot be
+/// read or parsed (then said in `out`).
+fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str, out: &mut Vec<Disagreement>) -> Option<T> {
+    match std::fs::read(dir.join(name)) {
+        Ok(bytes) => match serde_json::from_slice::<T>(&bytes) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                out.push(bad(name, format!("does not parse: {e}")));
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            out.push(bad(name, format!("cannot be read: {e}")));
+            None
+        }
     }
 }
 

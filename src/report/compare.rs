@@ -86,14 +86,22 @@ fn judged_row(
     )
 }
 
+/// A group's sustainable-rate finding in the built-in templates' words (`rate_findings.md`).
+fn sustainable_sentence(s: &RateSweep) -> String {
+    super::markdown::environment(None)
+        .render_str("{% import \"rate_findings.md\" as f %}{{ f.sustainable(s) }}", minijinja::context! { s })
+        .unwrap_or_else(|e| format!("(the sustainable rate could not be worded: {e})"))
+}
+
 /// Open-loop cells matched by rate and arrival: goodput and p95 with their Student-t intervals over repeats,
-/// attainment with its Clopper–Pearson interval (so one repeat of 400 requests is judged too); then each
-/// group's sustainable-rate sentence, A over B. Returns the regressions found.
+/// attainment with the interval the rate report shows (Clopper–Pearson over the pooled requests, spanning the
+/// Student-t interval over repeats where there are two or more; so one repeat of 400 requests is judged too);
+/// then each group's sustainable-rate finding, A over B. Returns the regressions found.
 fn rate_section(md: &mut String, a: &[RateSweep], b: &[RateSweep], threshold: f64) -> usize {
     let mut regressions = 0;
     putln!(
         md,
-        "\n## Open loop\n\nCells matched by rate and arrival. A change is flagged when the two intervals do not overlap (attainment: Clopper–Pearson 95%; goodput and p95: Student-t 95% over repeats), or — without an interval — when it exceeds the threshold ({:.0}%).\n",
+        "\n## Open loop\n\nCells matched by rate and arrival. A change is flagged when the two intervals do not overlap (attainment: the 95% interval of the rate report, Clopper–Pearson over the pooled requests spanning the Student-t interval over repeats where there are two or more; goodput and p95: Student-t 95% over repeats), or — without an interval — when it exceeds the threshold ({:.0}%).\n",
         threshold * 100.0
     );
     putln!(
@@ -123,7 +131,7 @@ fn rate_section(md: &mut String, a: &[RateSweep], b: &[RateSweep], threshold: f6
                 putln!(md, "{row}");
             }
         }
-        putln!(md, "\nA: {}  \nB: {}\n", ga.sustainable.sentence, gb.sustainable.sentence);
+        putln!(md, "\nA: {}  \nB: {}\n", sustainable_sentence(ga), sustainable_sentence(gb));
     }
     if a.len() != b.len() {
         putln!(

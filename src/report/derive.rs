@@ -82,7 +82,7 @@ fn stamped<T: serde::Serialize>(value: &T) -> Vec<u8> {
 /// The `derived_version` of a run folder's derived JSON files: None when it has none (a startup-only run,
 /// or derived files rendered before the stamp existed).
 pub fn version_in(dir: &std::path::Path) -> Option<u64> {
-    ["sweep.json", "rate_search.json", "tune.json"].iter().find_map(|name| {
+    ["sweep.json", "rate_sweep.json", "rate_search.json", "tune.json"].iter().find_map(|name| {
         let bytes = std::fs::read(dir.join(name)).ok()?;
         let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         let first = if v.is_array() { v.get(0)?.clone() } else { v };
@@ -160,6 +160,11 @@ pub fn derive(
     let mut rate_ctx = Vec::new();
     let rate_groups = crate::stats::rate::analyze(&rec.points, &rec.requests, spec.slo.as_ref());
     let several = groups_with(manifest, |c| c.open_loop.is_some()) > 1;
+    if !rate_groups.is_empty() {
+        // The cells with the findings drawn from them, so `report --check` can hold each finding against the
+        // figures it was drawn from, as sweep.json does for the concurrency sweep.
+        files.push(("rate_sweep.json".to_owned(), stamped(&rate_groups)));
+    }
     for r in rate_groups {
         let suffix = if several { format!("-{}", r.group) } else { String::new() };
         files.push(rendered(&format!("rate_sweep{suffix}.csv"), rate_csv::render(&r))?);

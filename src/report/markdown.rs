@@ -8,8 +8,9 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 use std::path::PathBuf;
 
 /// The reports, and the partials they include (`workload.md`, no report of its own).
-pub const REPORTS: [(&str, &str); 8] = [
+pub const REPORTS: [(&str, &str); 9] = [
     ("findings.md", include_str!("../../templates/findings.md")),
+    ("rate_findings.md", include_str!("../../templates/rate_findings.md")),
     ("kv_cache_scaling_notes.md", include_str!("../../templates/kv_cache_scaling_notes.md")),
     ("batching_benchmark.md", include_str!("../../templates/batching_benchmark.md")),
     ("concurrency_sweep.md", include_str!("../../templates/concurrency_sweep.md")),
@@ -83,6 +84,12 @@ fn f_plain(v: Value) -> String {
     num(&v).map(|x| format!("{x}")).unwrap_or_else(|| "–".to_owned())
 }
 
+/// `{{ rate | trimmed(2) }}`: at most that many decimals, trailing zeros dropped, thousands separated
+/// (1234.50 → "1,234.5").
+fn f_trimmed(v: Value, digits: Option<usize>) -> String {
+    num(&v).map(|x| crate::stats::trimmed(x, digits.unwrap_or(0))).unwrap_or_else(|| "–".to_owned())
+}
+
 /// `{{ text | sentence }}`: the first letter upper-cased, the rest untouched (unlike `capitalize`).
 fn f_sentence(v: Value) -> String {
     let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
@@ -108,6 +115,7 @@ pub fn environment(override_dir: Option<PathBuf>) -> Environment<'static> {
     env.add_filter("sentence", f_sentence);
     env.add_filter("fixed", f_fixed);
     env.add_filter("plain", f_plain);
+    env.add_filter("trimmed", f_trimmed);
     env.set_fuel(Some(REPORT_FUEL));
     // Printing a huge sequence and chained `replace` are single instructions that fuel does not bound.
     crate::plan::render::guard(&mut env, MAX_REPORT_BYTES, MAX_PRINTED_ITEMS);

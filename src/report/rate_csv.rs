@@ -40,7 +40,7 @@ fn f(v: Option<f64>, d: usize) -> String {
     v.filter(|x| x.is_finite()).map(|x| format!("{x:.d$}")).unwrap_or_default()
 }
 
-fn row(c: &RateCell, sustainable: Option<f64>) -> Vec<String> {
+fn row(c: &RateCell, sustainable: Option<f64>, notes: String) -> Vec<String> {
     vec![
         crate::stats::trimmed(c.rate, 4).replace(',', ""),
         c.arrival.clone(),
@@ -72,15 +72,22 @@ fn row(c: &RateCell, sustainable: Option<f64>) -> Vec<String> {
         f(Some(c.tpot_p95_s), 5),
         c.errors.to_string(),
         (sustainable.is_some_and(|r| c.rate <= r)).to_string(),
-        c.notes.join("; "),
+        notes,
     ]
 }
 
+/// A cell's notes in the built-in templates' words (`rate_findings.md`), as the report's table has them.
+fn notes(env: &minijinja::Environment, c: &RateCell) -> Result<String, csv::Error> {
+    env.render_str("{% import \"rate_findings.md\" as f %}{{ f.notes(n) }}", minijinja::context! { n => &c.notes })
+        .map_err(|e| csv::Error::from(std::io::Error::other(e)))
+}
+
 pub fn render(s: &RateSweep) -> Result<Vec<u8>, csv::Error> {
+    let env = super::markdown::environment(None);
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(COLUMNS)?;
     for c in &s.cells {
-        w.write_record(row(c, s.sustainable.rate))?;
+        w.write_record(row(c, s.sustainable.rate(), notes(&env, c)?))?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }

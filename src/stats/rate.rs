@@ -6,6 +6,10 @@
 //! or the last measured arrival when the SLO minimum extended it); achieved rate = those actually sent
 //! within the span ÷ the span — both against the pre-drawn schedule, not the nominal rate, whose Poisson
 //! noise alone is 1/√(λ·duration).
+//!
+//! Each claim about a cell or a group is a typed finding ([`Judgement`], [`Note`], [`Sustainable`]) built only
+//! here and only where its predicate over the cells' figures holds; [`RateSweep::holds`] checks them again from
+//! the cells by a plainer path. The words are the templates' (`templates/rate_findings.md`).
 
 use super::summary::{ci95, mean, percentile_sorted};
 use super::window;
@@ -75,31 +79,113 @@ pub struct RateCell {
     pub tpot_p50_s: f64,
     pub tpot_p95_s: f64,
     pub errors: usize,
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
 }
 
-/// What a group's sweep concludes.
+/// What a cell's table row flags.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Sustainable {
-    /// The highest rate such that it and every lower rate sustain the SLO (or, without one, keep up).
-    pub rate: Option<f64>,
-    /// The first rate above it, and why it does not count.
-    pub next: Option<(f64, String)>,
-    /// The next rate's interval straddles the target: a rerun may decide either way.
-    pub borderline: bool,
-    pub sentence: String,
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Note {
+    /// More than [`LATE_SHARE_MAX`] of the cell's requests left over [`LATE_S`] late.
+    Undelivered { late_share: f64, late_p99_s: f64 },
+    /// The in-flight count kept rising in `rising` of the cell's `repeats` (at least one).
+    Rising { rising: usize, repeats: usize },
+}
+
+/// A cell's pooled attainment, the interval shown for it, and the SLO's target.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Attainment {
+    pub share: f64,
+    pub ci: (f64, f64),
+    pub target: f64,
+}
+
+/// What one rate's cell says about the server, in the order it is decided: a growing queue first (late
+/// arrivals offer no more load than the schedule, so the server could not keep up with less than was asked),
+/// then the client's delivery, then the SLO.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Judgement {
+    /// The in-flight count kept rising in every repeat: the server did not keep up.
+    Rising { repeats: usize },
+    /// It kept rising in some repeats and held steady in others: borderline.
+    RisingSome { rising: usize, repeats: usize },
+    /// More than [`LATE_SHARE_MAX`] of the requests left over [`LATE_S`] late: the rate cannot be judged.
+    Undelivered { late_share: f64 },
+    /// The whole attainment interval lies below the target.
+    Below(Attainment),
+    /// The interval holds the target: borderline.
+    Straddles(Attainment),
+    /// The interval's lower bound reaches the target.
+    Sustains(Attainment),
+    /// No SLO: the client delivered and requests in flight stayed steady.
+    Steady,
+}
+
+impl Judgement {
+    /// The rate sustains the SLO (or, without one, keeps up).
+    pub fn sustains(&self) -> bool {
+        matches!(self, Judgement::Sustains(_) | Judgement::Steady)
+    }
+
+    /// A rerun may decide either way.
+    pub fn borderline(&self) -> bool {
+        matches!(self, Judgement::RisingSome { .. } | Judgement::Straddles(_))
+    }
+}
+
+/// What a group's sweep concludes: the highest rate such that it and every lower rate sustain the SLO (or,
+/// without one, keep up).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Sustainable {
+    /// Every rate up to `rate` sustains; `next`, the first rate above it, does not, for `why`.
+    Limit { rate: f64, next: f64, why: Judgement },
+    /// Every tested rate sustains, up to `rate`: the limit lies above.
+    AboveAll { rate: f64 },
+    /// Already the lowest rate does not sustain.
+    NoneSustains { lowest: f64, why: Judgement },
+    /// No open-loop cell was measured.
+    NoCells,
+}
+
+impl Sustainable {
+    /// The sustainable rate, when one is.
+    pub fn rate(&self) -> Option<f64> {
+        match self {
+            Sustainable::Limit { rate, .. } | Sustainable::AboveAll { rate } => Some(*rate),
+            _ => None,
+        }
+    }
+}
+
+/// The per-request objectives of the SLO, in seconds, and the attainment target.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SloRule {
+    pub ttft_s: Option<f64>,
+    pub tpot_s: Option<f64>,
+    pub e2e_s: Option<f64>,
+    pub attainment: f64,
+}
+
+impl SloRule {
+    pub fn of(slo: &Slo) -> SloRule {
+        let s = |d: Option<crate::spec::Dur>| d.map(|d| d.0.as_secs_f64());
+        SloRule { ttft_s: s(slo.ttft), tpot_s: s(slo.tpot), e2e_s: s(slo.e2e), attainment: slo.attainment }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RateSweep {
     pub group: String,
-    pub slo: Option<String>,
+    pub slo: Option<SloRule>,
     pub target: Option<f64>,
     pub cells: Vec<RateCell>,
     pub sustainable: Sustainable,
-    /// Said when a verdict rests on one phase per rate.
+    /// With an SLO: the rates measured in one phase, whose attainment interval counts the requests as
+    /// independent, which near the limit they are not (one queue build-up fails many in a row).
     #[serde(default)]
-    pub caveat: Option<String>,
+    pub one_phase: Vec<f64>,
 }
 
 /// The Clopper–Pearson 95% interval of k successes in n trials.
@@ -228,17 +314,10 @@ fn cell_of(rate: f64, arrival: String, repeats: Vec<RateRepeat>, reqs: &[&Reques
     let delivered = late_share <= LATE_SHARE_MAX;
     let mut notes = Vec::new();
     if !delivered {
-        notes.push(format!(
-            "the client did not deliver this rate: {:.1}% of requests left over 1 ms late (p99 {:.1} ms)",
-            100.0 * late_share,
-            1e3 * percentile_sorted(&late, 99.0)
-        ));
+        notes.push(Note::Undelivered { late_share, late_p99_s: percentile_sorted(&late, 99.0) });
     }
     if rising {
-        notes.push(format!(
-            "requests in flight kept rising in {rising_repeats} of {} repeats: the server did not keep up (no steady state)",
-            repeats.len()
-        ));
+        notes.push(Note::Rising { rising: rising_repeats, repeats: repeats.len() });
     }
     RateCell {
         rate,
@@ -288,7 +367,6 @@ type Pending<'a> = (String, f64, String, Vec<RateRepeat>, Vec<&'a RequestRecord>
 
 /// The open-loop cells of every group, in rate order, and each group's sustainable rate.
 pub fn analyze(points: &[PointRecord], requests: &[RequestRecord], slo: Option<&Slo>) -> Vec<RateSweep> {
-    let mut sweeps: Vec<RateSweep> = Vec::new();
     let open = points.iter().filter(|p| p.status == Status::Ok && p.client.open_loop.is_some());
     let mut cells: Vec<Pending> = Vec::new();
     let measured = requests.iter().filter(|r| !r.warmup && !r.tail);
@@ -309,41 +387,30 @@ pub fn analyze(points: &[PointRecord], requests: &[RequestRecord], slo: Option<&
             None => cells.push((p.group.clone(), o.rate, arrival, vec![rep], reqs)),
         }
     }
+    let mut groups: Vec<(String, Vec<RateCell>)> = Vec::new();
     for (group, rate, arrival, reps, reqs) in cells {
         let cell = cell_of(rate, arrival, reps, &reqs);
-        match sweeps.iter_mut().find(|s| s.group == group) {
-            Some(s) => s.cells.push(cell),
-            None => sweeps.push(RateSweep {
-                group,
-                slo: slo.map(describe),
-                target: slo.map(|s| s.attainment),
-                cells: vec![cell],
-                sustainable: Sustainable { rate: None, next: None, borderline: false, sentence: String::new() },
-                caveat: None,
-            }),
+        match groups.iter_mut().find(|g| g.0 == group) {
+            Some(g) => g.1.push(cell),
+            None => groups.push((group, vec![cell])),
         }
     }
-    for s in &mut sweeps {
-        s.cells.sort_by(|a, b| a.rate.total_cmp(&b.rate));
-        s.sustainable = sustainable(&s.cells, s.target, s.slo.as_deref());
-        let single: Vec<String> =
-            s.cells.iter().filter(|c| c.repeats.len() < 2).map(|c| super::trimmed(c.rate, 2)).collect();
-        if s.target.is_some() && !single.is_empty() {
-            s.caveat = Some(format!(
-                "{} req/s {} measured in one phase: {} attainment interval counts its requests as independent, \
-                 which near the limit they are not (one queue build-up fails many in a row), so a rerun may \
-                 decide otherwise; two or more repeats (`repeats:` or `precision:`) widen it to the spread \
-                 between phases",
-                single.join(", "),
-                if single.len() == 1 { "was" } else { "were each" },
-                if single.len() == 1 { "its" } else { "each" }
-            ));
-        }
-    }
-    sweeps
+    groups.into_iter().map(|(group, cells)| sweep_of(group, cells, slo)).collect()
 }
 
-/// "ttft ≤ 200 ms, e2e ≤ 2 s".
+/// A group's cells in rate order with the findings drawn from them.
+fn sweep_of(group: String, mut cells: Vec<RateCell>, slo: Option<&Slo>) -> RateSweep {
+    cells.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    let target = slo.map(|s| s.attainment);
+    let one_phase = match target {
+        Some(_) => cells.iter().filter(|c| c.repeats.len() < 2).map(|c| c.rate).collect(),
+        None => Vec::new(),
+    };
+    RateSweep { group, slo: slo.map(SloRule::of), target, sustainable: sustainable(&cells, target), cells, one_phase }
+}
+
+/// "TTFT ≤ 200 ms, e2e ≤ 2 s": kept for tune's objective sentence until tune's findings are typed; the rate
+/// reports word the SLO from [`SloRule`] in their template.
 pub fn describe(slo: &Slo) -> String {
     let parts: Vec<String> = [("TTFT", slo.ttft), ("TPOT", slo.tpot), ("e2e", slo.e2e)]
         .iter()
@@ -352,67 +419,212 @@ pub fn describe(slo: &Slo) -> String {
     if parts.is_empty() { "every request succeeds".into() } else { parts.join(", ") }
 }
 
-/// Why a cell does not sustain the SLO (None: it does), and whether that verdict is borderline.
-pub fn verdict(c: &RateCell, target: Option<f64>) -> Option<(String, bool)> {
-    // A queue that keeps growing fails whatever the client's lateness: late arrivals offer no more load than
-    // the schedule, so the server could not keep up with less than was asked.
-    if c.rising && c.rising_repeats >= c.repeats.len() {
-        return Some(("requests in flight kept rising: the server did not keep up".into(), false));
+/// What the cell says about the server (see [`Judgement`] for the order of the tests).
+pub fn judge(c: &RateCell, target: Option<f64>) -> Judgement {
+    let repeats = c.repeats.len();
+    if c.rising && c.rising_repeats >= repeats {
+        return Judgement::Rising { repeats };
     }
     if c.rising {
-        let why = format!(
-            "requests in flight kept rising in {} of {} repeats: the server keeps up only some of the time, borderline",
-            c.rising_repeats,
-            c.repeats.len()
-        );
-        return Some((why, true));
+        return Judgement::RisingSome { rising: c.rising_repeats, repeats };
     }
     if !c.delivered {
-        return Some(("the client did not deliver it, so it cannot be judged".into(), false));
+        return Judgement::Undelivered { late_share: c.late_share };
     }
-    let target = target?;
+    let Some(target) = target else { return Judgement::Steady };
+    let a = Attainment { share: c.attainment, ci: c.attainment_ci, target };
     let (lo, hi) = c.attainment_ci;
-    (lo < target).then(|| {
-        let straddles = hi >= target;
-        let what = format!(
-            "attainment {:.1}% (95% CI {:.1}–{:.1}%) against {:.1}%",
-            100.0 * c.attainment,
-            100.0 * lo,
-            100.0 * hi,
-            100.0 * target
-        );
-        (if straddles { format!("{what}, borderline") } else { format!("{what}, below") }, straddles)
-    })
+    if lo >= target {
+        Judgement::Sustains(a)
+    } else if hi >= target {
+        Judgement::Straddles(a)
+    } else {
+        Judgement::Below(a)
+    }
 }
 
-pub fn sustainable(cells: &[RateCell], target: Option<f64>, slo: Option<&str>) -> Sustainable {
-    let first_bad = cells.iter().position(|c| verdict(c, target).is_some());
-    let good = &cells[..first_bad.unwrap_or(cells.len())];
-    let rate = good.last().map(|c| c.rate);
-    let next = first_bad.map(|i| (cells[i].rate, verdict(&cells[i], target).map(|v| v.0).unwrap_or_default()));
-    let borderline = first_bad.is_some_and(|i| verdict(&cells[i], target).is_some_and(|v| v.1));
-    let goal = match (slo, target) {
-        (Some(s), Some(t)) => format!("sustains the SLO ({s}; attainment lower bound ≥ {:.1}%)", 100.0 * t),
-        _ => "keeps up (requests in flight stay steady)".to_owned(),
-    };
-    let sentence = match (rate, &next) {
-        (Some(r), Some((n, why))) => format!(
-            "Sustainable rate: {} req/s {goal}; at {} req/s {why}.",
-            super::trimmed(r, 2),
-            super::trimmed(*n, 2)
-        ),
-        (Some(r), None) => {
-            format!(
-                "Sustainable rate: every tested rate up to {} req/s {goal}; the limit lies above.",
-                super::trimmed(r, 2)
-            )
+/// The highest rate such that it and every lower rate sustain, and the first that does not.
+pub fn sustainable(cells: &[RateCell], target: Option<f64>) -> Sustainable {
+    let judged: Vec<Judgement> = cells.iter().map(|c| judge(c, target)).collect();
+    let first_bad = judged.iter().position(|j| !j.sustains());
+    match (first_bad, cells.last()) {
+        (None, None) => Sustainable::NoCells,
+        (None, Some(last)) => Sustainable::AboveAll { rate: last.rate },
+        (Some(0), _) => Sustainable::NoneSustains { lowest: cells[0].rate, why: judged[0].clone() },
+        (Some(i), _) => Sustainable::Limit { rate: cells[i - 1].rate, next: cells[i].rate, why: judged[i].clone() },
+    }
+}
+
+/// Two figures agree when they differ by rounding alone.
+fn same(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// The judgement of a cell from its figures as written, by plain comparisons: every repeat's in-flight thirds,
+/// the late share against the limit, the interval's bounds against the target.
+pub fn plain_judgement(c: &RateCell, target: Option<f64>) -> Judgement {
+    let repeats = c.repeats.len();
+    let rose = c
+        .repeats
+        .iter()
+        .filter(|r| matches!((r.in_flight_first, r.in_flight_last), (Some(f), Some(l)) if l > 1.5 * f + 2.0))
+        .count();
+    if rose > 0 && rose == repeats {
+        Judgement::Rising { repeats }
+    } else if rose > 0 {
+        Judgement::RisingSome { rising: rose, repeats }
+    } else if c.late_share > LATE_SHARE_MAX {
+        Judgement::Undelivered { late_share: c.late_share }
+    } else if let Some(t) = target {
+        let a = Attainment { share: c.met as f64 / c.requests.max(1) as f64, ci: c.attainment_ci, target: t };
+        if a.ci.1 < t {
+            Judgement::Below(a)
+        } else if a.ci.0 < t {
+            Judgement::Straddles(a)
+        } else {
+            Judgement::Sustains(a)
         }
-        (None, Some((n, why))) => {
-            format!("No tested rate {goal}: at the lowest, {} req/s, {why}.", super::trimmed(*n, 2))
-        }
-        (None, None) => "No open-loop cell was measured.".to_owned(),
+    } else {
+        Judgement::Steady
+    }
+}
+
+/// Two judgements agree when they differ in their figures by rounding alone.
+pub fn same_judgement(a: &Judgement, b: &Judgement) -> bool {
+    let att = |x: &Attainment, y: &Attainment| {
+        same(x.share, y.share) && same(x.ci.0, y.ci.0) && same(x.ci.1, y.ci.1) && same(x.target, y.target)
     };
-    Sustainable { rate, next, borderline, sentence }
+    match (a, b) {
+        (Judgement::Undelivered { late_share: x }, Judgement::Undelivered { late_share: y }) => same(*x, *y),
+        (Judgement::Below(x), Judgement::Below(y))
+        | (Judgement::Straddles(x), Judgement::Straddles(y))
+        | (Judgement::Sustains(x), Judgement::Sustains(y)) => att(x, y),
+        (x, y) => x == y,
+    }
+}
+
+impl RateCell {
+    /// The cell's own figures against each other: counts summed over the repeats, goodput within the achieved
+    /// rate, the interval around the pooled Clopper–Pearson one, the flags and notes from their figures.
+    pub fn holds(&self) -> Vec<String> {
+        let mut bad = Vec::new();
+        let at = super::trimmed(self.rate, 3);
+        let requests: usize = self.repeats.iter().map(|r| r.requests).sum();
+        let met: usize = self.repeats.iter().map(|r| r.met).sum();
+        if requests != self.requests || met != self.met {
+            bad.push(format!(
+                "{at} req/s: {} of {} met written; its repeats sum to {met} of {requests}",
+                self.met, self.requests
+            ));
+        }
+        if !same(self.attainment, met as f64 / requests.max(1) as f64) {
+            bad.push(format!("{at} req/s: attainment {} is not {met}/{requests}", self.attainment));
+        }
+        for (i, r) in self.repeats.iter().enumerate() {
+            let share = r.met as f64 / r.requests.max(1) as f64;
+            if r.goodput_rps > r.achieved_rps * (1.0 + 1e-9) || !same(r.goodput_rps, r.achieved_rps * share) {
+                bad.push(format!(
+                    "{at} req/s repeat {i}: goodput {} is not the achieved {} times the {met}/{requests} that met the SLO",
+                    r.goodput_rps,
+                    r.achieved_rps,
+                    met = r.met,
+                    requests = r.requests
+                ));
+            }
+        }
+        let n = self.repeats.len().max(1) as f64;
+        let mean_of = |f: fn(&RateRepeat) -> f64| self.repeats.iter().map(f).sum::<f64>() / n;
+        if !same(self.goodput_rps, mean_of(|r| r.goodput_rps)) || !same(self.achieved_rps, mean_of(|r| r.achieved_rps))
+        {
+            bad.push(format!("{at} req/s: goodput or achieved rate is not the mean of its repeats"));
+        }
+        if self.goodput_rps > self.achieved_rps * (1.0 + 1e-9) {
+            bad.push(format!(
+                "{at} req/s: goodput {} exceeds the achieved rate {}",
+                self.goodput_rps, self.achieved_rps
+            ));
+        }
+        let (lo, hi) = clopper_pearson(met, requests);
+        let (a, b) = self.attainment_ci;
+        let eps = 1e-9;
+        if !(0.0 <= a && a <= lo + eps && hi - eps <= b && b <= 1.0) {
+            bad.push(format!("{at} req/s: attainment interval {a}–{b} does not hold the pooled {lo}–{hi}"));
+        }
+        if self.repeats.len() < 2 && !(same(a, lo) && same(b, hi)) {
+            bad.push(format!("{at} req/s: one repeat, yet the interval {a}–{b} is not Clopper–Pearson {lo}–{hi}"));
+        }
+        let rose = self
+            .repeats
+            .iter()
+            .filter(|r| matches!((r.in_flight_first, r.in_flight_last), (Some(f), Some(l)) if l > 1.5 * f + 2.0))
+            .count();
+        if rose != self.rising_repeats
+            || self.rising != (rose > 0)
+            || self.delivered != (self.late_share <= LATE_SHARE_MAX)
+        {
+            bad.push(format!("{at} req/s: rising or delivered does not follow from the repeats and the late share"));
+        }
+        let mut notes = Vec::new();
+        if self.late_share > LATE_SHARE_MAX {
+            notes.push(Note::Undelivered { late_share: self.late_share, late_p99_s: self.lateness_p99_s });
+        }
+        if rose > 0 {
+            notes.push(Note::Rising { rising: rose, repeats: self.repeats.len() });
+        }
+        if notes != self.notes {
+            bad.push(format!("{at} req/s: notes {:?}, the figures give {notes:?}", self.notes));
+        }
+        bad
+    }
+}
+
+impl RateSweep {
+    /// Checks every finding against the cells as written by a second, plainer path: each cell's figures
+    /// against each other ([`RateCell::holds`]), each cell's judgement recomputed by plain comparisons, the
+    /// sustainable rate as the last before the first cell that does not sustain, the rules as the spec has them.
+    pub fn holds(&self, slo: Option<&Slo>) -> Vec<String> {
+        let mut bad = Vec::new();
+        if self.slo != slo.map(SloRule::of) || self.target != slo.map(|s| s.attainment) {
+            bad.push(format!("the SLO written ({:?}, target {:?}) is not the spec's", self.slo, self.target));
+        }
+        if self.cells.windows(2).any(|w| w[0].rate >= w[1].rate) {
+            bad.push("the cells are not in rising rate order".to_owned());
+        }
+        for c in &self.cells {
+            bad.extend(c.holds());
+        }
+        let first = self.cells.iter().enumerate().find_map(|(i, c)| {
+            let j = plain_judgement(c, self.target);
+            (!matches!(j, Judgement::Sustains(_) | Judgement::Steady)).then_some((i, j))
+        });
+        let fine = match (&self.sustainable, first.clone()) {
+            (Sustainable::NoCells, None) => self.cells.is_empty(),
+            (Sustainable::AboveAll { rate }, None) => self.cells.last().is_some_and(|c| c.rate == *rate),
+            (Sustainable::NoneSustains { lowest, why }, Some((0, j))) => {
+                self.cells[0].rate == *lowest && same_judgement(why, &j)
+            }
+            (Sustainable::Limit { rate, next, why }, Some((i, j))) if i > 0 => {
+                self.cells[i - 1].rate == *rate && self.cells[i].rate == *next && same_judgement(why, &j)
+            }
+            _ => false,
+        };
+        if !fine {
+            bad.push(format!(
+                "sustainable: {:?}, but the first rate that does not sustain is {:?}",
+                self.sustainable,
+                first.map(|(i, j)| (self.cells[i].rate, j))
+            ));
+        }
+        let one: Vec<f64> = if self.target.is_some() {
+            self.cells.iter().filter(|c| c.repeats.len() < 2).map(|c| c.rate).collect()
+        } else {
+            Vec::new()
+        };
+        if one != self.one_phase {
+            bad.push(format!("measured in one phase: {:?} written, the cells give {one:?}", self.one_phase));
+        }
+        bad
+    }
 }
 
 #[cfg(test)]
@@ -420,17 +632,7 @@ mod tests {
     use super::*;
 
     fn cell(rate: f64, met: usize, n: usize) -> RateCell {
-        cell_of(rate, "poisson".into(), vec![], &[]).with(met, n)
-    }
-
-    impl RateCell {
-        fn with(mut self, met: usize, n: usize) -> Self {
-            (self.met, self.requests) = (met, n);
-            self.attainment = met as f64 / n as f64;
-            self.attainment_ci = clopper_pearson(met, n);
-            self.delivered = true;
-            self
-        }
+        cell_of(rate, "poisson".into(), vec![repeat(met, n, false)], &[])
     }
 
     #[test]
@@ -444,26 +646,55 @@ mod tests {
         assert_eq!(clopper_pearson(0, 10).0, 0.0);
     }
 
+    /// A finding in the built-in templates' words.
+    fn words(macro_call: &str, s: &RateSweep) -> String {
+        let text = format!("{{% import \"rate_findings.md\" as f %}}{{{{ f.{macro_call} }}}}");
+        crate::report::markdown::environment(None).render_str(&text, minijinja::context! { s }).unwrap()
+    }
+
+    fn slo_of(target: f64) -> Slo {
+        Slo {
+            ttft: None,
+            tpot: None,
+            e2e: Some(crate::spec::Dur(std::time::Duration::from_secs(2))),
+            attainment: target,
+        }
+    }
+
     #[test]
     fn the_sustainable_rate_stops_at_the_first_rate_that_fails_and_says_borderline_when_it_straddles() {
-        let cells = [cell(1.0, 400, 400), cell(2.0, 400, 400), cell(4.0, 396, 400), cell(8.0, 300, 400)];
-        let s = sustainable(&cells, Some(0.99), Some("e2e ≤ 2 s"));
-        assert_eq!(s.rate, Some(2.0));
-        assert!(s.borderline, "396/400: 97.5–99.7% straddles 99%");
-        assert!(s.sentence.starts_with("Sustainable rate: 2 req/s sustains the SLO"), "{}", s.sentence);
+        let slo = slo_of(0.99);
+        let cells = vec![cell(1.0, 400, 400), cell(2.0, 400, 400), cell(4.0, 396, 400), cell(8.0, 300, 400)];
+        let s = sweep_of("g".into(), cells, Some(&slo));
         assert!(
-            s.sentence.contains("at 4 req/s attainment 99.0% (95% CI 97.5–99.7%) against 99.0%, borderline"),
-            "{}",
-            s.sentence
+            matches!(&s.sustainable, Sustainable::Limit { rate: 2.0, next: 4.0, why: Judgement::Straddles(_) }),
+            "396/400: 97.5–99.7% straddles 99%: {:?}",
+            s.sustainable
         );
-        let clear = sustainable(&[cell(1.0, 400, 400), cell(2.0, 300, 400)], Some(0.99), Some("x"));
-        assert!(!clear.borderline && clear.sentence.contains(", below."), "{}", clear.sentence);
-        let mut rising = cell(2.0, 400, 400);
-        rising.rising = true;
-        let r = sustainable(&[cell(1.0, 400, 400), rising], Some(0.99), Some("x"));
-        assert_eq!(r.rate, Some(1.0), "a rising queue fails the SLO whatever its attainment");
-        let none = sustainable(&[cell(1.0, 10, 400)], Some(0.99), Some("x"));
-        assert!(none.rate.is_none() && none.sentence.starts_with("No tested rate"), "{}", none.sentence);
+        assert_eq!(
+            words("sustainable(s)", &s),
+            "Sustainable rate: 2 req/s sustains the SLO (e2e ≤ 2 s; attainment lower bound ≥ 99.0%); at 4 req/s \
+             attainment 99.0% (95% CI 97.5–99.7%) against 99.0%, borderline."
+        );
+        assert!(words("borderline(s)", &s).starts_with("borderline: the next rate is not settled"));
+        let clear = sweep_of("g".into(), vec![cell(1.0, 400, 400), cell(2.0, 300, 400)], Some(&slo));
+        assert!(matches!(clear.sustainable, Sustainable::Limit { why: Judgement::Below(_), .. }));
+        assert!(words("sustainable(s)", &clear).ends_with(", below.") && words("borderline(s)", &clear).is_empty());
+        let rising = cell_of(2.0, "poisson".into(), vec![repeat(400, 400, true)], &[]);
+        let r = sweep_of("g".into(), vec![cell(1.0, 400, 400), rising], Some(&slo));
+        assert_eq!(r.sustainable.rate(), Some(1.0), "a rising queue fails the SLO whatever its attainment");
+        let none = sweep_of("g".into(), vec![cell(1.0, 10, 400)], Some(&slo));
+        assert!(matches!(none.sustainable, Sustainable::NoneSustains { lowest: 1.0, .. }));
+        assert!(words("sustainable(s)", &none).starts_with("No tested rate sustains the SLO"));
+        let all = sweep_of("g".into(), vec![cell(1.0, 400, 400), cell(2.5, 400, 400)], None);
+        assert_eq!(
+            words("sustainable(s)", &all),
+            "Sustainable rate: every tested rate up to 2.5 req/s keeps up (requests in flight stay steady); the \
+             limit lies above."
+        );
+        for s in [s, clear, r, none, all] {
+            assert_eq!(s.holds(s.target.map(slo_of).as_ref()), Vec::<String>::new(), "{s:?}");
+        }
     }
 
     fn req(index: u32, scheduled: f64, start: f64, e2e: f64) -> RequestRecord {
@@ -528,18 +759,37 @@ mod tests {
         // Phases that agree keep the pooled interval.
         let same = [repeat(396, 400, false), repeat(396, 400, false)];
         assert_eq!(attainment_interval(&same), clopper_pearson(792, 800));
+        // Two phases that differ by no more than sampling explains (396 and 392 of 400) still get the wider
+        // Student-t interval (t at one degree of freedom is 12.7): the report says the interval spans both,
+        // not that it widens only where the phases disagree beyond sampling.
+        let close = [repeat(396, 400, false), repeat(392, 400, false)];
+        let (lo, _) = attainment_interval(&close);
+        assert!(lo < clopper_pearson(788, 800).0 - 0.01, "{lo}");
+        let text = crate::report::markdown::REPORTS.iter().find(|(n, _)| *n == "rate_sweep.md").unwrap().1;
+        assert!(text.contains("its 95% interval spans both the Clopper–Pearson interval over the pooled requests"));
     }
 
     #[test]
     fn a_queue_rising_in_some_repeats_is_borderline_and_in_all_fails() {
         let some = cell_of(200.0, "poisson".into(), vec![repeat(400, 400, true), repeat(400, 400, false)], &[]);
-        assert!(
-            matches!(verdict(&some, Some(0.99)), Some((w, true)) if w.contains("1 of 2")),
-            "{:?}",
-            verdict(&some, Some(0.99))
-        );
+        assert_eq!(judge(&some, Some(0.99)), Judgement::RisingSome { rising: 1, repeats: 2 });
+        assert!(judge(&some, Some(0.99)).borderline());
         let all = cell_of(200.0, "poisson".into(), vec![repeat(400, 400, true), repeat(400, 400, true)], &[]);
-        assert!(matches!(verdict(&all, Some(0.99)), Some((_, false))));
+        assert_eq!(judge(&all, Some(0.99)), Judgement::Rising { repeats: 2 });
+        // The note says what the repeats showed: not "the server did not keep up" for a cell that kept up in one.
+        let note = |c: &RateCell| {
+            crate::report::markdown::environment(None)
+                .render_str(
+                    "{% import \"rate_findings.md\" as f %}{{ f.notes(n) }}",
+                    minijinja::context! { n => &c.notes },
+                )
+                .unwrap()
+        };
+        assert_eq!(
+            note(&some),
+            "requests in flight kept rising in 1 of 2 repeats: in those the server did not keep up (no steady state)"
+        );
+        assert!(note(&all).ends_with("2 of 2 repeats: the server did not keep up (no steady state)"));
     }
 
     #[test]
@@ -571,5 +821,74 @@ mod tests {
             let r = repeat_over(duration, &refs, Some(&slo));
             proptest::prop_assert!(r.goodput_rps <= r.achieved_rps + 1e-12, "{r:?}");
         }
+
+        /// Every finding of a generated sweep holds against its cells (`holds`), and each is checked here
+        /// once more against its predicate: a rate sustains only where its interval's lower bound reaches the
+        /// target and no repeat's queue rose; the first rate that does not is where the finding says.
+        #[test]
+        fn every_rate_finding_holds_against_its_cells(
+            cells in proptest::collection::vec(
+                (
+                    proptest::collection::vec((0usize..=100, 80usize..=100, proptest::bool::weighted(0.15)), 1..4),
+                    0usize..4,
+                ),
+                0..7,
+            ),
+            target in proptest::option::of(0.8f64..0.999),
+        ) {
+            let slo = target.map(slo_of);
+            let cells: Vec<RateCell> = cells
+                .into_iter()
+                .enumerate()
+                .map(|(i, (reps, late))| {
+                    let reps: Vec<RateRepeat> = reps.into_iter().map(|(met, n, rise)| repeat(met.min(n), n, rise)).collect();
+                    // 100 requests of which `late` left 5 ms late: 2% and more is not delivered.
+                    let reqs: Vec<RequestRecord> =
+                        (0..100).map(|k| req(k, f64::from(k), f64::from(k) + if (k as usize) < late { 0.005 } else { 0.0 }, 0.05)).collect();
+                    let refs: Vec<&RequestRecord> = reqs.iter().collect();
+                    cell_of(10.0 * (i + 1) as f64, "poisson".into(), reps, &refs)
+                })
+                .collect();
+            let s = sweep_of("g".into(), cells, slo.as_ref());
+            proptest::prop_assert_eq!(s.holds(slo.as_ref()), Vec::<String>::new());
+            let ok = |c: &RateCell| {
+                c.rising_repeats == 0 && c.late_share <= LATE_SHARE_MAX && target.is_none_or(|t| c.attainment_ci.0 >= t)
+            };
+            let first_bad = s.cells.iter().position(|c| !ok(c));
+            match (&s.sustainable, first_bad) {
+                (Sustainable::NoCells, None) => proptest::prop_assert!(s.cells.is_empty()),
+                (Sustainable::AboveAll { rate }, None) => proptest::prop_assert_eq!(Some(*rate), s.cells.last().map(|c| c.rate)),
+                (Sustainable::NoneSustains { lowest, .. }, Some(0)) => proptest::prop_assert_eq!(*lowest, s.cells[0].rate),
+                (Sustainable::Limit { rate, next, why }, Some(i)) => {
+                    proptest::prop_assert!(i > 0 && s.cells[i - 1].rate == *rate && s.cells[i].rate == *next);
+                    let c = &s.cells[i];
+                    match why {
+                        Judgement::Below(a) => proptest::prop_assert!(a.ci.1 < a.target && c.rising_repeats == 0),
+                        Judgement::Straddles(a) => proptest::prop_assert!(a.ci.0 < a.target && a.target <= a.ci.1),
+                        Judgement::Rising { repeats } => proptest::prop_assert_eq!(*repeats, c.rising_repeats),
+                        Judgement::RisingSome { rising, repeats } => proptest::prop_assert!(rising < repeats && *rising == c.rising_repeats),
+                        Judgement::Undelivered { late_share } => proptest::prop_assert!(*late_share > LATE_SHARE_MAX),
+                        j => proptest::prop_assert!(false, "{j:?} is not a reason to fail"),
+                    }
+                }
+                (f, i) => proptest::prop_assert!(false, "{f:?} where the first rate that does not sustain is {i:?}"),
+            }
+            for c in &s.cells {
+                proptest::prop_assert!(c.goodput_rps <= c.achieved_rps * (1.0 + 1e-12), "{c:?}");
+            }
+        }
+    }
+
+    /// An edited figure or finding is caught.
+    #[test]
+    fn holds_names_an_edited_finding() {
+        let slo = slo_of(0.99);
+        let mut s = sweep_of("g".into(), vec![cell(1.0, 400, 400), cell(2.0, 300, 400)], Some(&slo));
+        assert!(s.holds(Some(&slo)).is_empty());
+        s.sustainable = Sustainable::AboveAll { rate: 2.0 };
+        s.cells[0].repeats[0].goodput_rps *= 2.0;
+        let bad = s.holds(Some(&slo));
+        assert!(bad.iter().any(|b| b.starts_with("sustainable:")), "{bad:?}");
+        assert!(bad.iter().any(|b| b.contains("goodput")), "{bad:?}");
     }
 }

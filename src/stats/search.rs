@@ -8,15 +8,19 @@
 //! the precision rule allows (neighbouring rates cannot be told apart), or the client did not deliver it.
 //! A rate is measured with all its planned repeats (or, with `precision:`, until its cell is precise)
 //! before it is judged.
+//!
+//! Each probe's reason and the search's stop are typed findings ([`Why`], [`Stop`]) built only here;
+//! [`SearchState::holds`] checks them against the ladder and the cells (`servelab report --check`). The words
+//! are the templates' (`templates/rate_findings.md`).
 
-use super::rate::{self, RateCell};
+use super::rate::{self, Judgement, RateCell};
 use crate::record::plan::{Point, PrecisionTarget, ServerGroup};
 use crate::record::request::RequestRecord;
 use crate::record::{PointRecord, Status};
 use crate::spec::Slo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Sustains,
@@ -30,21 +34,82 @@ pub enum Verdict {
     Unmeasured,
 }
 
+/// Why a rung got its verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Why {
+    /// No repeat of the rung succeeded; `error` is the first error its records carry (their own text).
+    /// `measured`: some point sent requests (a failed start records its points with none).
+    PointsFailed { error: Option<String>, measured: bool },
+    /// The rung's cell, judged as the sweep judges it.
+    Judged { judgement: Judgement },
+}
+
+impl Why {
+    /// The verdict the reason gives: a probe's verdict is never chosen apart from its reason.
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Why::PointsFailed { measured: true, .. } => Verdict::Fails,
+            Why::PointsFailed { measured: false, .. } => Verdict::Unmeasured,
+            Why::Judged { judgement } => match judgement {
+                Judgement::Sustains(_) | Judgement::Steady => Verdict::Sustains,
+                Judgement::Rising { .. } | Judgement::Below(_) => Verdict::Fails,
+                Judgement::RisingSome { .. } | Judgement::Straddles(_) => Verdict::Borderline,
+                Judgement::Undelivered { .. } => Verdict::Undelivered,
+            },
+        }
+    }
+}
+
 /// One judged rate, in the order the search probed it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
     pub rate: f64,
     pub verdict: Verdict,
-    pub why: String,
+    pub why: Why,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+impl Probe {
+    fn new(rate: f64, why: Why) -> Probe {
+        Probe { rate, verdict: why.verdict(), why }
+    }
+}
+
+/// Why the search ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Stop {
+    /// The plan holds no rate.
+    NoRates,
+    /// The lowest rate fails: the limit lies below the search.
+    BelowSearch { rate: f64 },
+    /// The lowest rate is borderline: the limit lies near or below the search.
+    LowestBorderline { rate: f64 },
+    /// The client did not deliver the lowest rate.
+    LowestUndelivered { rate: f64 },
+    /// Nothing was measured at the lowest rate.
+    LowestUnmeasured { rate: f64 },
+    /// The ladder holds one rate, and it sustains.
+    OneRate { rate: f64 },
+    /// The highest rate sustains: the limit lies above the search.
+    AboveSearch { rate: f64 },
+    /// Neighbours on the ladder: `sustains` does, `fails` does not.
+    Bracketed { sustains: f64, fails: f64 },
+    /// `at` is borderline after every repeat allowed; `sustains` is the highest rate that sustained.
+    Borderline { sustains: f64, at: f64 },
+    /// The client did not deliver `at`.
+    Undelivered { sustains: f64, at: f64 },
+    /// Nothing was measured at `at`.
+    Unmeasured { sustains: f64, at: f64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchState {
     pub probes: Vec<Probe>,
     /// The point to measure next; None once the search is over.
     pub next: Option<String>,
-    /// Why the search ended (empty while it runs).
-    pub stop: String,
+    /// Why the search ended (None while it runs).
+    pub stop: Option<Stop>,
     /// The highest rate that sustained and the lowest that did not (or could not be judged).
     pub bracket: (Option<f64>, Option<f64>),
 }
@@ -57,7 +122,7 @@ pub struct Rules<'a> {
 
 enum Rung {
     Measure(String),
-    Judged(Verdict, String),
+    Judged(Why),
 }
 
 /// Replays the search of `group` over the records so far.
@@ -72,9 +137,9 @@ pub fn replay(group: &ServerGroup, points: &[PointRecord], requests: &[RequestRe
     let mut ladder: Vec<f64> = group.points.iter().filter_map(|p| p.client.as_ref()?.rate()).collect();
     ladder.sort_by(f64::total_cmp);
     ladder.dedup();
-    let mut s = SearchState { probes: Vec::new(), next: None, stop: String::new(), bracket: (None, None) };
+    let mut s = SearchState { probes: Vec::new(), next: None, stop: None, bracket: (None, None) };
     let Some(last) = ladder.len().checked_sub(1) else {
-        s.stop = "the plan holds no rate to search".into();
+        s.stop = Some(Stop::NoRates);
         return s;
     };
     let judge = |i: usize, s: &mut SearchState| -> Option<Verdict> {
@@ -83,30 +148,29 @@ pub fn replay(group: &ServerGroup, points: &[PointRecord], requests: &[RequestRe
                 s.next = Some(id);
                 None
             }
-            Rung::Judged(verdict, why) => {
-                s.probes.push(Probe { rate: ladder[i], verdict, why });
-                Some(verdict)
+            Rung::Judged(why) => {
+                let p = Probe::new(ladder[i], why);
+                let v = p.verdict;
+                s.probes.push(p);
+                Some(v)
             }
         }
     };
-    let r = |x: f64| super::trimmed(x, 3);
     let Some(v) = judge(0, &mut s) else { return s };
     if v != Verdict::Sustains {
         s.bracket = (None, Some(ladder[0]));
-        s.stop = match v {
-            Verdict::Borderline => format!(
-                "the lowest rate, {} req/s, is borderline: the limit lies near or below the search",
-                r(ladder[0])
-            ),
-            Verdict::Undelivered => format!("the client did not deliver the lowest rate, {} req/s", r(ladder[0])),
-            Verdict::Unmeasured => format!("nothing was measured at the lowest rate, {} req/s", r(ladder[0])),
-            _ => format!("the lowest rate, {} req/s, does not sustain: the limit lies below the search", r(ladder[0])),
-        };
+        let rate = ladder[0];
+        s.stop = Some(match v {
+            Verdict::Borderline => Stop::LowestBorderline { rate },
+            Verdict::Undelivered => Stop::LowestUndelivered { rate },
+            Verdict::Unmeasured => Stop::LowestUnmeasured { rate },
+            _ => Stop::BelowSearch { rate },
+        });
         return s;
     }
     s.bracket.0 = Some(ladder[0]);
     if last == 0 {
-        s.stop = "the ladder holds one rate".into();
+        s.stop = Some(Stop::OneRate { rate: ladder[0] });
         return s;
     }
     let (mut lo, mut hi) = (0, last);
@@ -114,7 +178,7 @@ pub fn replay(group: &ServerGroup, points: &[PointRecord], requests: &[RequestRe
     match v {
         Verdict::Sustains => {
             s.bracket = (Some(ladder[last]), None);
-            s.stop = format!("the highest rate, {} req/s, sustains: the limit lies above the search", r(ladder[last]));
+            s.stop = Some(Stop::AboveSearch { rate: ladder[last] });
             return s;
         }
         Verdict::Fails => {}
@@ -125,11 +189,7 @@ pub fn replay(group: &ServerGroup, points: &[PointRecord], requests: &[RequestRe
     loop {
         s.bracket = (Some(ladder[lo]), Some(ladder[hi]));
         if hi - lo <= 1 {
-            s.stop = format!(
-                "bracketed to one step of the ladder: {} req/s sustains, {} req/s does not",
-                r(ladder[lo]),
-                r(ladder[hi])
-            );
+            s.stop = Some(Stop::Bracketed { sustains: ladder[lo], fails: ladder[hi] });
             return s;
         }
         let mid = (lo + hi) / 2;
@@ -145,25 +205,12 @@ pub fn replay(group: &ServerGroup, points: &[PointRecord], requests: &[RequestRe
 }
 
 fn undecided(mut s: SearchState, lo: f64, at: f64, v: Verdict) -> SearchState {
-    let r = |x: f64| super::trimmed(x, 3);
     s.bracket = (Some(lo), Some(at));
-    s.stop = match v {
-        Verdict::Borderline => format!(
-            "{} req/s is borderline: its attainment interval holds the target after every repeat allowed, so \
-             rates this close cannot be told apart; the limit lies between {} and {} req/s",
-            r(at),
-            r(lo),
-            r(at)
-        ),
-        Verdict::Unmeasured => {
-            format!("nothing was measured at {} req/s, so the search stops there; {} req/s sustains", r(at), r(lo))
-        }
-        _ => format!(
-            "the client did not deliver {} req/s, so the search cannot judge rates from there; {} req/s sustains",
-            r(at),
-            r(lo)
-        ),
-    };
+    s.stop = Some(match v {
+        Verdict::Borderline => Stop::Borderline { sustains: lo, at },
+        Verdict::Unmeasured => Stop::Unmeasured { sustains: lo, at },
+        _ => Stop::Undelivered { sustains: lo, at },
+    });
     s
 }
 
@@ -194,34 +241,116 @@ fn rung(group: &ServerGroup, rate: f64, points: &[PointRecord], requests: &[Requ
         return Rung::Measure(p.id.clone());
     }
     let Some(cell) = cell else {
-        let why = settled.iter().find_map(|r| r.error.clone()).unwrap_or_else(|| "no repeat succeeded".into());
+        let error = settled.iter().find_map(|r| r.error.clone());
         // A point with no request at all was never measured (a failed start records its points so): that says
         // nothing about the rate.
         let measured = settled.iter().any(|r| requests.iter().any(|q| q.point == r.point && q.attempt == r.attempt));
-        let verdict = if measured { Verdict::Fails } else { Verdict::Unmeasured };
-        return Rung::Judged(verdict, format!("its points failed: {why}"));
+        return Rung::Judged(Why::PointsFailed { error, measured });
     };
-    if !cell.delivered && !cell.rising {
-        let why = format!("{:.1}% of its requests left over 1 ms late", 100.0 * cell.late_share);
-        return Rung::Judged(Verdict::Undelivered, why);
+    Rung::Judged(Why::Judged { judgement: rate::judge(&cell, target) })
+}
+
+/// What the search rule gives for a sequence of verdicts: the rates probed in order (with the rung being
+/// measured last while the search runs), the stop (None while it runs) and the bracket. The rule written
+/// plainly over indices, without records.
+type Expected = (Vec<f64>, Option<Stop>, (Option<f64>, Option<f64>));
+
+fn expected(ladder: &[f64], verdicts: &[Verdict]) -> Expected {
+    let mut probed = Vec::new();
+    let Some(last) = ladder.len().checked_sub(1) else { return (probed, Some(Stop::NoRates), (None, None)) };
+    probed.push(ladder[0]);
+    let Some(&v) = verdicts.first() else { return (probed, None, (None, None)) };
+    let rate = ladder[0];
+    let stop = match v {
+        Verdict::Sustains => None,
+        Verdict::Fails => Some(Stop::BelowSearch { rate }),
+        Verdict::Borderline => Some(Stop::LowestBorderline { rate }),
+        Verdict::Undelivered => Some(Stop::LowestUndelivered { rate }),
+        Verdict::Unmeasured => Some(Stop::LowestUnmeasured { rate }),
+    };
+    if stop.is_some() {
+        return (probed, stop, (None, Some(rate)));
     }
-    match rate::verdict(&cell, target) {
-        None => Rung::Judged(Verdict::Sustains, sustains_why(&cell, target)),
-        Some((why, true)) => Rung::Judged(Verdict::Borderline, why),
-        Some((why, false)) => Rung::Judged(Verdict::Fails, why),
+    if last == 0 {
+        return (probed, Some(Stop::OneRate { rate }), (Some(rate), None));
+    }
+    let (mut lo, mut hi, mut at) = (0, last, last);
+    let mut k = 1;
+    loop {
+        probed.push(ladder[at]);
+        let Some(&v) = verdicts.get(k) else {
+            let bracket = if at == last { (Some(ladder[0]), None) } else { (Some(ladder[lo]), Some(ladder[hi])) };
+            return (probed, None, bracket);
+        };
+        k += 1;
+        let (sustains, to) = (ladder[lo], ladder[at]);
+        match v {
+            Verdict::Sustains if at == last => {
+                return (probed, Some(Stop::AboveSearch { rate: to }), (Some(to), None));
+            }
+            Verdict::Sustains => lo = at,
+            Verdict::Fails => hi = at,
+            Verdict::Borderline => {
+                return (probed, Some(Stop::Borderline { sustains, at: to }), (Some(sustains), Some(to)));
+            }
+            Verdict::Undelivered => {
+                return (probed, Some(Stop::Undelivered { sustains, at: to }), (Some(sustains), Some(to)));
+            }
+            Verdict::Unmeasured => {
+                return (probed, Some(Stop::Unmeasured { sustains, at: to }), (Some(sustains), Some(to)));
+            }
+        }
+        if hi - lo <= 1 {
+            let (s, f) = (ladder[lo], ladder[hi]);
+            return (probed, Some(Stop::Bracketed { sustains: s, fails: f }), (Some(s), Some(f)));
+        }
+        at = (lo + hi) / 2;
     }
 }
 
-fn sustains_why(c: &RateCell, target: Option<f64>) -> String {
-    match target {
-        Some(t) => format!(
-            "attainment {:.1}% (95% CI {:.1}–{:.1}%) against {:.1}%",
-            100.0 * c.attainment,
-            100.0 * c.attainment_ci.0,
-            100.0 * c.attainment_ci.1,
-            100.0 * t
-        ),
-        None => "requests in flight stayed steady".into(),
+impl SearchState {
+    /// Checks the search as written against its ladder and the group's cells: each probe's verdict follows
+    /// from its reason, each reason from the cell at its rate (judged again by plain comparisons), each rate
+    /// is the one the rule probes next after the verdicts before it, and the stop and bracket are the rule's.
+    pub fn holds(&self, ladder: &[f64], cells: &[RateCell], target: Option<f64>) -> Vec<String> {
+        let mut bad = Vec::new();
+        for p in &self.probes {
+            let at = super::trimmed(p.rate, 3);
+            if p.verdict != p.why.verdict() {
+                bad.push(format!("{at} req/s: verdict {:?} where its reason gives {:?}", p.verdict, p.why.verdict()));
+            }
+            let cell = cells.iter().find(|c| c.rate == p.rate);
+            match (&p.why, cell) {
+                (Why::PointsFailed { .. }, None) => {}
+                (Why::Judged { judgement }, Some(c)) => {
+                    let plain = rate::plain_judgement(c, target);
+                    if !rate::same_judgement(judgement, &plain) {
+                        bad.push(format!("{at} req/s: {judgement:?}, but its cell gives {plain:?}"));
+                    }
+                }
+                (Why::PointsFailed { .. }, Some(_)) => {
+                    bad.push(format!("{at} req/s: its points failed, yet it has a cell"))
+                }
+                (Why::Judged { .. }, None) => bad.push(format!("{at} req/s: judged, yet no cell at that rate")),
+            }
+        }
+        let verdicts: Vec<Verdict> = self.probes.iter().map(|p| p.verdict).collect();
+        let (probed, stop, bracket) = expected(ladder, &verdicts);
+        let rates: Vec<f64> = self.probes.iter().map(|p| p.rate).collect();
+        let running = usize::from(stop.is_none() && !ladder.is_empty());
+        if probed.len() != rates.len() + running || probed[..rates.len().min(probed.len())] != rates[..] {
+            bad.push(format!("probed {rates:?}; the rule probes {probed:?}"));
+        }
+        if self.stop != stop || self.bracket != bracket {
+            bad.push(format!(
+                "stopped {:?} bracketing {:?}; the rule gives {stop:?} bracketing {bracket:?}",
+                self.stop, self.bracket
+            ));
+        }
+        if self.stop.is_some() && self.next.is_some() {
+            bad.push("the search stopped, yet names a point to measure next".to_owned());
+        }
+        bad
     }
 }
 
@@ -331,13 +460,55 @@ mod tests {
         let rules = Rules { slo: Some(&slo), precision };
         for _ in 0..100 {
             let s = replay(&g, &points, &requests, &rules);
-            let Some(id) = s.next else { return s };
+            if s.next.is_none() {
+                // Every search run here is held against its ladder and its cells, as `report --check` does.
+                let cells = rate::analyze(&points, &requests, Some(&slo)).into_iter().next().map(|s| s.cells);
+                let mut ladder = ladder.to_vec();
+                ladder.sort_by(f64::total_cmp);
+                ladder.dedup();
+                let bad = s.holds(&ladder, &cells.unwrap_or_default(), Some(slo.attainment));
+                assert!(bad.is_empty(), "{bad:?} in {s:?}");
+                return s;
+            }
+            let Some(id) = s.next else { unreachable!() };
             let p = g.points.iter().find(|p| p.id == id).unwrap();
             let (r, reqs) = measured(p, met(p.client.as_ref().unwrap().rate().unwrap()));
             points.push(r);
             requests.extend(reqs);
         }
         panic!("the search did not end in 100 points");
+    }
+
+    fn stop_words(s: &SearchState) -> String {
+        crate::report::markdown::environment(None)
+            .render_str("{% import \"rate_findings.md\" as f %}{{ f.stop(s) }}", minijinja::context! { s => &s.stop })
+            .unwrap()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Over generated ladders and servers (any pattern of sustaining, failing and borderline rates, not
+        /// only monotone ones), every search ends within its probe budget and its probes, stop and bracket
+        /// hold against the rule and the cells (`search` checks `holds`); an edited verdict is caught.
+        #[test]
+        fn every_search_finding_holds_against_its_cells(
+            n in 1usize..12,
+            outcomes in proptest::collection::vec(proptest::sample::select(vec![400usize, 394, 300, 0]), 12),
+        ) {
+            let ladder: Vec<f64> = (0..n).map(|i| 10.0 * (i + 1) as f64).collect();
+            let s = search(&ladder, 1, None, |r| outcomes[(r / 10.0) as usize - 1]);
+            proptest::prop_assert!(s.stop.is_some() && s.probes.len() <= crate::plan::search::max_probes(n).max(1));
+            for p in &s.probes {
+                let o = outcomes[(p.rate / 10.0) as usize - 1];
+                let want = match o { 400 => Verdict::Sustains, 394 => Verdict::Borderline, _ => Verdict::Fails };
+                proptest::prop_assert_eq!(p.verdict, want, "{:?}", p);
+            }
+            let mut edited = s.clone();
+            if let Some(p) = edited.probes.last_mut() {
+                p.verdict = if p.verdict == Verdict::Sustains { Verdict::Fails } else { Verdict::Sustains };
+                proptest::prop_assert!(!edited.holds(&ladder, &[], Some(0.99)).is_empty());
+            }
+        }
     }
 
     #[test]
@@ -347,8 +518,9 @@ mod tests {
         let rates: Vec<f64> = s.probes.iter().map(|p| p.rate).collect();
         assert_eq!((rates[0], rates[1]), (10.0, 100.0), "the ends first: {rates:?}");
         assert!(rates.len() <= crate::plan::search::max_probes(ladder.len()), "{rates:?}");
-        assert_eq!(s.bracket, (Some(45.9), Some(50.5)), "{}", s.stop); // 10·1.1^16 and 10·1.1^17, to 3 digits
-        assert!(s.stop.starts_with("bracketed to one step"), "{}", s.stop);
+        assert_eq!(s.bracket, (Some(45.9), Some(50.5)), "{:?}", s.stop); // 10·1.1^16 and 10·1.1^17, to 3 digits
+        assert_eq!(s.stop, Some(Stop::Bracketed { sustains: 45.9, fails: 50.5 }));
+        assert_eq!(stop_words(&s), "bracketed to one step of the ladder: 45.9 req/s sustains, 50.5 req/s does not");
         // Every probe after the ends lies strictly inside the bracket known when it was chosen.
         let (mut lo, mut hi) = (10.0, 100.0);
         for p in &s.probes[2..] {
@@ -361,9 +533,11 @@ mod tests {
     fn it_stops_at_the_ends_and_at_a_borderline_rate() {
         let ladder = crate::plan::search::ladder(10.0, 100.0, 0.1);
         let all = search(&ladder, 1, None, |_| 400);
-        assert_eq!((all.probes.len(), all.bracket), (2, (Some(100.0), None)), "{}", all.stop);
+        assert_eq!((all.probes.len(), all.bracket), (2, (Some(100.0), None)), "{:?}", all.stop);
+        assert_eq!(stop_words(&all), "the highest rate, 100 req/s, sustains: the limit lies above the search");
         let none = search(&ladder, 1, None, |_| 0);
-        assert_eq!((none.probes.len(), none.bracket), (1, (None, Some(10.0))), "{}", none.stop);
+        assert_eq!((none.probes.len(), none.bracket), (1, (None, Some(10.0))), "{:?}", none.stop);
+        assert_eq!(none.stop, Some(Stop::BelowSearch { rate: 10.0 }));
         // 394 of 400 (98.5%): its interval (96.8–99.5%) holds 99%, so the rate cannot be told from its
         // neighbours; the search says so rather than guess.
         let border = search(&ladder, 1, None, |r| {
@@ -377,7 +551,8 @@ mod tests {
         });
         let last = border.probes.last().unwrap();
         assert_eq!(last.verdict, Verdict::Borderline, "{:?}", border.probes);
-        assert!(border.stop.contains("borderline"), "{}", border.stop);
+        assert!(matches!(border.stop, Some(Stop::Borderline { .. })), "{:?}", border.stop);
+        assert!(stop_words(&border).contains("is borderline: its attainment interval holds the target"));
     }
 
     #[test]
@@ -418,7 +593,13 @@ mod tests {
             .collect();
         let s = replay(&g, &failed, &[], &Rules { slo: None, precision: None });
         assert_eq!(s.probes[0].verdict, Verdict::Unmeasured, "{:?}", s.probes);
-        assert!(s.stop.starts_with("nothing was measured at the lowest rate"), "{}", s.stop);
-        assert!(s.probes[0].why.contains("CUDA out of memory"));
+        assert_eq!(s.stop, Some(Stop::LowestUnmeasured { rate: 10.0 }));
+        let why = crate::report::markdown::environment(None)
+            .render_str(
+                "{% import \"rate_findings.md\" as f %}{{ f.why(w) }}",
+                minijinja::context! { w => &s.probes[0].why },
+            )
+            .unwrap();
+        assert_eq!(why, "its points failed: server did not start: CUDA out of memory");
     }
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::readme_numbers;
 
-const DERIVED: [&str; 10] = [
+const DERIVED: [&str; 15] = [
     "kv_cache_scaling.csv",
     "kv_cache_scaling.svg",
     "kv_cache_scaling_notes.md",
@@ -18,6 +18,11 @@ const DERIVED: [&str; 10] = [
     "batching_benchmark.md",
     "sweep.json",
     "kv_cache_scaling_notes.md",
+    "rate_sweep.csv",
+    "rate_sweep.svg",
+    "rate_sweep.md",
+    "rate_sweep.json",
+    "rate_search.json",
 ];
 
 fn fixture(name: &str) -> PathBuf {
@@ -229,6 +234,32 @@ fn report_check_holds_for_every_committed_run_and_fails_a_tampered_one() {
     std::fs::write(dir.join("sweep.json"), serde_json::to_vec_pretty(&sweep).unwrap()).unwrap();
     let (_, out, _) = servelab(&["report", "--check", dir.to_str().unwrap()]);
     assert!(out.contains("ShortOutputs { n: 3 }") && out.contains("does not hold"), "{out}");
+}
+
+/// `report --check` holds the open-loop findings against their cells: a probe whose verdict was flipped, a
+/// goodput edited above the achieved rate, and a moved sustainable rate are each named (exit 8).
+#[test]
+fn report_check_holds_the_rate_findings_against_their_cells() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/h200-rate-search/run1");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run1");
+    copy_dir(&src, &dir);
+    let read = |n: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(dir.join(n)).unwrap()).unwrap() };
+    let mut search = read("rate_search.json");
+    assert_eq!(search[0]["search"]["probes"][4]["verdict"], "fails", "253 req/s fails in the committed run");
+    search[0]["search"]["probes"][4]["verdict"] = "sustains".into();
+    std::fs::write(dir.join("rate_search.json"), serde_json::to_vec_pretty(&search).unwrap()).unwrap();
+    let mut sweep = read("rate_sweep.json");
+    let achieved = sweep[0]["cells"][0]["achieved_rps"].as_f64().unwrap();
+    sweep[0]["cells"][0]["goodput_rps"] = (achieved + 0.5).into();
+    sweep[0]["sustainable"]["rate"] = 253.0.into();
+    std::fs::write(dir.join("rate_sweep.json"), serde_json::to_vec_pretty(&sweep).unwrap()).unwrap();
+    let (code, out, _) = servelab(&["report", "--check", dir.to_str().unwrap()]);
+    assert_eq!(code, 8, "{out}");
+    assert!(out.contains("253 req/s: verdict Sustains where its reason gives Fails"), "{out}");
+    assert!(out.contains("the rule probes"), "the probes after a flipped verdict are not the rule's: {out}");
+    assert!(out.contains("50 req/s: goodput") && out.contains("exceeds the achieved rate"), "{out}");
+    assert!(out.contains("sustainable: Limit { rate: 253.0"), "{out}");
 }
 
 /// A run whose starts share one max-model-len and vary another setting (h200-kv-capacity: gpu-memory-utilization
