@@ -3,7 +3,11 @@
 //! 1. every derived file equals what the raw records give now (nothing edited by hand, nothing stale);
 //! 2. the sweep's per-repeat counts and whole-phase rates, recomputed from the raw request records by a
 //!    second, plainer path than `stats::sweep` (no window, no summaries: sums and divisions);
-//! 3. every finding in `sweep.json` as written holds against that file's own figures (`Knee::holds`).
+//! 3. every finding holds against its figures: the knee in `sweep.json` as written against that file's own
+//!    cells (`Knee::holds`), the prefix-cache statements against the cells of that same file
+//!    (`PrefixReport::holds`), and the KV findings against the rows of the startup records (`KvFindings::holds`;
+//!    they are in no JSON file, so they are recomputed from the records, and check 1 has already shown that
+//!    the KV notes as written are the words of exactly these findings).
 
 use crate::record::Recorded;
 use crate::record::manifest::Manifest;
@@ -21,6 +25,18 @@ pub struct Disagreement {
 
 fn bad(file: &str, what: String) -> Disagreement {
     Disagreement { file: file.to_owned(), what }
+}
+
+/// The KV findings of the started servers against their rows.
+fn kv_holds(spec: &Spec, rec: &Recorded) -> Vec<Disagreement> {
+    let started = rec.started_servers();
+    if started.is_empty() {
+        return Vec::new();
+    }
+    let request_len = spec.report_options.request_len;
+    let findings = crate::stats::kv::findings(&started, request_len);
+    let rows = crate::stats::kv::rows(&started);
+    findings.holds(&rows, request_len).into_iter().map(|what| bad("kv_cache_scaling_notes.md", what)).collect()
 }
 
 /// Runs the three checks; an error only when the records themselves cannot be derived.
@@ -42,6 +58,7 @@ pub fn check(
             Err(e) => out.push(bad(name, format!("cannot be read: {e:?}"))),
         }
     }
+    out.extend(kv_holds(spec, rec));
     let written = match std::fs::read(dir.join("sweep.json")) {
         Ok(bytes) => match serde_json::from_slice::<Vec<GroupSweep>>(&bytes) {
             Ok(groups) => groups,
@@ -62,6 +79,10 @@ pub fn check(
         for what in g.knee.holds(&g.cells, &spec.knee) {
             out.push(bad("sweep.json", format!("group {}: {what}", g.group)));
         }
+    }
+    let prefix = crate::stats::prefix::analyze(&written, &|group: &str| super::derive::server_of(manifest, group));
+    for what in prefix.holds() {
+        out.push(bad("sweep.json", format!("prefix cache: {what}")));
     }
     Ok(out)
 }
