@@ -11,7 +11,7 @@ pub struct KvRow {
     pub mem_used_mb: Option<f64>,
     pub delta_mb: Option<f64>,
     pub bytes_per_token_est: Option<f64>,
-    pub notes: Vec<String>,
+    pub notes: Vec<RowNote>,
     pub memory_source: Source,
     pub server_mem_mb: Option<f64>,
     pub kv_cache_tokens: Option<u64>,
@@ -60,24 +60,24 @@ pub fn rows(records: &[ServerRecord]) -> Vec<KvRow> {
 /// Memory above the run's idle baseline on a slot's GPUs at its start that says they were not idle.
 const NOT_IDLE_MB: f64 = 256.0;
 
-/// "slot 1 of 4 (port 8001; GPU 2 NVIDIA H200; cores 4,5,6,7), beside other servers": where it ran.
-fn slot_note(s: &crate::record::server::SlotRecord) -> String {
-    let mut parts = vec![format!("port {}", s.port)];
-    if !s.gpus.is_empty() {
-        let gpus: Vec<String> = s
-            .gpus
-            .iter()
-            .map(|g| match &g.name {
-                Some(n) => format!("{} {n}", g.index),
-                None => g.index.to_string(),
-            })
-            .collect();
-        parts.push(format!("GPU {}", gpus.join(", ")));
-    }
-    if !s.cpus.is_empty() {
-        parts.push(format!("cores {}", s.cpus.iter().map(usize::to_string).collect::<Vec<_>>().join(",")));
-    }
-    format!("slot {} of {} ({}), beside other servers", s.slot, s.slots, parts.join("; "))
+/// A fact about one row, with its figures; `report::kv_csv::note_text` words it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RowNote {
+    /// The first row with a memory reading: the deltas start from it.
+    Baseline,
+    /// A CPU engine: memory is the server process tree's RSS.
+    CpuRss,
+    /// The model's own reason why the theory's bytes per token do not apply.
+    TheoryNotApplicable { why: String },
+    /// Memory was not back at the idle baseline after the server stopped.
+    NotReleased,
+    /// The server ran in one of several slots at once: where.
+    Slot { slot: usize, slots: usize, port: u16, gpus: Vec<(u32, Option<String>)>, cpus: Vec<usize> },
+    /// The slot's GPUs held more than `NOT_IDLE_MB` above the idle baseline at its start.
+    NotIdle { extra_mb: f64 },
+    /// The start did not succeed, in its own words.
+    Error { status: Status, error: String },
 }
 
 fn row(r: &ServerRecord, prev: &mut Option<(u64, f64)>) -> KvRow {
@@ -91,32 +91,38 @@ fn row(r: &ServerRecord, prev: &mut Option<(u64, f64)>) -> KvRow {
                 est = Some((m - pm) * MIB / (len as f64 - plen as f64));
             }
         }
-        (Some(_), Some(_), None) => notes.push("baseline (first row)".to_owned()),
+        (Some(_), Some(_), None) => notes.push(RowNote::Baseline),
         _ => {}
     }
     if let (Some(m), Some(len)) = (mem, r.max_model_len) {
         *prev = Some((len, m));
     }
     if r.memory_source == Source::Procfs && mem.is_some() {
-        notes.push("CPU engine: gpu_mem_used_mb is the server process tree's RSS".to_owned());
+        notes.push(RowNote::CpuRss);
     }
-    if let Some(na) = r.model.as_ref().and_then(|m| m.theory_not_applicable.clone()) {
-        notes.push(na);
+    if let Some(why) = r.model.as_ref().and_then(|m| m.theory_not_applicable.clone()) {
+        notes.push(RowNote::TheoryNotApplicable { why });
     }
     if r.release.as_ref().is_some_and(|c| !c.released) {
-        notes.push("memory not back at the idle baseline after stop".to_owned());
+        notes.push(RowNote::NotReleased);
     }
     if let Some(s) = r.slot.as_ref().filter(|s| s.slots > 1) {
-        notes.push(slot_note(s));
+        notes.push(RowNote::Slot {
+            slot: s.slot,
+            slots: s.slots,
+            port: s.port,
+            gpus: s.gpus.iter().map(|g| (g.index, g.name.clone())).collect(),
+            cpus: s.cpus.clone(),
+        });
     }
     // A slot's GPUs must be as idle at its start as before any slot started.
     if let (Some(idle), Some(at_start)) = (r.slot.as_ref().and_then(|s| s.idle_mb), r.baseline.device_used_mb)
         && at_start - idle > NOT_IDLE_MB
     {
-        notes.push(format!("its GPUs held {:.0} MiB more at its start than before any slot started", at_start - idle));
+        notes.push(RowNote::NotIdle { extra_mb: at_start - idle });
     }
     if let Some(e) = &r.error {
-        notes.push(format!("{}: {e}", r.status.as_str()));
+        notes.push(RowNote::Error { status: r.status, error: e.clone() });
     }
     let kv_bytes = r.kv_cache_bytes();
     let tokens = r.kv_cache_tokens();
