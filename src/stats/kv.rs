@@ -806,7 +806,41 @@ impl KvFindings {
                 bad.push(format!("bytes per KV token {bytes_per_kv_token:.1} is not the memory slope over the capacity slope {mem_slope:?}/{per:?}"));
             }
         }
+        bad.extend(self.granularity_holds(&ok, line.map(|(s, _)| s), hi));
         bad.extend(self.envelope_holds(&ok, request_len));
+        bad
+    }
+
+    /// Whole blocks, the steps off the line and the memory outside the pool, from the rows.
+    fn granularity_holds(&self, ok: &[&KvRow], slope: Option<f64>, mem_max: f64) -> Vec<String> {
+        let mut bad = Vec::new();
+        let g = &self.granularity;
+        let whole =
+            g.block_size.is_some_and(|b| ok.iter().all(|r| r.kv_cache_tokens.is_none_or(|t| t % b.max(1) == 0)));
+        if g.whole_blocks != whole {
+            bad.push(format!("whole blocks: {} claimed, the capacities say {whole}", g.whole_blocks));
+        }
+        let tolerance = g.off_line_pct / 100.0 * mem_max.max(1.0);
+        let off: Option<Vec<(u64, u64)>> = slope.map(|slope| {
+            ok.windows(2)
+                .filter_map(|w| {
+                    let (a, b) = (w[0].max_model_len?, w[1].max_model_len?);
+                    let delta = w[1].mem_used_mb? - w[0].mem_used_mb?;
+                    ((delta - slope * (b as f64 - a as f64)).abs() > tolerance).then_some((a, b))
+                })
+                .collect()
+        });
+        let claimed = g.off_line.as_ref().map(|s| s.iter().map(|s| (s.from, s.to)).collect::<Vec<_>>());
+        if claimed != off {
+            bad.push(format!("steps off the line {claimed:?}; the rows give {off:?}"));
+        }
+        if let Some(o) = &self.outside {
+            let outside: Vec<f64> = ok.iter().filter_map(|r| Some(r.mem_used_mb? - r.kv_cache_bytes? / MIB)).collect();
+            let moved = outside.last().zip(outside.first()).map(|(l, f)| l - f);
+            if !matches!(self.regime, Regime::Linear { .. }) || moved.is_none_or(|m| !same(m, o.moved_mb)) {
+                bad.push(format!("memory outside the pool moved {:.1} MiB; the rows give {moved:?}", o.moved_mb));
+            }
+        }
         bad
     }
 
@@ -951,6 +985,14 @@ mod tests {
             best.requests = 14;
         }
         assert!(!f.holds(&rows, None).is_empty(), "a pick that does not hold the most");
+        let mut f = honest.clone();
+        f.granularity.off_line = Some(vec![f.steps[0].clone()]);
+        assert!(!f.holds(&rows, None).is_empty(), "a step on the line said to be off it");
+        let mut f = honest.clone();
+        if let Some(o) = &mut f.outside {
+            o.moved_mb += 10.0;
+        }
+        assert!(!f.holds(&rows, None).is_empty(), "memory outside the pool that did not move so");
         let mut f = honest;
         f.concurrent_4k[0].requests += 1;
         assert!(!f.holds(&rows, None).is_empty(), "a count the pool does not hold");
