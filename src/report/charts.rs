@@ -1,6 +1,6 @@
 //! SVG charts (plotters, SVG backend only: no system fonts needed). Pure functions from findings to bytes.
 
-use crate::stats::kv::KvFindings;
+use crate::stats::kv::{KvFindings, Regime};
 use crate::stats::sweep::GroupSweep;
 use plotters::prelude::*;
 
@@ -75,7 +75,10 @@ fn draw_kv<'a>(
     let (y0, y1) = range(mem.iter().map(|(_, m)| *m), true);
     let (t0, t1) = range(tokens.iter().map(|(_, t)| *t as f64), true);
     let mut chart = ChartBuilder::on(root)
-        .caption(format!("Memory and KV capacity against max-model-len ({})", f.regime), ("sans-serif", 18))
+        .caption(
+            format!("Memory and KV capacity against max-model-len ({})", regime_name(&f.regime)),
+            ("sans-serif", 18),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -374,4 +377,14 @@ fn draw_pareto<'a>(
         .position(SeriesLabelPosition::UpperRight)
         .draw()?;
     Ok(())
+}
+
+/// The regime's name in the chart's caption.
+fn regime_name(r: &Regime) -> &'static str {
+    match r {
+        Regime::Flat { .. } => "flat",
+        Regime::Linear { .. } => "linear",
+        Regime::Irregular { .. } => "irregular",
+        Regime::Insufficient => "insufficient",
+    }
 }

@@ -3,12 +3,15 @@
 //! 1. every derived file equals what the raw records give now (nothing edited by hand, nothing stale);
 //! 2. the sweep's per-repeat counts and whole-phase rates, recomputed from the raw request records by a
 //!    second, plainer path than `stats::sweep` (no window, no summaries: sums and divisions);
-//! 3. every finding in `sweep.json` as written holds against that file's own figures (`Knee::holds`), and
-//!    each cell's notes against its figures (`notes_hold`); every open-loop finding in `rate_sweep.json`
-//!    against its cells (`RateSweep::holds`, which also holds goodput within the achieved rate), every probe
-//!    and stop of `rate_search.json` against the search rule and the cells at the probed rates
-//!    (`SearchState::holds`), and the decision in `tune.json` against that file's gain figures
-//!    (`Decision::holds`).
+//! 3. every finding holds against its figures: the knee in `sweep.json` as written against that file's own
+//!    cells (`Knee::holds`) and each cell's notes against its figures (`notes_hold`); the prefix-cache
+//!    statements against the cells of that same file (`PrefixReport::holds`); the KV findings against the rows
+//!    of the startup records (`KvFindings::holds`; they are in no JSON file, so they are recomputed from the
+//!    records, and check 1 has already shown that the KV notes as written are the words of exactly these
+//!    findings); every open-loop finding in `rate_sweep.json` against its cells (`RateSweep::holds`, which also
+//!    holds goodput within the achieved rate), every probe and stop of `rate_search.json` against the search
+//!    rule and the cells at the probed rates (`SearchState::holds`), and the decision in `tune.json` against
+//!    that file's gain figures (`Decision::holds`).
 
 use crate::record::Recorded;
 use crate::record::manifest::Manifest;
@@ -28,6 +31,18 @@ pub struct Disagreement {
 
 fn bad(file: &str, what: String) -> Disagreement {
     Disagreement { file: file.to_owned(), what }
+}
+
+/// The KV findings of the started servers against their rows.
+fn kv_holds(spec: &Spec, rec: &Recorded) -> Vec<Disagreement> {
+    let started = rec.started_servers();
+    if started.is_empty() {
+        return Vec::new();
+    }
+    let request_len = spec.report_options.request_len;
+    let findings = crate::stats::kv::findings(&started, request_len);
+    let rows = crate::stats::kv::rows(&started);
+    findings.holds(&rows, request_len).into_iter().map(|what| bad("kv_cache_scaling_notes.md", what)).collect()
 }
 
 /// Runs the three checks; an error only when the records themselves cannot be derived.
@@ -50,19 +65,9 @@ pub fn check(
             Err(e) => out.push(bad(name, format!("cannot be read: {e:?}"))),
         }
     }
+    out.extend(kv_holds(spec, rec));
     if let Some(written) = read_json::<Vec<GroupSweep>>(dir, "sweep.json", &mut out) {
-        out.extend(plain_figures(&written, rec));
-        let precision = manifest.plan.precision.map(|p| p.rel_ci);
-        for g in &written {
-            for what in g.knee.holds(&g.cells, &spec.knee) {
-                out.push(bad("sweep.json", format!("group {}: {what}", g.group)));
-            }
-            for c in &g.cells {
-                for what in crate::stats::sweep::notes_hold(c, &g.knee, precision) {
-                    out.push(bad("sweep.json", format!("group {}: {what}", g.group)));
-                }
-            }
-        }
+        out.extend(sweep_holds(&written, spec, manifest, rec));
     }
     let rates = read_json::<Vec<RateSweep>>(dir, "rate_sweep.json", &mut out).unwrap_or_default();
     for g in &rates {
@@ -78,6 +83,28 @@ pub fn check(
         }
     }
     Ok(out)
+}
+
+/// `sweep.json` as written: its counts against the raw records, its knee and cell notes against its cells,
+/// and the prefix-cache statements drawn from it.
+fn sweep_holds(written: &[GroupSweep], spec: &Spec, manifest: &Manifest, rec: &Recorded) -> Vec<Disagreement> {
+    let mut out = plain_figures(written, rec);
+    let precision = manifest.plan.precision.map(|p| p.rel_ci);
+    for g in written {
+        for what in g.knee.holds(&g.cells, &spec.knee) {
+            out.push(bad("sweep.json", format!("group {}: {what}", g.group)));
+        }
+        for c in &g.cells {
+            for what in crate::stats::sweep::notes_hold(c, &g.knee, precision) {
+                out.push(bad("sweep.json", format!("group {}: {what}", g.group)));
+            }
+        }
+    }
+    let prefix = crate::stats::prefix::analyze(written, &|group: &str| super::derive::server_of(manifest, group));
+    for what in prefix.holds() {
+        out.push(bad("sweep.json", format!("prefix cache: {what}")));
+    }
+    out
 }
 
 /// The decision written in `tune.json` against the rows written beside it; nothing without a tune.

@@ -243,7 +243,7 @@ pub fn kv_rows(rows: &[KvRow]) -> Vec<KvRowOut> {
             engine_bytes_per_token: r.engine_bytes_per_token,
             ready_s: r.ready_s,
             status: r.status.as_str().to_owned(),
-            notes: r.notes.join("; "),
+            notes: super::kv_csv::notes_text(&r.notes),
             predicted_kv_tokens: r.predicted_kv_tokens,
             predicted_error: match (r.predicted_kv_tokens, r.kv_cache_tokens) {
                 (Some(p), Some(e)) if e > 0 => Some(p as f64 / e as f64 - 1.0),

@@ -54,7 +54,7 @@ fn groups_with(manifest: &Manifest, pick: impl Fn(&crate::record::plan::ClientCo
 /// the commit that changes any derived byte (and every committed example is re-rendered in that commit);
 /// never a clock, so a re-render of the same records is byte for byte the same. `compare` refuses two runs
 /// whose derived files carry different versions.
-pub const DERIVED_VERSION: u32 = 6;
+pub const DERIVED_VERSION: u32 = 7;
 
 /// The key every derived JSON file carries.
 pub const VERSION_KEY: &str = "derived_version";
@@ -102,6 +102,13 @@ fn rendered<T: Into<Vec<u8>>, E: std::error::Error + Send + Sync + 'static>(
     r: Result<T, E>,
 ) -> Result<(String, Vec<u8>), super::ReportError> {
     r.map(|bytes| (name.to_owned(), bytes.into())).map_err(|e| failed(name, e))
+}
+
+/// A server group as the prefix-cache report names it: its grid values (`caching=true`), else its id.
+pub fn server_of(manifest: &Manifest, group: &str) -> String {
+    let g = manifest.plan.groups.iter().find(|g| g.id == group);
+    let vars = g.map(|g| crate::record::values::vars_text(&g.vars, " ")).unwrap_or_default();
+    if vars.is_empty() { format!("server {group}") } else { vars }
 }
 
 /// Server groups of the plan that run load points.
@@ -180,12 +187,7 @@ pub fn derive(
             .collect();
         files.push(("rate_search.json".to_owned(), stamped(&json)));
     }
-    let server_of = |group: &str| {
-        let g = manifest.plan.groups.iter().find(|g| g.id == group);
-        let vars = g.map(|g| crate::record::values::vars_text(&g.vars, " ")).unwrap_or_default();
-        if vars.is_empty() { format!("server {group}") } else { vars }
-    };
-    let prefix = crate::stats::prefix::analyze(&sweeps, &server_of);
+    let prefix = crate::stats::prefix::analyze(&sweeps, &|group: &str| server_of(manifest, group));
     if spec.report.contains(&ReportKind::PrefixCache) && !prefix.rows.is_empty() {
         files.push(rendered("prefix_cache.csv", super::workload_csv::render_prefix(&prefix.rows))?);
         files.push(rendered("prefix_cache.svg", charts::prefix(&prefix.rows))?);

@@ -2,7 +2,7 @@
 //! The first five columns are the seed's, exactly; servelab's extra columns follow.
 
 use crate::record::ServerRecord;
-use crate::stats::kv::rows;
+use crate::stats::kv::{RowNote, rows};
 
 pub const COLUMNS: [&str; 16] = [
     "max_model_len",
@@ -31,6 +31,42 @@ fn u(v: Option<u64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
 }
 
+/// A row's note in words: "slot 1 of 4 (port 8001; GPU 2 NVIDIA H200; cores 4,5,6,7), beside other servers".
+pub fn note_text(n: &RowNote) -> String {
+    match n {
+        RowNote::Baseline => "baseline (first row)".to_owned(),
+        RowNote::CpuRss => "CPU engine: gpu_mem_used_mb is the server process tree's RSS".to_owned(),
+        RowNote::TheoryNotApplicable { why } => why.clone(),
+        RowNote::NotReleased => "memory not back at the idle baseline after stop".to_owned(),
+        RowNote::Slot { slot, slots, port, gpus, cpus } => {
+            let mut parts = vec![format!("port {port}")];
+            if !gpus.is_empty() {
+                let gpus: Vec<String> = gpus
+                    .iter()
+                    .map(|(index, name)| match name {
+                        Some(n) => format!("{index} {n}"),
+                        None => index.to_string(),
+                    })
+                    .collect();
+                parts.push(format!("GPU {}", gpus.join(", ")));
+            }
+            if !cpus.is_empty() {
+                parts.push(format!("cores {}", cpus.iter().map(usize::to_string).collect::<Vec<_>>().join(",")));
+            }
+            format!("slot {slot} of {slots} ({}), beside other servers", parts.join("; "))
+        }
+        RowNote::NotIdle { extra_mb } => {
+            format!("its GPUs held {extra_mb:.0} MiB more at its start than before any slot started")
+        }
+        RowNote::Error { status, error } => format!("{}: {error}", status.as_str()),
+    }
+}
+
+/// A row's notes in words, "; " between them.
+pub fn notes_text(notes: &[RowNote]) -> String {
+    notes.iter().map(note_text).collect::<Vec<_>>().join("; ")
+}
+
 /// The CSV bytes.
 pub fn render(records: &[ServerRecord]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -41,7 +77,7 @@ pub fn render(records: &[ServerRecord]) -> Result<Vec<u8>, csv::Error> {
             f(r.mem_used_mb, 1),
             f(r.delta_mb, 1),
             f(r.bytes_per_token_est, 1),
-            r.notes.join("; "),
+            notes_text(&r.notes),
             r.memory_source.as_str().to_owned(),
             f(r.server_mem_mb, 1),
             u(r.kv_cache_tokens),
@@ -159,5 +195,26 @@ mod tensor_parallel {
         assert_eq!(how, "log GiB");
         let per_token = bytes / r.kv_cache_tokens().unwrap() as f64;
         assert!((per_token / 12_288.0 - 1.0).abs() < 0.01, "{per_token}");
+    }
+}
+
+#[cfg(test)]
+mod note_tests {
+    use super::*;
+
+    #[test]
+    fn row_notes_are_worded_with_their_figures() {
+        let slot = RowNote::Slot {
+            slot: 1,
+            slots: 4,
+            port: 8001,
+            gpus: vec![(2, Some("NVIDIA H200".to_owned()))],
+            cpus: vec![4, 5, 6, 7],
+        };
+        assert_eq!(
+            notes_text(&[RowNote::Baseline, slot, RowNote::NotIdle { extra_mb: 300.4 }]),
+            "baseline (first row); slot 1 of 4 (port 8001; GPU 2 NVIDIA H200; cores 4,5,6,7), beside other servers; \
+             its GPUs held 300 MiB more at its start than before any slot started"
+        );
     }
 }

@@ -8,9 +8,10 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 use std::path::PathBuf;
 
 /// The reports, and the partials they include (`workload.md`, no report of its own).
-pub const REPORTS: [(&str, &str); 9] = [
+pub const REPORTS: [(&str, &str); 10] = [
     ("findings.md", include_str!("../../templates/findings.md")),
     ("rate_findings.md", include_str!("../../templates/rate_findings.md")),
+    ("cache_findings.md", include_str!("../../templates/cache_findings.md")),
     ("kv_cache_scaling_notes.md", include_str!("../../templates/kv_cache_scaling_notes.md")),
     ("batching_benchmark.md", include_str!("../../templates/batching_benchmark.md")),
     ("concurrency_sweep.md", include_str!("../../templates/concurrency_sweep.md")),
@@ -79,6 +80,11 @@ fn f_duration(v: Value) -> String {
     }
 }
 
+/// `{{ x | signed(1) }}`: fixed decimals with the sign always shown (+3.0, -1.5); empty for a missing value.
+fn f_signed(v: Value, digits: Option<usize>) -> String {
+    num(&v).map(|x| format!("{x:+.*}", digits.unwrap_or(0))).unwrap_or_default()
+}
+
 /// `{{ x | plain }}`: the shortest form that reads back the same number (2.0 → "2", 2.5 → "2.5").
 fn f_plain(v: Value) -> String {
     num(&v).map(|x| format!("{x}")).unwrap_or_else(|| "–".to_owned())
@@ -116,6 +122,7 @@ pub fn environment(override_dir: Option<PathBuf>) -> Environment<'static> {
     env.add_filter("fixed", f_fixed);
     env.add_filter("plain", f_plain);
     env.add_filter("trimmed", f_trimmed);
+    env.add_filter("signed", f_signed);
     env.set_fuel(Some(REPORT_FUEL));
     // Printing a huge sequence and chained `replace` are single instructions that fuel does not bound.
     crate::plan::render::guard(&mut env, MAX_REPORT_BYTES, MAX_PRINTED_ITEMS);
