@@ -105,6 +105,8 @@ pub struct RunOptions {
     pub max_starts: Option<usize>,
     /// What the host lends the run at once (`Host::serial()`: one group after the other, nothing bound).
     pub host: crate::plan::slots::Host,
+    /// `--shard I/N`: the plan given is that shard's share; the manifest records which.
+    pub shard: Option<crate::record::manifest::ShardOf>,
 }
 
 pub struct Outcome {

@@ -38,6 +38,8 @@ fn prepare_manifest(loaded: &LoadedSpec, plan: &Plan, probe: &dyn MemoryProbe, r
         metrics_version: crate::record::manifest::METRICS_VERSION,
         tune_pruned: Default::default(),
         gpu_idle_mb: Default::default(),
+        shard: None,
+        shards: Vec::new(),
     }
 }
 
@@ -215,7 +217,8 @@ pub(super) fn open_run(
 ) -> Result<(PathBuf, Manifest, Recorded), RunError> {
     let Some(dir) = &opts.resume else {
         let (dir, id) = new_run_dir(&opts.out_root.join(&plan.name), opts.run_id.as_deref())?;
-        let fresh = prepare_manifest(loaded, plan, probe, id);
+        let mut fresh = prepare_manifest(loaded, plan, probe, id);
+        fresh.shard = opts.shard.clone();
         prepare(&dir, loaded, plan, &fresh)?;
         return Ok((dir, fresh, Recorded::default()));
     };
@@ -230,6 +233,7 @@ pub(super) fn open_run(
             plan.name
         )));
     }
+    check_same_shard(dir, old.manifest.shard.as_ref(), opts.shard.as_ref())?;
     let fresh = prepare_manifest(loaded, plan, probe, old.manifest.run_id.clone());
     let model_hash = plan.groups.iter().find_map(model_facts).map(|m| m.config_hash);
     let changes = fingerprint_changes(&old.manifest, &fresh, model_hash.as_deref());
@@ -245,8 +249,30 @@ pub(super) fn open_run(
     manifest.overrides = loaded.overrides.clone();
     manifest.spec_hash = fresh.spec_hash.clone();
     manifest.ended_at = None;
+    manifest.shard = opts.shard.clone();
     prepare(dir, loaded, plan, &manifest)?;
     Ok((dir.clone(), manifest, old.recorded))
+}
+
+/// A shard resumes only as the same shard (I/N), and a whole run only whole: another share of the groups would
+/// leave the folder holding a mix no merge can account for.
+fn check_same_shard(
+    dir: &Path,
+    old: Option<&crate::record::manifest::ShardOf>,
+    now: Option<&crate::record::manifest::ShardOf>,
+) -> Result<(), RunError> {
+    let name = |s: Option<&crate::record::manifest::ShardOf>| match s {
+        Some(s) => format!("shard {}/{}", s.index, s.count),
+        None => "a whole run (no --shard)".to_owned(),
+    };
+    if old.map(|s| (s.index, s.count)) == now.map(|s| (s.index, s.count)) {
+        return Ok(());
+    }
+    let fix = match old {
+        Some(s) => format!("resume it with --shard {}/{}", s.index, s.count),
+        None => "resume it without --shard".to_owned(),
+    };
+    Err(RunError::Preflight(format!("{} holds {}, not {}; {fix}", dir.display(), name(old), name(now))))
 }
 
 /// What differs between the recorded environment and this one (servelab, GPU, model; vLLM is checked once a
