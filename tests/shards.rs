@@ -155,7 +155,8 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn a_killed_shard_resumes_in_place_with_slots_and_the_merge_says_what_is_missing() {
-    let port = common::free_ports(3);
+    // Shard 1 on two slots listens on port + 2 and port + 3 (its ports start 1 × 2 slots above the spec's).
+    let port = common::free_ports(4);
     let case = Case::new(&spec(port, ""));
     let (s0, s1) = (case.dir("shard-0-of-2"), case.dir("shard-1-of-2"));
     // Shard 0 is killed (SIGKILL: no graceful stop) once its first point is committed.

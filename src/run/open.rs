@@ -162,7 +162,12 @@ pub fn check_templates(loaded: &LoadedSpec, plan: &Plan) -> Result<(), RunError>
 }
 
 /// Checks that need no server: input files, report templates, ports free, the API key present.
-pub(super) fn preflight(plan: &Plan, loaded: &LoadedSpec, host: &Host) -> Result<Option<String>, RunError> {
+pub(super) fn preflight(
+    plan: &Plan,
+    loaded: &LoadedSpec,
+    host: &Host,
+    port_offset: usize,
+) -> Result<Option<String>, RunError> {
     let spec = &loaded.spec;
     for note in check_inputs(plan)? {
         eprintln!("{note}");
@@ -179,7 +184,7 @@ pub(super) fn preflight(plan: &Plan, loaded: &LoadedSpec, host: &Host) -> Result
     // through their slots would put two servers on it at once.
     let mut seen: std::collections::BTreeMap<(String, u16), u16> = Default::default();
     for g in plan.groups.iter().filter(|g| g.server.kind != crate::spec::EngineKind::External) {
-        for server in slot_servers(loaded, host, g)? {
+        for server in slot_servers(loaded, host, g, port_offset)? {
             match seen.get(&(server.host.clone(), server.port)) {
                 Some(base) if *base != g.server.port => {
                     return Err(RunError::Preflight(format!(
@@ -299,10 +304,17 @@ fn slot_servers(
     loaded: &LoadedSpec,
     host: &Host,
     g: &crate::plan::ServerGroup,
+    port_offset: usize,
 ) -> Result<Vec<crate::plan::ServerConfig>, RunError> {
     let spec = &loaded.spec;
+    let located =
+        |e: crate::plan::PlanError| RunError::Preflight(loaded.source.error_at(&e.path, e.message, e.fix).to_string());
     if !host.binds() {
-        return Ok(vec![g.server.clone()]);
+        if port_offset == 0 {
+            return Ok(vec![g.server.clone()]);
+        }
+        let lease = Lease { slot: port_offset, gpus: Vec::new(), cpus: Vec::new() };
+        return Ok(vec![crate::plan::server::slotted(spec, g, &lease, false).map_err(located)?]);
     }
     let mut pool = Pool::new(host);
     let need = crate::plan::slots::gpus_needed(spec.engine.gpus, g);
@@ -310,9 +322,8 @@ fn slot_servers(
         .map_err(|e| RunError::Preflight(format!("{e}; lend more with --gpus, or lower its parallel size")))?;
     let mut out = Vec::new();
     for slot in 0..pool.capacity() {
-        let lease = Lease { slot, gpus: Vec::new(), cpus: Vec::new() };
-        let s = crate::plan::server::slotted(spec, g, &lease, false)
-            .map_err(|e| RunError::Preflight(loaded.source.error_at(&e.path, e.message, e.fix).to_string()))?;
+        let lease = Lease { slot: slot + port_offset, gpus: Vec::new(), cpus: Vec::new() };
+        let s = crate::plan::server::slotted(spec, g, &lease, false).map_err(located)?;
         out.push(s);
     }
     Ok(out)
