@@ -97,7 +97,8 @@ fn cancel_a_shard_midway(runs: &Path, jobs: &[String]) -> usize {
             let d = runs.join(format!("shardy/shard-{i}-of-2"));
             let Ok(plan) = std::fs::read(d.join("plan.json")) else { continue };
             let plan: serde_json::Value = serde_json::from_slice(&plan).unwrap();
-            let total: usize = plan["groups"].as_array().unwrap().iter().map(|g| g["points"].as_array().unwrap().len()).sum();
+            let total: usize =
+                plan["groups"].as_array().unwrap().iter().map(|g| g["points"].as_array().unwrap().len()).sum();
             let done = if d.join("journal.jsonl").exists() { ok_points(&d).len() } else { 0 };
             if done >= 1 && done < total {
                 sh(Command::new("scancel").arg(format!("{}_{i}", jobs[0])));
