@@ -10,8 +10,9 @@ const SERVELAB: &str = env!("CARGO_BIN_EXE_servelab");
 fn validator() -> Result<PathBuf, String> {
     let venv = match std::env::var_os("SERVELAB_K8S_VALIDATE_VENV") {
         Some(v) => PathBuf::from(v),
-        None => PathBuf::from(std::env::var("HOME").unwrap_or_default())
-            .join(".cache/servelab/kubernetes-validate-1.37.0"),
+        None => {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/servelab/kubernetes-validate-1.37.0")
+        }
     };
     let bin = venv.join("bin/kubernetes-validate");
     if bin.exists() {

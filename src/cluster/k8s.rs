@@ -129,18 +129,18 @@ pub fn manifests(a: &K8sArgs, r: &Resources, spec_text: &str) -> (Value, Value, 
     (config, shards, merge)
 }
 
-fn yaml(v: &Value) -> Vec<u8> {
+fn yaml(v: &Value) -> Result<Vec<u8>, ExportError> {
     let mut s = String::from("# Written by `servelab export k8s`; see docs/kubernetes.md.\n");
-    s.push_str(&serde_saphyr::to_string(v).unwrap_or_default());
-    s.into_bytes()
+    s.push_str(&serde_saphyr::to_string(v).map_err(|e| ExportError::Yaml(e.to_string()))?);
+    Ok(s.into_bytes())
 }
 
 pub fn files(a: &K8sArgs, r: &Resources, spec_text: &str) -> Result<Vec<(PathBuf, Vec<u8>)>, ExportError> {
     let (config, shards, merge) = manifests(a, r, spec_text);
     Ok(vec![
-        (PathBuf::from("spec-configmap.yaml"), yaml(&config)),
-        (PathBuf::from("shards-job.yaml"), yaml(&shards)),
-        (PathBuf::from("merge-job.yaml"), yaml(&merge)),
+        (PathBuf::from("spec-configmap.yaml"), yaml(&config)?),
+        (PathBuf::from("shards-job.yaml"), yaml(&shards)?),
+        (PathBuf::from("merge-job.yaml"), yaml(&merge)?),
         (PathBuf::from("submit.sh"), submit(a, r).into_bytes()),
     ])
 }

@@ -80,6 +80,9 @@ pub enum ExportError {
     Spec(#[from] crate::spec::SpecError),
     #[error("{0}")]
     Shard(#[from] crate::shard::ShardError),
+    /// A manifest value that YAML cannot write: a bug in servelab.
+    #[error("cannot write a manifest as YAML (a bug in servelab, please report it): {0}")]
+    Yaml(String),
     #[error("--shards must be at least 1")]
     NoShards,
     #[error("{what} {value:?} holds a character the job files cannot carry safely; {fix}")]

@@ -103,6 +103,15 @@ pub struct Prepared {
 /// says which wins), and finds what is missing.
 pub fn prepare(runs: &[PathBuf], prefer: Option<&Prefer>) -> Result<Prepared, MergeError> {
     let all = read_all(runs)?;
+    // `--prefer RUN` names a run however it is written (`./a`, `a/`, an absolute path): the run it is.
+    let same = |a: &Path, b: &Path| a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok();
+    let prefer = match prefer {
+        Some(Prefer::Run(r)) => {
+            Some(Prefer::Run(runs.iter().find(|p| same(p, r)).cloned().unwrap_or_else(|| r.clone())))
+        }
+        other => other.cloned(),
+    };
+    let prefer = prefer.as_ref();
     let parts: Vec<Part> = all.iter().map(|r| clone_part(&r.part)).collect();
     owners::check_compatible(&parts)?;
     let first = &all[0];

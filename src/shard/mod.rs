@@ -115,7 +115,8 @@ mod tests {
     #[test]
     fn greedy_takes_the_largest_first_and_breaks_ties_by_id() {
         let g = [("a", 10.0), ("b", 30.0), ("c", 20.0), ("d", 20.0), ("e", 5.0)];
-        // b → 0; c → 1; d → 1 (20 < 30)... no: after c, loads are (30, 20): d → 1 (40); a → 0 (40); e → 0.
+        // Taken b, c, d (c before d by id), a, e: b → 0; c → 1; d → 1 (20 < 30); a → 0 (30 < 40); e → 0 (40 = 40:
+        // the lowest index).
         assert_eq!(assign(&g, 2), vec![0, 0, 1, 1, 0]);
         // The input order does not matter, only (cost, id).
         let mut r = g;

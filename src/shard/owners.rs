@@ -177,3 +177,68 @@ pub fn missing(
     }
     (shards, points)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(gpu: Option<&str>, shard: Option<(usize, usize)>) -> Manifest {
+        let text = include_str!("../../tests/fixtures/runs/batching-cpu/manifest.json");
+        let mut m: Manifest = serde_json::from_str(text).unwrap();
+        m.gpu = gpu.map(str::to_owned);
+        m.shard = shard.map(|(index, count)| crate::record::manifest::ShardOf { index, count, groups: Vec::new() });
+        m
+    }
+
+    fn part(name: &str, shard: Option<(usize, usize)>, points: &[(&str, &str)]) -> Part {
+        Part {
+            path: PathBuf::from(name),
+            manifest: manifest(Some("NVIDIA H200; driver 1; CUDA 12.8"), shard),
+            points: points.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect(),
+            servers: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn gpu_models_ignore_driver_versions_and_counts() {
+        let m = gpu_models(Some("NVIDIA H200, NVIDIA H200; driver 570; CUDA 12.8"));
+        assert_eq!(m, ["NVIDIA H200".to_owned()].into());
+        assert!(gpu_models(None).is_empty());
+    }
+
+    #[test]
+    fn another_gpu_model_or_shard_count_is_refused() {
+        let a = part("a", Some((0, 2)), &[]);
+        let mut b = part("b", Some((1, 2)), &[]);
+        b.manifest.gpu = Some("NVIDIA H100 80GB HBM3; driver 570; CUDA 12.8".to_owned());
+        let e = check_compatible(&[a, b]).unwrap_err();
+        assert!(matches!(e, Refusal::Mismatch { what: "GPU model", .. }), "{e}");
+        let (a, b) = (part("a", Some((0, 2)), &[]), part("b", Some((1, 3)), &[]));
+        assert!(matches!(check_compatible(&[a, b]), Err(Refusal::Mismatch { what: "shard count", .. })));
+        assert_eq!(check_compatible(&[]), Err(Refusal::Nothing));
+    }
+
+    #[test]
+    fn a_group_in_two_runs_needs_prefer_and_newest_takes_the_later_attempt() {
+        let groups = vec![("g".to_owned(), vec!["p1".to_owned(), "p2".to_owned()])];
+        let a = part("a", None, &[("p1", "2026-01-01T10:00:00+00:00")]);
+        let b = part("b", Some((0, 2)), &[("p1", "2026-01-01T09:00:00+01:00"), ("p2", "2026-01-01T09:30:00+00:00")]);
+        let parts = [a, b];
+        let e = owners(&groups, &parts, None).unwrap_err();
+        assert!(e.to_string().contains("points p1;") || e.to_string().contains("points p1)"), "{e}");
+        // b's last point finished at 09:30 UTC, a's at 10:00 UTC: a is the newest attempt.
+        assert_eq!(owners(&groups, &parts, Some(&Prefer::Newest)).unwrap()["g"], 0);
+        assert_eq!(owners(&groups, &parts, Some(&Prefer::Run(PathBuf::from("b")))).unwrap()["g"], 1);
+        let unknown = owners(&groups, &parts, Some(&Prefer::Run(PathBuf::from("c"))));
+        assert!(matches!(unknown, Err(Refusal::UnknownPrefer(_))));
+    }
+
+    #[test]
+    fn missing_shards_and_points_are_named() {
+        let groups =
+            vec![("g".to_owned(), vec!["p1".to_owned(), "p2".to_owned()]), ("h".to_owned(), vec!["p3".to_owned()])];
+        let parts = [part("a", Some((1, 3)), &[("p1", "t")])];
+        let own = owners(&groups, &parts, None).unwrap();
+        assert_eq!(missing(&groups, &parts, &own), (vec![0, 2], vec!["p2".to_owned(), "p3".to_owned()]));
+    }
+}
