@@ -417,21 +417,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             return run_experiment(&loaded, &plan, opts);
         }
         Command::Merge { out, runs, prefer } => return merge(&out, &runs, prefer.as_ref()),
-        Command::Export { target } => {
-            let e = crate::cluster::export(&target).map_err(|e| Error::Usage(e.to_string()))?;
-            for (path, bytes) in &e.files {
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| Error::Output(format!("{}: {e}", parent.display())))?;
-                }
-                write_atomic(path, bytes).map_err(|e| Error::Output(e.to_string()))?;
-                if path.extension().is_some_and(|x| x == "sh") {
-                    use std::os::unix::fs::PermissionsExt as _;
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-                        .map_err(|e| Error::Output(format!("{}: {e}", path.display())))?;
-                }
-            }
-            out!("{}", e.summary);
-        }
+        Command::Export { target } => export(&target)?,
         Command::Tune { args, folder, max_starts, slots } => {
             let (loaded, plan) = load_and_plan(&args)?;
             if plan.tune.is_none() {
@@ -521,6 +507,24 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Schema => out!("{}", spec::schema::schema_json()),
     }
     Ok(exit::OK)
+}
+
+/// `servelab export`: the job files written (shell scripts executable), then what each job asks for.
+fn export(target: &crate::cluster::Target) -> Result<(), Error> {
+    let e = crate::cluster::export(target).map_err(|e| Error::Usage(e.to_string()))?;
+    let io = |path: &std::path::Path, e: std::io::Error| Error::Output(format!("{}: {e}", path.display()));
+    for (path, bytes) in &e.files {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        write_atomic(path, bytes).map_err(|e| Error::Output(e.to_string()))?;
+        if path.extension().is_some_and(|x| x == "sh") {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(|e| io(path, e))?;
+        }
+    }
+    out!("{}", e.summary);
+    Ok(())
 }
 
 /// `servelab merge`: what is missing is said before anything is written; an incomplete merge is written all
