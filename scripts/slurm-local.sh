@@ -72,6 +72,8 @@ CONF
 up() {
   need_root
   command -v slurmctld >/dev/null || { echo "slurm-local.sh: slurm-wlm is not installed (run: $0 install)" >&2; exit 1; }
+  # Daemons of an earlier `up` that was never brought down (a killed test) are stopped first.
+  down
   configure
   if [[ ! -s /run/munge/munged.pid ]] || ! kill -0 "$(cat /run/munge/munged.pid)" 2>/dev/null; then
     su -s /bin/sh munge -c /usr/sbin/munged
