@@ -86,6 +86,30 @@ pub enum Command {
         /// Stop at the first failed point (the default goes on and reports).
         #[arg(long)]
         fail_fast: bool,
+        /// Run only shard I of N: a share of the server groups, greedy by estimated cost (docs/slurm.md), into a
+        /// run folder of its own (default run id `shard-I-of-N`); `servelab merge` joins the shards.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<crate::shard::Shard>,
+    },
+    /// Join shards of one run (`run --shard I/N`) into one run folder and derive every report from it; says
+    /// which shards or points are missing, and exits 3 when any are (the folder is still written).
+    Merge {
+        /// The merged run folder (replaced when it is an earlier merge).
+        #[arg(long)]
+        out: PathBuf,
+        /// The shards' run folders.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where two runs measured the same server group: `newest` (the attempt that finished last) or the
+        /// path of the run that wins.
+        #[arg(long, value_name = "newest|RUN")]
+        prefer: Option<crate::shard::owners::Prefer>,
+    },
+    /// Write cluster job files that run a spec as N shards and merge them: `slurm` (an sbatch job array and an
+    /// `afterany` merge job) or `k8s` (an Indexed Job and a merge Job).
+    Export {
+        #[command(subcommand)]
+        target: crate::cluster::Target,
     },
     /// Find the engine configuration that serves a spec's workload best under its objective (`tune:`), in few
     /// server starts; then measure the winner and vLLM's defaults again. A run folder like `run`'s.
@@ -237,7 +261,7 @@ pub struct FolderArgs {
 impl FolderArgs {
     fn options(self, fail_fast: bool, max_starts: Option<usize>, host: plan::slots::Host) -> RunOptions {
         let FolderArgs { out, run_id, resume, force } = self;
-        RunOptions { out_root: out, run_id, resume, force, fail_fast, max_starts, host }
+        RunOptions { out_root: out, run_id, resume, force, fail_fast, max_starts, host, shard: None }
     }
 }
 
@@ -379,11 +403,21 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 }
             }
         }
-        Command::Run { args, folder, fail_fast, slots } => {
+        Command::Run { args, folder, fail_fast, slots, shard } => {
             let (loaded, plan) = load_and_plan(&args)?;
             let host = slots.host(&loaded.spec)?;
-            return run_experiment(&loaded, &plan, folder.options(fail_fast, None, host));
+            let mut opts = folder.options(fail_fast, None, host);
+            let Some(shard) = shard else { return run_experiment(&loaded, &plan, opts) };
+            let (plan, of) =
+                crate::shard::shard_plan(&loaded.spec, &plan, shard).map_err(|e| Error::Usage(e.to_string()))?;
+            if opts.resume.is_none() && opts.run_id.is_none() {
+                opts.run_id = Some(format!("shard-{}-of-{}", shard.index, shard.count));
+            }
+            opts.shard = Some(of);
+            return run_experiment(&loaded, &plan, opts);
         }
+        Command::Merge { out, runs, prefer } => return merge(&out, &runs, prefer.as_ref()),
+        Command::Export { target } => export(&target)?,
         Command::Tune { args, folder, max_starts, slots } => {
             let (loaded, plan) = load_and_plan(&args)?;
             if plan.tune.is_none() {
@@ -409,6 +443,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                     fail_fast: false,
                     max_starts: None,
                     host: plan::slots::Host::serial(),
+                    shard: None,
                 },
             );
         }
@@ -472,6 +507,54 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Schema => out!("{}", spec::schema::schema_json()),
     }
     Ok(exit::OK)
+}
+
+/// `servelab export`: the job files written (shell scripts executable), then what each job asks for.
+fn export(target: &crate::cluster::Target) -> Result<(), Error> {
+    let e = crate::cluster::export(target).map_err(|e| Error::Usage(e.to_string()))?;
+    let io = |path: &std::path::Path, e: std::io::Error| Error::Output(format!("{}: {e}", path.display()));
+    for (path, bytes) in &e.files {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        write_atomic(path, bytes).map_err(|e| Error::Output(e.to_string()))?;
+        if path.extension().is_some_and(|x| x == "sh") {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(|e| io(path, e))?;
+        }
+    }
+    out!("{}", e.summary);
+    Ok(())
+}
+
+/// `servelab merge`: what is missing is said before anything is written; an incomplete merge is written all
+/// the same (what was measured is worth reading) and exits 3.
+fn merge(out: &std::path::Path, runs: &[PathBuf], prefer: Option<&crate::shard::owners::Prefer>) -> Result<i32, Error> {
+    let p = crate::shard::merge::prepare(runs, prefer).map_err(|e| Error::Usage(e.to_string()))?;
+    let list = |v: &[String]| {
+        if v.len() > 8 { format!("{} … ({} in all)", v[..8].join(", "), v.len()) } else { v.join(", ") }
+    };
+    if !p.missing_shards.is_empty() {
+        let shards: Vec<String> = p.missing_shards.iter().map(usize::to_string).collect();
+        eprintln!(
+            "missing shards: {} (re-run each with `servelab run SPEC --shard I/N`, then merge again)",
+            shards.join(", ")
+        );
+    }
+    if !p.missing_points.is_empty() {
+        eprintln!("missing points: {}", list(&p.missing_points));
+    }
+    if !p.failed_points.is_empty() {
+        eprintln!("failed points (latest attempt): {} (re-run their shard with --resume)", list(&p.failed_points));
+    }
+    let files = p.write(out).map_err(|e| match e {
+        crate::shard::merge::MergeError::Out { .. } | crate::shard::merge::MergeError::Write(_) => {
+            Error::Output(e.to_string())
+        }
+        other => Error::Usage(other.to_string()),
+    })?;
+    outln!("merged {} runs into {}: {} derived files ({})", p.runs(), out.display(), files.len(), files.join(", "));
+    Ok(if p.complete() { exit::OK } else { exit::POINT_FAILED })
 }
 
 /// One shutdown path for SIGINT (Ctrl-C), SIGTERM (CI cancel, `timeout`), SIGHUP (a closed terminal) and

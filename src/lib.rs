@@ -2,7 +2,8 @@
 //!
 //! Layers, bottom up (no module imports one above it; docs/architecture.md): `record` (the run folder's format) →
 //! `spec` → `plan` (pure expansion and grouping) → `load`, `probe`, `engine` → `run` (the executor) →
-//! `stats` → `report` → `cli`.
+//! `stats` → `report` → `shard` (shares of a run, and merging them) →
+//! `cluster` (Slurm and Kubernetes job files) → `cli`.
 
 /// `write!` into a `String` without a `Result` to drop: appending to a `String` cannot fail (only a `Display`
 /// implementation that returns an error could, and servelab's never do), so text builders need no error path.
@@ -21,6 +22,7 @@ macro_rules! putln {
 }
 
 pub mod cli;
+pub mod cluster;
 pub mod engine;
 pub mod exit;
 pub mod load;
@@ -30,5 +32,6 @@ pub mod record;
 pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod shard;
 pub mod spec;
 pub mod stats;

@@ -91,6 +91,7 @@ impl Case {
             } else {
                 servelab::plan::slots::Host::serial()
             },
+            shard: None,
         };
         let seam = Seam {
             fake: self.side == Side::Fake,

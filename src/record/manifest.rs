@@ -42,6 +42,38 @@ pub struct Manifest {
     /// invocation: the idle baseline each slot's server is held against.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub gpu_idle_mb: std::collections::BTreeMap<u32, f64>,
+    /// `run --shard I/N`: which share of the plan's server groups this folder holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardOf>,
+    /// A folder written by `servelab merge`: each merged shard's environment, ordered by (shard index, run id),
+    /// so the same shards merge to the same manifest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardEnv>,
+}
+
+/// A shard's place in its run: `index` of `count`, and the server groups it was given (plan order).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardOf {
+    pub index: usize,
+    pub count: usize,
+    pub groups: Vec<String>,
+}
+
+/// One merged shard as its own manifest recorded it: where it ran, on what, and when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardEnv {
+    /// None for a run folder without `--shard` merged beside shards.
+    pub index: Option<usize>,
+    pub count: Option<usize>,
+    pub run_id: String,
+    pub host: String,
+    pub gpu: Option<String>,
+    pub cpus: usize,
+    pub vllm_version: Option<String>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    /// The server groups whose records were taken from this shard.
+    pub groups: Vec<String>,
 }
 
 /// The version of figures this build records (see `Manifest::metrics_version`).

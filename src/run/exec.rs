@@ -36,6 +36,9 @@ pub(super) struct Env<'a> {
     /// What the host lends the run at once.
     pub host: &'a crate::plan::slots::Host,
     pub templates: Option<PathBuf>,
+    /// Added to every server's slot number for its port: shard I of a run starts its ports I × slots above
+    /// the spec's, so shards that share a node never share a port (ids do not change with ports).
+    pub port_offset: usize,
 }
 
 /// A group's server as its slot runs it (port, GPUs, cores), shared by the steps in flight on it.
@@ -368,11 +371,13 @@ where
 
     /// The group's server as `lease` runs it; the plan's own group, untouched, without slots.
     fn slotted(&self, g: &ServerGroup, lease: &Lease) -> Result<Slotted, RunError> {
-        if !self.env.host.binds() {
+        let offset = if g.server.kind == crate::spec::EngineKind::External { 0 } else { self.env.port_offset };
+        if !self.env.host.binds() && offset == 0 {
             return Ok(std::sync::Arc::new(g.clone()));
         }
         let cpu_engine = matches!(self.env.host.lend, crate::plan::slots::Lend::Parallel(_));
-        let server = crate::plan::server::slotted(self.env.spec, g, lease, cpu_engine)
+        let shifted = Lease { slot: lease.slot + offset, ..lease.clone() };
+        let server = crate::plan::server::slotted(self.env.spec, g, &shifted, cpu_engine)
             .map_err(|e| RunError::Preflight(format!("{} ({})", e.message, e.fix)))?;
         Ok(std::sync::Arc::new(ServerGroup { server, ..g.clone() }))
     }

@@ -105,6 +105,8 @@ pub struct RunOptions {
     pub max_starts: Option<usize>,
     /// What the host lends the run at once (`Host::serial()`: one group after the other, nothing bound).
     pub host: crate::plan::slots::Host,
+    /// `--shard I/N`: the plan given is that shard's share; the manifest records which.
+    pub shard: Option<crate::record::manifest::ShardOf>,
 }
 
 pub struct Outcome {
@@ -188,7 +190,9 @@ pub async fn execute_on(
     if let Some(id) = &opts.run_id {
         check_run_id(id)?;
     }
-    let api_key = open::preflight(plan, loaded, &opts.host)?;
+    let slots = if opts.host.binds() { crate::plan::slots::Pool::new(&opts.host).capacity() } else { 1 };
+    let port_offset = opts.shard.as_ref().map_or(0, |s| s.index * slots);
+    let api_key = open::preflight(plan, loaded, &opts.host, port_offset)?;
     let (dir, mut manifest, mut rec) = open::open_run(loaded, plan, opts, probe.as_ref())?;
     let journal = journal::Journal::new(&dir);
     let state = journal::state(&journal.read()?);
@@ -204,7 +208,6 @@ pub async fn execute_on(
         let idle = |i: u32| probe.for_gpus(&[i]).and_then(|p| p.device()).map(|d| d.0);
         manifest.gpu_idle_mb = gpus.iter().filter_map(|g| Some((g.index, idle(g.index)?))).collect();
     }
-    let slots = if opts.host.binds() { crate::plan::slots::Pool::new(&opts.host).capacity() } else { 1 };
     let rules = Rules { fail_fast: opts.fail_fast, max_starts: opts.max_starts, pruned, slots };
     let schedule = Schedule::new(&loaded.spec, plan, rules, state.done.clone());
     let progress = Progress::new(schedule.expected_points());
@@ -227,6 +230,7 @@ pub async fn execute_on(
         force: opts.force,
         host: &opts.host,
         templates: loaded.spec.templates.as_ref().map(PathBuf::from),
+        port_offset,
     };
     if seam.fake {
         let engine = fake::FakeEngine { probe: probe.clone(), interrupted };

@@ -38,6 +38,8 @@ fn prepare_manifest(loaded: &LoadedSpec, plan: &Plan, probe: &dyn MemoryProbe, r
         metrics_version: crate::record::manifest::METRICS_VERSION,
         tune_pruned: Default::default(),
         gpu_idle_mb: Default::default(),
+        shard: None,
+        shards: Vec::new(),
     }
 }
 
@@ -160,7 +162,12 @@ pub fn check_templates(loaded: &LoadedSpec, plan: &Plan) -> Result<(), RunError>
 }
 
 /// Checks that need no server: input files, report templates, ports free, the API key present.
-pub(super) fn preflight(plan: &Plan, loaded: &LoadedSpec, host: &Host) -> Result<Option<String>, RunError> {
+pub(super) fn preflight(
+    plan: &Plan,
+    loaded: &LoadedSpec,
+    host: &Host,
+    port_offset: usize,
+) -> Result<Option<String>, RunError> {
     let spec = &loaded.spec;
     for note in check_inputs(plan)? {
         eprintln!("{note}");
@@ -177,7 +184,7 @@ pub(super) fn preflight(plan: &Plan, loaded: &LoadedSpec, host: &Host) -> Result
     // through their slots would put two servers on it at once.
     let mut seen: std::collections::BTreeMap<(String, u16), u16> = Default::default();
     for g in plan.groups.iter().filter(|g| g.server.kind != crate::spec::EngineKind::External) {
-        for server in slot_servers(loaded, host, g)? {
+        for server in slot_servers(loaded, host, g, port_offset)? {
             match seen.get(&(server.host.clone(), server.port)) {
                 Some(base) if *base != g.server.port => {
                     return Err(RunError::Preflight(format!(
@@ -215,7 +222,8 @@ pub(super) fn open_run(
 ) -> Result<(PathBuf, Manifest, Recorded), RunError> {
     let Some(dir) = &opts.resume else {
         let (dir, id) = new_run_dir(&opts.out_root.join(&plan.name), opts.run_id.as_deref())?;
-        let fresh = prepare_manifest(loaded, plan, probe, id);
+        let mut fresh = prepare_manifest(loaded, plan, probe, id);
+        fresh.shard = opts.shard.clone();
         prepare(&dir, loaded, plan, &fresh)?;
         return Ok((dir, fresh, Recorded::default()));
     };
@@ -230,6 +238,7 @@ pub(super) fn open_run(
             plan.name
         )));
     }
+    check_same_shard(dir, old.manifest.shard.as_ref(), opts.shard.as_ref())?;
     let fresh = prepare_manifest(loaded, plan, probe, old.manifest.run_id.clone());
     let model_hash = plan.groups.iter().find_map(model_facts).map(|m| m.config_hash);
     let changes = fingerprint_changes(&old.manifest, &fresh, model_hash.as_deref());
@@ -245,8 +254,30 @@ pub(super) fn open_run(
     manifest.overrides = loaded.overrides.clone();
     manifest.spec_hash = fresh.spec_hash.clone();
     manifest.ended_at = None;
+    manifest.shard = opts.shard.clone();
     prepare(dir, loaded, plan, &manifest)?;
     Ok((dir.clone(), manifest, old.recorded))
+}
+
+/// A shard resumes only as the same shard (I/N), and a whole run only whole: another share of the groups would
+/// leave the folder holding a mix no merge can account for.
+fn check_same_shard(
+    dir: &Path,
+    old: Option<&crate::record::manifest::ShardOf>,
+    now: Option<&crate::record::manifest::ShardOf>,
+) -> Result<(), RunError> {
+    let name = |s: Option<&crate::record::manifest::ShardOf>| match s {
+        Some(s) => format!("shard {}/{}", s.index, s.count),
+        None => "a whole run (no --shard)".to_owned(),
+    };
+    if old.map(|s| (s.index, s.count)) == now.map(|s| (s.index, s.count)) {
+        return Ok(());
+    }
+    let fix = match old {
+        Some(s) => format!("resume it with --shard {}/{}", s.index, s.count),
+        None => "resume it without --shard".to_owned(),
+    };
+    Err(RunError::Preflight(format!("{} holds {}, not {}; {fix}", dir.display(), name(old), name(now))))
 }
 
 /// What differs between the recorded environment and this one (servelab, GPU, model; vLLM is checked once a
@@ -273,10 +304,17 @@ fn slot_servers(
     loaded: &LoadedSpec,
     host: &Host,
     g: &crate::plan::ServerGroup,
+    port_offset: usize,
 ) -> Result<Vec<crate::plan::ServerConfig>, RunError> {
     let spec = &loaded.spec;
+    let located =
+        |e: crate::plan::PlanError| RunError::Preflight(loaded.source.error_at(&e.path, e.message, e.fix).to_string());
     if !host.binds() {
-        return Ok(vec![g.server.clone()]);
+        if port_offset == 0 {
+            return Ok(vec![g.server.clone()]);
+        }
+        let lease = Lease { slot: port_offset, gpus: Vec::new(), cpus: Vec::new() };
+        return Ok(vec![crate::plan::server::slotted(spec, g, &lease, false).map_err(located)?]);
     }
     let mut pool = Pool::new(host);
     let need = crate::plan::slots::gpus_needed(spec.engine.gpus, g);
@@ -284,9 +322,8 @@ fn slot_servers(
         .map_err(|e| RunError::Preflight(format!("{e}; lend more with --gpus, or lower its parallel size")))?;
     let mut out = Vec::new();
     for slot in 0..pool.capacity() {
-        let lease = Lease { slot, gpus: Vec::new(), cpus: Vec::new() };
-        let s = crate::plan::server::slotted(spec, g, &lease, false)
-            .map_err(|e| RunError::Preflight(loaded.source.error_at(&e.path, e.message, e.fix).to_string()))?;
+        let lease = Lease { slot: slot + port_offset, gpus: Vec::new(), cpus: Vec::new() };
+        let s = crate::plan::server::slotted(spec, g, &lease, false).map_err(located)?;
         out.push(s);
     }
     Ok(out)

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Each module (a folder, or a single file `src/<name>.rs`) and the modules it may use.
-const ALLOWED: [(&str, &[&str]); 13] = [
+const ALLOWED: [(&str, &[&str]); 15] = [
     ("record", &[]),
     ("spec", &["record"]),
     ("exit", &["spec"]),
@@ -21,7 +21,9 @@ const ALLOWED: [(&str, &[&str]); 13] = [
     ("schedule", &["record", "spec", "plan", "stats"]),
     ("report", &["record", "spec", "plan", "probe", "stats"]),
     ("run", &["record", "spec", "plan", "probe", "load", "engine", "schedule", "report"]),
-    ("cli", &["record", "spec", "plan", "probe", "engine", "run", "report", "exit"]),
+    ("shard", &["record", "spec", "plan", "report"]),
+    ("cluster", &["record", "spec", "plan", "shard"]),
+    ("cli", &["record", "spec", "plan", "probe", "engine", "run", "report", "exit", "shard", "cluster"]),
     ("bin", &[]),
 ];
 
