@@ -13,6 +13,7 @@ mod layers;
 mod plan;
 mod readme_numbers;
 mod report;
+mod shards;
 mod tune;
 mod tune_replay;
 mod zero_endpoint;

@@ -4,7 +4,7 @@
 //! CLI through sharding, resuming a shard in place, slots inside a shard, the merge's refusals and
 //! `report --check` on the merged folder. Figures are never claimed from either.
 
-mod common;
+use crate::common;
 use common::jsonl;
 use servelab::run::{self, RunOptions, Seam};
 use std::collections::BTreeSet;
