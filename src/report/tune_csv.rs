@@ -37,6 +37,13 @@ fn cells(m: &Option<Measured>) -> [String; 5] {
     }
 }
 
+/// A row's note in the templates' words (`findings.md`), so the CSV says what tune.md says.
+fn note_text(r: &crate::stats::tuning::Row) -> Result<String, csv::Error> {
+    super::markdown::environment(None)
+        .render_str("{% import \"findings.md\" as f %}{{ f.row_note(n) }}", minijinja::context! { n => &r.note })
+        .map_err(|e| csv::Error::from(std::io::Error::other(e)))
+}
+
 pub fn render(t: &TuneReport) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(COLUMNS)?;
@@ -51,7 +58,7 @@ pub fn render(t: &TuneReport) -> Result<Vec<u8>, csv::Error> {
         ];
         row.extend(cells(&r.search));
         row.extend(cells(&r.confirm));
-        row.push(r.note.clone());
+        row.push(note_text(r)?);
         row.push(r.command.clone());
         w.write_record(row)?;
     }

@@ -36,6 +36,13 @@ fn spread(s: Option<Spread>) -> [String; 4] {
     }
 }
 
+/// The flag in the templates' words (`findings.md`), so the CSV says what the report says.
+fn flag_text(r: &WorkloadRow) -> Result<String, csv::Error> {
+    super::markdown::environment(None)
+        .render_str("{% import \"findings.md\" as f %}{{ f.workload_flag(w) }}", minijinja::context! { w => r })
+        .map_err(|e| csv::Error::from(std::io::Error::other(e)))
+}
+
 pub fn render(rows: &[WorkloadRow]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(COLUMNS)?;
@@ -47,8 +54,8 @@ pub fn render(rows: &[WorkloadRow]) -> Result<Vec<u8>, csv::Error> {
         }
         row.push(r.mismatched.to_string());
         row.push(r.prefix_hit_rate.map(|x| format!("{x:.4}")).unwrap_or_default());
-        row.push((r.flag.is_some()).to_string());
-        row.push(r.flag.clone().unwrap_or_default());
+        row.push((r.mismatched > 0).to_string());
+        row.push(if r.mismatched > 0 { flag_text(r)? } else { String::new() });
         w.write_record(row)?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))

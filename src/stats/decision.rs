@@ -316,7 +316,7 @@ mod properties {
             search: confirm.clone(),
             confirm,
             status: "ok".into(),
-            note: String::new(),
+            note: None,
             command: format!("vllm serve m --{group}"),
         }
     }

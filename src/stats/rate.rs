@@ -409,16 +409,6 @@ fn sweep_of(group: String, mut cells: Vec<RateCell>, slo: Option<&Slo>) -> RateS
     RateSweep { group, slo: slo.map(SloRule::of), target, sustainable: sustainable(&cells, target), cells, one_phase }
 }
 
-/// "TTFT ≤ 200 ms, e2e ≤ 2 s": kept for tune's objective sentence until tune's findings are typed; the rate
-/// reports word the SLO from [`SloRule`] in their template.
-pub fn describe(slo: &Slo) -> String {
-    let parts: Vec<String> = [("TTFT", slo.ttft), ("TPOT", slo.tpot), ("e2e", slo.e2e)]
-        .iter()
-        .filter_map(|(n, d)| d.map(|d| format!("{n} ≤ {}", super::fmt_secs(d.0.as_secs_f64()))))
-        .collect();
-    if parts.is_empty() { "every request succeeds".into() } else { parts.join(", ") }
-}
-
 /// What the cell says about the server (see [`Judgement`] for the order of the tests).
 pub fn judge(c: &RateCell, target: Option<f64>) -> Judgement {
     let repeats = c.repeats.len();

@@ -28,7 +28,17 @@ pub struct Measured {
     /// p95 e2e there (the upper end of its interval, as the budget is checked).
     pub p95_e2e_s: Option<f64>,
     /// Why no level counts (every level over the budget), when none does: the value is then 0.
-    pub none_within: Option<String>,
+    pub none_within: Option<RowNote>,
+}
+
+/// What a row of the tune's table notes beside its figures (worded by `templates/findings.md`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RowNote {
+    /// Every level's p95 e2e bound is over the budget: the lowest of them.
+    NoneWithin { budget_s: f64, lowest_s: f64 },
+    /// The capacity model ruled the configuration out before any start; its reason as recorded.
+    Pruned { why: String },
 }
 
 /// A point of the Pareto chart: one workload level of one configuration.
@@ -55,7 +65,7 @@ pub struct Row {
     pub confirm: Option<Measured>,
     /// `ok`, `failed` (start or every point), `pruned`.
     pub status: String,
-    pub note: String,
+    pub note: Option<RowNote>,
     pub command: String,
 }
 
@@ -249,10 +259,7 @@ fn objective(spec: &Spec, tp: &TunePlan, points: &[PointRecord], requests: &[Req
                 per_start: Vec::new(),
                 level: String::new(),
                 p95_e2e_s: Some(lowest),
-                none_within: Some(format!(
-                    "no level within the p95 budget of {:.2} s (the lowest p95 e2e bound is {lowest:.2} s)",
-                    budget.unwrap_or_default()
-                )),
+                none_within: Some(RowNote::NoneWithin { budget_s: budget.unwrap_or_default(), lowest_s: lowest }),
             }
         }
     })
@@ -450,7 +457,7 @@ pub fn analyze_in(
             group: c.group.clone(),
             setting: setting_of(tp, c),
             searched: Some(n + 1),
-            note: m.as_ref().and_then(|m| m.none_within.clone()).unwrap_or_default(),
+            note: m.as_ref().and_then(|m| m.none_within.clone()),
             search: m,
             confirm: confirmed(&c.group),
             status: if failed { "failed".into() } else { "ok".into() },
@@ -468,7 +475,7 @@ pub fn analyze_in(
             setting: "vLLM defaults".into(),
             searched: None,
             search: None,
-            note: defaults.as_ref().and_then(|m| m.none_within.clone()).unwrap_or_default(),
+            note: defaults.as_ref().and_then(|m| m.none_within.clone()),
             status: if defaults.is_some() { "ok".into() } else { "failed".into() },
             confirm: defaults.clone(),
             command: group(plan, &tp.defaults_group).map(command_of).unwrap_or_default(),
@@ -482,7 +489,7 @@ pub fn analyze_in(
             search: None,
             confirm: None,
             status: "pruned".into(),
-            note: pruned[&c.group].clone(),
+            note: Some(RowNote::Pruned { why: pruned[&c.group].clone() }),
             command: group(plan, &c.group).map(command_of).unwrap_or_default(),
         });
     }
