@@ -1,5 +1,5 @@
 //! The context templates render from: every number and finding computed in Rust, documented here field by
-//! field (see also docs in README "Reports"). Templates only format and arrange.
+//! field (see also docs/outputs.md, "Reports"). Templates only format and arrange.
 
 use crate::record::manifest::Manifest;
 use crate::stats::kv::{KvFindings, KvRow};

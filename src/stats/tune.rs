@@ -7,7 +7,7 @@
 //! one of highest expected improvement over the best posterior mean seen. Spaces are small and discrete (a few
 //! engine knobs × a handful of values: tens to hundreds of configurations), so an exact GP on at most a few
 //! dozen observations is a few hundred lines of arithmetic; a crate such as egobox-ego would bring ndarray
-//! and linfa into the build for the same decision (decided in README, "servelab tune SPEC").
+//! and linfa into the build for the same decision (decided in docs/spec.md, "servelab tune SPEC").
 
 /// One axis of the search space: its values in order (choices as given; ranges expanded by the planner).
 #[derive(Clone, Debug, PartialEq)]
