@@ -74,7 +74,11 @@ fn empty() -> PhaseResult {
 
 /// One open-loop phase on the current runtime.
 async fn run_here(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase, o: &OpenLoop) -> PhaseResult {
-    let mut sched = arrival::schedule(o, phase.schedule_seed, phase.duration.map(|d| d.as_secs_f64()), phase.requests);
+    let duration_s = phase.duration.map(|d| d.as_secs_f64());
+    let mut sched = match spec.workload.trace_arrivals() {
+        Some(at) => arrival::Schedule::given(at, o, phase.schedule_seed, duration_s),
+        None => arrival::schedule(o, phase.schedule_seed, duration_s, phase.requests),
+    };
     let d = Arc::new(Dispatch {
         http: http.clone(),
         spec: spec.clone(),
@@ -160,10 +164,12 @@ impl Dispatch {
             (Some(s), None) => s.clone().acquire_owned().await.ok(),
             (None, _) => None,
         };
+        let slot_s = self.cap.as_ref().map(|_| Instant::now().duration_since(self.t0).as_secs_f64());
         let d = self.clone();
         tasks.spawn(async move {
             let mut r = one_request(&d.http, &d.spec, &d.phase, index, body, d.t0, scheduled).await;
             drop(permit);
+            r.slot_s = slot_s;
             r.tail = tail;
             if !tail {
                 d.open.fetch_sub(1, Ordering::SeqCst);

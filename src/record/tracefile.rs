@@ -135,6 +135,23 @@ pub fn read(path: &Path, format: TraceFormat, select: &Select) -> Result<Window,
     window.finish(name, content)
 }
 
+/// [`read`], once per process for each file state and selection: a run plans every grid point and then
+/// replays it, and a trace of 100 MB is read once rather than once per point.
+pub fn read_shared(path: &Path, format: TraceFormat, select: &Select) -> Result<std::sync::Arc<Window>, TraceError> {
+    use std::sync::{Arc, LazyLock, Mutex};
+    type Memo = LazyLock<Mutex<HashMap<String, Arc<Window>>>>;
+    static MEMO: Memo = LazyLock::new(Default::default);
+    // A file changed in between (same path, another size or time) is read again.
+    let stamp = std::fs::metadata(path).ok().map(|m| (m.len(), m.modified().ok()));
+    let key = format!("{}\0{format:?}\0{select:?}\0{stamp:?}", path.display());
+    if let Some(w) = MEMO.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
+        return Ok(w.clone());
+    }
+    let w = Arc::new(read(path, format, select)?);
+    MEMO.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, w.clone());
+    Ok(w)
+}
+
 /// Hashes what is read through it.
 struct Hashing<R> {
     inner: R,
