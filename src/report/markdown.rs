@@ -8,7 +8,7 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 use std::path::PathBuf;
 
 /// The reports, and the partials they include (`workload.md`, no report of its own).
-pub const REPORTS: [(&str, &str); 8] = [
+pub const REPORTS: [(&str, &str); 9] = [
     ("findings.md", include_str!("../../templates/findings.md")),
     ("kv_cache_scaling_notes.md", include_str!("../../templates/kv_cache_scaling_notes.md")),
     ("batching_benchmark.md", include_str!("../../templates/batching_benchmark.md")),
@@ -17,6 +17,7 @@ pub const REPORTS: [(&str, &str); 8] = [
     ("workload.md", include_str!("../../templates/workload.md")),
     ("prefix_cache.md", include_str!("../../templates/prefix_cache.md")),
     ("tune.md", include_str!("../../templates/tune.md")),
+    ("trace_replay.md", include_str!("../../templates/trace_replay.md")),
 ];
 
 fn num(v: &Value) -> Option<f64> {
