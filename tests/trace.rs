@@ -140,7 +140,7 @@ fn a_trace_window_is_sent_once_in_order_with_exactly_the_ids_prefixes() {
     // The report: the replay's row, its bound, and the server's counters said to be missing (the zero
     // endpoint does not count prefix hits).
     let md = std::fs::read_to_string(dir.join("rate_sweep.md")).unwrap();
-    assert!(md.contains("## Trace replay") && md.contains("not counted") && md.contains("(16)"), "{md}");
+    assert!(md.contains("## Trace replay") && md.contains("not counted") && md.contains("(16, vLLM's default"), "{md}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("trace_replay.json")).unwrap()).unwrap();
     let replay = &json[0];

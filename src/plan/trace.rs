@@ -83,8 +83,8 @@ pub fn plan(t: &TraceSpec, load: &Load, r: &Render, max_model_len: Option<u64>) 
         capped_input: w.capped_input,
         capped_output: w.capped_output,
         input_tokens_uncapped: w.input_tokens_uncapped,
-        bound: w.bound,
-        bound_uncapped: w.bound_uncapped,
+        bounds: w.bounds.clone(),
+        bounds_uncapped: w.bounds_uncapped.clone(),
     })
 }
 

@@ -65,12 +65,19 @@ pub struct TracePlan {
     pub capped_output: u32,
     /// Prompt tokens of the window before and after caps.
     pub input_tokens_uncapped: u64,
-    pub bound: PrefixBound,
-    /// The same bound without caps (what capping costs the cache).
-    pub bound_uncapped: PrefixBound,
+    /// The bound at each KV block size of `record::tracefile::BLOCK_SIZES` (a report picks the server's).
+    pub bounds: Vec<PrefixBound>,
+    /// The same bounds without caps (what capping costs the cache).
+    pub bounds_uncapped: Vec<PrefixBound>,
 }
 
 impl TracePlan {
+    /// The bound at a block size (with caps, or without), if counted at it.
+    pub fn bound_at(&self, block_size: u32, capped: bool) -> Option<PrefixBound> {
+        let list = if capped { &self.bounds } else { &self.bounds_uncapped };
+        list.iter().find(|b| b.block_size == block_size).copied()
+    }
+
     /// The window's mean offered rate, requests per second (after `speedup`).
     pub fn mean_rate(&self) -> f64 {
         if self.span_s > 0.0 && self.requests > 1 {

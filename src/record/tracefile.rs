@@ -16,8 +16,10 @@ use std::path::Path;
 
 /// Tokens per `hash_ids` block (the Mooncake trace's).
 pub const TRACE_BLOCK: u32 = 512;
-/// vLLM's default KV block size: the prefix-cache bound is counted in whole blocks of it.
+/// vLLM's default KV block size on GPUs (its CPU backend's is 128).
 pub const VLLM_BLOCK: u32 = 16;
+/// The KV block sizes the prefix-cache bound is counted at: a report picks the server's own.
+pub const BLOCK_SIZES: [u32; 5] = [16, 32, 64, 128, 256];
 /// A line longer than this is an error naming it (the longest Mooncake line is a few KiB).
 const MAX_LINE: usize = 1 << 20;
 /// Decompressed traces longer than this are refused (the Mooncake conversation trace is 3.6 MB).
@@ -96,8 +98,9 @@ pub struct Window {
     pub capped_input: u32,
     pub capped_output: u32,
     pub input_tokens_uncapped: u64,
-    pub bound: PrefixBound,
-    pub bound_uncapped: PrefixBound,
+    /// The bound at each of [`BLOCK_SIZES`], with caps and without.
+    pub bounds: Vec<PrefixBound>,
+    pub bounds_uncapped: Vec<PrefixBound>,
     /// The most distinct blocks following one prefix: above the vocabulary's ids, two of them share a first
     /// token (and prefixes one token more than the ids say, well below a KV block).
     pub max_rank: u32,
@@ -389,8 +392,8 @@ impl Builder {
             capped_input: self.capped_input,
             capped_output: self.capped_output,
             input_tokens_uncapped: self.input_uncapped,
-            bound: self.capped.bound(),
-            bound_uncapped: self.uncapped.bound(),
+            bounds: self.capped.bounds(),
+            bounds_uncapped: self.uncapped.bounds(),
             max_rank: self.capped.ranks.iter().copied().max().unwrap_or(0),
             requests: self.requests,
         })
@@ -406,7 +409,7 @@ struct Trie {
     ranks: Vec<u32>,
     children: Vec<u32>,
     covered: Vec<u32>,
-    hit: u64,
+    hit: [u64; BLOCK_SIZES.len()],
     total: u64,
 }
 
@@ -439,13 +442,16 @@ impl Trie {
         }
         // vLLM computes at least a prompt's last token, and caches whole blocks only.
         let usable = shared.min(u64::from(input.saturating_sub(1)));
-        self.hit += usable / u64::from(VLLM_BLOCK) * u64::from(VLLM_BLOCK);
+        for (hit, b) in self.hit.iter_mut().zip(BLOCK_SIZES) {
+            *hit += usable / u64::from(b) * u64::from(b);
+        }
         self.total += u64::from(input);
         ranks
     }
 
-    fn bound(&self) -> PrefixBound {
-        PrefixBound { block_size: VLLM_BLOCK, hit_tokens: self.hit, prompt_tokens: self.total }
+    fn bounds(&self) -> Vec<PrefixBound> {
+        let at = |(b, hit): (u32, &u64)| PrefixBound { block_size: b, hit_tokens: *hit, prompt_tokens: self.total };
+        BLOCK_SIZES.into_iter().zip(&self.hit).map(at).collect()
     }
 }
 
@@ -493,11 +499,14 @@ pub(crate) mod tests {
         let f = file(&text);
         let w = read(f.path(), TraceFormat::Mooncake, &Select::default()).unwrap();
         // 1024 of the second; the third shares 1030 − 1 with the second → 1024 in whole blocks.
-        assert_eq!(w.bound, PrefixBound { block_size: 16, hit_tokens: 2048, prompt_tokens: 3330 });
+        assert_eq!(w.bounds[0], PrefixBound { block_size: 16, hit_tokens: 2048, prompt_tokens: 3330 });
+        // At vLLM CPU's 128-token blocks: 1024 of the second, 1029 → 1024 of the third.
+        assert_eq!(w.bounds[3], PrefixBound { block_size: 128, hit_tokens: 2048, prompt_tokens: 3330 });
         let capped =
             read(f.path(), TraceFormat::Mooncake, &Select { max_input: Some(600), ..Select::default() }).unwrap();
-        assert_eq!((capped.capped_input, capped.bound.hit_tokens, capped.bound.prompt_tokens), (3, 1184, 1800));
-        assert_eq!(capped.bound_uncapped, w.bound);
+        assert_eq!((capped.capped_input, capped.bounds[0].hit_tokens, capped.bounds[0].prompt_tokens), (3, 1184, 1800));
+        assert_eq!(capped.bounds[3].hit_tokens, 1024, "599 → 512 at 128-token blocks, twice");
+        assert_eq!(capped.bounds_uncapped, w.bounds);
     }
 
     #[test]
@@ -541,7 +550,7 @@ pub(crate) mod tests {
         let got: Vec<(u32, u32)> = w.requests.iter().map(|r| (r.input, r.output)).collect();
         assert_eq!(got, [(374, 44), (396, 109), (879, 20)]);
         assert!((w.requests[1].at_s - 4.314579).abs() < 1e-6, "{}", w.requests[1].at_s);
-        assert_eq!(w.bound.hit_tokens, 0, "no ids: no sharing");
+        assert!(w.bounds.iter().all(|b| b.hit_tokens == 0), "no ids: no sharing");
     }
 
     fn error_of(text: &str, format: TraceFormat) -> String {

@@ -195,7 +195,7 @@ pub fn derive(
         files.push(rendered("tune_pareto.svg", charts::pareto(&t.pareto))?);
         files.push(("tune.json".to_owned(), stamped(t)));
     }
-    let traces = crate::stats::trace::analyze(&rec.points, &rec.requests, spec.slo.as_ref());
+    let traces = crate::stats::trace::analyze(&rec.points, &rec.requests, &rec.servers, spec.slo.as_ref());
     if !traces.is_empty() {
         files.push(("trace_replay.json".to_owned(), stamped(&traces)));
     }

@@ -205,7 +205,7 @@ fn trace_note(t: &crate::record::trace::TracePlan, vocab: u64, max_rank: u32) ->
     };
     let mut note = format!(
         "trace {} (content {}): {} requests over {:.1} s of trace at speedup {} ({:.2} requests/s); {} prompts and {} outputs capped; \
-         prefix-cache bound {} in blocks of {} tokens ({} without caps)",
+         prefix-cache bound {} in blocks of {} tokens ({} without caps; the report counts the server's block size)",
         t.path,
         t.content,
         t.requests,
@@ -214,9 +214,9 @@ fn trace_note(t: &crate::record::trace::TracePlan, vocab: u64, max_rank: u32) ->
         t.mean_rate(),
         t.capped_input,
         t.capped_output,
-        pct(&t.bound),
-        t.bound.block_size,
-        pct(&t.bound_uncapped)
+        t.bound_at(16, true).map_or_else(|| "-".to_owned(), |b| pct(&b)),
+        16,
+        t.bound_at(16, false).map_or_else(|| "-".to_owned(), |b| pct(&b))
     );
     if u64::from(max_rank) + 16 >= vocab {
         note.push_str(&format!(

@@ -61,6 +61,10 @@ pub struct Replay {
     pub goodput_rps: f64,
     /// The server's prefix-cache hit rate over the replay (hit tokens over queried tokens), when it counts them.
     pub hit_rate: Option<f64>,
+    /// The KV block size the bound is counted in: the server's (from /metrics), else vLLM's default of 16.
+    pub block_size: u32,
+    /// Whether `block_size` is the server's own.
+    pub block_size_known: bool,
     /// The bound of the window as replayed (after caps), and without caps.
     pub bound: Option<f64>,
     pub bound_uncapped: Option<f64>,
@@ -68,7 +72,12 @@ pub struct Replay {
 
 /// Every trace replay of the run, in the order points were committed (latest attempt of each, failed ones
 /// left out).
-pub fn analyze(points: &[PointRecord], requests: &[RequestRecord], slo: Option<&Slo>) -> Vec<Replay> {
+pub fn analyze(
+    points: &[PointRecord],
+    requests: &[RequestRecord],
+    servers: &[crate::record::ServerRecord],
+    slo: Option<&Slo>,
+) -> Vec<Replay> {
     let latest = |p: &PointRecord| !points.iter().any(|q| q.point == p.point && q.attempt > p.attempt);
     points
         .iter()
@@ -78,12 +87,18 @@ pub fn analyze(points: &[PointRecord], requests: &[RequestRecord], slo: Option<&
                 .iter()
                 .filter(|r| r.point == p.point && r.attempt == p.attempt && !r.warmup && !r.tail)
                 .collect();
-            replay(p, &reqs, slo)
+            // The group's latest start that reported its cache configuration.
+            let block = servers
+                .iter()
+                .rev()
+                .filter(|s| s.id == p.group)
+                .find_map(|s| s.cache_config_info.as_ref()?.get("block_size")?.parse::<u32>().ok());
+            replay(p, &reqs, block, slo)
         })
         .collect()
 }
 
-fn replay(p: &PointRecord, reqs: &[&RequestRecord], slo: Option<&Slo>) -> Option<Replay> {
+fn replay(p: &PointRecord, reqs: &[&RequestRecord], block: Option<u32>, slo: Option<&Slo>) -> Option<Replay> {
     let trace = p.client.trace.clone()?;
     let sent: Vec<&&RequestRecord> =
         reqs.iter().filter(|r| r.error.as_ref().is_none_or(|e| e.kind != crate::record::ErrorKind::NotSent)).collect();
@@ -128,8 +143,12 @@ fn replay(p: &PointRecord, reqs: &[&RequestRecord], slo: Option<&Slo>) -> Option
         attainment_ci: clopper_pearson(met, reqs.len()),
         goodput_rps: if span_s > 0.0 { met as f64 / span_s } else { 0.0 },
         hit_rate,
-        bound: trace.bound.rate(),
-        bound_uncapped: trace.bound_uncapped.rate(),
+        block_size: block.unwrap_or(crate::record::tracefile::VLLM_BLOCK),
+        block_size_known: block.is_some(),
+        bound: trace.bound_at(block.unwrap_or(crate::record::tracefile::VLLM_BLOCK), true).and_then(|b| b.rate()),
+        bound_uncapped: trace
+            .bound_at(block.unwrap_or(crate::record::tracefile::VLLM_BLOCK), false)
+            .and_then(|b| b.rate()),
         trace,
     })
 }
@@ -190,14 +209,23 @@ mod tests {
             capped_input: 0,
             capped_output: 0,
             input_tokens_uncapped: 10,
-            bound: crate::record::trace::PrefixBound { block_size: 16, hit_tokens: 4, prompt_tokens: 8 },
-            bound_uncapped: Default::default(),
+            bounds: vec![
+                crate::record::trace::PrefixBound { block_size: 16, hit_tokens: 4, prompt_tokens: 8 },
+                crate::record::trace::PrefixBound { block_size: 128, hit_tokens: 0, prompt_tokens: 8 },
+            ],
+            bounds_uncapped: Vec::new(),
         });
-        let r = replay(&p, &refs, None).unwrap();
+        let r = replay(&p, &refs, None, None).unwrap();
         assert_eq!((r.requests, r.waited, r.met), (3, 1, 3));
         assert!((r.cap_wait.max - 0.5).abs() < 1e-9 && (r.client_late.max - 0.01).abs() < 1e-9, "{r:?}");
         assert!((r.late.max - 0.5002).abs() < 1e-9);
         assert_eq!((r.bound, r.bound_uncapped, r.hit_rate), (Some(0.5), None, None));
         assert!((r.goodput_rps - 3.0 / 2.51).abs() < 1e-9);
+        let cpu = replay(&p, &refs, Some(128), None).unwrap();
+        assert_eq!(
+            (cpu.block_size, cpu.block_size_known, cpu.bound),
+            (128, true, Some(0.0)),
+            "the server's block size"
+        );
     }
 }
