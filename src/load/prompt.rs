@@ -129,8 +129,10 @@ impl Workload {
             }
             Source::Trace { window, vocab, .. } => {
                 super::trace::prompt(window, index as usize, self.seed, salt, *vocab, &mut scratch.ids);
-                let r = &window.requests[index as usize % window.requests.len().max(1)];
-                Request { prompt: Prompt::Ids(&scratch.ids), max_tokens: r.output, sent_tokens: Some(r.input) }
+                // A window is never empty (reading refuses one); an empty one sends empty prompts.
+                let r = window.requests.get(index as usize % window.requests.len().max(1));
+                let (input, output) = r.map_or((0, 1), |r| (r.input, r.output));
+                Request { prompt: Prompt::Ids(&scratch.ids), max_tokens: output, sent_tokens: Some(input) }
             }
             Source::Items { items, random, specials } => {
                 let i = if *random { splitmix(&mut own.clone()) } else { index } % items.len().max(1) as u64;
