@@ -176,3 +176,34 @@ fn a_hostile_trace_stops_validate_with_its_line_and_the_fix() {
         assert!(err.contains(says) && err.contains("load.trace.path"), "{says}: {err}");
     }
 }
+
+/// Under `max_concurrency`, an arrival that finds every slot busy waits, and the record says how long: the
+/// report splits lateness into that wait and the client's own. Slow streams (2 ms a token, 50 tokens) under a
+/// cap of 1 make most arrivals wait.
+#[test]
+fn max_concurrency_waits_are_told_apart_from_client_lateness() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spec_path, out) = (tmp.path().join("s.yaml"), tmp.path().join("out"));
+    let port = free_ports(1);
+    let text = format!(
+        "name: capped\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--itl-us\", \"2000\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\nload:\n  trace: {{ path: \"{}\", speedup: 10, duration: 10, max_input_tokens: 600, max_output_tokens: 50 }}\n  max_concurrency: 1\n  warmup: 0\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\n",
+        fixture()
+    );
+    std::fs::write(&spec_path, text).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["run", spec_path.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let dir = std::fs::read_dir(out.join("capped")).unwrap().next().unwrap().unwrap().path();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("trace_replay.json")).unwrap()).unwrap();
+    let r = &json[0];
+    let n = r["requests"].as_u64().unwrap();
+    assert_eq!((r["cap"].as_u64(), r["errors"].as_u64(), r["not_sent"].as_u64()), (Some(1), Some(0), Some(0)), "{r}");
+    assert!(r["waited"].as_u64().unwrap() * 2 > n, "most arrivals waited for the one slot: {r}");
+    let (wait, client) = (r["cap_wait"]["p99"].as_f64().unwrap(), r["client_late"]["p99"].as_f64().unwrap());
+    assert!(wait > 0.05 && client < wait / 5.0, "the wait is the cap's, not the client's: {r}");
+    let recs = jsonl(&dir.join("requests.jsonl"));
+    assert!(recs.iter().filter(|r| r["warmup"] == false).all(|r| r["slot_s"].is_f64()), "each record keeps slot_s");
+}
