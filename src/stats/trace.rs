@@ -34,6 +34,8 @@ impl Spread {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Replay {
     pub group: String,
+    /// The point's grid values, as the reports write them (`caching=true`).
+    pub vars: String,
     pub point: String,
     pub repeat: u32,
     pub trace: TracePlan,
@@ -123,6 +125,7 @@ fn replay(p: &PointRecord, reqs: &[&RequestRecord], block: Option<u32>, slo: Opt
     };
     Some(Replay {
         group: p.group.clone(),
+        vars: crate::record::values::vars_text(&p.vars, " "),
         point: p.point.clone(),
         repeat: p.repeat,
         cap: p.client.concurrency,
