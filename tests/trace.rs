@@ -207,3 +207,30 @@ fn max_concurrency_waits_are_told_apart_from_client_lateness() {
     let recs = jsonl(&dir.join("requests.jsonl"));
     assert!(recs.iter().filter(|r| r["warmup"] == false).all(|r| r["slot_s"].is_f64()), "each record keeps slot_s");
 }
+
+/// Trace keys are grid axes like any load key: one spec replays a window at several speedups and caps.
+#[test]
+fn trace_keys_are_grid_axes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("s.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: t\nengine:\n  kind: command\n  command: [\"{ZERO}\"]\ngrid:\n  speedup: [1, 2]\n  cap: [512, 1024]\nload:\n  trace: {{ path: \"{}\", speedup: \"{{{{ speedup }}}}\", max_input_tokens: \"{{{{ cap }}}}\", duration: 30 }}\n",
+            fixture()
+        ),
+    )
+    .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_servelab")).args(["plan", spec.to_str().unwrap(), "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let traces: Vec<&serde_json::Value> =
+        plan["groups"][0]["points"].as_array().unwrap().iter().map(|p| &p["client"]["trace"]).collect();
+    assert_eq!(traces.len(), 4);
+    let speedups: Vec<f64> = traces.iter().map(|t| t["speedup"].as_f64().unwrap()).collect();
+    assert_eq!(speedups, [1.0, 1.0, 2.0, 2.0]);
+    assert_eq!(traces[0]["max_input_tokens"], 512);
+    assert_eq!(traces[1]["max_input_tokens"], 1024);
+    assert!(traces.iter().all(|t| t["requests"] == 87), "the window of 30 s holds 87 requests");
+}

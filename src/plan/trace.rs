@@ -140,3 +140,24 @@ pub fn identity(client: &Option<crate::record::plan::ClientConfig>) -> Option<cr
     }
     Some(c)
 }
+
+/// The templates of `load.trace`, with their places: grid axes used there are used axes.
+pub fn templates(t: &TraceSpec) -> Vec<(Vec<crate::spec::Seg>, String)> {
+    let at = |k: &str| key(&["load", "trace", k]);
+    let mut out = Vec::new();
+    if t.path.contains("{{") {
+        out.push((at("path"), t.path.clone()));
+    }
+    let nums = [("speedup", Some(&t.speedup)), ("start", t.start.as_ref()), ("duration", t.duration.as_ref())];
+    for (k, v) in nums {
+        if let Some(NumOrTemplate::Template(text)) = v {
+            out.push((at(k), text.clone()));
+        }
+    }
+    for (k, v) in [("max_input_tokens", &t.max_input_tokens), ("max_output_tokens", &t.max_output_tokens)] {
+        if let Some(IntOrTemplate::Template(text)) = v {
+            out.push((at(k), text.clone()));
+        }
+    }
+    out
+}
