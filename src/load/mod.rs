@@ -9,3 +9,4 @@ pub mod open;
 pub mod prompt;
 pub mod sse;
 pub mod text;
+pub mod trace;

@@ -74,7 +74,11 @@ fn empty() -> PhaseResult {
 
 /// One open-loop phase on the current runtime.
 async fn run_here(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase, o: &OpenLoop) -> PhaseResult {
-    let mut sched = arrival::schedule(o, phase.schedule_seed, phase.duration.map(|d| d.as_secs_f64()), phase.requests);
+    let duration_s = phase.duration.map(|d| d.as_secs_f64());
+    let mut sched = match spec.workload.trace_arrivals() {
+        Some(at) => arrival::Schedule::given(at, o, phase.schedule_seed, duration_s),
+        None => arrival::schedule(o, phase.schedule_seed, duration_s, phase.requests),
+    };
     let d = Arc::new(Dispatch {
         http: http.clone(),
         spec: spec.clone(),
@@ -93,8 +97,10 @@ async fn run_here(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase
     let mut burst = 0;
     let measured = std::mem::take(&mut sched.measured);
     for (index, &at) in measured.iter().enumerate() {
+        // Built before its time, while the dispatcher would only wait: a trace's prompts run to 100k ids.
+        let body = body_of(&d.spec, &d.phase, index as u32, &mut scratch);
         d.wait_until(at, false, &mut burst).await;
-        d.send(&mut tasks, index as u32, at, false, &mut scratch).await;
+        d.send(&mut tasks, index as u32, at, false, body).await;
     }
     if phase.duration.is_some() {
         // Every measured request ends by its timeout; the bound also holds if one never reports back.
@@ -105,7 +111,8 @@ async fn run_here(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase
             if !d.wait_until(at, true, &mut burst).await {
                 break; // every measured request finished before this tail arrival was due
             }
-            d.send(&mut tasks, index, at, true, &mut scratch).await;
+            let body = body_of(&d.spec, &d.phase, index, &mut scratch);
+            d.send(&mut tasks, index, at, true, body).await;
             index += 1;
         }
     }
@@ -144,9 +151,8 @@ impl Dispatch {
         index: u32,
         at: f64,
         tail: bool,
-        scratch: &mut super::prompt::Scratch,
+        body: super::client::Built,
     ) {
-        let body = body_of(&self.spec, &self.phase, index, scratch);
         let scheduled = self.t0 + Duration::from_secs_f64(at);
         let permit = match (&self.cap, self.send_by) {
             (Some(s), Some(by)) => match tokio::time::timeout_at(by.into(), s.clone().acquire_owned()).await {
@@ -160,10 +166,12 @@ impl Dispatch {
             (Some(s), None) => s.clone().acquire_owned().await.ok(),
             (None, _) => None,
         };
+        let slot_s = self.cap.as_ref().map(|_| Instant::now().duration_since(self.t0).as_secs_f64());
         let d = self.clone();
         tasks.spawn(async move {
             let mut r = one_request(&d.http, &d.spec, &d.phase, index, body, d.t0, scheduled).await;
             drop(permit);
+            r.slot_s = slot_s;
             r.tail = tail;
             if !tail {
                 d.open.fetch_sub(1, Ordering::SeqCst);

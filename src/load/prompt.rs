@@ -31,6 +31,8 @@ pub enum Source {
     Text { maker: Arc<TextMaker>, shared_prefix: u32, specials: u32 },
     /// Texts used in turn (`prompts_file`) or drawn at random (`dataset`); `specials` as for `Text`.
     Items { items: Arc<Vec<TextItem>>, random: bool, specials: u32 },
+    /// A trace window's requests in order (request `i` is the window's `i`th), token ids below `vocab`.
+    Trace { window: Arc<crate::record::tracefile::Window>, vocab: u64, speedup: f64 },
 }
 
 /// The prompts and lengths of one point.
@@ -87,7 +89,16 @@ impl Workload {
     /// Whether output lengths differ between requests (they are then recorded with each request).
     pub fn varies_output(&self) -> bool {
         self.output_dist.is_some()
+            || matches!(&self.source, Source::Trace { .. })
             || matches!(&self.source, Source::Items { items, .. } if items.iter().any(|i| i.output.is_some()))
+    }
+
+    /// A trace's arrivals, seconds from the phase start (its timestamps over `speedup`); None otherwise.
+    pub fn trace_arrivals(&self) -> Option<Vec<f64>> {
+        match &self.source {
+            Source::Trace { window, speedup, .. } => Some(window.requests.iter().map(|r| r.at_s / speedup).collect()),
+            _ => None,
+        }
     }
 
     /// The prompt and lengths of request `index`.
@@ -115,6 +126,13 @@ impl Workload {
                 let (text, n) = maker.text(len, *shared_prefix, shared, own, *specials > 0);
                 scratch.text = text;
                 Request { prompt: Prompt::Text(&scratch.text), max_tokens, sent_tokens: Some(n) }
+            }
+            Source::Trace { window, vocab, .. } => {
+                super::trace::prompt(window, index as usize, self.seed, salt, *vocab, &mut scratch.ids);
+                // A window is never empty (reading refuses one); an empty one sends empty prompts.
+                let r = window.requests.get(index as usize % window.requests.len().max(1));
+                let (input, output) = r.map_or((0, 1), |r| (r.input, r.output));
+                Request { prompt: Prompt::Ids(&scratch.ids), max_tokens: output, sent_tokens: Some(input) }
             }
             Source::Items { items, random, specials } => {
                 let i = if *random { splitmix(&mut own.clone()) } else { index } % items.len().max(1) as u64;

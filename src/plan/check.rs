@@ -270,6 +270,9 @@ fn templates(spec: &Spec) -> (Located, Located) {
         if let Some(IntOrTemplate::Template(t)) = &l.requests {
             load.push((key(&["load", "requests"]), t.clone()));
         }
+        if let Some(t) = &l.trace {
+            load.extend(super::trace::templates(t));
+        }
         for (name, v) in [("ignore_eos", &l.ignore_eos), ("stream", &l.stream)] {
             if let BoolOrTemplate::Template(t) = v {
                 load.push((key(&["load", name]), t.clone()));

@@ -13,6 +13,7 @@ pub mod search;
 pub mod server;
 pub mod slots;
 pub mod table;
+pub mod trace;
 pub mod tune;
 pub mod workload;
 
@@ -133,7 +134,7 @@ fn build_points(spec: &Spec, grid: Vec<IndexMap<String, Scalar>>, repeats: u32) 
         let client_vars_here = pick(&vars, &client_vars);
         for client in clients {
             for repeat in 0..repeats {
-                let id = content_hash(&(&server_id, &client_vars_here, &client, repeat));
+                let id = content_hash(&(&server_id, &client_vars_here, &trace::identity(&client), repeat));
                 group.points.push(Point { id, vars: vars.clone(), repeat, client: client.clone() });
             }
         }
@@ -199,7 +200,19 @@ fn render_client(
             "e.g. `max_error_rate: 0.1` (a point fails when more than 10% of its requests fail)",
         ));
     }
+    let traced = match &load.trace {
+        Some(t) => {
+            let r = trace::Render { renderer, ctx: &ctx, vars };
+            Some(trace::plan(t, load, &r, server.max_model_len)?)
+        }
+        None => None,
+    };
     let (concurrency, open_loop) = match (&load.concurrency, &load.rate) {
+        // A replay is an open loop on the trace's schedule; its rate is the window's mean, for the reports.
+        _ if let Some(t) = &traced => {
+            let o = OpenLoop { rate: t.mean_rate(), arrival: load.arrival, burstiness: None, min_requests: 0 };
+            (trace::cap(load, &int, vars)?, Some(o))
+        }
         (Some(_), Some(_)) => {
             return Err(PlanError::at(
                 key(&["load", "rate"]),
@@ -231,6 +244,7 @@ fn render_client(
     };
     // A phase is sized by time (`duration`, the default) or by a request count, never both.
     let (requests_asked, duration_s) = match (&load.requests, load.duration) {
+        _ if let Some(t) = &traced => (t.requests, None),
         (Some(_), Some(_)) => {
             return Err(PlanError::at(
                 key(&["load", "duration"]),
@@ -296,6 +310,7 @@ fn render_client(
         context_limit: w.context_limit,
         text_prompts: w.text_prompts,
         dataset: w.dataset,
+        trace: traced,
     })
 }
 

@@ -15,6 +15,8 @@ pub mod plan;
 pub mod point;
 pub mod request;
 pub mod server;
+pub mod trace;
+pub mod tracefile;
 pub mod values;
 
 pub use memory::{GpuReading, MIB, MemSample, Source};

@@ -208,6 +208,9 @@ pub struct ClientConfig {
     /// Prompts (and output lengths) sampled from a file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<Dataset>,
+    /// A trace replay: arrivals, lengths and prompts from a window of a trace file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<super::trace::TracePlan>,
 }
 
 /// A length distribution of the spec, validated: every draw is clipped to `[min, max]`.

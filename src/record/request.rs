@@ -18,6 +18,9 @@ pub struct RequestRecord {
     pub warmup: bool,
     /// When the closed loop had a free slot for it.
     pub scheduled_s: f64,
+    /// Open loop under `max_concurrency`: when a slot was free for it (it waited from `scheduled_s` to here
+    /// for the cap, and from here to `start_s` for the client). None without a cap.
+    pub slot_s: Option<f64>,
     /// Just before the request was sent.
     pub start_s: f64,
     /// The first chunk with non-empty text (streaming only).
@@ -113,6 +116,14 @@ impl RequestRecord {
     pub fn ttft_s(&self) -> Option<f64> {
         self.first_token_s.map(|t| t - self.start_s)
     }
+    /// Of an open-loop request's lateness, the wait for a `max_concurrency` slot (0 without a cap).
+    pub fn cap_wait_s(&self) -> f64 {
+        self.slot_s.map_or(0.0, |s| (s - self.scheduled_s).max(0.0))
+    }
+    /// Of its lateness, the client's own: from a free slot (or its schedule) to sending.
+    pub fn client_late_s(&self) -> f64 {
+        self.start_s - self.slot_s.unwrap_or(self.scheduled_s).max(self.scheduled_s)
+    }
     /// Dispatch delay: how late the client sent it after its slot was free.
     pub fn lag_s(&self) -> f64 {
         self.start_s - self.scheduled_s
@@ -144,6 +155,8 @@ mod wire {
         index: u32,
         warmup: bool,
         scheduled_s: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slot_s: Option<f64>,
         start_s: f64,
         first_token_s: Option<f64>,
         end_s: f64,
@@ -199,6 +212,7 @@ mod wire {
                 index: w.index,
                 warmup: w.warmup,
                 scheduled_s: w.scheduled_s,
+                slot_s: w.slot_s,
                 start_s: w.start_s,
                 first_token_s: w.first_token_s,
                 end_s: w.end_s,
@@ -224,6 +238,7 @@ mod wire {
                 index: r.index,
                 warmup: r.warmup,
                 scheduled_s: r.scheduled_s,
+                slot_s: r.slot_s,
                 start_s: r.start_s,
                 first_token_s: r.first_token_s,
                 end_s: r.end_s,

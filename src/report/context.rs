@@ -16,6 +16,8 @@ pub struct Context {
     pub sweeps: Vec<SweepContext>,
     /// One entry per server that took open-loop load.
     pub rates: Vec<RateContext>,
+    /// Trace replays (open-loop points of `load.trace`), one per point.
+    pub traces: Vec<crate::stats::trace::Replay>,
     /// What each cell sent: realised lengths, the client's count against the server's, prefix-cache hits.
     pub workload: Vec<crate::stats::workload::WorkloadRow>,
     /// TTFT against the shared-prefix length per server, and what it shows.

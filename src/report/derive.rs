@@ -202,6 +202,10 @@ pub fn derive(
         files.push(rendered("tune_pareto.svg", charts::pareto(&t.pareto))?);
         files.push(("tune.json".to_owned(), stamped(t)));
     }
+    let traces = crate::stats::trace::analyze(&rec.points, &rec.requests, &rec.servers, spec.slo.as_ref());
+    if !traces.is_empty() {
+        files.push(("trace_replay.json".to_owned(), stamped(&traces)));
+    }
     let policy = format!("{:?}", spec.repeat_policy).to_lowercase();
     let (failed_closed, failed_open) = context::failed_points(&rec.points);
     let ctx = Context {
@@ -215,6 +219,7 @@ pub fn derive(
         kv: kv_ctx,
         sweeps: sweep_ctx,
         rates: rate_ctx,
+        traces,
         workload,
         prefix,
         tune,

@@ -135,6 +135,9 @@ pub fn workload_for(c: &ClientConfig, model_dir: Option<&Path>, model_vocab: Opt
         context: c.context_limit,
         seed: c.seed,
     };
+    if let Some(t) = &c.trace {
+        return Ok(Workload { source: trace_source(t, vocab)?, ..base });
+    }
     let chat = c.endpoint == Endpoint::Chat;
     // The chat endpoint's template adds its own tokens (reported as its overhead); completions add BOS.
     let specials = |m: &TextMaker| if chat { 0 } else { m.specials() };
@@ -176,6 +179,55 @@ pub fn workload_for(c: &ClientConfig, model_dir: Option<&Path>, model_vocab: Opt
     Ok(base)
 }
 
+/// A planned trace's window, read again (once per process) and checked to be the content that was planned.
+fn trace_source(t: &crate::record::trace::TracePlan, vocab: u64) -> Result<Source, String> {
+    use crate::record::tracefile::{Select, read_shared};
+    let select = Select {
+        start_s: t.start_s,
+        duration_s: t.duration_s,
+        max_input: t.max_input_tokens,
+        max_output: t.max_output_tokens,
+    };
+    let window = read_shared(Path::new(&t.path), t.format, &select).map_err(|e| e.to_string())?;
+    if window.content != t.content {
+        return Err(format!(
+            "trace {} changed since it was planned (content {} then, {} now); plan the run again, or restore the trace",
+            t.path, t.content, window.content
+        ));
+    }
+    Ok(Source::Trace { window, vocab, speedup: t.speedup })
+}
+
+/// What a trace replay's window holds, for the console before any server starts.
+fn trace_note(t: &crate::record::trace::TracePlan, vocab: u64, max_rank: u32) -> String {
+    let pct = |b: &crate::record::trace::PrefixBound| {
+        b.rate().map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))
+    };
+    let mut note = format!(
+        "trace {} (content {}): {} requests over {:.1} s of trace at speedup {} ({:.2} requests/s); {} prompts and {} outputs capped; \
+         prefix-cache bound {} in blocks of {} tokens ({} without caps; the report counts the server's block size)",
+        t.path,
+        t.content,
+        t.requests,
+        t.span_s,
+        t.speedup,
+        t.mean_rate(),
+        t.capped_input,
+        t.capped_output,
+        t.bound_at(16, true).map_or_else(|| "-".to_owned(), |b| pct(&b)),
+        16,
+        t.bound_at(16, false).map_or_else(|| "-".to_owned(), |b| pct(&b))
+    );
+    if u64::from(max_rank) + 16 >= vocab {
+        note.push_str(&format!(
+            "; warning: a prefix of the window is followed by {} distinct blocks, more than the {vocab} token ids \
+             tell apart by their first token, so some prompts share one token more than their ids say",
+            max_rank + 1
+        ));
+    }
+    note
+}
+
 /// Builds each distinct workload of the plan once, before any server starts: a dataset that is empty, has a
 /// bad line or no usable entry, or whose every prompt is too long, a prompts file with no line, and a model
 /// folder whose `tokenizer.json` does not parse all stop the run here (exit 2) rather than at its first point.
@@ -192,6 +244,15 @@ pub fn check_workloads(plan: &crate::record::plan::Plan) -> Result<Vec<String>, 
             crate::load::text::check_tokenizer(dir)?;
         }
         for c in g.points.iter().filter_map(|p| p.client.as_ref()) {
+            if let Some(t) = &c.trace {
+                let vocab = c.vocab_size.unwrap_or(1000);
+                let Source::Trace { window, .. } = trace_source(t, vocab)? else { continue };
+                let note = trace_note(t, c.vocab_size.unwrap_or(u64::MAX), window.max_rank);
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
+                continue;
+            }
             let needs_text =
                 c.dataset.is_some() || c.prompts_file.is_some() || c.text_prompts || c.endpoint == Endpoint::Chat;
             let key = serde_json::to_string(&(c, model_dir)).map_err(|e| e.to_string())?;

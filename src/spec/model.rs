@@ -302,6 +302,11 @@ pub struct Load {
     /// `prompts_file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<DatasetSpec>,
+    /// Replay a request trace: arrivals on its timestamps, its prompt and output lengths, prompts whose shared
+    /// prefixes are exactly its `hash_ids`' (replaces `rate`, `concurrency`, `requests`, `duration`,
+    /// `prompt_tokens`, `max_tokens` and the other prompt sources; `max_concurrency` still caps it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceSpec>,
     /// Ask the server to ignore end-of-sequence, so every request generates exactly `max_tokens`.
     #[serde(default = "yes")]
     pub ignore_eos: BoolOrTemplate,
@@ -344,6 +349,39 @@ pub struct DatasetSpec {
     /// Entries kept (a seeded reservoir sample); each request draws one of them at random.
     #[serde(default = "default_samples")]
     pub samples: u32,
+}
+
+/// `load.trace`: which trace, which window of it, how fast, and caps for a small model. Every value but
+/// `format` may be a template over the grid variables.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSpec {
+    /// The trace file (plain, `.xz` or `.gz`), relative to the directory servelab runs in. Its identity in
+    /// point ids is a hash of its content, not this path.
+    pub path: String,
+    /// `mooncake` (default: JSON lines of `timestamp` ms, `input_length`, `output_length`, `hash_ids` of
+    /// 512-token blocks) or `azure_csv` (`TIMESTAMP`, `ContextTokens`, `GeneratedTokens`).
+    #[serde(default)]
+    pub format: crate::record::trace::TraceFormat,
+    /// Arrivals are the timestamps divided by this (2 = twice as fast).
+    #[serde(default = "one")]
+    pub speedup: NumOrTemplate,
+    /// The window's start, in seconds from the trace's first timestamp (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<NumOrTemplate>,
+    /// The window's length in trace seconds (default: to the end of the trace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<NumOrTemplate>,
+    /// Prompts longer than this are cut to it (their blocks beyond it are dropped); the report counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_input_tokens: Option<IntOrTemplate>,
+    /// Output lengths above this are cut to it; the report counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<IntOrTemplate>,
+}
+
+fn one() -> NumOrTemplate {
+    NumOrTemplate::Num(1.0)
 }
 
 fn default_samples() -> u32 {

@@ -9,6 +9,7 @@ pub mod rate;
 pub mod search;
 pub mod summary;
 pub mod sweep;
+pub mod trace;
 pub mod tune;
 pub mod tuning;
 pub mod window;

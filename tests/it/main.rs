@@ -14,6 +14,7 @@ mod plan;
 mod readme_numbers;
 mod report;
 mod shards;
+mod trace;
 mod tune;
 mod tune_replay;
 mod zero_endpoint;

@@ -1,0 +1,234 @@
+//! Trace replays: per replayed point, its lateness against the trace's schedule split into the wait for a
+//! `max_concurrency` slot and the client's own, its latency distributions, goodput and attainment under the
+//! spec's SLO, and the prefix-cache hit rate the server counted beside the bound the window's own blocks
+//! allow. Typed values only; templates/trace_replay.md words them.
+
+use super::rate::{clopper_pearson, meets};
+use super::summary::percentile_sorted;
+use super::window;
+use crate::record::trace::TracePlan;
+use crate::record::{PointRecord, RequestRecord, Status};
+use crate::spec::Slo;
+use serde::{Deserialize, Serialize};
+
+/// Percentiles of one figure, seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub n: usize,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(mut xs: Vec<f64>) -> Spread {
+        xs.retain(|x| x.is_finite());
+        xs.sort_by(f64::total_cmp);
+        let p = |q| if xs.is_empty() { 0.0 } else { percentile_sorted(&xs, q) };
+        Spread { n: xs.len(), p50: p(50.0), p90: p(90.0), p99: p(99.0), max: xs.last().copied().unwrap_or(0.0) }
+    }
+}
+
+/// One replay of a trace window (one point's latest attempt).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Replay {
+    pub group: String,
+    /// The point's grid values, as the reports write them (`caching=true`).
+    pub vars: String,
+    pub point: String,
+    pub repeat: u32,
+    pub trace: TracePlan,
+    /// `max_concurrency` (0: none).
+    pub cap: u32,
+    /// Requests of the window recorded, and those never sent (every slot busy until the phase's end).
+    pub requests: usize,
+    pub not_sent: usize,
+    pub errors: usize,
+    /// Lateness against the trace's schedule: in all, waiting for a slot, and the client's own.
+    pub late: Spread,
+    pub cap_wait: Spread,
+    pub client_late: Spread,
+    /// Requests that waited for a slot at all (over 1 ms).
+    pub waited: usize,
+    pub ttft: Spread,
+    pub tpot: Spread,
+    pub itl: Spread,
+    pub e2e: Spread,
+    /// Over the replay: from its first scheduled arrival to its last end.
+    pub span_s: f64,
+    pub met: usize,
+    pub attainment: f64,
+    pub attainment_ci: (f64, f64),
+    pub goodput_rps: f64,
+    /// The server's prefix-cache hit rate over the replay (hit tokens over queried tokens), when it counts them.
+    pub hit_rate: Option<f64>,
+    /// The KV block size the bound is counted in: the server's (from /metrics), else vLLM's default of 16.
+    pub block_size: u32,
+    /// Whether `block_size` is the server's own.
+    pub block_size_known: bool,
+    /// The bound of the window as replayed (after caps), and without caps.
+    pub bound: Option<f64>,
+    pub bound_uncapped: Option<f64>,
+}
+
+/// Every trace replay of the run, in the order points were committed (latest attempt of each, failed ones
+/// left out).
+pub fn analyze(
+    points: &[PointRecord],
+    requests: &[RequestRecord],
+    servers: &[crate::record::ServerRecord],
+    slo: Option<&Slo>,
+) -> Vec<Replay> {
+    let latest = |p: &PointRecord| !points.iter().any(|q| q.point == p.point && q.attempt > p.attempt);
+    points
+        .iter()
+        .filter(|p| p.status == Status::Ok && p.client.trace.is_some() && latest(p))
+        .filter_map(|p| {
+            let reqs: Vec<&RequestRecord> = requests
+                .iter()
+                .filter(|r| r.point == p.point && r.attempt == p.attempt && !r.warmup && !r.tail)
+                .collect();
+            // The group's latest start that reported its cache configuration.
+            let block = servers
+                .iter()
+                .rev()
+                .filter(|s| s.id == p.group)
+                .find_map(|s| s.cache_config_info.as_ref()?.get("block_size")?.parse::<u32>().ok());
+            replay(p, &reqs, block, slo)
+        })
+        .collect()
+}
+
+fn replay(p: &PointRecord, reqs: &[&RequestRecord], block: Option<u32>, slo: Option<&Slo>) -> Option<Replay> {
+    let trace = p.client.trace.clone()?;
+    let sent: Vec<&&RequestRecord> =
+        reqs.iter().filter(|r| r.error.as_ref().is_none_or(|e| e.kind != crate::record::ErrorKind::NotSent)).collect();
+    let ok: Vec<&&RequestRecord> = reqs.iter().filter(|r| r.ok()).collect();
+    let mut itl = Vec::new();
+    for r in &ok {
+        window::itl_samples(r, &mut itl);
+    }
+    let first = reqs.iter().map(|r| r.scheduled_s).fold(f64::INFINITY, f64::min);
+    let last = reqs.iter().map(|r| r.end_s).fold(f64::NEG_INFINITY, f64::max);
+    let span_s = (last - first).max(0.0);
+    let met = reqs.iter().filter(|r| meets(r, slo)).count();
+    let hit_rate = match (&p.before, &p.after) {
+        (Some(b), Some(a)) => {
+            let d = crate::probe::metrics::delta(b, a);
+            match (d.prefix_hits, d.prefix_queries) {
+                (Some(h), Some(q)) if q > 0.0 => Some(h / q),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    Some(Replay {
+        group: p.group.clone(),
+        vars: crate::record::values::vars_text(&p.vars, " "),
+        point: p.point.clone(),
+        repeat: p.repeat,
+        cap: p.client.concurrency,
+        requests: reqs.len(),
+        not_sent: reqs.len() - sent.len(),
+        errors: reqs.len() - ok.len(),
+        late: Spread::of(sent.iter().map(|r| r.lag_s().max(0.0)).collect()),
+        cap_wait: Spread::of(sent.iter().map(|r| r.cap_wait_s()).collect()),
+        client_late: Spread::of(sent.iter().map(|r| r.client_late_s().max(0.0)).collect()),
+        waited: sent.iter().filter(|r| r.cap_wait_s() > 1e-3).count(),
+        ttft: Spread::of(ok.iter().filter_map(|r| r.ttft_s()).collect()),
+        tpot: Spread::of(ok.iter().filter_map(|r| window::tpot_s(r)).collect()),
+        itl: Spread::of(itl),
+        e2e: Spread::of(ok.iter().map(|r| r.e2e_s()).collect()),
+        span_s,
+        met,
+        attainment: if reqs.is_empty() { 0.0 } else { met as f64 / reqs.len() as f64 },
+        attainment_ci: clopper_pearson(met, reqs.len()),
+        goodput_rps: if span_s > 0.0 { met as f64 / span_s } else { 0.0 },
+        hit_rate,
+        block_size: block.unwrap_or(crate::record::tracefile::VLLM_BLOCK),
+        block_size_known: block.is_some(),
+        bound: trace.bound_at(block.unwrap_or(crate::record::tracefile::VLLM_BLOCK), true).and_then(|b| b.rate()),
+        bound_uncapped: trace
+            .bound_at(block.unwrap_or(crate::record::tracefile::VLLM_BLOCK), false)
+            .and_then(|b| b.rate()),
+        trace,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(index: u32, scheduled: f64, slot: Option<f64>, start: f64) -> RequestRecord {
+        RequestRecord {
+            point: "p".into(),
+            index,
+            scheduled_s: scheduled,
+            slot_s: slot,
+            start_s: start,
+            first_token_s: Some(start + 0.1),
+            end_s: start + 0.5,
+            completion_tokens: Some(5),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lateness_splits_into_the_cap_wait_and_the_client() {
+        let reqs = [req(0, 0.0, Some(0.0), 0.0001), req(1, 1.0, Some(1.5), 1.5002), req(2, 2.0, None, 2.01)];
+        let refs: Vec<&RequestRecord> = reqs.iter().collect();
+        let mut p = PointRecord {
+            point: "p".into(),
+            attempt: 0,
+            group: "g".into(),
+            repeat: 0,
+            vars: Default::default(),
+            client: Default::default(),
+            model: "m".into(),
+            started_at: String::new(),
+            wall_s: 1.0,
+            samples_offset_s: 0.0,
+            warmup_requests: 0,
+            before: None,
+            after: None,
+            gpu_sampled: false,
+            status: Status::Ok,
+            error: None,
+            beside: None,
+            switch_shared: None,
+        };
+        p.client.trace = Some(TracePlan {
+            path: "t".into(),
+            format: Default::default(),
+            content: "c".into(),
+            speedup: 1.0,
+            start_s: 0.0,
+            duration_s: None,
+            max_input_tokens: None,
+            max_output_tokens: None,
+            requests: 3,
+            span_s: 2.0,
+            capped_input: 0,
+            capped_output: 0,
+            input_tokens_uncapped: 10,
+            bounds: vec![
+                crate::record::trace::PrefixBound { block_size: 16, hit_tokens: 4, prompt_tokens: 8 },
+                crate::record::trace::PrefixBound { block_size: 128, hit_tokens: 0, prompt_tokens: 8 },
+            ],
+            bounds_uncapped: Vec::new(),
+        });
+        let r = replay(&p, &refs, None, None).unwrap();
+        assert_eq!((r.requests, r.waited, r.met), (3, 1, 3));
+        assert!((r.cap_wait.max - 0.5).abs() < 1e-9 && (r.client_late.max - 0.01).abs() < 1e-9, "{r:?}");
+        assert!((r.late.max - 0.5002).abs() < 1e-9);
+        assert_eq!((r.bound, r.bound_uncapped, r.hit_rate), (Some(0.5), None, None));
+        assert!((r.goodput_rps - 3.0 / 2.51).abs() < 1e-9);
+        let cpu = replay(&p, &refs, Some(128), None).unwrap();
+        assert_eq!(
+            (cpu.block_size, cpu.block_size_known, cpu.bound),
+            (128, true, Some(0.0)),
+            "the server's block size"
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! Trace replay end to end against the zero endpoint (`kind: command`, milliseconds per start): a window of
+//! the Mooncake conversation trace (tests/fixtures/mooncake-window.jsonl, its first 90 s) is sent once per
+//! request, in trace order, on the trace's schedule, and the prompts the endpoint received (it records the
+//! bodies, `--record-bodies`) share exactly the prefixes the trace's `hash_ids` say. The expected prefixes are
+//! computed here from the fixture alone, not with servelab's code.
+
+use crate::common;
+use common::{free_ports, jsonl};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+const ZERO: &str = env!("CARGO_BIN_EXE_servelab-zero-endpoint");
+const SPEEDUP: f64 = 30.0;
+
+fn fixture() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mooncake-window.jsonl").display().to_string()
+}
+
+struct Entry {
+    t_ms: f64,
+    input: u32,
+    output: u32,
+    ids: Vec<u64>,
+}
+
+fn entries() -> Vec<Entry> {
+    std::fs::read_to_string(fixture())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            Entry {
+                t_ms: v["timestamp"].as_f64().unwrap(),
+                input: v["input_length"].as_u64().unwrap() as u32,
+                output: v["output_length"].as_u64().unwrap() as u32,
+                ids: v["hash_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect(),
+            }
+        })
+        .collect()
+}
+
+/// What the ids say two prompts share: equal leading 512-token blocks, the last of them min(length).
+fn expected_shared(a: &Entry, b: &Entry) -> u32 {
+    let mut shared = 0;
+    for (i, (x, y)) in a.ids.iter().zip(&b.ids).enumerate() {
+        if x != y {
+            break;
+        }
+        let left = |e: &Entry| e.input.saturating_sub(512 * i as u32).min(512);
+        shared += left(a).min(left(b));
+        if left(a) != left(b) {
+            break;
+        }
+    }
+    shared
+}
+
+fn lcp(a: &[u32], b: &[u32]) -> u32 {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count() as u32
+}
+
+fn spec(port: u16, bodies: &Path) -> String {
+    format!(
+        "name: trace\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--record-bodies\", \"{}\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\nload:\n  trace: {{ path: \"{}\", speedup: {SPEEDUP} }}\n  vocab_size: 32000\n  warmup: 0\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\n",
+        bodies.display(),
+        fixture()
+    )
+}
+
+#[test]
+fn a_trace_window_is_sent_once_in_order_with_exactly_the_ids_prefixes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spec_path, out, bodies) = (tmp.path().join("s.yaml"), tmp.path().join("out"), tmp.path().join("bodies"));
+    std::fs::write(&spec_path, spec(free_ports(1), &bodies)).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["run", spec_path.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("trace ") && stderr.contains("260 requests"), "the window is announced: {stderr}");
+    let dir = std::fs::read_dir(out.join("trace")).unwrap().next().unwrap().unwrap().path();
+    let want = entries();
+
+    // Every request of the window once, on the trace's schedule, sent in that order.
+    let mut recs: Vec<serde_json::Value> = jsonl(&dir.join("requests.jsonl"));
+    recs.retain(|r| r["warmup"] == false);
+    assert_eq!(recs.len(), want.len());
+    let mut seen = vec![0; want.len()];
+    for r in &recs {
+        let i = r["index"].as_u64().unwrap() as usize;
+        seen[i] += 1;
+        assert!(r["error"].is_null(), "{r}");
+        let at = (want[i].t_ms - want[0].t_ms) / 1e3 / SPEEDUP;
+        assert!((r["scheduled_s"].as_f64().unwrap() - at).abs() < 1e-6, "request {i}: {r}");
+        assert_eq!(r["max_tokens"].as_u64(), Some(u64::from(want[i].output)));
+        assert_eq!(r["completion_tokens"].as_u64(), Some(u64::from(want[i].output)));
+    }
+    assert!(seen.iter().all(|n| *n == 1), "each index once: {seen:?}");
+    recs.sort_by(|a, b| a["start_s"].as_f64().unwrap().total_cmp(&b["start_s"].as_f64().unwrap()));
+    let order: Vec<f64> = recs.iter().map(|r| r["scheduled_s"].as_f64().unwrap()).collect();
+    assert!(order.windows(2).all(|w| w[0] <= w[1]), "sent in trace order");
+
+    // The prompts received: lengths as the trace's, prefixes exactly the ids'. A body is matched to its entry
+    // by (prompt length, max_tokens); an entry whose pair is not unique is left out of the pairwise check.
+    let got: Vec<(Vec<u32>, u32)> = std::fs::read_to_string(&bodies)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let ids = v["prompt"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+            (ids, v["max_tokens"].as_u64().unwrap() as u32)
+        })
+        .collect();
+    assert_eq!(got.len(), want.len(), "each request reached the endpoint once");
+    let mut by_key: HashMap<(u32, u32), Vec<usize>> = HashMap::new();
+    for (i, e) in want.iter().enumerate() {
+        by_key.entry((e.input, e.output)).or_default().push(i);
+    }
+    let mut entry_of = vec![None; got.len()];
+    for (b, (ids, max)) in got.iter().enumerate() {
+        let same = &by_key[&(ids.len() as u32, *max)];
+        if same.len() == 1 {
+            entry_of[b] = Some(same[0]);
+        }
+    }
+    let matched: Vec<(usize, usize)> = entry_of.iter().enumerate().filter_map(|(b, e)| e.map(|e| (b, e))).collect();
+    assert!(matched.len() >= want.len() - 2, "{} of {} matched", matched.len(), want.len());
+    let mut sharing = 0;
+    for (k, &(b1, e1)) in matched.iter().enumerate() {
+        for &(b2, e2) in &matched[k + 1..] {
+            let (have, should) = (lcp(&got[b1].0, &got[b2].0), expected_shared(&want[e1], &want[e2]));
+            assert_eq!(have, should, "entries {e1} and {e2}");
+            sharing += u32::from(should > 512);
+        }
+    }
+    assert!(sharing >= 10, "the window has conversations sharing more than the first block: {sharing}");
+
+    // The report: the replay's row, its bound, and the server's counters said to be missing (the zero
+    // endpoint does not count prefix hits).
+    let md = std::fs::read_to_string(dir.join("rate_sweep.md")).unwrap();
+    assert!(md.contains("## Trace replay") && md.contains("not counted") && md.contains("(16, vLLM's default"), "{md}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("trace_replay.json")).unwrap()).unwrap();
+    let replay = &json[0];
+    assert_eq!(replay["requests"], 260, "{json}");
+    assert_eq!(replay["trace"]["requests"], 260);
+    assert!(replay["bound"].as_f64().unwrap() > 0.05, "{replay}");
+}
+
+#[test]
+fn a_hostile_trace_stops_validate_with_its_line_and_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("t.jsonl");
+    let good = std::fs::read_to_string(fixture()).unwrap().lines().take(3).collect::<Vec<_>>().join("\n");
+    for (text, says) in [
+        (format!("{good}\n{{\"timestamp\": 1}}\n"), "line 4: missing field"),
+        (format!("{good}\ngarbage\n"), "line 4: expected value"),
+        (String::new(), "holds no request"),
+    ] {
+        std::fs::write(&trace, text).unwrap();
+        let spec = tmp.path().join("s.yaml");
+        std::fs::write(
+            &spec,
+            format!(
+                "name: t\nengine:\n  kind: command\n  command: [\"{ZERO}\"]\nload:\n  trace: {{ path: \"{}\" }}\n",
+                trace.display()
+            ),
+        )
+        .unwrap();
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_servelab")).args(["validate", spec.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(says) && err.contains("load.trace.path"), "{says}: {err}");
+    }
+}
+
+/// Under `max_concurrency`, an arrival that finds every slot busy waits, and the record says how long: the
+/// report splits lateness into that wait and the client's own. Slow streams (2 ms a token, 50 tokens) under a
+/// cap of 1 make most arrivals wait.
+#[test]
+fn max_concurrency_waits_are_told_apart_from_client_lateness() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spec_path, out) = (tmp.path().join("s.yaml"), tmp.path().join("out"));
+    let port = free_ports(1);
+    let text = format!(
+        "name: capped\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--itl-us\", \"2000\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\nload:\n  trace: {{ path: \"{}\", speedup: 10, duration: 10, max_input_tokens: 600, max_output_tokens: 50 }}\n  max_concurrency: 1\n  warmup: 0\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\n",
+        fixture()
+    );
+    std::fs::write(&spec_path, text).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["run", spec_path.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let dir = std::fs::read_dir(out.join("capped")).unwrap().next().unwrap().unwrap().path();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("trace_replay.json")).unwrap()).unwrap();
+    let r = &json[0];
+    let n = r["requests"].as_u64().unwrap();
+    assert_eq!((r["cap"].as_u64(), r["errors"].as_u64(), r["not_sent"].as_u64()), (Some(1), Some(0), Some(0)), "{r}");
+    assert!(r["waited"].as_u64().unwrap() * 2 > n, "most arrivals waited for the one slot: {r}");
+    let (wait, client) = (r["cap_wait"]["p99"].as_f64().unwrap(), r["client_late"]["p99"].as_f64().unwrap());
+    assert!(wait > 0.05 && client < wait / 5.0, "the wait is the cap's, not the client's: {r}");
+    let recs = jsonl(&dir.join("requests.jsonl"));
+    assert!(recs.iter().filter(|r| r["warmup"] == false).all(|r| r["slot_s"].is_f64()), "each record keeps slot_s");
+}
+
+/// Trace keys are grid axes like any load key: one spec replays a window at several speedups and caps.
+#[test]
+fn trace_keys_are_grid_axes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("s.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: t\nengine:\n  kind: command\n  command: [\"{ZERO}\"]\ngrid:\n  speedup: [1, 2]\n  cap: [512, 1024]\nload:\n  trace: {{ path: \"{}\", speedup: \"{{{{ speedup }}}}\", max_input_tokens: \"{{{{ cap }}}}\", duration: 30 }}\n",
+            fixture()
+        ),
+    )
+    .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_servelab")).args(["plan", spec.to_str().unwrap(), "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let traces: Vec<&serde_json::Value> =
+        plan["groups"][0]["points"].as_array().unwrap().iter().map(|p| &p["client"]["trace"]).collect();
+    assert_eq!(traces.len(), 4);
+    let speedups: Vec<f64> = traces.iter().map(|t| t["speedup"].as_f64().unwrap()).collect();
+    assert_eq!(speedups, [1.0, 1.0, 2.0, 2.0]);
+    assert_eq!(traces[0]["max_input_tokens"], 512);
+    assert_eq!(traces[1]["max_input_tokens"], 1024);
+    assert!(traces.iter().all(|t| t["requests"] == 87), "the window of 30 s holds 87 requests");
+}
