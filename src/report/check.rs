@@ -169,9 +169,7 @@ fn plain_figures(groups: &[GroupSweep], rec: &Recorded) -> Vec<Disagreement> {
         for c in &g.cells {
             for r in &c.repeats {
                 let key = (r.point.as_str(), r.attempt);
-                let plain = by_point.get(&key).unwrap_or(&Plain::default()).requests;
-                let p = by_point.get(&key);
-                let (ok, tokens) = p.map_or((0, 0), |p| (p.ok, p.tokens));
+                let (plain, ok, tokens) = by_point.get(&key).map_or((0, 0, 0), |p| (p.requests, p.ok, p.tokens));
                 let place = format!("group {} point {} attempt {}", g.group, r.point, r.attempt);
                 if r.requests != plain || r.ok != ok || r.completion_tokens != tokens {
                     out.push(bad(

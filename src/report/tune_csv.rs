@@ -37,16 +37,17 @@ fn cells(m: &Option<Measured>) -> [String; 5] {
     }
 }
 
-/// A row's note in the templates' words (`findings.md`), so the CSV says what tune.md says.
-fn note_text(r: &crate::stats::tuning::Row) -> Result<String, csv::Error> {
-    super::markdown::environment(None)
-        .render_str("{% import \"findings.md\" as f %}{{ f.row_note(n) }}", minijinja::context! { n => &r.note })
-        .map_err(|e| csv::Error::from(std::io::Error::other(e)))
+/// A template error as the CSV writer's error (the CSV words its notes with the reports' macros).
+fn template_error(e: minijinja::Error) -> csv::Error {
+    csv::Error::from(std::io::Error::other(e))
 }
 
 pub fn render(t: &TuneReport) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(COLUMNS)?;
+    // A row's note in the templates' words (`findings.md`), so the CSV says what tune.md says; compiled once.
+    let env = super::markdown::environment(None);
+    let note = env.template_from_str("{% import \"findings.md\" as f %}{{ f.row_note(n) }}").map_err(template_error)?;
     for (i, r) in t.rows.iter().enumerate() {
         let rank = if r.search.is_some() { (i + 1).to_string() } else { String::new() };
         let mut row = vec![
@@ -58,7 +59,7 @@ pub fn render(t: &TuneReport) -> Result<Vec<u8>, csv::Error> {
         ];
         row.extend(cells(&r.search));
         row.extend(cells(&r.confirm));
-        row.push(note_text(r)?);
+        row.push(note.render(minijinja::context! { n => &r.note }).map_err(template_error)?);
         row.push(r.command.clone());
         w.write_record(row)?;
     }

@@ -36,16 +36,18 @@ fn spread(s: Option<Spread>) -> [String; 4] {
     }
 }
 
-/// The flag in the templates' words (`findings.md`), so the CSV says what the report says.
-fn flag_text(r: &WorkloadRow) -> Result<String, csv::Error> {
-    super::markdown::environment(None)
-        .render_str("{% import \"findings.md\" as f %}{{ f.workload_flag(w) }}", minijinja::context! { w => r })
-        .map_err(|e| csv::Error::from(std::io::Error::other(e)))
+/// A template error as the CSV writer's error (the CSV words its flags with the reports' macros).
+fn template_error(e: minijinja::Error) -> csv::Error {
+    csv::Error::from(std::io::Error::other(e))
 }
 
 pub fn render(rows: &[WorkloadRow]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(COLUMNS)?;
+    // The flag in the templates' words (`findings.md`), so the CSV says what the report says; compiled once.
+    let env = super::markdown::environment(None);
+    let flag =
+        env.template_from_str("{% import \"findings.md\" as f %}{{ f.workload_flag(w) }}").map_err(template_error)?;
     for r in rows {
         let mut row =
             vec![r.group.clone(), r.cell.clone(), format!("{:?}", r.endpoint).to_lowercase(), r.requests.to_string()];
@@ -55,7 +57,10 @@ pub fn render(rows: &[WorkloadRow]) -> Result<Vec<u8>, csv::Error> {
         row.push(r.mismatched.to_string());
         row.push(r.prefix_hit_rate.map(|x| format!("{x:.4}")).unwrap_or_default());
         row.push((r.mismatched > 0).to_string());
-        row.push(if r.mismatched > 0 { flag_text(r)? } else { String::new() });
+        row.push(match r.mismatched > 0 {
+            true => flag.render(minijinja::context! { w => r }).map_err(template_error)?,
+            false => String::new(),
+        });
         w.write_record(row)?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
