@@ -144,6 +144,22 @@ fn sessions_resend_the_real_answers_turn_after_turn() {
     assert_eq!(ran.bodies.len(), records, "each turn reached the endpoint once");
     assert_eq!(assert_histories(&ran.bodies), records - 5);
     assert!(turns_seen.len() > 1, "the drawn turn counts vary: {turns_seen:?}");
+    let md = std::fs::read_to_string(ran.dir.join("concurrency_sweep.md")).unwrap();
+    assert!(md.contains("## Sessions") && md.contains("By turn number"), "{md}");
+    let check =
+        Command::new(env!("CARGO_BIN_EXE_servelab")).args(["report", "--check"]).arg(&ran.dir).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    // The per-turn table: one row per turn number seen, counting every record of that turn.
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ran.dir.join("sessions.json")).unwrap()).unwrap();
+    let rows = stats[0]["by_turn"].as_array().unwrap();
+    for row in rows {
+        let t = row["turn"].as_u64().unwrap();
+        let n = sessions.values().filter(|recs| recs.len() as u64 >= t).count();
+        assert_eq!(row["requests"].as_u64(), Some(n as u64), "{row}");
+        assert_eq!(row["ttft"]["n"].as_u64(), Some(n as u64), "{row}");
+    }
+    assert_eq!(rows.len(), *turns_seen.last().unwrap());
 }
 
 /// Open loop: sessions arrive at a rate; `max_concurrency` caps sessions (not requests) in flight.
@@ -167,6 +183,8 @@ fn sessions_arrive_by_rate_and_the_cap_holds_sessions_in_flight() {
         assert!(in_flight <= 2, "at most 2 sessions in flight at {s}: {spans:?}");
     }
     assert_eq!(assert_histories(&ran.bodies), 16);
+    let md = std::fs::read_to_string(ran.dir.join("rate_sweep.md")).unwrap();
+    assert!(md.contains("## Sessions"), "{md}");
 }
 
 /// A turn that fails ends its session: nothing of that session is sent after it.
