@@ -74,10 +74,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub dataset_path: Option<String>,
     /// Prompt tokens of the random dataset.
-    #[arg(long, visible_alias = "prompt-tokens", default_value_t = 1024)]
+    #[arg(long, visible_aliases = ["input-len", "prompt-tokens"], default_value_t = 1024)]
     pub random_input_len: u32,
     /// Output tokens of the random dataset.
-    #[arg(long, visible_alias = "max-tokens", default_value_t = 128)]
+    #[arg(long, visible_aliases = ["output-len", "max-tokens"], default_value_t = 128)]
     pub random_output_len: u32,
     /// Random lengths are drawn uniformly from [floor(len·(1−r)), ceil(len·(1+r))]; r in [0, 1).
     #[arg(long, default_value_t = 0.0)]
@@ -106,6 +106,15 @@ pub struct BenchArgs {
     /// Name of the result JSON (default: vLLM's `{backend}-{rate}qps[-concurrency{N}]-{model}-{date}.json`).
     #[arg(long)]
     pub result_filename: Option<String>,
+    /// The result's label and the prefix of its file name (default: --backend).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// KEY=VALUE pairs saved in the result JSON.
+    #[arg(long, num_args = 1..)]
+    pub metadata: Vec<String>,
+    /// Accepted: servelab shows no progress bar (one line per point).
+    #[arg(long)]
+    pub disable_tqdm: bool,
     /// servelab: accepted for older command lines; --num-prompts is always exact.
     #[arg(long, hide = true)]
     pub exact_requests: bool,

@@ -12,8 +12,8 @@ pub(super) struct Save {
     setup: Setup,
     dir: Option<PathBuf>,
     filename: Option<String>,
-    /// The label of the default file name: `--backend` as given.
-    label: &'static str,
+    /// The prefix of the default file name: `--label`, else `--backend` as given.
+    label: String,
     /// `--max-concurrency` was given: a closed loop's level is vLLM's cap, not "every request at once".
     capped: bool,
 }
@@ -53,8 +53,18 @@ impl Save {
             Backend::Openai => "openai",
             Backend::OpenaiChat => "openai-chat",
         };
+        let metadata = b
+            .metadata
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
+                None => Err(Error::Usage(format!("--metadata {kv}: write KEY=VALUE"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let setup = Setup {
             backend: label.to_owned(),
+            label: b.label.clone(),
+            metadata,
             model_id: b.model.clone().unwrap_or_default(),
             num_prompts: b.num_prompts.unwrap_or(1000),
             request_rate: b.request_rate.is_finite().then_some(b.request_rate),
@@ -65,6 +75,7 @@ impl Save {
             goodput,
         };
         let (dir, filename) = (b.result_dir.clone(), b.result_filename.clone());
+        let label = b.label.clone().unwrap_or_else(|| label.to_owned());
         Ok(Some(Save { setup, dir, filename, label, capped: !b.max_concurrency.is_empty() }))
     }
 
@@ -83,7 +94,7 @@ impl Save {
             if setup.model_id.is_empty() {
                 setup.model_id = point.model.clone();
             }
-            let value = vllm_result(point, &requests, &setup);
+            let value = vllm_result(&point.started_at, &requests, &setup);
             let date = value["date"].as_str().unwrap_or_default().to_owned();
             let name = self.file_name(&setup, &date, many);
             let path = self.dir.as_ref().map_or_else(|| PathBuf::from(&name), |d| d.join(&name));

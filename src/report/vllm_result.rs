@@ -2,7 +2,7 @@
 //! from one point's request records. Keys and formulas follow vLLM's where the metric is the same, so a
 //! script that reads vLLM's file reads this one; docs/bench.md lists what differs.
 
-use crate::record::{PointRecord, RequestRecord};
+use crate::record::RequestRecord;
 use serde_json::{Map, Value, json};
 
 /// One objective of `--goodput`: a request is good when its metric is at most `ms`.
@@ -42,6 +42,10 @@ impl Goodput {
 #[derive(Clone, Debug)]
 pub struct Setup {
     pub backend: String,
+    /// `--label` (None: null, as vLLM writes it).
+    pub label: Option<String>,
+    /// `--metadata KEY=VALUE` pairs, added as keys.
+    pub metadata: Vec<(String, String)>,
     pub model_id: String,
     pub num_prompts: u32,
     /// None: `inf` (every request at once).
@@ -152,9 +156,9 @@ fn peaks(done: &[Done]) -> (f64, u64) {
     (tokens.into_iter().max().unwrap_or(0) as f64, busy.into_iter().max().unwrap_or(0))
 }
 
-/// The result JSON of one point: `requests` are its measured requests (warmup and tail left out by the
-/// caller or here), `point` its record (for the date).
-pub fn vllm_result(point: &PointRecord, requests: &[&RequestRecord], setup: &Setup) -> Value {
+/// The result JSON of one point: `requests` are its requests (warmup and tail are left out here),
+/// `started_at` its record's RFC 3339 start (vLLM's `date`).
+pub fn vllm_result(started_at: &str, requests: &[&RequestRecord], setup: &Setup) -> Value {
     let measured: Vec<&RequestRecord> = requests.iter().copied().filter(|r| !r.warmup && !r.tail).collect();
     let ok: Vec<Done> = measured.iter().filter(|r| r.error.is_none()).map(|r| done(r)).collect();
     let failed = measured.len() - ok.len();
@@ -187,17 +191,24 @@ pub fn vllm_result(point: &PointRecord, requests: &[&RequestRecord], setup: &Set
         })
         .count();
     let (max_tokens_per_s, max_in_flight) = peaks(&ok);
-    let date = chrono::DateTime::parse_from_rfc3339(&point.started_at)
-        .map_or_else(|_| point.started_at.clone(), |d| d.format("%Y%m%d-%H%M%S").to_string());
+    let date = chrono::DateTime::parse_from_rfc3339(started_at)
+        .map_or_else(|_| started_at.to_owned(), |d| d.format("%Y%m%d-%H%M%S").to_string());
     let mut out = Map::new();
     for (k, v) in [
         ("date", json!(date)),
         ("endpoint_type", json!(setup.backend)),
         ("backend", json!(setup.backend)),
-        ("label", Value::Null),
+        ("label", json!(setup.label)),
         ("model_id", json!(setup.model_id)),
         ("tokenizer_id", Value::Null),
         ("num_prompts", json!(setup.num_prompts)),
+    ] {
+        out.insert(k.to_owned(), v);
+    }
+    for (k, v) in &setup.metadata {
+        out.insert(k.clone(), json!(v));
+    }
+    for (k, v) in [
         ("request_rate", setup.request_rate.map_or(json!("inf"), |r| json!(r))),
         ("burstiness", json!(setup.burstiness)),
         ("max_concurrency", json!(setup.max_concurrency)),
@@ -210,9 +221,17 @@ pub fn vllm_result(point: &PointRecord, requests: &[&RequestRecord], setup: &Set
         ("request_goodput", if setup.goodput.is_empty() { Value::Null } else { json!(per_s(good as f64)) }),
         ("output_throughput", json!(per_s(total_output as f64))),
         ("total_token_throughput", json!(per_s((total_input + total_output) as f64))),
+        (
+            "latencies",
+            json!(
+                measured.iter().map(|r| if r.error.is_none() { r.end_s - r.start_s } else { 0.0 }).collect::<Vec<_>>()
+            ),
+        ),
         ("queue_times", json!(measured.iter().map(|r| r.start_s - r.scheduled_s).collect::<Vec<_>>())),
         ("max_output_tokens_per_s", json!(max_tokens_per_s)),
         ("max_concurrent_requests", json!(max_in_flight)),
+        // Audio seconds per second: vLLM's formula, with no audio input.
+        ("rtfx", json!(0.0)),
     ] {
         out.insert(k.to_owned(), v);
     }
@@ -243,6 +262,67 @@ mod tests {
         assert_eq!(p_word(99.0), "99");
         assert_eq!(p_word(99.9), "99.9");
         assert!((std(&[1.0, 3.0]) - 1.0).abs() < 1e-12);
+    }
+
+    fn req(start: f64, first: f64, chunk_us: &[u32], tokens: u32) -> RequestRecord {
+        RequestRecord {
+            scheduled_s: start,
+            start_s: start,
+            first_token_s: Some(first),
+            end_s: first + f64::from(*chunk_us.last().unwrap_or(&0)) / 1e6,
+            chunk_us: chunk_us.to_vec(),
+            chunks: chunk_us.len() as u32 + 1,
+            prompt_tokens: Some(10),
+            completion_tokens: Some(tokens),
+            ..RequestRecord::default()
+        }
+    }
+
+    fn setup(goodput: Vec<Goodput>) -> Setup {
+        Setup {
+            backend: "openai".into(),
+            label: None,
+            metadata: vec![("tp".into(), "1".into())],
+            model_id: "m".into(),
+            num_prompts: 3,
+            request_rate: None,
+            burstiness: 1.0,
+            max_concurrency: Some(2),
+            percentile_metrics: vec!["ttft".into(), "tpot".into(), "itl".into(), "e2el".into()],
+            percentiles: vec![50.0, 99.9],
+            goodput,
+        }
+    }
+
+    #[test]
+    fn the_result_follows_vllms_formulas() {
+        // Two requests of 3 tokens (ITLs 10 ms, 20 ms and 30 ms, 30 ms), one failed, one warmup.
+        let a = req(0.0, 0.1, &[10_000, 30_000], 3);
+        let b = req(0.5, 0.7, &[30_000, 60_000], 3);
+        let failed = RequestRecord {
+            error: Some(crate::record::RequestError { kind: crate::record::ErrorKind::Connect, message: "x".into() }),
+            end_s: 0.2,
+            ..req(0.0, 0.0, &[], 0)
+        };
+        let warm = RequestRecord { warmup: true, ..req(-1.0, -0.9, &[], 3) };
+        let good = vec![Goodput { metric: GoodputMetric::Ttft, ms: 150.0 }];
+        let v = vllm_result("2026-12-07T03:26:40+00:00", &[&a, &b, &failed, &warm], &setup(good));
+        assert_eq!(v["date"], "20261207-032640");
+        assert_eq!(v["tp"], "1");
+        assert_eq!((v["completed"].as_u64(), v["failed"].as_u64()), (Some(2), Some(1)));
+        assert_eq!(v["total_input_tokens"], 20);
+        assert_eq!(v["total_output_tokens"], 6);
+        let duration = 0.76; // first scheduled 0.0, last end 0.7 + 0.06
+        assert!((v["duration"].as_f64().unwrap() - duration).abs() < 1e-9);
+        assert!((v["request_throughput"].as_f64().unwrap() - 2.0 / duration).abs() < 1e-9);
+        assert!((v["request_goodput"].as_f64().unwrap() - 1.0 / duration).abs() < 1e-9, "only a's TTFT is ≤ 150 ms");
+        assert!((v["mean_ttft_ms"].as_f64().unwrap() - 150.0).abs() < 1e-9);
+        // TPOT = (e2el − ttft) / (tokens − 1): 15 ms and 30 ms.
+        assert!((v["mean_tpot_ms"].as_f64().unwrap() - 22.5).abs() < 1e-9);
+        assert!((v["median_itl_ms"].as_f64().unwrap() - 25.0).abs() < 1e-9);
+        assert!(v.get("p99.9_itl_ms").is_some() && v.get("p50_e2el_ms").is_some());
+        assert!(v.get("mean_client_queue_time_ms").is_none(), "not asked for");
+        assert_eq!(v["latencies"].as_array().unwrap().len(), 3);
     }
 
     #[test]
