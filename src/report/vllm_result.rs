@@ -78,13 +78,20 @@ fn done(r: &RequestRecord) -> Done {
         itl.push(f64::from(us.saturating_sub(last)) / 1e6);
         last = us;
     }
+    // vLLM's latency ends at the last chunk that carried a choice, not at the stream's end ([DONE]).
+    let latency = match (r.first_token_s, r.chunk_us.last()) {
+        (Some(f), Some(&us)) => f + f64::from(us) / 1e6 - r.start_s,
+        (Some(f), None) => f - r.start_s,
+        (None, _) => r.end_s - r.start_s,
+    };
     Done {
+        // vLLM 0.32 takes the prompt's length from the server's usage too, where the server sends it.
         input: u64::from(r.prompt_tokens.or(r.sent_tokens).unwrap_or(0)),
         // vLLM counts the server's usage, else the text's tokens; without usage, each content chunk is one.
         output: u64::from(r.completion_tokens.unwrap_or(r.chunks)),
         start: r.start_s,
         ttft,
-        latency: r.end_s - r.start_s,
+        latency,
         itl,
         queue: r.start_s - r.scheduled_s,
     }
@@ -296,8 +303,9 @@ mod tests {
 
     #[test]
     fn the_result_follows_vllms_formulas() {
-        // Two requests of 3 tokens (ITLs 10 ms, 20 ms and 30 ms, 30 ms), one failed, one warmup.
-        let a = req(0.0, 0.1, &[10_000, 30_000], 3);
+        // Two requests of 3 tokens (ITLs 10 ms, 20 ms and 30 ms, 30 ms), one failed, one warmup; a's stream
+        // ends 70 ms after its last token, which vLLM's latency leaves out (but the duration keeps).
+        let a = RequestRecord { end_s: 0.2, ..req(0.0, 0.1, &[10_000, 30_000], 3) };
         let b = req(0.5, 0.7, &[30_000, 60_000], 3);
         let failed = RequestRecord {
             error: Some(crate::record::RequestError { kind: crate::record::ErrorKind::Connect, message: "x".into() }),
