@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
+#[path = "vllm_cpu/bench.rs"]
+mod bench;
 mod common;
 use common::*;
 
@@ -282,6 +284,7 @@ fn bench_measures_an_existing_endpoint() {
                     "16",
                     "--prompt-tokens",
                     "32",
+                    "--ignore-eos",
                     "--out",
                     out.path().to_str().unwrap(),
                     "--run-id",
@@ -304,7 +307,11 @@ fn bench_measures_an_existing_endpoint() {
     assert!(stdout.contains("sequential_s="), "{stdout}");
     let dir = out.path().join("bench/b");
     let requests = jsonl(&dir.join("requests.jsonl"));
-    assert_eq!(requests.iter().filter(|r| r["warmup"] == false).count(), 12 + 16, "c=1: 12 requests; c=4: max(12, 16)");
+    assert_eq!(
+        requests.iter().filter(|r| r["warmup"] == false).count(),
+        12 + 12,
+        "--requests (--num-prompts) is exact"
+    );
     assert!(requests.iter().all(|r| r["completion_tokens"] == 16));
     assert!(!dir.join("kv_cache_scaling.csv").exists(), "an external endpoint has no startup to report");
 }
@@ -643,6 +650,11 @@ fn main() {
             a_trace_replay_hits_the_prefix_cache_as_its_hash_ids_allow,
         ),
         ("sessions_resend_the_answers_vllm_returned", sessions_resend_the_answers_vllm_returned),
+        ("bench_flag_table_covers_vllm_bench_serve_help", bench::bench_flag_table_covers_vllm_bench_serve_help),
+        (
+            "bench_and_vllm_bench_serve_agree_on_the_zero_endpoint",
+            bench::bench_and_vllm_bench_serve_agree_on_the_zero_endpoint,
+        ),
     ]);
 }
 

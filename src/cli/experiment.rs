@@ -55,6 +55,15 @@ fn note(args: std::fmt::Arguments) {
 
 /// Runs the plan on a tokio runtime; Ctrl-C stops the current server before exiting with 130.
 pub(super) fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions) -> Result<i32, Error> {
+    run_plan(loaded, plan, opts).map(|(code, _)| code)
+}
+
+/// `run_experiment`, also giving the run folder (None when the run was interrupted: its records are partial).
+pub(super) fn run_plan(
+    loaded: &LoadedSpec,
+    plan: &Plan,
+    opts: RunOptions,
+) -> Result<(i32, Option<std::path::PathBuf>), Error> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Internal(e.to_string()))?;
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -77,7 +86,7 @@ pub(super) fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions)
     if outcome.interrupted {
         let sig = signal.load(Ordering::SeqCst);
         note(format_args!("interrupted; what was measured is in {}\n", outcome.dir.display()));
-        return Ok(if sig > 0 { 128 + sig } else { exit::INTERRUPTED });
+        return Ok((if sig > 0 { 128 + sig } else { exit::INTERRUPTED }, None));
     }
     let servers = outcome.recorded.servers.len();
     let (failed_servers, failed_points) = (outcome.failed_servers(), outcome.failed_points());
@@ -86,5 +95,6 @@ pub(super) fn run_experiment(loaded: &LoadedSpec, plan: &Plan, opts: RunOptions)
         servers - failed_servers,
         outcome.dir.display()
     );
-    Ok(if failed_servers + failed_points > 0 { exit::POINT_FAILED } else { exit::OK })
+    let code = if failed_servers + failed_points > 0 { exit::POINT_FAILED } else { exit::OK };
+    Ok((code, Some(outcome.dir)))
 }

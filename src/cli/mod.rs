@@ -1,7 +1,7 @@
 //! The command line: parse arguments, dispatch, map outcomes to exit codes. Logic lives in the modules.
 //!
 //! `args.rs` holds the flags several commands share, `commands.rs` one function per spec and run-folder
-//! command, `bench.rs` `servelab bench`, `shards.rs` `merge` and `export`, `experiment.rs` running a plan
+//! command, `bench.rs` `servelab bench` (`bench_result.rs` its `--save-result`), `shards.rs` `merge` and `export`, `experiment.rs` running a plan
 //! (runtime, signals, exit code).
 
 use crate::exit::{self, Error};
@@ -37,6 +37,7 @@ pub(crate) fn emit(args: std::fmt::Arguments<'_>) -> Result<(), Error> {
 
 mod args;
 mod bench;
+mod bench_result;
 mod commands;
 mod experiment;
 mod shards;
