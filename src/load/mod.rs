@@ -9,4 +9,5 @@ pub mod open;
 pub mod prompt;
 pub mod sse;
 pub mod text;
+pub mod threads;
 pub mod trace;

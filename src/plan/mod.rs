@@ -262,6 +262,8 @@ fn render_client(
         }
         (None, d) => (0, Some(d.map_or(10.0, |d| d.0.as_secs_f64()))),
     };
+    let client_threads = int("client_threads", &load.client_threads, 1)?;
+    check::client_threads(client_threads, concurrency, open_loop.is_some(), vars)?;
     let warmup = int("warmup", &load.warmup, 0)?;
     check::at_most(&["load", "warmup"], warmup, MAX_CONCURRENCY, vars)?;
     let w = workload::plan(load, vars, (server.model.as_deref(), server.max_model_len), &int)?;
@@ -311,6 +313,7 @@ fn render_client(
         text_prompts: w.text_prompts,
         dataset: w.dataset,
         trace: traced,
+        client_threads,
     })
 }
 

@@ -211,6 +211,17 @@ pub struct ClientConfig {
     /// A trace replay: arrivals, lengths and prompts from a window of a trace file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<super::trace::TracePlan>,
+    /// `load.client_threads`; left out when 1 (0, a default value, reads as 1), so earlier ids do not change.
+    #[serde(default = "one_thread", skip_serializing_if = "at_most_one")]
+    pub client_threads: u32,
+}
+
+fn one_thread() -> u32 {
+    1
+}
+
+fn at_most_one(n: &u32) -> bool {
+    *n <= 1
 }
 
 /// A length distribution of the spec, validated: every draw is clipped to `[min, max]`.
