@@ -112,6 +112,7 @@ fn run(
             duration: None,
             open_loop: None,
             schedule_seed: 0,
+            threads: 1,
         };
         client::run_phase(&http, &spec, &warm).await;
         let phase = Phase {
@@ -124,6 +125,7 @@ fn run(
             duration: None,
             open_loop: None,
             schedule_seed: 0,
+            threads: 1,
         };
         let t = Instant::now();
         let r = client::run_phase(&http, &spec, &phase).await;
@@ -163,6 +165,7 @@ fn memory_child(port: u16) {
         duration: None,
         open_loop: None,
         schedule_seed: 0,
+        threads: 1,
     };
     let r = rt.block_on(client::run_phase(&http, &spec, &phase));
     let ok = r.records.iter().filter(|r| r.ok()).count();
@@ -191,6 +194,7 @@ fn open_loop(rt: &tokio::runtime::Runtime, port: u16, rate: f64, tokens: u32, se
         duration: None,
         open_loop: None,
         schedule_seed: 0,
+        threads: 1,
     };
     rt.block_on(client::run_phase(&http, &spec, &warm));
     let phase = Phase {
@@ -203,6 +207,7 @@ fn open_loop(rt: &tokio::runtime::Runtime, port: u16, rate: f64, tokens: u32, se
         duration: Some(Duration::from_secs_f64(secs)),
         open_loop: Some(OpenLoop { rate, arrival: Arrival::Poisson, burstiness: None, min_requests: 0 }),
         schedule_seed: 7,
+        threads: 1,
     };
     let r = rt.block_on(client::run_phase(&http, &spec, &phase));
     let measured: Vec<_> = r.records.iter().filter(|x| !x.tail).collect();

@@ -48,6 +48,8 @@ pub struct Phase {
     /// Open loop: arrivals on a schedule drawn from `schedule_seed`; `concurrency` is then a cap (0: none).
     pub open_loop: Option<OpenLoop>,
     pub schedule_seed: u64,
+    /// OS threads the phase runs on (`load.client_threads`); 1: as before (see `threads`).
+    pub threads: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -135,18 +137,36 @@ pub async fn run_phase(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &
     if let Some(o) = &phase.open_loop {
         return super::open::run(spec, phase, o).await;
     }
+    if phase.threads > 1 {
+        return closed_on_threads(spec, phase).await;
+    }
     let t0 = Instant::now();
-    let shared = Arc::new(Shared {
-        next: AtomicU32::new(0),
-        in_time_open: AtomicU32::new(0),
-        deadline: phase.duration.map(|d| t0 + d),
-    });
-    let workers_n = match phase.duration {
+    let shared = Arc::new(Shared::default());
+    let (mut records, panicked) = slots(http, spec, phase, &shared, t0, slots_of(phase)).await;
+    records.sort_by_key(|r| r.index);
+    let wall_s = records.iter().map(|r| r.end_s).fold(0.0, f64::max);
+    PhaseResult { records, wall_s, t0, panicked }
+}
+
+/// The closed loop's concurrent slots: its concurrency, or fewer when a phase by count has fewer requests.
+fn slots_of(phase: &Phase) -> u32 {
+    match phase.duration {
         Some(_) => phase.concurrency.max(1),
         None => phase.concurrency.min(phase.requests).max(1),
-    };
+    }
+}
+
+/// `slots` closed-loop workers on the current runtime; their records, and the first panic among them.
+async fn slots(
+    http: &reqwest::Client,
+    spec: &Arc<RequestSpec>,
+    phase: &Phase,
+    shared: &Arc<Shared>,
+    t0: Instant,
+    slots: u32,
+) -> (Vec<RequestRecord>, Option<String>) {
     let mut workers = Vec::new();
-    for _ in 0..workers_n {
+    for _ in 0..slots {
         let (http, spec, phase, shared) = (http.clone(), spec.clone(), phase.clone(), shared.clone());
         workers.push(tokio::spawn(async move { worker(&http, &spec, &phase, &shared, t0).await }));
     }
@@ -158,23 +178,63 @@ pub async fn run_phase(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &
             Err(e) => panicked = panicked.or(Some(join_error(e))),
         }
     }
-    records.sort_by_key(|r| r.index);
+    (records, panicked)
+}
+
+/// A closed loop on `phase.threads` threads: the slots split across them, the request budget (or the
+/// deadline) shared through one counter, so exactly the planned requests are sent, each index once.
+async fn closed_on_threads(spec: &Arc<RequestSpec>, phase: &Phase) -> PhaseResult {
+    let (n, total) = (phase.threads, slots_of(phase));
+    let shared = Arc::new(Shared::default());
+    let (spec, phase_) = (spec.clone(), phase.clone());
+    let setup = move |k| http_client(super::threads::share(total, n, k));
+    let run = move |k, http: reqwest::Client, t0| {
+        let (spec, phase, shared) = (spec.clone(), phase_.clone(), shared.clone());
+        async move { slots(&http, &spec, &phase, &shared, t0, super::threads::share(total, n, k)).await }
+    };
+    let (t0, results) = super::threads::on_threads(n, "servelab-client", setup, run).await;
+    merge(t0, results)
+}
+
+/// What one thread of a phase returns: its records and the first panic among its tasks, or why it gave none.
+pub(super) type ThreadResult = Result<(Vec<RequestRecord>, Option<String>), String>;
+
+/// The records of a phase's threads in the order they were sent (ties by index; on one thread that is index
+/// order, as it always was), and the first failure.
+pub(super) fn merge(t0: Instant, results: Vec<ThreadResult>) -> PhaseResult {
+    let one = results.len() == 1;
+    let mut records = Vec::new();
+    let mut panicked = None;
+    for r in results {
+        match r {
+            Ok((r, p)) => {
+                records.extend(r);
+                panicked = panicked.or(p);
+            }
+            Err(e) => panicked = panicked.or(Some(e)),
+        }
+    }
+    if one {
+        records.sort_by_key(|r| r.index);
+    } else {
+        records.sort_by(|a, b| a.start_s.total_cmp(&b.start_s).then(a.index.cmp(&b.index)));
+    }
     let wall_s = records.iter().map(|r| r.end_s).fold(0.0, f64::max);
     PhaseResult { records, wall_s, t0, panicked }
 }
 
-/// What the workers of one phase share.
+/// What the workers of one phase share, across threads too.
+#[derive(Default)]
 struct Shared {
     next: AtomicU32,
     /// Requests dispatched before the deadline and not finished yet (phases by time).
     in_time_open: AtomicU32,
-    deadline: Option<Instant>,
 }
 
 impl Shared {
     /// The next request to send and whether it is a tail request, or None when the phase is over.
-    fn claim(&self, phase: &Phase) -> Option<(u32, bool)> {
-        match self.deadline {
+    fn claim(&self, phase: &Phase, deadline: Option<Instant>) -> Option<(u32, bool)> {
+        match deadline {
             None => {
                 let index = self.next.fetch_add(1, Ordering::Relaxed);
                 (index < phase.requests).then_some((index, false))
@@ -204,11 +264,12 @@ async fn worker(
     let mut records = Vec::new();
     let mut scratch = Scratch::default();
     let mut scheduled = Instant::now();
-    while let Some((index, tail)) = shared.claim(phase) {
+    let deadline = phase.duration.map(|d| t0 + d);
+    while let Some((index, tail)) = shared.claim(phase, deadline) {
         let body = body_of(spec, phase, index, &mut scratch);
         let mut record = one_request(http, spec, phase, index, body, t0, scheduled).await;
         record.tail = tail;
-        if shared.deadline.is_some() && !tail {
+        if deadline.is_some() && !tail {
             shared.in_time_open.fetch_sub(1, Ordering::SeqCst);
         }
         records.push(record);

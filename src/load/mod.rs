@@ -11,4 +11,5 @@ pub mod prompt;
 pub mod session;
 pub mod sse;
 pub mod text;
+pub mod threads;
 pub mod trace;

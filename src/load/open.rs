@@ -21,13 +21,13 @@
 //! last measured requests do not finish on an emptying server.
 
 use super::arrival;
-use super::client::{Phase, PhaseResult, RequestSpec, body_of, one_request};
+use super::client::{Built, Phase, PhaseResult, RequestSpec, body_of, one_request};
 use crate::record::RequestRecord;
 use crate::record::plan::OpenLoop;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 /// Closer to an arrival than this, the dispatcher yields instead of sleeping on tokio's (1 ms) timer.
@@ -37,106 +37,82 @@ const NAP: Duration = Duration::from_millis(50);
 /// Arrivals sent back to back (a dispatcher behind its schedule) before it yields to the requests it sent.
 const BURST: u32 = 64;
 
-/// Runs one open-loop phase on a thread and runtime of its own. Dropping the future (Ctrl-C) tells the thread
-/// to drop the phase, whose set of tasks aborts the requests in flight.
+/// Bodies a builder thread keeps ready ahead of its dispatcher. Memory is bounded by this many bodies (plus
+/// the one being built): 32 × ~7 bytes per prompt token, 2.2 MB at the Mooncake trace's mean of 14k tokens,
+/// 28 MB if every body were its longest (126k tokens).
+const AHEAD: usize = 32;
+
+/// Runs one open-loop phase on `phase.threads` threads (1 unless `load.client_threads` asks for more), each
+/// with a runtime, a client and a body builder of its own; arrival `i` of the pre-drawn schedule goes to
+/// thread `i mod N`. Dropping the future (Ctrl-C) tells the threads to drop the phase, whose sets of tasks
+/// abort the requests in flight.
 pub async fn run(spec: &Arc<RequestSpec>, phase: &Phase, o: &OpenLoop) -> PhaseResult {
-    let (spec, phase, o) = (spec.clone(), phase.clone(), o.clone());
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    // Dropped with this future: the thread's select then ends the phase.
-    let (_cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();
-    let spawned = std::thread::Builder::new().name("servelab-open-loop".into()).spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-        let pool = if phase.concurrency == 0 { 1024 } else { phase.concurrency };
-        let http = super::client::http_client(pool);
-        rt.block_on(async {
-            tokio::select! {
-                // why: a send fails only when the caller dropped the phase (Ctrl-C), which then wants nothing;
-                // cancel_rx ends with a send or with its sender dropped, and both mean stop.
-                r = run_here(&http, &spec, &phase, &o) => { done_tx.send(r).ok(); }
-                _ = cancel_rx => {}
-            }
-        });
-    });
-    match spawned {
-        Ok(_) => done_rx.await.unwrap_or_else(|_| empty()),
-        Err(_) => empty(),
-    }
-}
-
-fn empty() -> PhaseResult {
-    PhaseResult {
-        records: Vec::new(),
-        wall_s: 0.0,
-        t0: Instant::now(),
-        panicked: Some("the open-loop thread ended without a result".to_owned()),
-    }
-}
-
-/// One open-loop phase on the current runtime.
-async fn run_here(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase, o: &OpenLoop) -> PhaseResult {
+    let n = phase.threads.max(1);
     let duration_s = phase.duration.map(|d| d.as_secs_f64());
     let mut sched = match spec.workload.trace_arrivals() {
         Some(at) => arrival::Schedule::given(at, o, phase.schedule_seed, duration_s),
         None => arrival::schedule(o, phase.schedule_seed, duration_s, phase.requests),
     };
-    let d = Arc::new(Dispatch {
-        http: http.clone(),
+    let measured: Arc<Vec<f64>> = Arc::new(std::mem::take(&mut sched.measured));
+    let common = Arc::new(Common {
         spec: spec.clone(),
         phase: phase.clone(),
         cap: (phase.concurrency > 0).then(|| Arc::new(Semaphore::new(phase.concurrency as usize))),
-        open: AtomicU32::new(sched.measured.len() as u32),
-        t0: Instant::now(),
-        // The phase's span: its duration, or up to its last measured arrival when an SLO's minimum extends it.
-        send_by: phase.duration.map(|d| {
-            let last = sched.measured.last().copied().unwrap_or(0.0);
-            Instant::now() + d.max(Duration::from_secs_f64(last.max(0.0))) + spec.timeout
-        }),
+        open: AtomicU32::new(measured.len() as u32),
+        tail: Mutex::new((sched, measured.len() as u32)),
     });
-    let mut tasks = JoinSet::new();
-    let mut scratch = super::prompt::Scratch::default();
-    let mut burst = 0;
-    let measured = std::mem::take(&mut sched.measured);
-    for (index, &at) in measured.iter().enumerate() {
-        // Built before its time, while the dispatcher would only wait: a trace's prompts run to 100k ids.
-        let body = body_of(&d.spec, &d.phase, index as u32, &mut scratch);
-        d.wait_until(at, false, &mut burst).await;
-        d.send(&mut tasks, index as u32, at, false, body).await;
-    }
-    if phase.duration.is_some() {
-        // Every measured request ends by its timeout; the bound also holds if one never reports back.
-        let tail_until = Instant::now() + spec.timeout;
-        let mut index = measured.len() as u32;
-        while d.open.load(Ordering::SeqCst) > 0 && Instant::now() < tail_until {
-            let at = sched.next_tail();
-            if !d.wait_until(at, true, &mut burst).await {
-                break; // every measured request finished before this tail arrival was due
-            }
-            let body = body_of(&d.spec, &d.phase, index, &mut scratch);
-            d.send(&mut tasks, index, at, true, body).await;
-            index += 1;
+    let pool = if phase.concurrency == 0 { 1024 } else { phase.concurrency };
+    let (c, m) = (common.clone(), measured.clone());
+    let setup = move |k: u32| {
+        let http = super::client::http_client(super::threads::share(pool, n, k).max(1));
+        (http, builder(&c, &m, k, n))
+    };
+    let run = move |k: u32, (http, bodies), t0: Instant| {
+        let (common, measured) = (common.clone(), measured.clone());
+        async move {
+            let d = Arc::new(Dispatch::new(http, common, &measured, t0));
+            d.run(&measured, k, n, bodies).await
         }
-    }
-    let mut records = Vec::with_capacity(tasks.len());
-    let mut panicked = None;
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok(r) => records.push(r),
-            Err(e) => panicked = panicked.or(Some(super::client::join_error(e))),
-        }
-    }
-    records.sort_by_key(|r| r.index);
-    let wall_s = records.iter().map(|r| r.end_s).fold(0.0, f64::max);
-    PhaseResult { records, wall_s, t0: d.t0, panicked }
+    };
+    let (t0, results) = super::threads::on_threads(n, "servelab-open-loop", setup, run).await;
+    super::client::merge(t0, results)
 }
 
-struct Dispatch {
-    http: reqwest::Client,
+/// Builds the bodies of thread `k`'s share on a thread of its own, in the order its dispatcher sends them, at
+/// most [`AHEAD`] ahead: a trace's prompts run to 100k token ids (~0.7 MB of JSON), and building one on the
+/// dispatcher's thread held back the request it had just started (bench/trace-lateness.md). None (the
+/// dispatcher then builds each body itself) when the thread cannot start.
+fn builder(c: &Arc<Common>, measured: &Arc<Vec<f64>>, k: u32, n: u32) -> Option<mpsc::Receiver<Built>> {
+    let (tx, rx) = mpsc::channel(AHEAD);
+    let (c, len) = (c.clone(), measured.len());
+    let spawned = std::thread::Builder::new().name(format!("servelab-bodies-{k}")).spawn(move || {
+        let mut scratch = super::prompt::Scratch::default();
+        for index in (k as usize..len).step_by(n as usize) {
+            let body = body_of(&c.spec, &c.phase, index as u32, &mut scratch);
+            if tx.blocking_send(body).is_err() {
+                return; // the dispatcher is gone (the phase was dropped)
+            }
+        }
+    });
+    spawned.ok().map(|_| rx)
+}
+
+/// What the threads of one open-loop phase share.
+struct Common {
     spec: Arc<RequestSpec>,
     phase: Phase,
-    /// `max_concurrency`: an arrival waits for a free slot (and is late by that wait).
+    /// `max_concurrency`, across every thread: an arrival waits for a free slot (and is late by that wait).
     cap: Option<Arc<Semaphore>>,
     /// Measured requests not finished yet.
     open: AtomicU32,
+    /// Tail arrivals, drawn on from the schedule's stream by whichever thread is free, and the next index.
+    tail: Mutex<(arrival::Schedule, u32)>,
+}
+
+/// One thread's dispatcher.
+struct Dispatch {
+    http: reqwest::Client,
+    c: Arc<Common>,
     t0: Instant,
     /// A phase by time ends by its duration plus the request timeout: an arrival still waiting for a
     /// `max_concurrency` slot then is recorded as not sent instead of holding the phase open.
@@ -144,17 +120,70 @@ struct Dispatch {
 }
 
 impl Dispatch {
-    /// Waits for a slot under a cap, then sends the request on a task of its own.
-    async fn send(
+    fn new(http: reqwest::Client, c: Arc<Common>, measured: &[f64], t0: Instant) -> Dispatch {
+        // The phase's span: its duration, or up to its last measured arrival when an SLO's minimum extends it.
+        let send_by = c.phase.duration.map(|d| {
+            let last = measured.last().copied().unwrap_or(0.0);
+            t0 + d.max(Duration::from_secs_f64(last.max(0.0))) + c.spec.timeout
+        });
+        Dispatch { http, c, t0, send_by }
+    }
+
+    /// Sends thread `k`'s share of the measured arrivals (every `n`th from the `k`th), then tail arrivals while
+    /// measured requests are open (a phase by time), and returns every record.
+    async fn run(
         self: &Arc<Self>,
-        tasks: &mut JoinSet<RequestRecord>,
-        index: u32,
-        at: f64,
-        tail: bool,
-        body: super::client::Built,
-    ) {
+        measured: &[f64],
+        k: u32,
+        n: u32,
+        mut bodies: Option<mpsc::Receiver<Built>>,
+    ) -> (Vec<RequestRecord>, Option<String>) {
+        let (spec, phase) = (&self.c.spec, &self.c.phase);
+        let mut tasks = JoinSet::new();
+        let mut scratch = super::prompt::Scratch::default();
+        let mut burst = 0;
+        for index in (k as usize..measured.len()).step_by(n as usize) {
+            let built = match bodies.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => None,
+            };
+            let body = built.unwrap_or_else(|| body_of(spec, phase, index as u32, &mut scratch));
+            let at = measured[index];
+            self.wait_until(at, false, &mut burst).await;
+            self.send(&mut tasks, index as u32, at, false, body).await;
+        }
+        drop(bodies);
+        if phase.duration.is_some() {
+            // Every measured request ends by its timeout; the bound also holds if one never reports back.
+            let tail_until = Instant::now() + spec.timeout;
+            while self.c.open.load(Ordering::SeqCst) > 0 && Instant::now() < tail_until {
+                let at = self.c.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.next_tail();
+                if !self.wait_until(at, true, &mut burst).await {
+                    break; // every measured request finished before this tail arrival was due
+                }
+                let index = {
+                    let mut t = self.c.tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    t.1 += 1;
+                    t.1 - 1
+                };
+                let body = body_of(spec, phase, index, &mut scratch);
+                self.send(&mut tasks, index, at, true, body).await;
+            }
+        }
+        let mut records = Vec::with_capacity(tasks.len());
+        let mut panicked = None;
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(r) => records.push(r),
+                Err(e) => panicked = panicked.or(Some(super::client::join_error(e))),
+            }
+        }
+        (records, panicked)
+    }
+    /// Waits for a slot under a cap, then sends the request on a task of its own.
+    async fn send(self: &Arc<Self>, tasks: &mut JoinSet<RequestRecord>, index: u32, at: f64, tail: bool, body: Built) {
         let scheduled = self.t0 + Duration::from_secs_f64(at);
-        let permit = match (&self.cap, self.send_by) {
+        let permit = match (&self.c.cap, self.send_by) {
             (Some(s), Some(by)) => match tokio::time::timeout_at(by.into(), s.clone().acquire_owned()).await {
                 Ok(p) => p.ok(),
                 Err(_) => {
@@ -166,15 +195,15 @@ impl Dispatch {
             (Some(s), None) => s.clone().acquire_owned().await.ok(),
             (None, _) => None,
         };
-        let slot_s = self.cap.as_ref().map(|_| Instant::now().duration_since(self.t0).as_secs_f64());
+        let slot_s = self.c.cap.as_ref().map(|_| Instant::now().duration_since(self.t0).as_secs_f64());
         let d = self.clone();
         tasks.spawn(async move {
-            let mut r = one_request(&d.http, &d.spec, &d.phase, index, body, d.t0, scheduled).await;
+            let mut r = one_request(&d.http, &d.c.spec, &d.c.phase, index, body, d.t0, scheduled).await;
             drop(permit);
             r.slot_s = slot_s;
             r.tail = tail;
             if !tail {
-                d.open.fetch_sub(1, Ordering::SeqCst);
+                d.c.open.fetch_sub(1, Ordering::SeqCst);
             }
             r
         });
@@ -183,15 +212,15 @@ impl Dispatch {
     /// The record of an arrival that found every `max_concurrency` slot busy until the phase had to end.
     fn not_sent(&self, index: u32, scheduled: Instant, tail: bool) -> RequestRecord {
         if !tail {
-            self.open.fetch_sub(1, Ordering::SeqCst);
+            self.c.open.fetch_sub(1, Ordering::SeqCst);
         }
         let now = Instant::now().duration_since(self.t0).as_secs_f64();
-        let cap = self.phase.concurrency;
+        let cap = self.c.phase.concurrency;
         RequestRecord {
-            point: self.phase.point.clone(),
-            attempt: self.phase.attempt,
+            point: self.c.phase.point.clone(),
+            attempt: self.c.phase.attempt,
             index,
-            warmup: self.phase.warmup,
+            warmup: self.c.phase.warmup,
             scheduled_s: scheduled.duration_since(self.t0).as_secs_f64(),
             start_s: now,
             end_s: now,
@@ -213,7 +242,7 @@ impl Dispatch {
         let at = self.t0 + Duration::from_secs_f64(at);
         let mut waited = false;
         loop {
-            if tail && self.open.load(Ordering::SeqCst) == 0 {
+            if tail && self.c.open.load(Ordering::SeqCst) == 0 {
                 return false;
             }
             let now = Instant::now();

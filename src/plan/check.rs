@@ -262,7 +262,8 @@ fn templates(spec: &Spec) -> (Located, Located) {
                 load.push((key(&["load", name]), t.to_owned()));
             }
         }
-        for (name, v) in [("warmup", &l.warmup), ("shared_prefix_tokens", &l.shared_prefix_tokens)] {
+        let ints = [("warmup", &l.warmup), ("shared_prefix_tokens", &l.shared_prefix_tokens)];
+        for (name, v) in ints.into_iter().chain([("client_threads", &l.client_threads)]) {
             if let IntOrTemplate::Template(t) = v {
                 load.push((key(&["load", name]), t.clone()));
             }
@@ -364,6 +365,23 @@ pub fn at_most(path: &[&str], value: u32, max: u32, vars: &IndexMap<String, Scal
         key(path),
         format!("{value}{} is beyond what servelab accepts ({max})", at_point(vars)),
         format!("set `{}` to at most {max}", path.join(".")),
+    ))
+}
+
+/// Client threads a load may ask for: more than a host has cores only time-slices them.
+pub const MAX_CLIENT_THREADS: u32 = 256;
+
+/// `load.client_threads`: at most [`MAX_CLIENT_THREADS`], and for a closed loop at most its concurrency (a
+/// thread without a slot would send nothing).
+pub fn client_threads(n: u32, concurrency: u32, open: bool, vars: &IndexMap<String, Scalar>) -> Result<(), PlanError> {
+    at_most(&["load", "client_threads"], n, MAX_CLIENT_THREADS, vars)?;
+    if open || n <= concurrency {
+        return Ok(());
+    }
+    Err(PlanError::at(
+        key(&["load", "client_threads"]),
+        format!("client_threads {n} is more than the closed loop's concurrency {concurrency}{}", at_point(vars)),
+        format!("use at most {concurrency} client threads (each holds at least one of the concurrent requests)"),
     ))
 }
 

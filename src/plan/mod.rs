@@ -266,6 +266,8 @@ fn render_client(
         }
         (None, d) => (0, Some(d.map_or(10.0, |d| d.0.as_secs_f64()))),
     };
+    let client_threads = int("client_threads", &load.client_threads, 1)?;
+    check::client_threads(client_threads, concurrency, open_loop.is_some(), vars)?;
     let warmup = int("warmup", &load.warmup, 0)?;
     check::at_most(&["load", "warmup"], warmup, MAX_CONCURRENCY, vars)?;
     let ignore_eos = check::render_bool(renderer, &ctx, vars, &["load", "ignore_eos"], &load.ignore_eos)?;
@@ -315,6 +317,7 @@ fn render_client(
         dataset: w.dataset,
         trace: traced,
         sessions,
+        client_threads,
     })
 }
 

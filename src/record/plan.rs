@@ -215,6 +215,17 @@ pub struct ClientConfig {
     /// turn resends the history with the server's own answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<SessionPlan>,
+    /// `load.client_threads`; left out when 1 (0, a default value, reads as 1), so earlier ids do not change.
+    #[serde(default = "one_thread", skip_serializing_if = "at_most_one")]
+    pub client_threads: u32,
+}
+
+fn one_thread() -> u32 {
+    1
+}
+
+fn at_most_one(n: &u32) -> bool {
+    *n <= 1
 }
 
 /// `load.sessions`, planned: every length a distribution (a fixed one as `uniform` of one value).

@@ -505,6 +505,7 @@ pub async fn server_warmup(
         salt: prompt::salt(&format!("{}/server-warmup", group.id)),
         open_loop: c.open_loop.clone().map(|o| OpenLoop { min_requests: 0, ..o }),
         schedule_seed: prompt::salt(&format!("{}/server-warmup/schedule", group.id)),
+        threads: c.client_threads.max(1),
     };
     let http = client::http_client(pool_size(c));
     let r = phase_or_interrupt(&http, &spec, &phase, ctx.interrupted, &group.server.cpus).await.ok_or("interrupted")?;
@@ -562,6 +563,7 @@ pub async fn run_point(
             salt: prompt::salt(&format!("{}/{attempt}/warmup", point.id)),
             open_loop: None,
             schedule_seed: 0,
+            threads: 1,
         };
         if let Some(r) = phase_or_interrupt(&http, &spec, &warm, ctx.interrupted, &group.server.cpus).await {
             // Warmup requests are never figures, but a worker that panicked there is a bug the point must show.
@@ -598,6 +600,7 @@ pub async fn run_point(
         open_loop: c.open_loop.clone(),
         // The same spec seed and point give the same schedule, on every attempt.
         schedule_seed: c.seed ^ prompt::salt(&format!("{}/schedule", point.id)),
+        threads: c.client_threads.max(1),
     };
     let result = if ctx.interrupted.load(Ordering::SeqCst) {
         None

@@ -340,6 +340,12 @@ pub struct Load {
     /// A request taking longer than this is recorded as a `timeout` error.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: Dur,
+    /// OS threads the client drives the load from, each with a single-threaded runtime, an HTTP client and a
+    /// share of the load of its own: an open loop's (or trace's) arrival `i` goes to thread `i mod N`; a closed
+    /// loop's concurrency is split across them and its request budget shared. 1 (the default): as before, one
+    /// dispatcher thread for an open loop, servelab's own runtime for a closed loop.
+    #[serde(default = "int1", skip_serializing_if = "is_int1")]
+    pub client_threads: IntOrTemplate,
 }
 
 /// `load.dataset`: a file of prompts, read once while streaming, sampled with `load.seed`.
@@ -563,6 +569,14 @@ fn default_server_warmup() -> Dur {
 
 fn default_request_timeout() -> Dur {
     Dur::secs(300)
+}
+
+fn int1() -> IntOrTemplate {
+    IntOrTemplate::Int(1)
+}
+
+fn is_int1(v: &IntOrTemplate) -> bool {
+    matches!(v, IntOrTemplate::Int(1))
 }
 
 fn int0() -> IntOrTemplate {

@@ -54,6 +54,8 @@ fn cases() -> Vec<(&'static str, String, Vec<String>)> {
         ("precision with repeats", format!("{BASE}repeats: 2\nprecision: {{rel_ci: 0.05}}\n"), vec![]),
         ("precision with repeat_policy best", format!("{BASE}repeat_policy: best\nprecision: {{rel_ci: 0.05}}\n"), vec![]),
         ("max_error_rate above 1", format!("{BASE}  max_error_rate: 2\n"), vec![]),
+        ("client_threads < 1", format!("{BASE}  client_threads: 0\n"), vec![]),
+        ("client_threads above the closed loop's concurrency", format!("{BASE}  client_threads: 2\n"), vec![]),
         (
             "length distribution without its shape",
             with("  max_tokens: 64", "  max_tokens: 64\n  prompt_tokens: {dist: lognormal, mean: 256}"),

@@ -7,6 +7,7 @@ mod common;
 
 mod bad_input;
 mod cli;
+mod client_threads;
 mod fake_engine;
 mod fuzz;
 mod layers;
