@@ -187,10 +187,11 @@ pub async fn run(
                     loop {
                         let now = Instant::now();
                         let id = next.fetch_add(1, Ordering::Relaxed);
-                        let over = match deadline {
-                            Some(d) => now >= d,
-                            None => id >= sh.phase.requests,
-                        };
+                        let over = id >= SessionPlan::MAX_SESSIONS
+                            || match deadline {
+                                Some(d) => now >= d,
+                                None => id >= sh.phase.requests,
+                            };
                         if over {
                             break records;
                         }
@@ -204,7 +205,7 @@ pub async fn run(
             let arrivals = super::arrival::schedule(o, phase.schedule_seed, duration_s, phase.requests).measured;
             let cap =
                 (phase.concurrency > 0).then(|| Arc::new(tokio::sync::Semaphore::new(phase.concurrency as usize)));
-            for (id, at) in (0u32..).zip(arrivals) {
+            for (id, at) in (0..SessionPlan::MAX_SESSIONS).zip(arrivals) {
                 let due = t0 + Duration::from_secs_f64(at.max(0.0));
                 tokio::time::sleep_until(due.into()).await;
                 let permit = match &cap {

@@ -297,7 +297,8 @@ fn render_client(
         requests_asked,
         exact_requests: load.exact_requests,
         max_tokens: w.max_tokens,
-        prompt_tokens: w.prompt_tokens,
+        // A session's nominal prompt is its new user message (the history grows from it turn after turn).
+        prompt_tokens: sessions.map_or(w.prompt_tokens, |s| s.user_tokens.mean().round() as u32),
         ignore_eos,
         stream,
         warmup,

@@ -69,6 +69,8 @@ pub fn plan(
         Some(c) => int("sessions.count", c, 1)?,
         None => 0,
     };
+    // A request's index is session × MAX_TURNS + turn − 1, a u32.
+    super::check::at_most(&["load", "sessions", "count"], count, SessionPlan::MAX_SESSIONS, vars)?;
     let limit = context.map(|l| l.min(u64::from(super::MAX_TOKENS)) as u32);
     let turns = dist_of(length("sessions.turns", &s.turns, None, vars, int)?);
     if turns.bounds().1 > SessionPlan::MAX_TURNS {

@@ -244,6 +244,8 @@ pub struct SessionPlan {
 impl SessionPlan {
     /// The most turns a session may have: a session's turn number is below it, so request indices are unique.
     pub const MAX_TURNS: u32 = 1000;
+    /// The most sessions a phase holds: a request's index (session × `MAX_TURNS` + turn − 1) fits in 32 bits.
+    pub const MAX_SESSIONS: u32 = u32::MAX / Self::MAX_TURNS - 1;
 }
 
 /// A length distribution of the spec, validated: every draw is clipped to `[min, max]`.

@@ -225,3 +225,43 @@ fn sessions_without_the_chat_endpoint_are_refused_with_the_fix() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("`load.endpoint` is not `chat`") && err.contains("endpoint: chat"), "{err}");
 }
+
+/// What `validate` says of a sessions spec on a vLLM engine of max-model-len 512 (nothing starts).
+fn validate_vllm(load: &str) -> (Option<i32>, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("s.yaml");
+    let model = model_folder(tmp.path());
+    std::fs::write(
+        &spec,
+        format!(
+            "name: s\nengine:\n  model: {}\n  args: {{max-model-len: 512}}\nload:\n  endpoint: chat\n{load}measure: {{memory: procfs}}\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).args(["validate", spec.to_str().unwrap()]).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Keys that size or shape the phase otherwise, and a session too long for the context, are refused with
+/// the fix before anything starts; a session that fits is valid.
+#[test]
+fn sessions_that_cannot_run_as_asked_are_refused_with_the_fix() {
+    let cases = [
+        ("  duration: 10s\n  sessions: { count: 4 }\n", "`duration` and `sessions.count` both size"),
+        ("  requests: 8\n  sessions: { count: 4 }\n", "`requests` does not go with `sessions`"),
+        ("  shared_prefix_tokens: 16\n  sessions: { count: 4 }\n", "`shared_prefix_tokens` does not go with"),
+        ("  sessions: { count: 4, turns: 1001 }\n", "more than servelab sends (1000)"),
+        (
+            "  max_tokens: 64\n  sessions: { count: 4, turns: 4, user_tokens: 100 }\n",
+            "holds 656 tokens by its last turn, more than max-model-len 512",
+        ),
+    ];
+    for (load, want) in cases {
+        let (code, err) = validate_vllm(load);
+        assert_eq!(code, Some(2), "{load}: {err}");
+        assert!(err.contains(want) && err.contains("fix"), "{load}: {err}");
+    }
+    let (code, err) = validate_vllm("  max_tokens: 16\n  sessions: { count: 4, turns: 3, user_tokens: 100 }\n");
+    assert_eq!(code, Some(0), "{err}");
+}
