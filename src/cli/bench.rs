@@ -285,7 +285,7 @@ fn arrivals(b: &BenchArgs, load: &mut serde_json::Map<String, Value>) -> Result<
         let levels = if caps.is_empty() { vec![requests] } else { caps.clone() };
         return Ok(json!({ "concurrency": levels }));
     }
-    if !(b.request_rate > 0.0) {
+    if b.request_rate.is_nan() || b.request_rate <= 0.0 {
         return Err(usage(format!("--request-rate {}: must be positive, or inf", b.request_rate)));
     }
     load.insert("rate".into(), json!(b.request_rate));
@@ -377,7 +377,7 @@ mod tests {
         let mut argv = vec!["servelab", "bench"];
         argv.extend_from_slice(args);
         match Cli::parse_from(argv).command {
-            Command::Bench(b) => b,
+            Command::Bench(b) => *b,
             _ => unreachable!(),
         }
     }
