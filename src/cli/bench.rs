@@ -79,6 +79,9 @@ pub struct BenchArgs {
     /// Output tokens of the random dataset.
     #[arg(long, visible_aliases = ["output-len", "max-tokens"], default_value_t = 128)]
     pub random_output_len: u32,
+    /// Tokens every random prompt shares at its start, before its --random-input-len own tokens.
+    #[arg(long, default_value_t = 0)]
+    pub random_prefix_len: u32,
     /// Random lengths are drawn uniformly from [floor(len·(1−r)), ceil(len·(1+r))]; r in [0, 1).
     #[arg(long, default_value_t = 0.0)]
     pub random_range_ratio: f64,
@@ -182,13 +185,15 @@ fn random_lengths(b: &BenchArgs) -> Result<(Value, Value), Error> {
     if !(0.0..1.0).contains(&r) {
         return Err(usage(format!("--random-range-ratio {r}: must be in [0, 1), as in vllm bench serve")));
     }
+    // The prefix comes on top of the drawn input length, as vLLM's total is prefix_len + the draw.
     let range = |len: u32, floor1: bool| {
         let lo = (f64::from(len) * (1.0 - r)).floor() as u32;
         let hi = (f64::from(len) * (1.0 + r)).ceil() as u32;
-        let (lo, hi) = if floor1 { (lo.max(1), hi.max(1)) } else { (lo, hi) };
+        let (lo, hi) =
+            if floor1 { (lo.max(1), hi.max(1)) } else { (lo + b.random_prefix_len, hi + b.random_prefix_len) };
         if r == 0.0 { json!(lo) } else { json!({ "dist": "uniform", "min": lo, "max": hi }) }
     };
-    if (f64::from(b.random_input_len) * (1.0 - r)).floor() < 1.0 {
+    if (f64::from(b.random_input_len) * (1.0 - r)).floor() + f64::from(b.random_prefix_len) < 1.0 {
         return Err(usage(format!(
             "--random-input-len {} with --random-range-ratio {r} can draw an empty prompt; raise the length or lower the ratio",
             b.random_input_len
@@ -236,6 +241,10 @@ fn prompts(b: &BenchArgs, load: &mut serde_json::Map<String, Value>) -> Result<(
             load.insert("prompt_tokens".into(), input);
             load.insert("max_tokens".into(), output);
             load.insert("vocab_size".into(), json!(b.vocab_size.unwrap_or(1000)));
+            load.insert("shared_prefix_tokens".into(), json!(b.random_prefix_len));
+        }
+        _ if b.random_prefix_len > 0 => {
+            return Err(usage("--random-prefix-len is for --dataset-name random".to_owned()));
         }
         DatasetName::Sharegpt | DatasetName::Custom => {
             let format = if b.dataset_name == DatasetName::Sharegpt { "sharegpt" } else { "jsonl" };
@@ -455,6 +464,11 @@ mod tests {
         // floor(3 × 0.75) = 2, ceil(3 × 1.25) = 4.
         assert_eq!(v["load"]["max_tokens"], json!({ "dist": "uniform", "min": 2, "max": 4 }));
         plans(&v);
+        let prefixed =
+            value(&["--random-input-len", "100", "--random-prefix-len", "20", "--random-range-ratio", "0.25"]);
+        assert_eq!(prefixed["load"]["prompt_tokens"], json!({ "dist": "uniform", "min": 95, "max": 145 }));
+        assert_eq!(prefixed["load"]["shared_prefix_tokens"], 20);
+        plans(&prefixed);
         assert!(refused(&["--random-range-ratio", "1"]).contains("[0, 1)"));
         assert!(refused(&["--random-input-len", "1", "--random-range-ratio", "0.5"]).contains("empty prompt"));
         // The old names are aliases.
