@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
+#[path = "vllm_cpu/bench.rs"]
+mod bench;
 mod common;
 use common::*;
 
@@ -282,6 +284,7 @@ fn bench_measures_an_existing_endpoint() {
                     "16",
                     "--prompt-tokens",
                     "32",
+                    "--ignore-eos",
                     "--out",
                     out.path().to_str().unwrap(),
                     "--run-id",
@@ -304,7 +307,11 @@ fn bench_measures_an_existing_endpoint() {
     assert!(stdout.contains("sequential_s="), "{stdout}");
     let dir = out.path().join("bench/b");
     let requests = jsonl(&dir.join("requests.jsonl"));
-    assert_eq!(requests.iter().filter(|r| r["warmup"] == false).count(), 12 + 16, "c=1: 12 requests; c=4: max(12, 16)");
+    assert_eq!(
+        requests.iter().filter(|r| r["warmup"] == false).count(),
+        12 + 12,
+        "--requests (--num-prompts) is exact"
+    );
     assert!(requests.iter().all(|r| r["completion_tokens"] == 16));
     assert!(!dir.join("kv_cache_scaling.csv").exists(), "an external endpoint has no startup to report");
 }
@@ -642,5 +649,206 @@ fn main() {
             "a_trace_replay_hits_the_prefix_cache_as_its_hash_ids_allow",
             a_trace_replay_hits_the_prefix_cache_as_its_hash_ids_allow,
         ),
+        ("sessions_resend_the_answers_vllm_returned", sessions_resend_the_answers_vllm_returned),
+        ("bench_flag_table_covers_vllm_bench_serve_help", bench::bench_flag_table_covers_vllm_bench_serve_help),
+        (
+            "bench_and_vllm_bench_serve_agree_on_the_zero_endpoint",
+            bench::bench_and_vllm_bench_serve_agree_on_the_zero_endpoint,
+        ),
     ]);
+}
+
+/// What the recording proxy saw of one chat request: the body sent and the answer's text as streamed.
+struct Exchange {
+    body: String,
+    answer: String,
+}
+
+/// A proxy in front of `upstream` that forwards every request and streams every answer back unchanged,
+/// recording each chat body and the text of its answer (every `delta.content` of the stream, in order).
+fn recording_proxy(upstream: String) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Exchange>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let http = reqwest::Client::new();
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else { return };
+                let (http, upstream, log) = (http.clone(), upstream.clone(), log.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let head_end = loop {
+                            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break at + 4;
+                            }
+                            let mut tmp = [0u8; 8192];
+                            match conn.read(&mut tmp).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        while buf.len() < head_end + len {
+                            let mut tmp = [0u8; 8192];
+                            match conn.read(&mut tmp).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                            }
+                        }
+                        let mut words = head.split_whitespace();
+                        let (method, path) =
+                            (words.next().unwrap_or("get").to_owned(), words.next().unwrap_or("/").to_owned());
+                        let body = buf[head_end..head_end + len].to_vec();
+                        buf.drain(..head_end + len);
+                        let url = format!("{upstream}{path}");
+                        let req = match method.as_str() {
+                            "post" => http.post(url).header("content-type", "application/json").body(body.clone()),
+                            _ => http.get(url),
+                        };
+                        let Ok(mut resp) = req.send().await else { return };
+                        let ctype = resp
+                            .headers()
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("application/json")
+                            .to_owned();
+                        let status = resp.status();
+                        let head = format!(
+                            "HTTP/1.1 {} {}\r\ncontent-type: {ctype}\r\ntransfer-encoding: chunked\r\n\r\n",
+                            status.as_u16(),
+                            status.canonical_reason().unwrap_or("")
+                        );
+                        if conn.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let mut all = Vec::new();
+                        while let Ok(Some(chunk)) = resp.chunk().await {
+                            all.extend_from_slice(&chunk);
+                            let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                            if conn.write_all(&framed).await.is_err() {
+                                return;
+                            }
+                        }
+                        if conn.write_all(b"0\r\n\r\n").await.is_err() {
+                            return;
+                        }
+                        if path == "/v1/chat/completions" {
+                            let answer: String = String::from_utf8_lossy(&all)
+                                .lines()
+                                .filter_map(|l| l.strip_prefix("data: "))
+                                .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                                .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+                                .collect();
+                            let body = String::from_utf8_lossy(&body).into_owned();
+                            log.lock().unwrap().push(Exchange { body, answer });
+                        }
+                    }
+                });
+            }
+        });
+    });
+    (port, seen)
+}
+
+/// Multi-turn sessions on real vLLM, through a proxy that records what went over the wire: every turn after
+/// the first carries the earlier user messages and the answers vLLM really streamed, verbatim and in order;
+/// vLLM's per-request `cached_tokens` (with `--enable-prompt-tokens-details` and prefix caching) reaches
+/// the records and shows the history's first block served from the cache from turn 2 on.
+fn sessions_resend_the_answers_vllm_returned() {
+    let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = vllm_bin();
+    let out = tempfile::tempdir().unwrap();
+    let port = 18440;
+    let log = std::fs::File::create(out.path().join("server.log")).unwrap();
+    use std::os::unix::process::CommandExt;
+    let mut server = Command::new(bin.join("vllm"))
+        .args(["serve", "models/tiny-llama", "--max-model-len", "1024", "--kv-cache-memory-bytes", "268435456"])
+        .args(["--dtype", "bfloat16", "--enforce-eager", "--enable-prefix-caching", "--enable-prompt-tokens-details"])
+        .args(["--chat-template", "experiments/templates/chat-template.jinja", "--host", "127.0.0.1"])
+        .args(["--port", &port.to_string()])
+        .envs([
+            ("VLLM_HOST_IP", "127.0.0.1"),
+            ("HF_HUB_OFFLINE", "1"),
+            ("VLLM_NO_USAGE_STATS", "1"),
+            ("DO_NOT_TRACK", "1"),
+        ])
+        .current_dir(ROOT)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = nix::unistd::Pid::from_raw(server.id() as i32);
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let mut ready = false;
+    while std::time::Instant::now() < deadline && !ready {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        ready =
+            Command::new("curl").args(["-sf", &format!("{url}/v1/models")]).output().is_ok_and(|o| o.status.success());
+    }
+    let (proxy, seen) = recording_proxy(url);
+    let spec = format!(
+        "name: sessions\nengine:\n  kind: external\n  base_url: http://127.0.0.1:{proxy}\n  model: models/tiny-llama\nload:\n  endpoint: chat\n  concurrency: 2\n  max_tokens: 16\n  warmup: 0\n  server_warmup: 0s\n  sessions: {{ count: 3, turns: 3, user_tokens: 150, think_time: 50ms }}\nmeasure: {{memory: procfs}}\n"
+    );
+    let run = ready.then(|| run_spec(&bin, &spec, out.path()));
+    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM).ok();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).ok();
+    server.wait().ok();
+    let run = run.expect("vLLM did not become ready for the sessions test");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let messages = |body: &str| -> Vec<(String, String)> {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["role"].as_str().unwrap().to_owned(), m["content"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    assert_eq!(seen.len(), 9, "3 sessions × 3 turns went over the wire");
+    let answers: std::collections::HashMap<Vec<(String, String)>, &str> =
+        seen.iter().map(|e| (messages(&e.body), e.answer.as_str())).collect();
+    let mut later = 0;
+    for e in &seen {
+        let m = messages(&e.body);
+        assert!(!e.answer.is_empty(), "vLLM answered with text: {}", e.body);
+        for (i, (role, _)) in m.iter().enumerate() {
+            assert_eq!(role, if i % 2 == 0 { "user" } else { "assistant" });
+        }
+        if m.len() > 1 {
+            later += 1;
+            let earlier = answers.get(&m[..m.len() - 2]).expect("the previous turn went over the wire");
+            assert_eq!(m[m.len() - 2].1, *earlier, "the answer vLLM streamed, verbatim");
+        }
+    }
+    assert_eq!(later, 6);
+    let recs: Vec<serde_json::Value> =
+        jsonl(&run.dir.join("requests.jsonl")).into_iter().filter(|r| r["warmup"] == false).collect();
+    assert_eq!(recs.len(), 9);
+    for r in &recs {
+        assert!(r["error"].is_null(), "{r}");
+        assert_eq!(r["completion_tokens"], 16, "{r}");
+        let cached = r["cached_tokens"].as_u64().expect("vLLM sent cached_tokens");
+        if r["session"]["turn"].as_u64().unwrap() >= 2 {
+            assert!(cached >= 128, "the history's first block came from the cache: {r}");
+        }
+    }
+    let md = std::fs::read_to_string(run.dir.join("concurrency_sweep.md")).unwrap();
+    assert!(md.contains("## Sessions"), "{md}");
+    eprintln!("{}", md.split("## Sessions").nth(1).unwrap_or_default());
 }

@@ -20,8 +20,11 @@
 //!   --garbage           stream `data:` lines that are not JSON, then [DONE] (garbage is no completion)
 //!   --no-tokens         stream completion events with empty text and usage of 0 tokens, then [DONE]
 //!   --start-delay-ms N  wait N ms before listening (a start that takes time)
-//!   --record-bodies F   append each completion request's body to F, one line each, in the order they
-//!                       arrive (a test checks the prompts a client sent)
+//!   --record-bodies F   append each completion and chat request's body to F, one line each, in the order
+//!                       they arrive (a test checks the prompts a client sent)
+//!
+//! A chat answer's first token is ` x` and the FNV-1a hash of the request's body in hex, then ` w1`, ` w2`, ...:
+//! an answer no client can guess without reading it, so a test can tell that a session resent the real one.
 //!   --version-file F    answer /version with the first line of F, read at start (default "zero"): a test
 //!                       upgrades "vLLM" between a run and its resume without changing the command line
 //!
@@ -246,9 +249,11 @@ async fn chat_completion(stream: &mut TcpStream, body: &[u8], seq: u64, itl: Dur
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n",
     );
     chunk(&mut out, event("{\"role\":\"assistant\",\"content\":\"\"}", "null", 0).as_bytes());
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
     for i in 0..n {
         let finish = if i + 1 == n { "\"length\"" } else { "null" };
-        chunk(&mut out, event(&format!("{{\"content\":\" w{i}\"}}"), finish, i + 1).as_bytes());
+        let token = if i == 0 { format!(" x{hash:016x}") } else { format!(" w{i}") };
+        chunk(&mut out, event(&format!("{{\"content\":\"{token}\"}}"), finish, i + 1).as_bytes());
         stream.write_all(&out).await?;
         out.clear();
         if !itl.is_zero() {
@@ -263,6 +268,17 @@ async fn chat_completion(stream: &mut TcpStream, body: &[u8], seq: u64, itl: Dur
     chunk(&mut out, b"data: [DONE]\n\n");
     out.extend_from_slice(b"0\r\n\r\n");
     stream.write_all(&out).await
+}
+
+/// `--record-bodies`: appends a request's body as one line.
+fn record_body(body: &[u8]) {
+    if let Some(file) = BODIES.get().and_then(Option::as_ref) {
+        use std::io::Write;
+        let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = f.write_all(body).and_then(|()| f.write_all(b"\n")) {
+            eprintln!("ERROR servelab-zero-endpoint: cannot record a body (--record-bodies): {e}");
+        }
+    }
 }
 
 async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell::Cell<u64>>) -> std::io::Result<()> {
@@ -333,17 +349,12 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
             }
             "/v1/chat/completions" => {
                 seq.set(seq.get() + 1);
+                record_body(&body);
                 chat_completion(&mut stream, &body, seq.get(), itl).await?;
             }
             "/v1/completions" => {
                 seq.set(seq.get() + 1);
-                if let Some(file) = BODIES.get().and_then(Option::as_ref) {
-                    use std::io::Write;
-                    let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if let Err(e) = f.write_all(&body).and_then(|()| f.write_all(b"\n")) {
-                        eprintln!("ERROR servelab-zero-endpoint: cannot record a body (--record-bodies): {e}");
-                    }
-                }
+                record_body(&body);
                 let _slot = match CAPACITY.get().and_then(Option::as_ref) {
                     Some(s) => s.acquire().await.ok(),
                     None => None,

@@ -131,6 +131,9 @@ struct Body<'a> {
 }
 
 pub async fn run_phase(http: &reqwest::Client, spec: &Arc<RequestSpec>, phase: &Phase) -> PhaseResult {
+    if let super::prompt::Source::Sessions(sessions) = &spec.workload.source {
+        return super::session::run(http, spec, sessions, phase).await;
+    }
     if let Some(o) = &phase.open_loop {
         return super::open::run(spec, phase, o).await;
     }
@@ -342,6 +345,18 @@ pub(super) async fn one_request(
     t0: Instant,
     scheduled: Instant,
 ) -> RequestRecord {
+    one_request_reading(http, spec, phase, (index, body), (t0, scheduled), None).await
+}
+
+/// `one_request`, with the answer's text read into `answer` as it streams (a session's next turn resends it).
+pub(super) async fn one_request_reading(
+    http: &reqwest::Client,
+    spec: &RequestSpec,
+    phase: &Phase,
+    (index, body): (u32, Built),
+    (t0, scheduled): (Instant, Instant),
+    answer: Option<&mut super::answer::Answer>,
+) -> RequestRecord {
     let Built { bytes: body, max_tokens, sent_tokens } = body;
     let mut p = Progress {
         first: None,
@@ -356,7 +371,7 @@ pub(super) async fn one_request(
         status: None,
     };
     let start = Instant::now();
-    let outcome = tokio::time::timeout(spec.timeout, exchange(http, spec, body, max_tokens, &mut p)).await;
+    let outcome = tokio::time::timeout(spec.timeout, exchange(http, spec, body, max_tokens, &mut p, answer)).await;
     let end = Instant::now();
     match outcome {
         Err(_) => {
@@ -401,6 +416,8 @@ pub(super) async fn one_request(
         max_tokens: spec.record_max_tokens.then_some(max_tokens),
         http_status: p.status,
         error: p.error,
+        session: None,
+        cached_tokens: None,
     }
 }
 
@@ -455,6 +472,7 @@ async fn exchange(
     body: Vec<u8>,
     max_tokens: u32,
     p: &mut Progress,
+    mut answer: Option<&mut super::answer::Answer>,
 ) -> Result<(), RequestError> {
     let mut req = http.post(spec.url.clone()).header("content-type", "application/json");
     if let Some(key) = &spec.api_key {
@@ -502,6 +520,9 @@ async fn exchange(
             v["usage"]["completion_tokens"].as_u64().map(|n| n as u32),
         );
         // Without usage, a non-empty text is at least one token.
+        if let Some(a) = answer {
+            a.whole(&v);
+        }
         let choice = &v["choices"][0];
         let text = choice["text"].as_str().or(choice["message"]["content"].as_str()).unwrap_or_default();
         p.counted = u32::from(!text.is_empty());
@@ -519,6 +540,9 @@ async fn exchange(
             events += 1;
             on_event(p, event, now);
         });
+        if let Some(a) = answer.as_deref_mut() {
+            a.feed(&chunk);
+        }
         if parser.overflowed() || p.error.is_some() {
             break; // the error is recorded; nothing after it is read
         }

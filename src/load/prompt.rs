@@ -33,6 +33,8 @@ pub enum Source {
     Items { items: Arc<Vec<TextItem>>, random: bool, specials: u32 },
     /// A trace window's requests in order (request `i` is the window's `i`th), token ids below `vocab`.
     Trace { window: Arc<crate::record::tracefile::Window>, vocab: u64, speedup: f64 },
+    /// Multi-turn sessions (`super::session`): the phase runs them, not one request per index.
+    Sessions(Arc<super::session::Sessions>),
 }
 
 /// The prompts and lengths of one point.
@@ -89,7 +91,7 @@ impl Workload {
     /// Whether output lengths differ between requests (they are then recorded with each request).
     pub fn varies_output(&self) -> bool {
         self.output_dist.is_some()
-            || matches!(&self.source, Source::Trace { .. })
+            || matches!(&self.source, Source::Trace { .. } | Source::Sessions(_))
             || matches!(&self.source, Source::Items { items, .. } if items.iter().any(|i| i.output.is_some()))
     }
 
@@ -133,6 +135,13 @@ impl Workload {
                 let r = window.requests.get(index as usize % window.requests.len().max(1));
                 let (input, output) = r.map_or((0, 1), |r| (r.input, r.output));
                 Request { prompt: Prompt::Ids(&scratch.ids), max_tokens: output, sent_tokens: Some(input) }
+            }
+            // A session's first user message: its turns are sent by `super::session`, never by index.
+            Source::Sessions(s) => {
+                let len = s.draw(salt, index as u32).first().map_or(1, |t| t.user_tokens);
+                let (text, n) = s.user_text(salt, index as u32, 1, len);
+                scratch.text = text;
+                Request { prompt: Prompt::Text(&scratch.text), max_tokens, sent_tokens: Some(n) }
             }
             Source::Items { items, random, specials } => {
                 let i = if *random { splitmix(&mut own.clone()) } else { index } % items.len().max(1) as u64;

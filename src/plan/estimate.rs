@@ -39,12 +39,18 @@ pub fn wall_time(spec: &Spec, groups: &[ServerGroup], search: Option<&RateSearch
         min_total_s += fixed;
         for point in &group.points {
             if let Some(c) = &point.client {
-                let batches = (c.warmup + c.requests).div_ceil(c.concurrency.max(1));
+                // A session is its turns' requests in a row, with its think times between them.
+                let (per_session, think_s) = c.sessions.map_or((1.0, 0.0), |s| {
+                    let turns = s.turns.mean().max(1.0);
+                    (turns, (turns - 1.0) * s.think_ms.mean() / 1e3)
+                });
+                let batches = f64::from((c.warmup + c.requests).div_ceil(c.concurrency.max(1)));
+                let batches = batches * per_session + batches * think_s / per_request_s.max(1e-9);
                 // A phase by time lasts its duration plus about one request to drain (tail requests); an
                 // open loop's at least its minimum arrivals at its rate.
                 let floor = c.open_loop.as_ref().map_or(0.0, |o| f64::from(o.min_requests) / o.rate);
                 let phase = c.duration_s.map_or(0.0, |d| d.max(floor) + per_request_s);
-                let s = (f64::from(batches) * per_request_s + phase) * share;
+                let s = (batches * per_request_s + phase) * share;
                 total_s += s;
                 if min_repeat.is_none_or(|m| point.repeat < m) {
                     min_total_s += s;

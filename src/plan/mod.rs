@@ -11,6 +11,7 @@ pub mod estimate;
 pub mod render;
 pub mod search;
 pub mod server;
+pub mod sessions;
 pub mod slots;
 pub mod table;
 pub mod trace;
@@ -242,9 +243,12 @@ fn render_client(
             (c, None)
         }
     };
+    let w = workload::plan(load, vars, (server.model.as_deref(), server.max_model_len), &int)?;
+    let sessions = sessions::plan(load, vars, server.max_model_len, (w.max_tokens, w.output_dist), &int)?;
     // A phase is sized by time (`duration`, the default) or by a request count, never both.
     let (requests_asked, duration_s) = match (&load.requests, load.duration) {
         _ if let Some(t) = &traced => (t.requests, None),
+        _ if let Some(s) = sessions.filter(|s| s.count > 0) => (s.count, None),
         (Some(_), Some(_)) => {
             return Err(PlanError::at(
                 key(&["load", "duration"]),
@@ -266,7 +270,6 @@ fn render_client(
     check::client_threads(client_threads, concurrency, open_loop.is_some(), vars)?;
     let warmup = int("warmup", &load.warmup, 0)?;
     check::at_most(&["load", "warmup"], warmup, MAX_CONCURRENCY, vars)?;
-    let w = workload::plan(load, vars, (server.model.as_deref(), server.max_model_len), &int)?;
     let ignore_eos = check::render_bool(renderer, &ctx, vars, &["load", "ignore_eos"], &load.ignore_eos)?;
     let stream = check::render_bool(renderer, &ctx, vars, &["load", "stream"], &load.stream)?;
     if let (Some(o), Some(d)) = (&open_loop, duration_s)
@@ -284,7 +287,7 @@ fn render_client(
     }
     let requests = match duration_s {
         Some(_) => 0,
-        None if open_loop.is_some() => requests_asked,
+        None if open_loop.is_some() || sessions.is_some() => requests_asked,
         None if load.exact_requests => requests_asked,
         None => requests_asked.max(concurrency.saturating_mul(4)),
     };
@@ -294,7 +297,8 @@ fn render_client(
         requests_asked,
         exact_requests: load.exact_requests,
         max_tokens: w.max_tokens,
-        prompt_tokens: w.prompt_tokens,
+        // A session's nominal prompt is its new user message (the history grows from it turn after turn).
+        prompt_tokens: sessions.map_or(w.prompt_tokens, |s| s.user_tokens.mean().round() as u32),
         ignore_eos,
         stream,
         warmup,
@@ -313,6 +317,7 @@ fn render_client(
         text_prompts: w.text_prompts,
         dataset: w.dataset,
         trace: traced,
+        sessions,
         client_threads,
     })
 }

@@ -157,6 +157,7 @@ fn render_group(out: &mut String, plan: &Plan, i: usize, group: &crate::record::
                 };
                 let requests = match c.duration_s {
                     Some(d) => format!("{d}s"),
+                    None if c.sessions.is_some() => format!("{} sessions", c.requests),
                     None => c.requests.to_string(),
                 };
                 row.extend([load, requests, c.prompt_tokens.to_string(), c.max_tokens.to_string()])

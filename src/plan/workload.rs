@@ -104,7 +104,7 @@ fn check_dataset(d: &Dataset, load: &Load) -> Result<(), PlanError> {
 }
 
 /// A fixed length (rendered) or a distribution (checked); returns the nominal length and the distribution.
-fn length(
+pub(super) fn length(
     name: &str,
     v: &Length,
     limit: Option<u32>,

@@ -211,6 +211,10 @@ pub struct ClientConfig {
     /// A trace replay: arrivals, lengths and prompts from a window of a trace file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<super::trace::TracePlan>,
+    /// Multi-turn sessions on the chat endpoint (`load.sessions`): the phase is sized in sessions and each
+    /// turn resends the history with the server's own answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionPlan>,
     /// `load.client_threads`; left out when 1 (0, a default value, reads as 1), so earlier ids do not change.
     #[serde(default = "one_thread", skip_serializing_if = "at_most_one")]
     pub client_threads: u32,
@@ -222,6 +226,26 @@ fn one_thread() -> u32 {
 
 fn at_most_one(n: &u32) -> bool {
     *n <= 1
+}
+
+/// `load.sessions`, planned: every length a distribution (a fixed one as `uniform` of one value).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SessionPlan {
+    /// Sessions per measured phase (a phase by count); 0 for a phase by time.
+    pub count: u32,
+    /// Turns of a session.
+    pub turns: LengthDist,
+    /// Tokens of each new user message (the message's text alone, without the chat template).
+    pub user_tokens: LengthDist,
+    /// Milliseconds between a turn's last token and the next turn's send.
+    pub think_ms: LengthDist,
+}
+
+impl SessionPlan {
+    /// The most turns a session may have: a session's turn number is below it, so request indices are unique.
+    pub const MAX_TURNS: u32 = 1000;
+    /// The most sessions a phase holds: a request's index (session × `MAX_TURNS` + turn − 1) fits in 32 bits.
+    pub const MAX_SESSIONS: u32 = u32::MAX / Self::MAX_TURNS - 1;
 }
 
 /// A length distribution of the spec, validated: every draw is clipped to `[min, max]`.

@@ -46,6 +46,20 @@ pub struct RequestRecord {
     pub max_tokens: Option<u32>,
     pub http_status: Option<u16>,
     pub error: Option<RequestError>,
+    /// A multi-turn session's request (`load.sessions`): which session and which turn of it (from 1).
+    pub session: Option<SessionTurn>,
+    /// Prompt tokens the server served from its prefix cache, from `usage.prompt_tokens_details.cached_tokens`
+    /// (vLLM sends it with `--enable-prompt-tokens-details`); None when the server did not say.
+    pub cached_tokens: Option<u32>,
+}
+
+/// Where a request sits in a multi-turn session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTurn {
+    /// The session's number in its phase, from 0.
+    pub id: u32,
+    /// The turn's number in its session, from 1: turn `t` sends the history of turns 1 to `t − 1`.
+    pub turn: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -143,7 +157,7 @@ impl RequestRecord {
 }
 
 mod wire {
-    use super::{RequestError, RequestRecord};
+    use super::{RequestError, RequestRecord, SessionTurn};
     use serde::{Deserialize, Serialize};
 
     /// The on-disk form of [`RequestRecord`]; field order is the file's column order.
@@ -179,6 +193,10 @@ mod wire {
         max_tokens: Option<u32>,
         http_status: Option<u16>,
         error: Option<RequestError>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<SessionTurn>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cached_tokens: Option<u32>,
     }
 
     pub fn to_gaps(offsets: &[u32]) -> Vec<u32> {
@@ -226,6 +244,8 @@ mod wire {
                 max_tokens: w.max_tokens,
                 http_status: w.http_status,
                 error: w.error,
+                session: w.session,
+                cached_tokens: w.cached_tokens,
             }
         }
     }
@@ -253,6 +273,8 @@ mod wire {
                 max_tokens: r.max_tokens,
                 http_status: r.http_status,
                 error: r.error,
+                session: r.session,
+                cached_tokens: r.cached_tokens,
             }
         }
     }

@@ -18,6 +18,8 @@ pub struct Context {
     pub rates: Vec<RateContext>,
     /// Trace replays (open-loop points of `load.trace`), one per point.
     pub traces: Vec<crate::stats::trace::Replay>,
+    /// Multi-turn session points (`load.sessions`), one per point: TTFT and cache hits by turn, session time.
+    pub sessions: Vec<crate::stats::session::SessionPoint>,
     /// What each cell sent: realised lengths, the client's count against the server's, prefix-cache hits.
     pub workload: Vec<crate::stats::workload::WorkloadRow>,
     /// TTFT against the shared-prefix length per server, and what it shows.

@@ -206,6 +206,10 @@ pub fn derive(
     if !traces.is_empty() {
         files.push(("trace_replay.json".to_owned(), stamped(&traces)));
     }
+    let sessions = crate::stats::session::analyze(&rec.points, &rec.requests);
+    if !sessions.is_empty() {
+        files.push(("sessions.json".to_owned(), stamped(&sessions)));
+    }
     let policy = format!("{:?}", spec.repeat_policy).to_lowercase();
     let (failed_closed, failed_open) = context::failed_points(&rec.points);
     let ctx = Context {
@@ -220,6 +224,7 @@ pub fn derive(
         sweeps: sweep_ctx,
         rates: rate_ctx,
         traces,
+        sessions,
         workload,
         prefix,
         tune,

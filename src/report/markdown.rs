@@ -8,7 +8,7 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 use std::path::PathBuf;
 
 /// The reports, and the partials they include (`workload.md`, no report of its own).
-pub const REPORTS: [(&str, &str); 11] = [
+pub const REPORTS: [(&str, &str); 12] = [
     ("findings.md", include_str!("../../templates/findings.md")),
     ("rate_findings.md", include_str!("../../templates/rate_findings.md")),
     ("cache_findings.md", include_str!("../../templates/cache_findings.md")),
@@ -20,6 +20,7 @@ pub const REPORTS: [(&str, &str); 11] = [
     ("prefix_cache.md", include_str!("../../templates/prefix_cache.md")),
     ("tune.md", include_str!("../../templates/tune.md")),
     ("trace_replay.md", include_str!("../../templates/trace_replay.md")),
+    ("sessions.md", include_str!("../../templates/sessions.md")),
 ];
 
 fn num(v: &Value) -> Option<f64> {

@@ -11,6 +11,7 @@ pub mod markdown;
 pub mod rate_csv;
 pub mod sweep_csv;
 pub mod tune_csv;
+pub mod vllm_result;
 pub mod workload_csv;
 
 use crate::record::Recorded;

@@ -138,6 +138,15 @@ pub fn workload_for(c: &ClientConfig, model_dir: Option<&Path>, model_vocab: Opt
     if let Some(t) = &c.trace {
         return Ok(Workload { source: trace_source(t, vocab)?, ..base });
     }
+    if let Some(plan) = c.sessions {
+        let dir = model_dir.ok_or(
+            "sessions build their user messages with the model's tokenizer: `engine.model` must be a local folder",
+        )?;
+        let output =
+            c.output_dist.unwrap_or(crate::record::plan::LengthDist::Uniform { min: c.max_tokens, max: c.max_tokens });
+        let sessions = crate::load::session::Sessions { plan, maker: memo::maker(dir)?, output, seed: c.seed };
+        return Ok(Workload { source: Source::Sessions(Arc::new(sessions)), ..base });
+    }
     let chat = c.endpoint == Endpoint::Chat;
     // The chat endpoint's template adds its own tokens (reported as its overhead); completions add BOS.
     let specials = |m: &TextMaker| if chat { 0 } else { m.specials() };

@@ -307,6 +307,11 @@ pub struct Load {
     /// `prompt_tokens`, `max_tokens` and the other prompt sources; `max_concurrency` still caps it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceSpec>,
+    /// Multi-turn sessions on the chat endpoint: each session's turns in order, each turn resending the
+    /// earlier user messages and the answers the server actually returned, plus a new user message.
+    /// `concurrency` is then sessions in flight, `rate` sessions per second; `max_tokens` is per turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionsSpec>,
     /// Ask the server to ignore end-of-sequence, so every request generates exactly `max_tokens`.
     #[serde(default = "yes")]
     pub ignore_eos: BoolOrTemplate,
@@ -384,6 +389,48 @@ pub struct TraceSpec {
     /// Output lengths above this are cut to it; the report counts them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<IntOrTemplate>,
+}
+
+/// `load.sessions`: how many sessions, how many turns each, how long each new user message is, and how
+/// long the user thinks between an answer and the next message.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsSpec {
+    /// Sessions per measured phase (a phase by count). Without it the phase runs by `load.duration`:
+    /// sessions start until it has passed, and every session started runs to its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<IntOrTemplate>,
+    /// Turns of a session: a number, or a distribution drawn per session (at most 1000).
+    #[serde(default = "three")]
+    pub turns: Length,
+    /// Tokens of each new user message (the text alone, without the chat template): a number or a
+    /// distribution drawn per turn.
+    #[serde(default = "sixty_four")]
+    pub user_tokens: Length,
+    /// Between an answer's last token and the next turn: a duration (`500ms`), or a distribution in
+    /// milliseconds drawn per turn (`{dist: lognormal, mean: 2000, sigma: 0.5, max: 10000}`).
+    #[serde(default = "no_think")]
+    pub think_time: ThinkTime,
+}
+
+/// A think time: one duration, or a distribution of milliseconds.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ThinkTime {
+    Fixed(Dur),
+    Dist(super::values::DistSpec),
+}
+
+fn three() -> Length {
+    Length::int(3)
+}
+
+fn sixty_four() -> Length {
+    Length::int(64)
+}
+
+fn no_think() -> ThinkTime {
+    ThinkTime::Fixed(Dur(std::time::Duration::ZERO))
 }
 
 fn one() -> NumOrTemplate {

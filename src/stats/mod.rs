@@ -7,6 +7,7 @@ pub mod kv;
 pub mod prefix;
 pub mod rate;
 pub mod search;
+pub mod session;
 pub mod summary;
 pub mod sweep;
 pub mod trace;

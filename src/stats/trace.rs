@@ -22,7 +22,7 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn of(mut xs: Vec<f64>) -> Spread {
+    pub fn of(mut xs: Vec<f64>) -> Spread {
         xs.retain(|x| x.is_finite());
         xs.sort_by(f64::total_cmp);
         let p = |q| if xs.is_empty() { 0.0 } else { percentile_sorted(&xs, q) };

@@ -177,10 +177,18 @@ fn the_checker_sees_a_forbidden_import() {
 
 #[test]
 fn no_scheduling_policy_is_implemented_in_the_cli() {
-    let cli = std::fs::read_to_string(src().join("cli.rs")).unwrap();
-    let code = cli.split("#[cfg(test)]").next().unwrap_or("");
-    let impls: Vec<&str> =
-        code.lines().filter(|l| l.trim_start().starts_with("impl ") && l.contains(" for ")).collect();
+    let files = files_of("cli");
+    assert!(files.len() > 1, "src/cli/ has its files");
+    let mut impls = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        impls.extend(
+            code.lines()
+                .filter(|l| l.trim_start().starts_with("impl ") && l.contains(" for "))
+                .map(|l| format!("{}: {l}", f.display())),
+        );
+    }
     assert!(impls.is_empty(), "the CLI implements traits of other layers: {impls:?}");
 }
 

@@ -14,6 +14,7 @@ mod layers;
 mod plan;
 mod readme_numbers;
 mod report;
+mod session;
 mod shards;
 mod trace;
 mod tune;
