@@ -3,23 +3,29 @@
 # ~3.4/s, so ~340/s), against the zero endpoint on this machine. Writes bench/trace-lateness.md. Not a timed
 # test: the figure depends on the machine's cores and load, so it is measured here and stated with them.
 # Usage: scripts/bench/trace-lateness.sh [TRACE] (default ../shared/data/traces/mooncake_conversation_trace.jsonl.xz)
+# SERVELAB_BIN_DIR=DIR measures the servelab and servelab-zero-endpoint in DIR instead of building this tree's
+# (to compare two builds in one session); SERVELAB_BENCH_MD=FILE writes there instead of bench/trace-lateness.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 trace=${1:-../shared/data/traces/mooncake_conversation_trace.jsonl.xz}
-cargo build --release --quiet --bins
-bin=target/release/servelab
-zero=target/release/servelab-zero-endpoint
+bins=${SERVELAB_BIN_DIR:-}
+if [ -z "$bins" ]; then
+  cargo build --release --quiet --bins
+  bins=target/release
+fi
+bin=$bins/servelab
+zero=$(cd "$bins" && pwd)/servelab-zero-endpoint
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-out=bench/trace-lateness.md
+out=${SERVELAB_BENCH_MD:-bench/trace-lateness.md}
 # Two windows of 600 trace seconds (~2,000 requests, 6 s each at 100×): prompts as the trace has them
 # (14k tokens on average, ~70 KB of JSON per request) and capped to 2,048 tokens, outputs capped to 16.
 cat > "$tmp/spec.yaml" <<YAML
 name: trace-lateness
 engine:
   kind: command
-  command: ["$PWD/$zero", "--port", "{{ port }}", "--threads", "1"]
+  command: ["$zero", "--port", "{{ port }}", "--threads", "1"]
   port: $port
   ready_timeout: 5s
 grid:

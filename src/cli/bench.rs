@@ -135,6 +135,9 @@ pub struct BenchArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub run_id: Option<String>,
+    /// servelab: OS threads the client runs on (`load.client_threads`); a comma list runs one point per value.
+    #[arg(long, value_delimiter = ',')]
+    pub client_threads: Vec<u32>,
     /// servelab: how long one request may take before it counts as failed.
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub request_timeout: String,
@@ -311,6 +314,19 @@ fn arrivals(b: &BenchArgs, load: &mut serde_json::Map<String, Value>) -> Result<
     Ok(json!({ "max_concurrency": caps }))
 }
 
+/// `--client-threads 1,2,4`: a grid axis over `load.client_threads`, one point per value (per other point).
+fn client_threads(b: &BenchArgs, load: &mut serde_json::Map<String, Value>, grid: &mut Value) -> Result<(), Error> {
+    if b.client_threads.is_empty() {
+        return Ok(());
+    }
+    if b.client_threads.contains(&0) {
+        return Err(usage("--client-threads must be at least 1".to_owned()));
+    }
+    load.insert("client_threads".into(), json!("{{ client_threads }}"));
+    grid["client_threads"] = json!(b.client_threads);
+    Ok(())
+}
+
 /// The spec `bench` runs, as a value: an external engine, the load the flags describe, and a grid of one
 /// point per `--max-concurrency` value.
 pub fn bench_spec_value(b: &BenchArgs) -> Result<Value, Error> {
@@ -321,7 +337,8 @@ pub fn bench_spec_value(b: &BenchArgs) -> Result<Value, Error> {
     }
     let mut load = serde_json::Map::new();
     load.insert("endpoint".into(), json!(endpoint(b)?));
-    let grid = arrivals(b, &mut load)?;
+    let mut grid = arrivals(b, &mut load)?;
+    client_threads(b, &mut load, &mut grid)?;
     prompts(b, &mut load)?;
     for (k, v) in [
         ("warmup", json!(b.num_warmups)),
@@ -497,5 +514,20 @@ mod tests {
         assert!(refused(&["--endpoint", "/v1/chat/completions"]).contains("openai-chat"));
         assert!(refused(&["--endpoint", "/v1/embeddings"]).contains("/v1/completions"));
         assert_eq!(value(&["--host", "10.0.0.2", "--port", "9"])["engine"]["base_url"], "http://10.0.0.2:9");
+    }
+
+    #[test]
+    fn client_threads_is_a_grid_axis_over_load_client_threads() {
+        let b = bench(&["--request-rate", "50", "--client-threads", "1,2,4", "--num-prompts", "10"]);
+        let loaded = spec::load_str("servelab bench", &bench_spec(&b).unwrap(), &[]).unwrap();
+        let plan = plan::build_located(&loaded).unwrap();
+        let threads: Vec<u32> =
+            plan.groups.iter().flat_map(|g| &g.points).map(|p| p.client.as_ref().unwrap().client_threads).collect();
+        assert_eq!(threads, [1, 2, 4], "one point per value");
+        assert!(bench_spec(&bench(&["--client-threads", "0"])).is_err());
+        // A closed loop cannot hold more threads than requests in flight: the planner says so.
+        let over = bench(&["--max-concurrency", "2", "--client-threads", "4"]);
+        let loaded = spec::load_str("servelab bench", &bench_spec(&over).unwrap(), &[]).unwrap();
+        assert!(plan::build_located(&loaded).is_err());
     }
 }

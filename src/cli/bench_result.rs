@@ -104,7 +104,7 @@ impl Save {
             }
             let value = vllm_result(&point.started_at, &requests, &setup);
             let date = value["date"].as_str().unwrap_or_default().to_owned();
-            let name = self.file_name(&setup, &date, many);
+            let name = self.file_name(&setup, &date, many, cap("client_threads"));
             let path = self.dir.as_ref().map_or_else(|| PathBuf::from(&name), |d| d.join(&name));
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
@@ -117,8 +117,12 @@ impl Save {
         Ok(())
     }
 
-    fn file_name(&self, setup: &Setup, date: &str, many: bool) -> String {
-        let conc = setup.max_concurrency.map(|c| format!("-concurrency{c}")).unwrap_or_default();
+    /// `threads`: the point's `--client-threads` value, when that flag made a grid axis of it.
+    fn file_name(&self, setup: &Setup, date: &str, many: bool, threads: Option<u32>) -> String {
+        let mut conc = setup.max_concurrency.map(|c| format!("-concurrency{c}")).unwrap_or_default();
+        if let Some(n) = threads {
+            conc.push_str(&format!("-threads{n}"));
+        }
         match &self.filename {
             Some(f) if many => match f.rsplit_once('.') {
                 Some((stem, ext)) => format!("{stem}{conc}.{ext}"),

@@ -268,6 +268,13 @@ fn render_client(
     };
     let client_threads = int("client_threads", &load.client_threads, 1)?;
     check::client_threads(client_threads, concurrency, open_loop.is_some(), vars)?;
+    if client_threads > 1 && sessions.is_some() {
+        return Err(PlanError::at(
+            key(&["load", "client_threads"]),
+            "sessions run on one client thread: their turns are not split across threads yet",
+            "remove `client_threads` (or set it to 1) with `sessions`",
+        ));
+    }
     let warmup = int("warmup", &load.warmup, 0)?;
     check::at_most(&["load", "warmup"], warmup, MAX_CONCURRENCY, vars)?;
     let ignore_eos = check::render_bool(renderer, &ctx, vars, &["load", "ignore_eos"], &load.ignore_eos)?;
