@@ -4,6 +4,7 @@
 pub mod arrival;
 pub mod client;
 pub mod dataset;
+pub mod error;
 pub mod lengths;
 pub mod open;
 pub mod prompt;

@@ -46,7 +46,7 @@ type Slotted = std::sync::Arc<ServerGroup>;
 
 /// What comes back from a step in flight.
 enum Event<S> {
-    Started { group: String, result: Result<(S, Option<Result<usize, String>>), ServerRecord> },
+    Started { group: String, result: Result<(S, Option<Result<usize, super::load::WarmupError>>), ServerRecord> },
     Measured { group: String, point: String, attempt: u32, server: S, m: Measured },
     Stopped { group: String, record: ServerRecord },
 }
@@ -195,7 +195,7 @@ where
     ) -> Result<bool, RunError> {
         let plan_group = self.group(group)?;
         let need = crate::plan::slots::gpus_needed(self.env.spec.engine.gpus, plan_group);
-        let Some(lease) = b.pool.lease(need).map_err(|e| RunError::Preflight(e.to_string()))? else {
+        let Some(lease) = b.pool.lease(need).map_err(|e| RunError::refused(e.to_string()))? else {
             return Ok(false);
         };
         // What can fail before the start gives the lease back.
@@ -378,7 +378,7 @@ where
         let cpu_engine = matches!(self.env.host.lend, crate::plan::slots::Lend::Parallel(_));
         let shifted = Lease { slot: lease.slot + offset, ..lease.clone() };
         let server = crate::plan::server::slotted(self.env.spec, g, &shifted, cpu_engine)
-            .map_err(|e| RunError::Preflight(format!("{} ({})", e.message, e.fix)))?;
+            .map_err(|e| RunError::refused(format!("{} ({})", e.message, e.fix)))?;
         Ok(std::sync::Arc::new(ServerGroup { server, ..g.clone() }))
     }
 

@@ -49,7 +49,7 @@ pub enum RunError {
     )]
     Report(#[source] Box<ReportError>),
     #[error("{0}")]
-    Preflight(String),
+    Preflight(#[from] Preflight),
     /// A report template of the spec's `templates:` folder fails on synthetic records of the plan.
     #[error(
         "the report templates in {dir} cannot render this plan's reports: {source} (checked against synthetic records before anything started)"
@@ -72,6 +72,23 @@ pub enum RunError {
     DuringRun(Box<RunError>),
 }
 
+/// Why a run refuses to start, found before any server starts (exit 2, nothing ran).
+#[derive(Debug, thiserror::Error)]
+pub enum Preflight {
+    /// The plan's prompts cannot be built: a dataset, a prompts file, a tokenizer or a trace.
+    #[error("{0}")]
+    Workload(#[from] crate::load::error::WorkloadError),
+    /// The run folder, the host's slots or the plan: the message names the input and says the fix.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<String> for Preflight {
+    fn from(message: String) -> Self {
+        Preflight::Refused(message)
+    }
+}
+
 // Boxed in `RunError`: a report error is large, and `RunError` is the error of every step of the loop.
 impl From<ReportError> for RunError {
     fn from(e: ReportError) -> Self {
@@ -80,6 +97,11 @@ impl From<ReportError> for RunError {
 }
 
 impl RunError {
+    /// A preflight refusal whose message names the input and says the fix.
+    pub(crate) fn refused(message: String) -> RunError {
+        RunError::Preflight(Preflight::Refused(message))
+    }
+
     /// Output and report errors once servers have been started are run-time errors: what was measured is
     /// committed, and the run cannot be said to have done nothing.
     pub(crate) fn during_run(self) -> RunError {
