@@ -218,17 +218,11 @@ pub async fn execute_on(
     let (dir, mut manifest, mut rec) = open::open_run(loaded, plan, opts, probe.as_ref())?;
     let journal = journal::Journal::new(&dir);
     let state = journal::state(&journal.read()?);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(RunError::HttpClient)?;
+    let http = http_client()?;
     let pruned = if plan.tune.is_some() { prune(plan, probe.as_ref()) } else { Default::default() };
     manifest.tune_pruned = pruned.clone();
     if let crate::plan::slots::Lend::Gpus(gpus) = &opts.host.lend {
-        // Each lent GPU's idle reading, before any slot starts.
-        let idle = |i: u32| probe.for_gpus(&[i]).and_then(|p| p.device()).map(|d| d.0);
-        manifest.gpu_idle_mb = gpus.iter().filter_map(|g| Some((g.index, idle(g.index)?))).collect();
+        manifest.gpu_idle_mb = gpu_idle(gpus, probe.as_ref());
     }
     let rules = Rules { fail_fast: opts.fail_fast, max_starts: opts.max_starts, pruned, slots };
     let schedule = Schedule::new(&loaded.spec, plan, rules, state.done.clone());
@@ -278,14 +272,35 @@ pub async fn execute_on(
             .await?;
     }
     progress.finish();
+    finish(&dir, loaded, &mut manifest, &rec)?;
+    Ok(Outcome { dir, recorded: rec, manifest, interrupted: interrupted.load(Ordering::SeqCst) })
+}
+
+/// The client of every request and probe: no proxy, no redirect (a benchmark measures the server it names).
+fn http_client() -> Result<reqwest::Client, RunError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(RunError::HttpClient)
+}
+
+/// Each lent GPU's idle reading, before any slot starts.
+fn gpu_idle(gpus: &[crate::plan::slots::Gpu], probe: &dyn MemoryProbe) -> std::collections::BTreeMap<u32, f64> {
+    let idle = |i: u32| probe.for_gpus(&[i]).and_then(|p| p.device()).map(|d| d.0);
+    gpus.iter().filter_map(|g| Some((g.index, idle(g.index)?))).collect()
+}
+
+/// The run's end: the manifest with its end time, and the derived files when a server was recorded.
+fn finish(dir: &Path, loaded: &LoadedSpec, manifest: &mut Manifest, rec: &Recorded) -> Result<(), RunError> {
     manifest.ended_at = Some(chrono::Local::now().to_rfc3339());
-    write_atomic(&dir.join(crate::record::folder::MANIFEST), &json_pretty(&manifest))
+    write_atomic(&dir.join(crate::record::folder::MANIFEST), &json_pretty(&*manifest))
         .map_err(|e| RunError::from(e).during_run())?;
     if !rec.servers.is_empty() {
         let templates = loaded.spec.templates.as_ref().map(PathBuf::from);
-        write_derived(&dir, &loaded.spec, &manifest, &rec, templates).map_err(RunError::during_run)?;
+        write_derived(dir, &loaded.spec, manifest, rec, templates).map_err(RunError::during_run)?;
     }
-    Ok(Outcome { dir, recorded: rec, manifest, interrupted: interrupted.load(Ordering::SeqCst) })
+    Ok(())
 }
 
 /// The run's first console line: where it goes, what it will measure, where memory is read.

@@ -35,16 +35,7 @@ where
             }
         };
         b.leases.insert(group.to_owned(), (lease.clone(), slotted.clone()));
-        // Every point being measured now has one more server beside it.
-        let others = b.leases.len() - 1;
-        let measuring: Vec<String> = b.beside.keys().cloned().collect();
-        for g in measuring {
-            let near = self.near(b, &g);
-            if let Some((n, shared)) = b.beside.get_mut(&g) {
-                *n = (*n).max(others);
-                *shared |= near;
-            }
-        }
+        self.one_more_beside(b);
         let g = plan_group;
         let env = &self.env;
         let (kept_as, warnings) = archive_previous(&server_dir);
@@ -73,8 +64,35 @@ where
         b.predicted.insert(group.to_owned(), predicted);
         // A resumed run refuses a server of another vLLM (see `check_version`); it is not even warmed up.
         let recorded = if env.resume && !env.force { b.vllm.clone() } else { None };
-        let (engine, driver, progress) = (self.engine, self.driver, env.progress);
-        flights.push(Box::pin(async move {
+        flights.push(self.start_flight(slotted, server_dir, recorded, warm, (i, n)));
+        Ok(true)
+    }
+
+    /// Every point being measured now has one more server beside it.
+    fn one_more_beside(&self, b: &mut Books<E::Server>) {
+        let others = b.leases.len() - 1;
+        let measuring: Vec<String> = b.beside.keys().cloned().collect();
+        for g in measuring {
+            let near = self.near(b, &g);
+            if let Some((n, shared)) = b.beside.get_mut(&g) {
+                *n = (*n).max(others);
+                *shared |= near;
+            }
+        }
+    }
+
+    /// The start in flight: the server started, then warmed up unless it reported another vLLM than the
+    /// `recorded` one.
+    fn start_flight(
+        &self,
+        slotted: Slotted,
+        server_dir: PathBuf,
+        recorded: Option<String>,
+        warm: bool,
+        (i, n): (usize, usize),
+    ) -> Flight<'a, E::Server> {
+        let (engine, driver, progress) = (self.engine, self.driver, self.env.progress);
+        Box::pin(async move {
             let g = &*slotted;
             let result = match engine.start(g, &server_dir).await {
                 Ok(mut server) => {
@@ -92,8 +110,7 @@ where
                 Err(record) => Err(record),
             };
             Event::Started { group: g.id.clone(), result }
-        }));
-        Ok(true)
+        })
     }
 
     /// Begins measuring a point; on a dead server it is recorded as not run at once.

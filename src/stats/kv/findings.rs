@@ -58,11 +58,7 @@ pub fn findings_of(
     let kv_tokens: Vec<f64> = ok.iter().filter_map(|r| r.kv_cache_tokens.map(|t| t as f64)).collect();
     let tokens_fit = if kv_tokens.len() == xs.len() { fit::linear(&xs, &kv_tokens) } else { None };
     let theory = ok.iter().find_map(|r| r.theory_bytes_per_token);
-    let engine = ok
-        .iter()
-        .filter_map(|r| r.engine_bytes_per_token)
-        .reduce(|a, b| a + b)
-        .map(|s| s / ok.iter().filter(|r| r.engine_bytes_per_token.is_some()).count() as f64);
+    let engine = engine_bytes_per_token(&ok);
     let memory = match ok.first().map(|r| r.memory_source) {
         Some(Source::Procfs) => MemoryKind::ServerRss,
         Some(_) => MemoryKind::DeviceUsed,
@@ -75,15 +71,7 @@ pub fn findings_of(
     let granularity = granularity(&ok, &steps, block, engine.or(theory.map(|t| t as f64)), mem_max, fit.is_some());
     let mut f = KvFindings {
         lengths,
-        failed: all
-            .iter()
-            .filter(|r| r.status != Status::Ok)
-            .map(|r| Failed {
-                max_model_len: r.max_model_len.unwrap_or(0),
-                status: r.status.as_str().to_owned(),
-                error: r.error.clone(),
-            })
-            .collect(),
+        failed: failed(all),
         memory,
         mem_min_mb: mem_min,
         mem_max_mb: mem_max,
@@ -121,6 +109,26 @@ pub fn findings_of(
     outside_pool(&mut f, &ok);
     envelope(&mut f, &ok, request_len.unwrap_or(DEFAULT_REQUEST_LEN));
     f
+}
+
+/// The starts that failed, with why.
+fn failed(all: &[KvRow]) -> Vec<Failed> {
+    all.iter()
+        .filter(|r| r.status != Status::Ok)
+        .map(|r| Failed {
+            max_model_len: r.max_model_len.unwrap_or(0),
+            status: r.status.as_str().to_owned(),
+            error: r.error.clone(),
+        })
+        .collect()
+}
+
+/// The mean of the bytes per token the engine reported, over the starts that reported one.
+fn engine_bytes_per_token(ok: &[&KvRow]) -> Option<f64> {
+    ok.iter()
+        .filter_map(|r| r.engine_bytes_per_token)
+        .reduce(|a, b| a + b)
+        .map(|s| s / ok.iter().filter(|r| r.engine_bytes_per_token.is_some()).count() as f64)
 }
 
 pub(super) fn steps(ok: &[&KvRow], fit: Option<&FitOut>) -> Vec<Step> {

@@ -13,10 +13,7 @@ pub(super) fn repeat_stats(p: &PointRecord, all: &[&RequestRecord], samples: &[&
     let tail_requests = all.iter().filter(|r| r.tail).count();
     let reqs: Vec<&RequestRecord> = all.iter().copied().filter(|r| !r.tail).collect();
     let ok_all: Vec<&RequestRecord> = reqs.iter().copied().filter(|r| r.ok()).collect();
-    let mut errors = BTreeMap::new();
-    for r in reqs.iter().filter(|r| !r.ok()) {
-        *errors.entry(r.error.as_ref().map(|e| String::from(e.kind)).unwrap_or_default()).or_insert(0) += 1;
-    }
+    let errors = errors_by_kind(&reqs);
     let tokens = |r: &RequestRecord| u64::from(r.completion_tokens.unwrap_or(r.chunks));
     let completion_tokens: u64 = ok_all.iter().map(|r| tokens(r)).sum();
     let wall = p.wall_s.max(1e-9);
@@ -41,17 +38,7 @@ pub(super) fn repeat_stats(p: &PointRecord, all: &[&RequestRecord], samples: &[&
     let metric_max = |f: fn(&crate::probe::metrics::Snapshot) -> Option<f64>| {
         samples.iter().filter_map(|s| s.metrics.as_ref().and_then(f)).reduce(f64::max)
     };
-    let utils: Vec<f64> = match &steady {
-        Some(w) => samples
-            .iter()
-            .filter(|s| {
-                let t = s.t_s - p.samples_offset_s;
-                t >= w.open_s + NVML_TRAILING_S && t <= w.close_s
-            })
-            .filter_map(|s| s.gpu_util_pct)
-            .collect(),
-        None => samples.iter().filter_map(|s| s.gpu_util_pct).collect(),
-    };
+    let utils = gpu_utils(p, samples, steady.as_ref());
     // The gap covers every request the server saw between the quiet snapshots: tails included.
     let seen: Vec<&RequestRecord> = all.iter().copied().filter(|r| r.ok()).collect();
     let client_e2e = crate::stats::summary::mean(&seen.iter().map(|r| r.e2e_s()).collect::<Vec<_>>());
@@ -100,6 +87,31 @@ pub(super) fn repeat_stats(p: &PointRecord, all: &[&RequestRecord], samples: &[&
             .beside
             .and_then(|_| samples.iter().filter_map(|s| s.host.as_ref()?.steal_pct).reduce(f64::max)),
         switch_shared: p.switch_shared.unwrap_or(false),
+    }
+}
+
+/// Failed requests by the kind of their error.
+fn errors_by_kind(reqs: &[&RequestRecord]) -> BTreeMap<String, usize> {
+    let mut errors = BTreeMap::new();
+    for r in reqs.iter().filter(|r| !r.ok()) {
+        *errors.entry(r.error.as_ref().map(|e| String::from(e.kind)).unwrap_or_default()).or_insert(0) += 1;
+    }
+    errors
+}
+
+/// The GPU utilisation readings of a repeat: inside the steady window (past NVML's trailing period), or the
+/// whole phase without one.
+fn gpu_utils(p: &PointRecord, samples: &[&SampleLine], steady: Option<&window::Window>) -> Vec<f64> {
+    match steady {
+        Some(w) => samples
+            .iter()
+            .filter(|s| {
+                let t = s.t_s - p.samples_offset_s;
+                t >= w.open_s + NVML_TRAILING_S && t <= w.close_s
+            })
+            .filter_map(|s| s.gpu_util_pct)
+            .collect(),
+        None => samples.iter().filter_map(|s| s.gpu_util_pct).collect(),
     }
 }
 
