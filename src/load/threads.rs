@@ -44,6 +44,9 @@ where
             rt.block_on(async move {
                 let Ok(t0) = go_rx.await else { return };
                 tokio::select! {
+                    // why: the share's records go back on done_tx; a failed send means the caller stopped
+                    // waiting (cancelled) and counts this share as not run, so nothing is lost silently. A
+                    // fired cancel drops the share for the same reason.
                     r = run(k, state, t0) => { done_tx.send(r).ok(); }
                     _ = cancel_rx => {}
                 }
