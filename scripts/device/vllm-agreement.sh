@@ -19,7 +19,7 @@ echo "server ready at $(date +%T)"
 
 servelab_bench() { # c n tag
   "$bin" bench --url http://127.0.0.1:8000 --model /tmp/model --concurrency "$1" --requests "$2" --exact-requests \
-    --max-tokens 64 --prompt-tokens 128 --warmup 2 --out "$out/runs" --run-id "$3" >/dev/null 2>"$out/runs/$3.err"
+    --max-tokens 64 --prompt-tokens 128 --warmup 2 --ignore-eos --out "$out/runs" --run-id "$3" >/dev/null 2>"$out/runs/$3.err"
 }
 vllm_bench() { # c n tag
   $py -m vllm.entrypoints.cli.main bench serve --backend vllm --model /tmp/model --host 127.0.0.1 --port 8000 \

@@ -79,6 +79,9 @@ pub struct BenchArgs {
     /// Output tokens of the random dataset.
     #[arg(long, visible_aliases = ["output-len", "max-tokens"], default_value_t = 128)]
     pub random_output_len: u32,
+    /// Tokens every random prompt shares at its start, before its --random-input-len own tokens.
+    #[arg(long, default_value_t = 0)]
+    pub random_prefix_len: u32,
     /// Random lengths are drawn uniformly from [floor(len·(1−r)), ceil(len·(1+r))]; r in [0, 1).
     #[arg(long, default_value_t = 0.0)]
     pub random_range_ratio: f64,
@@ -185,13 +188,15 @@ fn random_lengths(b: &BenchArgs) -> Result<(Value, Value), Error> {
     if !(0.0..1.0).contains(&r) {
         return Err(usage(format!("--random-range-ratio {r}: must be in [0, 1), as in vllm bench serve")));
     }
+    // The prefix comes on top of the drawn input length, as vLLM's total is prefix_len + the draw.
     let range = |len: u32, floor1: bool| {
         let lo = (f64::from(len) * (1.0 - r)).floor() as u32;
         let hi = (f64::from(len) * (1.0 + r)).ceil() as u32;
-        let (lo, hi) = if floor1 { (lo.max(1), hi.max(1)) } else { (lo, hi) };
+        let (lo, hi) =
+            if floor1 { (lo.max(1), hi.max(1)) } else { (lo + b.random_prefix_len, hi + b.random_prefix_len) };
         if r == 0.0 { json!(lo) } else { json!({ "dist": "uniform", "min": lo, "max": hi }) }
     };
-    if (f64::from(b.random_input_len) * (1.0 - r)).floor() < 1.0 {
+    if (f64::from(b.random_input_len) * (1.0 - r)).floor() + f64::from(b.random_prefix_len) < 1.0 {
         return Err(usage(format!(
             "--random-input-len {} with --random-range-ratio {r} can draw an empty prompt; raise the length or lower the ratio",
             b.random_input_len
@@ -239,6 +244,10 @@ fn prompts(b: &BenchArgs, load: &mut serde_json::Map<String, Value>) -> Result<(
             load.insert("prompt_tokens".into(), input);
             load.insert("max_tokens".into(), output);
             load.insert("vocab_size".into(), json!(b.vocab_size.unwrap_or(1000)));
+            load.insert("shared_prefix_tokens".into(), json!(b.random_prefix_len));
+        }
+        _ if b.random_prefix_len > 0 => {
+            return Err(usage("--random-prefix-len is for --dataset-name random".to_owned()));
         }
         DatasetName::Sharegpt | DatasetName::Custom => {
             let format = if b.dataset_name == DatasetName::Sharegpt { "sharegpt" } else { "jsonl" };
@@ -288,7 +297,7 @@ fn arrivals(b: &BenchArgs, load: &mut serde_json::Map<String, Value>) -> Result<
         let levels = if caps.is_empty() { vec![requests] } else { caps.clone() };
         return Ok(json!({ "concurrency": levels }));
     }
-    if !(b.request_rate > 0.0) {
+    if b.request_rate.is_nan() || b.request_rate <= 0.0 {
         return Err(usage(format!("--request-rate {}: must be positive, or inf", b.request_rate)));
     }
     load.insert("rate".into(), json!(b.request_rate));
@@ -394,7 +403,7 @@ mod tests {
         let mut argv = vec!["servelab", "bench"];
         argv.extend_from_slice(args);
         match Cli::parse_from(argv).command {
-            Command::Bench(b) => b,
+            Command::Bench(b) => *b,
             _ => unreachable!(),
         }
     }
@@ -412,6 +421,99 @@ mod tests {
         assert_eq!(s.grid["concurrency"].len(), 2);
         let load = s.load.as_ref().unwrap();
         assert!(matches!(load.stream, spec::BoolOrTemplate::Bool(false)));
+    }
+
+    fn value(args: &[&str]) -> Value {
+        bench_spec_value(&bench(args)).unwrap()
+    }
+
+    fn refused(args: &[&str]) -> String {
+        match bench_spec_value(&bench(args)) {
+            Err(Error::Usage(m)) => m,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    /// The spec a value stands for plans (no file is needed for the random dataset).
+    fn plans(v: &Value) {
+        let spec: spec::Spec = serde_json::from_value(v.clone()).unwrap();
+        let text = serde_saphyr::to_string(&spec).unwrap();
+        let loaded = spec::load_str("servelab bench", &text, &[]).unwrap();
+        plan::build_located(&loaded).unwrap();
+    }
+
+    #[test]
+    fn vllms_defaults_send_every_prompt_at_once() {
+        let v = value(&[]);
+        assert_eq!(v["engine"]["base_url"], "http://127.0.0.1:8000");
+        assert_eq!(v["grid"], json!({ "concurrency": [1000] }));
+        let load = &v["load"];
+        assert_eq!((load["requests"].clone(), load["exact_requests"].clone()), (json!(1000), json!(true)));
+        assert_eq!((load["prompt_tokens"].clone(), load["max_tokens"].clone()), (json!(1024), json!(128)));
+        assert_eq!((load["ignore_eos"].clone(), load["warmup"].clone()), (json!(false), json!(0)));
+        assert_eq!(load["server_warmup"], "0s");
+        assert!(load.get("rate").is_none());
+        plans(&v);
+    }
+
+    #[test]
+    fn a_finite_rate_is_an_open_loop_capped_by_max_concurrency() {
+        let v = value(&["--request-rate", "20", "--burstiness", "0.5", "--max-concurrency", "4,16", "--seed", "7"]);
+        let load = &v["load"];
+        assert_eq!(load["rate"], 20.0);
+        assert_eq!((load["arrival"].clone(), load["burstiness"].clone()), (json!("gamma"), json!(0.5)));
+        assert_eq!(load["max_concurrency"], "{{ max_concurrency }}");
+        assert_eq!(v["grid"], json!({ "max_concurrency": [4, 16] }));
+        assert_eq!(load["seed"], 7);
+        assert!(load.get("concurrency").is_none());
+        plans(&v);
+        let poisson = value(&["--request-rate", "5"]);
+        assert!(poisson["load"].get("arrival").is_none(), "burstiness 1 is Poisson, servelab's default");
+        assert_eq!(poisson["grid"], json!({ "rate": [5.0] }));
+        plans(&poisson);
+        assert!(refused(&["--request-rate", "0"]).contains("positive"));
+    }
+
+    #[test]
+    fn random_range_ratio_draws_vllms_ranges() {
+        let v = value(&["--random-input-len", "100", "--random-output-len", "3", "--random-range-ratio", "0.25"]);
+        assert_eq!(v["load"]["prompt_tokens"], json!({ "dist": "uniform", "min": 75, "max": 125 }));
+        // floor(3 × 0.75) = 2, ceil(3 × 1.25) = 4.
+        assert_eq!(v["load"]["max_tokens"], json!({ "dist": "uniform", "min": 2, "max": 4 }));
+        plans(&v);
+        let prefixed =
+            value(&["--random-input-len", "100", "--random-prefix-len", "20", "--random-range-ratio", "0.25"]);
+        assert_eq!(prefixed["load"]["prompt_tokens"], json!({ "dist": "uniform", "min": 95, "max": 145 }));
+        assert_eq!(prefixed["load"]["shared_prefix_tokens"], 20);
+        plans(&prefixed);
+        assert!(refused(&["--random-range-ratio", "1"]).contains("[0, 1)"));
+        assert!(refused(&["--random-input-len", "1", "--random-range-ratio", "0.5"]).contains("empty prompt"));
+        // The old names are aliases.
+        let old = value(&["--prompt-tokens", "32", "--max-tokens", "8", "--requests", "12", "--warmup", "1"]);
+        assert_eq!((old["load"]["prompt_tokens"].clone(), old["load"]["max_tokens"].clone()), (json!(32), json!(8)));
+        assert_eq!((old["load"]["requests"].clone(), old["load"]["warmup"].clone()), (json!(12), json!(1)));
+    }
+
+    #[test]
+    fn datasets_chat_and_traces_map_to_their_spec_keys() {
+        let v = value(&["--dataset-name", "sharegpt", "--dataset-path", "sg.json", "--num-prompts", "50"]);
+        assert_eq!(v["load"]["dataset"], json!({ "path": "sg.json", "format": "sharegpt", "samples": 50 }));
+        let v = value(&["--dataset-name", "custom", "--dataset-path", "c.jsonl"]);
+        assert_eq!(v["load"]["dataset"]["format"], "jsonl");
+        assert!(refused(&["--dataset-name", "custom"]).contains("--dataset-path"));
+        let v = value(&["--dataset-name", "mooncake", "--dataset-path", "t.jsonl", "--max-concurrency", "8"]);
+        assert_eq!(v["load"]["trace"], json!({ "path": "t.jsonl", "format": "mooncake" }));
+        assert!(v["load"].get("requests").is_none() && v["load"].get("rate").is_none());
+        assert_eq!(v["grid"], json!({ "max_concurrency": [8] }));
+        let m = ["--dataset-name", "mooncake", "--dataset-path", "t.jsonl"];
+        assert!(refused(&[&m[..], &["--request-rate", "5"]].concat()).contains("timestamps"));
+        assert!(refused(&[&m[..], &["--num-prompts", "5"]].concat()).contains("--num-prompts"));
+        let chat = value(&["--backend", "openai-chat", "--endpoint", "/v1/chat/completions"]);
+        assert_eq!(chat["load"]["endpoint"], "chat");
+        assert_eq!(value(&["--backend", "vllm"])["load"]["endpoint"], "completions");
+        assert!(refused(&["--endpoint", "/v1/chat/completions"]).contains("openai-chat"));
+        assert!(refused(&["--endpoint", "/v1/embeddings"]).contains("/v1/completions"));
+        assert_eq!(value(&["--host", "10.0.0.2", "--port", "9"])["engine"]["base_url"], "http://10.0.0.2:9");
     }
 
     #[test]

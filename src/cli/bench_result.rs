@@ -16,6 +16,8 @@ pub(super) struct Save {
     label: String,
     /// `--max-concurrency` was given: a closed loop's level is vLLM's cap, not "every request at once".
     capped: bool,
+    /// `--dataset-name mooncake`: the trace sets the requests and their pace.
+    trace: bool,
 }
 
 /// Python's `str(float)` of a rate, as vLLM's file name has it: `10.0`, `2.5`, `inf`.
@@ -76,7 +78,8 @@ impl Save {
         };
         let (dir, filename) = (b.result_dir.clone(), b.result_filename.clone());
         let label = b.label.clone().unwrap_or_else(|| label.to_owned());
-        Ok(Some(Save { setup, dir, filename, label, capped: !b.max_concurrency.is_empty() }))
+        let (capped, trace) = (!b.max_concurrency.is_empty(), b.dataset_name == super::bench::DatasetName::Mooncake);
+        Ok(Some(Save { setup, dir, filename, label, capped, trace }))
     }
 
     /// One result per point of the run in `run`, each named as vLLM names it (`-concurrency{N}` tells points
@@ -91,6 +94,11 @@ impl Save {
             let cap = |k: &str| point.vars.get(k).and_then(crate::record::values::Scalar::as_f64).map(|c| c as u32);
             setup.max_concurrency =
                 if self.capped { cap("max_concurrency").or_else(|| cap("concurrency")) } else { None };
+            if self.trace {
+                // The trace window's requests and mean rate stand for --num-prompts and --request-rate.
+                setup.num_prompts = point.client.requests;
+                setup.request_rate = point.client.open_loop.as_ref().map(|o| o.rate);
+            }
             if setup.model_id.is_empty() {
                 setup.model_id = point.model.clone();
             }

@@ -123,8 +123,9 @@ pub enum Command {
         #[command(flatten)]
         slots: SlotArgs,
     },
-    /// Measure an existing OpenAI-compatible endpoint with the same client, no spec needed.
-    Bench(BenchArgs),
+    /// Measure an existing OpenAI-compatible endpoint with the same client and `vllm bench serve`'s flags
+    /// (docs/bench.md), no spec needed.
+    Bench(Box<BenchArgs>),
     /// Re-render every derived artifact (CSVs, markdown, SVGs) of a run from its recorded data.
     Report {
         /// The run folder, e.g. out/kv-scaling-cpu/20261128-151000.
@@ -169,7 +170,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
         Command::Merge { out, runs, prefer } => shards::merge(&out, &runs, prefer.as_ref()),
         Command::Export { target } => shards::export(&target).map(|()| exit::OK),
         Command::Tune { args, folder, max_starts, slots } => commands::tune(&args, folder, max_starts, &slots),
-        Command::Bench(b) => bench::bench(b),
+        Command::Bench(b) => bench::bench(*b),
         Command::Report { run, templates, check } => commands::report(&run, templates, check),
         Command::Compare { a, b, fail_on_regression, threshold } => {
             commands::compare(&a, &b, fail_on_regression, threshold)

@@ -519,10 +519,10 @@ async fn exchange(
             v["usage"]["prompt_tokens"].as_u64().map(|n| n as u32),
             v["usage"]["completion_tokens"].as_u64().map(|n| n as u32),
         );
-        // Without usage, a non-empty text is at least one token.
         if let Some(a) = answer {
             a.whole(&v);
         }
+        // Without usage, a non-empty text is at least one token.
         let choice = &v["choices"][0];
         let text = choice["text"].as_str().or(choice["message"]["content"].as_str()).unwrap_or_default();
         p.counted = u32::from(!text.is_empty());

@@ -2,6 +2,7 @@
 //! `samples` entries, so a file of hundreds of MB is read once, in bounded memory (one entry at a time plus the
 //! reservoir), and the same seed keeps the same entries.
 
+use super::error::WorkloadError;
 use super::lengths::splitmix;
 use super::text::TextMaker;
 use crate::record::plan::DatasetFormat;
@@ -65,36 +66,36 @@ pub fn sample(
     samples: u32,
     seed: u64,
     tokens: Option<&TextMaker>,
-) -> Result<Sampled, String> {
-    let name = path.display();
-    let size = std::fs::metadata(path).map_err(|e| format!("cannot read dataset {name}: {e}"))?.len();
+) -> Result<Sampled, WorkloadError> {
+    let name = || path.display().to_string();
+    let read = |source| WorkloadError::DatasetRead { path: name(), source };
+    let size = std::fs::metadata(path).map_err(read)?.len();
     if size == 0 {
-        return Err(format!("dataset {name} is empty; give a file with at least one entry"));
+        return Err(WorkloadError::DatasetEmpty { path: name() });
     }
     if size > MAX_DATASET_BYTES {
-        return Err(format!(
-            "dataset {name} is {} MiB, over the {} MiB limit; sample it down first (e.g. `shuf -n 100000`)",
-            size >> 20,
-            MAX_DATASET_BYTES >> 20
-        ));
+        return Err(WorkloadError::DatasetTooLarge {
+            path: name(),
+            mib: size >> 20,
+            limit_mib: MAX_DATASET_BYTES >> 20,
+        });
     }
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open dataset {name}: {e}"))?;
+    let file = std::fs::File::open(path).map_err(read)?;
     let reader = BufReader::with_capacity(1 << 20, file.take(MAX_DATASET_BYTES));
     let (entries, seen, skipped) = match format {
         DatasetFormat::Jsonl => {
             let mut r = Reservoir::new(samples as usize, seed);
-            let skipped = jsonl(reader, &mut r).map_err(|e| format!("dataset {name}: {e}"))?;
+            let skipped = jsonl(reader, &mut r).map_err(|e| e.at(name()))?;
             (r.items, r.seen, skipped)
         }
         DatasetFormat::Sharegpt => {
             let Some(tokens) = tokens else {
-                return Err(format!(
-                    "dataset {name}: ShareGPT output lengths are the replies' lengths in the model's tokens, and the model folder has no tokenizer.json"
-                ));
+                return Err(WorkloadError::ShareGptNeedsTokenizer { path: name() });
             };
             // Conversations are sampled first; only the sampled replies are tokenized.
             let mut r = Reservoir::new(samples as usize, seed);
-            let skipped = sharegpt(reader, &mut r).map_err(|e| format!("dataset {name}: {e}"))?;
+            let skipped =
+                sharegpt(reader, &mut r).map_err(|source| WorkloadError::ShareGpt { path: name(), source })?;
             let entries = r
                 .items
                 .into_iter()
@@ -104,9 +105,29 @@ pub fn sample(
         }
     };
     if entries.is_empty() {
-        return Err(format!("dataset {name} has no usable entry ({skipped} left out)"));
+        return Err(WorkloadError::NoUsableEntry { path: name(), skipped });
     }
     Ok(Sampled { entries, seen, skipped })
+}
+
+/// A JSONL problem before the file's name is put to it.
+#[derive(Debug)]
+enum LineError {
+    Io(std::io::Error),
+    TooLong { line: u64 },
+    Json { line: u64, source: serde_json::Error },
+}
+
+impl LineError {
+    fn at(self, path: String) -> WorkloadError {
+        match self {
+            LineError::Io(source) => WorkloadError::DatasetRead { path, source },
+            LineError::TooLong { line } => WorkloadError::LineTooLong { path, line, limit_mib: MAX_LINE >> 20 },
+            LineError::Json { line, source } => {
+                WorkloadError::JsonlLine { path, line, column: source.column(), source }
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -116,27 +137,22 @@ struct JsonlEntry {
 }
 
 /// `{"prompt": ..., "output_tokens": N}` per line; blank lines are skipped.
-fn jsonl(mut reader: impl BufRead, out: &mut Reservoir<Entry>) -> Result<u64, String> {
+fn jsonl(mut reader: impl BufRead, out: &mut Reservoir<Entry>) -> Result<u64, LineError> {
     let (mut line, mut n, mut skipped) = (Vec::new(), 0u64, 0u64);
     loop {
         line.clear();
         n += 1;
-        let read = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
+        let read = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).map_err(LineError::Io)?;
         if read == 0 {
             return Ok(skipped);
         }
         if line.len() > MAX_LINE {
-            return Err(format!("line {n} is longer than {} MiB", MAX_LINE >> 20));
+            return Err(LineError::TooLong { line: n });
         }
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let e: JsonlEntry = serde_json::from_slice(&line).map_err(|e| {
-            format!(
-                "line {n}, column {}: {e}; each line must be {{\"prompt\": \"...\", \"output_tokens\": N}}",
-                e.column()
-            )
-        })?;
+        let e: JsonlEntry = serde_json::from_slice(&line).map_err(|source| LineError::Json { line: n, source })?;
         if e.prompt.trim().is_empty() || e.output_tokens == 0 {
             skipped += 1;
             continue;
@@ -167,7 +183,7 @@ fn prompt_and_reply(c: Conversation) -> Option<(String, String)> {
 }
 
 /// A JSON array of conversations, read element by element (never the whole array at once).
-fn sharegpt(reader: impl Read, out: &mut Reservoir<(String, String)>) -> Result<u64, String> {
+fn sharegpt(reader: impl Read, out: &mut Reservoir<(String, String)>) -> Result<u64, serde_json::Error> {
     struct Each<'a> {
         out: &'a mut Reservoir<(String, String)>,
         skipped: u64,
@@ -191,9 +207,9 @@ fn sharegpt(reader: impl Read, out: &mut Reservoir<(String, String)>) -> Result<
     }
     let mut each = Each { out, skipped: 0 };
     let mut de = serde_json::Deserializer::from_reader(reader);
-    de.deserialize_seq(&mut each).map_err(|e| format!("{e}"))?;
+    de.deserialize_seq(&mut each)?;
     // Nothing but whitespace may follow the array.
-    de.end().map_err(|e| format!("{e}"))?;
+    de.end()?;
     Ok(each.skipped)
 }
 
@@ -228,6 +244,8 @@ mod tests {
     fn jsonl_errors_name_the_line_and_the_shape() {
         let f = file("{\"prompt\": \"a\", \"output_tokens\": 3}\n\n{\"prompt\": \"b\"}\n");
         let e = sample(f.path(), DatasetFormat::Jsonl, 5, 1, None).unwrap_err();
+        assert!(matches!(e, WorkloadError::JsonlLine { line: 3, .. }), "{e}");
+        let e = e.to_string();
         assert!(e.contains("line 3") && e.contains("output_tokens"), "{e}");
     }
 
@@ -253,10 +271,10 @@ mod tests {
         let mut got: Vec<(String, u32)> = s.entries.into_iter().map(|e| (e.prompt, e.output_tokens)).collect();
         got.sort();
         assert_eq!(got, [("w5 w6".to_owned(), 3), ("w7".to_owned(), 1)]);
-        let e = sample(f.path(), DatasetFormat::Sharegpt, 10, 1, None).unwrap_err();
+        let e = sample(f.path(), DatasetFormat::Sharegpt, 10, 1, None).unwrap_err().to_string();
         assert!(e.contains("tokenizer.json"), "{e}");
         let bad = file(r#"[{"conversations": [{"from": "human", "value": "x"}]} {"#);
-        let e = sample(bad.path(), DatasetFormat::Sharegpt, 10, 1, Some(&maker)).unwrap_err();
+        let e = sample(bad.path(), DatasetFormat::Sharegpt, 10, 1, Some(&maker)).unwrap_err().to_string();
         assert!(e.contains("line 1 column"), "{e}");
     }
 }

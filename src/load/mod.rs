@@ -5,6 +5,7 @@ pub mod answer;
 pub mod arrival;
 pub mod client;
 pub mod dataset;
+pub mod error;
 pub mod lengths;
 pub mod open;
 pub mod prompt;

@@ -4,6 +4,7 @@
 //! prompt is then counted again with the tokenizer and trimmed or padded until the count is exact; the count
 //! sent is recorded with the request, to be checked against the server's `usage.prompt_tokens`.
 
+use super::error::{WordsError, WorkloadError};
 use super::lengths::splitmix;
 use std::io::Read;
 use std::path::Path;
@@ -27,38 +28,42 @@ impl std::fmt::Debug for TextMaker {
     }
 }
 
-/// Reads a file of at most `cap` bytes, naming it in any error.
-pub fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open {what} {}: {e}", path.display()))?;
+/// Reads a model folder's `tokenizer.json` of at most `MAX_TOKENIZER_BYTES`, naming it in any error.
+fn read_tokenizer(path: &Path) -> Result<Vec<u8>, WorkloadError> {
+    let name = || path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| WorkloadError::TokenizerRead { path: name(), source })?;
     let mut bytes = Vec::new();
-    file.take(cap + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
-    if bytes.len() as u64 > cap {
-        return Err(format!("{what} {} is larger than {} MiB; servelab refuses it unread", path.display(), cap >> 20));
+    file.take(MAX_TOKENIZER_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| WorkloadError::TokenizerRead { path: name(), source })?;
+    if bytes.len() as u64 > MAX_TOKENIZER_BYTES {
+        return Err(WorkloadError::TokenizerTooLarge { path: name(), limit_mib: MAX_TOKENIZER_BYTES >> 20 });
     }
     Ok(bytes)
 }
 
+/// Parses a model folder's `tokenizer.json`.
+fn parse_tokenizer(path: &Path) -> Result<Tokenizer, WorkloadError> {
+    let bytes = read_tokenizer(path)?;
+    Tokenizer::from_bytes(&bytes)
+        .map_err(|source| WorkloadError::TokenizerParse { path: path.display().to_string(), source })
+}
+
 /// Parses a model folder's `tokenizer.json`, so a corrupt one is found before its server starts.
-pub fn check_tokenizer(model_dir: &Path) -> Result<(), String> {
-    let path = model_dir.join("tokenizer.json");
-    let bytes = read_capped(&path, MAX_TOKENIZER_BYTES, "tokenizer")?;
-    Tokenizer::from_bytes(&bytes).map(drop).map_err(|e| {
-        format!("cannot load tokenizer {}: {e}; restore the file from the model's repository", path.display())
-    })
+pub fn check_tokenizer(model_dir: &Path) -> Result<(), WorkloadError> {
+    parse_tokenizer(&model_dir.join("tokenizer.json")).map(drop)
 }
 
 impl TextMaker {
     /// The tokenizer of a model folder, and its words.
-    pub fn load(model_dir: &Path) -> Result<TextMaker, String> {
+    pub fn load(model_dir: &Path) -> Result<TextMaker, WorkloadError> {
         let path = model_dir.join("tokenizer.json");
-        let bytes = read_capped(&path, MAX_TOKENIZER_BYTES, "tokenizer")?;
-        let tokenizer =
-            Tokenizer::from_bytes(&bytes).map_err(|e| format!("cannot load tokenizer {}: {e}", path.display()))?;
-        TextMaker::new(tokenizer).map_err(|e| format!("{}: {e}", path.display()))
+        TextMaker::new(parse_tokenizer(&path)?)
+            .map_err(|source| WorkloadError::TokenizerWords { path: path.display().to_string(), source })
     }
 
-    pub fn new(tokenizer: Tokenizer) -> Result<TextMaker, String> {
-        let count = |specials| tokenizer.encode("a", specials).map(|e| e.len() as u32).map_err(|e| e.to_string());
+    pub fn new(tokenizer: Tokenizer) -> Result<TextMaker, WordsError> {
+        let count = |specials| tokenizer.encode("a", specials).map(|e| e.len() as u32).map_err(WordsError::Encode);
         let specials = count(true)?.saturating_sub(count(false)?);
         let mut vocab: Vec<(String, u32)> = tokenizer.get_vocab(false).into_iter().collect();
         vocab.sort_unstable_by_key(|(_, id)| *id);
@@ -78,10 +83,7 @@ impl TextMaker {
             }
         }
         if words.len() < 16 {
-            return Err(format!(
-                "only {} vocabulary entries are plain words of one token; exact text prompts need more",
-                words.len()
-            ));
+            return Err(WordsError::TooFewWords(words.len()));
         }
         Ok(TextMaker { tokenizer, words, specials })
     }

@@ -163,44 +163,31 @@ fn peaks(done: &[Done]) -> (f64, u64) {
     (tokens.into_iter().max().unwrap_or(0) as f64, busy.into_iter().max().unwrap_or(0))
 }
 
-/// The result JSON of one point: `requests` are its requests (warmup and tail are left out here),
-/// `started_at` its record's RFC 3339 start (vLLM's `date`).
-pub fn vllm_result(started_at: &str, requests: &[&RequestRecord], setup: &Setup) -> Value {
-    let measured: Vec<&RequestRecord> = requests.iter().copied().filter(|r| !r.warmup && !r.tail).collect();
-    let ok: Vec<Done> = measured.iter().filter(|r| r.error.is_none()).map(|r| done(r)).collect();
-    let failed = measured.len() - ok.len();
-    // vLLM times the benchmark from before the first request is dispatched to after the last returns.
-    let t0 = measured.iter().map(|r| r.scheduled_s).fold(f64::INFINITY, f64::min);
-    let t1 = measured.iter().map(|r| r.end_s).fold(f64::NEG_INFINITY, f64::max);
-    let duration = if t1 > t0 { t1 - t0 } else { 0.0 };
-    let per_s = |x: f64| if duration > 0.0 { x / duration } else { 0.0 };
-    let total_input: u64 = ok.iter().map(|d| d.input).sum();
-    let total_output: u64 = ok.iter().map(|d| d.output).sum();
-    let ttfts: Vec<f64> = ok.iter().filter_map(|d| d.ttft).collect();
-    let tpot_of = |d: &Done| match d.ttft {
+/// vLLM's TPOT of one request: the time after the first token over the tokens after it (None for one token).
+fn tpot(d: &Done) -> Option<f64> {
+    match d.ttft {
         Some(t) if d.output > 1 => Some((d.latency - t) / (d.output - 1) as f64),
         _ => None,
+    }
+}
+
+/// Requests meeting every `--goodput` objective (vLLM counts a missing TTFT or TPOT as 0).
+fn good(ok: &[Done], goodput: &[Goodput]) -> usize {
+    let meets = |d: &Done, g: &Goodput| {
+        let v = match g.metric {
+            GoodputMetric::Ttft => d.ttft.unwrap_or(0.0),
+            GoodputMetric::Tpot => tpot(d).unwrap_or(0.0),
+            GoodputMetric::E2el => d.latency,
+        };
+        g.ms / 1000.0 >= v
     };
-    let tpots: Vec<f64> = ok.iter().filter_map(tpot_of).collect();
-    let itls: Vec<f64> = ok.iter().flat_map(|d| d.itl.iter().copied()).collect();
-    let e2els: Vec<f64> = ok.iter().map(|d| d.latency).collect();
-    let good = ok
-        .iter()
-        .filter(|d| {
-            setup.goodput.iter().all(|g| {
-                let v = match g.metric {
-                    GoodputMetric::Ttft => d.ttft.unwrap_or(0.0),
-                    GoodputMetric::Tpot => tpot_of(d).unwrap_or(0.0),
-                    GoodputMetric::E2el => d.latency,
-                };
-                g.ms / 1000.0 >= v
-            })
-        })
-        .count();
-    let (max_tokens_per_s, max_in_flight) = peaks(&ok);
+    ok.iter().filter(|d| goodput.iter().all(|g| meets(d, g))).count()
+}
+
+/// vLLM's "Setup" keys, the `--metadata` pairs, then its "Traffic" keys.
+fn setup_keys(out: &mut Map<String, Value>, setup: &Setup, started_at: &str) {
     let date = chrono::DateTime::parse_from_rfc3339(started_at)
         .map_or_else(|_| started_at.to_owned(), |d| d.format("%Y%m%d-%H%M%S").to_string());
-    let mut out = Map::new();
     for (k, v) in [
         ("date", json!(date)),
         ("endpoint_type", json!(setup.backend)),
@@ -215,25 +202,41 @@ pub fn vllm_result(started_at: &str, requests: &[&RequestRecord], setup: &Setup)
     for (k, v) in &setup.metadata {
         out.insert(k.clone(), json!(v));
     }
+    out.insert("request_rate".into(), setup.request_rate.map_or(json!("inf"), |r| json!(r)));
+    out.insert("burstiness".into(), json!(setup.burstiness));
+    out.insert("max_concurrency".into(), json!(setup.max_concurrency));
+}
+
+/// The result JSON of one point: `requests` are its requests (warmup and tail are left out here),
+/// `started_at` its record's RFC 3339 start (vLLM's `date`).
+pub fn vllm_result(started_at: &str, requests: &[&RequestRecord], setup: &Setup) -> Value {
+    let measured: Vec<&RequestRecord> = requests.iter().copied().filter(|r| !r.warmup && !r.tail).collect();
+    let ok: Vec<Done> = measured.iter().filter(|r| r.error.is_none()).map(|r| done(r)).collect();
+    // vLLM times the benchmark from before the first request is dispatched to after the last returns.
+    let t0 = measured.iter().map(|r| r.scheduled_s).fold(f64::INFINITY, f64::min);
+    let t1 = measured.iter().map(|r| r.end_s).fold(f64::NEG_INFINITY, f64::max);
+    let duration = if t1 > t0 { t1 - t0 } else { 0.0 };
+    let per_s = |x: f64| if duration > 0.0 { x / duration } else { 0.0 };
+    let total_input: u64 = ok.iter().map(|d| d.input).sum();
+    let total_output: u64 = ok.iter().map(|d| d.output).sum();
+    let (max_tokens_per_s, max_in_flight) = peaks(&ok);
+    let latencies: Vec<f64> = measured.iter().map(|r| if r.error.is_none() { done(r).latency } else { 0.0 }).collect();
+    let mut out = Map::new();
+    setup_keys(&mut out, setup, started_at);
     for (k, v) in [
-        ("request_rate", setup.request_rate.map_or(json!("inf"), |r| json!(r))),
-        ("burstiness", json!(setup.burstiness)),
-        ("max_concurrency", json!(setup.max_concurrency)),
         ("duration", json!(duration)),
         ("completed", json!(ok.len())),
-        ("failed", json!(failed)),
+        ("failed", json!(measured.len() - ok.len())),
         ("total_input_tokens", json!(total_input)),
         ("total_output_tokens", json!(total_output)),
         ("request_throughput", json!(per_s(ok.len() as f64))),
-        ("request_goodput", if setup.goodput.is_empty() { Value::Null } else { json!(per_s(good as f64)) }),
+        (
+            "request_goodput",
+            if setup.goodput.is_empty() { Value::Null } else { json!(per_s(good(&ok, &setup.goodput) as f64)) },
+        ),
         ("output_throughput", json!(per_s(total_output as f64))),
         ("total_token_throughput", json!(per_s((total_input + total_output) as f64))),
-        (
-            "latencies",
-            json!(
-                measured.iter().map(|r| if r.error.is_none() { r.end_s - r.start_s } else { 0.0 }).collect::<Vec<_>>()
-            ),
-        ),
+        ("latencies", json!(latencies)),
         ("queue_times", json!(measured.iter().map(|r| r.start_s - r.scheduled_s).collect::<Vec<_>>())),
         ("max_output_tokens_per_s", json!(max_tokens_per_s)),
         ("max_concurrent_requests", json!(max_in_flight)),
@@ -242,12 +245,17 @@ pub fn vllm_result(started_at: &str, requests: &[&RequestRecord], setup: &Setup)
     ] {
         out.insert(k.to_owned(), v);
     }
-    let queues: Vec<f64> = ok.iter().map(|d| d.queue).collect();
-    for (name, values) in
-        [("ttft", &ttfts), ("tpot", &tpots), ("itl", &itls), ("e2el", &e2els), ("client_queue_time", &queues)]
-    {
-        let queue_metric = name == "client_queue_time";
-        if setup.percentile_metrics.iter().any(|m| m == name) && (!queue_metric || setup.max_concurrency.is_some()) {
+    let series: [(&str, Vec<f64>); 5] = [
+        ("ttft", ok.iter().filter_map(|d| d.ttft).collect()),
+        ("tpot", ok.iter().filter_map(tpot).collect()),
+        ("itl", ok.iter().flat_map(|d| d.itl.iter().copied()).collect()),
+        ("e2el", ok.iter().map(|d| d.latency).collect()),
+        ("client_queue_time", ok.iter().map(|d| d.queue).collect()),
+    ];
+    for (name, values) in &series {
+        // vLLM reports the client's queue only under a cap.
+        let queued = *name != "client_queue_time" || setup.max_concurrency.is_some();
+        if queued && setup.percentile_metrics.iter().any(|m| m == name) {
             metric(&mut out, name, values, &setup.percentiles);
         }
     }
@@ -331,6 +339,8 @@ mod tests {
         assert!(v.get("p99.9_itl_ms").is_some() && v.get("p50_e2el_ms").is_some());
         assert!(v.get("mean_client_queue_time_ms").is_none(), "not asked for");
         assert_eq!(v["latencies"].as_array().unwrap().len(), 3);
+        assert!((v["latencies"][0].as_f64().unwrap() - 0.13).abs() < 1e-9, "a's E2EL ends at its last token");
+        assert!((v["mean_e2el_ms"].as_f64().unwrap() - 195.0).abs() < 1e-9, "130 ms and 260 ms");
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Driver for FakeDriver {
         &'s self,
         _server: &'s mut FakeServer,
         _group: &'s ServerGroup,
-    ) -> Option<Result<usize, String>> {
+    ) -> Option<Result<usize, super::load::WarmupError>> {
         None
     }
 

@@ -2,6 +2,7 @@
 //! with GPU and /metrics sampling beside it, another quiet snapshot. Everything raw goes to the journal files.
 
 use crate::load::client::{self, Phase, RequestSpec};
+use crate::load::error::WorkloadError;
 use crate::load::prompt::{self, Source, TextItem, Workload};
 use crate::load::text::TextMaker;
 use crate::plan::{ClientConfig, OpenLoop, Point, ServerGroup};
@@ -125,7 +126,11 @@ async fn sample_during(sampler: Sampler, t0: Instant, stop: Arc<AtomicBool>, out
 
 /// The prompts and lengths of a point: random ids below the vocabulary, exact-length text, the lines of a
 /// text file, or a dataset's sample.
-pub fn workload_for(c: &ClientConfig, model_dir: Option<&Path>, model_vocab: Option<u64>) -> Result<Workload, String> {
+pub fn workload_for(
+    c: &ClientConfig,
+    model_dir: Option<&Path>,
+    model_vocab: Option<u64>,
+) -> Result<Workload, WorkloadError> {
     let vocab = c.vocab_size.or(model_vocab).unwrap_or(1000);
     let base = Workload {
         source: Source::Ids { shared_prefix: c.shared_prefix_tokens, vocab },
@@ -139,9 +144,7 @@ pub fn workload_for(c: &ClientConfig, model_dir: Option<&Path>, model_vocab: Opt
         return Ok(Workload { source: trace_source(t, vocab)?, ..base });
     }
     if let Some(plan) = c.sessions {
-        let dir = model_dir.ok_or(
-            "sessions build their user messages with the model's tokenizer: `engine.model` must be a local folder",
-        )?;
+        let dir = model_dir.ok_or(WorkloadError::SessionsNeedLocalModel)?;
         let output =
             c.output_dist.unwrap_or(crate::record::plan::LengthDist::Uniform { min: c.max_tokens, max: c.max_tokens });
         let sessions = crate::load::session::Sessions { plan, maker: memo::maker(dir)?, output, seed: c.seed };
@@ -157,7 +160,8 @@ pub fn workload_for(c: &ClientConfig, model_dir: Option<&Path>, model_vocab: Opt
         return Ok(Workload { source: Source::Items { items, random: true, specials }, ..base });
     }
     if let Some(file) = &c.prompts_file {
-        let text = std::fs::read(file).map_err(|e| format!("cannot read prompts_file {file}: {e}"))?;
+        let text =
+            std::fs::read(file).map_err(|source| WorkloadError::PromptsFileRead { path: file.clone(), source })?;
         // Token counts when the model's tokenizer is at hand; else the server's count stands alone.
         let maker = model_dir.and_then(|dir| memo::maker(dir).ok());
         let items: Vec<TextItem> = String::from_utf8_lossy(&text)
@@ -170,14 +174,13 @@ pub fn workload_for(c: &ClientConfig, model_dir: Option<&Path>, model_vocab: Opt
             })
             .collect();
         if items.is_empty() {
-            return Err(format!("prompts_file {file} has no non-empty line"));
+            return Err(WorkloadError::PromptsFileEmpty { path: file.clone() });
         }
         let specials = maker.as_deref().map_or(0, specials);
         return Ok(Workload { source: Source::Items { items: Arc::new(items), random: false, specials }, ..base });
     }
     if c.text_prompts || chat {
-        let dir =
-            model_dir.ok_or("exact text prompts need the model's tokenizer: `engine.model` must be a local folder")?;
+        let dir = model_dir.ok_or(WorkloadError::NeedsLocalModel)?;
         let maker = memo::maker(dir)?;
         let specials = specials(&maker);
         return Ok(Workload {
@@ -189,7 +192,7 @@ pub fn workload_for(c: &ClientConfig, model_dir: Option<&Path>, model_vocab: Opt
 }
 
 /// A planned trace's window, read again (once per process) and checked to be the content that was planned.
-fn trace_source(t: &crate::record::trace::TracePlan, vocab: u64) -> Result<Source, String> {
+fn trace_source(t: &crate::record::trace::TracePlan, vocab: u64) -> Result<Source, WorkloadError> {
     use crate::record::tracefile::{Select, read_shared};
     let select = Select {
         start_s: t.start_s,
@@ -197,12 +200,13 @@ fn trace_source(t: &crate::record::trace::TracePlan, vocab: u64) -> Result<Sourc
         max_input: t.max_input_tokens,
         max_output: t.max_output_tokens,
     };
-    let window = read_shared(Path::new(&t.path), t.format, &select).map_err(|e| e.to_string())?;
+    let window = read_shared(Path::new(&t.path), t.format, &select)?;
     if window.content != t.content {
-        return Err(format!(
-            "trace {} changed since it was planned (content {} then, {} now); plan the run again, or restore the trace",
-            t.path, t.content, window.content
-        ));
+        return Err(WorkloadError::TraceChanged {
+            path: t.path.clone(),
+            then: t.content.clone(),
+            now: window.content.clone(),
+        });
     }
     Ok(Source::Trace { window, vocab, speedup: t.speedup })
 }
@@ -241,7 +245,7 @@ fn trace_note(t: &crate::record::trace::TracePlan, vocab: u64, max_rank: u32) ->
 /// bad line or no usable entry, or whose every prompt is too long, a prompts file with no line, and a model
 /// folder whose `tokenizer.json` does not parse all stop the run here (exit 2) rather than at its first point.
 /// The samples are kept for the run. Returns a line per dataset saying what was left out.
-pub fn check_workloads(plan: &crate::record::plan::Plan) -> Result<Vec<String>, String> {
+pub fn check_workloads(plan: &crate::record::plan::Plan) -> Result<Vec<String>, WorkloadError> {
     let mut seen = std::collections::HashSet::new();
     let mut notes = Vec::new();
     for g in &plan.groups {
@@ -264,7 +268,7 @@ pub fn check_workloads(plan: &crate::record::plan::Plan) -> Result<Vec<String>, 
             }
             let needs_text =
                 c.dataset.is_some() || c.prompts_file.is_some() || c.text_prompts || c.endpoint == Endpoint::Chat;
-            let key = serde_json::to_string(&(c, model_dir)).map_err(|e| e.to_string())?;
+            let key = serde_json::to_string(&(c, model_dir)).map_err(WorkloadError::Key)?;
             if !needs_text || !seen.insert(key) {
                 continue;
             }
@@ -295,6 +299,7 @@ pub fn check_workloads(plan: &crate::record::plan::Plan) -> Result<Vec<String>, 
 /// hundreds of MB is streamed once rather than once per point.
 mod memo {
     use crate::load::dataset;
+    use crate::load::error::WorkloadError;
     use crate::load::prompt::TextItem;
     use crate::load::text::TextMaker;
     use crate::record::plan::Dataset;
@@ -306,7 +311,7 @@ mod memo {
     static MAKERS: Memo<PathBuf, Arc<TextMaker>> = LazyLock::new(Default::default);
     static DATASETS: Memo<String, (Arc<Vec<TextItem>>, Tally)> = LazyLock::new(Default::default);
 
-    pub fn maker(dir: &Path) -> Result<Arc<TextMaker>, String> {
+    pub fn maker(dir: &Path) -> Result<Arc<TextMaker>, WorkloadError> {
         let mut memo = MAKERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(m) = memo.get(dir) {
             return Ok(m.clone());
@@ -334,7 +339,7 @@ mod memo {
         seed: u64,
         maker: Option<&TextMaker>,
         context: Option<u32>,
-    ) -> Result<(Arc<Vec<TextItem>>, Tally), String> {
+    ) -> Result<(Arc<Vec<TextItem>>, Tally), WorkloadError> {
         let key = format!("{}\0{:?}\0{}\0{seed}\0{context:?}\0{}", d.path, d.format, d.samples, maker.is_some());
         let mut memo = DATASETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(hit) = memo.get(&key) {
@@ -357,11 +362,7 @@ mod memo {
             .collect();
         if items.is_empty() {
             let limit = context.map_or_else(|| "the server's".to_owned(), |c| c.to_string());
-            return Err(format!(
-                "dataset {}: every one of the {drawn} sampled prompts is longer than max-model-len {limit} allows; \
-                 raise `--max-model-len` or use a dataset of shorter prompts",
-                d.path
-            ));
+            return Err(WorkloadError::AllTooLong { path: d.path.clone(), drawn, limit });
         }
         let tally =
             Tally { seen: sampled.seen, skipped: sampled.skipped, too_long: drawn - items.len(), kept: items.len() };
@@ -456,12 +457,13 @@ fn request_spec(
     model: &str,
     model_vocab: Option<u64>,
     api_key: Option<String>,
-) -> Result<Arc<RequestSpec>, String> {
+) -> Result<Arc<RequestSpec>, WorkloadError> {
     let base = &group.server.base_url;
     let model_dir = group.server.model.as_deref().map(Path::new).filter(|m| m.is_dir());
     let workload = Arc::new(workload_for(c, model_dir, model_vocab)?);
     let path = c.endpoint.path();
-    let url = reqwest::Url::parse(&format!("{base}{path}")).map_err(|e| format!("bad endpoint URL {base}: {e}"))?;
+    let url = format!("{base}{path}");
+    let url = reqwest::Url::parse(&url).map_err(|e| WorkloadError::BadUrl { url, source: e.into() })?;
     Ok(Arc::new(RequestSpec {
         url,
         chat: c.endpoint == crate::record::plan::Endpoint::Chat,
@@ -475,6 +477,15 @@ fn request_spec(
     }))
 }
 
+/// Why the server warmup after a start did not run (it is not measured: the run goes on, saying why).
+#[derive(Debug, thiserror::Error)]
+pub enum WarmupError {
+    #[error("{0}")]
+    Workload(#[from] WorkloadError),
+    #[error("interrupted")]
+    Interrupted,
+}
+
 /// Load at the group's highest concurrency for `duration` right after a server start, so the first measured
 /// point does not pay for the server's first batches. Its requests are not recorded; returns how many
 /// completed, or why it could not run.
@@ -484,7 +495,7 @@ pub async fn server_warmup(
     model: &str,
     model_vocab: Option<u64>,
     duration: Duration,
-) -> Result<usize, String> {
+) -> Result<usize, WarmupError> {
     // A closed loop warms up at the group's highest concurrency (a bounded load). An open loop warms up at its
     // lowest rate: a rate above what the server sustains would hold it overloaded until the warmup's own
     // requests drain (a search's 800/s ceiling sent 21,470 requests in a "3 s" warmup on an H200).
@@ -508,7 +519,9 @@ pub async fn server_warmup(
         threads: c.client_threads.max(1),
     };
     let http = client::http_client(pool_size(c));
-    let r = phase_or_interrupt(&http, &spec, &phase, ctx.interrupted, &group.server.cpus).await.ok_or("interrupted")?;
+    let r = phase_or_interrupt(&http, &spec, &phase, ctx.interrupted, &group.server.cpus)
+        .await
+        .ok_or(WarmupError::Interrupted)?;
     Ok(r.records.iter().filter(|r| r.ok()).count())
 }
 
@@ -547,7 +560,7 @@ pub async fn run_point(
         Ok(s) => s,
         Err(e) => {
             record.status = Status::Failed;
-            record.error = Some(e);
+            record.error = Some(e.to_string());
             return PointOutput { point: record, requests: Vec::new(), samples: Vec::new() };
         }
     };

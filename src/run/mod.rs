@@ -49,7 +49,7 @@ pub enum RunError {
     )]
     Report(#[source] Box<ReportError>),
     #[error("{0}")]
-    Preflight(String),
+    Preflight(#[from] Preflight),
     /// A report template of the spec's `templates:` folder fails on synthetic records of the plan.
     #[error(
         "the report templates in {dir} cannot render this plan's reports: {source} (checked against synthetic records before anything started)"
@@ -72,6 +72,23 @@ pub enum RunError {
     DuringRun(Box<RunError>),
 }
 
+/// Why a run refuses to start, found before any server starts (exit 2, nothing ran).
+#[derive(Debug, thiserror::Error)]
+pub enum Preflight {
+    /// The plan's prompts cannot be built: a dataset, a prompts file, a tokenizer or a trace.
+    #[error("{0}")]
+    Workload(#[from] crate::load::error::WorkloadError),
+    /// The run folder, the host's slots or the plan: the message names the input and says the fix.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<String> for Preflight {
+    fn from(message: String) -> Self {
+        Preflight::Refused(message)
+    }
+}
+
 // Boxed in `RunError`: a report error is large, and `RunError` is the error of every step of the loop.
 impl From<ReportError> for RunError {
     fn from(e: ReportError) -> Self {
@@ -80,6 +97,11 @@ impl From<ReportError> for RunError {
 }
 
 impl RunError {
+    /// A preflight refusal whose message names the input and says the fix.
+    pub(crate) fn refused(message: String) -> RunError {
+        RunError::Preflight(Preflight::Refused(message))
+    }
+
     /// Output and report errors once servers have been started are run-time errors: what was measured is
     /// committed, and the run cannot be said to have done nothing.
     pub(crate) fn during_run(self) -> RunError {
@@ -196,17 +218,11 @@ pub async fn execute_on(
     let (dir, mut manifest, mut rec) = open::open_run(loaded, plan, opts, probe.as_ref())?;
     let journal = journal::Journal::new(&dir);
     let state = journal::state(&journal.read()?);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(RunError::HttpClient)?;
+    let http = http_client()?;
     let pruned = if plan.tune.is_some() { prune(plan, probe.as_ref()) } else { Default::default() };
     manifest.tune_pruned = pruned.clone();
     if let crate::plan::slots::Lend::Gpus(gpus) = &opts.host.lend {
-        // Each lent GPU's idle reading, before any slot starts.
-        let idle = |i: u32| probe.for_gpus(&[i]).and_then(|p| p.device()).map(|d| d.0);
-        manifest.gpu_idle_mb = gpus.iter().filter_map(|g| Some((g.index, idle(g.index)?))).collect();
+        manifest.gpu_idle_mb = gpu_idle(gpus, probe.as_ref());
     }
     let rules = Rules { fail_fast: opts.fail_fast, max_starts: opts.max_starts, pruned, slots };
     let schedule = Schedule::new(&loaded.spec, plan, rules, state.done.clone());
@@ -256,14 +272,35 @@ pub async fn execute_on(
             .await?;
     }
     progress.finish();
+    finish(&dir, loaded, &mut manifest, &rec)?;
+    Ok(Outcome { dir, recorded: rec, manifest, interrupted: interrupted.load(Ordering::SeqCst) })
+}
+
+/// The client of every request and probe: no proxy, no redirect (a benchmark measures the server it names).
+fn http_client() -> Result<reqwest::Client, RunError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(RunError::HttpClient)
+}
+
+/// Each lent GPU's idle reading, before any slot starts.
+fn gpu_idle(gpus: &[crate::plan::slots::Gpu], probe: &dyn MemoryProbe) -> std::collections::BTreeMap<u32, f64> {
+    let idle = |i: u32| probe.for_gpus(&[i]).and_then(|p| p.device()).map(|d| d.0);
+    gpus.iter().filter_map(|g| Some((g.index, idle(g.index)?))).collect()
+}
+
+/// The run's end: the manifest with its end time, and the derived files when a server was recorded.
+fn finish(dir: &Path, loaded: &LoadedSpec, manifest: &mut Manifest, rec: &Recorded) -> Result<(), RunError> {
     manifest.ended_at = Some(chrono::Local::now().to_rfc3339());
-    write_atomic(&dir.join(crate::record::folder::MANIFEST), &json_pretty(&manifest))
+    write_atomic(&dir.join(crate::record::folder::MANIFEST), &json_pretty(&*manifest))
         .map_err(|e| RunError::from(e).during_run())?;
     if !rec.servers.is_empty() {
         let templates = loaded.spec.templates.as_ref().map(PathBuf::from);
-        write_derived(&dir, &loaded.spec, &manifest, &rec, templates).map_err(RunError::during_run)?;
+        write_derived(dir, &loaded.spec, manifest, rec, templates).map_err(RunError::during_run)?;
     }
-    Ok(Outcome { dir, recorded: rec, manifest, interrupted: interrupted.load(Ordering::SeqCst) })
+    Ok(())
 }
 
 /// The run's first console line: where it goes, what it will measure, where memory is read.

@@ -53,7 +53,7 @@ pub fn check_run_id(id: &str) -> Result<(), RunError> {
     if ok {
         return Ok(());
     }
-    Err(RunError::Preflight(format!(
+    Err(RunError::refused(format!(
         "--run-id {id:?} is not a plain folder name; use letters, digits, '.', '_' and '-' only (not '..'), at \
          most 128 characters"
     )))
@@ -69,7 +69,7 @@ fn new_run_dir(out: &Path, run_id: Option<&str>) -> Result<(PathBuf, String), Ru
         let dir = out.join(id);
         return match std::fs::create_dir(&dir) {
             Ok(()) => Ok((dir, id.to_owned())),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(RunError::Preflight(format!(
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(RunError::refused(format!(
                 "the run folder {} already exists; continue it with --resume {}, or choose another --run-id",
                 dir.display(),
                 dir.display()
@@ -117,22 +117,22 @@ pub fn check_inputs(plan: &Plan) -> Result<Vec<String>, RunError> {
         plan.points().filter_map(|(_, p)| p.client.as_ref()?.prompts_file.as_deref()).collect();
     for f in files {
         let meta = std::fs::metadata(f).map_err(|e| {
-            RunError::Preflight(format!("`load.prompts_file` {f}: {e}; give the path of a text file, one prompt a line (relative paths are relative to the folder servelab runs in)"))
+            RunError::refused(format!("`load.prompts_file` {f}: {e}; give the path of a text file, one prompt a line (relative paths are relative to the folder servelab runs in)"))
         })?;
         if !meta.is_file() {
-            return Err(RunError::Preflight(format!(
+            return Err(RunError::refused(format!(
                 "`load.prompts_file` {f} is not a regular file; give a text file, one prompt a line"
             )));
         }
         if meta.len() > MAX_PROMPTS_FILE {
-            return Err(RunError::Preflight(format!(
+            return Err(RunError::refused(format!(
                 "`load.prompts_file` {f} is {} MiB, more than the {} MiB servelab reads; use fewer prompts",
                 meta.len() / (1024 * 1024),
                 MAX_PROMPTS_FILE / (1024 * 1024)
             )));
         }
     }
-    super::load::check_workloads(plan).map_err(RunError::Preflight)
+    super::load::check_workloads(plan).map_err(|e| RunError::Preflight(e.into()))
 }
 
 /// The spec's own report templates (`templates:`), rendered against synthetic records of this plan
@@ -142,7 +142,7 @@ pub fn check_templates(loaded: &LoadedSpec, plan: &Plan) -> Result<(), RunError>
     let Some(dir) = &loaded.spec.templates else { return Ok(()) };
     let dir = PathBuf::from(dir);
     if !dir.is_dir() {
-        return Err(RunError::Preflight(format!(
+        return Err(RunError::refused(format!(
             "`templates:` {} is not a folder; give the folder of your report templates (relative to the folder              servelab runs in), or remove `templates:` to use the built-in ones",
             dir.display()
         )));
@@ -174,7 +174,7 @@ pub(super) fn preflight(
     }
     check_templates(loaded, plan)?;
     if host.binds() && spec.engine.kind == crate::spec::EngineKind::External {
-        return Err(RunError::Preflight(
+        return Err(RunError::refused(
             "--parallel and --gpus start servers side by side; an `external` engine is one endpoint servelab does \
              not start: run it without them"
                 .to_owned(),
@@ -187,7 +187,7 @@ pub(super) fn preflight(
         for server in slot_servers(loaded, host, g, port_offset)? {
             match seen.get(&(server.host.clone(), server.port)) {
                 Some(base) if *base != g.server.port => {
-                    return Err(RunError::Preflight(format!(
+                    return Err(RunError::refused(format!(
                         "port {} is both a slot of port {base} and a slot of port {}: two servers could listen \
                          there at once; space `engine.port` values at least --parallel/--gpus slots apart, or use \
                          one port for every group",
@@ -198,15 +198,15 @@ pub(super) fn preflight(
                 None => {
                     seen.insert((server.host.clone(), server.port), g.server.port);
                     crate::engine::ready::check_port_free(&server.host, server.port)
-                        .map_err(|e| RunError::Preflight(e.to_string()))?;
+                        .map_err(|e| RunError::refused(e.to_string()))?;
                 }
             }
         }
     }
     match &spec.engine.api_key_env {
         Some(name) => {
-            let key = std::env::var(name).map_err(|_| RunError::Preflight(format!("`engine.api_key_env` names the environment variable {name}, which is not set; export it (servelab reads the key from there and never writes it down)")))?;
-            crate::record::io::forbid(&key).map_err(|e| RunError::Preflight(format!("{e} (from {name})")))?;
+            let key = std::env::var(name).map_err(|_| RunError::refused(format!("`engine.api_key_env` names the environment variable {name}, which is not set; export it (servelab reads the key from there and never writes it down)")))?;
+            crate::record::io::forbid(&key).map_err(|e| RunError::refused(format!("{e} (from {name})")))?;
             Ok(Some(key))
         }
         None => Ok(None),
@@ -227,11 +227,11 @@ pub(super) fn open_run(
         prepare(&dir, loaded, plan, &fresh)?;
         return Ok((dir, fresh, Recorded::default()));
     };
-    let old = folder::read(dir).map_err(|e| RunError::Preflight(format!("cannot resume {}: {e}", dir.display())))?;
+    let old = folder::read(dir).map_err(|e| RunError::refused(format!("cannot resume {}: {e}", dir.display())))?;
     // Edits of the same experiment resume (new points are measured, done ones kept); another experiment's spec
     // would mix two experiments' records in one folder.
     if old.manifest.plan.name != plan.name && !opts.force {
-        return Err(RunError::Preflight(format!(
+        return Err(RunError::refused(format!(
             "{} holds the experiment `{}`, but this spec is `{}`; start a new run, or pass --force to add this experiment to that folder",
             dir.display(),
             old.manifest.plan.name,
@@ -243,7 +243,7 @@ pub(super) fn open_run(
     let model_hash = plan.groups.iter().find_map(model_facts).map(|m| m.config_hash);
     let changes = fingerprint_changes(&old.manifest, &fresh, model_hash.as_deref());
     if !changes.is_empty() && !opts.force {
-        return Err(RunError::Preflight(format!(
+        return Err(RunError::refused(format!(
             "the environment changed since {} was recorded ({}); its figures would not be comparable. Start a new run, or pass --force to resume anyway",
             dir.display(),
             changes.join("; ")
@@ -277,7 +277,7 @@ fn check_same_shard(
         Some(s) => format!("resume it with --shard {}/{}", s.index, s.count),
         None => "resume it without --shard".to_owned(),
     };
-    Err(RunError::Preflight(format!("{} holds {}, not {}; {fix}", dir.display(), name(old), name(now))))
+    Err(RunError::refused(format!("{} holds {}, not {}; {fix}", dir.display(), name(old), name(now))))
 }
 
 /// What differs between the recorded environment and this one (servelab, GPU, model; vLLM is checked once a
@@ -308,7 +308,7 @@ fn slot_servers(
 ) -> Result<Vec<crate::plan::ServerConfig>, RunError> {
     let spec = &loaded.spec;
     let located =
-        |e: crate::plan::PlanError| RunError::Preflight(loaded.source.error_at(&e.path, e.message, e.fix).to_string());
+        |e: crate::plan::PlanError| RunError::refused(loaded.source.error_at(&e.path, e.message, e.fix).to_string());
     if !host.binds() {
         if port_offset == 0 {
             return Ok(vec![g.server.clone()]);
@@ -319,7 +319,7 @@ fn slot_servers(
     let mut pool = Pool::new(host);
     let need = crate::plan::slots::gpus_needed(spec.engine.gpus, g);
     pool.lease(need)
-        .map_err(|e| RunError::Preflight(format!("{e}; lend more with --gpus, or lower its parallel size")))?;
+        .map_err(|e| RunError::refused(format!("{e}; lend more with --gpus, or lower its parallel size")))?;
     let mut out = Vec::new();
     for slot in 0..pool.capacity() {
         let lease = Lease { slot: slot + port_offset, gpus: Vec::new(), cpus: Vec::new() };

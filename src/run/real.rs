@@ -77,7 +77,11 @@ pub struct Http<'a> {
 impl Driver for Http<'_> {
     type Server = Live;
 
-    async fn warmup<'s>(&'s self, server: &'s mut Live, group: &'s ServerGroup) -> Option<Result<usize, String>> {
+    async fn warmup<'s>(
+        &'s self,
+        server: &'s mut Live,
+        group: &'s ServerGroup,
+    ) -> Option<Result<usize, super::load::WarmupError>> {
         if self.warm.is_zero() {
             return None;
         }

@@ -42,7 +42,7 @@ pub trait Driver {
         &'s self,
         server: &'s mut Self::Server,
         group: &'s ServerGroup,
-    ) -> impl Future<Output = Option<Result<usize, String>>> + 's;
+    ) -> impl Future<Output = Option<Result<usize, super::load::WarmupError>>> + 's;
     /// Measures one point (its warmup requests, then the measured phase).
     fn measure<'s>(
         &'s self,
@@ -71,7 +71,11 @@ impl<'a, D> StopAfter<'a, D> {
 impl<D: Driver> Driver for StopAfter<'_, D> {
     type Server = D::Server;
 
-    async fn warmup<'s>(&'s self, server: &'s mut D::Server, group: &'s ServerGroup) -> Option<Result<usize, String>> {
+    async fn warmup<'s>(
+        &'s self,
+        server: &'s mut D::Server,
+        group: &'s ServerGroup,
+    ) -> Option<Result<usize, super::load::WarmupError>> {
         self.inner.warmup(server, group).await
     }
 

@@ -6,6 +6,7 @@
 mod common;
 
 mod bad_input;
+mod bench;
 mod cli;
 mod client_threads;
 mod fake_engine;

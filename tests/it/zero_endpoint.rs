@@ -62,7 +62,7 @@ fn bench_streams_and_does_not_stream() {
         assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
         let recs: Vec<serde_json::Value> =
             records(&out.path().join("bench").join(id)).into_iter().filter(|r| r["warmup"] == false).collect();
-        assert_eq!(recs.len(), 8 + 16, "c=1: 8 requests; c=4: max(8, 16)");
+        assert_eq!(recs.len(), 8 + 8, "--requests (--num-prompts) is exact at every level");
         assert!(recs.iter().all(|r| r["completion_tokens"] == 16 && r["error"].is_null()));
         if id == "stream" {
             assert!(recs.iter().all(|r| r["chunks"] == 16 && r["first_token_s"].as_f64().is_some()));
