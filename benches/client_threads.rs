@@ -171,9 +171,14 @@ fn render(rows: &[Row], before: &str, after: &str) -> String {
     }
     writeln!(
         s,
-        "\nWhat a second thread costs per request is the ratio: its own runtime, connection pool and timer, and (open \
-         loop) its own body builder. How far N threads scale past one core's rate is not measured here: this \
-         machine has {cores} cores shared with the endpoint and other work; that figure belongs to the H200 host."
+        "\nThe closed loop's figure is the client's work per request: a second thread costs what its own \
+         runtime, connection pool and timer add. The open loop's is not work: its dispatcher yields in a loop \
+         from 2 ms before each arrival (so that it sends on time without sleeping on tokio's 1 ms timer), and at \
+         {RATE} requests/s every gap is shorter than that, so each dispatcher thread is busy for the whole phase \
+         and the CPU per request is about threads × wall ÷ requests, whatever the requests cost. Lateness p99 is \
+         shown, not judged: on these oversubscribed cores it is set by the machine. How far N threads scale \
+         past one core's rate is not measured here ({cores} cores shared with the endpoint and other work); \
+         that figure belongs to the H200 host."
     )
     .ok();
     s
