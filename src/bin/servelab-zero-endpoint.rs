@@ -265,39 +265,69 @@ async fn chat_completion(stream: &mut TcpStream, body: &[u8], seq: u64, itl: Dur
     stream.write_all(&out).await
 }
 
+/// The next request on a connection: its head as sent, its path and its body; None once the client closed it.
+/// Bytes of a following request stay in `buf`.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<(String, String, Vec<u8>)>> {
+    let head_end = loop {
+        if let Some(at) = memchr::memmem::find(buf, b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut tmp = [0u8; 8192];
+        let n = stream.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let raw_head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let head = raw_head.to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let mut tmp = [0u8; 8192];
+        let n = stream.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let body = buf[head_end..head_end + len].to_vec();
+    buf.drain(..head_end + len);
+    Ok(Some((raw_head, path, body)))
+}
+
+/// A completion as the flags shape it: its body recorded (`--record-bodies`), a capacity slot held
+/// (`--capacity`), and the process ended after the `--die-after`th request.
+async fn counted_completion(stream: &mut TcpStream, body: &[u8], seq: u64, itl: Duration) -> std::io::Result<()> {
+    if let Some(file) = BODIES.get().and_then(Option::as_ref) {
+        use std::io::Write;
+        let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = f.write_all(body).and_then(|()| f.write_all(b"\n")) {
+            eprintln!("ERROR servelab-zero-endpoint: cannot record a body (--record-bodies): {e}");
+        }
+    }
+    let _slot = match CAPACITY.get().and_then(Option::as_ref) {
+        Some(s) => s.acquire().await.ok(),
+        None => None,
+    };
+    completion(stream, body, seq, itl).await?;
+    let die_after = DIE_AFTER.get().copied().unwrap_or(0);
+    if die_after > 0 && seq >= die_after {
+        eprintln!("ERROR servelab-zero-endpoint: RuntimeError: engine died after {die_after} requests (--die-after)");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell::Cell<u64>>) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(8192);
     loop {
-        let head_end = loop {
-            if let Some(at) = memchr::memmem::find(&buf, b"\r\n\r\n") {
-                break at + 4;
-            }
-            let mut tmp = [0u8; 8192];
-            let n = stream.read(&mut tmp).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&tmp[..n]);
-        };
-        let raw_head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let head = raw_head.to_ascii_lowercase();
-        let len = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            let mut tmp = [0u8; 8192];
-            let n = stream.read(&mut tmp).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&tmp[..n]);
-        }
-        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-        let body = buf[head_end..head_end + len].to_vec();
-        buf.drain(..head_end + len);
+        let Some((raw_head, path, body)) = read_request(&mut stream, &mut buf).await? else { return Ok(()) };
         match path.as_str() {
             "/v1/completions" if ENDLESS.get().copied().flatten() == Some("line") => {
                 return endless(&mut stream, "200 OK", b"data: {\"id\":\"").await;
@@ -337,23 +367,7 @@ async fn serve(mut stream: TcpStream, itl: Duration, seq: std::rc::Rc<std::cell:
             }
             "/v1/completions" => {
                 seq.set(seq.get() + 1);
-                if let Some(file) = BODIES.get().and_then(Option::as_ref) {
-                    use std::io::Write;
-                    let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if let Err(e) = f.write_all(&body).and_then(|()| f.write_all(b"\n")) {
-                        eprintln!("ERROR servelab-zero-endpoint: cannot record a body (--record-bodies): {e}");
-                    }
-                }
-                let _slot = match CAPACITY.get().and_then(Option::as_ref) {
-                    Some(s) => s.acquire().await.ok(),
-                    None => None,
-                };
-                completion(&mut stream, &body, seq.get(), itl).await?;
-                let die_after = DIE_AFTER.get().copied().unwrap_or(0);
-                if die_after > 0 && seq.get() >= die_after {
-                    eprintln!("ERROR servelab-zero-endpoint: RuntimeError: engine died after {die_after} requests (--die-after)");
-                    std::process::exit(1);
-                }
+                counted_completion(&mut stream, &body, seq.get(), itl).await?;
             }
             "/v1/models" if ENDLESS.get().copied().flatten() == Some("models") => {
                 return endless(&mut stream, "200 OK", b"{\"object\":\"list\",\"data\":[{\"id\":\"").await;
