@@ -62,7 +62,7 @@ fn engine_core_killed_during_load_fails_the_point_and_the_run_goes_on() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
-    let port = 18441;
+    let port = free_ports(1);
     let spec_path = out.path().join("spec.yaml");
     std::fs::write(&spec_path, load_spec("kill", port, "[4]", 400, "")).unwrap();
     let child = run_command(&bin, &spec_path, out.path()).stderr(Stdio::piped()).spawn().unwrap();
@@ -100,7 +100,7 @@ fn a_bad_flag_and_a_server_that_never_gets_ready_fail_their_points_and_the_run_g
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
-    let port = 18442;
+    let port = free_ports(1);
     // bad: vLLM rejects the flag and exits; hang: readiness polls a path that never answers 200; ok: measured.
     // The timeout is twice a CPU start's usual ~35 s: at 45 s, the ok server once missed it on a busy CI machine.
     let spec = format!(
@@ -128,7 +128,7 @@ fn fail_fast_stops_at_the_first_failure() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
-    let port = 18443;
+    let port = free_ports(1);
     let spec = format!(
         "name: failfast\nengine:\n  model: models/tiny-llama\n  port: {port}\n  args:\n    max-model-len: \"{{{{ max_model_len }}}}\"\n    kv-cache-memory-bytes: 268435456\n    enforce-eager: true\n{ENV}grid:\n  max_model_len: [16384, 1024]\nmeasure: {{memory: procfs}}\n"
     );
@@ -144,8 +144,9 @@ fn problems_found_before_any_server_starts() {
     let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     // A busy port: a clear error, exit 2, nothing started.
-    let port = 18444;
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    // The port is the bound listener's own, so nothing can take it between the check and the run.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
     let run = run_spec(&bin, &spec("busy", port, "[1024]", "268435456"), out.path());
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains(&format!("port {port} on 127.0.0.1 is already in use")), "{}", run.stderr);
@@ -153,7 +154,7 @@ fn problems_found_before_any_server_starts() {
     drop(listener);
     // An output folder that cannot be written: an error before any server starts.
     let spec_path = out.path().join("spec2.yaml");
-    std::fs::write(&spec_path, spec("unwritable", 18445, "[1024]", "268435456")).unwrap();
+    std::fs::write(&spec_path, spec("unwritable", free_ports(1), "[1024]", "268435456")).unwrap();
     let begin = Instant::now();
     let o = Command::new(env!("CARGO_BIN_EXE_servelab"))
         .args(["run", spec_path.to_str().unwrap(), "--out", "/proc/servelab-cannot-write-here"])
@@ -166,17 +167,20 @@ fn problems_found_before_any_server_starts() {
     assert!(stderr.contains("cannot write the run's output"), "{stderr}");
     assert!(begin.elapsed() < Duration::from_secs(10), "no server was started");
     // An external endpoint nobody answers: the point fails with a clear error, exit 3.
-    let ext = "name: ext\nengine: {kind: external, base_url: 'http://127.0.0.1:18446'}\nload: {requests: 2, max_tokens: 4, prompt_tokens: 4}\n";
-    let run = run_spec(&bin, ext, out.path());
+    let port = free_ports(1);
+    let ext = format!(
+        "name: ext\nengine: {{kind: external, base_url: 'http://127.0.0.1:{port}'}}\nload: {{requests: 2, max_tokens: 4, prompt_tokens: 4}}\n"
+    );
+    let run = run_spec(&bin, &ext, out.path());
     assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(run.stderr.contains("http://127.0.0.1:18446/health is unreachable"), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("http://127.0.0.1:{port}/health is unreachable")), "{}", run.stderr);
 }
 
 fn double_ctrl_c_kills_the_server_group_at_once() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
-    let port = 18447;
+    let port = free_ports(1);
     let spec_path = out.path().join("spec.yaml");
     std::fs::write(&spec_path, spec("twice", port, "[1024]", "268435456")).unwrap();
     let child = run_command(&bin, &spec_path, out.path()).stderr(Stdio::piped()).spawn().unwrap();
@@ -187,7 +191,9 @@ fn double_ctrl_c_kills_the_server_group_at_once() {
     {
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(4));
+    // A group of several processes to kill: the server's engine core has been spawned.
+    let core = wait_until(Duration::from_secs(120), || descendant_named(child.id(), "VLLM::EngineCor").is_some());
+    assert!(core, "the server's engine core did not start within 120 s");
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -196,7 +202,8 @@ fn double_ctrl_c_kills_the_server_group_at_once() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(begin.elapsed() < Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(500));
+    // The group's last processes are reaped by the kernel just after servelab exits.
+    wait_until(Duration::from_secs(5), || nothing_left_in(&out.path().join("twice/r"), port));
     assert_nothing_left_in(&out.path().join("twice/r"), port);
 }
 
@@ -204,7 +211,7 @@ fn an_interrupted_run_resumes_without_measuring_anything_twice() {
     let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
-    let port = 18448;
+    let port = free_ports(1);
     let key = "sk-servelab-test-7f3a9c";
     let spec_text = load_spec("resume", port, "[1, 2]", 6, "  api_key_env: SERVELAB_TEST_API_KEY\n");
     let spec_path = out.path().join("spec.yaml");
@@ -217,11 +224,8 @@ fn an_interrupted_run_resumes_without_measuring_anything_twice() {
     };
     // 1. Interrupt once the first server configuration is done and the second has started.
     let child = run(&[]).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while Instant::now() < deadline && starts(&dir) < 2 {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(2));
+    let second_started = wait_until(Duration::from_secs(300), || starts(&dir) >= 2 && ok_points(&dir).len() >= 2);
+    assert!(second_started, "the first server's points and the second start did not happen within 300 s");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let first = child.wait_with_output().unwrap();
     assert_eq!(first.status.code(), Some(130), "{}", String::from_utf8_lossy(&first.stderr));

@@ -9,7 +9,7 @@
 //! with the reason, never as passed. README's test command never starts daemons unasked.
 
 mod common;
-use common::{ROOT, jsonl};
+use common::{ROOT, ok_points};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -77,16 +77,6 @@ fn wait_for(jobs: &[String]) {
         assert!(Instant::now() < deadline, "jobs {jobs:?} did not finish in 4 minutes");
         std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-fn ok_points(dir: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = jsonl(&dir.join("journal.jsonl"))
-        .iter()
-        .filter(|e| e["event"] == "point_done" && e["status"] == "ok")
-        .map(|e| e["point"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
-    ids
 }
 
 /// A shard that has committed a point and has points left, once one does.

@@ -109,7 +109,12 @@ fn ctrl_c_stops_the_server_and_exits_130() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    std::thread::sleep(std::time::Duration::from_secs(8));
+    // Its Python process is up once the server's log has its first line (it is not ready for many seconds).
+    let logged = || {
+        let logs = std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path().join("server.log"));
+        logs.into_iter().any(|l| std::fs::metadata(l).is_ok_and(|m| m.len() > 0))
+    };
+    assert!(wait_until(std::time::Duration::from_secs(60), logged), "the server wrote no log line within 60 s");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -298,7 +303,8 @@ fn bench_measures_an_existing_endpoint() {
     };
     // Cleanup only (the group may be gone already); the bench's outcome is checked below.
     nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM).ok();
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // SIGKILL what is left once the server's main process has exited, or after 10 s.
+    wait_until(std::time::Duration::from_secs(10), || matches!(server.try_wait(), Ok(Some(_))));
     nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).ok();
     server.wait().ok();
     let output = result.expect("vLLM did not become ready for the bench test");

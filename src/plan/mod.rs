@@ -208,64 +208,10 @@ fn render_client(
         }
         None => None,
     };
-    let (concurrency, open_loop) = match (&load.concurrency, &load.rate) {
-        // A replay is an open loop on the trace's schedule; its rate is the window's mean, for the reports.
-        _ if let Some(t) = &traced => {
-            let o = OpenLoop { rate: t.mean_rate(), arrival: load.arrival, burstiness: None, min_requests: 0 };
-            (trace::cap(load, &int, vars)?, Some(o))
-        }
-        (Some(_), Some(_)) => {
-            return Err(PlanError::at(
-                key(&["load", "rate"]),
-                "`rate` (open loop) and `concurrency` (closed loop) both set the load",
-                "keep one; to cap an open loop's requests in flight use `max_concurrency`",
-            ));
-        }
-        (_, Some(rate)) => {
-            let rate = check::render_positive(renderer, &ctx, vars, &["load", "rate"], rate)?;
-            let cap = match &load.max_concurrency {
-                Some(m) => int("max_concurrency", m, 1)?,
-                None => 0,
-            };
-            check::at_most(&["load", "max_concurrency"], cap, MAX_CONCURRENCY, vars)?;
-            (cap, Some(open_loop(load, rate, slo, vars)?))
-        }
-        (c, None) => {
-            if load.max_concurrency.is_some() || load.burstiness.is_some() || !load.arrival.is_default() {
-                return Err(PlanError::at(
-                    key(&["load", "rate"]),
-                    "`arrival`, `burstiness` and `max_concurrency` shape an open loop, but `rate` is not set",
-                    "add `rate: N` (requests per second) instead of `concurrency`, or remove them",
-                ));
-            }
-            let c = int("concurrency", c.as_ref().unwrap_or(&crate::spec::IntOrTemplate::Int(1)), 1)?;
-            check::at_most(&["load", "concurrency"], c, MAX_CONCURRENCY, vars)?;
-            (c, None)
-        }
-    };
+    let (concurrency, open_loop) = loop_shape(load, traced.as_ref(), (renderer, &ctx), vars, &int, slo)?;
     let w = workload::plan(load, vars, (server.model.as_deref(), server.max_model_len), &int)?;
     let sessions = sessions::plan(load, vars, server.max_model_len, (w.max_tokens, w.output_dist), &int)?;
-    // A phase is sized by time (`duration`, the default) or by a request count, never both.
-    let (requests_asked, duration_s) = match (&load.requests, load.duration) {
-        _ if let Some(t) = &traced => (t.requests, None),
-        _ if let Some(s) = sessions.filter(|s| s.count > 0) => (s.count, None),
-        (Some(_), Some(_)) => {
-            return Err(PlanError::at(
-                key(&["load", "duration"]),
-                "`duration` and `requests` both size the measured phase",
-                "keep one: `duration: 10s` (a phase by time) or `requests: N` (a phase by count)",
-            ));
-        }
-        (Some(r), None) => (int("requests", r, 1)?, None),
-        (None, Some(d)) if d.0.is_zero() => {
-            return Err(PlanError::at(
-                key(&["load", "duration"]),
-                "`duration: 0s` measures nothing",
-                "give the phase time, e.g. `duration: 10s`, or size it by count with `requests: N`",
-            ));
-        }
-        (None, d) => (0, Some(d.map_or(10.0, |d| d.0.as_secs_f64()))),
-    };
+    let (requests_asked, duration_s) = phase_size(load, traced.as_ref(), sessions.as_ref(), &int)?;
     let client_threads = int("client_threads", &load.client_threads, 1)?;
     check::client_threads(client_threads, concurrency, open_loop.is_some(), vars)?;
     if client_threads > 1 && sessions.is_some() {
@@ -279,19 +225,7 @@ fn render_client(
     check::at_most(&["load", "warmup"], warmup, MAX_CONCURRENCY, vars)?;
     let ignore_eos = check::render_bool(renderer, &ctx, vars, &["load", "ignore_eos"], &load.ignore_eos)?;
     let stream = check::render_bool(renderer, &ctx, vars, &["load", "stream"], &load.stream)?;
-    if let (Some(o), Some(d)) = (&open_loop, duration_s)
-        && o.rate * d > MAX_ARRIVALS
-    {
-        return Err(PlanError::at(
-            key(&["load", "rate"]),
-            format!(
-                "rate {} × duration {d} s is over {MAX_ARRIVALS} arrivals per phase{}",
-                o.rate,
-                check::at_point(vars)
-            ),
-            "lower `rate` or `duration`",
-        ));
-    }
+    check_arrivals(open_loop.as_ref(), duration_s, vars)?;
     let requests = match duration_s {
         Some(_) => 0,
         None if open_loop.is_some() || sessions.is_some() => requests_asked,
@@ -327,6 +261,101 @@ fn render_client(
         sessions,
         client_threads,
     })
+}
+
+/// Closed loop (`concurrency`) or open loop (`rate`, shaped by `arrival`, `burstiness`, `max_concurrency`),
+/// never both; a replay is an open loop on the trace's schedule. Returns the concurrency (an open loop's cap,
+/// 0 for none) and the open loop.
+fn loop_shape(
+    load: &Load,
+    traced: Option<&crate::record::trace::TracePlan>,
+    (renderer, ctx): (&Renderer, &minijinja::Value),
+    vars: &IndexMap<String, Scalar>,
+    int: &dyn Fn(&str, &crate::spec::IntOrTemplate, i64) -> Result<u32, PlanError>,
+    slo: bool,
+) -> Result<(u32, Option<OpenLoop>), PlanError> {
+    match (&load.concurrency, &load.rate) {
+        // A replay is an open loop on the trace's schedule; its rate is the window's mean, for the reports.
+        _ if let Some(t) = traced => {
+            let o = OpenLoop { rate: t.mean_rate(), arrival: load.arrival, burstiness: None, min_requests: 0 };
+            Ok((trace::cap(load, int, vars)?, Some(o)))
+        }
+        (Some(_), Some(_)) => Err(PlanError::at(
+            key(&["load", "rate"]),
+            "`rate` (open loop) and `concurrency` (closed loop) both set the load",
+            "keep one; to cap an open loop's requests in flight use `max_concurrency`",
+        )),
+        (_, Some(rate)) => {
+            let rate = check::render_positive(renderer, ctx, vars, &["load", "rate"], rate)?;
+            let cap = match &load.max_concurrency {
+                Some(m) => int("max_concurrency", m, 1)?,
+                None => 0,
+            };
+            check::at_most(&["load", "max_concurrency"], cap, MAX_CONCURRENCY, vars)?;
+            Ok((cap, Some(open_loop(load, rate, slo, vars)?)))
+        }
+        (c, None) => {
+            if load.max_concurrency.is_some() || load.burstiness.is_some() || !load.arrival.is_default() {
+                return Err(PlanError::at(
+                    key(&["load", "rate"]),
+                    "`arrival`, `burstiness` and `max_concurrency` shape an open loop, but `rate` is not set",
+                    "add `rate: N` (requests per second) instead of `concurrency`, or remove them",
+                ));
+            }
+            let c = int("concurrency", c.as_ref().unwrap_or(&crate::spec::IntOrTemplate::Int(1)), 1)?;
+            check::at_most(&["load", "concurrency"], c, MAX_CONCURRENCY, vars)?;
+            Ok((c, None))
+        }
+    }
+}
+
+/// A phase is sized by time (`duration`, the default) or by a request count, never both; a replay by its
+/// window. Returns the requests asked for and the duration.
+fn phase_size(
+    load: &Load,
+    traced: Option<&crate::record::trace::TracePlan>,
+    sessions: Option<&crate::record::plan::SessionPlan>,
+    int: &dyn Fn(&str, &crate::spec::IntOrTemplate, i64) -> Result<u32, PlanError>,
+) -> Result<(u32, Option<f64>), PlanError> {
+    // A phase is sized by time (`duration`, the default) or by a request count, never both.
+    match (&load.requests, load.duration) {
+        _ if let Some(t) = traced => Ok((t.requests, None)),
+        _ if let Some(s) = sessions.filter(|s| s.count > 0) => Ok((s.count, None)),
+        (Some(_), Some(_)) => Err(PlanError::at(
+            key(&["load", "duration"]),
+            "`duration` and `requests` both size the measured phase",
+            "keep one: `duration: 10s` (a phase by time) or `requests: N` (a phase by count)",
+        )),
+        (Some(r), None) => Ok((int("requests", r, 1)?, None)),
+        (None, Some(d)) if d.0.is_zero() => Err(PlanError::at(
+            key(&["load", "duration"]),
+            "`duration: 0s` measures nothing",
+            "give the phase time, e.g. `duration: 10s`, or size it by count with `requests: N`",
+        )),
+        (None, d) => Ok((0, Some(d.map_or(10.0, |d| d.0.as_secs_f64())))),
+    }
+}
+
+/// An open loop's schedule is drawn before the phase: its arrivals are bounded.
+fn check_arrivals(
+    open_loop: Option<&OpenLoop>,
+    duration_s: Option<f64>,
+    vars: &IndexMap<String, Scalar>,
+) -> Result<(), PlanError> {
+    if let (Some(o), Some(d)) = (open_loop, duration_s)
+        && o.rate * d > MAX_ARRIVALS
+    {
+        return Err(PlanError::at(
+            key(&["load", "rate"]),
+            format!(
+                "rate {} × duration {d} s is over {MAX_ARRIVALS} arrivals per phase{}",
+                o.rate,
+                check::at_point(vars)
+            ),
+            "lower `rate` or `duration`",
+        ));
+    }
+    Ok(())
 }
 
 /// Arrivals a phase may pre-draw (its schedule is held in memory: 8 bytes each).

@@ -41,6 +41,33 @@ pub struct PointRecord {
     pub switch_shared: Option<bool>,
 }
 
+impl PointRecord {
+    /// A point measured ok, alone, with no /metrics snapshot and no GPU sampled: attempt and repeat 0, no
+    /// variables. The fake engine and the test fixtures start from it and set what they need.
+    pub fn measured(point: impl Into<String>, group: impl Into<String>, client: ClientConfig, wall_s: f64) -> Self {
+        PointRecord {
+            point: point.into(),
+            attempt: 0,
+            group: group.into(),
+            repeat: 0,
+            vars: indexmap::IndexMap::new(),
+            client,
+            model: String::new(),
+            started_at: String::new(),
+            wall_s,
+            samples_offset_s: 0.0,
+            warmup_requests: 0,
+            before: None,
+            after: None,
+            gpu_sampled: false,
+            status: Status::Ok,
+            error: None,
+            beside: None,
+            switch_shared: None,
+        }
+    }
+}
+
 /// One line of `samples.jsonl`: a /metrics scrape or a GPU reading during a measured phase.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SampleLine {

@@ -4,8 +4,8 @@
 
 use super::context::{self, Context, KvContext, RateContext};
 use super::{charts, kv_csv, markdown, rate_csv, sweep_csv};
-use crate::record::Recorded;
 use crate::record::manifest::Manifest;
+use crate::record::{Recorded, ServerRecord};
 use crate::spec::{ReportKind, Spec};
 use crate::stats::kv;
 use crate::stats::sweep::{self, GroupSweep};
@@ -125,21 +125,7 @@ pub fn derive(
     let mut files = Vec::new();
     // External endpoints were not started here: they have no startup memory to report.
     let started = rec.started_servers();
-    let kv_ctx = if started.is_empty() {
-        None
-    } else {
-        files.push(rendered("kv_cache_scaling.csv", kv_csv::render(&started))?);
-        if let Some(bytes) = kv_csv::render_per_gpu(&started).map_err(|e| failed("kv_cache_scaling_gpus.csv", e))? {
-            files.push(("kv_cache_scaling_gpus.csv".to_owned(), bytes));
-        }
-        let findings = kv::findings(&started, spec.report_options.request_len);
-        let rows = kv::rows(&started);
-        let mem: Vec<(u64, f64)> = rows.iter().filter_map(|r| Some((r.max_model_len?, r.mem_used_mb?))).collect();
-        let tokens: Vec<(u64, u64)> =
-            rows.iter().filter_map(|r| Some((r.max_model_len?, r.kv_cache_tokens?))).collect();
-        files.push(rendered("kv_cache_scaling.svg", charts::kv_scaling(&findings, &mem, &tokens))?);
-        Some(KvContext { rows: context::kv_rows(&rows), findings, chart: "kv_cache_scaling.svg".to_owned() })
-    };
+    let kv_ctx = if started.is_empty() { None } else { Some(kv_files(&started, spec, &mut files)?) };
     let mut sweeps = sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
     let missed = match manifest.plan.precision {
         Some(p) => sweep::note_precision(&mut sweeps, p.rel_ci),
@@ -147,38 +133,18 @@ pub fn derive(
     };
     let gpu_sampled = rec.points.iter().any(|p| p.gpu_sampled);
     let mut sweep_ctx = Vec::new();
-    for g in &sweeps {
+    for (i, g) in sweeps.iter().enumerate() {
         // Named by the plan, not by what was measured so far, so a run never leaves unsuffixed files behind.
         let suffix = if load_groups(manifest) > 1 { format!("-{}", g.group) } else { String::new() };
-        files.push(rendered(&format!("concurrency_sweep{suffix}.csv"), sweep_csv::render(g))?);
-        if let Some(bytes) =
-            sweep_csv::render_batching(g).map_err(|e| failed(&format!("batching_summary{suffix}.csv"), e))?
-        {
-            files.push((format!("batching_summary{suffix}.csv"), bytes));
-        }
-        files.push(rendered(&format!("concurrency_sweep{suffix}.svg"), charts::sweep(g))?);
+        sweep_files(g, &suffix, &mut files)?;
         let mut ctx = context::sweep(g, sweep::rules_of_thumb(g), gpu_sampled, &suffix);
-        ctx.imprecise = missed.get(sweep_ctx.len()).cloned().unwrap_or_default();
+        ctx.imprecise = missed.get(i).cloned().unwrap_or_default();
         sweep_ctx.push(ctx);
     }
     if !sweeps.is_empty() {
         files.push(("sweep.json".to_owned(), stamped(&sweeps)));
     }
-    let mut rate_ctx = Vec::new();
-    let rate_groups = crate::stats::rate::analyze(&rec.points, &rec.requests, spec.slo.as_ref());
-    let several = groups_with(manifest, |c| c.open_loop.is_some()) > 1;
-    if !rate_groups.is_empty() {
-        // The cells with the findings drawn from them, so `report --check` can hold each finding against the
-        // figures it was drawn from, as sweep.json does for the concurrency sweep.
-        files.push(("rate_sweep.json".to_owned(), stamped(&rate_groups)));
-    }
-    for r in rate_groups {
-        let suffix = if several { format!("-{}", r.group) } else { String::new() };
-        files.push(rendered(&format!("rate_sweep{suffix}.csv"), rate_csv::render(&r))?);
-        files.push(rendered(&format!("rate_sweep{suffix}.svg"), charts::rate_sweep(&r))?);
-        let search = search_of(manifest, rec, spec, &r.group);
-        rate_ctx.push(RateContext { sweep: r, chart: format!("rate_sweep{suffix}.svg"), search });
-    }
+    let rate_ctx = rate_files(spec, manifest, rec, &mut files)?;
     let searches: Vec<_> = rate_ctx.iter().filter_map(|r| Some((&r.sweep.group, r.search.as_ref()?))).collect();
     if !searches.is_empty() {
         let json: Vec<_> = searches
@@ -231,6 +197,69 @@ pub fn derive(
         failed_closed,
         failed_open,
     };
+    markdown_files(spec, &ctx, templates, &mut files)?;
+    Ok((files, sweeps))
+}
+
+/// The open-loop rate sweeps' files (`rate_sweep.json`, a CSV and a chart per group), and their contexts with
+/// the search of each group that ran one.
+fn rate_files(
+    spec: &Spec,
+    manifest: &Manifest,
+    rec: &Recorded,
+    files: &mut Files,
+) -> Result<Vec<RateContext>, super::ReportError> {
+    let mut rate_ctx = Vec::new();
+    let rate_groups = crate::stats::rate::analyze(&rec.points, &rec.requests, spec.slo.as_ref());
+    let several = groups_with(manifest, |c| c.open_loop.is_some()) > 1;
+    if !rate_groups.is_empty() {
+        // The cells with the findings drawn from them, so `report --check` can hold each finding against the
+        // figures it was drawn from, as sweep.json does for the concurrency sweep.
+        files.push(("rate_sweep.json".to_owned(), stamped(&rate_groups)));
+    }
+    for r in rate_groups {
+        let suffix = if several { format!("-{}", r.group) } else { String::new() };
+        files.push(rendered(&format!("rate_sweep{suffix}.csv"), rate_csv::render(&r))?);
+        files.push(rendered(&format!("rate_sweep{suffix}.svg"), charts::rate_sweep(&r))?);
+        let search = search_of(manifest, rec, spec, &r.group);
+        rate_ctx.push(RateContext { sweep: r, chart: format!("rate_sweep{suffix}.svg"), search });
+    }
+    Ok(rate_ctx)
+}
+
+/// A concurrency sweep's files: its CSV, its batching summary when it has one, its chart.
+fn sweep_files(g: &GroupSweep, suffix: &str, files: &mut Files) -> Result<(), super::ReportError> {
+    files.push(rendered(&format!("concurrency_sweep{suffix}.csv"), sweep_csv::render(g))?);
+    if let Some(bytes) =
+        sweep_csv::render_batching(g).map_err(|e| failed(&format!("batching_summary{suffix}.csv"), e))?
+    {
+        files.push((format!("batching_summary{suffix}.csv"), bytes));
+    }
+    files.push(rendered(&format!("concurrency_sweep{suffix}.svg"), charts::sweep(g))?);
+    Ok(())
+}
+
+/// The KV files of the started servers (CSV, per-GPU CSV, chart), and what the notes report on them.
+fn kv_files(started: &[ServerRecord], spec: &Spec, files: &mut Files) -> Result<KvContext, super::ReportError> {
+    files.push(rendered("kv_cache_scaling.csv", kv_csv::render(started))?);
+    if let Some(bytes) = kv_csv::render_per_gpu(started).map_err(|e| failed("kv_cache_scaling_gpus.csv", e))? {
+        files.push(("kv_cache_scaling_gpus.csv".to_owned(), bytes));
+    }
+    let findings = kv::findings(started, spec.report_options.request_len);
+    let rows = kv::rows(started);
+    let mem: Vec<(u64, f64)> = rows.iter().filter_map(|r| Some((r.max_model_len?, r.mem_used_mb?))).collect();
+    let tokens: Vec<(u64, u64)> = rows.iter().filter_map(|r| Some((r.max_model_len?, r.kv_cache_tokens?))).collect();
+    files.push(rendered("kv_cache_scaling.svg", charts::kv_scaling(&findings, &mem, &tokens))?);
+    Ok(KvContext { rows: context::kv_rows(&rows), findings, chart: "kv_cache_scaling.svg".to_owned() })
+}
+
+/// The markdown reports the spec asks for (or the data supports), each once its figures exist.
+fn markdown_files(
+    spec: &Spec,
+    ctx: &Context,
+    templates: Option<PathBuf>,
+    files: &mut Files,
+) -> Result<(), super::ReportError> {
     let env = markdown::environment(templates);
     for kind in reports(spec, ctx.kv.is_some(), !ctx.sweeps.is_empty(), !ctx.rates.is_empty()) {
         let name = match kind {
@@ -242,7 +271,7 @@ pub fn derive(
             ReportKind::Tune if ctx.tune.is_some() => "tune.md",
             _ => continue, // nothing measured yet for this report
         };
-        files.push((name.to_owned(), markdown::render(&env, name, &ctx)?.into_bytes()));
+        files.push((name.to_owned(), markdown::render(&env, name, ctx)?.into_bytes()));
     }
-    Ok((files, sweeps))
+    Ok(())
 }

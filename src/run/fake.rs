@@ -173,24 +173,13 @@ fn phase(server: &mut FakeServer, group: &ServerGroup, point: &Point, attempt: u
     }
     let wall_s = requests.iter().filter(|r| !r.warmup).map(|r| r.end_s).fold(0.0, f64::max);
     let record = PointRecord {
-        point: point.id.clone(),
         attempt,
-        group: group.id.clone(),
         repeat: point.repeat,
         vars: point.vars.clone(),
-        client: c.clone(),
         model: "zero".to_owned(),
         started_at: chrono::Local::now().to_rfc3339(),
-        wall_s,
-        samples_offset_s: 0.0,
         warmup_requests: c.warmup,
-        before: None,
-        after: None,
-        gpu_sampled: false,
-        status: Status::Ok,
-        error: None,
-        beside: None,
-        switch_shared: None,
+        ..PointRecord::measured(point.id.clone(), group.id.clone(), c.clone(), wall_s)
     };
     PointOutput { point: record, requests, samples: Vec::new() }
 }

@@ -43,24 +43,11 @@ fn measured(group: &ServerGroup, p: &Point, attempt: u32, e2e: f64) -> (PointRec
         .collect();
     let wall_s = requests.iter().map(|r| r.end_s).fold(0.0, f64::max);
     let point = PointRecord {
-        point: p.id.clone(),
         attempt,
-        group: group.id.clone(),
         repeat: p.repeat,
         vars: p.vars.clone(),
-        client: c,
         model: "zero".into(),
-        started_at: String::new(),
-        wall_s,
-        samples_offset_s: 0.0,
-        warmup_requests: 0,
-        before: None,
-        after: None,
-        gpu_sampled: false,
-        status: Status::Ok,
-        error: None,
-        beside: None,
-        switch_shared: None,
+        ..PointRecord::measured(p.id.clone(), group.id.clone(), c, wall_s)
     };
     (point, requests)
 }

@@ -178,26 +178,7 @@ mod tests {
     fn lateness_splits_into_the_cap_wait_and_the_client() {
         let reqs = [req(0, 0.0, Some(0.0), 0.0001), req(1, 1.0, Some(1.5), 1.5002), req(2, 2.0, None, 2.01)];
         let refs: Vec<&RequestRecord> = reqs.iter().collect();
-        let mut p = PointRecord {
-            point: "p".into(),
-            attempt: 0,
-            group: "g".into(),
-            repeat: 0,
-            vars: Default::default(),
-            client: Default::default(),
-            model: "m".into(),
-            started_at: String::new(),
-            wall_s: 1.0,
-            samples_offset_s: 0.0,
-            warmup_requests: 0,
-            before: None,
-            after: None,
-            gpu_sampled: false,
-            status: Status::Ok,
-            error: None,
-            beside: None,
-            switch_shared: None,
-        };
+        let mut p = PointRecord { model: "m".into(), ..PointRecord::measured("p", "g", Default::default(), 1.0) };
         p.client.trace = Some(TracePlan {
             path: "t".into(),
             format: Default::default(),

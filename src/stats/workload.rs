@@ -121,26 +121,8 @@ mod tests {
     fn point(id: &str, endpoint: Endpoint) -> PointRecord {
         let mut vars = indexmap::IndexMap::new();
         vars.insert("concurrency".to_owned(), crate::record::values::Scalar::Int(2));
-        PointRecord {
-            point: id.into(),
-            attempt: 0,
-            group: "g".into(),
-            repeat: 0,
-            vars,
-            client: ClientConfig { endpoint, ..Default::default() },
-            model: "m".into(),
-            started_at: String::new(),
-            wall_s: 1.0,
-            samples_offset_s: 0.0,
-            warmup_requests: 0,
-            before: None,
-            after: None,
-            gpu_sampled: false,
-            status: Status::Ok,
-            error: None,
-            beside: None,
-            switch_shared: None,
-        }
+        let client = ClientConfig { endpoint, ..Default::default() };
+        PointRecord { vars, model: "m".into(), ..PointRecord::measured(id, "g", client, 1.0) }
     }
 
     fn req(point: &str, sent: u32, server: u32, out: u32) -> RequestRecord {

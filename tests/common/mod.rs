@@ -143,6 +143,33 @@ pub fn assert_nothing_left(run: &Run, port: u16) {
     assert_nothing_left_in(&run.dir, port);
 }
 
+/// Polls `done` every 50 ms until it holds or `limit` has passed; returns whether it held. Tests wait on a
+/// condition with a deadline, never for a fixed time.
+pub fn wait_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Whether every PID a server of the run folder ever had is gone and nothing serves the port (the condition
+/// `assert_nothing_left_in` asserts, for waiting on it).
+pub fn nothing_left_in(dir: &Path, port: u16) -> bool {
+    let mut pids = BTreeSet::new();
+    for entry in std::fs::read_dir(dir.join("servers")).into_iter().flatten().flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("startup.json")) else { continue };
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
+        pids.extend(record["pids"].as_array().into_iter().flatten().filter_map(|p| p.as_u64()).map(|p| p as u32));
+    }
+    servelab::probe::procfs::alive(&pids).is_empty() && processes_with(&format!("--port\0{port}")).is_empty()
+}
+
 pub fn assert_nothing_left_in(dir: &Path, port: u16) {
     let mut pids = BTreeSet::new();
     for entry in std::fs::read_dir(dir.join("servers")).unwrap() {
@@ -169,6 +196,18 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
         }
     }
     found
+}
+
+/// The point ids a run folder's journal committed ok, sorted, once per commit (a point committed twice is
+/// listed twice).
+pub fn ok_points(dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = jsonl(&dir.join("journal.jsonl"))
+        .iter()
+        .filter(|e| e["event"] == "point_done" && e["status"] == "ok")
+        .map(|e| e["point"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
 }
 
 pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {

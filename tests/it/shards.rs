@@ -5,7 +5,7 @@
 //! `report --check` on the merged folder. Figures are never claimed from either.
 
 use crate::common;
-use common::jsonl;
+use common::ok_points;
 use servelab::run::{self, RunOptions, Seam};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -83,17 +83,6 @@ impl Case {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
         rt.block_on(run::execute_on(&loaded, &plan, &opts, &AtomicBool::new(false), &seam)).unwrap();
     }
-}
-
-/// Committed point ids of a run folder, with how many times each was committed ok.
-fn ok_points(dir: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = jsonl(&dir.join("journal.jsonl"))
-        .iter()
-        .filter(|e| e["event"] == "point_done" && e["status"] == "ok")
-        .map(|e| e["point"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
-    ids
 }
 
 /// Every derived file of a folder (what `derive` writes: not the raw records, spec, plan or manifest).

@@ -130,26 +130,9 @@ pub fn notes_hold(c: &Cell, knee: &Knee, precision: Option<f64>) -> Vec<String> 
             CellNote::PerChunkItl => h.itl_p50_s.is_some() && !h.itl_per_token,
             CellNote::NoGpu => h.gpu_util_pct.is_none(),
             CellNote::FewGpuReadings { min } => h.gpu_util_pct.is_none() && h.gpu_util_readings < *min,
-            CellNote::Gap { gap_ms, pct, before_first_ms, cause } => match (h.e2e_gap_s, h.server_mean_e2e_s) {
-                (Some(gap), Some(server)) => {
-                    let first = h.ttft_gap_s.unwrap_or(0.0);
-                    let plain = if gap < 0.0 {
-                        GapCause::ServerLonger
-                    } else if h.mean_lag_s > gap.abs() / 2.0 {
-                        GapCause::ClientLag
-                    } else if first > gap / 2.0 {
-                        GapCause::Frontend
-                    } else {
-                        GapCause::Transport
-                    };
-                    gap.abs() > (0.005f64).max(0.05 * server)
-                        && close(*gap_ms, gap * 1e3)
-                        && close(*pct, 100.0 * gap / server)
-                        && close(*before_first_ms, first * 1e3)
-                        && *cause == plain
-                }
-                _ => false,
-            },
+            CellNote::Gap { gap_ms, pct, before_first_ms, cause } => {
+                gap_holds(h, (*gap_ms, *pct, *before_first_ms), *cause, close)
+            }
             CellNote::PrecisionMissed { halfwidth_pct, repeats, target_pct } => {
                 precision.is_some_and(|t| close(t * 100.0, *target_pct))
                     && *halfwidth_pct > *target_pct
@@ -173,6 +156,21 @@ pub fn notes_hold(c: &Cell, knee: &Knee, precision: Option<f64>) -> Vec<String> 
             bad.push(format!("concurrency {}: the note {n:?} does not hold against its figures", c.concurrency));
         }
     }
+    for what in missing_notes(c, knee, precision, lag_pct, beside) {
+        bad.push(format!("concurrency {}: {what} without its note", c.concurrency));
+    }
+    bad
+}
+
+/// The notes a cell's figures call for that it does not carry.
+fn missing_notes(
+    c: &Cell,
+    knee: &Knee,
+    precision: Option<f64>,
+    lag_pct: Option<f64>,
+    beside: usize,
+) -> Vec<&'static str> {
+    let h = c.head();
     let has = |f: fn(&CellNote) -> bool| c.notes.iter().any(f);
     let missing = [
         (!h.errors.is_empty() && !has(|n| matches!(n, CellNote::Errors { .. })), "errors"),
@@ -200,8 +198,34 @@ pub fn notes_hold(c: &Cell, knee: &Knee, precision: Option<f64>) -> Vec<String> 
             "the precision missed",
         ),
     ];
-    for (_, what) in missing.iter().filter(|(m, _)| *m) {
-        bad.push(format!("concurrency {}: {what} without its note", c.concurrency));
+    missing.iter().filter(|(m, _)| *m).map(|(_, what)| *what).collect()
+}
+
+/// A gap note's figures and cause from the repeat's own gap, plainly.
+fn gap_holds(
+    h: &RepeatStats,
+    (gap_ms, pct, before_first_ms): (f64, f64, f64),
+    cause: GapCause,
+    close: impl Fn(f64, f64) -> bool,
+) -> bool {
+    match (h.e2e_gap_s, h.server_mean_e2e_s) {
+        (Some(gap), Some(server)) => {
+            let first = h.ttft_gap_s.unwrap_or(0.0);
+            let plain = if gap < 0.0 {
+                GapCause::ServerLonger
+            } else if h.mean_lag_s > gap.abs() / 2.0 {
+                GapCause::ClientLag
+            } else if first > gap / 2.0 {
+                GapCause::Frontend
+            } else {
+                GapCause::Transport
+            };
+            gap.abs() > (0.005f64).max(0.05 * server)
+                && close(gap_ms, gap * 1e3)
+                && close(pct, 100.0 * gap / server)
+                && close(before_first_ms, first * 1e3)
+                && cause == plain
+        }
+        _ => false,
     }
-    bad
 }
