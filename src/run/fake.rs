@@ -191,6 +191,7 @@ fn phase(server: &mut FakeServer, group: &ServerGroup, point: &Point, attempt: u
         error: None,
         beside: None,
         switch_shared: None,
+        trace_sent: None,
     };
     PointOutput { point: record, requests, samples: Vec::new() }
 }

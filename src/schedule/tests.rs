@@ -61,6 +61,7 @@ fn measured(group: &ServerGroup, p: &Point, attempt: u32, e2e: f64) -> (PointRec
         error: None,
         beside: None,
         switch_shared: None,
+        trace_sent: None,
     };
     (point, requests)
 }

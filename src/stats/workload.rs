@@ -140,6 +140,7 @@ mod tests {
             error: None,
             beside: None,
             switch_shared: None,
+            trace_sent: None,
         }
     }
 
