@@ -651,6 +651,7 @@ fn a_chat_trace_replay_hits_the_prefix_cache_as_the_sent_tokens_allow() {
     assert_eq!(r["bound"].as_f64(), Some(bound), "the report reads the bound on the tokens sent: {r}");
     assert!(bound > 0.2, "the window shares its first block at least: {r}");
     let hit = r["hit_rate"].as_f64().unwrap_or(0.0);
+    eprintln!("chat trace replay: hit rate {hit:.4}, bound on the tokens sent {bound:.4}");
     assert!(hit >= 0.8 * bound && hit <= bound + 0.01, "hit rate {hit}, bound {bound}");
     assert_nothing_left(&run, 18537);
 }

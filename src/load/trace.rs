@@ -69,7 +69,10 @@ impl ChatTemplate {
     /// The server's chat template: the file of `--chat-template` in its command line, else the model folder's
     /// `tokenizer_config.json` `chat_template`; None when neither is there (an external server's own).
     pub fn find(argv: &[String], model_dir: &std::path::Path) -> Result<Option<ChatTemplate>, String> {
-        let config = std::fs::read(model_dir.join("tokenizer_config.json")).ok();
+        // A model folder without the file (or with one that does not parse) has no template of its own.
+        let path = model_dir.join("tokenizer_config.json");
+        let config =
+            path.is_file().then(|| super::text::read_capped(&path, 64 << 20, "tokenizer config")).transpose()?;
         let config: serde_json::Value =
             config.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(serde_json::Value::Null);
         let token = |k: &str| {

@@ -264,6 +264,11 @@ pub fn check_workloads(plan: &crate::record::plan::Plan) -> Result<Vec<String>, 
             if let Some(t) = &c.trace {
                 let vocab = c.vocab_size.unwrap_or(1000);
                 let Source::Trace { window, .. } = trace_source(t, vocab)? else { continue };
+                if c.endpoint == Endpoint::Chat {
+                    // Text needs the tokenizer, the bound the template: both found before any server starts.
+                    workload_for(c, model_dir, None)?;
+                    crate::load::trace::ChatTemplate::find(&g.server.argv, model_dir.unwrap_or(Path::new(".")))?;
+                }
                 let note = trace_note(t, c.vocab_size.unwrap_or(u64::MAX), window.max_rank);
                 if !notes.contains(&note) {
                     notes.push(note);
