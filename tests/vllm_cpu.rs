@@ -629,6 +629,39 @@ fn a_trace_replay_hits_the_prefix_cache_as_its_hash_ids_allow() {
     assert_nothing_left(&run, 18439);
 }
 
+/// The same window on the chat endpoint (the committed minimal chat template, caching on): prompts are text
+/// of one-token words, and the server's hit rate reaches 0.8 of the bound counted on the rendered prompts'
+/// tokens, the bound recorded with the point.
+fn a_chat_trace_replay_hits_the_prefix_cache_as_the_sent_tokens_allow() {
+    let _lock = ONE_SERVER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = vllm_bin();
+    let out = tempfile::tempdir().unwrap();
+    let text = spec("trace-chat", 18537, "[2048]", "268435456")
+        .replace(
+            "    enforce-eager: true\n",
+            "    enforce-eager: true\n    enable-prefix-caching: true\n    chat-template: experiments/templates/chat-template.jinja\n",
+        )
+        .replace(
+            "grid:\n  max_model_len: [2048]\n",
+            "grid:\n  max_model_len: [2048]\nload:\n  endpoint: chat\n  trace: { path: tests/fixtures/mooncake-window.jsonl, speedup: 4, duration: 20, max_input_tokens: 1536, max_output_tokens: 8 }\n  server_warmup: 0s\n",
+        );
+    let run = run_spec(&bin, &text, out.path());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let replays: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.dir.join("trace_replay.json")).unwrap()).unwrap();
+    let r = &replays[0];
+    assert_eq!((r["requests"].as_u64(), r["errors"].as_u64()), (Some(65), Some(0)), "{r}");
+    let points = jsonl(&run.dir.join("points.jsonl"));
+    let sent = points[0]["trace_sent"].as_array().unwrap().iter().find(|b| b["block_size"] == 128).unwrap();
+    let bound = sent["hit_tokens"].as_f64().unwrap() / sent["prompt_tokens"].as_f64().unwrap();
+    assert_eq!(r["bound"].as_f64(), Some(bound), "the report reads the bound on the tokens sent: {r}");
+    assert!(bound > 0.2, "the window shares its first block at least: {r}");
+    let hit = r["hit_rate"].as_f64().unwrap_or(0.0);
+    eprintln!("chat trace replay: hit rate {hit:.4}, bound on the tokens sent {bound:.4}");
+    assert!(hit >= 0.8 * bound && hit <= bound + 0.01, "hit rate {hit}, bound {bound}");
+    assert_nothing_left(&run, 18537);
+}
+
 fn main() {
     vllm_main(vec![
         ("fixed_kv_size_flat_memory_and_a_failed_length", fixed_kv_size_flat_memory_and_a_failed_length),
@@ -654,6 +687,10 @@ fn main() {
         (
             "a_trace_replay_hits_the_prefix_cache_as_its_hash_ids_allow",
             a_trace_replay_hits_the_prefix_cache_as_its_hash_ids_allow,
+        ),
+        (
+            "a_chat_trace_replay_hits_the_prefix_cache_as_the_sent_tokens_allow",
+            a_chat_trace_replay_hits_the_prefix_cache_as_the_sent_tokens_allow,
         ),
         ("sessions_resend_the_answers_vllm_returned", sessions_resend_the_answers_vllm_returned),
         ("bench_flag_table_covers_vllm_bench_serve_help", bench::bench_flag_table_covers_vllm_bench_serve_help),

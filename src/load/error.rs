@@ -93,6 +93,12 @@ pub enum WorkloadError {
         "sessions build their user messages with the model's tokenizer: `engine.model` must be a local folder (the model's files, not a hub name)"
     )]
     SessionsNeedLocalModel,
+    #[error(
+        "a trace on the chat endpoint is sent as text made with the model's tokenizer: `engine.model` must be a local folder (the model's files, not a hub name)"
+    )]
+    ChatTraceNeedsLocalModel,
+    #[error("{0}")]
+    ChatTemplate(#[from] ChatTemplateError),
     #[error("{0}")]
     Trace(#[from] TraceError),
     #[error(
@@ -121,4 +127,17 @@ pub enum WordsError {
         "only {0} vocabulary entries are plain words of one token; exact text prompts need at least 16: use random token ids (drop `text_prompts`, use the completions endpoint)"
     )]
     TooFewWords(usize),
+}
+
+/// Why the server's chat template cannot be read, parsed or rendered for a trace replay's bound.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatTemplateError {
+    #[error("cannot read the {what} {path}: {why}; give a readable file of at most {cap_mib} MiB")]
+    Read { what: &'static str, path: String, why: String, cap_mib: u64 },
+    #[error("cannot parse the chat template: {0}; fix the template (minijinja reads Jinja2 templates)")]
+    Parse(#[source] minijinja::Error),
+    #[error("cannot render the chat template: {0}; fix the template, or pass one with the server's --chat-template")]
+    Render(#[source] minijinja::Error),
+    #[error("the model's tokenizer cannot encode a replayed prompt; check the model folder's tokenizer.json")]
+    Encode,
 }

@@ -31,8 +31,9 @@ pub enum Source {
     Text { maker: Arc<TextMaker>, shared_prefix: u32, specials: u32 },
     /// Texts used in turn (`prompts_file`) or drawn at random (`dataset`); `specials` as for `Text`.
     Items { items: Arc<Vec<TextItem>>, random: bool, specials: u32 },
-    /// A trace window's requests in order (request `i` is the window's `i`th), token ids below `vocab`.
-    Trace { window: Arc<crate::record::tracefile::Window>, vocab: u64, speedup: f64 },
+    /// A trace window's requests in order (request `i` is the window's `i`th), token ids below `vocab`; text of
+    /// the model's one-token words when `maker` is set (the chat endpoint).
+    Trace { window: Arc<crate::record::tracefile::Window>, vocab: u64, speedup: f64, maker: Option<Arc<TextMaker>> },
     /// Multi-turn sessions (`super::session`): the phase runs them, not one request per index.
     Sessions(Arc<super::session::Sessions>),
 }
@@ -129,11 +130,20 @@ impl Workload {
                 scratch.text = text;
                 Request { prompt: Prompt::Text(&scratch.text), max_tokens, sent_tokens: Some(n) }
             }
-            Source::Trace { window, vocab, .. } => {
-                super::trace::prompt(window, index as usize, self.seed, salt, *vocab, &mut scratch.ids);
+            Source::Trace { window, vocab, maker, .. } => {
                 // A window is never empty (reading refuses one); an empty one sends empty prompts.
                 let r = window.requests.get(index as usize % window.requests.len().max(1));
                 let (input, output) = r.map_or((0, 1), |r| (r.input, r.output));
+                if let Some(m) = maker {
+                    super::trace::text(window, index as usize, self.seed, salt, m, &mut scratch.text);
+                    // The message's words, one token each; the template's own tokens are its overhead.
+                    return Request {
+                        prompt: Prompt::Text(&scratch.text),
+                        max_tokens: output,
+                        sent_tokens: Some(input),
+                    };
+                }
+                super::trace::prompt(window, index as usize, self.seed, salt, *vocab, &mut scratch.ids);
                 Request { prompt: Prompt::Ids(&scratch.ids), max_tokens: output, sent_tokens: Some(input) }
             }
             // A session's first user message: its turns are sent by `super::session`, never by index.

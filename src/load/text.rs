@@ -93,6 +93,16 @@ impl TextMaker {
         self.specials
     }
 
+    /// The `i`th word (modulo the word count): one token on its own and after a space.
+    pub fn word(&self, i: u64) -> &str {
+        &self.words[(i % self.words.len() as u64) as usize]
+    }
+
+    /// The token ids of `text` without special tokens (a rendered chat prompt carries its own).
+    pub fn ids(&self, text: &str) -> Option<Vec<u32>> {
+        self.tokenizer.encode(text, false).ok().map(|e| e.get_ids().to_vec())
+    }
+
     /// Tokens of `text` as the server counts them: with the tokenizer's special tokens when `specials`.
     pub fn count(&self, text: &str, specials: bool) -> Option<u32> {
         self.tokenizer.encode(text, specials).ok().map(|e| e.len() as u32)

@@ -107,13 +107,6 @@ fn conflicts(load: &Load) -> Result<(), PlanError> {
             "remove it; the window is `trace.start`/`trace.duration`, the pace `trace.speedup`",
         ));
     }
-    if load.endpoint == crate::record::plan::Endpoint::Chat {
-        return Err(PlanError::at(
-            key(&["load", "endpoint"]),
-            "a trace replays token-id prompts, which only `/v1/completions` takes",
-            "remove `endpoint: chat`",
-        ));
-    }
     Ok(())
 }
 

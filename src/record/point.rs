@@ -39,6 +39,10 @@ pub struct PointRecord {
     /// A GPU of its slot shared a PCIe switch with a GPU of another slot in use meanwhile (`--gpus`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch_shared: Option<bool>,
+    /// A trace replayed on the chat endpoint: the prefix-cache bound counted on the token ids of the prompts
+    /// as sent (the chat template rendered, then tokenized), at each of `record::tracefile::BLOCK_SIZES`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_sent: Option<Vec<super::trace::PrefixBound>>,
 }
 
 impl PointRecord {
@@ -64,6 +68,7 @@ impl PointRecord {
             error: None,
             beside: None,
             switch_shared: None,
+            trace_sent: None,
         }
     }
 }

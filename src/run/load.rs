@@ -141,7 +141,14 @@ pub fn workload_for(
         seed: c.seed,
     };
     if let Some(t) = &c.trace {
-        return Ok(Workload { source: trace_source(t, vocab)?, ..base });
+        let mut source = trace_source(t, vocab)?;
+        if c.endpoint == Endpoint::Chat
+            && let Source::Trace { maker, .. } = &mut source
+        {
+            let dir = model_dir.ok_or(WorkloadError::ChatTraceNeedsLocalModel)?;
+            *maker = Some(memo::maker(dir)?);
+        }
+        return Ok(Workload { source, ..base });
     }
     if let Some(plan) = c.sessions {
         let dir = model_dir.ok_or(WorkloadError::SessionsNeedLocalModel)?;
@@ -208,7 +215,7 @@ fn trace_source(t: &crate::record::trace::TracePlan, vocab: u64) -> Result<Sourc
             now: window.content.clone(),
         });
     }
-    Ok(Source::Trace { window, vocab, speedup: t.speedup })
+    Ok(Source::Trace { window, vocab, speedup: t.speedup, maker: None })
 }
 
 /// What a trace replay's window holds, for the console before any server starts.
@@ -260,6 +267,11 @@ pub fn check_workloads(plan: &crate::record::plan::Plan) -> Result<Vec<String>, 
             if let Some(t) = &c.trace {
                 let vocab = c.vocab_size.unwrap_or(1000);
                 let Source::Trace { window, .. } = trace_source(t, vocab)? else { continue };
+                if c.endpoint == Endpoint::Chat {
+                    // Text needs the tokenizer, the bound the template: both found before any server starts.
+                    workload_for(c, model_dir, None)?;
+                    crate::load::trace::ChatTemplate::find(&g.server.argv, model_dir.unwrap_or(Path::new(".")))?;
+                }
                 let note = trace_note(t, c.vocab_size.unwrap_or(u64::MAX), window.max_rank);
                 if !notes.contains(&note) {
                     notes.push(note);
@@ -486,6 +498,22 @@ pub enum WarmupError {
     Interrupted,
 }
 
+/// A trace on the chat endpoint: the prefix-cache bound on the prompts the measured phase will send, counted
+/// before it starts (the planner cannot tokenize) and recorded with the point for the report.
+fn chat_trace_bound(
+    spec: &RequestSpec,
+    group: &ServerGroup,
+    record: &mut PointRecord,
+) -> Result<(), crate::load::error::ChatTemplateError> {
+    let Source::Trace { window, maker: Some(maker), .. } = &spec.workload.source else { return Ok(()) };
+    let model_dir = group.server.model.as_deref().map(Path::new).unwrap_or(Path::new("."));
+    let template = crate::load::trace::ChatTemplate::find(&group.server.argv, model_dir)?;
+    let salt = prompt::salt(&format!("{}/{}", record.point, record.attempt));
+    record.trace_sent =
+        Some(crate::load::trace::sent_bounds(window, spec.workload.seed, salt, maker, template.as_ref())?);
+    Ok(())
+}
+
 /// Load at the group's highest concurrency for `duration` right after a server start, so the first measured
 /// point does not pay for the server's first batches. Its requests are not recorded; returns how many
 /// completed, or why it could not run.
@@ -554,6 +582,7 @@ pub async fn run_point(
         error: None,
         beside: None,
         switch_shared: None,
+        trace_sent: None,
     };
     let http = client::http_client(pool_size(&c));
     let spec = match request_spec(&c, group, model, model_vocab, ctx.api_key.clone()) {
@@ -564,6 +593,11 @@ pub async fn run_point(
             return PointOutput { point: record, requests: Vec::new(), samples: Vec::new() };
         }
     };
+    if let Err(e) = chat_trace_bound(&spec, group, &mut record) {
+        record.status = Status::Failed;
+        record.error = Some(e.to_string());
+        return PointOutput { point: record, requests: Vec::new(), samples: Vec::new() };
+    }
     let mut requests = Vec::new();
     if c.warmup > 0 {
         let warm = Phase {
@@ -674,6 +708,7 @@ pub fn not_run(group: &ServerGroup, point: &Point, attempt: u32, model: &str, wh
         error: Some(why.to_owned()),
         beside: None,
         switch_shared: None,
+        trace_sent: None,
     };
     PointOutput { point: record, requests: Vec::new(), samples: Vec::new() }
 }

@@ -175,6 +175,7 @@ mod tests {
             error: None,
             beside: None,
             switch_shared: None,
+            trace_sent: None,
         };
         let s = point(&p, &refs);
         assert_eq!((s.sessions, s.ended_by_error), (3, 1));

@@ -60,6 +60,35 @@ fn lcp(a: &[u32], b: &[u32]) -> u32 {
     a.iter().zip(b).take_while(|(x, y)| x == y).count() as u32
 }
 
+/// The prompts received (tokens, max_tokens): lengths as the trace's, prefixes exactly the ids'. A body is
+/// matched to its entry by (prompt length, max_tokens); an entry whose pair is not unique is left out of the
+/// pairwise check.
+fn check_prefixes(got: &[(Vec<u32>, u32)], want: &[Entry]) {
+    assert_eq!(got.len(), want.len(), "each request reached the endpoint once");
+    let mut by_key: HashMap<(u32, u32), Vec<usize>> = HashMap::new();
+    for (i, e) in want.iter().enumerate() {
+        by_key.entry((e.input, e.output)).or_default().push(i);
+    }
+    let mut entry_of = vec![None; got.len()];
+    for (b, (ids, max)) in got.iter().enumerate() {
+        let same = &by_key[&(ids.len() as u32, *max)];
+        if same.len() == 1 {
+            entry_of[b] = Some(same[0]);
+        }
+    }
+    let matched: Vec<(usize, usize)> = entry_of.iter().enumerate().filter_map(|(b, e)| e.map(|e| (b, e))).collect();
+    assert!(matched.len() >= want.len() - 2, "{} of {} matched", matched.len(), want.len());
+    let mut sharing = 0;
+    for (k, &(b1, e1)) in matched.iter().enumerate() {
+        for &(b2, e2) in &matched[k + 1..] {
+            let (have, should) = (lcp(&got[b1].0, &got[b2].0), expected_shared(&want[e1], &want[e2]));
+            assert_eq!(have, should, "entries {e1} and {e2}");
+            sharing += u32::from(should > 512);
+        }
+    }
+    assert!(sharing >= 10, "the window has conversations sharing more than the first block: {sharing}");
+}
+
 fn spec(port: u16, bodies: &Path) -> String {
     format!(
         "name: trace\nengine:\n  kind: command\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--record-bodies\", \"{}\"]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\nload:\n  trace: {{ path: \"{}\", speedup: {SPEEDUP} }}\n  vocab_size: 32000\n  warmup: 0\n  server_warmup: 0s\nmeasure: {{memory: procfs}}\n",
@@ -102,8 +131,6 @@ fn a_trace_window_is_sent_once_in_order_with_exactly_the_ids_prefixes() {
     let order: Vec<f64> = recs.iter().map(|r| r["scheduled_s"].as_f64().unwrap()).collect();
     assert!(order.windows(2).all(|w| w[0] <= w[1]), "sent in trace order");
 
-    // The prompts received: lengths as the trace's, prefixes exactly the ids'. A body is matched to its entry
-    // by (prompt length, max_tokens); an entry whose pair is not unique is left out of the pairwise check.
     let got: Vec<(Vec<u32>, u32)> = std::fs::read_to_string(&bodies)
         .unwrap()
         .lines()
@@ -113,29 +140,7 @@ fn a_trace_window_is_sent_once_in_order_with_exactly_the_ids_prefixes() {
             (ids, v["max_tokens"].as_u64().unwrap() as u32)
         })
         .collect();
-    assert_eq!(got.len(), want.len(), "each request reached the endpoint once");
-    let mut by_key: HashMap<(u32, u32), Vec<usize>> = HashMap::new();
-    for (i, e) in want.iter().enumerate() {
-        by_key.entry((e.input, e.output)).or_default().push(i);
-    }
-    let mut entry_of = vec![None; got.len()];
-    for (b, (ids, max)) in got.iter().enumerate() {
-        let same = &by_key[&(ids.len() as u32, *max)];
-        if same.len() == 1 {
-            entry_of[b] = Some(same[0]);
-        }
-    }
-    let matched: Vec<(usize, usize)> = entry_of.iter().enumerate().filter_map(|(b, e)| e.map(|e| (b, e))).collect();
-    assert!(matched.len() >= want.len() - 2, "{} of {} matched", matched.len(), want.len());
-    let mut sharing = 0;
-    for (k, &(b1, e1)) in matched.iter().enumerate() {
-        for &(b2, e2) in &matched[k + 1..] {
-            let (have, should) = (lcp(&got[b1].0, &got[b2].0), expected_shared(&want[e1], &want[e2]));
-            assert_eq!(have, should, "entries {e1} and {e2}");
-            sharing += u32::from(should > 512);
-        }
-    }
-    assert!(sharing >= 10, "the window has conversations sharing more than the first block: {sharing}");
+    check_prefixes(&got, &want);
 
     // The report: the replay's row, its bound, and the server's counters said to be missing (the zero
     // endpoint does not count prefix hits).
@@ -147,6 +152,67 @@ fn a_trace_window_is_sent_once_in_order_with_exactly_the_ids_prefixes() {
     assert_eq!(replay["requests"], 260, "{json}");
     assert_eq!(replay["trace"]["requests"], 260);
     assert!(replay["bound"].as_f64().unwrap() > 0.05, "{replay}");
+}
+
+/// On the chat endpoint a trace is sent as text: one word of the model's tokenizer per token (here words
+/// w0..w4999 of a word-level tokenizer, one token each), so the messages the endpoint received share exactly
+/// the words the ids say; the bound recorded with the point is counted on those tokens (the model folder's
+/// template adds none before the message, so it equals the ids' bound).
+#[test]
+fn a_trace_on_the_chat_endpoint_sends_messages_sharing_exactly_the_ids_words() {
+    use tokenizers::Tokenizer;
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
+    let tmp = tempfile::tempdir().unwrap();
+    let (spec_path, out, bodies) = (tmp.path().join("s.yaml"), tmp.path().join("out"), tmp.path().join("bodies"));
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    let vocab = (0..5000).map(|i| (format!("w{i}"), i)).collect();
+    let mut tok = Tokenizer::new(WordLevel::builder().vocab(vocab).unk_token("w0".into()).build().unwrap());
+    tok.with_pre_tokenizer(Some(WhitespaceSplit));
+    tok.save(model.join("tokenizer.json"), false).unwrap();
+    let template = "{% for message in messages %}{{ message['content'] }}\n{% endfor %}";
+    std::fs::write(model.join("tokenizer_config.json"), serde_json::json!({ "chat_template": template }).to_string())
+        .unwrap();
+    let text = spec(free_ports(1), &bodies)
+        .replace("  kind: command\n", &format!("  kind: command\n  model: {}\n", model.display()))
+        .replace("  vocab_size: 32000\n", "  endpoint: chat\n");
+    std::fs::write(&spec_path, text).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["run", spec_path.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let dir = std::fs::read_dir(out.join("trace")).unwrap().next().unwrap().unwrap().path();
+    let want = entries();
+    let mut recs: Vec<serde_json::Value> = jsonl(&dir.join("requests.jsonl"));
+    recs.retain(|r| r["warmup"] == false);
+    let mut seen = vec![0; want.len()];
+    for r in &recs {
+        assert!(r["error"].is_null(), "{r}");
+        seen[r["index"].as_u64().unwrap() as usize] += 1;
+    }
+    assert!(seen.iter().all(|n| *n == 1), "each index once: {seen:?}");
+    let got: Vec<(Vec<u32>, u32)> = std::fs::read_to_string(&bodies)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let messages = v["messages"].as_array().unwrap();
+            assert_eq!(messages.len(), 1, "{l}");
+            let words = messages[0]["content"].as_str().unwrap().split_whitespace();
+            let ids = words.map(|w| w.strip_prefix('w').unwrap().parse().unwrap()).collect();
+            (ids, v["max_tokens"].as_u64().unwrap() as u32)
+        })
+        .collect();
+    check_prefixes(&got, &want);
+    let points: Vec<serde_json::Value> = jsonl(&dir.join("points.jsonl"));
+    let sent = &points[0]["trace_sent"];
+    let by_ids = &points[0]["client"]["trace"]["bounds"];
+    assert_eq!(sent.as_array().map(Vec::len), Some(5), "{}", points[0]);
+    assert_eq!(sent, by_ids, "no template tokens before the message: the ids' bound");
+    assert!(sent[0]["hit_tokens"].as_u64().unwrap() > 0);
 }
 
 #[test]
