@@ -334,13 +334,13 @@ fn draw_prefix<'a>(
 
 /// Tokens/s per GPU against tokens/s per user, one point per configuration and level; the Pareto front
 /// (points no other beats on both) drawn as a line.
-pub fn pareto(points: &[crate::stats::tuning::ParetoPoint]) -> Result<String, ChartError> {
+pub fn pareto(points: &[crate::stats::tune::ParetoPoint]) -> Result<String, ChartError> {
     svg(|root| draw_pareto(root, points))
 }
 
 fn draw_pareto<'a>(
     root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
-    points: &[crate::stats::tuning::ParetoPoint],
+    points: &[crate::stats::tune::ParetoPoint],
 ) -> Result<(), Box<dyn std::error::Error + 'a>> {
     root.fill(&WHITE)?;
     let (x0, x1) = range(points.iter().map(|p| p.per_user).chain([0.0]), true);

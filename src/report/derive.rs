@@ -196,7 +196,7 @@ pub fn derive(
     if !workload.is_empty() {
         files.push(rendered("workload.csv", super::workload_csv::render(&workload))?);
     }
-    let tune = crate::stats::tuning::analyze(spec, &manifest.plan, rec, &manifest.tune_pruned);
+    let tune = crate::stats::tune::analyze(spec, &manifest.plan, rec, &manifest.tune_pruned);
     if let Some(t) = &tune {
         files.push(rendered("tune.csv", super::tune_csv::render(t))?);
         files.push(rendered("tune_pareto.svg", charts::pareto(&t.pareto))?);

@@ -1,7 +1,7 @@
 //! `tune.csv`: one row per configuration of a tune (searched, vLLM's defaults, pruned), a pure function of
-//! `stats::tuning`.
+//! `stats::tune`.
 
-use crate::stats::tuning::{Measured, TuneReport};
+use crate::stats::tune::{Measured, TuneReport};
 
 pub const COLUMNS: [&str; 17] = [
     "rank",

@@ -4,7 +4,8 @@
 //! from the rows of the report as written (property tests and `servelab report --check`). The words are the
 //! templates' (`templates/findings.md`): nothing here writes English.
 
-use super::tuning::{Gain, Measured, Row, TuneReport};
+use super::objective::{Gain, Measured};
+use super::{Row, TuneReport};
 use serde::{Deserialize, Serialize};
 
 /// What the tune maximises.
@@ -322,10 +323,10 @@ mod properties {
     }
 
     /// A finished tune whose pick and defaults were measured again with these per-start values (None: the
-    /// side's confirmation failed), decided as `tuning::analyze` decides.
+    /// side's confirmation failed), decided as `tune::analyze` decides.
     fn report(winner: Option<Vec<f64>>, defaults: Option<Vec<f64>>, picked: bool, running: bool) -> TuneReport {
         let (w, d) = (winner.as_deref().map(measured), defaults.as_deref().map(measured));
-        let gain = super::super::tuning::gain_of(w.as_ref(), d.as_ref());
+        let gain = super::super::objective::gain_of(w.as_ref(), d.as_ref());
         let setting = picked.then_some("max-num-seqs=64");
         let starts = (w.as_ref().map_or(0, |m| m.per_start.len()), d.as_ref().map_or(0, |m| m.per_start.len()));
         let decision = Decision::of(running, setting, gain.as_ref(), starts);

@@ -1,0 +1,195 @@
+//! A tune read from its records (`servelab tune`): each configuration's objective with its interval, the
+//! search's next start (the GP of `gp` over what was measured), the confirmation of the winner and of vLLM's
+//! defaults on fresh servers, and the decision. Pure: the executor asks it what to start next, the report
+//! renders it, and both see the same records, so a tune resumes and re-renders.
+//!
+//! - `gp`: the search's model (a Gaussian process with expected improvement over a discrete space);
+//! - `objective`: a configuration's objective from its records, and the gain over the defaults;
+//! - `schedule`: the schedule's inputs (what was started, what to start next, the confirmation's order);
+//! - `rows`: the report's table and Pareto points;
+//! - `decision`: the typed findings (objective, why the search stopped, the decision) and their `holds()`.
+
+pub mod decision;
+pub mod gp;
+pub mod objective;
+mod rows;
+pub mod schedule;
+
+pub use decision::{Decision, Objective, Pick, Stopped};
+pub use gp::{Axis, Config, Observation, Step, configs, step};
+pub use objective::{Gain, Measured, RowNote, gain_of};
+pub use schedule::{InFlight, Next};
+
+use crate::record::Recorded;
+use crate::record::plan::{Plan, ServerGroup, TuneConfig, TunePlan};
+use crate::spec::Spec;
+use schedule::{Ask, Phases, Search, confirm_order, group};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A point of the Pareto chart: one workload level of one configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParetoPoint {
+    pub setting: String,
+    pub level: String,
+    /// Output tokens/s of the server divided by its GPUs (tensor-parallel size).
+    pub per_gpu: f64,
+    /// Output tokens/s one request sees while decoding: 1 / median time per output token.
+    pub per_user: f64,
+    pub on_front: bool,
+}
+
+/// A configuration of the tune as measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub group: String,
+    /// `max-num-seqs=16 max-num-batched-tokens=2048`, or `vLLM defaults`.
+    pub setting: String,
+    /// The order of its search start (1 = first), None for vLLM's defaults.
+    pub searched: Option<usize>,
+    pub search: Option<Measured>,
+    pub confirm: Option<Measured>,
+    /// `ok`, `failed` (start or every point), `pruned`.
+    pub status: String,
+    pub note: Option<RowNote>,
+    pub command: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TuneReport {
+    /// What the tune maximises (worded by the templates).
+    pub objective: Objective,
+    pub unit: String,
+    /// Every measured configuration, best search objective first; then the pruned ones.
+    pub rows: Vec<Row>,
+    pub pareto: Vec<ParetoPoint>,
+    pub winner: Option<String>,
+    pub gain: Option<Gain>,
+    /// The command line the tune recommends (the winner's, or the defaults' when they are as good).
+    pub recommended: Option<String>,
+    /// What the tune decided, from the confirmation's gain (`stats::tune::decision`; worded by the templates).
+    pub decision: Decision,
+    pub search_starts: usize,
+    pub confirm_starts: usize,
+    pub budget_starts: u32,
+    /// Server time recorded (ready times and phases), against the wall budget.
+    pub spent_s: f64,
+    pub wall_s: Option<f64>,
+    /// Why the search stopped, once it has.
+    pub stopped: Option<Stopped>,
+    pub next: Option<Next>,
+    /// With slots: further starts that may begin beside `next` (the search's batch by constant liar, or the
+    /// other half of a confirmation pair). Never rendered.
+    #[serde(skip)]
+    pub more: Vec<Next>,
+    pub space: usize,
+}
+
+pub(crate) fn setting_of(tp: &TunePlan, c: &TuneConfig) -> String {
+    tp.axes.iter().zip(&c.index).map(|(a, &i)| format!("{}={}", a.flag, a.values[i])).collect::<Vec<_>>().join(" ")
+}
+
+/// The server's command line as a shell would take it.
+pub fn command_of(group: &ServerGroup) -> String {
+    group.server.argv.iter().map(|a| crate::record::plan::shell_word(a)).collect::<Vec<_>>().join(" ")
+}
+
+/// Reads a tune from its records. `pruned`: configurations the capacity model ruled out (group → why).
+pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<String, String>) -> Option<TuneReport> {
+    analyze_in(spec, plan, rec, pruned, &InFlight { groups: &[], free: 1 })
+}
+
+/// `analyze` as the schedule sees it with starts in flight: those count as started (their configurations are
+/// not proposed again, and the search's GP takes them at the mean of what was measured — a constant liar), and
+/// up to `free` starts are proposed at once. A confirmation waits for every start in flight, and with two free
+/// slots starts its next pair together, so the ABBA order puts each on the other slot the next time.
+pub fn analyze_in(
+    spec: &Spec,
+    plan: &Plan,
+    rec: &Recorded,
+    pruned: &BTreeMap<String, String>,
+    inflight: &InFlight<'_>,
+) -> Option<TuneReport> {
+    let tp = plan.tune.as_ref()?;
+    let ph = Phases::of(tp);
+    let allowed = |cfg: &Vec<usize>| tp.configs.iter().any(|c| &c.index == cfg && !pruned.contains_key(&c.group));
+    let search = Search::of(spec, plan, tp, rec, &allowed, inflight);
+    let spent_s = spent_s(rec);
+    let search_budget = tp.starts.saturating_sub(2 * ph.cs) as usize;
+    let stopped =
+        Stopped::of(tp.starts, search_budget, search.started.len(), spent_s, tp.wall_s, search.step.next.is_some());
+    let winner = winner(tp, &search);
+    let order = confirm_order(winner.as_ref(), &tp.defaults_group, ph.cs);
+    let ask = Ask {
+        plan,
+        tp,
+        rec,
+        search: &search,
+        search_budget,
+        stopped: stopped.is_some(),
+        order: &order,
+        allowed: &allowed,
+    };
+    let (next, more) = schedule::nexts(&ask, inflight);
+    let defaults = rows::confirmed(spec, tp, rec, &tp.defaults_group);
+    let rows = rows::rows(spec, plan, tp, rec, &search, defaults.as_ref(), pruned);
+    let win_confirm = winner.as_deref().and_then(|g| rows::confirmed(spec, tp, rec, g));
+    let gain = gain_of(win_confirm.as_ref(), defaults.as_ref());
+    let winner_setting = rows.iter().find(|r| Some(&r.group) == winner.as_ref()).map(|r| r.setting.clone());
+    let starts = |m: &Option<Measured>| m.as_ref().map_or(0, |m| m.per_start.len());
+    let decision = Decision::of(
+        next.is_some() || stopped.is_none(),
+        winner_setting.as_deref(),
+        gain.as_ref(),
+        (starts(&win_confirm), starts(&defaults)),
+    );
+    let recommended = match decision.pick() {
+        Pick::Winner => winner.clone(),
+        Pick::Defaults => Some(tp.defaults_group.clone()),
+        Pick::DefaultsIfMeasured => defaults.as_ref().map(|_| tp.defaults_group.clone()),
+        Pick::Nothing => None,
+    };
+    let recommended = recommended.and_then(|g| group(plan, &g)).map(command_of);
+    let pareto = rows::pareto(spec, tp, rec, &rows);
+    let confirm_starts = order
+        .iter()
+        .filter(|(g, k)| rec.points.iter().any(|p| &p.group == g && ph.start(*k).contains(&p.repeat)))
+        .count();
+    Some(TuneReport {
+        objective: Objective::of(tp, spec.slo.as_ref()),
+        unit: if tp.objective == "goodput" { "req/s meeting the SLO" } else { "tok/s" }.into(),
+        rows,
+        pareto,
+        winner,
+        gain,
+        recommended,
+        decision,
+        search_starts: search.started.len(),
+        confirm_starts,
+        budget_starts: tp.starts,
+        spent_s,
+        wall_s: tp.wall_s,
+        stopped,
+        next,
+        more,
+        space: tp.configs.len(),
+    })
+}
+
+/// Server time recorded: every start's ready time (the earlier starts of a group started again included) and
+/// every point's wall time.
+fn spent_s(rec: &Recorded) -> f64 {
+    let starts = rec.servers.iter().chain(&rec.earlier_starts);
+    starts.filter_map(|s| s.ready_s).sum::<f64>() + rec.points.iter().map(|p| p.wall_s).sum::<f64>()
+}
+
+/// The search's pick: its best configuration, unless it met the objective nowhere (no level within the budget).
+fn winner(tp: &TunePlan, search: &Search<'_>) -> Option<String> {
+    let config_group = |cfg: &Vec<usize>| tp.configs.iter().find(|c| &c.index == cfg).map(|c| c.group.clone());
+    search
+        .step
+        .best
+        .as_ref()
+        .and_then(config_group)
+        .filter(|g| search.measured.get(g.as_str()).and_then(Option::as_ref).is_some_and(|m| m.value > 0.0))
+}
