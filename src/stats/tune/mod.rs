@@ -11,12 +11,14 @@
 
 pub mod decision;
 pub mod gp;
+pub mod noise;
 pub mod objective;
 mod rows;
 pub mod schedule;
 
 pub use decision::{Decision, Objective, Pick, Stopped};
 pub use gp::{Axis, Config, Observation, Step, configs, step};
+pub use noise::{Noise, Planned};
 pub use objective::{Gain, Measured, RowNote, gain_of};
 pub use schedule::{InFlight, Next};
 
@@ -53,6 +55,16 @@ pub struct Row {
     pub status: String,
     pub note: Option<RowNote>,
     pub command: String,
+    /// The one-sided 95% lower bound of its best-backed figure (the confirmation's where there is one, else
+    /// the search's) under the pooled between-start noise, and the starts behind it; rows rank by it.
+    pub lower: Option<Lower>,
+}
+
+/// A lower confidence bound and the starts it rests on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lower {
+    pub value: f64,
+    pub starts: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,6 +81,10 @@ pub struct TuneReport {
     pub recommended: Option<String>,
     /// What the tune decided, from the confirmation's gain (`stats::tune::decision`; worded by the templates).
     pub decision: Decision,
+    /// The between-start noise pooled across every configuration with two or more starts at one level.
+    pub noise: Option<Noise>,
+    /// What the confirmation needs, worked out after its first pair; None before it or without a noise.
+    pub planned: Option<Planned>,
     pub search_starts: usize,
     pub confirm_starts: usize,
     pub budget_starts: u32,
@@ -132,7 +148,9 @@ pub fn analyze_in(
     };
     let (next, more) = schedule::nexts(&ask, inflight);
     let defaults = rows::confirmed(spec, tp, rec, &tp.defaults_group);
-    let rows = rows::rows(spec, plan, tp, rec, &search, defaults.as_ref(), pruned);
+    let mut rows = rows::rows(spec, plan, tp, rec, &search, defaults.as_ref(), pruned);
+    let noise = noise::pooled(&rows.iter().map(rows::start_values).collect::<Vec<_>>());
+    rows::rank(&mut rows, noise.as_ref());
     let win_confirm = winner.as_deref().and_then(|g| rows::confirmed(spec, tp, rec, g));
     let gain = gain_of(win_confirm.as_ref(), defaults.as_ref());
     let winner_setting = rows.iter().find(|r| Some(&r.group) == winner.as_ref()).map(|r| r.setting.clone());
@@ -151,6 +169,7 @@ pub fn analyze_in(
     };
     let recommended = recommended.and_then(|g| group(plan, &g)).map(command_of);
     let pareto = rows::pareto(spec, tp, rec, &rows);
+    let planned = rows::planned(&rows, winner.as_deref(), ph.cs);
     let confirm_starts = order
         .iter()
         .filter(|(g, k)| rec.points.iter().any(|p| &p.group == g && ph.start(*k).contains(&p.repeat)))
@@ -164,6 +183,8 @@ pub fn analyze_in(
         gain,
         recommended,
         decision,
+        noise,
+        planned,
         search_starts: search.started.len(),
         confirm_starts,
         budget_starts: tp.starts,

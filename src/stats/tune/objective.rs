@@ -19,6 +19,9 @@ pub struct Measured {
     pub per_repeat: Vec<f64>,
     /// The objective at `level` per server start (the mean of its repeats): the confirmation's starts.
     pub per_start: Vec<f64>,
+    /// Which start each `per_start` value is (the confirmation's start k, in ABBA order; 0 for the search's
+    /// one start): the paired test pairs the pick's start k with the defaults' start k.
+    pub start_index: Vec<u32>,
     /// The workload level the value comes from (`c=16`, `rate=20/s`); empty when no level qualified.
     pub level: String,
     /// p95 e2e there (the upper end of its interval, as the budget is checked).
@@ -44,11 +47,14 @@ pub struct Gain {
     pub defaults: f64,
     /// (winner − defaults) / defaults.
     pub rel: f64,
-    /// Its 95% interval over server starts: Welch's interval of the difference of the per-start means, over
-    /// the defaults' mean. None with one start of either: repeats on one server do not show what another
-    /// start of the same configuration serves (on the H200, two starts of one configuration differed by 16%
-    /// where each one's repeats agreed within 5%: examples/h200-tune).
+    /// Its 95% interval over server starts: the paired t interval of the per-start differences (the pick's
+    /// start k against the defaults' start k, started side by side in ABBA order), over the defaults' mean.
+    /// None with fewer than two pairs: repeats on one server do not show what another start of the same
+    /// configuration serves (on the H200, two starts of one configuration differed by 16% where each one's
+    /// repeats agreed within 5%: examples/h200-tune).
     pub rel_ci: Option<(f64, f64)>,
+    /// The pairs of starts the interval rests on.
+    pub pairs: usize,
     /// The interval over the repeats alone (what one server showed), for reference; it decides nothing.
     pub repeat_ci: Option<(f64, f64)>,
     /// The interval over starts lies above 0.
@@ -165,6 +171,7 @@ pub(super) fn objective(
             ci: l.ci,
             per_repeat: l.per_repeat.clone(),
             per_start: vec![mean(&l.per_repeat)],
+            start_index: vec![0],
             level: l.label.clone(),
             p95_e2e_s: l.p95,
             none_within: None,
@@ -176,6 +183,7 @@ pub(super) fn objective(
                 ci: None,
                 per_repeat: Vec::new(),
                 per_start: Vec::new(),
+                start_index: Vec::new(),
                 level: String::new(),
                 p95_e2e_s: Some(lowest),
                 none_within: Some(RowNote::NoneWithin { budget_s: budget.unwrap_or_default(), lowest_s: lowest }),
@@ -202,6 +210,12 @@ fn welch95(a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
     Some((d - t * se, d + t * se))
 }
 
+/// The pick's start k minus the defaults' start k, for every k both have.
+pub fn paired_diffs(w: &Measured, d: &Measured) -> Vec<f64> {
+    let of = |m: &Measured, k: u32| m.start_index.iter().position(|&j| j == k).map(|i| m.per_start[i]);
+    w.start_index.iter().filter_map(|&k| Some(of(w, k)? - of(d, k)?)).collect()
+}
+
 /// The gain of the pick over the defaults, both as measured again: None without both, or when the defaults
 /// met the objective nowhere (a gain over 0 is no figure).
 pub fn gain_of(winner: Option<&Measured>, defaults: Option<&Measured>) -> Option<Gain> {
@@ -210,12 +224,14 @@ pub fn gain_of(winner: Option<&Measured>, defaults: Option<&Measured>) -> Option
         return None;
     }
     let rel = |ci: Option<(f64, f64)>| ci.map(|(lo, hi)| (lo / d.value, hi / d.value));
-    let ci = rel(welch95(&w.per_start, &d.per_start));
+    let diffs = paired_diffs(w, d);
+    let ci = rel(super::noise::paired95(&diffs));
     Some(Gain {
         winner: w.value,
         defaults: d.value,
         rel: w.value / d.value - 1.0,
         rel_ci: ci,
+        pairs: diffs.len(),
         repeat_ci: rel(welch95(&w.per_repeat, &d.per_repeat)),
         significant: ci.is_some_and(|c| c.0 > 0.0),
     })

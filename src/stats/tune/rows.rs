@@ -1,9 +1,10 @@
 //! The tune's table: a row per configuration (searched in order, then vLLM's defaults, then the pruned
 //! ones), each with its search and confirmation figures, and the Pareto chart's points.
 
+use super::noise::{self, Noise, Planned};
 use super::objective::{Measured, RowNote, levels, objective, points_of};
 use super::schedule::{Phases, Search, group, start_failed};
-use super::{ParetoPoint, Row, command_of, setting_of};
+use super::{Lower, ParetoPoint, Row, command_of, setting_of};
 use crate::record::plan::{Plan, TunePlan};
 use crate::record::{PointRecord, Recorded, Status};
 use crate::spec::Spec;
@@ -14,16 +15,17 @@ use std::collections::BTreeMap;
 pub(super) fn confirmed(spec: &Spec, tp: &TunePlan, rec: &Recorded, g: &str) -> Option<Measured> {
     let ph = Phases::of(tp);
     let mut m = objective(spec, tp, &points_of(rec, g, ph.confirm()), &rec.requests)?;
-    m.per_start = (0..ph.cs)
+    let starts: Vec<(u32, f64)> = (0..ph.cs)
         .filter_map(|k| {
             let pts: Vec<PointRecord> =
                 points_of(rec, g, ph.start(k)).into_iter().filter(|p| p.status == Status::Ok).collect();
             levels(spec, tp, &pts, &rec.requests)
                 .into_iter()
                 .find(|l| l.label == m.level)
-                .map(|l| super::super::summary::mean(&l.per_repeat))
+                .map(|l| (k, super::super::summary::mean(&l.per_repeat)))
         })
         .collect();
+    (m.start_index, m.per_start) = starts.into_iter().unzip();
     Some(m)
 }
 
@@ -51,6 +53,7 @@ pub(super) fn rows(
             confirm: confirmed(spec, tp, rec, &c.group),
             status: if failed { "failed".into() } else { "ok".into() },
             command: command(&c.group),
+            lower: None,
         });
     }
     rows.sort_by(|a, b| {
@@ -67,6 +70,7 @@ pub(super) fn rows(
             status: if defaults.is_some() { "ok".into() } else { "failed".into() },
             confirm: defaults.cloned(),
             command: command(&tp.defaults_group),
+            lower: None,
         });
     }
     for c in tp.configs.iter().filter(|c| pruned.contains_key(&c.group)) {
@@ -79,6 +83,7 @@ pub(super) fn rows(
             status: "pruned".into(),
             note: Some(RowNote::Pruned { why: pruned[&c.group].clone() }),
             command: command(&c.group),
+            lower: None,
         });
     }
     rows
@@ -116,4 +121,53 @@ pub(super) fn pareto(spec: &Spec, tp: &TunePlan, rec: &Recorded, rows: &[Row]) -
         out[i].on_front = !dominated;
     }
     out
+}
+
+/// A row's starts as samples of the between-start noise, each the mean of its repeats: the confirmation's,
+/// and the search's one where it came from the same level (the search's start of the pick was chosen for
+/// being high, so it widens the noise rather than narrowing it).
+pub(super) fn start_values(r: &Row) -> Vec<f64> {
+    match (&r.search, &r.confirm) {
+        (s, Some(c)) => {
+            let same = s.as_ref().filter(|s| s.level == c.level && !s.level.is_empty());
+            same.map(|s| s.value).into_iter().chain(c.per_start.iter().copied()).collect()
+        }
+        (Some(s), None) if !s.level.is_empty() => vec![s.value],
+        _ => Vec::new(),
+    }
+}
+
+/// Each row's lower bound under the noise, and the rows ranked by it (without a noise, by the search's
+/// figure, as every searched configuration then rests on its one start): searched rows first, the defaults
+/// and the pruned after them, as before.
+pub(super) fn rank(rows: &mut [Row], noise: Option<&Noise>) {
+    for r in rows.iter_mut() {
+        let best = r.confirm.as_ref().filter(|c| !c.per_start.is_empty()).or(r.search.as_ref());
+        r.lower = noise.zip(best).and_then(|(n, m)| {
+            let starts = m.per_start.len();
+            noise::lower_bound(m.value, starts, n).map(|value| Lower { value, starts })
+        });
+    }
+    let searched = rows.iter().take_while(|r| r.searched.is_some()).count();
+    rows[..searched].sort_by(|a, b| {
+        let v = |r: &Row| match (&r.lower, &r.search) {
+            (Some(l), _) if noise.is_some() => l.value,
+            (_, Some(m)) => m.value,
+            _ => f64::NEG_INFINITY,
+        };
+        v(b).total_cmp(&v(a))
+    });
+}
+
+/// The confirmation's plan after its first pair: the pick's and the defaults' start 0, the noise pooled over
+/// the pick's starts then (its search start where at the same level, and start 0).
+pub(super) fn planned(rows: &[Row], winner: Option<&str>, confirm_starts: u32) -> Option<Planned> {
+    let w = rows.iter().find(|r| Some(r.group.as_str()) == winner)?;
+    let d = rows.iter().find(|r| r.searched.is_none() && r.status != "pruned")?;
+    let first = |m: &super::Measured| m.start_index.iter().position(|&k| k == 0).map(|i| m.per_start[i]);
+    let (wc, dc) = (w.confirm.as_ref()?, d.confirm.as_ref()?);
+    let (w0, d0) = (first(wc)?, first(dc)?);
+    let search = w.search.as_ref().filter(|s| s.level == wc.level).map(|s| s.value);
+    let noise = noise::pooled(&[search.into_iter().chain([w0]).collect()])?;
+    (d0 > 0.0).then(|| Planned::of(w0 / d0 - 1.0, noise, confirm_starts))
 }
