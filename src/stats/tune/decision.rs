@@ -347,6 +347,7 @@ mod properties {
             Pick::DefaultsIfMeasured => rows[1].confirm.as_ref().map(|_| rows[1].command.clone()),
             Pick::Nothing => None,
         };
+        let noise = super::super::noise::pooled(&rows.iter().map(super::super::rows::start_values).collect::<Vec<_>>());
         TuneReport {
             objective: Objective::Throughput { p95_budget_s: 5.0 },
             unit: "tok/s".into(),
@@ -356,7 +357,7 @@ mod properties {
             gain,
             recommended,
             decision,
-            noise: None,
+            noise,
             planned: None,
             search_starts: 3,
             confirm_starts: 4,
