@@ -322,6 +322,7 @@ mod properties {
         Row {
             group: group.into(),
             setting: setting.into(),
+            defaults: searched.is_none(),
             searched,
             search: confirm.clone(),
             confirm,
@@ -340,7 +341,7 @@ mod properties {
         let setting = picked.then_some("max-num-seqs=64");
         let starts = (w.as_ref().map_or(0, |m| m.per_start.len()), d.as_ref().map_or(0, |m| m.per_start.len()));
         let decision = Decision::of(running, setting, gain.as_ref(), starts);
-        let rows = vec![row("w", "max-num-seqs=64", Some(1), w), row("d", "vLLM defaults", None, d)];
+        let rows = vec![row("w", "max-num-seqs=64", Some(1), w), row("d", "", None, d)];
         let recommended = match decision.pick() {
             Pick::Winner => Some(rows[0].command.clone()),
             Pick::Defaults => Some(rows[1].command.clone()),
@@ -350,7 +351,7 @@ mod properties {
         let noise = super::super::noise::pooled(&rows.iter().map(super::super::rows::start_values).collect::<Vec<_>>());
         TuneReport {
             objective: Objective::Throughput { p95_budget_s: 5.0 },
-            unit: "tok/s".into(),
+            unit: super::super::Unit::TokS,
             rows,
             pareto: Vec::new(),
             winner: picked.then(|| "w".into()),

@@ -32,7 +32,11 @@ use std::collections::BTreeMap;
 /// A point of the Pareto chart: one workload level of one configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ParetoPoint {
+    /// The tuned flags' values (empty for vLLM's defaults).
     pub setting: String,
+    /// The point is vLLM's defaults' (the report names them).
+    #[serde(default)]
+    pub defaults: bool,
     pub level: String,
     /// Output tokens/s of the server divided by its GPUs (tensor-parallel size).
     pub per_gpu: f64,
@@ -41,12 +45,25 @@ pub struct ParetoPoint {
     pub on_front: bool,
 }
 
+/// The unit of a tune's objective.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// Output tokens/s.
+    TokS,
+    /// Requests/s meeting the SLO.
+    GoodputRps,
+}
+
 /// A configuration of the tune as measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     pub group: String,
-    /// `max-num-seqs=16 max-num-batched-tokens=2048`, or `vLLM defaults`.
+    /// `max-num-seqs=16 max-num-batched-tokens=2048`; empty for vLLM's defaults.
     pub setting: String,
+    /// The row is vLLM's defaults (every tuned flag left out; the templates name it).
+    #[serde(default)]
+    pub defaults: bool,
     /// The order of its search start (1 = first), None for vLLM's defaults.
     pub searched: Option<usize>,
     pub search: Option<Measured>,
@@ -71,7 +88,8 @@ pub struct Lower {
 pub struct TuneReport {
     /// What the tune maximises (worded by the templates).
     pub objective: Objective,
-    pub unit: String,
+    /// The objective's unit (worded by the templates).
+    pub unit: Unit,
     /// Every measured configuration, best search objective first; then the pruned ones.
     pub rows: Vec<Row>,
     pub pareto: Vec<ParetoPoint>,
@@ -176,7 +194,7 @@ pub fn analyze_in(
         .count();
     Some(TuneReport {
         objective: Objective::of(tp, spec.slo.as_ref()),
-        unit: if tp.objective == "goodput" { "req/s meeting the SLO" } else { "tok/s" }.into(),
+        unit: if tp.objective == "goodput" { Unit::GoodputRps } else { Unit::TokS },
         rows,
         pareto,
         winner,

@@ -47,6 +47,7 @@ pub(super) fn rows(
         rows.push(Row {
             group: c.group.clone(),
             setting: setting_of(tp, c),
+            defaults: false,
             searched: Some(n + 1),
             note: m.as_ref().and_then(|m| m.none_within.clone()),
             search: m,
@@ -63,7 +64,8 @@ pub(super) fn rows(
     if defaults.is_some() || start_failed(rec, &tp.defaults_group) {
         rows.push(Row {
             group: tp.defaults_group.clone(),
-            setting: "vLLM defaults".into(),
+            setting: String::new(),
+            defaults: true,
             searched: None,
             search: None,
             note: defaults.and_then(|m| m.none_within.clone()),
@@ -77,6 +79,7 @@ pub(super) fn rows(
         rows.push(Row {
             group: c.group.clone(),
             setting: setting_of(tp, c),
+            defaults: false,
             searched: None,
             search: None,
             confirm: None,
@@ -102,6 +105,7 @@ pub(super) fn pareto(spec: &Spec, tp: &TunePlan, rec: &Recorded, rows: &[Row]) -
             if let Some(u) = l.per_user {
                 out.push(ParetoPoint {
                     setting: r.setting.clone(),
+                    defaults: r.defaults,
                     level: l.label,
                     per_gpu: l.tok_s / gpus as f64,
                     per_user: u,
