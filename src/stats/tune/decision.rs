@@ -175,6 +175,12 @@ impl Decision {
             bad.push(format!("noise: {:?} where the rows give {pooled:?}", t.noise));
         }
         bad.extend(t.planned.iter().flat_map(super::noise::Planned::holds));
+        if let Some(s) = &t.saved
+            && (s.starts + t.search_starts != s.grid_starts.max(t.search_starts)
+                || !same(s.measure_s, s.measure_s_per_start * s.starts as f64))
+        {
+            bad.push(format!("saved: {s:?} against {} search starts", t.search_starts));
+        }
         bad
     }
 
@@ -362,6 +368,7 @@ mod properties {
             planned: None,
             search_starts: 3,
             confirm_starts: 4,
+            saved: None,
             budget_starts: 7,
             spent_s: 100.0,
             wall_s: None,

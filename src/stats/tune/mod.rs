@@ -45,6 +45,47 @@ pub struct ParetoPoint {
     pub on_front: bool,
 }
 
+/// The search against the full grid: starts, and measurement time, saved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    /// Configurations the full grid would start (every one not pruned).
+    pub grid_starts: usize,
+    /// Search starts not made.
+    pub starts: usize,
+    /// Seconds of measured phases the search recorded per start, on average, over its starts.
+    pub measure_s_per_start: f64,
+    /// Measurement seconds not spent: the starts not made at that average.
+    pub measure_s: f64,
+    /// Seconds of server readiness per start, on average (what each start not made also saves).
+    pub ready_s_per_start: f64,
+}
+
+impl Saved {
+    /// The search's starts and their records against the grid of `allowed` configurations.
+    fn of(search: &[&TuneConfig], rec: &Recorded, allowed: usize, search_repeats: u32) -> Option<Saved> {
+        let groups: Vec<&str> = search.iter().map(|c| c.group.as_str()).collect();
+        let measured: Vec<f64> = groups
+            .iter()
+            .map(|g| rec.points.iter().filter(|p| p.group == *g && p.repeat < search_repeats).map(|p| p.wall_s).sum())
+            .collect();
+        let ready: Vec<f64> =
+            rec.servers.iter().filter(|s| groups.contains(&s.id.as_str())).filter_map(|s| s.ready_s).collect();
+        if measured.is_empty() {
+            return None;
+        }
+        let per = measured.iter().sum::<f64>() / measured.len() as f64;
+        let starts = allowed.saturating_sub(search.len());
+        let ready_per = if ready.is_empty() { 0.0 } else { ready.iter().sum::<f64>() / ready.len() as f64 };
+        Some(Saved {
+            grid_starts: allowed,
+            starts,
+            measure_s_per_start: per,
+            measure_s: per * starts as f64,
+            ready_s_per_start: ready_per,
+        })
+    }
+}
+
 /// The unit of a tune's objective.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,6 +146,9 @@ pub struct TuneReport {
     pub planned: Option<Planned>,
     pub search_starts: usize,
     pub confirm_starts: usize,
+    /// What the search saved against measuring every configuration the capacity model allows once, starts
+    /// and measurement time apart (a start costs its ready time whatever is measured on it).
+    pub saved: Option<Saved>,
     pub budget_starts: u32,
     /// Server time recorded (ready times and phases), against the wall budget.
     pub spent_s: f64,
@@ -205,6 +249,7 @@ pub fn analyze_in(
         planned,
         search_starts: search.started.len(),
         confirm_starts,
+        saved: Saved::of(&search.started, rec, tp.configs.len().saturating_sub(pruned.len()), ph.sr),
         budget_starts: tp.starts,
         spent_s,
         wall_s: tp.wall_s,
