@@ -223,13 +223,7 @@ pub fn analyze_in(
         gain.as_ref(),
         (starts(&win_confirm), starts(&defaults)),
     );
-    let recommended = match decision.pick() {
-        Pick::Winner => winner.clone(),
-        Pick::Defaults => Some(tp.defaults_group.clone()),
-        Pick::DefaultsIfMeasured => defaults.as_ref().map(|_| tp.defaults_group.clone()),
-        Pick::Nothing => None,
-    };
-    let recommended = recommended.and_then(|g| group(plan, &g)).map(command_of);
+    let recommended = recommended(plan, tp, &decision, winner.as_ref(), defaults.is_some());
     let pareto = rows::pareto(spec, tp, rec, &rows);
     let planned = rows::planned(&rows, winner.as_deref(), ph.cs);
     let confirm_starts = order
@@ -258,6 +252,18 @@ pub fn analyze_in(
         more,
         space: tp.configs.len(),
     })
+}
+
+/// The command line the decision names: the pick's, the defaults' (where measured, when nothing served), or
+/// none.
+fn recommended(plan: &Plan, tp: &TunePlan, d: &Decision, winner: Option<&String>, measured: bool) -> Option<String> {
+    let g = match d.pick() {
+        Pick::Winner => winner.cloned(),
+        Pick::Defaults => Some(tp.defaults_group.clone()),
+        Pick::DefaultsIfMeasured => measured.then(|| tp.defaults_group.clone()),
+        Pick::Nothing => None,
+    };
+    g.and_then(|g| group(plan, &g)).map(command_of)
 }
 
 /// Server time recorded: every start's ready time (the earlier starts of a group started again included) and
