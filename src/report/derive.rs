@@ -239,5 +239,9 @@ pub fn derive(
         };
         files.push((name.to_owned(), markdown::render(&env, name, &ctx)?.into_bytes()));
     }
+    // The tune's recommendation as a config file `vllm serve --config` takes.
+    if ctx.tune.as_ref().is_some_and(|t| t.deploy.is_some()) {
+        files.push(("recommended.yaml".to_owned(), markdown::render(&env, "recommended.yaml", &ctx)?.into_bytes()));
+    }
     Ok((files, sweeps))
 }

@@ -8,7 +8,7 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 use std::path::PathBuf;
 
 /// The reports, and the partials they include (`workload.md`, no report of its own).
-pub const REPORTS: [(&str, &str); 11] = [
+pub const REPORTS: [(&str, &str); 12] = [
     ("findings.md", include_str!("../../templates/findings.md")),
     ("rate_findings.md", include_str!("../../templates/rate_findings.md")),
     ("cache_findings.md", include_str!("../../templates/cache_findings.md")),
@@ -19,6 +19,7 @@ pub const REPORTS: [(&str, &str); 11] = [
     ("workload.md", include_str!("../../templates/workload.md")),
     ("prefix_cache.md", include_str!("../../templates/prefix_cache.md")),
     ("tune.md", include_str!("../../templates/tune.md")),
+    ("recommended.yaml", include_str!("../../templates/recommended.yaml")),
     ("trace_replay.md", include_str!("../../templates/trace_replay.md")),
 ];
 

@@ -363,6 +363,7 @@ mod properties {
             winner: picked.then(|| "w".into()),
             gain,
             recommended,
+            deploy: None,
             decision,
             noise,
             planned: None,

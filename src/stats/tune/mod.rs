@@ -86,6 +86,51 @@ impl Saved {
     }
 }
 
+/// A configuration to deploy: the model and the flags of `vllm serve`, each a YAML key and scalar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deploy {
+    pub model: String,
+    pub flags: Vec<DeployFlag>,
+}
+
+/// One flag of `vllm serve` as a config file entry: `max-num-seqs: 256`; a bare flag is `true`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeployFlag {
+    pub name: String,
+    /// The value as a YAML scalar: a number or `true` as written, anything else quoted.
+    pub yaml: String,
+}
+
+/// Flags that bind the server to this machine (its address), left out of a config to deploy.
+const LOCAL_FLAGS: [&str; 2] = ["host", "port"];
+
+impl Deploy {
+    /// The flags after `serve MODEL` in a server's argv.
+    pub fn of(argv: &[String]) -> Option<Deploy> {
+        let serve = argv.iter().position(|a| a == "serve")?;
+        let model = argv.get(serve + 1).filter(|m| !m.starts_with("--"))?.clone();
+        let mut flags = Vec::new();
+        let mut rest = argv[serve + 2..].iter().peekable();
+        while let Some(a) = rest.next() {
+            let Some(name) = a.strip_prefix("--") else { return None };
+            let (name, value) = match name.split_once('=') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (name.to_owned(), rest.next_if(|v| !v.starts_with("--")).cloned()),
+            };
+            if LOCAL_FLAGS.contains(&name.as_str()) {
+                continue;
+            }
+            let yaml = match value {
+                None => "true".to_owned(),
+                Some(v) if v.parse::<f64>().is_ok() || v == "true" || v == "false" => v,
+                Some(v) => serde_json::to_string(&v).unwrap_or_default(),
+            };
+            flags.push(DeployFlag { name, yaml });
+        }
+        Some(Deploy { model, flags })
+    }
+}
+
 /// The unit of a tune's objective.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -138,6 +183,9 @@ pub struct TuneReport {
     pub gain: Option<Gain>,
     /// The command line the tune recommends (the winner's, or the defaults' when they are as good).
     pub recommended: Option<String>,
+    /// The recommended configuration as `vllm serve --config` takes it (vLLM's flag names), for
+    /// `recommended.yaml`; None without a recommendation or for a server that is not `vllm serve`.
+    pub deploy: Option<Deploy>,
     /// What the tune decided, from the confirmation's gain (`stats::tune::decision`; worded by the templates).
     pub decision: Decision,
     /// The between-start noise pooled across every configuration with two or more starts at one level.
@@ -224,6 +272,8 @@ pub fn analyze_in(
         (starts(&win_confirm), starts(&defaults)),
     );
     let recommended = recommended(plan, tp, &decision, winner.as_ref(), defaults.is_some());
+    let deploy = recommended.as_ref().and_then(|(g, _)| Deploy::of(&g.server.argv));
+    let recommended = recommended.map(|(_, c)| c);
     let pareto = rows::pareto(spec, tp, rec, &rows);
     let planned = rows::planned(&rows, winner.as_deref(), ph.cs);
     let confirm_starts = order
@@ -238,6 +288,7 @@ pub fn analyze_in(
         winner,
         gain,
         recommended,
+        deploy,
         decision,
         noise,
         planned,
@@ -256,14 +307,20 @@ pub fn analyze_in(
 
 /// The command line the decision names: the pick's, the defaults' (where measured, when nothing served), or
 /// none.
-fn recommended(plan: &Plan, tp: &TunePlan, d: &Decision, winner: Option<&String>, measured: bool) -> Option<String> {
+fn recommended<'a>(
+    plan: &'a Plan,
+    tp: &TunePlan,
+    d: &Decision,
+    winner: Option<&String>,
+    measured: bool,
+) -> Option<(&'a ServerGroup, String)> {
     let g = match d.pick() {
         Pick::Winner => winner.cloned(),
         Pick::Defaults => Some(tp.defaults_group.clone()),
         Pick::DefaultsIfMeasured => measured.then(|| tp.defaults_group.clone()),
         Pick::Nothing => None,
     };
-    g.and_then(|g| group(plan, &g)).map(command_of)
+    g.and_then(|g| group(plan, &g)).map(|g| (g, command_of(g)))
 }
 
 /// Server time recorded: every start's ready time (the earlier starts of a group started again included) and
@@ -282,4 +339,26 @@ fn winner(tp: &TunePlan, search: &Search<'_>) -> Option<String> {
         .as_ref()
         .and_then(config_group)
         .filter(|g| search.measured.get(g.as_str()).and_then(Option::as_ref).is_some_and(|m| m.value > 0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deployable_config_takes_vllms_flag_names_and_leaves_the_address_out() {
+        let argv: Vec<String> =
+            "vllm serve models/m --max-num-seqs 16 --enforce-eager --dtype=bfloat16 --port 8000 --host 127.0.0.1 --max-num-batched-tokens 512"
+                .split(' ')
+                .map(str::to_owned)
+                .collect();
+        let d = Deploy::of(&argv).unwrap();
+        assert_eq!(d.model, "models/m");
+        let lines: Vec<String> = d.flags.iter().map(|f| format!("{}: {}", f.name, f.yaml)).collect();
+        assert_eq!(
+            lines,
+            ["max-num-seqs: 16", "enforce-eager: true", "dtype: \"bfloat16\"", "max-num-batched-tokens: 512"]
+        );
+        assert_eq!(Deploy::of(&["servelab-zero-endpoint".to_owned(), "--port".to_owned()]), None);
+    }
 }
