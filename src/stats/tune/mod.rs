@@ -112,7 +112,7 @@ impl Deploy {
         let mut flags = Vec::new();
         let mut rest = argv[serve + 2..].iter().peekable();
         while let Some(a) = rest.next() {
-            let Some(name) = a.strip_prefix("--") else { return None };
+            let name = a.strip_prefix("--")?;
             let (name, value) = match name.split_once('=') {
                 Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
                 None => (name.to_owned(), rest.next_if(|v| !v.starts_with("--")).cloned()),
