@@ -334,13 +334,18 @@ fn draw_prefix<'a>(
 
 /// Tokens/s per GPU against tokens/s per user, one point per configuration and level; the Pareto front
 /// (points no other beats on both) drawn as a line.
-pub fn pareto(points: &[crate::stats::tuning::ParetoPoint]) -> Result<String, ChartError> {
+pub fn pareto(points: &[crate::stats::tune::ParetoPoint]) -> Result<String, ChartError> {
     svg(|root| draw_pareto(root, points))
+}
+
+/// A Pareto point's legend: its flags, or vLLM's defaults (which carry none).
+fn pareto_label(p: &crate::stats::tune::ParetoPoint) -> &str {
+    if p.defaults { "vLLM defaults" } else { p.setting.as_str() }
 }
 
 fn draw_pareto<'a>(
     root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
-    points: &[crate::stats::tuning::ParetoPoint],
+    points: &[crate::stats::tune::ParetoPoint],
 ) -> Result<(), Box<dyn std::error::Error + 'a>> {
     root.fill(&WHITE)?;
     let (x0, x1) = range(points.iter().map(|p| p.per_user).chain([0.0]), true);
@@ -357,11 +362,11 @@ fn draw_pareto<'a>(
         .x_desc("output tokens/s per user (1 / median TPOT)")
         .y_desc("output tokens/s per GPU")
         .draw()?;
-    let mut settings: Vec<&str> = points.iter().map(|p| p.setting.as_str()).collect();
+    let mut settings: Vec<&str> = points.iter().map(pareto_label).collect();
     settings.dedup();
     for (i, s) in settings.iter().enumerate() {
         let colour = Palette99::pick(i).to_rgba();
-        let mine = points.iter().filter(|p| p.setting == *s);
+        let mine = points.iter().filter(|p| pareto_label(p) == *s);
         chart
             .draw_series(mine.map(|p| Circle::new((p.per_user, p.per_gpu), 4, colour.filled())))?
             .label(s.to_string())

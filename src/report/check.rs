@@ -110,7 +110,7 @@ fn sweep_holds(written: &[GroupSweep], spec: &Spec, manifest: &Manifest, rec: &R
 /// The decision written in `tune.json` against the rows written beside it; nothing without a tune.
 fn tune_decision(dir: &Path) -> Vec<Disagreement> {
     let mut out = Vec::new();
-    if let Some(t) = read_json::<crate::stats::tuning::TuneReport>(dir, "tune.json", &mut out) {
+    if let Some(t) = read_json::<crate::stats::tune::TuneReport>(dir, "tune.json", &mut out) {
         out.extend(t.decision.holds(&t).into_iter().map(|what| bad("tune.json", what)));
     }
     out

@@ -58,7 +58,7 @@ fn knee_lines(g: &GroupSweep) -> String {
 }
 
 /// The tune's decision in the built-in templates' words (`findings.md`).
-fn decision_line(d: &crate::stats::decision::Decision) -> String {
+fn decision_line(d: &crate::stats::tune::decision::Decision) -> String {
     super::markdown::environment(None)
         .render_str("{% import \"findings.md\" as f %}{{ f.decision(d) }}", minijinja::context! { d })
         .unwrap_or_else(|e| format!("(the decision could not be worded: {e})"))
@@ -75,7 +75,7 @@ pub fn after_run(
     let plan = &manifest.plan;
     if plan.tune.is_some() {
         let mut out = String::new();
-        if let Some(t) = crate::stats::tuning::analyze(spec, plan, rec, &manifest.tune_pruned) {
+        if let Some(t) = crate::stats::tune::analyze(spec, plan, rec, &manifest.tune_pruned) {
             putln!(out, "{}: {}", dir.join("tune.md").display(), decision_line(&t.decision));
             if let Some(c) = &t.recommended {
                 putln!(out, "recommended: {c}");

@@ -25,7 +25,7 @@ pub struct Context {
     /// TTFT against the shared-prefix length per server, and what it shows.
     pub prefix: crate::stats::prefix::PrefixReport,
     /// With `tune:`: the tune read from its records.
-    pub tune: Option<crate::stats::tuning::TuneReport>,
+    pub tune: Option<crate::stats::tune::TuneReport>,
     /// Load points whose latest attempt failed: never in the figures, always listed (closed loop, open loop).
     pub failed_closed: Vec<FailedPoint>,
     pub failed_open: Vec<FailedPoint>,

@@ -54,7 +54,7 @@ fn groups_with(manifest: &Manifest, pick: impl Fn(&crate::record::plan::ClientCo
 /// the commit that changes any derived byte (and every committed example is re-rendered in that commit);
 /// never a clock, so a re-render of the same records is byte for byte the same. `compare` refuses two runs
 /// whose derived files carry different versions.
-pub const DERIVED_VERSION: u32 = 8;
+pub const DERIVED_VERSION: u32 = 9;
 
 /// The key every derived JSON file carries.
 pub const VERSION_KEY: &str = "derived_version";
@@ -162,7 +162,7 @@ pub fn derive(
     if !workload.is_empty() {
         files.push(rendered("workload.csv", super::workload_csv::render(&workload))?);
     }
-    let tune = crate::stats::tuning::analyze(spec, &manifest.plan, rec, &manifest.tune_pruned);
+    let tune = crate::stats::tune::analyze(spec, &manifest.plan, rec, &manifest.tune_pruned);
     if let Some(t) = &tune {
         files.push(rendered("tune.csv", super::tune_csv::render(t))?);
         files.push(rendered("tune_pareto.svg", charts::pareto(&t.pareto))?);
@@ -272,6 +272,10 @@ fn markdown_files(
             _ => continue, // nothing measured yet for this report
         };
         files.push((name.to_owned(), markdown::render(&env, name, ctx)?.into_bytes()));
+    }
+    // The tune's recommendation as a config file `vllm serve --config` takes.
+    if ctx.tune.as_ref().is_some_and(|t| t.deploy.is_some()) {
+        files.push(("recommended.yaml".to_owned(), markdown::render(&env, "recommended.yaml", ctx)?.into_bytes()));
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ pub const REPORTS: [(&str, &str); 12] = [
     ("workload.md", include_str!("../../templates/workload.md")),
     ("prefix_cache.md", include_str!("../../templates/prefix_cache.md")),
     ("tune.md", include_str!("../../templates/tune.md")),
+    ("recommended.yaml", include_str!("../../templates/recommended.yaml")),
     ("trace_replay.md", include_str!("../../templates/trace_replay.md")),
     ("sessions.md", include_str!("../../templates/sessions.md")),
 ];

@@ -1,7 +1,7 @@
 //! `tune.csv`: one row per configuration of a tune (searched, vLLM's defaults, pruned), a pure function of
-//! `stats::tuning`.
+//! `stats::tune`.
 
-use crate::stats::tuning::{Measured, TuneReport};
+use crate::stats::tune::{Measured, TuneReport};
 
 pub const COLUMNS: [&str; 17] = [
     "rank",
@@ -52,7 +52,7 @@ pub fn render(t: &TuneReport) -> Result<Vec<u8>, csv::Error> {
         let rank = if r.search.is_some() { (i + 1).to_string() } else { String::new() };
         let mut row = vec![
             rank,
-            r.setting.clone(),
+            if r.defaults { "vLLM defaults".to_owned() } else { r.setting.clone() },
             r.group.clone(),
             r.status.clone(),
             r.searched.map(|n| n.to_string()).unwrap_or_default(),

@@ -7,6 +7,11 @@
 //!   --http-500       every request fails with HTTP 500
 //!   --capacity N     at most N requests stream at once (throughput grows with concurrency up to N)
 //!   --start-delay-ms N   a start takes this long
+//!   --peak CX,CY  a planted surface over the tuned flags `--x` and `--y` (absent: vLLM's defaults, factor
+//!                 1): every time shrinks by 1 + height × exp(−d² / 2 width²), d the distance from the peak;
+//!                 `--height H` (default 1), `--width W` (default 1.5)
+//!   --noise-pct P between-start noise: each start of a group is P% faster or slower (normal, drawn from
+//!                 `--seed S`, the group and how many times it was started in this process), its repeats alike
 //! Records are synthetic and deterministic (1 ms per token); they exercise control flow and never stand
 //! for a measurement.
 
@@ -27,6 +32,61 @@ pub struct FakeServer {
     die_after: Option<u64>,
     http_500: bool,
     capacity: u32,
+    /// How much faster than 1 ms a token this start serves (the planted surface and its start's noise).
+    speed: f64,
+}
+
+fn arg_f64(argv: &[String], flag: &str) -> Option<f64> {
+    argv.iter().position(|a| a == flag).and_then(|i| argv.get(i + 1)).and_then(|v| v.parse().ok())
+}
+
+/// splitmix64: the fake's own generator, so a planted surface is the same on every machine.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Starts of each (seed, group) in this process, so each start draws its own noise.
+static STARTS: std::sync::Mutex<std::collections::BTreeMap<(u64, String), u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The planted surface at the group's flags times this start's noise (1 without `--peak`/`--noise-pct`).
+fn speed(argv: &[String], group: &str) -> f64 {
+    let surface = match argv.iter().position(|a| a == "--peak").and_then(|i| argv.get(i + 1)) {
+        Some(peak) => {
+            let c: Vec<f64> = peak.split(',').filter_map(|v| v.parse().ok()).collect();
+            let at = |flag: &str, k: usize| arg_f64(argv, flag).map(|v| (v - c.get(k).copied().unwrap_or(0.0)).powi(2));
+            let (dx, dy) = (at("--x", 0), at("--y", 1));
+            let w = arg_f64(argv, "--width").unwrap_or(1.5);
+            match dx.or(dy) {
+                None => 1.0,
+                Some(_) => {
+                    let d2 = dx.unwrap_or(0.0) + dy.unwrap_or(0.0);
+                    1.0 + arg_f64(argv, "--height").unwrap_or(1.0) * (-d2 / (2.0 * w * w)).exp()
+                }
+            }
+        }
+        None => 1.0,
+    };
+    let Some(pct) = arg_f64(argv, "--noise-pct") else { return surface };
+    let seed = arg(argv, "--seed").unwrap_or(0);
+    let n = {
+        let mut starts = STARTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = starts.entry((seed, group.to_owned())).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let mut s = seed ^ n.wrapping_mul(0xA24B_AED4_963E_E407);
+    for b in group.bytes() {
+        s = splitmix(&mut s) ^ u64::from(b);
+    }
+    let unit = |s: &mut u64| (splitmix(s) >> 11) as f64 / (1u64 << 53) as f64;
+    let (u, v) = (unit(&mut s).max(1e-12), unit(&mut s));
+    let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+    surface * (1.0 + pct / 100.0 * z).max(0.1)
 }
 
 fn arg(argv: &[String], flag: &str) -> Option<u64> {
@@ -72,6 +132,7 @@ impl Engine for FakeEngine<'_> {
             die_after: arg(argv, "--die-after"),
             http_500: argv.iter().any(|a| a == "--http-500"),
             capacity: arg(argv, "--capacity").map_or(u32::MAX, |c| c.max(1) as u32),
+            speed: speed(argv, &group.id),
         })
     }
 
@@ -121,7 +182,7 @@ fn phase(server: &mut FakeServer, group: &ServerGroup, point: &Point, attempt: u
     let c = point.client.clone().expect("the schedule measures only points with a client");
     let tokens = c.max_tokens.max(1);
     let conc = c.concurrency.max(1);
-    let slow = f64::from(conc.div_ceil(server.capacity.min(conc)));
+    let slow = f64::from(conc.div_ceil(server.capacity.min(conc))) / server.speed;
     let e2e = f64::from(tokens) * 1e-3 * slow;
     let count = match (c.duration_s, c.rate()) {
         (Some(d), Some(r)) => (d * r).ceil() as u32,
@@ -219,8 +280,14 @@ pub(crate) fn synthetic(plan: &crate::plan::Plan) -> crate::record::Recorded {
         record.log.kv_cache_tokens = Some(1024 * (i as u64 + 1));
         record.log.max_concurrency_tokens = group.server.max_model_len;
         record.log.max_concurrency = Some(2.0 * scale);
-        let mut server =
-            FakeServer { record: record.clone(), answered: 0, die_after: None, http_500: false, capacity: u32::MAX };
+        let mut server = FakeServer {
+            record: record.clone(),
+            answered: 0,
+            die_after: None,
+            http_500: false,
+            capacity: u32::MAX,
+            speed: 1.0,
+        };
         rec.servers.push(record);
         for point in &group.points {
             let Some(c) = &point.client else { continue };

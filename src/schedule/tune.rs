@@ -1,4 +1,4 @@
-//! Tune: server starts as `stats::tuning` asks for them (the search's, then the confirmation's), each
+//! Tune: server starts as `stats::tune` asks for them (the search's, then the confirmation's), each
 //! measuring the points it was started for: one at a time, or with slots up to the free ones at once (the
 //! search's batch by constant liar; the confirmation's pairs side by side, swapped from one pair to the next).
 
@@ -28,8 +28,8 @@ impl Policy for Tune {
         if free == 0 {
             return Ok(Vec::new());
         }
-        let inflight = crate::stats::tuning::InFlight { groups: &in_flight, free };
-        let Some(report) = crate::stats::tuning::analyze_in(s.spec, s.plan, rec, &s.rules.pruned, &inflight) else {
+        let inflight = crate::stats::tune::InFlight { groups: &in_flight, free };
+        let Some(report) = crate::stats::tune::analyze_in(s.spec, s.plan, rec, &s.rules.pruned, &inflight) else {
             return Err(DoneReason::Complete);
         };
         let mut out = Vec::new();

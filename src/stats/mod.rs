@@ -1,6 +1,5 @@
 //! Statistics: pure functions of recorded data (fits now; quantiles, intervals and knees with the load).
 
-pub mod decision;
 pub mod fit;
 pub mod knee;
 pub mod kv;
@@ -12,7 +11,6 @@ pub mod summary;
 pub mod sweep;
 pub mod trace;
 pub mod tune;
-pub mod tuning;
 pub mod window;
 pub mod workload;
 

@@ -20,4 +20,5 @@ mod shards;
 mod trace;
 mod tune;
 mod tune_replay;
+mod tune_seam;
 mod zero_endpoint;

@@ -75,7 +75,7 @@ fn a_tune_searches_within_its_budget_confirms_and_resumes_without_measuring_twic
     let winner = t["winner"].as_str().unwrap().to_owned();
     assert_eq!(s[&winner], 3, "the winner ran in the search and twice again in the confirmation");
     assert!(t["gain"]["rel_ci"].is_array(), "two starts each give an interval over starts: {}", t["gain"]);
-    let defaults = t["rows"].as_array().unwrap().iter().find(|r| r["setting"] == "vLLM defaults").unwrap();
+    let defaults = t["rows"].as_array().unwrap().iter().find(|r| r["defaults"] == true).unwrap();
     let dg = defaults["group"].as_str().unwrap();
     assert!(!argv_of(&dir, dg).contains(&"--capacity".to_owned()), "the defaults leave the tuned flag out");
     assert_eq!(defaults["confirm"]["per_repeat"].as_array().unwrap().len(), 4);
@@ -155,7 +155,8 @@ fn a_goodput_tune_picks_the_configuration_that_meets_the_slo_more_often() {
     assert_eq!(t["objective"]["e2e_s"], 0.2, "{}", t["objective"]);
     let md = std::fs::read_to_string(dir.join("tune.md")).unwrap();
     assert!(md.contains("requests/s meeting the SLO: e2e ≤ 200 ms)"), "the template words the SLO");
-    assert_eq!(t["unit"], "req/s meeting the SLO");
+    assert_eq!(t["unit"], "goodput_rps");
+    assert!(md.contains("the objective (req/s meeting the SLO)"), "the template words the unit");
     let rows = t["rows"].as_array().unwrap();
     let pick = rows.iter().find(|r| r["group"] == t["winner"]).unwrap();
     assert_eq!(pick["setting"], "capacity=4", "{rows:?}");

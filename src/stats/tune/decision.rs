@@ -4,7 +4,8 @@
 //! from the rows of the report as written (property tests and `servelab report --check`). The words are the
 //! templates' (`templates/findings.md`): nothing here writes English.
 
-use super::tuning::{Gain, Measured, Row, TuneReport};
+use super::objective::{Gain, Measured};
+use super::{Row, TuneReport};
 use serde::{Deserialize, Serialize};
 
 /// What the tune maximises.
@@ -169,6 +170,17 @@ impl Decision {
             bad.push(format!("the pick {:?} has no row", t.winner));
         }
         bad.extend(stopped_holds(t));
+        let pooled = super::noise::pooled(&t.rows.iter().map(super::rows::start_values).collect::<Vec<_>>());
+        if pooled != t.noise {
+            bad.push(format!("noise: {:?} where the rows give {pooled:?}", t.noise));
+        }
+        bad.extend(t.planned.iter().flat_map(super::noise::Planned::holds));
+        if let Some(s) = &t.saved
+            && (s.starts + t.search_starts != s.grid_starts.max(t.search_starts)
+                || !same(s.measure_s, s.measure_s_per_start * s.starts as f64))
+        {
+            bad.push(format!("saved: {s:?} against {} search starts", t.search_starts));
+        }
         bad
     }
 
@@ -264,25 +276,28 @@ fn stopped_holds(t: &TuneReport) -> Vec<String> {
     }
 }
 
-/// The gain and its interval over starts from the per-start means: Welch's interval of the difference over
-/// the defaults' mean, written out.
+/// The gain and its interval over starts from the per-start values: the paired t interval of the pick's
+/// start k minus the defaults' start k over the defaults' mean, written out.
 fn plain_gain(w: &Measured, d: &Measured) -> (f64, Option<(f64, f64)>) {
     let rel = w.value / d.value - 1.0;
-    let (a, b) = (&w.per_start, &d.per_start);
-    if a.len() < 2 || b.len() < 2 {
+    let mut diffs = Vec::new();
+    for (i, k) in w.start_index.iter().enumerate() {
+        if let Some(j) = d.start_index.iter().position(|x| x == k) {
+            diffs.push(w.per_start[i] - d.per_start[j]);
+        }
+    }
+    let n = diffs.len();
+    if n < 2 {
         return (rel, None);
     }
-    let m = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
-    let v = |x: &[f64]| x.iter().map(|y| (y - m(x)).powi(2)).sum::<f64>() / (x.len() - 1) as f64 / x.len() as f64;
-    let (va, vb, diff) = (v(a), v(b), m(a) - m(b));
-    if va + vb == 0.0 {
-        return (rel, Some((diff / d.value, diff / d.value)));
-    }
-    let df = (va + vb).powi(2) / (va * va / (a.len() - 1) as f64 + vb * vb / (b.len() - 1) as f64);
+    let m = diffs.iter().sum::<f64>() / n as f64;
+    let var = diffs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64;
     use statrs::distribution::{ContinuousCDF, StudentsT};
-    let Some(t) = StudentsT::new(0.0, 1.0, df).ok().map(|s| s.inverse_cdf(0.975)) else { return (rel, None) };
-    let half = t * (va + vb).sqrt();
-    (rel, Some(((diff - half) / d.value, (diff + half) / d.value)))
+    let Some(t) = StudentsT::new(0.0, 1.0, (n - 1) as f64).ok().map(|s| s.inverse_cdf(0.975)) else {
+        return (rel, None);
+    };
+    let half = t * (var / n as f64).sqrt();
+    (rel, Some(((m - half) / d.value, (m + half) / d.value)))
 }
 
 /// Two figures agree when they differ by rounding alone.
@@ -302,6 +317,7 @@ mod properties {
             ci: None,
             per_repeat: per_start.to_vec(),
             per_start: per_start.to_vec(),
+            start_index: (0..per_start.len() as u32).collect(),
             level: "c=8".into(),
             p95_e2e_s: Some(1.0),
             none_within: None,
@@ -312,41 +328,48 @@ mod properties {
         Row {
             group: group.into(),
             setting: setting.into(),
+            defaults: searched.is_none(),
             searched,
             search: confirm.clone(),
             confirm,
             status: "ok".into(),
             note: None,
             command: format!("vllm serve m --{group}"),
+            lower: None,
         }
     }
 
     /// A finished tune whose pick and defaults were measured again with these per-start values (None: the
-    /// side's confirmation failed), decided as `tuning::analyze` decides.
+    /// side's confirmation failed), decided as `tune::analyze` decides.
     fn report(winner: Option<Vec<f64>>, defaults: Option<Vec<f64>>, picked: bool, running: bool) -> TuneReport {
         let (w, d) = (winner.as_deref().map(measured), defaults.as_deref().map(measured));
-        let gain = super::super::tuning::gain_of(w.as_ref(), d.as_ref());
+        let gain = super::super::objective::gain_of(w.as_ref(), d.as_ref());
         let setting = picked.then_some("max-num-seqs=64");
         let starts = (w.as_ref().map_or(0, |m| m.per_start.len()), d.as_ref().map_or(0, |m| m.per_start.len()));
         let decision = Decision::of(running, setting, gain.as_ref(), starts);
-        let rows = vec![row("w", "max-num-seqs=64", Some(1), w), row("d", "vLLM defaults", None, d)];
+        let rows = vec![row("w", "max-num-seqs=64", Some(1), w), row("d", "", None, d)];
         let recommended = match decision.pick() {
             Pick::Winner => Some(rows[0].command.clone()),
             Pick::Defaults => Some(rows[1].command.clone()),
             Pick::DefaultsIfMeasured => rows[1].confirm.as_ref().map(|_| rows[1].command.clone()),
             Pick::Nothing => None,
         };
+        let noise = super::super::noise::pooled(&rows.iter().map(super::super::rows::start_values).collect::<Vec<_>>());
         TuneReport {
             objective: Objective::Throughput { p95_budget_s: 5.0 },
-            unit: "tok/s".into(),
+            unit: super::super::Unit::TokS,
             rows,
             pareto: Vec::new(),
             winner: picked.then(|| "w".into()),
             gain,
             recommended,
+            deploy: None,
             decision,
+            noise,
+            planned: None,
             search_starts: 3,
             confirm_starts: 4,
+            saved: None,
             budget_starts: 7,
             spent_s: 100.0,
             wall_s: None,
@@ -438,12 +461,12 @@ mod properties {
     }
 
     #[test]
-    fn the_plain_interval_is_welchs() {
-        let (w, d) = (measured(&[10.0, 12.0, 14.0]), measured(&[7.0, 8.0, 9.0]));
+    fn the_plain_interval_is_the_paired_t() {
+        let (w, d) = (measured(&[10.0, 12.0, 14.0, 13.0]), measured(&[8.0, 8.0, 9.0, 10.0]));
         let (_, ci) = plain_gain(&w, &d);
         let (lo, hi) = ci.unwrap();
-        // scipy: ttest_ind(a, b, equal_var=False).confidence_interval(0.95) = (-0.1554, 8.1554), over 8.
-        assert!((lo * 8.0 + 0.155_399_5).abs() < 1e-6 && (hi * 8.0 - 8.155_399_5).abs() < 1e-6, "{lo} {hi}");
+        // scipy: ttest_rel(a, b).confidence_interval(0.95) = (1.4457, 5.5543) for differences 2, 4, 5, 3; over 8.75.
+        assert!((lo * 8.75 - 1.445_739_2).abs() < 1e-6 && (hi * 8.75 - 5.554_260_8).abs() < 1e-6, "{lo} {hi}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The search of `servelab tune` (issue 17): which server configuration to start next, as a pure
+//! The search of `servelab tune`: which server configuration to start next, as a pure
 //! function of what was measured, so that a tune resumes and re-renders like a rate search.
 //!
 //! Model-based: a Gaussian process over the configurations (each axis scaled to [0, 1], by its index in the
@@ -263,7 +263,7 @@ mod tests {
         assert_eq!((c[0].clone(), c[1].clone(), c[63].clone()), (vec![0, 0], vec![0, 1], vec![7, 7]));
     }
 
-    /// Issue 17 item 4(a): over 20 seeds, with 12 of 64 configurations measured under noise, the search
+    /// Over 20 seeds, with 12 of 64 configurations measured under noise, the search
     /// recommends one within the noise (2 sd) of the best in at least 90% of them, and more often than random
     /// search with the same budget.
     #[test]
