@@ -8,7 +8,7 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 use std::path::PathBuf;
 
 /// The reports, and the partials they include (`workload.md`, no report of its own).
-pub const REPORTS: [(&str, &str); 12] = [
+pub const REPORTS: [(&str, &str); 13] = [
     ("findings.md", include_str!("../../templates/findings.md")),
     ("rate_findings.md", include_str!("../../templates/rate_findings.md")),
     ("cache_findings.md", include_str!("../../templates/cache_findings.md")),
