@@ -39,7 +39,21 @@ fn run(name: &str, load: &str, threads: &str, itl_us: u32) -> (ByThreads, Vec<se
         by.entry(threads_of[r["point"].as_str().unwrap()]).or_default().push(r);
     }
     let got = std::fs::read_to_string(&bodies).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    cells_apart(&dir, by.len());
     (by, got)
+}
+
+/// Each thread count is a cell of its own in the reports, one repeat each, never pooled as repeats of one.
+fn cells_apart(dir: &std::path::Path, counts: usize) {
+    let csv = ["rate_sweep.csv", "concurrency_sweep.csv"].map(|f| dir.join(f)).into_iter().find(|p| p.exists());
+    let text = std::fs::read_to_string(csv.expect("a sweep CSV")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = header.iter().position(|h| *h == "repeats").unwrap();
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), counts, "one row per thread count:\n{text}");
+    // The repeats column comes before the free-text notes, so splitting on commas finds it.
+    assert!(rows.iter().all(|r| r.split(',').nth(at) == Some("1")), "one repeat per cell:\n{text}");
 }
 
 fn f(r: &serde_json::Value, key: &str) -> f64 {

@@ -380,10 +380,15 @@ pub fn analyze(points: &[PointRecord], requests: &[RequestRecord], slo: Option<&
     for p in open {
         let o = p.client.open_loop.as_ref().expect("filtered on open_loop");
         let reqs: Vec<&RequestRecord> = requests_of.get(&p.point, p.attempt).to_vec();
-        let arrival = match o.burstiness {
+        let mut arrival = match o.burstiness {
             Some(b) => format!("{:?} (burstiness {b})", o.arrival).to_lowercase(),
             None => format!("{:?}", o.arrival).to_lowercase(),
         };
+        // Client threads change who sends, not the schedule: each count is a cell of its own, named in the
+        // arrival column only when above 1 so that earlier runs read as they did.
+        if p.client.client_threads > 1 {
+            arrival.push_str(&format!(" ({} client threads)", p.client.client_threads));
+        }
         let rep = repeat_of(p, &reqs, slo);
         match cells.iter_mut().find(|c| c.0 == p.group && c.1 == o.rate && c.2 == arrival) {
             Some(c) => {

@@ -224,8 +224,11 @@ pub(super) fn cell_label(p: &PointRecord) -> String {
         Some(d) => format!("d={d}s"),
         None => format!("n={}", c.requests),
     };
+    // Client threads change the client, not the load: a cell of its own, named only when above 1 so that
+    // earlier runs keep their labels.
+    let threads = if c.client_threads > 1 { format!(" client_threads={}", c.client_threads) } else { String::new() };
     format!(
-        "c={} {size} max_tokens={} prompt={} prefix={} stream={} eos={}",
+        "c={} {size} max_tokens={} prompt={} prefix={} stream={} eos={}{threads}",
         c.concurrency, c.max_tokens, c.prompt_tokens, c.shared_prefix_tokens, c.stream, c.ignore_eos
     )
 }
