@@ -13,6 +13,7 @@ pub mod progress;
 pub mod real;
 pub mod seam;
 pub mod server;
+pub mod workload;
 
 pub use open::{MAX_PROMPTS_FILE, check_inputs, check_run_id, check_templates};
 
