@@ -148,7 +148,12 @@ fn replay(p: &PointRecord, reqs: &[&RequestRecord], block: Option<u32>, slo: Opt
         hit_rate,
         block_size: block.unwrap_or(crate::record::tracefile::VLLM_BLOCK),
         block_size_known: block.is_some(),
-        bound: trace.bound_at(block.unwrap_or(crate::record::tracefile::VLLM_BLOCK), true).and_then(|b| b.rate()),
+        // On the chat endpoint the bound counted on the prompts as sent (template and tokenizer included).
+        bound: match &p.trace_sent {
+            Some(sent) => sent.iter().find(|b| b.block_size == block.unwrap_or(crate::record::tracefile::VLLM_BLOCK)),
+            None => trace.bounds.iter().find(|b| b.block_size == block.unwrap_or(crate::record::tracefile::VLLM_BLOCK)),
+        }
+        .and_then(|b| b.rate()),
         bound_uncapped: trace
             .bound_at(block.unwrap_or(crate::record::tracefile::VLLM_BLOCK), false)
             .and_then(|b| b.rate()),
