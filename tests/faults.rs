@@ -191,9 +191,17 @@ fn double_ctrl_c_kills_the_server_group_at_once() {
     {
         std::thread::sleep(Duration::from_millis(100));
     }
-    // A group of several processes to kill: the server's engine core has been spawned.
-    let core = wait_until(Duration::from_secs(120), || descendant_named(child.id(), "VLLM::EngineCor").is_some());
-    assert!(core, "the server's engine core did not start within 120 s");
+    // A group of several processes to kill: the engine core has been spawned and has loaded the weights. Not
+    // earlier: a process still reading its libraries from disk can take seconds to die even of SIGKILL (the
+    // kernel delivers it after the read), which would time the kernel, not servelab.
+    let servers = out.path().join("twice/r/servers");
+    let loaded = || {
+        let logs = std::fs::read_dir(&servers).into_iter().flatten().flatten().map(|e| e.path().join("server.log"));
+        logs.into_iter().any(|l| std::fs::read_to_string(l).is_ok_and(|t| t.contains("Loading weights took")))
+    };
+    let core =
+        wait_until(Duration::from_secs(120), || descendant_named(child.id(), "VLLM::EngineCor").is_some() && loaded());
+    assert!(core, "the server's engine core did not load the weights within 120 s");
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     std::thread::sleep(Duration::from_millis(50));
