@@ -82,16 +82,7 @@ fn point(p: &PointRecord, reqs: &[&RequestRecord]) -> SessionPoint {
         }
     }
     let by_turn = turns.into_iter().map(|(turn, recs)| turn_row(turn, &recs)).collect();
-    let server_hit_rate = match (&p.before, &p.after) {
-        (Some(b), Some(a)) => {
-            let d = crate::probe::metrics::delta(b, a);
-            match (d.prefix_hits, d.prefix_queries) {
-                (Some(h), Some(q)) if q > 0.0 => Some(h / q),
-                _ => None,
-            }
-        }
-        _ => None,
-    };
+    let server_hit_rate = super::trace::server_hit_rate(p);
     SessionPoint {
         group: p.group.clone(),
         vars: crate::record::values::vars_text(&p.vars, " "),
@@ -156,27 +147,7 @@ mod tests {
             req(2, 1, 0.4, 0.6, 100, None, true),
         ];
         let refs: Vec<&RequestRecord> = reqs.iter().collect();
-        let p = PointRecord {
-            point: "p".into(),
-            attempt: 0,
-            group: "g".into(),
-            repeat: 0,
-            vars: indexmap::IndexMap::new(),
-            client: crate::record::plan::ClientConfig::default(),
-            model: "m".into(),
-            started_at: String::new(),
-            wall_s: 2.0,
-            samples_offset_s: 0.0,
-            warmup_requests: 0,
-            before: None,
-            after: None,
-            gpu_sampled: false,
-            status: Status::Ok,
-            error: None,
-            beside: None,
-            switch_shared: None,
-            trace_sent: None,
-        };
+        let p = PointRecord { model: "m".into(), ..PointRecord::measured("p", "g", Default::default(), 2.0) };
         let s = point(&p, &refs);
         assert_eq!((s.sessions, s.ended_by_error), (3, 1));
         assert_eq!(s.session_time.n, 2, "the session an error ended has no session time");

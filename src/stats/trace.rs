@@ -113,16 +113,7 @@ fn replay(p: &PointRecord, reqs: &[&RequestRecord], block: Option<u32>, slo: Opt
     let last = reqs.iter().map(|r| r.end_s).fold(f64::NEG_INFINITY, f64::max);
     let span_s = (last - first).max(0.0);
     let met = reqs.iter().filter(|r| meets(r, slo)).count();
-    let hit_rate = match (&p.before, &p.after) {
-        (Some(b), Some(a)) => {
-            let d = crate::probe::metrics::delta(b, a);
-            match (d.prefix_hits, d.prefix_queries) {
-                (Some(h), Some(q)) if q > 0.0 => Some(h / q),
-                _ => None,
-            }
-        }
-        _ => None,
-    };
+    let hit_rate = server_hit_rate(p);
     Some(Replay {
         group: p.group.clone(),
         vars: crate::record::values::vars_text(&p.vars, " "),
@@ -159,6 +150,16 @@ fn replay(p: &PointRecord, reqs: &[&RequestRecord], block: Option<u32>, slo: Opt
             .and_then(|b| b.rate()),
         trace,
     })
+}
+
+/// The prefix-cache hit rate the server's counters give over a point's measured phase (hits over queries
+/// between its before and after snapshots); None without both snapshots or without a query.
+pub(crate) fn server_hit_rate(p: &PointRecord) -> Option<f64> {
+    let d = crate::probe::metrics::delta(p.before.as_ref()?, p.after.as_ref()?);
+    match (d.prefix_hits, d.prefix_queries) {
+        (Some(h), Some(q)) if q > 0.0 => Some(h / q),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
