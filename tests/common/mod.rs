@@ -228,3 +228,17 @@ pub fn free_ports(n: u16) -> u16 {
     }
     panic!("no {n} consecutive free ports in 20000-31999");
 }
+
+/// A model folder whose tokenizer knows the words w0..w99, one token each (`dir/model`).
+pub fn word_model(dir: &Path) -> PathBuf {
+    use tokenizers::Tokenizer;
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
+    let vocab = (0..100).map(|i| (format!("w{i}"), i)).collect();
+    let mut tok = Tokenizer::new(WordLevel::builder().vocab(vocab).unk_token("w0".into()).build().unwrap());
+    tok.with_pre_tokenizer(Some(WhitespaceSplit));
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    tok.save(model.join("tokenizer.json"), false).unwrap();
+    model
+}
