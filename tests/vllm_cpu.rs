@@ -13,6 +13,8 @@ use std::process::Command;
 #[path = "vllm_cpu/bench.rs"]
 mod bench;
 mod common;
+#[path = "vllm_cpu/config.rs"]
+mod config;
 use common::*;
 
 fn fixed_kv_size_flat_memory_and_a_failed_length() {
@@ -679,6 +681,10 @@ fn main() {
         ("a_chat_run_on_real_vllm_counts_every_token", a_chat_run_on_real_vllm_counts_every_token),
         ("distributions_and_exact_text_reach_vllm_as_drawn", distributions_and_exact_text_reach_vllm_as_drawn),
         ("a_tune_on_real_vllm_starts_what_its_budget_allows", a_tune_on_real_vllm_starts_what_its_budget_allows),
+        (
+            "a_recommended_yaml_from_tune_configures_vllm_as_written",
+            config::a_recommended_yaml_from_tune_configures_vllm_as_written,
+        ),
         (
             "a_sharegpt_dataset_over_chat_sends_its_sampled_prompts",
             a_sharegpt_dataset_over_chat_sends_its_sampled_prompts,

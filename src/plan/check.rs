@@ -220,7 +220,7 @@ fn templates(spec: &Spec) -> (Located, Located) {
     if let IntOrTemplate::Template(t) = &e.port {
         push(key(&["engine", "port"]), t);
     }
-    for (name, text) in [("model", &e.model), ("base_url", &e.base_url)] {
+    for (name, text) in [("model", &e.model), ("base_url", &e.base_url), ("config_file", &e.config_file)] {
         if let Some(t) = text {
             push(key(&["engine", name]), t);
         }

@@ -7,6 +7,7 @@
 
 pub mod capacity;
 pub mod check;
+pub mod config_file;
 pub mod estimate;
 pub mod render;
 pub mod search;

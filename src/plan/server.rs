@@ -26,10 +26,18 @@ pub fn context(vars: &IndexMap<String, Scalar>, server: &ServerConfig) -> Value 
     ctx_of(vars, &[("host", Value::from(server.host.clone())), ("port", Value::from(server.port)), ("model", model)])
 }
 
-/// What makes two server configurations the same server (timeouts do not).
+/// What makes two server configurations the same server (timeouts do not). A config file counts by its
+/// content: the path after `--config` is replaced by the content's hash (a file moved keeps its server's id,
+/// another file at the same path gets a new one); without one the value is what it always was.
 pub fn identity(server: &ServerConfig) -> serde_json::Value {
     let env: std::collections::BTreeMap<&String, &String> = server.env.iter().collect();
-    serde_json::json!({ "kind": server.kind, "argv": server.argv, "env": env, "base_url": server.base_url, "ready_url": server.ready_url })
+    let mut argv = server.argv.clone();
+    if let Some(c) = &server.config_file
+        && let Some(i) = argv.windows(2).position(|w| w[0] == "--config" && w[1] == c.path)
+    {
+        argv[i + 1] = format!("content:{}", c.content);
+    }
+    serde_json::json!({ "kind": server.kind, "argv": argv, "env": env, "base_url": server.base_url, "ready_url": server.ready_url })
 }
 
 fn render_string(
@@ -86,8 +94,14 @@ fn render_on(
     );
     let mut argv = render_command(spec, renderer, &ctx, vars)?;
     let args = render_args(&e.args, renderer, &ctx, vars)?;
-    let max_model_len = max_model_len(&args, vars)?;
-    let served_model_name = arg_value(&args, &["served-model-name", "served_model_name"]).or(model.clone());
+    let config = config_file(spec, renderer, &ctx, vars, (&args, &argv))?;
+    let max_model_len = max_model_len(&args, config.as_ref(), vars)?;
+    let served_model_name = arg_value(&args, &["served-model-name", "served_model_name"])
+        .or_else(|| config.as_ref().and_then(|c| super::config_file::value(c, &["served-model-name"])))
+        .or(model.clone());
+    if let Some(c) = &config {
+        argv.extend(["--config".to_owned(), c.file.path.clone()]);
+    }
     argv.extend(args_to_argv(&args));
     if e.kind == EngineKind::Vllm {
         // vLLM must listen where servelab connects; add the address unless the spec set it.
@@ -131,7 +145,31 @@ fn render_on(
         stop_timeout_s: e.stop_timeout.0.as_secs_f64(),
         cpus: Vec::new(),
         gpus: Vec::new(),
+        config_file: config.map(|c| c.file),
     })
+}
+
+/// `engine.config_file` rendered, read and checked against the flags the command line sets (`vllm` only).
+fn config_file(
+    spec: &Spec,
+    renderer: &Renderer,
+    ctx: &Value,
+    vars: &IndexMap<String, Scalar>,
+    (args, command): (&RenderedArgs, &[String]),
+) -> Result<Option<super::config_file::Loaded>, PlanError> {
+    let Some(text) = &spec.engine.config_file else { return Ok(None) };
+    if spec.engine.kind != EngineKind::Vllm {
+        return Err(PlanError::at(
+            key(&["engine", "config_file"]),
+            "`config_file` is vLLM's `--config`, for `kind: vllm` only",
+            "for a `command` engine, pass the file in `command`; or set `kind: vllm`",
+        ));
+    }
+    let path = render_string(renderer, ctx, vars, key(&["engine", "config_file"]), text)?;
+    let loaded = super::config_file::read(&path, vars)?;
+    let set: Vec<&str> = args.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| k.as_str()).collect();
+    super::config_file::conflicts(&loaded, &set, command)?;
+    Ok(Some(loaded))
 }
 
 /// The server's address: an external engine's `base_url` as given, else built from host and port; plain
@@ -275,14 +313,23 @@ fn arg_value(args: &RenderedArgs, names: &[&str]) -> Option<String> {
     args.iter().find(|(k, _)| names.contains(&k.as_str())).and_then(|(_, v)| v.as_ref()?.first().map(value_text))
 }
 
-fn max_model_len(args: &RenderedArgs, vars: &IndexMap<String, Scalar>) -> Result<Option<u64>, PlanError> {
-    let Some(text) = arg_value(args, &["max-model-len", "max_model_len"]) else {
-        return Ok(None);
+/// The rendered `max-model-len` arg, else the config file's.
+fn max_model_len(
+    args: &RenderedArgs,
+    config: Option<&super::config_file::Loaded>,
+    vars: &IndexMap<String, Scalar>,
+) -> Result<Option<u64>, PlanError> {
+    let (text, at) = match arg_value(args, &["max-model-len", "max_model_len"]) {
+        Some(text) => (text, key(&["engine", "args", "max-model-len"])),
+        None => match config.and_then(|c| super::config_file::value(c, &["max-model-len"])) {
+            Some(text) => (text, key(&["engine", "config_file"])),
+            None => return Ok(None),
+        },
     };
     match text.trim().parse::<u64>() {
         Ok(n) if n > 0 => Ok(Some(n)),
         _ => Err(PlanError::at(
-            key(&["engine", "args", "max-model-len"]),
+            at,
             format!("max-model-len `{text}`{} is not a positive integer", at_point(vars)),
             "write the length in tokens, e.g. `max-model-len: 4096`",
         )),

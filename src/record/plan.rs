@@ -144,6 +144,19 @@ pub struct ServerConfig {
     /// at run time, never planned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<u32>,
+    /// `engine.config_file`: the file `--config` hands vLLM, and a hash of its content (the server's id hashes
+    /// the content, not the path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<ConfigFile>,
+}
+
+/// A vLLM config file (`vllm serve --config PATH`) as planned.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ConfigFile {
+    /// As the spec gives it (relative to the directory servelab runs in), and as argv passes it.
+    pub path: String,
+    /// SHA-256 of the content, first 12 hex digits.
+    pub content: String,
 }
 
 /// One measurement: a client configuration against a server, for one repeat.

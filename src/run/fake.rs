@@ -6,6 +6,8 @@
 //!   --die-after N    the server dies once N completions were answered (its point fails, the rest are not run)
 //!   --http-500       every request fails with HTTP 500
 //!   --capacity N     at most N requests stream at once (throughput grows with concurrency up to N)
+//!   --max-num-seqs N as vLLM's flag: at most N at once, in place of `--capacity` (so a tune over a vLLM flag
+//!                    picks a configuration whose argv, and `recommended.yaml`, vLLM itself accepts)
 //!   --start-delay-ms N   a start takes this long
 //!   --peak CX,CY  a planted surface over the tuned flags `--x` and `--y` (absent: vLLM's defaults, factor
 //!                 1): every time shrinks by 1 + height × exp(−d² / 2 width²), d the distance from the peak;
@@ -131,7 +133,7 @@ impl Engine for FakeEngine<'_> {
             answered: 0,
             die_after: arg(argv, "--die-after"),
             http_500: argv.iter().any(|a| a == "--http-500"),
-            capacity: arg(argv, "--capacity").map_or(u32::MAX, |c| c.max(1) as u32),
+            capacity: arg(argv, "--max-num-seqs").or(arg(argv, "--capacity")).map_or(u32::MAX, |c| c.max(1) as u32),
             speed: speed(argv, &group.id),
         })
     }

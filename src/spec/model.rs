@@ -199,6 +199,12 @@ pub struct Engine {
     /// `null` → omitted; a list → repeated flag.
     #[serde(default)]
     pub args: IndexMap<String, ArgValue>,
+    /// `vllm` only: a vLLM config file (YAML of flag values) passed as `vllm serve MODEL --config PATH`, e.g. a
+    /// `recommended.yaml` written by `servelab tune`. Relative to the directory servelab runs in. The server's
+    /// id hashes the file's content, not its path. A flag it sets may not also be in `args`, and it may not set
+    /// `model`, `host`, `port` or `config` (servelab passes those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<String>,
     /// Environment added to the server's (which inherits servelab's).
     #[serde(default)]
     pub env: IndexMap<String, Scalar>,

@@ -193,3 +193,44 @@ fn plan_output_of_the_reference_experiments() {
         }
     }
 }
+
+/// `engine.config_file` reaches vLLM as `--config PATH`; the server's id follows the file's content, not its
+/// path (as a trace's does), and a missing file is an error at its key before anything starts.
+#[test]
+fn a_config_file_is_passed_as_config_and_identified_by_its_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let spec = |path: &str| {
+        format!(
+            "name: t\nengine:\n  model: m\n  config_file: {path}\n  args: {{ dtype: bfloat16 }}\nload: {{ concurrency: 1, requests: 4 }}\n"
+        )
+    };
+    let a = write("a.yaml", "max-num-seqs: 4\nmax-model-len: 512\n");
+    let plan = plan_of(&spec(&a));
+    let server = &plan.groups[0].server;
+    let at = server.argv.iter().position(|x| x == "--config").expect("--config in argv");
+    assert_eq!(server.argv[at + 1], a);
+    assert_eq!(server.argv[..3], ["vllm", "serve", "m"]);
+    assert_eq!(server.max_model_len, Some(512), "read from the file");
+    let id = &plan.groups[0].id;
+    let moved = write("b.yaml", "max-num-seqs: 4\nmax-model-len: 512\n");
+    assert_eq!(&plan_of(&spec(&moved)).groups[0].id, id, "the same content at another path: the same server");
+    assert_eq!(plan_of(&spec(&moved)).groups[0].points[0].id, plan.groups[0].points[0].id);
+    std::fs::write(&a, "max-num-seqs: 8\nmax-model-len: 512\n").unwrap();
+    assert_ne!(&plan_of(&spec(&a)).groups[0].id, id, "other content at the same path: another server");
+    let no_file = plan_of(&spec(&a).replace(&format!("  config_file: {a}\n"), ""));
+    assert!(!no_file.groups[0].server.argv.contains(&"--config".to_owned()));
+
+    let err = |text: &str| plan::build_located(&spec::load_str("t.yaml", text, &[]).unwrap()).unwrap_err().to_string();
+    let missing = err(&spec("no/such.yaml"));
+    assert!(missing.contains("t.yaml:4:") && missing.contains("engine.config_file"), "{missing}");
+    assert!(missing.contains("cannot read config file `no/such.yaml`"), "{missing}");
+    let both = err(&spec(&a).replace("dtype: bfloat16", "max_num_seqs: 2"));
+    assert!(both.contains("engine.args.max_num_seqs") && both.contains("vLLM would use this one"), "{both}");
+    let command = err(&spec(&a).replace("  model: m\n", "  kind: command\n  command: [srv]\n"));
+    assert!(command.contains("for `kind: vllm` only"), "{command}");
+}

@@ -165,3 +165,37 @@ fn a_goodput_tune_picks_the_configuration_that_meets_the_slo_more_often() {
     assert!(slow["search"]["value"].as_f64().unwrap() < pick["search"]["value"].as_f64().unwrap());
     assert_eq!(starts(&dir).values().sum::<usize>(), 4, "2 searched + 1 confirmation start each");
 }
+
+/// A tune whose pick is vLLM's defaults, with no other flag, writes `recommended.yaml` as `{}`: comments alone
+/// would be an empty document, on which vLLM 0.32.0's `--config` fails (`'NoneType' object has no attribute
+/// 'items'`). The in-process fake caps requests in flight at `--max-num-seqs`, else at `--capacity` (2 here,
+/// standing for vLLM's default): neither searched value serves more than the defaults.
+#[test]
+fn a_recommendation_of_the_defaults_alone_is_an_empty_mapping_vllm_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "name: rec\nengine:\n  model: m\n  command: [vllm, --capacity, \"2\", --noise-pct, \"2\", --seed, \"1\", serve, \"{{ model }}\"]\ntune:\n  space:\n    max-num-seqs: [1, 2]\n  objective: throughput\n  p95_budget: 30s\n  budget: {starts: 6}\n  confirm_repeats: 1\n  confirm_starts: 2\nrepeats: 1\nload:\n  concurrency: 8\n  requests: 16\n  exact_requests: true\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 0\n  server_warmup: 0s\n";
+    let loaded = servelab::spec::load_str("rec.yaml", text, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let plan = servelab::plan::build_located(&loaded).unwrap_or_else(|e| panic!("{e}"));
+    let opts = servelab::run::RunOptions {
+        out_root: tmp.path().to_path_buf(),
+        run_id: Some("r".to_owned()),
+        resume: None,
+        force: false,
+        fail_fast: false,
+        max_starts: None,
+        host: servelab::plan::slots::Host::serial(),
+        shard: None,
+    };
+    let seam =
+        servelab::run::Seam { fake: true, fake_delay: std::time::Duration::from_millis(1), interrupt_after: None };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    rt.block_on(servelab::run::execute_on(&loaded, &plan, &opts, &stop, &seam)).unwrap_or_else(|e| panic!("{e}"));
+    let dir = tmp.path().join("rec/r");
+    let t: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("tune.json")).unwrap()).unwrap();
+    assert!(t["recommended"].as_str().is_some_and(|c| !c.contains("--max-num-seqs")), "the defaults: {t}");
+    let yaml = std::fs::read_to_string(dir.join("recommended.yaml")).unwrap();
+    assert!(yaml.lines().filter(|l| !l.starts_with('#')).eq(["{}"]), "{yaml}");
+    let flags: indexmap::IndexMap<String, serde_json::Value> = serde_saphyr::from_str(&yaml).unwrap();
+    assert!(flags.is_empty());
+}

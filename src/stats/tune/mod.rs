@@ -97,7 +97,8 @@ pub struct Deploy {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeployFlag {
     pub name: String,
-    /// The value as a YAML scalar: a number or `true` as written, anything else quoted.
+    /// The value as a YAML scalar that vLLM's reader (PyYAML, then `str()`) turns back into the same text: a
+    /// plain decimal number as written, `true` for a bare flag, anything else quoted.
     pub yaml: String,
 }
 
@@ -105,7 +106,9 @@ pub struct DeployFlag {
 const LOCAL_FLAGS: [&str; 2] = ["host", "port"];
 
 impl Deploy {
-    /// The flags after `serve MODEL` in a server's argv.
+    /// The flags after `serve MODEL` in a server's argv. None where no config file says the same: a server
+    /// started with `--config` (its flags are in that file, which the records hold by hash only) or given a
+    /// flag twice (a YAML key holds one value; vLLM keeps the last).
     pub fn of(argv: &[String]) -> Option<Deploy> {
         let serve = argv.iter().position(|a| a == "serve")?;
         let model = argv.get(serve + 1).filter(|m| !m.starts_with("--"))?.clone();
@@ -120,14 +123,41 @@ impl Deploy {
             if LOCAL_FLAGS.contains(&name.as_str()) {
                 continue;
             }
+            if name == "config" || flags.iter().any(|f: &DeployFlag| f.name == name) {
+                return None;
+            }
             let yaml = match value {
                 None => "true".to_owned(),
-                Some(v) if v.parse::<f64>().is_ok() || v == "true" || v == "false" => v,
+                Some(v) if plain_number(&v) => v,
                 Some(v) => serde_json::to_string(&v).unwrap_or_default(),
             };
             flags.push(DeployFlag { name, yaml });
         }
         Some(Deploy { model, flags })
+    }
+}
+
+/// Whether vLLM reads `v` written plain in its config file back as the same text: YAML 1.1 (PyYAML) takes
+/// `010` for 8, `1e5` for a string and `1.0e+5` for 100000.0, and `str()` writes a float its shortest way
+/// (`0.90` becomes `0.9`), so only canonical integers and decimals stay plain; `true` as a value is quoted
+/// too (plain, vLLM would pass the flag bare).
+fn plain_number(v: &str) -> bool {
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    let unsigned = v.strip_prefix('-').unwrap_or(v);
+    let (int, frac) = unsigned.split_once('.').map_or((unsigned, None), |(i, f)| (i, Some(f)));
+    if !digits(int) || (int.len() > 1 && int.starts_with('0')) {
+        return false;
+    }
+    match frac {
+        None => true,
+        Some(f) if !digits(f) => false,
+        Some(_) => {
+            // Python prints floats from 1e-4 to below 1e16 without an exponent, as Rust's Display does.
+            let x: f64 = unsigned.parse().unwrap_or(f64::NAN);
+            let shown = format!("{x}");
+            let shown = if shown.contains('.') { shown } else { format!("{shown}.0") };
+            (x == 0.0 || (1e-4..1e16).contains(&x)) && shown == unsigned
+        }
     }
 }
 
@@ -360,5 +390,24 @@ mod tests {
             ["max-num-seqs: 16", "enforce-eager: true", "dtype: \"bfloat16\"", "max-num-batched-tokens: 512"]
         );
         assert_eq!(Deploy::of(&["servelab-zero-endpoint".to_owned(), "--port".to_owned()]), None);
+    }
+
+    #[test]
+    fn a_value_stays_plain_only_where_vllm_reads_it_back_as_written() {
+        let plain = ["16", "-1", "0", "0.9", "1.0", "0.0001", "2048.5"];
+        let quoted = ["010", "00", "0.90", "1e5", "1.0e+5", "inf", "nan", ".5", "5.", "+5", "1_000", "true", "0x10"];
+        for v in plain {
+            assert!(plain_number(v), "{v} should stay plain");
+        }
+        for v in quoted {
+            assert!(!plain_number(v), "{v} should be quoted");
+        }
+        let argv =
+            |rest: &str| -> Vec<String> { format!("vllm serve m {rest}").split(' ').map(str::to_owned).collect() };
+        let d = Deploy::of(&argv("--max-num-seqs 010 --x true")).unwrap();
+        let yaml: Vec<&str> = d.flags.iter().map(|f| f.yaml.as_str()).collect();
+        assert_eq!(yaml, ["\"010\"", "\"true\""]);
+        assert_eq!(Deploy::of(&argv("--config c.yaml --max-num-seqs 4")), None, "the file's flags are not in argv");
+        assert_eq!(Deploy::of(&argv("--middleware a --middleware b")), None, "a YAML key holds one value");
     }
 }
