@@ -1,6 +1,7 @@
 //! servelab: declarative experiments for vLLM servers.
 //!
-//! Layers, bottom up (no module imports one above it; docs/architecture.md): `record` (the run folder's format) →
+//! Layers, bottom up (no module imports one above it; docs/architecture.md): `record` (the run folder's format)
+//! and `draw` (seeded draws) →
 //! `spec` → `plan` (pure expansion and grouping) → `load`, `probe`, `engine` → `run` (the executor) →
 //! `stats` → `report` → `shard` (shares of a run, and merging them) →
 //! `cluster` (Slurm and Kubernetes job files) → `cli`.
@@ -26,6 +27,7 @@ macro_rules! putln {
 
 pub mod cli;
 pub mod cluster;
+pub mod draw;
 pub mod engine;
 pub mod exit;
 pub mod load;

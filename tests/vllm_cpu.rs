@@ -233,49 +233,9 @@ fn bench_measures_an_existing_endpoint() {
     let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     let port = 18435;
-    let log = std::fs::File::create(out.path().join("server.log")).unwrap();
-    use std::os::unix::process::CommandExt;
-    let mut server = Command::new(bin.join("vllm"))
-        .args([
-            "serve",
-            "models/tiny-llama",
-            "--max-model-len",
-            "1024",
-            "--kv-cache-memory-bytes",
-            "268435456",
-            "--dtype",
-            "bfloat16",
-            "--enforce-eager",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ])
-        .envs([
-            ("VLLM_HOST_IP", "127.0.0.1"),
-            ("HF_HUB_OFFLINE", "1"),
-            ("VLLM_NO_USAGE_STATS", "1"),
-            ("DO_NOT_TRACK", "1"),
-        ])
-        .current_dir(ROOT)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let pgid = nix::unistd::Pid::from_raw(server.id() as i32);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
-    let url = format!("http://127.0.0.1:{port}");
-    let mut ready = false;
-    while std::time::Instant::now() < deadline && !ready {
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && Command::new("curl")
-                .args(["-sf", &format!("{url}/v1/models")])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-    }
+    let server = Serve::start(&bin, port, &[], &out.path().join("server.log"));
+    let ready = server.ready(std::time::Duration::from_secs(240));
+    let url = server.url.clone();
     let result = if ready {
         Some(
             Command::new(env!("CARGO_BIN_EXE_servelab"))
@@ -303,12 +263,8 @@ fn bench_measures_an_existing_endpoint() {
     } else {
         None
     };
-    // Cleanup only (the group may be gone already); the bench's outcome is checked below.
-    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM).ok();
-    // SIGKILL what is left once the server's main process has exited, or after 10 s.
-    wait_until(std::time::Duration::from_secs(10), || matches!(server.try_wait(), Ok(Some(_))));
-    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).ok();
-    server.wait().ok();
+    // The server stops before the bench's outcome is checked.
+    drop(server);
     let output = result.expect("vLLM did not become ready for the bench test");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
@@ -820,61 +776,26 @@ fn sessions_resend_the_answers_vllm_returned() {
     let bin = vllm_bin();
     let out = tempfile::tempdir().unwrap();
     let port = 18440;
-    let log = std::fs::File::create(out.path().join("server.log")).unwrap();
-    use std::os::unix::process::CommandExt;
-    let mut server = Command::new(bin.join("vllm"))
-        .args(["serve", "models/tiny-llama", "--max-model-len", "1024", "--kv-cache-memory-bytes", "268435456"])
-        .args(["--dtype", "bfloat16", "--enforce-eager", "--enable-prefix-caching", "--enable-prompt-tokens-details"])
-        .args(["--chat-template", "experiments/templates/chat-template.jinja", "--host", "127.0.0.1"])
-        .args(["--port", &port.to_string()])
-        .envs([
-            ("VLLM_HOST_IP", "127.0.0.1"),
-            ("HF_HUB_OFFLINE", "1"),
-            ("VLLM_NO_USAGE_STATS", "1"),
-            ("DO_NOT_TRACK", "1"),
-        ])
-        .current_dir(ROOT)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let pgid = nix::unistd::Pid::from_raw(server.id() as i32);
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
-    let mut ready = false;
-    while std::time::Instant::now() < deadline && !ready {
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        ready =
-            Command::new("curl").args(["-sf", &format!("{url}/v1/models")]).output().is_ok_and(|o| o.status.success());
-    }
+    let extra = ["--enable-prefix-caching", "--enable-prompt-tokens-details"];
+    let extra = [&extra[..], &["--chat-template", "experiments/templates/chat-template.jinja"]].concat();
+    let server = Serve::start(&bin, port, &extra, &out.path().join("server.log"));
+    let ready = server.ready(std::time::Duration::from_secs(240));
+    let url = server.url.clone();
     let (proxy, seen) = recording_proxy(url);
     let spec = format!(
         "name: sessions\nengine:\n  kind: external\n  base_url: http://127.0.0.1:{proxy}\n  model: models/tiny-llama\nload:\n  endpoint: chat\n  concurrency: 2\n  max_tokens: 16\n  warmup: 0\n  server_warmup: 0s\n  sessions: {{ count: 3, turns: 3, user_tokens: 150, think_time: 50ms }}\nmeasure: {{memory: procfs}}\n"
     );
     let run = ready.then(|| run_spec(&bin, &spec, out.path()));
-    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM).ok();
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).ok();
-    server.wait().ok();
+    drop(server);
     let run = run.expect("vLLM did not become ready for the sessions test");
     assert_eq!(run.code, 0, "{}", run.stderr);
     let seen = std::mem::take(&mut *seen.lock().unwrap());
-    let messages = |body: &str| -> Vec<(String, String)> {
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
-        v["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| (m["role"].as_str().unwrap().to_owned(), m["content"].as_str().unwrap().to_owned()))
-            .collect()
-    };
     assert_eq!(seen.len(), 9, "3 sessions × 3 turns went over the wire");
     let answers: std::collections::HashMap<Vec<(String, String)>, &str> =
-        seen.iter().map(|e| (messages(&e.body), e.answer.as_str())).collect();
+        seen.iter().map(|e| (chat_messages(&e.body), e.answer.as_str())).collect();
     let mut later = 0;
     for e in &seen {
-        let m = messages(&e.body);
+        let m = chat_messages(&e.body);
         assert!(!e.answer.is_empty(), "vLLM answered with text: {}", e.body);
         for (i, (role, _)) in m.iter().enumerate() {
             assert_eq!(role, if i % 2 == 0 { "user" } else { "assistant" });

@@ -74,17 +74,9 @@ pub fn plan(t: &TraceSpec, load: &Load, r: &Render, max_model_len: Option<u64>) 
         format: t.format,
         content: w.content.clone(),
         speedup,
-        start_s,
-        duration_s,
-        max_input_tokens: max_input,
-        max_output_tokens: max_output,
+        select,
         requests: w.requests.len() as u32,
-        span_s: w.span_s,
-        capped_input: w.capped_input,
-        capped_output: w.capped_output,
-        input_tokens_uncapped: w.input_tokens_uncapped,
-        bounds: w.bounds.clone(),
-        bounds_uncapped: w.bounds_uncapped.clone(),
+        found: w.found.clone(),
     })
 }
 

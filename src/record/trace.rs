@@ -2,6 +2,7 @@
 //! and what the planner learnt while reading it (requests, caps applied, the prefix-cache bound). The bound is
 //! kept here so a report renders from the run folder alone, without the trace file.
 
+use super::tracefile::Select;
 use serde::{Deserialize, Serialize};
 
 /// How a trace file is laid out.
@@ -37,7 +38,26 @@ impl PrefixBound {
     }
 }
 
-/// `load.trace`, as planned.
+/// What reading a trace's window found besides its requests: read into [`crate::record::tracefile::Window`]
+/// and recorded in the plan ([`TracePlan::found`]), so a report renders from the run folder alone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowFound {
+    /// Trace seconds from the window's first arrival to its last (before `speedup`).
+    pub span_s: f64,
+    /// Requests whose prompt (output) length the caps shortened.
+    pub capped_input: u32,
+    pub capped_output: u32,
+    /// Prompt tokens of the window before caps.
+    pub input_tokens_uncapped: u64,
+    /// The bound at each KV block size of `record::tracefile::BLOCK_SIZES` (a report picks the server's).
+    pub bounds: Vec<PrefixBound>,
+    /// The same bounds without caps (what capping costs the cache).
+    pub bounds_uncapped: Vec<PrefixBound>,
+}
+
+/// `load.trace`, as planned. It is hashed into point ids (`plan::trace::identity`), so its serialized bytes
+/// must not change: `select` and `found` are flattened, their keys standing where they always stood, between
+/// `speedup` and `requests` and after `requests`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TracePlan {
     /// The file, relative to the directory servelab runs in. Not part of the point's identity (the content
@@ -48,40 +68,26 @@ pub struct TracePlan {
     pub content: String,
     /// Arrivals are the trace's timestamps divided by this.
     pub speedup: f64,
-    /// The window: trace seconds from the trace's first timestamp.
-    pub start_s: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_s: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_input_tokens: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_output_tokens: Option<u32>,
+    /// The window (trace seconds from the trace's first timestamp) and the length caps.
+    #[serde(flatten)]
+    pub select: Select,
     /// Requests in the window (every one is sent once, in trace order).
     pub requests: u32,
-    /// Trace seconds from the window's first arrival to its last (before `speedup`).
-    pub span_s: f64,
-    /// Requests whose prompt (output) length the caps shortened.
-    pub capped_input: u32,
-    pub capped_output: u32,
-    /// Prompt tokens of the window before and after caps.
-    pub input_tokens_uncapped: u64,
-    /// The bound at each KV block size of `record::tracefile::BLOCK_SIZES` (a report picks the server's).
-    pub bounds: Vec<PrefixBound>,
-    /// The same bounds without caps (what capping costs the cache).
-    pub bounds_uncapped: Vec<PrefixBound>,
+    #[serde(flatten)]
+    pub found: WindowFound,
 }
 
 impl TracePlan {
     /// The bound at a block size (with caps, or without), if counted at it.
     pub fn bound_at(&self, block_size: u32, capped: bool) -> Option<PrefixBound> {
-        let list = if capped { &self.bounds } else { &self.bounds_uncapped };
+        let list = if capped { &self.found.bounds } else { &self.found.bounds_uncapped };
         list.iter().find(|b| b.block_size == block_size).copied()
     }
 
     /// The window's mean offered rate, requests per second (after `speedup`).
     pub fn mean_rate(&self) -> f64 {
-        if self.span_s > 0.0 && self.requests > 1 {
-            f64::from(self.requests - 1) / (self.span_s / self.speedup)
+        if self.found.span_s > 0.0 && self.requests > 1 {
+            f64::from(self.requests - 1) / (self.found.span_s / self.speedup)
         } else {
             f64::from(self.requests.max(1))
         }

@@ -8,7 +8,8 @@
 //! blocks after a common prefix differ from their first token on. A shorter last block is the start of the
 //! same seeded block, so two requests whose ids are equal share min(length) tokens of it.
 
-use super::trace::{PrefixBound, TraceFormat};
+use super::trace::{PrefixBound, TraceFormat, WindowFound};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -56,13 +57,18 @@ pub enum TraceError {
     TooLarge { path: String },
 }
 
-/// Which requests of a trace are replayed and how long they may be.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// Which requests of a trace are replayed and how long they may be. Recorded in the plan as part of
+/// [`super::trace::TracePlan`] under the keys `start_s`, `duration_s`, `max_input_tokens` and
+/// `max_output_tokens` (the last three left out when unset), which point ids hash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Select {
     /// Trace seconds from its first timestamp.
     pub start_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
+    #[serde(rename = "max_input_tokens", default, skip_serializing_if = "Option::is_none")]
     pub max_input: Option<u32>,
+    #[serde(rename = "max_output_tokens", default, skip_serializing_if = "Option::is_none")]
     pub max_output: Option<u32>,
 }
 
@@ -93,14 +99,8 @@ pub struct Window {
     pub content: String,
     /// Requests in the whole file.
     pub lines: u64,
-    /// Trace seconds from the window's first arrival to its last.
-    pub span_s: f64,
-    pub capped_input: u32,
-    pub capped_output: u32,
-    pub input_tokens_uncapped: u64,
-    /// The bound at each of [`BLOCK_SIZES`], with caps and without.
-    pub bounds: Vec<PrefixBound>,
-    pub bounds_uncapped: Vec<PrefixBound>,
+    /// The span, the caps applied and the bounds at each of [`BLOCK_SIZES`], as the plan records them.
+    pub found: WindowFound,
     /// The most distinct blocks following one prefix: above the vocabulary's ids, two of them share a first
     /// token (and prefixes one token more than the ids say, well below a KV block).
     pub max_rank: u32,
@@ -388,12 +388,14 @@ impl Builder {
         Ok(Window {
             content,
             lines: self.lines,
-            span_s,
-            capped_input: self.capped_input,
-            capped_output: self.capped_output,
-            input_tokens_uncapped: self.input_uncapped,
-            bounds: self.capped.bounds(),
-            bounds_uncapped: self.uncapped.bounds(),
+            found: WindowFound {
+                span_s,
+                capped_input: self.capped_input,
+                capped_output: self.capped_output,
+                input_tokens_uncapped: self.input_uncapped,
+                bounds: self.capped.bounds(),
+                bounds_uncapped: self.uncapped.bounds(),
+            },
             max_rank: self.capped.ranks.iter().copied().max().unwrap_or(0),
             requests: self.requests,
         })
@@ -499,14 +501,17 @@ pub(crate) mod tests {
         let f = file(&text);
         let w = read(f.path(), TraceFormat::Mooncake, &Select::default()).unwrap();
         // 1024 of the second; the third shares 1030 − 1 with the second → 1024 in whole blocks.
-        assert_eq!(w.bounds[0], PrefixBound { block_size: 16, hit_tokens: 2048, prompt_tokens: 3330 });
+        assert_eq!(w.found.bounds[0], PrefixBound { block_size: 16, hit_tokens: 2048, prompt_tokens: 3330 });
         // At vLLM CPU's 128-token blocks: 1024 of the second, 1029 → 1024 of the third.
-        assert_eq!(w.bounds[3], PrefixBound { block_size: 128, hit_tokens: 2048, prompt_tokens: 3330 });
+        assert_eq!(w.found.bounds[3], PrefixBound { block_size: 128, hit_tokens: 2048, prompt_tokens: 3330 });
         let capped =
             read(f.path(), TraceFormat::Mooncake, &Select { max_input: Some(600), ..Select::default() }).unwrap();
-        assert_eq!((capped.capped_input, capped.bounds[0].hit_tokens, capped.bounds[0].prompt_tokens), (3, 1184, 1800));
-        assert_eq!(capped.bounds[3].hit_tokens, 1024, "599 → 512 at 128-token blocks, twice");
-        assert_eq!(capped.bounds_uncapped, w.bounds);
+        assert_eq!(
+            (capped.found.capped_input, capped.found.bounds[0].hit_tokens, capped.found.bounds[0].prompt_tokens),
+            (3, 1184, 1800)
+        );
+        assert_eq!(capped.found.bounds[3].hit_tokens, 1024, "599 → 512 at 128-token blocks, twice");
+        assert_eq!(capped.found.bounds_uncapped, w.found.bounds);
     }
 
     #[test]
@@ -516,7 +521,7 @@ pub(crate) mod tests {
         let s = Select { start_s: 2.0, duration_s: Some(3.0), max_output: Some(3), ..Select::default() };
         let w = read(f.path(), TraceFormat::Mooncake, &s).unwrap();
         assert_eq!(w.requests.iter().map(|r| r.at_s).collect::<Vec<_>>(), [0.0, 1.0, 2.0]);
-        assert_eq!((w.lines, w.capped_output, w.requests[0].output), (10, 3, 3));
+        assert_eq!((w.lines, w.found.capped_output, w.requests[0].output), (10, 3, 3));
         let none = Select { start_s: 50.0, ..Select::default() };
         let e = read(f.path(), TraceFormat::Mooncake, &none).unwrap_err().to_string();
         assert!(e.contains("holds no request") && e.contains("9.0 s"), "{e}");
@@ -550,7 +555,7 @@ pub(crate) mod tests {
         let got: Vec<(u32, u32)> = w.requests.iter().map(|r| (r.input, r.output)).collect();
         assert_eq!(got, [(374, 44), (396, 109), (879, 20)]);
         assert!((w.requests[1].at_s - 4.314579).abs() < 1e-6, "{}", w.requests[1].at_s);
-        assert!(w.bounds.iter().all(|b| b.hit_tokens == 0), "no ids: no sharing");
+        assert!(w.found.bounds.iter().all(|b| b.hit_tokens == 0), "no ids: no sharing");
     }
 
     fn error_of(text: &str, format: TraceFormat) -> String {

@@ -19,6 +19,8 @@
 
 use super::load::PointOutput;
 use super::seam::{Driver, Engine, Measured};
+// splitmix64, so a planted surface and its noise are the same on every machine.
+use crate::draw::{normal, splitmix};
 use crate::plan::{Point, ServerGroup};
 use crate::probe::MemoryProbe;
 use crate::record::{ErrorKind, PointRecord, RequestError, RequestRecord, ServerRecord, Status};
@@ -40,15 +42,6 @@ pub struct FakeServer {
 
 fn arg_f64(argv: &[String], flag: &str) -> Option<f64> {
     argv.iter().position(|a| a == flag).and_then(|i| argv.get(i + 1)).and_then(|v| v.parse().ok())
-}
-
-/// splitmix64: the fake's own generator, so a planted surface is the same on every machine.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Starts of each (seed, group) in this process, so each start draws its own noise.
@@ -85,10 +78,7 @@ fn speed(argv: &[String], group: &str) -> f64 {
     for b in group.bytes() {
         s = splitmix(&mut s) ^ u64::from(b);
     }
-    let unit = |s: &mut u64| (splitmix(s) >> 11) as f64 / (1u64 << 53) as f64;
-    let (u, v) = (unit(&mut s).max(1e-12), unit(&mut s));
-    let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
-    surface * (1.0 + pct / 100.0 * z).max(0.1)
+    surface * (1.0 + pct / 100.0 * normal(&mut s)).max(0.1)
 }
 
 fn arg(argv: &[String], flag: &str) -> Option<u64> {

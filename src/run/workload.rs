@@ -87,14 +87,7 @@ pub fn workload_for(
 
 /// A planned trace's window, read again (once per process) and checked to be the content that was planned.
 fn trace_source(t: &crate::record::trace::TracePlan, vocab: u64) -> Result<Source, WorkloadError> {
-    use crate::record::tracefile::{Select, read_shared};
-    let select = Select {
-        start_s: t.start_s,
-        duration_s: t.duration_s,
-        max_input: t.max_input_tokens,
-        max_output: t.max_output_tokens,
-    };
-    let window = read_shared(Path::new(&t.path), t.format, &select)?;
+    let window = crate::record::tracefile::read_shared(Path::new(&t.path), t.format, &t.select)?;
     if window.content != t.content {
         return Err(WorkloadError::TraceChanged {
             path: t.path.clone(),
@@ -116,11 +109,11 @@ fn trace_note(t: &crate::record::trace::TracePlan, vocab: u64, max_rank: u32) ->
         t.path,
         t.content,
         t.requests,
-        t.span_s,
+        t.found.span_s,
         t.speedup,
         t.mean_rate(),
-        t.capped_input,
-        t.capped_output,
+        t.found.capped_input,
+        t.found.capped_output,
         t.bound_at(16, true).map_or_else(|| "-".to_owned(), |b| pct(&b)),
         16,
         t.bound_at(16, false).map_or_else(|| "-".to_owned(), |b| pct(&b))

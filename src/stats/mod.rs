@@ -1,6 +1,8 @@
 //! Statistics: pure functions of recorded data (fits now; quantiles, intervals and knees with the load).
 
 pub mod fit;
+#[cfg(test)]
+mod fixtures;
 pub mod knee;
 pub mod kv;
 pub mod prefix;

@@ -142,7 +142,11 @@ fn replay(p: &PointRecord, reqs: &[&RequestRecord], block: Option<u32>, slo: Opt
         // On the chat endpoint the bound counted on the prompts as sent (template and tokenizer included).
         bound: match &p.trace_sent {
             Some(sent) => sent.iter().find(|b| b.block_size == block.unwrap_or(crate::record::tracefile::VLLM_BLOCK)),
-            None => trace.bounds.iter().find(|b| b.block_size == block.unwrap_or(crate::record::tracefile::VLLM_BLOCK)),
+            None => trace
+                .found
+                .bounds
+                .iter()
+                .find(|b| b.block_size == block.unwrap_or(crate::record::tracefile::VLLM_BLOCK)),
         }
         .and_then(|b| b.rate()),
         bound_uncapped: trace
@@ -190,20 +194,19 @@ mod tests {
             format: Default::default(),
             content: "c".into(),
             speedup: 1.0,
-            start_s: 0.0,
-            duration_s: None,
-            max_input_tokens: None,
-            max_output_tokens: None,
+            select: Default::default(),
             requests: 3,
-            span_s: 2.0,
-            capped_input: 0,
-            capped_output: 0,
-            input_tokens_uncapped: 10,
-            bounds: vec![
-                crate::record::trace::PrefixBound { block_size: 16, hit_tokens: 4, prompt_tokens: 8 },
-                crate::record::trace::PrefixBound { block_size: 128, hit_tokens: 0, prompt_tokens: 8 },
-            ],
-            bounds_uncapped: Vec::new(),
+            found: crate::record::trace::WindowFound {
+                span_s: 2.0,
+                capped_input: 0,
+                capped_output: 0,
+                input_tokens_uncapped: 10,
+                bounds: vec![
+                    crate::record::trace::PrefixBound { block_size: 16, hit_tokens: 4, prompt_tokens: 8 },
+                    crate::record::trace::PrefixBound { block_size: 128, hit_tokens: 0, prompt_tokens: 8 },
+                ],
+                bounds_uncapped: Vec::new(),
+            },
         });
         let r = replay(&p, &refs, None, None).unwrap();
         assert_eq!((r.requests, r.waited, r.met), (3, 1, 3));

@@ -242,3 +242,72 @@ pub fn word_model(dir: &Path) -> PathBuf {
     tok.save(model.join("tokenizer.json"), false).unwrap();
     model
 }
+
+/// The (role, content) pairs of a chat completion request's body, in order.
+pub fn chat_messages(body: &str) -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap().to_owned(), m["content"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// `vllm serve` of models/tiny-llama started by a test itself (for `servelab bench` or an external engine),
+/// in a process group of its own, its output in a log file. Dropping it stops the whole group, so a test that
+/// fails midway leaves no server behind.
+pub struct Serve {
+    child: std::process::Child,
+    pub url: String,
+    port: u16,
+}
+
+impl Serve {
+    /// On 127.0.0.1:`port` with max-model-len 1024, a 256 MiB KV pool, bfloat16 and eager mode, then the
+    /// `extra` flags; offline, no usage stats.
+    pub fn start(bin: &Path, port: u16, extra: &[&str], log: &Path) -> Serve {
+        use std::os::unix::process::CommandExt;
+        let log = std::fs::File::create(log).unwrap();
+        let child = Command::new(bin.join("vllm"))
+            .args(["serve", "models/tiny-llama", "--max-model-len", "1024", "--kv-cache-memory-bytes", "268435456"])
+            .args(["--dtype", "bfloat16", "--enforce-eager"])
+            .args(extra)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .envs([
+                ("VLLM_HOST_IP", "127.0.0.1"),
+                ("HF_HUB_OFFLINE", "1"),
+                ("VLLM_NO_USAGE_STATS", "1"),
+                ("DO_NOT_TRACK", "1"),
+            ])
+            .current_dir(ROOT)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Serve { child, url: format!("http://127.0.0.1:{port}"), port }
+    }
+
+    /// Whether `/v1/models` answered within `limit`.
+    pub fn ready(&self, limit: std::time::Duration) -> bool {
+        let models = format!("{}/v1/models", self.url);
+        wait_until(limit, || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && Command::new("curl").args(["-sf", &models]).output().is_ok_and(|o| o.status.success())
+        })
+    }
+}
+
+impl Drop for Serve {
+    /// SIGTERM to the group; SIGKILL to what is left once the server's main process has exited, or after 10 s.
+    /// Cleanup only: the group may be gone already.
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, killpg};
+        let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        killpg(pgid, Signal::SIGTERM).ok();
+        wait_until(std::time::Duration::from_secs(10), || matches!(self.child.try_wait(), Ok(Some(_))));
+        killpg(pgid, Signal::SIGKILL).ok();
+        self.child.wait().ok();
+    }
+}

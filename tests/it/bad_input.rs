@@ -163,26 +163,12 @@ fn a_set_path_of_twenty_thousand_segments_is_an_error_not_a_stack_overflow() {
     assert!(msg.contains("\n  fix: "), "{msg}");
 }
 
-/// A model folder whose tokenizer knows the words w0..w99, one token each.
-fn model_folder(dir: &std::path::Path) -> std::path::PathBuf {
-    use tokenizers::Tokenizer;
-    use tokenizers::models::wordlevel::WordLevel;
-    use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
-    let vocab = (0..100).map(|i| (format!("w{i}"), i)).collect();
-    let mut tok = Tokenizer::new(WordLevel::builder().vocab(vocab).unk_token("w0".into()).build().unwrap());
-    tok.with_pre_tokenizer(Some(WhitespaceSplit));
-    let model = dir.join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    tok.save(model.join("tokenizer.json"), false).unwrap();
-    model
-}
-
 /// Every dataset problem, and a corrupt tokenizer.json, stops `validate` and `run` with exit 2 before any server
 /// starts (a start would be exit 3: no `vllm` is on this path), naming the file and, where there is one, the line.
 #[test]
 fn dataset_problems_are_found_before_any_server_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let model = model_folder(dir.path());
+    let model = crate::common::word_model(dir.path());
     let long: String = (0..40).map(|i| format!("w{} ", i % 100)).collect();
     let mut over_cap = vec![b'a'; (16 << 20) + 8];
     over_cap.push(b'\n');

@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Each module (a folder, or a single file `src/<name>.rs`) and the modules it may use.
-const ALLOWED: [(&str, &[&str]); 15] = [
+const ALLOWED: [(&str, &[&str]); 16] = [
     ("record", &[]),
+    ("draw", &[]),
     ("spec", &["record"]),
     ("exit", &["spec"]),
     ("plan", &["record", "spec"]),
@@ -20,7 +21,7 @@ const ALLOWED: [(&str, &[&str]); 15] = [
     ("stats", &["record", "spec", "probe"]),
     ("schedule", &["record", "spec", "plan", "stats"]),
     ("report", &["record", "spec", "plan", "probe", "stats"]),
-    ("run", &["record", "spec", "plan", "probe", "load", "engine", "schedule", "report"]),
+    ("run", &["record", "draw", "spec", "plan", "probe", "load", "engine", "schedule", "report"]),
     ("shard", &["record", "spec", "plan", "report"]),
     ("cluster", &["record", "spec", "plan", "shard"]),
     ("cli", &["record", "spec", "plan", "probe", "engine", "run", "report", "exit", "shard", "cluster"]),

@@ -234,3 +234,21 @@ fn a_config_file_is_passed_as_config_and_identified_by_its_content() {
     let command = err(&spec(&a).replace("  model: m\n", "  kind: command\n  command: [srv]\n"));
     assert!(command.contains("for `kind: vllm` only"), "{command}");
 }
+
+/// A trace replay's points keep their ids, and plan.json its bytes: the recorded example, planned again from
+/// its spec (the trace window is in tests/fixtures), has the ids and the plan its run folder recorded, and
+/// the recorded plan reads and writes back byte for byte (a changed id would break resume of that folder).
+#[test]
+fn a_trace_replay_plans_the_ids_and_bytes_its_example_recorded() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("examples/cpu-trace-replay/run1");
+    let recorded = std::fs::read_to_string(dir.join("plan.json")).unwrap();
+    let loaded = spec::load_file(&dir.join("spec.yaml"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    let planned = plan::build_located(&loaded).unwrap_or_else(|e| panic!("{e}"));
+    let stored: Plan = serde_json::from_str(&recorded).unwrap();
+    let ids = |p: &Plan| p.points().map(|(g, p)| format!("{} {}", g.id, p.id)).collect::<Vec<_>>();
+    assert_eq!(ids(&planned), ids(&stored));
+    assert!(planned.points().all(|(_, p)| p.client.as_ref().is_some_and(|c| c.trace.is_some())));
+    assert_eq!(serde_json::to_string_pretty(&planned).unwrap().trim_end(), recorded.trim_end());
+    assert_eq!(serde_json::to_string_pretty(&stored).unwrap().trim_end(), recorded.trim_end());
+}

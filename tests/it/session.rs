@@ -4,26 +4,12 @@
 //! recompute the answers with their own hash.
 
 use crate::common;
-use common::{free_ports, jsonl};
+use common::{chat_messages, free_ports, jsonl, word_model};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const ZERO: &str = env!("CARGO_BIN_EXE_servelab-zero-endpoint");
-
-/// A model folder whose tokenizer knows the words w0..w99, one token each.
-fn model_folder(dir: &Path) -> PathBuf {
-    use tokenizers::Tokenizer;
-    use tokenizers::models::wordlevel::WordLevel;
-    use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
-    let vocab = (0..100).map(|i| (format!("w{i}"), i)).collect();
-    let mut tok = Tokenizer::new(WordLevel::builder().vocab(vocab).unk_token("w0".into()).build().unwrap());
-    tok.with_pre_tokenizer(Some(WhitespaceSplit));
-    let model = dir.join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    tok.save(model.join("tokenizer.json"), false).unwrap();
-    model
-}
 
 /// The zero endpoint's answer to `body`, recomputed here.
 fn answer_to(body: &str) -> String {
@@ -46,7 +32,7 @@ struct Ran {
 fn run(load: &str, zero_args: &str) -> Ran {
     let tmp = tempfile::tempdir().unwrap().keep();
     let (spec_path, out, bodies) = (tmp.join("s.yaml"), tmp.join("out"), tmp.join("bodies"));
-    let model = model_folder(&tmp);
+    let model = word_model(&tmp);
     let port = free_ports(1);
     let spec = format!(
         "name: sessions\nengine:\n  kind: command\n  model: {}\n  command: [\"{ZERO}\", \"--port\", \"{{{{ port }}}}\", \"--record-bodies\", \"{}\"{zero_args}]\n  port: {port}\n  ready_timeout: 3s\n  stop_timeout: 1s\nload:\n  endpoint: chat\n  warmup: 0\n  server_warmup: 0s\n{load}measure: {{memory: procfs}}\n",
@@ -75,27 +61,17 @@ fn by_session(dir: &Path) -> BTreeMap<u64, Vec<serde_json::Value>> {
     out
 }
 
-fn messages(body: &str) -> Vec<(String, String)> {
-    let v: serde_json::Value = serde_json::from_str(body).unwrap();
-    v["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| (m["role"].as_str().unwrap().to_owned(), m["content"].as_str().unwrap().to_owned()))
-        .collect()
-}
-
 /// Every body received: user and assistant messages alternate from a user message; each turn after the first
 /// is the previous turn's body's messages, then the endpoint's real answer to that body, verbatim, then a new
 /// user message. Returns how many bodies were later turns.
 fn assert_histories(bodies: &[String]) -> usize {
     let mut by_history: HashMap<Vec<(String, String)>, &String> = HashMap::new();
     for b in bodies {
-        by_history.insert(messages(b), b);
+        by_history.insert(chat_messages(b), b);
     }
     let mut later = 0;
     for b in bodies {
-        let m = messages(b);
+        let m = chat_messages(b);
         assert!(m.len() % 2 == 1, "a turn ends with its user message: {b}");
         for (i, (role, _)) in m.iter().enumerate() {
             assert_eq!(role, if i % 2 == 0 { "user" } else { "assistant" }, "{b}");
@@ -206,41 +182,30 @@ fn a_failed_turn_ends_its_session() {
     assert!(ended_early > 0, "some turn timed out (max_tokens up to 40 at 10 ms a token, 150 ms allowed)");
 }
 
+/// What `validate` says of a sessions spec (nothing starts): `engine` (indented YAML, the model is the word
+/// model) and `load` (indented YAML under `load:`).
+fn validate(engine: &str, load: &str) -> (Option<i32>, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("s.yaml");
+    let model = word_model(tmp.path());
+    let text =
+        format!("name: s\nengine:\n  model: {}\n{engine}load:\n{load}measure: {{memory: procfs}}\n", model.display());
+    std::fs::write(&spec, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).args(["validate", spec.to_str().unwrap()]).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// Sessions resend a chat history: on the completions endpoint they are refused, with the fix.
 #[test]
 fn sessions_without_the_chat_endpoint_are_refused_with_the_fix() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = tmp.path().join("s.yaml");
-    let model = model_folder(tmp.path());
-    std::fs::write(
-        &spec,
-        format!(
-            "name: s\nengine:\n  kind: command\n  model: {}\n  command: [\"{ZERO}\"]\nload:\n  sessions: {{ count: 2 }}\nmeasure: {{memory: procfs}}\n",
-            model.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).args(["validate", spec.to_str().unwrap()]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = validate(&format!("  kind: command\n  command: [\"{ZERO}\"]\n"), "  sessions: { count: 2 }\n");
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("`load.endpoint` is not `chat`") && err.contains("endpoint: chat"), "{err}");
 }
 
 /// What `validate` says of a sessions spec on a vLLM engine of max-model-len 512 (nothing starts).
 fn validate_vllm(load: &str) -> (Option<i32>, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = tmp.path().join("s.yaml");
-    let model = model_folder(tmp.path());
-    std::fs::write(
-        &spec,
-        format!(
-            "name: s\nengine:\n  model: {}\n  args: {{max-model-len: 512}}\nload:\n  endpoint: chat\n{load}measure: {{memory: procfs}}\n",
-            model.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_servelab")).args(["validate", spec.to_str().unwrap()]).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    validate("  args: {max-model-len: 512}\n", &format!("  endpoint: chat\n{load}"))
 }
 
 /// Keys that size or shape the phase otherwise, and a session too long for the context, are refused with

@@ -4,30 +4,13 @@
 //! repeats alike), as starts of a real server differ. Control flow and statistics only: no figure here
 //! stands for a measurement.
 
+use servelab::draw::{normal as gauss, splitmix};
 use servelab::run::{self, RunOptions, Seam};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 const ZERO: &str = env!("CARGO_BIN_EXE_servelab-zero-endpoint");
-
-/// splitmix64, to draw the planted optimum per seed.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn unit(s: &mut u64) -> f64 {
-    (splitmix(s) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn gauss(s: &mut u64) -> f64 {
-    let (u, v) = (unit(s).max(1e-12), unit(s));
-    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-}
 
 /// A tune spec over `space` with the fake's planted surface and noise in the engine's argv.
 fn spec(space: &str, plant: &str, starts: u32, confirm_starts: u32) -> String {

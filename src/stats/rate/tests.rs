@@ -62,25 +62,7 @@ fn the_sustainable_rate_stops_at_the_first_rate_that_fails_and_says_borderline_w
 }
 
 fn req(index: u32, scheduled: f64, start: f64, e2e: f64) -> RequestRecord {
-    RequestRecord {
-        point: "p".into(),
-        attempt: 0,
-        index,
-        warmup: false,
-        scheduled_s: scheduled,
-        start_s: start,
-        first_token_s: Some(start + 0.01),
-        end_s: start + e2e,
-        chunk_us: vec![],
-        chunk_tokens: vec![],
-        chunks: 1,
-        tail: false,
-        prompt_tokens: Some(8),
-        completion_tokens: Some(1),
-        http_status: Some(200),
-        error: None,
-        ..Default::default()
-    }
+    crate::stats::fixtures::ok_request("p", index, scheduled, start, 0.01, e2e)
 }
 
 #[test]

@@ -1,28 +1,16 @@
 use super::*;
 use crate::record::plan::{Arrival, ClientConfig, OpenLoop};
 use crate::spec::Dur;
+use crate::stats::fixtures;
 
 fn client(rate: f64) -> ClientConfig {
     ClientConfig {
-        concurrency: 0,
-        requests: 0,
-        requests_asked: 0,
-        exact_requests: false,
         max_tokens: 1,
         prompt_tokens: 8,
-        ignore_eos: true,
-        stream: true,
-        warmup: 0,
-        seed: 0,
-        shared_prefix_tokens: 0,
-        prompts_file: None,
-        vocab_size: None,
         request_timeout_s: 60.0,
         max_error_rate: 1.0,
-        duration_s: Some(1.0),
         open_loop: Some(OpenLoop { rate, arrival: Arrival::Constant, burstiness: None, min_requests: 400 }),
-        endpoint: Default::default(),
-        ..Default::default()
+        ..fixtures::timed_client(1.0)
     }
 }
 
@@ -49,37 +37,14 @@ fn group(ladder: &[f64], repeats: u32) -> ServerGroup {
 /// A point measured at its rate: 400 requests on schedule, of which `met` finish within the SLO (100 ms).
 fn measured(p: &Point, met: usize) -> (PointRecord, Vec<RequestRecord>) {
     let c = p.client.clone().unwrap();
-    let record: PointRecord = serde_json::from_value(serde_json::json!({
-        "point": p.id, "group": "g", "repeat": p.repeat, "vars": {}, "client": c, "model": "m",
-        "started_at": "", "wall_s": 1.0, "warmup_requests": 0, "before": null, "after": null,
-        "gpu_sampled": false, "status": "ok", "error": null
-    }))
-    .unwrap();
+    let record = PointRecord { repeat: p.repeat, model: "m".into(), ..PointRecord::measured(&p.id, "g", c, 1.0) };
     // The requests that miss the SLO are spread evenly over the phase.
     let missed: std::collections::BTreeSet<usize> = (0..400 - met).map(|j| j * 400 / (400 - met)).collect();
     let reqs = (0..400u32)
         .map(|i| {
             let t = f64::from(i) / 400.0;
             let e2e = if missed.contains(&(i as usize)) { 0.5 } else { 0.01 };
-            RequestRecord {
-                point: p.id.clone(),
-                attempt: 0,
-                index: i,
-                warmup: false,
-                scheduled_s: t,
-                start_s: t,
-                first_token_s: Some(t + 0.005),
-                end_s: t + e2e,
-                chunk_us: vec![],
-                chunk_tokens: vec![],
-                chunks: 1,
-                tail: false,
-                prompt_tokens: Some(8),
-                completion_tokens: Some(1),
-                http_status: Some(200),
-                error: None,
-                ..Default::default()
-            }
+            fixtures::ok_request(&p.id, i, t, t, 0.005, e2e)
         })
         .collect();
     (record, reqs)

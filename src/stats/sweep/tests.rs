@@ -49,24 +49,11 @@ fn repeat(concurrency: u32, round: u32, tok_s: f64, p95: f64) -> RepeatStats {
 fn client(concurrency: u32) -> crate::record::plan::ClientConfig {
     crate::record::plan::ClientConfig {
         concurrency,
-        requests: 0,
-        requests_asked: 0,
-        exact_requests: false,
         max_tokens: 64,
         prompt_tokens: 128,
-        ignore_eos: true,
-        stream: true,
-        warmup: 0,
-        seed: 0,
-        shared_prefix_tokens: 0,
-        prompts_file: None,
-        vocab_size: None,
         request_timeout_s: 300.0,
         max_error_rate: 0.1,
-        duration_s: Some(10.0),
-        open_loop: None,
-        endpoint: Default::default(),
-        ..Default::default()
+        ..crate::stats::fixtures::timed_client(10.0)
     }
 }
 

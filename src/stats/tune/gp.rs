@@ -184,24 +184,7 @@ pub fn step(axes: &[Axis], observed: &[Observation], start: &[Config], allowed: 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// splitmix64, the tests' own generator.
-    fn splitmix(state: &mut u64) -> u64 {
-        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(s: &mut u64) -> f64 {
-        (splitmix(s) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn gauss(s: &mut u64) -> f64 {
-        let (u, v) = (unit(s).max(1e-12), unit(s));
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
+    use crate::draw::{normal as gauss, splitmix, unit};
 
     /// A smooth surface over an 8 × 8 grid (e.g. max-num-seqs × max-num-batched-tokens on log grids): a broad
     /// hill at a random place, a smaller second hill, values of order 1,000 tokens/s.
