@@ -49,7 +49,7 @@ static STARTS: std::sync::Mutex<std::collections::BTreeMap<(u64, String), u64>> 
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// The planted surface at the group's flags times this start's noise (1 without `--peak`/`--noise-pct`).
-fn speed(argv: &[String], group: &str) -> f64 {
+fn speed(argv: &[String]) -> f64 {
     let surface = match argv.iter().position(|a| a == "--peak").and_then(|i| argv.get(i + 1)) {
         Some(peak) => {
             let c: Vec<f64> = peak.split(',').filter_map(|v| v.parse().ok()).collect();
@@ -68,17 +68,35 @@ fn speed(argv: &[String], group: &str) -> f64 {
     };
     let Some(pct) = arg_f64(argv, "--noise-pct") else { return surface };
     let seed = arg(argv, "--seed").unwrap_or(0);
+    let key = flags_key(argv);
     let n = {
         let mut starts = STARTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = starts.entry((seed, group.to_owned())).or_insert(0);
+        let n = starts.entry((seed, key.clone())).or_insert(0);
         *n += 1;
         *n
     };
     let mut s = seed ^ n.wrapping_mul(0xA24B_AED4_963E_E407);
-    for b in group.bytes() {
+    for b in key.bytes() {
         s = splitmix(&mut s) ^ u64::from(b);
     }
     surface * (1.0 + pct / 100.0 * normal(&mut s)).max(0.1)
+}
+
+/// What tells one configuration from another for the noise draw: its flags, not the binary's path or the port
+/// (they differ between checkouts and slots, and a draw keyed on them made a planted test pass in one
+/// checkout and fail in another).
+fn flags_key(argv: &[String]) -> String {
+    let mut key = String::new();
+    let mut rest = argv.iter().skip(1);
+    while let Some(a) = rest.next() {
+        if a == "--port" {
+            rest.next();
+            continue;
+        }
+        key.push_str(a);
+        key.push('\0');
+    }
+    key
 }
 
 fn arg(argv: &[String], flag: &str) -> Option<u64> {
@@ -124,7 +142,7 @@ impl Engine for FakeEngine<'_> {
             die_after: arg(argv, "--die-after"),
             http_500: argv.iter().any(|a| a == "--http-500"),
             capacity: arg(argv, "--max-num-seqs").or(arg(argv, "--capacity")).map_or(u32::MAX, |c| c.max(1) as u32),
-            speed: speed(argv, &group.id),
+            speed: speed(argv),
         })
     }
 
