@@ -191,7 +191,7 @@ fn client_latencies_and_tokens_agree_with_vllms_own_metrics() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_client_matches_server(&run.dir, &[1, 4]);
     let sweep = std::fs::read_to_string(run.dir.join("concurrency_sweep.csv")).unwrap();
-    assert!(sweep.starts_with("concurrency,mean_e2e_s,p95_e2e_s,qps,tok_s,gpu_util_pct,notes,requests,ttft_p50_s,ttft_p95_s,itl_p50_s,errors,efficiency,tok_s_ci_low,tok_s_ci_high,server_mean_e2e_s,server_mean_ttft_s,waiting_max,kv_usage_max,tpot_p50_s,tpot_p95_s,repeats,tok_s_rel_halfwidth,window_s,gpu_util_readings,ttft_gap_s,e2e_gap_s,step_efficiency,prefix_hit_rate\n"));
+    assert!(sweep.starts_with("concurrency,mean_e2e_s,p95_e2e_s,qps,tok_s,gpu_util_pct,notes,requests,ttft_p50_s,ttft_p95_s,itl_p50_s,errors,efficiency,tok_s_ci_low,tok_s_ci_high,server_mean_e2e_s,server_mean_ttft_s,waiting_max,kv_usage_max,tpot_p50_s,tpot_p95_s,repeats,tok_s_rel_halfwidth,window_s,gpu_util_readings,ttft_gap_s,e2e_gap_s,step_efficiency,prefix_hit_rate,client_threads\n"));
     assert!(!sweep.contains("no per-chunk usage"), "vLLM sends per-chunk usage: {sweep}");
     assert!(sweep.contains("no GPU"), "{sweep}");
     assert!(!sweep.contains("differ"), "no token mismatch flag expected: {sweep}");
@@ -614,8 +614,16 @@ fn a_chat_trace_replay_hits_the_prefix_cache_as_the_sent_tokens_allow() {
     let bound = sent["hit_tokens"].as_f64().unwrap() / sent["prompt_tokens"].as_f64().unwrap();
     assert_eq!(r["bound"].as_f64(), Some(bound), "the report reads the bound on the tokens sent: {r}");
     assert!(bound > 0.2, "the window shares its first block at least: {r}");
+    // What each bound is counted on, typed and in words: the tokens sent through the server's template, the
+    // ids' bounds (with and without caps) beside it.
+    assert_eq!(r["bound_on"], serde_json::json!({ "kind": "sent_tokens", "template": true }), "{r}");
+    let md = std::fs::read_to_string(run.dir.join("rate_sweep.md")).unwrap();
+    assert!(md.contains("(128; tokens sent)") && md.contains("On the chat endpoint the bound is counted on"), "{md}");
     let hit = r["hit_rate"].as_f64().unwrap_or(0.0);
-    eprintln!("chat trace replay: hit rate {hit:.4}, bound on the tokens sent {bound:.4}");
+    eprintln!(
+        "chat trace replay: hit rate {hit:.4}, bound on the tokens sent {bound:.4}, on the ids {} (without caps {})",
+        r["bound_ids"], r["bound_uncapped"]
+    );
     assert!(hit >= 0.8 * bound && hit <= bound + 0.01, "hit rate {hit}, bound {bound}");
     assert_nothing_left(&run, 18537);
 }

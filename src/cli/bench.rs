@@ -53,7 +53,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub model: Option<String>,
     /// Requests per second (Poisson, or gamma with --burstiness); `inf` sends every request at once, up to
-    /// --max-concurrency in flight.
+    /// --max-concurrency in flight (a mooncake trace: at its timestamps; a finite rate paces its requests).
     #[arg(long, default_value = "inf")]
     pub request_rate: f64,
     /// Shape of gamma inter-arrival times with a finite --request-rate: 1 is Poisson, below 1 burstier.
@@ -262,7 +262,8 @@ fn prompts(b: &BenchArgs, load: &mut serde_json::Map<String, Value>) -> Result<(
 }
 
 /// How requests arrive: all at once (closed loop of `--max-concurrency`, or of every request), at
-/// `--request-rate`, or at a trace's timestamps; the grid is one point per `--max-concurrency` value.
+/// `--request-rate`, or at a trace's timestamps (a trace under `--request-rate` is sent at that rate, in trace
+/// order); the grid is one point per `--max-concurrency` value.
 fn arrivals(b: &BenchArgs, load: &mut serde_json::Map<String, Value>) -> Result<Value, Error> {
     let requests = b.num_prompts.unwrap_or(1000);
     if requests == 0 {
@@ -275,23 +276,28 @@ fn arrivals(b: &BenchArgs, load: &mut serde_json::Map<String, Value>) -> Result<
     if !(b.burstiness.is_finite() && b.burstiness > 0.0) {
         return Err(usage(format!("--burstiness {}: must be a positive number", b.burstiness)));
     }
+    let all_at_once = b.request_rate.is_infinite() && b.request_rate > 0.0;
     if b.dataset_name == DatasetName::Mooncake {
-        if b.request_rate.is_finite() || b.num_prompts.is_some() {
+        if b.num_prompts.is_some() {
             return Err(usage(
-                "--dataset-name mooncake replays the trace at its timestamps, every request of it: drop \
-                 --request-rate and --num-prompts (a spec's `load.trace.speedup` and `duration` pace and cut it)"
+                "--dataset-name mooncake sends every request of the trace once: drop --num-prompts (a spec's \
+                 `load.trace.start` and `duration` cut a window of it)"
                     .to_owned(),
             ));
         }
-        if caps.is_empty() {
-            return Ok(json!({}));
+        // Without --request-rate the trace's timestamps pace it; with one, that rate's schedule (below).
+        if all_at_once {
+            if caps.is_empty() {
+                return Ok(json!({}));
+            }
+            load.insert("max_concurrency".into(), json!("{{ max_concurrency }}"));
+            return Ok(json!({ "max_concurrency": caps }));
         }
-        load.insert("max_concurrency".into(), json!("{{ max_concurrency }}"));
-        return Ok(json!({ "max_concurrency": caps }));
+    } else {
+        load.insert("requests".into(), json!(requests));
+        load.insert("exact_requests".into(), json!(true));
     }
-    load.insert("requests".into(), json!(requests));
-    load.insert("exact_requests".into(), json!(true));
-    if b.request_rate.is_infinite() && b.request_rate > 0.0 {
+    if all_at_once {
         // vLLM sends every request at once and lets --max-concurrency hold the rest back: a closed loop.
         load.insert("concurrency".into(), json!("{{ concurrency }}"));
         let levels = if caps.is_empty() { vec![requests] } else { caps.clone() };
@@ -506,7 +512,16 @@ mod tests {
         assert!(v["load"].get("requests").is_none() && v["load"].get("rate").is_none());
         assert_eq!(v["grid"], json!({ "max_concurrency": [8] }));
         let m = ["--dataset-name", "mooncake", "--dataset-path", "t.jsonl"];
-        assert!(refused(&[&m[..], &["--request-rate", "5"]].concat()).contains("timestamps"));
+        // --request-rate paces the trace's requests instead of its timestamps (the planner's tests check the
+        // plan it makes; tests/it/trace.rs the arrivals).
+        let paced = value(&[&m[..], &["--request-rate", "5", "--burstiness", "0.5"]].concat());
+        assert_eq!(
+            (paced["load"]["rate"].clone(), paced["load"]["burstiness"].clone()),
+            (json!("{{ rate }}"), json!(0.5))
+        );
+        assert_eq!(paced["load"]["arrival"], "gamma");
+        assert_eq!(paced["grid"], json!({ "rate": [5.0] }));
+        assert!(paced["load"].get("requests").is_none(), "every request of the trace, once");
         assert!(refused(&[&m[..], &["--num-prompts", "5"]].concat()).contains("--num-prompts"));
         let chat = value(&["--backend", "openai-chat", "--endpoint", "/v1/chat/completions"]);
         assert_eq!(chat["load"]["endpoint"], "chat");

@@ -32,8 +32,14 @@ pub enum Source {
     /// Texts used in turn (`prompts_file`) or drawn at random (`dataset`); `specials` as for `Text`.
     Items { items: Arc<Vec<TextItem>>, random: bool, specials: u32 },
     /// A trace window's requests in order (request `i` is the window's `i`th), token ids below `vocab`; text of
-    /// the model's one-token words when `maker` is set (the chat endpoint).
-    Trace { window: Arc<crate::record::tracefile::Window>, vocab: u64, speedup: f64, maker: Option<Arc<TextMaker>> },
+    /// the model's one-token words when `maker` is set (the chat endpoint). `speedup`: its timestamps over it
+    /// are the arrivals; None when the open loop's rate paces them instead (`TraceSchedule::Rate`).
+    Trace {
+        window: Arc<crate::record::tracefile::Window>,
+        vocab: u64,
+        speedup: Option<f64>,
+        maker: Option<Arc<TextMaker>>,
+    },
     /// Multi-turn sessions (`super::session`): the phase runs them, not one request per index.
     Sessions(Arc<super::session::Sessions>),
 }
@@ -96,10 +102,14 @@ impl Workload {
             || matches!(&self.source, Source::Items { items, .. } if items.iter().any(|i| i.output.is_some()))
     }
 
-    /// A trace's arrivals, seconds from the phase start (its timestamps over `speedup`); None otherwise.
+    /// A trace's arrivals, seconds from the phase start (its timestamps over `speedup`); None otherwise, and
+    /// None for a trace paced by a rate (the open loop then draws the schedule, and request `i` of it is the
+    /// window's `i`th).
     pub fn trace_arrivals(&self) -> Option<Vec<f64>> {
         match &self.source {
-            Source::Trace { window, speedup, .. } => Some(window.requests.iter().map(|r| r.at_s / speedup).collect()),
+            Source::Trace { window, speedup: Some(speedup), .. } => {
+                Some(window.requests.iter().map(|r| r.at_s / speedup).collect())
+            }
             _ => None,
         }
     }

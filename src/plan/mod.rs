@@ -277,8 +277,15 @@ fn loop_shape(
 ) -> Result<(u32, Option<OpenLoop>), PlanError> {
     match (&load.concurrency, &load.rate) {
         // A replay is an open loop on the trace's schedule; its rate is the window's mean, for the reports.
+        // Under `rate`, the rate's own schedule; never extended for an SLO (each request of the window once).
         _ if let Some(t) = traced => {
-            let o = OpenLoop { rate: t.mean_rate(), arrival: load.arrival, burstiness: None, min_requests: 0 };
+            let o = match &load.rate {
+                Some(rate) => {
+                    let rate = check::render_positive(renderer, ctx, vars, &["load", "rate"], rate)?;
+                    open_loop(load, rate, false, vars)?
+                }
+                None => OpenLoop { rate: t.mean_rate(), arrival: load.arrival, burstiness: None, min_requests: 0 },
+            };
             Ok((trace::cap(load, int, vars)?, Some(o)))
         }
         (Some(_), Some(_)) => Err(PlanError::at(

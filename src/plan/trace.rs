@@ -3,7 +3,7 @@
 
 use super::check::{self, at_point};
 use super::{MAX_CONCURRENCY, PlanError, key};
-use crate::record::trace::TracePlan;
+use crate::record::trace::{TracePlan, TraceSchedule};
 use crate::record::tracefile::{self, Select};
 use crate::spec::{IntOrTemplate, Load, NumOrTemplate, Scalar, TraceSpec};
 use indexmap::IndexMap;
@@ -30,6 +30,7 @@ pub fn plan(t: &TraceSpec, load: &Load, r: &Render, max_model_len: Option<u64>) 
         }
         false => t.path.clone(),
     };
+    let schedule = pace(t, load)?;
     let speedup = check::render_positive(r.renderer, r.ctx, r.vars, &["load", "trace", "speedup"], &t.speedup)?;
     let start_s = match &t.start {
         None | Some(NumOrTemplate::Num(0.0)) => 0.0,
@@ -74,16 +75,41 @@ pub fn plan(t: &TraceSpec, load: &Load, r: &Render, max_model_len: Option<u64>) 
         format: t.format,
         content: w.content.clone(),
         speedup,
+        schedule,
         select,
         requests: w.requests.len() as u32,
         found: w.found.clone(),
     })
 }
 
-/// The keys a trace replaces.
+/// What paces the replay: `load.rate` when set (the trace's requests in order, on the rate's pre-drawn
+/// schedule), else the timestamps over `speedup`. `speedup` beside `rate` would be ignored, and `arrival` or
+/// `burstiness` without it too: both are errors rather than silently dropped.
+fn pace(t: &TraceSpec, load: &Load) -> Result<TraceSchedule, PlanError> {
+    if load.rate.is_some() {
+        if !matches!(t.speedup, NumOrTemplate::Num(x) if x == 1.0) {
+            return Err(PlanError::at(
+                key(&["load", "trace", "speedup"]),
+                "`trace.speedup` paces the trace's timestamps, and `rate` replaces them",
+                "keep one: `rate: N` sends the window's requests at N per second in trace order; `speedup` keeps \
+                 their timestamps, divided by it",
+            ));
+        }
+        return Ok(TraceSchedule::Rate);
+    }
+    if load.burstiness.is_some() || !load.arrival.is_default() {
+        return Err(PlanError::at(
+            key(&["load", "arrival"]),
+            "`arrival` and `burstiness` shape a rate's schedule, and a trace without `rate` keeps its timestamps",
+            "add `rate: N` to send the window's requests at that rate in trace order, or remove them",
+        ));
+    }
+    Ok(TraceSchedule::Timestamps)
+}
+
+/// The keys a trace replaces (`rate` does not: it paces the window's requests instead of the timestamps).
 fn conflicts(load: &Load) -> Result<(), PlanError> {
-    let set: [(&str, bool); 8] = [
-        ("rate", load.rate.is_some()),
+    let set: [(&str, bool); 7] = [
         ("concurrency", load.concurrency.is_some()),
         ("requests", load.requests.is_some()),
         ("duration", load.duration.is_some()),
@@ -96,7 +122,7 @@ fn conflicts(load: &Load) -> Result<(), PlanError> {
         return Err(PlanError::at(
             key(&["load", k]),
             format!("`trace` gives the arrivals, lengths and prompts, and `{k}` sets them too"),
-            "remove it; the window is `trace.start`/`trace.duration`, the pace `trace.speedup`",
+            "remove it; the window is `trace.start`/`trace.duration`, the pace `trace.speedup` (or `rate`)",
         ));
     }
     Ok(())

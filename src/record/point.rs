@@ -43,6 +43,10 @@ pub struct PointRecord {
     /// as sent (the chat template rendered, then tokenized), at each of `record::tracefile::BLOCK_SIZES`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_sent: Option<Vec<super::trace::PrefixBound>>,
+    /// With `trace_sent`: whether a chat template was found and rendered around each message (false: none was
+    /// found, and the bound is counted on the messages' tokens alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_sent_template: Option<bool>,
 }
 
 impl PointRecord {
@@ -69,6 +73,7 @@ impl PointRecord {
             beside: None,
             switch_shared: None,
             trace_sent: None,
+            trace_sent_template: None,
         }
     }
 }

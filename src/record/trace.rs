@@ -18,6 +18,25 @@ pub enum TraceFormat {
     AzureCsv,
 }
 
+/// What paces a replay's arrivals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceSchedule {
+    /// The trace's own timestamps, divided by `speedup`.
+    #[default]
+    Timestamps,
+    /// The open loop's `rate` (with its `arrival` and `burstiness`), on a schedule pre-drawn from the seed: the
+    /// window's requests go in trace order, one per arrival, and its timestamps are not used.
+    Rate,
+}
+
+impl TraceSchedule {
+    /// Left out of the plan when the timestamps pace the replay, so the ids of earlier plans do not change.
+    pub fn is_timestamps(&self) -> bool {
+        *self == TraceSchedule::Timestamps
+    }
+}
+
 /// The upper bound on the prefix-cache hit rate the replayed window's own blocks allow: an unbounded cache,
 /// empty at the window's start, reusing whole blocks of `block_size` tokens of a prompt's longest prefix
 /// shared with any earlier prompt of the window (never its last token, which is always computed).
@@ -66,8 +85,11 @@ pub struct TracePlan {
     pub format: TraceFormat,
     /// SHA-256 of the (decompressed) content, first 12 hex digits.
     pub content: String,
-    /// Arrivals are the trace's timestamps divided by this.
+    /// Arrivals are the trace's timestamps divided by this (1 under a rate's schedule).
     pub speedup: f64,
+    /// The timestamps (the default), or `load.rate`'s pre-drawn schedule.
+    #[serde(default, skip_serializing_if = "TraceSchedule::is_timestamps")]
+    pub schedule: TraceSchedule,
     /// The window (trace seconds from the trace's first timestamp) and the length caps.
     #[serde(flatten)]
     pub select: Select,

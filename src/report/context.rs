@@ -130,6 +130,7 @@ pub struct KvContext {
 #[derive(Serialize)]
 pub struct CellOut {
     pub concurrency: u32,
+    pub client_threads: u32,
     pub requests: usize,
     pub mean_e2e_s: Option<f64>,
     pub p95_e2e_s: Option<f64>,
@@ -176,6 +177,9 @@ pub use crate::stats::sweep::Batching;
 pub struct SweepContext {
     pub group: String,
     pub cells: Vec<CellOut>,
+    /// Some cell runs its client on more than one thread: the table gets a client-threads column (cells that
+    /// differ only by it would otherwise read as one concurrency twice).
+    pub threads_vary: bool,
     pub knee: Knee,
     pub rules_of_thumb: crate::stats::knee::Thumbs,
     pub batching: Option<Batching>,
@@ -262,6 +266,7 @@ fn cell(c: &Cell) -> CellOut {
     let h = c.head();
     CellOut {
         concurrency: c.concurrency,
+        client_threads: c.client_threads,
         requests: h.requests,
         mean_e2e_s: h.e2e.map(|s| s.mean),
         p95_e2e_s: h.e2e.map(|s| s.p95),
@@ -307,6 +312,7 @@ pub fn sweep(g: &GroupSweep, rules: crate::stats::knee::Thumbs, gpu_sampled: boo
     SweepContext {
         group: g.group.clone(),
         cells: g.cells.iter().map(cell).collect(),
+        threads_vary: g.cells.iter().any(|c| c.client_threads > 1),
         knee: g.knee.clone(),
         rules_of_thumb: rules,
         batching,

@@ -2,7 +2,7 @@
 
 use crate::stats::rate::{RateCell, RateSweep};
 
-pub const COLUMNS: [&str; 31] = [
+pub const COLUMNS: [&str; 32] = [
     "rate",
     "arrival",
     "offered_rps",
@@ -34,6 +34,8 @@ pub const COLUMNS: [&str; 31] = [
     "errors",
     "sustainable",
     "notes",
+    // Last, so that readers of the columns before it by position are unaffected.
+    "client_threads",
 ];
 
 fn f(v: Option<f64>, d: usize) -> String {
@@ -73,6 +75,7 @@ fn row(c: &RateCell, sustainable: Option<f64>, notes: String) -> Vec<String> {
         c.errors.to_string(),
         (sustainable.is_some_and(|r| c.rate <= r)).to_string(),
         notes,
+        c.client_threads.to_string(),
     ]
 }
 

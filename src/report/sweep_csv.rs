@@ -20,7 +20,7 @@ pub fn notes_text(cells: &[Cell]) -> Result<Vec<String>, minijinja::Error> {
     cells.iter().map(|c| t.render(minijinja::context! { notes => &c.notes })).collect()
 }
 
-pub const COLUMNS: [&str; 29] = [
+pub const COLUMNS: [&str; 30] = [
     "concurrency",
     "mean_e2e_s",
     "p95_e2e_s",
@@ -50,6 +50,8 @@ pub const COLUMNS: [&str; 29] = [
     "e2e_gap_s",
     "step_efficiency",
     "prefix_hit_rate",
+    // Always there, last: a fixed schema for readers, and the columns before it keep their positions.
+    "client_threads",
 ];
 
 fn f(v: Option<f64>, d: usize) -> String {
@@ -90,6 +92,7 @@ pub fn row(c: &Cell, notes: String) -> Vec<String> {
         f(c.step_efficiency, 3),
         // Prompt tokens served from vLLM's prefix cache over those looked up, during the phase.
         f(h.prefix_hits.zip(h.prefix_queries).filter(|(_, q)| *q > 0.0).map(|(hits, q)| hits / q), 4),
+        c.client_threads.to_string(),
     ]
 }
 

@@ -313,6 +313,7 @@ pub async fn run_point(
         beside: None,
         switch_shared: None,
         trace_sent: None,
+        trace_sent_template: None,
     };
     let http = client::http_client(pool_size(&c));
     let spec = match request_spec(&c, group, model, model_vocab, ctx.api_key.clone()) {
@@ -439,6 +440,7 @@ pub fn not_run(group: &ServerGroup, point: &Point, attempt: u32, model: &str, wh
         beside: None,
         switch_shared: None,
         trace_sent: None,
+        trace_sent_template: None,
     };
     PointOutput { point: record, requests: Vec::new(), samples: Vec::new() }
 }

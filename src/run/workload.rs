@@ -95,23 +95,29 @@ fn trace_source(t: &crate::record::trace::TracePlan, vocab: u64) -> Result<Sourc
             now: window.content.clone(),
         });
     }
-    Ok(Source::Trace { window, vocab, speedup: t.speedup, maker: None })
+    let speedup = t.schedule.is_timestamps().then_some(t.speedup);
+    Ok(Source::Trace { window, vocab, speedup, maker: None })
 }
 
 /// What a trace replay's window holds, for the console before any server starts.
-fn trace_note(t: &crate::record::trace::TracePlan, vocab: u64, max_rank: u32) -> String {
+fn trace_note(c: &ClientConfig, t: &crate::record::trace::TracePlan, vocab: u64, max_rank: u32) -> String {
     let pct = |b: &crate::record::trace::PrefixBound| {
         b.rate().map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))
     };
+    let pace = match (t.schedule, &c.open_loop) {
+        (crate::record::trace::TraceSchedule::Rate, Some(o)) => {
+            format!("sent in trace order at {} requests/s ({:?} arrivals; timestamps not used)", o.rate, o.arrival)
+                .to_lowercase()
+        }
+        _ => format!("at speedup {} ({:.2} requests/s)", t.speedup, t.mean_rate()),
+    };
     let mut note = format!(
-        "trace {} (content {}): {} requests over {:.1} s of trace at speedup {} ({:.2} requests/s); {} prompts and {} outputs capped; \
+        "trace {} (content {}): {} requests over {:.1} s of trace {pace}; {} prompts and {} outputs capped; \
          prefix-cache bound {} in blocks of {} tokens ({} without caps; the report counts the server's block size)",
         t.path,
         t.content,
         t.requests,
         t.found.span_s,
-        t.speedup,
-        t.mean_rate(),
         t.found.capped_input,
         t.found.capped_output,
         t.bound_at(16, true).map_or_else(|| "-".to_owned(), |b| pct(&b)),
@@ -152,7 +158,7 @@ pub fn check_workloads(plan: &crate::record::plan::Plan) -> Result<Vec<String>, 
                     workload_for(c, model_dir, None)?;
                     crate::load::trace::ChatTemplate::find(&g.server.argv, model_dir.unwrap_or(Path::new(".")))?;
                 }
-                let note = trace_note(t, c.vocab_size.unwrap_or(u64::MAX), window.max_rank);
+                let note = trace_note(c, t, c.vocab_size.unwrap_or(u64::MAX), window.max_rank);
                 if !notes.contains(&note) {
                     notes.push(note);
                 }
@@ -277,5 +283,6 @@ pub(super) fn chat_trace_bound(
     let salt = prompt::salt(&format!("{}/{}", record.point, record.attempt));
     record.trace_sent =
         Some(crate::load::trace::sent_bounds(window, spec.workload.seed, salt, maker, template.as_ref())?);
+    record.trace_sent_template = Some(template.is_some());
     Ok(())
 }

@@ -312,8 +312,9 @@ pub struct Load {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<DatasetSpec>,
     /// Replay a request trace: arrivals on its timestamps, its prompt and output lengths, prompts whose shared
-    /// prefixes are exactly its `hash_ids`' (replaces `rate`, `concurrency`, `requests`, `duration`,
-    /// `prompt_tokens`, `max_tokens` and the other prompt sources; `max_concurrency` still caps it).
+    /// prefixes are exactly its `hash_ids`' (replaces `concurrency`, `requests`, `duration`, `prompt_tokens`,
+    /// `max_tokens` and the other prompt sources; `max_concurrency` still caps it). With `rate`, its requests
+    /// go in trace order on that rate's schedule instead of its timestamps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceSpec>,
     /// Multi-turn sessions on the chat endpoint: each session's turns in order, each turn resending the
@@ -383,7 +384,7 @@ pub struct TraceSpec {
     /// 512-token blocks) or `azure_csv` (`TIMESTAMP`, `ContextTokens`, `GeneratedTokens`).
     #[serde(default)]
     pub format: crate::record::trace::TraceFormat,
-    /// Arrivals are the timestamps divided by this (2 = twice as fast).
+    /// Arrivals are the timestamps divided by this (2 = twice as fast); not with `load.rate`.
     #[serde(default = "one")]
     pub speedup: NumOrTemplate,
     /// The window's start, in seconds from the trace's first timestamp (default 0).

@@ -30,6 +30,28 @@ impl Spread {
     }
 }
 
+/// What paced a replay's arrivals, and so what its lateness is measured against.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Pace {
+    /// The trace's timestamps divided by `speedup`.
+    Timestamps { speedup: f64 },
+    /// `load.rate`'s schedule, pre-drawn from the seed: the window's requests in trace order, one per arrival;
+    /// the timestamps unused.
+    Rate { rate: f64, arrival: crate::record::plan::Arrival, burstiness: Option<f64> },
+}
+
+/// What a replay's `bound` is counted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BoundOn {
+    /// The trace's `hash_ids` (the completions endpoint's token-id prompts are built from them exactly).
+    HashIds,
+    /// The token ids of the prompts as sent on the chat endpoint: each message rendered with the chat template
+    /// (`template: true`; false when none was found: the message's tokens alone), then tokenized.
+    SentTokens { template: Option<bool> },
+}
+
 /// One replay of a trace window (one point's latest attempt).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Replay {
@@ -39,6 +61,8 @@ pub struct Replay {
     pub point: String,
     pub repeat: u32,
     pub trace: TracePlan,
+    /// What paced the arrivals: lateness is against this schedule.
+    pub pace: Pace,
     /// `max_concurrency` (0: none).
     pub cap: u32,
     /// Requests of the window recorded, and those never sent (every slot busy until the phase's end).
@@ -67,8 +91,13 @@ pub struct Replay {
     pub block_size: u32,
     /// Whether `block_size` is the server's own.
     pub block_size_known: bool,
-    /// The bound of the window as replayed (after caps), and without caps.
+    /// The bound of the window as replayed (after caps), counted on `bound_on`.
     pub bound: Option<f64>,
+    pub bound_on: BoundOn,
+    /// The bound after caps counted on the trace's `hash_ids` (`bound` itself on the completions endpoint).
+    pub bound_ids: Option<f64>,
+    /// The bound without caps, always on the trace's `hash_ids`: prompts longer than the caps are never sent,
+    /// so never rendered or tokenized. Against `bound_ids`, what capping costs the cache on one basis.
     pub bound_uncapped: Option<f64>,
 }
 
@@ -114,6 +143,8 @@ fn replay(p: &PointRecord, reqs: &[&RequestRecord], block: Option<u32>, slo: Opt
     let span_s = (last - first).max(0.0);
     let met = reqs.iter().filter(|r| meets(r, slo)).count();
     let hit_rate = server_hit_rate(p);
+    let size = block.unwrap_or(crate::record::tracefile::VLLM_BLOCK);
+    let bound_ids = trace.bound_at(size, true).and_then(|b| b.rate());
     Some(Replay {
         group: p.group.clone(),
         vars: crate::record::values::vars_text(&p.vars, " "),
@@ -141,19 +172,28 @@ fn replay(p: &PointRecord, reqs: &[&RequestRecord], block: Option<u32>, slo: Opt
         block_size_known: block.is_some(),
         // On the chat endpoint the bound counted on the prompts as sent (template and tokenizer included).
         bound: match &p.trace_sent {
-            Some(sent) => sent.iter().find(|b| b.block_size == block.unwrap_or(crate::record::tracefile::VLLM_BLOCK)),
-            None => trace
-                .found
-                .bounds
-                .iter()
-                .find(|b| b.block_size == block.unwrap_or(crate::record::tracefile::VLLM_BLOCK)),
-        }
-        .and_then(|b| b.rate()),
-        bound_uncapped: trace
-            .bound_at(block.unwrap_or(crate::record::tracefile::VLLM_BLOCK), false)
-            .and_then(|b| b.rate()),
+            Some(sent) => sent.iter().find(|b| b.block_size == size).and_then(|b| b.rate()),
+            None => bound_ids,
+        },
+        bound_on: match p.trace_sent {
+            Some(_) => BoundOn::SentTokens { template: p.trace_sent_template },
+            None => BoundOn::HashIds,
+        },
+        bound_ids,
+        bound_uncapped: trace.bound_at(size, false).and_then(|b| b.rate()),
+        pace: pace(p, &trace),
         trace,
     })
+}
+
+/// What paced a replay: the plan's open loop under a rate's schedule, else the timestamps.
+fn pace(p: &PointRecord, trace: &TracePlan) -> Pace {
+    match (trace.schedule, &p.client.open_loop) {
+        (crate::record::trace::TraceSchedule::Rate, Some(o)) => {
+            Pace::Rate { rate: o.rate, arrival: o.arrival, burstiness: o.burstiness }
+        }
+        _ => Pace::Timestamps { speedup: trace.speedup },
+    }
 }
 
 /// The prefix-cache hit rate the server's counters give over a point's measured phase (hits over queries
@@ -194,6 +234,7 @@ mod tests {
             format: Default::default(),
             content: "c".into(),
             speedup: 1.0,
+            schedule: Default::default(),
             select: Default::default(),
             requests: 3,
             found: crate::record::trace::WindowFound {
@@ -219,6 +260,33 @@ mod tests {
             (cpu.block_size, cpu.block_size_known, cpu.bound),
             (128, true, Some(0.0)),
             "the server's block size"
+        );
+        assert_eq!(
+            (r.pace.clone(), r.bound_on, r.bound_ids),
+            (Pace::Timestamps { speedup: 1.0 }, BoundOn::HashIds, Some(0.5))
+        );
+
+        // Under a rate's schedule the report says so; on the chat endpoint the bound is the prompts' as sent,
+        // the ids' one kept beside it.
+        let o = crate::record::plan::OpenLoop {
+            rate: 7.0,
+            arrival: crate::record::plan::Arrival::Poisson,
+            burstiness: None,
+            min_requests: 0,
+        };
+        p.client.open_loop = Some(o);
+        p.client.trace.as_mut().unwrap().schedule = crate::record::trace::TraceSchedule::Rate;
+        p.trace_sent =
+            Some(vec![crate::record::trace::PrefixBound { block_size: 16, hit_tokens: 2, prompt_tokens: 8 }]);
+        p.trace_sent_template = Some(true);
+        let chat = replay(&p, &refs, None, None).unwrap();
+        assert_eq!(
+            chat.pace,
+            Pace::Rate { rate: 7.0, arrival: crate::record::plan::Arrival::Poisson, burstiness: None }
+        );
+        assert_eq!(
+            (chat.bound, chat.bound_on, chat.bound_ids),
+            (Some(0.25), BoundOn::SentTokens { template: Some(true) }, Some(0.5))
         );
     }
 }

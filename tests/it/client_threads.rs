@@ -39,21 +39,30 @@ fn run(name: &str, load: &str, threads: &str, itl_us: u32) -> (ByThreads, Vec<se
         by.entry(threads_of[r["point"].as_str().unwrap()]).or_default().push(r);
     }
     let got = std::fs::read_to_string(&bodies).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    cells_apart(&dir, by.len());
+    let counts = threads.trim_matches(['[', ']']).split(',').map(|t| t.trim().parse().unwrap()).collect();
+    cells_apart(&dir, &counts);
     (by, got)
 }
 
-/// Each thread count is a cell of its own in the reports, one repeat each, never pooled as repeats of one.
-fn cells_apart(dir: &std::path::Path, counts: usize) {
+/// Each thread count is a cell of its own in the reports, one repeat each, never pooled as repeats of one,
+/// and the CSV's `client_threads` column tells the rows apart (as the table's column does for a closed loop).
+fn cells_apart(dir: &std::path::Path, counts: &BTreeSet<u64>) {
     let csv = ["rate_sweep.csv", "concurrency_sweep.csv"].map(|f| dir.join(f)).into_iter().find(|p| p.exists());
-    let text = std::fs::read_to_string(csv.expect("a sweep CSV")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let at = header.iter().position(|h| *h == "repeats").unwrap();
-    let rows: Vec<&str> = lines.collect();
-    assert_eq!(rows.len(), counts, "one row per thread count:\n{text}");
-    // The repeats column comes before the free-text notes, so splitting on commas finds it.
-    assert!(rows.iter().all(|r| r.split(',').nth(at) == Some("1")), "one repeat per cell:\n{text}");
+    let csv = csv.expect("a sweep CSV");
+    let mut reader = csv::Reader::from_path(&csv).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let col = |k: &str| header.iter().position(|h| h == k).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), counts.len(), "one row per thread count: {rows:?}");
+    assert!(rows.iter().all(|r| &r[col("repeats")] == "1"), "one repeat per cell: {rows:?}");
+    let threads: BTreeSet<u64> = rows.iter().map(|r| r[col("client_threads")].parse().unwrap()).collect();
+    assert_eq!(&threads, counts, "the rows' client_threads: {rows:?}");
+    if csv.ends_with("concurrency_sweep.csv") {
+        let md = std::fs::read_to_string(dir.join("concurrency_sweep.md")).unwrap();
+        let c = rows[0][col("concurrency")].to_owned();
+        assert!(md.contains("| concurrency | client threads |"), "{md}");
+        assert!(counts.iter().all(|t| md.contains(&format!("\n| {c} | {t} |"))), "a row per count: {md}");
+    }
 }
 
 fn f(r: &serde_json::Value, key: &str) -> f64 {

@@ -97,6 +97,49 @@ fn spec(port: u16, bodies: &Path) -> String {
     )
 }
 
+/// The token-id prompts the zero endpoint received, with their max_tokens.
+fn sent_ids(bodies: &Path) -> Vec<(Vec<u32>, u32)> {
+    std::fs::read_to_string(bodies)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let ids = v["prompt"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+            (ids, v["max_tokens"].as_u64().unwrap() as u32)
+        })
+        .collect()
+}
+
+/// The measured records of a replay, by index: each index once, without errors, with the trace's output
+/// length (request `i` is the window's `i`th entry), and sent in index order.
+fn by_index(dir: &Path, want: &[Entry]) -> Vec<serde_json::Value> {
+    let mut recs: Vec<serde_json::Value> = jsonl(&dir.join("requests.jsonl"));
+    recs.retain(|r| r["warmup"] == false);
+    assert_eq!(recs.len(), want.len(), "every request of the window");
+    let at = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
+    recs.sort_by(|a, b| {
+        at(a, "start_s").total_cmp(&at(b, "start_s")).then(a["index"].as_u64().cmp(&b["index"].as_u64()))
+    });
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r["index"].as_u64(), Some(i as u64), "sent once each, in trace order: {r}");
+        assert!(r["error"].is_null(), "{r}");
+        assert_eq!(r["max_tokens"].as_u64(), Some(u64::from(want[i].output)), "{r}");
+    }
+    recs
+}
+
+/// Arrivals on a rate's schedule: the first at 0, in index order, the mean gap 1/rate within `tolerance`, and
+/// not the trace's own gaps.
+fn on_the_rate(recs: &[serde_json::Value], want: &[Entry], rate: f64, tolerance: f64) {
+    let at: Vec<f64> = recs.iter().map(|r| r["scheduled_s"].as_f64().unwrap()).collect();
+    assert_eq!(at[0], 0.0);
+    assert!(at.windows(2).all(|w| w[0] <= w[1]), "the schedule runs in trace order");
+    let mean_gap = at[at.len() - 1] / (at.len() - 1) as f64;
+    assert!((mean_gap * rate - 1.0).abs() < tolerance, "mean gap {mean_gap} s at {rate}/s");
+    let trace_span = (want[want.len() - 1].t_ms - want[0].t_ms) / 1e3;
+    assert!(at[at.len() - 1] < trace_span / 10.0, "the timestamps ({trace_span} s) are not used");
+}
+
 #[test]
 fn a_trace_window_is_sent_once_in_order_with_exactly_the_ids_prefixes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -131,16 +174,7 @@ fn a_trace_window_is_sent_once_in_order_with_exactly_the_ids_prefixes() {
     let order: Vec<f64> = recs.iter().map(|r| r["scheduled_s"].as_f64().unwrap()).collect();
     assert!(order.windows(2).all(|w| w[0] <= w[1]), "sent in trace order");
 
-    let got: Vec<(Vec<u32>, u32)> = std::fs::read_to_string(&bodies)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let ids = v["prompt"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-            (ids, v["max_tokens"].as_u64().unwrap() as u32)
-        })
-        .collect();
-    check_prefixes(&got, &want);
+    check_prefixes(&sent_ids(&bodies), &want);
 
     // The report: the replay's row, its bound, and the server's counters said to be missing (the zero
     // endpoint does not count prefix hits).
@@ -213,6 +247,20 @@ fn a_trace_on_the_chat_endpoint_sends_messages_sharing_exactly_the_ids_words() {
     assert_eq!(sent.as_array().map(Vec::len), Some(5), "{}", points[0]);
     assert_eq!(sent, by_ids, "no template tokens before the message: the ids' bound");
     assert!(sent[0]["hit_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(points[0]["trace_sent_template"], true, "the model folder's template was rendered");
+    // The report says what each bound is counted on: the tokens sent, the uncapped one the ids.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("trace_replay.json")).unwrap()).unwrap();
+    assert_eq!(json[0]["bound_on"], serde_json::json!({ "kind": "sent_tokens", "template": true }), "{json}");
+    assert_eq!(json[0]["bound_ids"], json[0]["bound"], "equal here: the template adds nothing before the message");
+    let md = std::fs::read_to_string(dir.join("rate_sweep.md")).unwrap();
+    assert!(md.contains("; tokens sent) |"), "{md}");
+    assert!(md.contains("On the chat endpoint the bound is counted on the tokens sent"), "{md}");
+    assert!(
+        md.contains("rendered with the chat template") && md.contains("tokenized with the model's tokenizer"),
+        "{md}"
+    );
+    assert!(md.contains("The bound without caps stays counted on the trace's `hash_ids`"), "{md}");
 }
 
 #[test]
@@ -299,4 +347,124 @@ fn trace_keys_are_grid_axes() {
     assert_eq!(traces[0]["max_input_tokens"], 512);
     assert_eq!(traces[1]["max_input_tokens"], 1024);
     assert!(traces.iter().all(|t| t["requests"] == 87), "the window of 30 s holds 87 requests");
+}
+
+/// Under `rate`, the window's requests go in trace order at that rate instead of at their timestamps: each
+/// once, with its lengths and its `hash_ids` prefixes, and the report says which schedule lateness is measured
+/// against. `arrival: constant` makes the schedule exact (request `i` at i/100 s); the bench test below draws
+/// gamma arrivals.
+#[test]
+fn a_trace_under_a_rate_is_sent_in_trace_order_on_the_rates_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spec_path, out, bodies) = (tmp.path().join("s.yaml"), tmp.path().join("out"), tmp.path().join("bodies"));
+    let text = spec(free_ports(1), &bodies)
+        .replace(&format!(", speedup: {SPEEDUP} }}"), " }\n  rate: 100\n  arrival: constant");
+    assert!(text.contains("rate: 100"), "{text}");
+    std::fs::write(&spec_path, text).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["run", spec_path.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("sent in trace order at 100 requests/s (constant arrivals"), "{stderr}");
+    let dir = std::fs::read_dir(out.join("trace")).unwrap().next().unwrap().unwrap().path();
+    let want = entries();
+    let recs = by_index(&dir, &want);
+    on_the_rate(&recs, &want, 100.0, 1e-9);
+    let at = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
+    assert!(recs.iter().enumerate().all(|(i, r)| (at(r, "scheduled_s") - i as f64 / 100.0).abs() < 1e-9));
+    check_prefixes(&sent_ids(&bodies), &want);
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("trace_replay.json")).unwrap()).unwrap();
+    let r = &json[0];
+    assert_eq!(
+        r["pace"],
+        serde_json::json!({ "kind": "rate", "rate": 100.0, "arrival": "constant", "burstiness": null })
+    );
+    assert_eq!(r["trace"]["schedule"], "rate");
+    // Lateness is against the rate's schedule (the records' scheduled_s, checked above), not the timestamps.
+    let late = recs.iter().map(|r| at(r, "start_s") - at(r, "scheduled_s")).fold(0.0, f64::max);
+    assert!((r["late"]["max"].as_f64().unwrap() - late).abs() < 1e-9, "{r}");
+    let md = std::fs::read_to_string(dir.join("rate_sweep.md")).unwrap();
+    assert!(md.contains("| 100.00/s, constant, in trace order |"), "{md}");
+}
+
+/// `servelab bench --dataset-name mooncake --request-rate R --burstiness B`: the same, through bench's flags,
+/// with gamma arrivals (burstiness 2: more regular than Poisson, the mean of 259 gaps within 4.4% per sd).
+#[test]
+fn bench_sends_a_mooncake_trace_at_its_request_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, bodies) = (free_ports(1), tmp.path().join("bodies"));
+    let mut zero = Command::new(ZERO)
+        .args(["--port", &port.to_string(), "--record-bodies", bodies.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = tmp.path().join("out");
+    let run = Command::new(env!("CARGO_BIN_EXE_servelab"))
+        .args(["bench", "--base-url", &format!("http://127.0.0.1:{port}"), "--dataset-name", "mooncake"])
+        .args(["--dataset-path", &fixture(), "--request-rate", "200", "--burstiness", "2", "--seed", "5"])
+        .args(["--vocab-size", "32000", "--out", out.to_str().unwrap(), "--run-id", "paced"])
+        .args(["--save-result", "--result-dir", tmp.path().to_str().unwrap(), "--result-filename", "r.json"])
+        .output()
+        .unwrap();
+    zero.kill().ok();
+    zero.wait().ok();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let want = entries();
+    let recs = by_index(&out.join("bench/paced"), &want);
+    on_the_rate(&recs, &want, 200.0, 0.2);
+    check_prefixes(&sent_ids(&bodies), &want);
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("r.json")).unwrap()).unwrap();
+    assert_eq!((result["request_rate"].as_f64(), result["num_prompts"].as_u64()), (Some(200.0), Some(260)));
+    assert_eq!(result["burstiness"].as_f64(), Some(2.0));
+}
+
+/// `rate` paces a trace instead of its timestamps, so `speedup` beside it, or `arrival`/`burstiness` without
+/// it, would be dropped silently: each is an error naming the key.
+#[test]
+fn a_trace_refuses_speedup_beside_rate_and_arrival_shapes_without_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("s.yaml");
+    for (load, key, says) in [
+        ("  trace: { path: \"P\", speedup: 2 }\n  rate: 5\n", "load.trace.speedup", "`rate` replaces them"),
+        ("  trace: { path: \"P\" }\n  arrival: gamma\n  burstiness: 0.5\n", "load.arrival", "add `rate: N`"),
+        ("  trace: { path: \"P\" }\n  rate: 5\n  concurrency: 2\n", "load.concurrency", "remove it"),
+    ] {
+        let load = load.replace('P', &fixture());
+        std::fs::write(&spec, format!("name: t\nengine:\n  kind: command\n  command: [\"{ZERO}\"]\nload:\n{load}"))
+            .unwrap();
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_servelab")).args(["validate", spec.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{load}: {err}");
+        assert!(err.contains(key) && err.contains(says), "{load}: {err}");
+    }
+    std::fs::write(
+        &spec,
+        format!(
+            "name: t\nengine:\n  kind: command\n  command: [\"{ZERO}\"]\nload:\n  trace: {{ path: \"{}\" }}\n  rate: 5\n  arrival: gamma\n  burstiness: 0.5\n  max_concurrency: 4\n",
+            fixture()
+        ),
+    )
+    .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_servelab")).args(["plan", spec.to_str().unwrap(), "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &plan["groups"][0]["points"][0]["client"];
+    assert_eq!(c["trace"]["schedule"], "rate");
+    assert_eq!(
+        c["open_loop"],
+        serde_json::json!({ "rate": 5.0, "arrival": "gamma", "burstiness": 0.5, "min_requests": 0 })
+    );
+    assert_eq!((c["requests"].as_u64(), c["concurrency"].as_u64()), (Some(260), Some(4)), "every request, once");
 }

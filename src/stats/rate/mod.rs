@@ -51,6 +51,10 @@ pub struct RateRepeat {
 pub struct RateCell {
     pub rate: f64,
     pub arrival: String,
+    /// `load.client_threads` of its points (1 when not set): cells that differ only by it are cells of their
+    /// own, and the CSV's `client_threads` column tells them apart.
+    #[serde(default = "one_thread")]
+    pub client_threads: u32,
     pub repeats: Vec<RateRepeat>,
     pub offered_rps: f64,
     pub achieved_rps: f64,
@@ -328,6 +332,7 @@ fn cell_of(rate: f64, arrival: String, repeats: Vec<RateRepeat>, reqs: &[&Reques
     RateCell {
         rate,
         arrival,
+        client_threads: 1,
         offered_rps: mean(&per(|r| r.offered_rps)),
         achieved_rps: mean(&per(|r| r.achieved_rps)),
         lateness_p50_s: percentile_sorted(&late, 50.0),
@@ -368,8 +373,12 @@ pub fn needs_repeat(c: &RateCell, rel_ci: f64, target: Option<f64>) -> bool {
     imprecise || close
 }
 
-/// A cell being gathered: (group, rate, arrival, its repeats, their measured requests).
-type Pending<'a> = (String, f64, String, Vec<RateRepeat>, Vec<&'a RequestRecord>);
+fn one_thread() -> u32 {
+    1
+}
+
+/// A cell being gathered: (group, rate, arrival, its repeats, their measured requests, client threads).
+type Pending<'a> = (String, f64, String, Vec<RateRepeat>, Vec<&'a RequestRecord>, u32);
 
 /// The open-loop cells of every group, in rate order, and each group's sustainable rate.
 pub fn analyze(points: &[PointRecord], requests: &[RequestRecord], slo: Option<&Slo>) -> Vec<RateSweep> {
@@ -395,12 +404,12 @@ pub fn analyze(points: &[PointRecord], requests: &[RequestRecord], slo: Option<&
                 c.3.push(rep);
                 c.4.extend(reqs);
             }
-            None => cells.push((p.group.clone(), o.rate, arrival, vec![rep], reqs)),
+            None => cells.push((p.group.clone(), o.rate, arrival, vec![rep], reqs, p.client.client_threads.max(1))),
         }
     }
     let mut groups: Vec<(String, Vec<RateCell>)> = Vec::new();
-    for (group, rate, arrival, reps, reqs) in cells {
-        let cell = cell_of(rate, arrival, reps, &reqs);
+    for (group, rate, arrival, reps, reqs, threads) in cells {
+        let cell = RateCell { client_threads: threads, ..cell_of(rate, arrival, reps, &reqs) };
         match groups.iter_mut().find(|g| g.0 == group) {
             Some(g) => g.1.push(cell),
             None => groups.push((group, vec![cell])),

@@ -108,6 +108,10 @@ pub struct Cell {
     pub max_tokens: u32,
     pub ignore_eos: bool,
     pub shared_prefix_tokens: u32,
+    /// `load.client_threads` (1 when not set): cells that differ only by it are told apart by it (the label
+    /// names it above 1; the CSV has a column, the table one when some cell of the sweep is above 1).
+    #[serde(default = "one_thread")]
+    pub client_threads: u32,
     pub label: String,
     pub repeats: Vec<RepeatStats>,
     /// Index into `repeats` of the headline repeat.
@@ -132,6 +136,10 @@ pub struct Cell {
     #[serde(default)]
     pub p95_ci: Option<(f64, f64)>,
     pub notes: Vec<CellNote>,
+}
+
+fn one_thread() -> u32 {
+    1
 }
 
 /// What a cell's figures call for beside the table: each a fact with its numbers, built only where its
@@ -205,6 +213,7 @@ impl Cell {
             max_tokens: client.max_tokens,
             ignore_eos: client.ignore_eos,
             shared_prefix_tokens: client.shared_prefix_tokens,
+            client_threads: client.client_threads.max(1),
             label,
             repeats,
             headline: 0,
