@@ -173,7 +173,7 @@ pub struct Row {
     pub search: Option<Measured>,
     /// Screening's short phase on the search start (None without screening); never a sample of the
     /// between-start noise nor ranked by it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub screen: Option<Measured>,
     pub confirm: Option<Measured>,
     /// `ok`, `screened` (its short phase showed it no finalist), `failed` (start or every point), `pruned`.
