@@ -122,6 +122,13 @@ fn one(seed: u64, screen: f64, space: &str) -> (bool, f64, u64, u64) {
     );
     let tmp = tempfile::tempdir().unwrap();
     let t = tune(tmp.path(), &spec(space, &plant, SEARCH + 4, 2, screen));
+    if screen > 0.0 && seed < 2 {
+        // The account and screening's figures hold against the records (`report --check`).
+        let dir = tmp.path().join("out").join("s").join("r");
+        let (loaded, manifest, rec) = servelab::report::open_run(&dir).unwrap();
+        let bad = servelab::report::check::check(&dir, &loaded.spec, &manifest, &rec, None).unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+    }
     let got = pick_value(&t, peak);
     let saved = &t["saved"];
     let out = t["screening"]["screened_only"].as_u64().unwrap_or(0);

@@ -176,8 +176,7 @@ impl Decision {
         }
         bad.extend(t.planned.iter().flat_map(super::noise::Planned::holds));
         if let Some(s) = &t.saved
-            && (s.starts + t.search_starts != s.grid_starts.max(t.search_starts)
-                || !same(s.measure_s, s.measure_s_per_start * s.starts as f64))
+            && (s.starts + t.search_starts != s.grid_starts.max(t.search_starts) || !s.holds().is_empty())
         {
             bad.push(format!("saved: {s:?} against {} search starts", t.search_starts));
         }

@@ -72,6 +72,26 @@ pub struct Saved {
 }
 
 impl Saved {
+    /// Checks that used and saved add up to the grid's, starts and seconds each.
+    pub fn holds(&self) -> Vec<String> {
+        let mut bad = Vec::new();
+        if self.starts != self.grid_starts.saturating_sub(self.starts_used) {
+            bad.push(format!(
+                "saved: {} + {} starts is not the grid's {}",
+                self.starts_used, self.starts, self.grid_starts
+            ));
+        }
+        let grid = self.measure_s_per_start * self.grid_starts as f64;
+        let tol = 1e-9 * grid.abs().max(1.0);
+        if (grid - self.grid_measure_s).abs() > tol || (grid - self.measure_s_used - self.measure_s).abs() > tol {
+            bad.push(format!(
+                "saved: {} s of the grid less {} s used is not the {} s saved",
+                self.grid_measure_s, self.measure_s_used, self.measure_s
+            ));
+        }
+        bad
+    }
+
     /// The search's starts and their records against the grid of `allowed` configurations.
     fn of(search: &Search<'_>, rec: &Recorded, allowed: usize, ph: Phases) -> Option<Saved> {
         let groups: Vec<&str> = search.started.iter().map(|c| c.group.as_str()).collect();
@@ -361,7 +381,11 @@ fn screening(tp: &TunePlan, search: &Search<'_>) -> Option<Screening> {
     let s = &search.screens;
     Some(Screening {
         share,
-        screened_only: search.started.iter().filter(|c| s.out(&c.group)).count(),
+        screened_only: search
+            .started
+            .iter()
+            .filter(|c| s.out(&c.group) && s.short.get(&c.group).is_some_and(Option::is_some))
+            .count(),
         full: search.measured.values().filter(|m| m.is_some()).count(),
         noise: s.noise.clone(),
     })

@@ -79,6 +79,35 @@ pub struct Screening {
     pub noise: Option<ScreenNoise>,
 }
 
+impl Screening {
+    /// Checks the counts and the short phase's noise against the rows written beside them, by a plainer
+    /// path: screened out are the rows of status `screened` with a short-phase figure, measured in full the
+    /// searched rows with a search figure, and the noise is recomputed from the rows' (short, full) pairs.
+    pub fn holds(&self, rows: &[super::Row]) -> Vec<String> {
+        let mut bad = Vec::new();
+        let out = rows.iter().filter(|r| r.status == "screened" && r.screen.is_some()).count();
+        let full = rows.iter().filter(|r| r.searched.is_some() && r.search.is_some()).count();
+        if (out, full) != (self.screened_only, self.full) {
+            bad.push(format!(
+                "screening: {} screened out and {} in full, where the rows give {out} and {full}",
+                self.screened_only, self.full
+            ));
+        }
+        let pairs: Vec<(f64, f64)> =
+            rows.iter().filter_map(|r| Some((r.screen.as_ref()?.value, r.search.as_ref()?.value))).collect();
+        let again = ScreenNoise::of(&pairs);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+        let same = match (&again, &self.noise) {
+            (Some(a), Some(b)) => a.pairs == b.pairs && close(a.ratio, b.ratio) && close(a.sd, b.sd),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if !same {
+            bad.push(format!("screening: short-phase noise {:?} where the rows give {again:?}", self.noise));
+        }
+        bad
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +134,45 @@ mod tests {
         let noisy = ScreenNoise::of(&[(90.0, 100.0), (100.0, 100.0), (110.0, 100.0)]).unwrap();
         assert!(finalist(Some(80.0), best, Some(&noisy)));
         assert!((noisy.as_full(50.0) - 50.0).abs() < 1e-9 && (n.as_full(98.0) - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn screenings_figures_are_checked_against_the_rows() {
+        let m = |value: f64| super::super::Measured {
+            value,
+            ci: None,
+            per_repeat: vec![value],
+            per_start: vec![value],
+            start_index: vec![0],
+            level: "c=4".into(),
+            p95_e2e_s: None,
+            none_within: None,
+        };
+        let row = |search: Option<f64>, screen: Option<f64>, status: &str| super::super::Row {
+            group: "g".into(),
+            setting: "x=1".into(),
+            defaults: false,
+            searched: Some(1),
+            search: search.map(m),
+            screen: screen.map(m),
+            confirm: None,
+            status: status.into(),
+            note: None,
+            command: String::new(),
+            lower: None,
+        };
+        let rows = [
+            row(Some(100.0), Some(97.0), "ok"),
+            row(Some(200.0), Some(196.0), "ok"),
+            row(Some(50.0), Some(49.5), "ok"),
+            row(None, Some(10.0), "screened"),
+        ];
+        let noise = ScreenNoise::of(&[(97.0, 100.0), (196.0, 200.0), (49.5, 50.0)]);
+        let s = Screening { share: 0.25, screened_only: 1, full: 3, noise };
+        assert!(s.holds(&rows).is_empty(), "{:?}", s.holds(&rows));
+        let wrong = Screening { screened_only: 2, ..s.clone() };
+        assert!(!wrong.holds(&rows).is_empty());
+        let no_noise = Screening { noise: None, ..s };
+        assert!(!no_noise.holds(&rows).is_empty());
     }
 }
