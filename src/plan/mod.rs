@@ -84,6 +84,7 @@ pub fn build(spec: &Spec) -> Result<Plan, PlanError> {
             let repeats = spec.planned_repeats().max(1) as u32 + tune.confirm_repeats * tune.confirm_starts;
             let mut plan = build_points(&t.spec, t.points, repeats)?;
             let tp = tune::finish(spec, t.axes, &plan.groups)?;
+            tune::screen_points(&tp, &mut plan.groups);
             // The estimate covers the starts the budget allows, not every configuration of the space.
             let n = (tp.starts as usize).min(plan.groups.len());
             plan.estimate = estimate::wall_time(spec, &plan.groups[..n], None);

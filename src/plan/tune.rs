@@ -4,7 +4,7 @@
 //! the one configuration with every flag left out is vLLM's defaults, planned last. The planner plans every
 //! configuration; the executor starts only those the search asks for (`stats::tune`).
 
-use super::{PlanError, ServerGroup, TuneAxisPlan, TuneConfig, TunePlan, key};
+use super::{PlanError, Point, ServerGroup, TuneAxisPlan, TuneConfig, TunePlan, key};
 use crate::spec::{ArgValue, EngineKind, Scalar, Spec, TuneAxis, TuneObjective};
 use indexmap::IndexMap;
 
@@ -137,6 +137,13 @@ fn check(spec: &Spec, t: &crate::spec::Tune) -> Result<(), PlanError> {
     if t.confirm_starts == 0 || t.confirm_starts > 10 {
         return Err(err(&["tune", "confirm_starts"], "confirm_starts must be 1 to 10", "e.g. 2"));
     }
+    if !(0.0..1.0).contains(&t.screen) {
+        return Err(err(
+            &["tune", "screen"],
+            format!("screen {} is not a share of the measured load below 1", t.screen),
+            "e.g. `screen: 0.25` (a short phase of a quarter of the requests), or `screen: 0` for none",
+        ));
+    }
     let confirm = 2 * t.confirm_starts;
     if t.budget.starts <= confirm {
         return Err(err(
@@ -220,6 +227,33 @@ pub fn expand(spec: &Spec) -> Result<Option<Expanded>, PlanError> {
     Ok(Some(Expanded { spec: out, points, axes }))
 }
 
+/// Screening's short phases: one more repeat of every searched configuration's load points (after the
+/// search's and the confirmation's repeats, so the ids of those stay as they were), each measuring `screen`
+/// of the requests (at least one per concurrent slot) or of the duration. The schedule measures them first on
+/// a search start (`stats::tune::schedule`). vLLM's defaults are never screened: they are only confirmed.
+pub fn screen_points(tp: &TunePlan, groups: &mut [ServerGroup]) {
+    let Some(share) = tp.screen else { return };
+    let repeat = tp.search_repeats + tp.confirm_repeats * tp.confirm_starts;
+    for g in groups.iter_mut().filter(|g| g.id != tp.defaults_group) {
+        let short: Vec<Point> = g
+            .points
+            .iter()
+            .filter(|p| p.repeat == 0)
+            .filter_map(|p| {
+                let mut c = p.client.clone()?;
+                if c.requests > 0 {
+                    let floor = if c.open_loop.is_some() { 1 } else { c.concurrency.max(1) };
+                    c.requests = ((f64::from(c.requests) * share).ceil() as u32).max(floor).min(c.requests);
+                }
+                c.duration_s = c.duration_s.map(|d| d * share);
+                let id = super::content_hash(&(&p.id, "screen", &c, repeat));
+                Some(Point { id, vars: p.vars.clone(), repeat, client: Some(c) })
+            })
+            .collect();
+        g.points.extend(short);
+    }
+}
+
 /// The tune's plan over the planned groups, checking that only the tuned flags start new servers.
 pub fn finish(spec: &Spec, axes: Vec<TuneAxisPlan>, groups: &[ServerGroup]) -> Result<TunePlan, PlanError> {
     let t = spec.tune.as_ref().expect("finish follows expand");
@@ -257,6 +291,7 @@ pub fn finish(spec: &Spec, axes: Vec<TuneAxisPlan>, groups: &[ServerGroup]) -> R
         search_repeats: spec.planned_repeats().max(1) as u32,
         confirm_repeats: t.confirm_repeats,
         confirm_starts: t.confirm_starts,
+        screen: (t.screen > 0.0).then_some(t.screen),
         defaults_group: defaults_group.unwrap_or_default(),
         configs,
         axes,

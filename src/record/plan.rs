@@ -47,6 +47,11 @@ pub struct TunePlan {
     /// Confirmation starts per configuration (the winner, the defaults). Runs recorded before it existed had one.
     #[serde(default = "one")]
     pub confirm_starts: u32,
+    /// Screening: the short phase's share of the measured load, planned as one more repeat of every
+    /// searched configuration after the confirmation's (`plan::tune::screen_points`). None: off, or a run
+    /// recorded before screening existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen: Option<f64>,
     /// The group of vLLM's defaults: the tuned flags left out.
     pub defaults_group: String,
     /// The space's configurations: the group and one value index per axis.

@@ -11,7 +11,9 @@
 //!    findings); every open-loop finding in `rate_sweep.json` against its cells (`RateSweep::holds`, which also
 //!    holds goodput within the achieved rate), every probe and stop of `rate_search.json` against the search
 //!    rule and the cells at the probed rates (`SearchState::holds`), and the decision in `tune.json` against
-//!    that file's gain figures (`Decision::holds`).
+//!    that file's gain figures (`Decision::holds`, which holds the search's account against the full grid
+//!    too: `Saved::holds`), and screening's counts and short-phase noise against the rows
+//!    (`Screening::holds`).
 
 use crate::record::Recorded;
 use crate::record::manifest::Manifest;
@@ -112,6 +114,7 @@ fn tune_decision(dir: &Path) -> Vec<Disagreement> {
     let mut out = Vec::new();
     if let Some(t) = read_json::<crate::stats::tune::TuneReport>(dir, "tune.json", &mut out) {
         out.extend(t.decision.holds(&t).into_iter().map(|what| bad("tune.json", what)));
+        out.extend(t.screening.iter().flat_map(|s| s.holds(&t.rows)).map(|what| bad("tune.json", what)));
     }
     out
 }

@@ -1,9 +1,9 @@
 //! `tune.csv`: one row per configuration of a tune (searched, vLLM's defaults, pruned), a pure function of
-//! `stats::tune`.
+//! `stats::tune`; `screen_value` is screening's short phase on the search start (empty without one).
 
 use crate::stats::tune::{Measured, TuneReport};
 
-pub const COLUMNS: [&str; 17] = [
+pub const COLUMNS: [&str; 18] = [
     "rank",
     "setting",
     "group",
@@ -14,6 +14,7 @@ pub const COLUMNS: [&str; 17] = [
     "search_ci_high",
     "search_level",
     "search_p95_e2e_s",
+    "screen_value",
     "confirm_value",
     "confirm_ci_low",
     "confirm_ci_high",
@@ -58,6 +59,7 @@ pub fn render(t: &TuneReport) -> Result<Vec<u8>, csv::Error> {
             r.searched.map(|n| n.to_string()).unwrap_or_default(),
         ];
         row.extend(cells(&r.search));
+        row.push(r.screen.as_ref().map(|m| format!("{:.4}", m.value)).unwrap_or_default());
         row.extend(cells(&r.confirm));
         row.push(note.render(minijinja::context! { n => &r.note }).map_err(template_error)?);
         row.push(r.command.clone());

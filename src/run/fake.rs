@@ -14,6 +14,8 @@
 //!                 `--height H` (default 1), `--width W` (default 1.5)
 //!   --noise-pct P between-start noise: each start of a group is P% faster or slower (normal, drawn from
 //!                 `--seed S`, the group and how many times it was started in this process), its repeats alike
+//!   --phase-noise-pct Q  within-start noise: each measured phase of n requests is Q/√n % faster or slower
+//!                 (normal, drawn from the start's own stream), so a short phase strays more than a full one
 //! Records are synthetic and deterministic (1 ms per token); they exercise control flow and never stand
 //! for a measurement.
 
@@ -38,6 +40,8 @@ pub struct FakeServer {
     capacity: u32,
     /// How much faster than 1 ms a token this start serves (the planted surface and its start's noise).
     speed: f64,
+    /// `--phase-noise-pct` and this start's stream to draw each phase's noise from.
+    phase_noise: Option<(f64, u64)>,
 }
 
 fn arg_f64(argv: &[String], flag: &str) -> Option<f64> {
@@ -48,8 +52,9 @@ fn arg_f64(argv: &[String], flag: &str) -> Option<f64> {
 static STARTS: std::sync::Mutex<std::collections::BTreeMap<(u64, String), u64>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
-/// The planted surface at the group's flags times this start's noise (1 without `--peak`/`--noise-pct`).
-fn speed(argv: &[String]) -> f64 {
+/// The planted surface at the group's flags times this start's noise (1 without `--peak`/`--noise-pct`), and
+/// the start's stream for its phases' noise.
+fn speed(argv: &[String]) -> (f64, u64) {
     let surface = match argv.iter().position(|a| a == "--peak").and_then(|i| argv.get(i + 1)) {
         Some(peak) => {
             let c: Vec<f64> = peak.split(',').filter_map(|v| v.parse().ok()).collect();
@@ -66,7 +71,7 @@ fn speed(argv: &[String]) -> f64 {
         }
         None => 1.0,
     };
-    let Some(pct) = arg_f64(argv, "--noise-pct") else { return surface };
+    let pct = arg_f64(argv, "--noise-pct").unwrap_or(0.0);
     let seed = arg(argv, "--seed").unwrap_or(0);
     let key = flags_key(argv);
     let n = {
@@ -79,7 +84,8 @@ fn speed(argv: &[String]) -> f64 {
     for b in key.bytes() {
         s = splitmix(&mut s) ^ u64::from(b);
     }
-    surface * (1.0 + pct / 100.0 * normal(&mut s)).max(0.1)
+    let z = normal(&mut s);
+    (surface * (1.0 + pct / 100.0 * z).max(0.1), s)
 }
 
 /// What tells one configuration from another for the noise draw: its flags, not the binary's path or the port
@@ -136,13 +142,15 @@ impl Engine for FakeEngine<'_> {
         }
         record.ready_s = Some(0.0);
         record.served_model = Some("zero".to_owned());
+        let (speed, stream) = speed(argv);
         Ok(FakeServer {
             record,
             answered: 0,
             die_after: arg(argv, "--die-after"),
             http_500: argv.iter().any(|a| a == "--http-500"),
             capacity: arg(argv, "--max-num-seqs").or(arg(argv, "--capacity")).map_or(u32::MAX, |c| c.max(1) as u32),
-            speed: speed(argv),
+            speed,
+            phase_noise: arg_f64(argv, "--phase-noise-pct").map(|q| (q, stream)),
         })
     }
 
@@ -199,6 +207,11 @@ fn phase(server: &mut FakeServer, group: &ServerGroup, point: &Point, attempt: u
         (Some(d), None) => ((d / e2e).ceil() as u32).max(1) * conc,
         (None, _) => c.requests.max(1),
     };
+    let slow = match &mut server.phase_noise {
+        Some((q, stream)) => slow / (1.0 + *q / 100.0 / f64::from(count).sqrt() * normal(stream)).max(0.1),
+        None => slow,
+    };
+    let e2e = f64::from(tokens) * 1e-3 * slow;
     let mut requests = Vec::new();
     for index in 0..c.warmup + count {
         let warmup = index < c.warmup;
@@ -297,6 +310,7 @@ pub(crate) fn synthetic(plan: &crate::plan::Plan) -> crate::record::Recorded {
             http_500: false,
             capacity: u32::MAX,
             speed: 1.0,
+            phase_noise: None,
         };
         rec.servers.push(record);
         for point in &group.points {

@@ -185,14 +185,16 @@ impl<'a> Schedule<'a> {
     }
 
     /// The points a progress bar counts: a search measures about `max_probes` rungs per group, a tune its
-    /// search repeats per start.
+    /// search repeats per start (and, screening, its short phase: at most both).
     pub fn expected_points(&self) -> usize {
         let plan = self.plan;
         if let Some(t) = &plan.tune {
+            let short = t.search_repeats + t.confirm_repeats * t.confirm_starts;
+            let searched = |r: u32| r < t.search_repeats || (t.screen.is_some() && r == short);
             let per_start = plan
                 .groups
                 .first()
-                .map_or(0, |g| g.points.iter().filter(|p| p.client.is_some() && p.repeat < t.search_repeats).count());
+                .map_or(0, |g| g.points.iter().filter(|p| p.client.is_some() && searched(p.repeat)).count());
             return per_start * t.starts as usize;
         }
         plan.groups.iter().map(|g| self.expected_in(g)).sum()

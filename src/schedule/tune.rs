@@ -8,8 +8,15 @@ use crate::record::Recorded;
 pub(super) struct Tune;
 
 impl Policy for Tune {
-    fn on_running(&self, s: &Schedule<'_>, start: &Start, _rec: &Recorded) -> Step {
+    fn on_running(&self, s: &Schedule<'_>, start: &Start, rec: &Recorded) -> Step {
         match s.next_unvisited(start) {
+            // After its short phase, a configuration that is no finalist is not measured in full.
+            Some(p)
+                if is_full_search(s, p.repeat)
+                    && crate::stats::tune::screened_out(s.spec, s.plan, rec, &start.group) =>
+            {
+                Step::StopGroup { group: start.group.clone(), why: StopWhy::Finished }
+            }
             Some(p) => Schedule::measure_or_skip(&start.group, p, None),
             None => Step::StopGroup { group: start.group.clone(), why: StopWhy::Finished },
         }
@@ -44,7 +51,8 @@ impl Policy for Tune {
                 continue;
             }
             let Some(g) = s.group(&group) else { continue };
-            let todo: Vec<String> = g.points.iter().filter(|p| points.contains(&p.id)).map(|p| p.id.clone()).collect();
+            // In the order asked: a search start measures its short phase first.
+            let todo: Vec<String> = points.iter().filter(|id| g.points.iter().any(|p| &p.id == *id)).cloned().collect();
             if !todo.is_empty() && !in_flight.contains(&group) {
                 out.push((group, todo));
             }
@@ -54,4 +62,9 @@ impl Policy for Tune {
         }
         Ok(out)
     }
+}
+
+/// A repeat of a search start's full phase on a screened tune.
+fn is_full_search(s: &Schedule<'_>, repeat: u32) -> bool {
+    s.plan.tune.as_ref().is_some_and(|t| t.screen.is_some() && repeat < t.search_repeats)
 }

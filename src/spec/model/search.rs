@@ -53,6 +53,16 @@ pub struct Tune {
     /// server do not show what another start of the same configuration serves.
     #[serde(default = "default_confirm_starts")]
     pub confirm_starts: u32,
+    /// Screening (default 0.25): each searched configuration is first measured with a short phase, this
+    /// fraction of the load's measured requests (or duration); only a finalist — one whose short phase could
+    /// still beat the best measured in full — gets the full phase, on the same server start. `0` gives every
+    /// searched configuration the full phase.
+    #[serde(default = "default_screen")]
+    pub screen: f64,
+}
+
+pub(super) fn default_screen() -> f64 {
+    0.25
 }
 
 pub(super) fn default_confirm_starts() -> u32 {

@@ -176,8 +176,7 @@ impl Decision {
         }
         bad.extend(t.planned.iter().flat_map(super::noise::Planned::holds));
         if let Some(s) = &t.saved
-            && (s.starts + t.search_starts != s.grid_starts.max(t.search_starts)
-                || !same(s.measure_s, s.measure_s_per_start * s.starts as f64))
+            && (s.starts + t.search_starts != s.grid_starts.max(t.search_starts) || !s.holds().is_empty())
         {
             bad.push(format!("saved: {s:?} against {} search starts", t.search_starts));
         }
@@ -331,6 +330,7 @@ mod properties {
             defaults: searched.is_none(),
             searched,
             search: confirm.clone(),
+            screen: None,
             confirm,
             status: "ok".into(),
             note: None,
@@ -370,6 +370,7 @@ mod properties {
             search_starts: 3,
             confirm_starts: 4,
             saved: None,
+            screening: None,
             budget_starts: 7,
             spent_s: 100.0,
             wall_s: None,

@@ -6,6 +6,7 @@
 //! - `gp`: the search's model (a Gaussian process with expected improvement over a discrete space);
 //! - `objective`: a configuration's objective from its records, and the gain over the defaults;
 //! - `schedule`: the schedule's inputs (what was started, what to start next, the confirmation's order);
+//! - `screen`: screening (a short phase first, the full one for finalists) and its finalist rule;
 //! - `rows`: the report's table and Pareto points;
 //! - `decision`: the typed findings (objective, why the search stopped, the decision) and their `holds()`.
 
@@ -15,12 +16,14 @@ pub mod noise;
 pub mod objective;
 mod rows;
 pub mod schedule;
+pub mod screen;
 
 pub use decision::{Decision, Objective, Pick, Stopped};
 pub use gp::{Axis, Config, Observation, Step, configs, step};
 pub use noise::{Noise, Planned};
 pub use objective::{Gain, Measured, RowNote, gain_of};
-pub use schedule::{InFlight, Next};
+pub use schedule::{InFlight, Next, screened_out};
+pub use screen::{ScreenNoise, Screening};
 
 use crate::record::Recorded;
 use crate::record::plan::{Plan, ServerGroup, TuneConfig, TunePlan};
@@ -45,42 +48,77 @@ pub struct ParetoPoint {
     pub on_front: bool,
 }
 
-/// The search against the full grid: starts, and measurement time, saved.
+/// The search against the full grid (every configuration the capacity model allows, started once and
+/// measured in full): server starts, and measurement time, each used and saved. Apart, because a start costs
+/// its ready time whatever is measured on it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Saved {
     /// Configurations the full grid would start (every one not pruned).
     pub grid_starts: usize,
+    /// Search starts made.
+    pub starts_used: usize,
     /// Search starts not made.
     pub starts: usize,
-    /// Seconds of measured phases the search recorded per start, on average, over its starts.
+    /// Seconds of one full search phase, on average over the starts measured in full.
     pub measure_s_per_start: f64,
-    /// Measurement seconds not spent: the starts not made at that average.
+    /// Measurement seconds the full grid would spend: every start at that average.
+    pub grid_measure_s: f64,
+    /// Measurement seconds the search recorded: its short phases and its full ones.
+    pub measure_s_used: f64,
+    /// Measurement seconds not spent: the grid's less the search's.
     pub measure_s: f64,
     /// Seconds of server readiness per start, on average (what each start not made also saves).
     pub ready_s_per_start: f64,
 }
 
 impl Saved {
+    /// Checks that used and saved add up to the grid's, starts and seconds each.
+    pub fn holds(&self) -> Vec<String> {
+        let mut bad = Vec::new();
+        if self.starts != self.grid_starts.saturating_sub(self.starts_used) {
+            bad.push(format!(
+                "saved: {} + {} starts is not the grid's {}",
+                self.starts_used, self.starts, self.grid_starts
+            ));
+        }
+        let grid = self.measure_s_per_start * self.grid_starts as f64;
+        let tol = 1e-9 * grid.abs().max(1.0);
+        if (grid - self.grid_measure_s).abs() > tol || (grid - self.measure_s_used - self.measure_s).abs() > tol {
+            bad.push(format!(
+                "saved: {} s of the grid less {} s used is not the {} s saved",
+                self.grid_measure_s, self.measure_s_used, self.measure_s
+            ));
+        }
+        bad
+    }
+
     /// The search's starts and their records against the grid of `allowed` configurations.
-    fn of(search: &[&TuneConfig], rec: &Recorded, allowed: usize, search_repeats: u32) -> Option<Saved> {
-        let groups: Vec<&str> = search.iter().map(|c| c.group.as_str()).collect();
-        let measured: Vec<f64> = groups
+    fn of(search: &Search<'_>, rec: &Recorded, allowed: usize, ph: Phases) -> Option<Saved> {
+        let groups: Vec<&str> = search.started.iter().map(|c| c.group.as_str()).collect();
+        let secs = |g: &str, f: &dyn Fn(u32) -> bool| -> f64 {
+            rec.points.iter().filter(|p| p.group == g && f(p.repeat)).map(|p| p.wall_s).sum()
+        };
+        let full: Vec<f64> = groups
             .iter()
-            .map(|g| rec.points.iter().filter(|p| p.group == *g && p.repeat < search_repeats).map(|p| p.wall_s).sum())
+            .filter(|g| search.measured.get(*g).is_some_and(Option::is_some))
+            .map(|g| secs(g, &|r| r < ph.sr))
             .collect();
+        let used: f64 = groups.iter().map(|g| secs(g, &|r| ph.searched(r))).sum();
         let ready: Vec<f64> =
             rec.servers.iter().filter(|s| groups.contains(&s.id.as_str())).filter_map(|s| s.ready_s).collect();
-        if measured.is_empty() {
+        if full.is_empty() {
             return None;
         }
-        let per = measured.iter().sum::<f64>() / measured.len() as f64;
-        let starts = allowed.saturating_sub(search.len());
+        let per = full.iter().sum::<f64>() / full.len() as f64;
         let ready_per = if ready.is_empty() { 0.0 } else { ready.iter().sum::<f64>() / ready.len() as f64 };
         Some(Saved {
             grid_starts: allowed,
-            starts,
+            starts_used: groups.len(),
+            starts: allowed.saturating_sub(groups.len()),
             measure_s_per_start: per,
-            measure_s: per * starts as f64,
+            grid_measure_s: per * allowed as f64,
+            measure_s_used: used,
+            measure_s: per * allowed as f64 - used,
             ready_s_per_start: ready_per,
         })
     }
@@ -183,8 +221,12 @@ pub struct Row {
     /// The order of its search start (1 = first), None for vLLM's defaults.
     pub searched: Option<usize>,
     pub search: Option<Measured>,
+    /// Screening's short phase on the search start (None without screening); never a sample of the
+    /// between-start noise nor ranked by it.
+    #[serde(default)]
+    pub screen: Option<Measured>,
     pub confirm: Option<Measured>,
-    /// `ok`, `failed` (start or every point), `pruned`.
+    /// `ok`, `screened` (its short phase showed it no finalist), `failed` (start or every point), `pruned`.
     pub status: String,
     pub note: Option<RowNote>,
     pub command: String,
@@ -227,6 +269,8 @@ pub struct TuneReport {
     /// What the search saved against measuring every configuration the capacity model allows once, starts
     /// and measurement time apart (a start costs its ready time whatever is measured on it).
     pub saved: Option<Saved>,
+    /// What screening did (None without it).
+    pub screening: Option<Screening>,
     pub budget_starts: u32,
     /// Server time recorded (ready times and phases), against the wall budget.
     pub spent_s: f64,
@@ -324,7 +368,8 @@ pub fn analyze_in(
         planned,
         search_starts: search.started.len(),
         confirm_starts,
-        saved: Saved::of(&search.started, rec, tp.configs.len().saturating_sub(pruned.len()), ph.sr),
+        saved: Saved::of(&search, rec, tp.configs.len().saturating_sub(pruned.len()), ph),
+        screening: screening(tp, &search),
         budget_starts: tp.starts,
         spent_s,
         wall_s: tp.wall_s,
@@ -360,11 +405,27 @@ fn spent_s(rec: &Recorded) -> f64 {
     starts.filter_map(|s| s.ready_s).sum::<f64>() + rec.points.iter().map(|p| p.wall_s).sum::<f64>()
 }
 
-/// The search's pick: its best configuration, unless it met the objective nowhere (no level within the budget).
+/// What screening did: configurations screened out, those measured in full, the short phase's noise.
+fn screening(tp: &TunePlan, search: &Search<'_>) -> Option<Screening> {
+    let share = tp.screen?;
+    let s = &search.screens;
+    Some(Screening {
+        share,
+        screened_only: search
+            .started
+            .iter()
+            .filter(|c| s.out(&c.group) && s.short.get(&c.group).is_some_and(Option::is_some))
+            .count(),
+        full: search.measured.values().filter(|m| m.is_some()).count(),
+        noise: s.noise.clone(),
+    })
+}
+
+/// The search's pick: its best configuration measured in full, unless it met the objective nowhere (no level
+/// within the budget).
 fn winner(tp: &TunePlan, search: &Search<'_>) -> Option<String> {
     let config_group = |cfg: &Vec<usize>| tp.configs.iter().find(|c| &c.index == cfg).map(|c| c.group.clone());
     search
-        .step
         .best
         .as_ref()
         .and_then(config_group)

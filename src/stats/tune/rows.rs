@@ -43,7 +43,12 @@ pub(super) fn rows(
     let mut rows: Vec<Row> = Vec::new();
     for (n, c) in search.started.iter().enumerate() {
         let m = search.measured[c.group.as_str()].clone();
-        let failed = m.is_none();
+        let screen = search.screens.short.get(&c.group).cloned().flatten();
+        let status = match (&m, &screen) {
+            (Some(_), _) => "ok",
+            (None, Some(_)) if search.screens.out(&c.group) => "screened",
+            _ => "failed",
+        };
         rows.push(Row {
             group: c.group.clone(),
             setting: setting_of(tp, c),
@@ -51,15 +56,17 @@ pub(super) fn rows(
             searched: Some(n + 1),
             note: m.as_ref().and_then(|m| m.none_within.clone()),
             search: m,
+            screen,
             confirm: confirmed(spec, tp, rec, &c.group),
-            status: if failed { "failed".into() } else { "ok".into() },
+            status: status.into(),
             command: command(&c.group),
             lower: None,
         });
     }
+    // Measured in full first, then those screened out by their short phase, then the failed.
     rows.sort_by(|a, b| {
-        let v = |r: &Row| r.search.as_ref().map_or(f64::NEG_INFINITY, |m| m.value);
-        v(b).total_cmp(&v(a))
+        let v = |m: &Option<Measured>| m.as_ref().map_or(f64::NEG_INFINITY, |m| m.value);
+        v(&b.search).total_cmp(&v(&a.search)).then(v(&b.screen).total_cmp(&v(&a.screen)))
     });
     if defaults.is_some() || start_failed(rec, &tp.defaults_group) {
         rows.push(Row {
@@ -68,6 +75,7 @@ pub(super) fn rows(
             defaults: true,
             searched: None,
             search: None,
+            screen: None,
             note: defaults.and_then(|m| m.none_within.clone()),
             status: if defaults.is_some() { "ok".into() } else { "failed".into() },
             confirm: defaults.cloned(),
@@ -82,6 +90,7 @@ pub(super) fn rows(
             defaults: false,
             searched: None,
             search: None,
+            screen: None,
             confirm: None,
             status: "pruned".into(),
             note: Some(RowNote::Pruned { why: pruned[&c.group].clone() }),

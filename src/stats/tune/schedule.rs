@@ -4,6 +4,7 @@
 
 use super::gp::{Axis, Observation, Step, step};
 use super::objective::{Measured, objective, points_of};
+use super::screen::{ScreenNoise, finalist};
 use crate::record::plan::{Plan, ServerGroup, TuneConfig, TunePlan};
 use crate::record::{Recorded, Status};
 use crate::spec::Spec;
@@ -25,17 +26,35 @@ pub struct InFlight<'a> {
     pub free: usize,
 }
 
-/// The repeats of a tune's phases: `sr` search repeats, then `cs` confirmation starts of `cr` repeats each.
+/// The repeats of a tune's phases: `sr` search repeats, then `cs` confirmation starts of `cr` repeats each,
+/// then, with screening, the short phase's one repeat.
 #[derive(Clone, Copy)]
 pub(super) struct Phases {
     pub sr: u32,
     pub cr: u32,
     pub cs: u32,
+    pub screen: bool,
 }
 
 impl Phases {
     pub fn of(tp: &TunePlan) -> Phases {
-        Phases { sr: tp.search_repeats, cr: tp.confirm_repeats, cs: tp.confirm_starts.max(1) }
+        Phases {
+            sr: tp.search_repeats,
+            cr: tp.confirm_repeats,
+            cs: tp.confirm_starts.max(1),
+            screen: tp.screen.is_some(),
+        }
+    }
+
+    /// The short phase's repeat (empty without screening).
+    pub fn short(self) -> std::ops::Range<u32> {
+        let r = self.sr + self.cr * self.cs;
+        r..r + u32::from(self.screen)
+    }
+
+    /// A repeat of a search start: the short phase's or the full one's.
+    pub fn searched(self, repeat: u32) -> bool {
+        repeat < self.sr || self.short().contains(&repeat)
     }
 
     pub fn search(self) -> std::ops::Range<u32> {
@@ -78,8 +97,11 @@ pub(super) fn start_failed(rec: &Recorded, id: &str) -> bool {
 pub(super) struct Search<'a> {
     /// Configurations in the order they were started (first point record; in flight last).
     pub started: Vec<&'a TuneConfig>,
-    /// Each started configuration's objective over its search repeats (None: failed or not measured yet).
+    /// Each started configuration's objective over its search repeats, the full phase (None: failed, screened
+    /// out, or not measured yet).
     pub measured: BTreeMap<&'a str, Option<Measured>>,
+    /// With screening: each started configuration's short phase and whether it was a finalist.
+    pub screens: Screens,
     pub axes: Vec<Axis>,
     pub observed: Vec<Observation>,
     /// The constant liar: the mean of what was measured, taken for each start in flight.
@@ -87,13 +109,16 @@ pub(super) struct Search<'a> {
     /// The search's first configuration: the middle of the space.
     pub middle: Vec<usize>,
     pub step: Step,
+    /// The best configuration measured in full (highest posterior mean among them): the search's pick.
+    pub best: Option<Vec<usize>>,
     /// A started configuration whose search points are not all recorded (it is measured first).
     pub unfinished: Option<String>,
 }
 
 /// The configurations of `tp` in the order the search started them, those in flight last.
 fn started<'a>(tp: &'a TunePlan, rec: &Recorded, inflight: &InFlight<'_>) -> Vec<&'a TuneConfig> {
-    let first_at = |id: &str| rec.points.iter().position(|p| p.group == id && p.repeat < tp.search_repeats);
+    let ph = Phases::of(tp);
+    let first_at = |id: &str| rec.points.iter().position(|p| p.group == id && ph.searched(p.repeat));
     let mut started: Vec<(&TuneConfig, usize)> = tp
         .configs
         .iter()
@@ -110,6 +135,78 @@ fn started<'a>(tp: &'a TunePlan, rec: &Recorded, inflight: &InFlight<'_>) -> Vec
     started.into_iter().map(|(c, _)| c).collect()
 }
 
+/// A phase's objective and where its last record lies in the journal.
+struct Phase {
+    measured: Option<Measured>,
+    at: Option<usize>,
+}
+
+impl Phase {
+    fn of(spec: &Spec, tp: &TunePlan, rec: &Recorded, g: &str, repeats: std::ops::Range<u32>) -> Phase {
+        let at = rec.points.iter().rposition(|p| p.group == g && repeats.contains(&p.repeat));
+        let measured = at.and_then(|_| objective(spec, tp, &points_of(rec, g, repeats), &rec.requests));
+        Phase { measured, at }
+    }
+
+    fn value(&self) -> Option<f64> {
+        self.measured.as_ref().map(|m| m.value)
+    }
+}
+
+/// Screening as recorded: each configuration's short phase, whether it made it a finalist, and the short
+/// phase's noise over every pair (short and full on one start).
+#[derive(Default)]
+pub(super) struct Screens {
+    pub short: BTreeMap<String, Option<Measured>>,
+    pub finalist: BTreeMap<String, bool>,
+    pub noise: Option<ScreenNoise>,
+}
+
+impl Screens {
+    /// Each of `groups`' verdict is judged on what was recorded before its short phase ended (the best figure
+    /// measured in full then, the pairs then), as the schedule judged it while its server was up.
+    pub fn of(spec: &Spec, tp: &TunePlan, rec: &Recorded, groups: &[&str]) -> Screens {
+        let ph = Phases::of(tp);
+        if !ph.screen {
+            return Screens::default();
+        }
+        let phases: Vec<(&str, Phase, Phase)> = groups
+            .iter()
+            .map(|g| (*g, Phase::of(spec, tp, rec, g, ph.short()), Phase::of(spec, tp, rec, g, ph.search())))
+            .collect();
+        let pairs_before = |at: usize| -> (Option<f64>, Vec<(f64, f64)>) {
+            let full: Vec<(&Phase, &Phase)> =
+                phases.iter().filter(|(_, _, f)| f.at.is_some_and(|a| a < at)).map(|(_, s, f)| (s, f)).collect();
+            let best = full
+                .iter()
+                .filter_map(|(_, f)| f.value())
+                .fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.max(v))));
+            (best, full.iter().filter_map(|(s, f)| Some((s.value()?, f.value()?))).collect())
+        };
+        let mut out = Screens::default();
+        for (g, short, _) in &phases {
+            let Some(at) = short.at else { continue };
+            let (best, pairs) = pairs_before(at);
+            out.finalist.insert((*g).to_owned(), finalist(short.value(), best, ScreenNoise::of(&pairs).as_ref()));
+            out.short.insert((*g).to_owned(), short.measured.clone());
+        }
+        out.noise = ScreenNoise::of(&pairs_before(usize::MAX).1);
+        out
+    }
+
+    /// Whether `g` was screened and found no finalist.
+    pub fn out(&self, g: &str) -> bool {
+        self.finalist.get(g) == Some(&false)
+    }
+}
+
+/// Whether the search start of `group` ends after its short phase: screened, and no finalist.
+pub fn screened_out(spec: &Spec, plan: &Plan, rec: &Recorded, group: &str) -> bool {
+    let Some(tp) = plan.tune.as_ref().filter(|tp| tp.screen.is_some()) else { return false };
+    let groups: Vec<&str> = tp.configs.iter().map(|c| c.group.as_str()).collect();
+    Screens::of(spec, tp, rec, &groups).out(group)
+}
+
 impl<'a> Search<'a> {
     pub fn of(
         spec: &Spec,
@@ -119,7 +216,7 @@ impl<'a> Search<'a> {
         allowed: &dyn Fn(&Vec<usize>) -> bool,
         inflight: &InFlight<'_>,
     ) -> Search<'a> {
-        let sr = tp.search_repeats;
+        let ph = Phases::of(tp);
         let axes: Vec<Axis> = tp
             .axes
             .iter()
@@ -127,28 +224,47 @@ impl<'a> Search<'a> {
             .collect();
         let started = started(tp, rec, inflight);
         let pending = |g: &str| inflight.groups.iter().any(|p| p == g);
+        let groups: Vec<&str> = started.iter().map(|c| c.group.as_str()).collect();
+        let screens = Screens::of(spec, tp, rec, &groups);
         let unfinished = started
             .iter()
-            .filter(|c| !pending(&c.group))
-            .find(|c| !start_failed(rec, &c.group) && !missing(plan, rec, &c.group, 0..sr).is_empty())
+            .filter(|c| !pending(&c.group) && !start_failed(rec, &c.group))
+            .find(|c| {
+                let short = !missing(plan, rec, &c.group, ph.short()).is_empty();
+                short || (!screens.out(&c.group) && !missing(plan, rec, &c.group, ph.search()).is_empty())
+            })
             .map(|c| c.group.clone());
         let measured: BTreeMap<&str, Option<Measured>> = started
             .iter()
-            .map(|c| (c.group.as_str(), objective(spec, tp, &points_of(rec, &c.group, 0..sr), &rec.requests)))
+            .map(|c| (c.group.as_str(), objective(spec, tp, &points_of(rec, &c.group, ph.search()), &rec.requests)))
             .collect();
-        let values: Vec<f64> = measured.values().flatten().map(|m| m.value).collect();
+        // A configuration screened out is seen by the model at its short phase's figure on the full scale.
+        let value = |g: &str| {
+            measured[g].as_ref().map(|m| m.value).or_else(|| {
+                let short = screens.short.get(g)?.as_ref()?.value;
+                Some(screens.noise.as_ref().map_or(short, |n| n.as_full(short)))
+            })
+        };
+        let values: Vec<f64> = started.iter().filter(|c| !pending(&c.group)).filter_map(|c| value(&c.group)).collect();
         let lie = (!values.is_empty()).then(|| super::super::summary::mean(&values));
         let observed: Vec<Observation> = started
             .iter()
             .map(|c| Observation {
                 config: c.index.clone(),
-                value: if pending(&c.group) { lie } else { measured[c.group.as_str()].as_ref().map(|m| m.value) },
+                value: if pending(&c.group) { lie } else { value(&c.group) },
             })
             .collect();
         // Start from the middle of the space, then let expected improvement choose.
         let middle: Vec<usize> = tp.axes.iter().map(|a| a.values.len() / 2).collect();
         let step = step(&axes, &observed, std::slice::from_ref(&middle), allowed);
-        Search { started, measured, axes, observed, lie, middle, step, unfinished }
+        let mean_at =
+            |cfg: &Vec<usize>| step.all.iter().position(|c| c == cfg).map_or(f64::NEG_INFINITY, |i| step.mean[i]);
+        let best = started
+            .iter()
+            .filter(|c| measured[c.group.as_str()].is_some())
+            .max_by(|a, b| mean_at(&a.index).total_cmp(&mean_at(&b.index)))
+            .map(|c| c.index.clone());
+        Search { started, measured, screens, axes, observed, lie, middle, step, best, unfinished }
     }
 }
 
@@ -180,8 +296,14 @@ pub(super) struct Ask<'a, 'b> {
 pub(super) fn nexts(a: &Ask<'_, '_>, inflight: &InFlight<'_>) -> (Option<Next>, Vec<Next>) {
     let ph = Phases::of(a.tp);
     let config_group = |cfg: &Vec<usize>| a.tp.configs.iter().find(|c| &c.index == cfg).map(|c| c.group.clone());
-    let search_next =
-        |g: String| Next { points: missing(a.plan, a.rec, &g, ph.search()), group: g, phase: "search".into() };
+    // The short phase first; the schedule then measures the full phase on the same start only for a finalist.
+    let search_next = |g: String| {
+        let mut points = missing(a.plan, a.rec, &g, ph.short());
+        if !a.search.screens.out(&g) {
+            points.extend(missing(a.plan, a.rec, &g, ph.search()));
+        }
+        Next { points, group: g, phase: "search".into() }
+    };
     let confirm_next = |g: &String, k: u32| {
         let m = missing(a.plan, a.rec, g, ph.start(k));
         (!m.is_empty() && !start_failed(a.rec, g)).then(|| Next {
