@@ -123,6 +123,7 @@ fn tune_specs_are_checked_before_anything_starts() {
         ("capacity: {min: 1, max: 8}", "capacity: [2, 2]", "lists 2 twice"),
         ("capacity: {min: 1, max: 8}", "capacity: {min: 8, max: 1}", "is empty"),
         ("\nrepeats: 2", "\nprecision: {rel_ci: 0.05}", "`precision:` and `tune:`"),
+        ("confirm_starts: 2\n", "confirm_starts: 2\n  equivalence_margin: 2\n", "above 0 and below 1"),
     ];
     for (from, to, want) in cases {
         let text = spec(1, 6).replace(from, to);

@@ -162,11 +162,26 @@ fn a_gain_of_half_the_noise_ends_in_defaults_as_good() {
 /// fake resolves and logs it) to 2 (x = 2), `--y` plays no part; each over [0, 1, 2], every configuration
 /// searched once, then the pick and the defaults three starts each.
 fn one_flag_matters(dir: &Path, noise_pct: f64, seed: u64, defaults: bool) -> (serde_json::Value, String) {
+    one_flag_matters_within(dir, noise_pct, seed, defaults, None)
+}
+
+/// `one_flag_matters` with `tune.equivalence_margin` set.
+fn one_flag_matters_within(
+    dir: &Path,
+    noise_pct: f64,
+    seed: u64,
+    defaults: bool,
+    margin: Option<f64>,
+) -> (serde_json::Value, String) {
     let logged = if defaults { ", \"--defaults\", \"x=0,y=0\"" } else { "" };
     let plant = format!(
         "\"--peak\", \"2,_\", \"--width\", \"0.5\", \"--noise-pct\", \"{noise_pct}\", \"--seed\", \"{seed}\"{logged}"
     );
-    let t = tune(dir, &spec("    x: [0, 1, 2]\n    y: [0, 1, 2]\n", &plant, 15, 3));
+    let mut text = spec("    x: [0, 1, 2]\n    y: [0, 1, 2]\n", &plant, 15, 3);
+    if let Some(m) = margin {
+        text = text.replace("confirm_starts: 3\n", &format!("confirm_starts: 3\n  equivalence_margin: {m}\n"));
+    }
+    let t = tune(dir, &text);
     let md = std::fs::read_to_string(dir.join("out").join("s").join("r").join("tune.md")).unwrap();
     let typed: servelab::stats::tune::TuneReport = serde_json::from_value(t.clone()).unwrap();
     assert_eq!(typed.decision.holds(&typed), Vec::<String>::new(), "the findings hold against their rows");
@@ -216,6 +231,10 @@ fn a_wide_interval_is_not_does_not_matter() {
     let c = y["contrasts"].as_array().unwrap();
     assert!(!c.is_empty() && c.iter().any(|c| c["ci"][1].as_f64().unwrap() - c["ci"][0].as_f64().unwrap() > 0.04));
     assert!(!md.contains("does not matter here (within"), "{md}");
+    // The same runs with a margin of ±50% (the spec's `tune.equivalence_margin`): those intervals lie inside.
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, _) = one_flag_matters_within(tmp.path(), 5.0, 7, true, Some(0.5));
+    assert_eq!((t["effects"]["margin"].as_f64(), &effect(&t, "y")["verdict"]), (Some(0.5), &"does_not_matter".into()));
 }
 
 /// Without a log that states the defaults (older records, engines that say nothing), each default is "not
