@@ -138,6 +138,16 @@ mod tests {
         assert_eq!(parse("Model loading took 0.93 GiB and 2.0 seconds"), None, "a log without arguments");
     }
 
+    /// The head of a real vLLM 0.32 CPU start at `VLLM_LOGGING_LEVEL=DEBUG` (no `--max-num-seqs`,
+    /// `--max-num-batched-tokens`): it names the values it defaulted to for the API server.
+    #[test]
+    fn a_debug_cpu_log_names_its_batch_defaults() {
+        let a = parse(include_str!("../../tests/fixtures/logs/cpu-0.32-debug-defaults-head.log")).unwrap();
+        assert_eq!(a.value("max-num-seqs"), Some((&LogValue::Int(128), ArgSource::Resolved)));
+        assert_eq!(a.value("max-num-batched-tokens"), Some((&LogValue::Int(2048), ArgSource::Resolved)));
+        assert_eq!(a.value("max-model-len"), Some((&LogValue::Int(512), ArgSource::NonDefault)));
+    }
+
     #[test]
     fn values_compare_as_a_spec_writes_them() {
         assert!(LogValue::Int(256).same_as("256") && !LogValue::Int(256).same_as("257"));
