@@ -110,6 +110,7 @@ pub fn parse(log: &str) -> LogFacts {
         }
     }
     f.kv_gib = f.reserved_kv_gib.or(f.available_kv_gib).or(f.cpu_kv_gib);
+    f.args = super::logargs::parse(log);
     f
 }
 

@@ -2,6 +2,7 @@
 //! facts, stop it. Knows nothing of experiments or reports.
 
 pub mod log;
+pub mod logargs;
 pub mod logparse;
 pub mod process;
 pub mod ready;

@@ -144,6 +144,13 @@ fn check(spec: &Spec, t: &crate::spec::Tune) -> Result<(), PlanError> {
             "e.g. `screen: 0.25` (a short phase of a quarter of the requests), or `screen: 0` for none",
         ));
     }
+    if t.equivalence_margin.is_some_and(|m| !(m > 0.0 && m < 1.0)) {
+        return Err(err(
+            &["tune", "equivalence_margin"],
+            "equivalence_margin is a fraction of the objective, above 0 and below 1",
+            "e.g. 0.02 (±2%)",
+        ));
+    }
     let confirm = 2 * t.confirm_starts;
     if t.budget.starts <= confirm {
         return Err(err(

@@ -201,6 +201,100 @@ pub struct LogFacts {
     pub cudagraph_gib: Option<f64>,
     /// The lines these facts came from, without their prefixes.
     pub lines: Vec<String>,
+    /// The engine arguments as this server resolved them (`engine::logargs`); absent where the log says
+    /// nothing of them (logs of older records, engines that are not vLLM), so such records read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<EngineArgs>,
+}
+
+/// vLLM's engine arguments as its startup log states them, keyed by vLLM's Python name (`max_num_seqs`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineArgs {
+    /// "non-default args: {...}": what the command line set away from vLLM's argument defaults.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub non_default: BTreeMap<String, LogValue>,
+    /// What the engine resolved where it says so: the scalar entries of "Initializing a V1 LLM engine (...)
+    /// with config: k=v, ...", "Chunked prefill is enabled with max_num_batched_tokens=N" and, at DEBUG,
+    /// "Defaulting max_num_seqs to N for ... usage context".
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resolved: BTreeMap<String, LogValue>,
+}
+
+/// Where a value of [`EngineArgs`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArgSource {
+    /// The command line set it ("non-default args").
+    NonDefault,
+    /// The engine resolved it (its config line, or a line naming the value it defaulted to).
+    Resolved,
+}
+
+impl EngineArgs {
+    /// The value of flag `flag` (vLLM's command-line name, `max-num-seqs`, or its Python name) as this
+    /// server ran with it, and where the log said so; None where the log does not say.
+    pub fn value(&self, flag: &str) -> Option<(&LogValue, ArgSource)> {
+        let key = flag.trim_start_matches('-').replace('-', "_");
+        (self.non_default.get(&key).map(|v| (v, ArgSource::NonDefault)))
+            .or_else(|| self.resolved.get(&key).map(|v| (v, ArgSource::Resolved)))
+    }
+}
+
+/// A scalar of vLLM's log, typed as Python printed it: `True`, `8192`, `0.9`, `'auto'`, `None`, or a bare
+/// word (`torch.bfloat16`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LogValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    None,
+}
+
+impl LogValue {
+    /// Python's repr of a scalar; None for a container or an object (`[...]`, `{...}`, `X(...)`, `<...>`).
+    pub fn of_python(text: &str) -> Option<LogValue> {
+        let t = text.trim();
+        let quoted = |q: char| t.len() >= 2 && t.starts_with(q) && t.ends_with(q);
+        Some(match t {
+            "True" => LogValue::Bool(true),
+            "False" => LogValue::Bool(false),
+            "None" => LogValue::None,
+            _ if quoted('\'') || quoted('"') => LogValue::Text(t[1..t.len() - 1].to_owned()),
+            _ if t.is_empty() || t.contains(['[', '{', '(', '<', ' ', '\'', '"']) => return None,
+            _ => match (t.parse::<i64>(), t.parse::<f64>()) {
+                (Ok(i), _) => LogValue::Int(i),
+                (_, Ok(f)) if f.is_finite() => LogValue::Float(f),
+                _ => LogValue::Text(t.to_owned()),
+            },
+        })
+    }
+
+    /// Whether a value as a spec writes it (`256`, `true`, `auto`) is this one: numbers by value, booleans
+    /// in either case, text as written.
+    pub fn same_as(&self, written: &str) -> bool {
+        let w = written.trim();
+        match self {
+            LogValue::Bool(b) => w.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
+            LogValue::Int(i) => w.parse::<f64>().is_ok_and(|x| x == *i as f64),
+            LogValue::Float(f) => w.parse::<f64>().is_ok_and(|x| x == *f),
+            LogValue::Text(s) => s == w,
+            LogValue::None => w.eq_ignore_ascii_case("none") || w == "null",
+        }
+    }
+}
+
+impl std::fmt::Display for LogValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogValue::Bool(b) => write!(f, "{b}"),
+            LogValue::Int(i) => write!(f, "{i}"),
+            LogValue::Float(x) => write!(f, "{x}"),
+            LogValue::Text(s) => f.write_str(s),
+            LogValue::None => f.write_str("None"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -12,6 +12,10 @@
 //!   --peak CX,CY  a planted surface over the tuned flags `--x` and `--y` (absent: vLLM's defaults, factor
 //!                 1): every time shrinks by 1 + height × exp(−d² / 2 width²), d the distance from the peak;
 //!                 `--height H` (default 1), `--width W` (default 1.5)
+//!                 (a coordinate `_`, as in `--peak 2,_`: that flag plays no part in the surface)
+//!   --defaults x=0,y=0   the values the fake resolves for `--x`/`--y` when they are left out (vLLM's
+//!                 defaults), and logs as vLLM does: "non-default args: {...}" for those given, "Defaulting x
+//!                 to 0 for fake usage context." for those resolved
 //!   --noise-pct P between-start noise: each start of a group is P% faster or slower (normal, drawn from
 //!                 `--seed S`, the group and how many times it was started in this process), its repeats alike
 //!   --phase-noise-pct Q  within-start noise: each measured phase of n requests is Q/√n % faster or slower
@@ -57,8 +61,11 @@ static STARTS: std::sync::Mutex<std::collections::BTreeMap<(u64, String), u64>> 
 fn speed(argv: &[String]) -> (f64, u64) {
     let surface = match argv.iter().position(|a| a == "--peak").and_then(|i| argv.get(i + 1)) {
         Some(peak) => {
-            let c: Vec<f64> = peak.split(',').filter_map(|v| v.parse().ok()).collect();
-            let at = |flag: &str, k: usize| arg_f64(argv, flag).map(|v| (v - c.get(k).copied().unwrap_or(0.0)).powi(2));
+            let c: Vec<Option<f64>> = peak.split(',').map(|v| v.parse().ok()).collect();
+            let at = |flag: &str, k: usize| match c.get(k) {
+                Some(None) => None,
+                at => arg_f64(argv, flag).map(|v| (v - at.copied().flatten().unwrap_or(0.0)).powi(2)),
+            };
             let (dx, dy) = (at("--x", 0), at("--y", 1));
             let w = arg_f64(argv, "--width").unwrap_or(1.5);
             match dx.or(dy) {
@@ -105,6 +112,28 @@ fn flags_key(argv: &[String]) -> String {
     key
 }
 
+/// The argv with `--defaults`' values added for the surface flags left out, and the startup log the fake
+/// writes of them in vLLM's words.
+fn resolved(argv: &[String]) -> (Vec<String>, String) {
+    let mut argv = argv.to_vec();
+    let mut given = Vec::new();
+    for flag in ["x", "y"] {
+        if let Some(v) = argv.iter().position(|a| a == &format!("--{flag}")).and_then(|i| argv.get(i + 1)) {
+            given.push(format!("'{flag}': {v}"));
+        }
+    }
+    let mut log =
+        format!("(APIServer pid=0) INFO 01-01 00:00:00 [api_utils.py:1] non-default args: {{{}}}\n", given.join(", "));
+    let defaults = argv.iter().position(|a| a == "--defaults").and_then(|i| argv.get(i + 1)).cloned();
+    for (flag, v) in defaults.iter().flat_map(|d| d.split(',')).filter_map(|kv| kv.split_once('=')) {
+        if !argv.iter().any(|a| a == &format!("--{flag}")) {
+            log.push_str(&format!("(APIServer pid=0) DEBUG 01-01 00:00:00 [arg_utils.py:1] Defaulting {flag} to {v} for fake usage context.\n"));
+            argv.extend([format!("--{flag}"), v.to_owned()]);
+        }
+    }
+    (argv, log)
+}
+
 fn arg(argv: &[String], flag: &str) -> Option<u64> {
     argv.iter().position(|a| a == flag).and_then(|i| argv.get(i + 1)).and_then(|v| v.parse().ok())
 }
@@ -142,7 +171,9 @@ impl Engine for FakeEngine<'_> {
         }
         record.ready_s = Some(0.0);
         record.served_model = Some("zero".to_owned());
-        let (speed, stream) = speed(argv);
+        let (resolved, log) = resolved(argv);
+        record.log.args = crate::engine::logargs::parse(&log);
+        let (speed, stream) = speed(&resolved);
         Ok(FakeServer {
             record,
             answered: 0,

@@ -9,7 +9,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod search;
-pub use search::{RateSearch, Search, Tune, TuneAxis, TuneBudget, TuneObjective, TuneRange};
+pub use search::{
+    DEFAULT_EQUIVALENCE_MARGIN, RateSearch, Search, Tune, TuneAxis, TuneBudget, TuneObjective, TuneRange,
+};
 
 /// An experiment: a grid of configurations, the engine that serves them, the load that measures them.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]

@@ -124,6 +124,7 @@ fn tune_specs_are_checked_before_anything_starts() {
         ("capacity: {min: 1, max: 8}", "capacity: {min: 8, max: 1}", "is empty"),
         ("\nrepeats: 2", "\nprecision: {rel_ci: 0.05}", "`precision:` and `tune:`"),
         ("objective: throughput", "objective: throughput\n  screen: 1", "is not a share of the measured load"),
+        ("confirm_starts: 2\n", "confirm_starts: 2\n  equivalence_margin: 2\n", "above 0 and below 1"),
     ];
     for (from, to, want) in cases {
         let text = spec(1, 6).replace(from, to);

@@ -174,3 +174,94 @@ fn a_gain_of_half_the_noise_ends_in_defaults_as_good() {
     }
     assert!(as_good >= 9, "defaults as good in {as_good} of 10 seeds");
 }
+
+/// The planted surface of the fewest-flags tests: `--x` moves the speed from 1 (x = 0, vLLM's default as the
+/// fake resolves and logs it) to 2 (x = 2), `--y` plays no part; each over [0, 1, 2], every configuration
+/// searched once, then the pick and the defaults three starts each.
+fn one_flag_matters(dir: &Path, noise_pct: f64, seed: u64, defaults: bool) -> (serde_json::Value, String) {
+    one_flag_matters_within(dir, noise_pct, seed, defaults, None)
+}
+
+/// `one_flag_matters` with `tune.equivalence_margin` set.
+fn one_flag_matters_within(
+    dir: &Path,
+    noise_pct: f64,
+    seed: u64,
+    defaults: bool,
+    margin: Option<f64>,
+) -> (serde_json::Value, String) {
+    let logged = if defaults { ", \"--defaults\", \"x=0,y=0\"" } else { "" };
+    let plant = format!(
+        "\"--peak\", \"2,_\", \"--width\", \"0.5\", \"--noise-pct\", \"{noise_pct}\", \"--seed\", \"{seed}\"{logged}"
+    );
+    let mut text = spec("    x: [0, 1, 2]\n    y: [0, 1, 2]\n", &plant, 15, 3, 0.0);
+    if let Some(m) = margin {
+        text = text.replace("confirm_starts: 3\n", &format!("confirm_starts: 3\n  equivalence_margin: {m}\n"));
+    }
+    let t = tune(dir, &text);
+    let md = std::fs::read_to_string(dir.join("out").join("s").join("r").join("tune.md")).unwrap();
+    let typed: servelab::stats::tune::TuneReport = serde_json::from_value(t.clone()).unwrap();
+    assert_eq!(typed.decision.holds(&typed), Vec::<String>::new(), "the findings hold against their rows");
+    (t, md)
+}
+
+fn effect<'a>(t: &'a serde_json::Value, flag: &str) -> &'a serde_json::Value {
+    t["effects"]["flags"].as_array().unwrap().iter().find(|f| f["flag"] == flag).unwrap()
+}
+
+/// One flag matters and the other does not, with little between-start noise (0.2%): whichever x = 2
+/// configuration the search picks, the recommendation changes x alone (y stays at vLLM's default as its
+/// server logged it), x's effect (+100% planted) matters, and y "does not matter here": each of its
+/// intervals lies within ±2%.
+#[test]
+fn the_recommendation_changes_only_the_flag_that_matters() {
+    for seed in 0..3u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let (t, md) = one_flag_matters(tmp.path(), 0.2, seed, true);
+        assert_eq!(t["decision"]["kind"], "recommended", "{}", t["decision"]);
+        assert_eq!(t["flag_defaults"][0]["value"], 0, "{}", t["flag_defaults"]);
+        assert_eq!(t["flag_defaults"][1]["source"], "resolved", "{}", t["flag_defaults"]);
+        let f = &t["fewest"];
+        eprintln!("seed {seed}: pick {}, tied {}", t["decision"]["setting"], f["tied"]);
+        assert_eq!(f["setting"], "x=2 y=0", "{f}");
+        assert_eq!(f["changed"], serde_json::json!(["x"]));
+        assert!(t["recommended"].as_str().unwrap().contains("--x 2 --y 0"), "{}", t["recommended"]);
+        let (x, y) = (effect(&t, "x"), effect(&t, "y"));
+        assert_eq!(x["verdict"], "matters", "{x}");
+        let rel = x["contrasts"][0]["rel"].as_f64().unwrap();
+        assert!((rel - 1.0).abs() < 0.05, "x moves the objective by {rel}");
+        assert_eq!(y["verdict"], "does_not_matter", "{y}");
+        assert_eq!(y["contrasts"].as_array().unwrap().len(), 2, "y = 1 and y = 2 against y = 0: {y}");
+        assert!(md.contains("does not matter here (within ±2.0%)"), "{md}");
+    }
+}
+
+/// The same surface with 5% between-start noise: y's effect is still nothing, but its interval over one
+/// search start a side is far wider than ±2%, so y is not reported as not mattering.
+#[test]
+fn a_wide_interval_is_not_does_not_matter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, md) = one_flag_matters(tmp.path(), 5.0, 7, true);
+    let y = effect(&t, "y");
+    eprintln!("y: {y}");
+    assert_ne!(y["verdict"], "does_not_matter", "{y}");
+    let c = y["contrasts"].as_array().unwrap();
+    assert!(!c.is_empty() && c.iter().any(|c| c["ci"][1].as_f64().unwrap() - c["ci"][0].as_f64().unwrap() > 0.04));
+    assert!(!md.contains("does not matter here (within"), "{md}");
+    // The same runs with a margin of ±50% (the spec's `tune.equivalence_margin`): those intervals lie inside.
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, _) = one_flag_matters_within(tmp.path(), 5.0, 7, true, Some(0.5));
+    assert_eq!((t["effects"]["margin"].as_f64(), &effect(&t, "y")["verdict"]), (Some(0.5), &"does_not_matter".into()));
+}
+
+/// Without a log that states the defaults (older records, engines that say nothing), each default is "not
+/// read", counts as changed, and no effect is taken: nothing is guessed.
+#[test]
+fn defaults_the_log_does_not_state_are_not_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, md) = one_flag_matters(tmp.path(), 0.2, 1, false);
+    assert!(t["flag_defaults"].as_array().unwrap().iter().all(|d| d["value"].is_null()), "{}", t["flag_defaults"]);
+    assert_eq!(t["fewest"]["changed"], serde_json::json!(["x", "y"]));
+    assert_eq!(effect(&t, "y")["verdict"], "default_not_read");
+    assert!(md.contains("x not read, y not read"), "{md}");
+}

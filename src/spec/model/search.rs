@@ -59,10 +59,24 @@ pub struct Tune {
     /// searched configuration the full phase.
     #[serde(default = "default_screen")]
     pub screen: f64,
+    /// The equivalence margin δ, relative (default 0.02, i.e. ±2%): a tuned flag is reported as not
+    /// mattering for this workload only where the whole 95% interval of its effect lies within ±δ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equivalence_margin: Option<f64>,
 }
 
 pub(super) fn default_screen() -> f64 {
     0.25
+}
+
+/// The equivalence margin when the spec gives none.
+pub const DEFAULT_EQUIVALENCE_MARGIN: f64 = 0.02;
+
+impl Tune {
+    /// `equivalence_margin`, or its default.
+    pub fn margin(&self) -> f64 {
+        self.equivalence_margin.unwrap_or(DEFAULT_EQUIVALENCE_MARGIN)
+    }
 }
 
 pub(super) fn default_confirm_starts() -> u32 {

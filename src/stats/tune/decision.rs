@@ -159,7 +159,8 @@ impl Decision {
         let running = t.next.is_some() || t.stopped.is_none();
         let winner = t.winner.as_ref().and_then(|w| t.rows.iter().find(|r| &r.group == w));
         let defaults = t.rows.iter().find(|r| r.searched.is_none() && r.status != "pruned");
-        let mut bad = self.holds_over(running, winner, defaults, t.recommended.as_deref());
+        let chosen = t.fewest.as_ref().and_then(|f| t.rows.iter().find(|r| r.group == f.pick)).or(winner);
+        let mut bad = self.holds_over(running, (winner, chosen), defaults, t.recommended.as_deref());
         if let (Some(g), Some(w), Some(d)) =
             (&t.gain, winner.and_then(|r| r.confirm.as_ref()), defaults.and_then(|r| r.confirm.as_ref()))
             && (!same(g.winner, w.value) || !same(g.defaults, d.value) || !same(g.rel, w.value / d.value - 1.0))
@@ -175,6 +176,11 @@ impl Decision {
             bad.push(format!("noise: {:?} where the rows give {pooled:?}", t.noise));
         }
         bad.extend(t.planned.iter().flat_map(super::noise::Planned::holds));
+        if t.fewest.is_some() && self.pick() != Pick::Winner {
+            bad.push(format!("fewest: {:?} for a decision of {}", t.fewest.as_ref().map(|f| &f.pick), self.kind()));
+        }
+        bad.extend(t.fewest.iter().flat_map(|f| f.holds(t)));
+        bad.extend(t.effects.iter().flat_map(|e| e.holds(t)));
         if let Some(s) = &t.saved
             && (s.starts + t.search_starts != s.grid_starts.max(t.search_starts) || !s.holds().is_empty())
         {
@@ -183,12 +189,12 @@ impl Decision {
         bad
     }
 
-    /// `holds` over its parts: whether the tune is running, the pick's row, the defaults' row and the
-    /// command line written.
+    /// `holds` over its parts: whether the tune is running, the pick's row and the row recommended in its
+    /// place (the one of fewest flags changed), the defaults' row and the command line written.
     fn holds_over(
         &self,
         running: bool,
-        winner: Option<&Row>,
+        (winner, chosen): (Option<&Row>, Option<&Row>),
         defaults: Option<&Row>,
         command: Option<&str>,
     ) -> Vec<String> {
@@ -245,7 +251,7 @@ impl Decision {
             }
         }
         let want = match self.pick() {
-            Pick::Winner => winner.map(|r| r.command.as_str()),
+            Pick::Winner => chosen.map(|r| r.command.as_str()),
             Pick::Defaults => defaults.map(|r| r.command.as_str()),
             Pick::DefaultsIfMeasured => defaults.filter(|r| r.confirm.is_some()).map(|r| r.command.as_str()),
             Pick::Nothing => None,
@@ -365,6 +371,9 @@ mod properties {
             recommended,
             deploy: None,
             decision,
+            flag_defaults: Vec::new(),
+            fewest: None,
+            effects: None,
             noise,
             planned: None,
             search_starts: 3,

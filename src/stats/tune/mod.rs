@@ -11,6 +11,8 @@
 //! - `decision`: the typed findings (objective, why the search stopped, the decision) and their `holds()`.
 
 pub mod decision;
+pub mod effects;
+pub mod flags;
 pub mod gp;
 pub mod noise;
 pub mod objective;
@@ -19,6 +21,8 @@ pub mod schedule;
 pub mod screen;
 
 pub use decision::{Decision, Objective, Pick, Stopped};
+pub use effects::{Effects, Verdict};
+pub use flags::{Fewest, FlagDefault};
 pub use gp::{Axis, Config, Observation, Step, configs, step};
 pub use noise::{Noise, Planned};
 pub use objective::{Gain, Measured, RowNote, gain_of};
@@ -260,6 +264,17 @@ pub struct TuneReport {
     pub deploy: Option<Deploy>,
     /// What the tune decided, from the confirmation's gain (`stats::tune::decision`; worded by the templates).
     pub decision: Decision,
+    /// Each tuned flag's default as the defaults' server resolved it (its startup log), or not read.
+    #[serde(default)]
+    pub flag_defaults: Vec<FlagDefault>,
+    /// Where the decision recommends the search's pick: the configuration tied with it under the noise that
+    /// changes the fewest flags from those defaults, which `recommended` and `deploy` then name.
+    #[serde(default)]
+    pub fewest: Option<Fewest>,
+    /// Each tuned flag's effect around the recommended configuration (the pick where the defaults are
+    /// recommended), with its interval, and whether it matters here.
+    #[serde(default)]
+    pub effects: Option<Effects>,
     /// The between-start noise pooled across every configuration with two or more starts at one level.
     pub noise: Option<Noise>,
     /// What the confirmation needs, worked out after its first pair; None before it or without a noise.
@@ -345,7 +360,17 @@ pub fn analyze_in(
         gain.as_ref(),
         (starts(&win_confirm), starts(&defaults)),
     );
-    let recommended = recommended(plan, tp, &decision, winner.as_ref(), defaults.is_some());
+    let defaults_server = rec.servers.iter().find(|s| s.id == tp.defaults_group);
+    let flag_defaults = flags::defaults_of(tp, defaults_server);
+    let fewest = winner
+        .as_deref()
+        .filter(|_| decision.pick() == Pick::Winner)
+        .zip(noise.as_ref())
+        .and_then(|(w, n)| Fewest::of(tp, &rows, w, &flag_defaults, n));
+    let chosen = fewest.as_ref().map(|f| f.pick.clone()).or_else(|| winner.clone());
+    let margin = spec.tune.as_ref().map_or(crate::spec::DEFAULT_EQUIVALENCE_MARGIN, crate::spec::Tune::margin);
+    let effects = chosen.as_deref().and_then(|g| Effects::of(tp, &rows, g, &flag_defaults, noise.as_ref(), margin));
+    let recommended = recommended(plan, tp, &decision, chosen.as_ref(), defaults.is_some());
     let deploy = recommended.as_ref().and_then(|(g, _)| Deploy::of(&g.server.argv));
     let recommended = recommended.map(|(_, c)| c);
     let pareto = rows::pareto(spec, tp, rec, &rows);
@@ -364,6 +389,9 @@ pub fn analyze_in(
         recommended,
         deploy,
         decision,
+        flag_defaults,
+        fewest,
+        effects,
         noise,
         planned,
         search_starts: search.started.len(),
@@ -380,8 +408,8 @@ pub fn analyze_in(
     })
 }
 
-/// The command line the decision names: the pick's, the defaults' (where measured, when nothing served), or
-/// none.
+/// The command line the decision names: the chosen configuration's (the pick, or the one of fewest flags
+/// changed tied with it), the defaults' (where measured, when nothing served), or none.
 fn recommended<'a>(
     plan: &'a Plan,
     tp: &TunePlan,
