@@ -314,6 +314,31 @@ pub fn analyze(spec: &Spec, plan: &Plan, rec: &Recorded, pruned: &BTreeMap<Strin
     analyze_in(spec, plan, rec, pruned, &InFlight { groups: &[], free: 1 })
 }
 
+/// vLLM's defaults as read, the fewest-flags pick, each flag's effect, and the chosen configuration's group.
+type FlagFindings = (Vec<FlagDefault>, Option<Fewest>, Option<Effects>, Option<String>);
+
+/// The flags findings: vLLM's defaults as the defaults' server logged them, the fewest-flags pick among the
+/// configurations tied with the winner (only where the winner is recommended), each flag's effect around the
+/// chosen configuration, and its group (the winner where no fewer-flags one ties).
+fn flag_findings(
+    spec: &Spec,
+    tp: &TunePlan,
+    rec: &Recorded,
+    rows: &[Row],
+    winner: Option<&str>,
+    winner_recommended: bool,
+    noise: Option<&noise::Noise>,
+) -> FlagFindings {
+    let defaults_server = rec.servers.iter().find(|s| s.id == tp.defaults_group);
+    let flag_defaults = flags::defaults_of(tp, defaults_server);
+    let fewest =
+        winner.filter(|_| winner_recommended).zip(noise).and_then(|(w, n)| Fewest::of(tp, rows, w, &flag_defaults, n));
+    let chosen = fewest.as_ref().map(|f| f.pick.clone()).or_else(|| winner.map(str::to_owned));
+    let margin = spec.tune.as_ref().map_or(crate::spec::DEFAULT_EQUIVALENCE_MARGIN, crate::spec::Tune::margin);
+    let effects = chosen.as_deref().and_then(|g| Effects::of(tp, rows, g, &flag_defaults, noise, margin));
+    (flag_defaults, fewest, effects, chosen)
+}
+
 /// `analyze` as the schedule sees it with starts in flight: those count as started (their configurations are
 /// not proposed again, and the search's GP takes them at the mean of what was measured — a constant liar), and
 /// up to `free` starts are proposed at once. A confirmation waits for every start in flight, and with two free
@@ -360,16 +385,8 @@ pub fn analyze_in(
         gain.as_ref(),
         (starts(&win_confirm), starts(&defaults)),
     );
-    let defaults_server = rec.servers.iter().find(|s| s.id == tp.defaults_group);
-    let flag_defaults = flags::defaults_of(tp, defaults_server);
-    let fewest = winner
-        .as_deref()
-        .filter(|_| decision.pick() == Pick::Winner)
-        .zip(noise.as_ref())
-        .and_then(|(w, n)| Fewest::of(tp, &rows, w, &flag_defaults, n));
-    let chosen = fewest.as_ref().map(|f| f.pick.clone()).or_else(|| winner.clone());
-    let margin = spec.tune.as_ref().map_or(crate::spec::DEFAULT_EQUIVALENCE_MARGIN, crate::spec::Tune::margin);
-    let effects = chosen.as_deref().and_then(|g| Effects::of(tp, &rows, g, &flag_defaults, noise.as_ref(), margin));
+    let (flag_defaults, fewest, effects, chosen) =
+        flag_findings(spec, tp, rec, &rows, winner.as_deref(), decision.pick() == Pick::Winner, noise.as_ref());
     let recommended = recommended(plan, tp, &decision, chosen.as_ref(), defaults.is_some());
     let deploy = recommended.as_ref().and_then(|(g, _)| Deploy::of(&g.server.argv));
     let recommended = recommended.map(|(_, c)| c);
