@@ -3,7 +3,7 @@
 # machine where the kit is installed and /tmp/model made (../shared/device/README.md). Each step fits one
 # device call (10 minutes at most); a step cut off by the call's limit is resumed by calling it again on the
 # same warm machine (run folders live in /tmp/runs, and `servelab run --resume` skips what was measured).
-#   scripts/device/traffic.sh BIN_DIR OUT_DIR lateness|trace|sessions [SECONDS]
+#   scripts/device/traffic.sh BIN_DIR OUT_DIR lateness|trace|sessions [SECONDS [--set KEY=VALUE ...]]
 # BIN_DIR holds servelab, servelab-zero-endpoint and the trace (mooncake_conversation_trace.jsonl.xz);
 # OUT_DIR receives a tar of the run folder and the console; SECONDS bounds the step (default 540).
 set -euo pipefail
@@ -32,7 +32,7 @@ case "$step" in
     SERVELAB_BIN_DIR="$bin" SERVELAB_BENCH_MD="$out/trace-lateness.md" scripts/bench/trace-lateness.sh "$trace"
     { nproc; lscpu | grep -E 'Model name|Socket' || true; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; } >"$out/host.txt"
     ;;
-  trace) run_step experiments/h200/trace_replay.yaml trace-replay-gpu trace --set load.trace.path="$trace" ;;
-  sessions) run_step experiments/h200/sessions.yaml sessions-gpu sessions ;;
+  trace) run_step experiments/h200/trace_replay.yaml trace-replay-gpu trace --set load.trace.path="$trace" "${@:5}" ;;
+  sessions) run_step experiments/h200/sessions.yaml sessions-gpu sessions "${@:5}" ;;
   *) echo "unknown step $step (lateness, trace or sessions)" >&2; exit 2 ;;
 esac
