@@ -315,19 +315,7 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    fn measured(per_start: &[f64]) -> Measured {
-        let value = per_start.iter().sum::<f64>() / per_start.len() as f64;
-        Measured {
-            value,
-            ci: None,
-            per_repeat: per_start.to_vec(),
-            per_start: per_start.to_vec(),
-            start_index: (0..per_start.len() as u32).collect(),
-            level: "c=8".into(),
-            p95_e2e_s: Some(1.0),
-            none_within: None,
-        }
-    }
+    use super::super::objective::measured_at_starts as measured;
 
     fn row(group: &str, setting: &str, searched: Option<usize>, confirm: Option<Measured>) -> Row {
         Row {

@@ -1,23 +1,9 @@
 use super::super::effects::{Effects, Verdict};
-use super::super::objective::Measured;
+use super::super::objective::measured_at_starts as measured;
 use super::super::{Decision, Objective, Row, TuneReport, Unit, noise};
 use super::*;
 use crate::record::plan::{TuneAxisPlan, TuneConfig};
 use crate::record::values::Scalar;
-
-fn measured(per_start: &[f64]) -> Measured {
-    let value = per_start.iter().sum::<f64>() / per_start.len() as f64;
-    Measured {
-        value,
-        ci: None,
-        per_repeat: per_start.to_vec(),
-        per_start: per_start.to_vec(),
-        start_index: (0..per_start.len() as u32).collect(),
-        level: "c=8".into(),
-        p95_e2e_s: Some(1.0),
-        none_within: None,
-    }
-}
 
 /// x over [0, 1, 2], y over [0, 1]: groups `gXY`, defaults `d`.
 fn plan() -> TunePlan {

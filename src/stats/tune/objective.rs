@@ -237,6 +237,22 @@ pub fn gain_of(winner: Option<&Measured>, defaults: Option<&Measured>) -> Option
     })
 }
 
+/// A test's configuration measured at level c=8 with these per-start values (one repeat each).
+#[cfg(test)]
+pub(super) fn measured_at_starts(per_start: &[f64]) -> Measured {
+    let value = per_start.iter().sum::<f64>() / per_start.len() as f64;
+    Measured {
+        value,
+        ci: None,
+        per_repeat: per_start.to_vec(),
+        per_start: per_start.to_vec(),
+        start_index: (0..per_start.len() as u32).collect(),
+        level: "c=8".into(),
+        p95_e2e_s: Some(1.0),
+        none_within: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
