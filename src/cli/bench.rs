@@ -382,16 +382,7 @@ pub(super) fn bench(b: BenchArgs) -> Result<i32, Error> {
     let save = super::bench_result::Save::from_args(&b)?;
     let loaded = spec::load_str("servelab bench", &bench_spec(&b)?, &[])?;
     let plan = plan::build_located(&loaded)?;
-    let opts = RunOptions {
-        out_root: b.out.clone(),
-        run_id: b.run_id.clone(),
-        resume: None,
-        force: false,
-        fail_fast: false,
-        max_starts: None,
-        host: plan::slots::Host::serial(),
-        shard: None,
-    };
+    let opts = RunOptions::serial(b.out.clone(), b.run_id.clone());
     let (code, dir) = run_plan(&loaded, &plan, opts)?;
     if let (Some(save), Some(dir)) = (save, dir) {
         save.write(&dir)?;

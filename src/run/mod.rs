@@ -132,6 +132,23 @@ pub struct RunOptions {
     pub shard: Option<crate::record::manifest::ShardOf>,
 }
 
+impl RunOptions {
+    /// A fresh run into `<out_root>/<spec name>/<run_id>`, one group after the other: no resume, no limit on
+    /// starts, nothing bound, no shard (`servelab bench`, and tests that drive a run in process).
+    pub fn serial(out_root: PathBuf, run_id: Option<String>) -> RunOptions {
+        RunOptions {
+            out_root,
+            run_id,
+            resume: None,
+            force: false,
+            fail_fast: false,
+            max_starts: None,
+            host: crate::plan::slots::Host::serial(),
+            shard: None,
+        }
+    }
+}
+
 pub struct Outcome {
     pub dir: PathBuf,
     pub recorded: Recorded,

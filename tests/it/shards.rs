@@ -69,16 +69,7 @@ impl Case {
             }
             None => (plan, None),
         };
-        let opts = RunOptions {
-            out_root: self.out(),
-            run_id: Some(id.to_owned()),
-            resume: None,
-            force: false,
-            fail_fast: false,
-            max_starts: None,
-            host: servelab::plan::slots::Host::serial(),
-            shard: of,
-        };
+        let opts = RunOptions { shard: of, ..RunOptions::serial(self.out(), Some(id.to_owned())) };
         let seam = Seam { fake: true, fake_delay: Duration::from_millis(1), interrupt_after: None };
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
         rt.block_on(run::execute_on(&loaded, &plan, &opts, &AtomicBool::new(false), &seam)).unwrap();

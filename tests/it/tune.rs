@@ -175,19 +175,11 @@ fn a_goodput_tune_picks_the_configuration_that_meets_the_slo_more_often() {
 #[test]
 fn a_recommendation_of_the_defaults_alone_is_an_empty_mapping_vllm_reads() {
     let tmp = tempfile::tempdir().unwrap();
-    let text = "name: rec\nengine:\n  model: m\n  command: [vllm, --capacity, \"2\", --noise-pct, \"2\", --seed, \"1\", serve, \"{{ model }}\"]\ntune:\n  space:\n    max-num-seqs: [1, 2]\n  objective: throughput\n  p95_budget: 30s\n  budget: {starts: 6}\n  confirm_repeats: 1\n  confirm_starts: 2\nrepeats: 1\nload:\n  concurrency: 8\n  requests: 16\n  exact_requests: true\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 0\n  server_warmup: 0s\n";
-    let loaded = servelab::spec::load_str("rec.yaml", text, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let text = "name: rec\nengine:\n  model: m\n  port: PORT\n  command: [vllm, --capacity, \"2\", --noise-pct, \"2\", --seed, \"1\", serve, \"{{ model }}\"]\ntune:\n  space:\n    max-num-seqs: [1, 2]\n  objective: throughput\n  p95_budget: 30s\n  budget: {starts: 6}\n  confirm_repeats: 1\n  confirm_starts: 2\nrepeats: 1\nload:\n  concurrency: 8\n  requests: 16\n  exact_requests: true\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 0\n  server_warmup: 0s\n";
+    let text = text.replace("PORT", &free_port().to_string());
+    let loaded = servelab::spec::load_str("rec.yaml", &text, &[]).unwrap_or_else(|e| panic!("{e}"));
     let plan = servelab::plan::build_located(&loaded).unwrap_or_else(|e| panic!("{e}"));
-    let opts = servelab::run::RunOptions {
-        out_root: tmp.path().to_path_buf(),
-        run_id: Some("r".to_owned()),
-        resume: None,
-        force: false,
-        fail_fast: false,
-        max_starts: None,
-        host: servelab::plan::slots::Host::serial(),
-        shard: None,
-    };
+    let opts = servelab::run::RunOptions::serial(tmp.path().to_path_buf(), Some("r".to_owned()));
     let seam =
         servelab::run::Seam { fake: true, fake_delay: std::time::Duration::from_millis(1), interrupt_after: None };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -200,4 +192,69 @@ fn a_recommendation_of_the_defaults_alone_is_an_empty_mapping_vllm_reads() {
     assert!(yaml.lines().filter(|l| !l.starts_with('#')).eq(["{}"]), "{yaml}");
     let flags: indexmap::IndexMap<String, serde_json::Value> = serde_saphyr::from_str(&yaml).unwrap();
     assert!(flags.is_empty());
+}
+
+/// A confirmation start cut off after its first repeat (Ctrl-C, or a device call's time limit) is measured
+/// again in full when the run resumes, on one new server: a start's figure is one sample of the between-start
+/// noise only if one server measured every repeat it averages. The earlier attempt stays in the records.
+#[test]
+fn a_confirmation_start_cut_off_midway_is_measured_again_in_full_on_resume() {
+    use servelab::run::{RunOptions, Seam, execute_on};
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "name: cut\nengine:\n  model: m\n  port: PORT\n  command: [vllm, --capacity, \"2\", --noise-pct, \"2\", --seed, \"1\", serve, \"{{ model }}\"]\ntune:\n  space:\n    max-num-seqs: [1, 4]\n  objective: throughput\n  p95_budget: 30s\n  budget: {starts: 6}\n  confirm_repeats: 2\n  confirm_starts: 2\n  screen: 0\nrepeats: 1\nload:\n  concurrency: 8\n  requests: 16\n  exact_requests: true\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 0\n  server_warmup: 0s\n";
+    let text = text.replace("PORT", &free_port().to_string());
+    let loaded = servelab::spec::load_str("cut.yaml", &text, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let plan = servelab::plan::build_located(&loaded).unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = tmp.path().join("cut/r");
+    let run = |resume: Option<PathBuf>, interrupt_after: Option<usize>| {
+        let opts = RunOptions { resume, ..RunOptions::serial(tmp.path().to_path_buf(), Some("r".to_owned())) };
+        let seam = Seam { fake: true, fake_delay: std::time::Duration::from_millis(1), interrupt_after };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        rt.block_on(execute_on(&loaded, &plan, &opts, &stop, &seam)).unwrap_or_else(|e| panic!("{e}"))
+    };
+    // Two search starts of one point each, then the first confirmation start's first repeat.
+    assert!(run(None, Some(3)).interrupted);
+    assert!(!run(Some(dir.clone()), None).interrupted);
+
+    // Which server start (the journal's n-th `server_start`) measured each attempt of each point.
+    let mut start_of: BTreeMap<(String, u64), usize> = BTreeMap::new();
+    let mut starts = 0;
+    for e in jsonl(&dir.join("journal.jsonl")) {
+        match e["event"].as_str() {
+            Some("server_start") => starts += 1,
+            Some("point_start") => {
+                start_of.insert((e["point"].as_str().unwrap().to_owned(), e["attempt"].as_u64().unwrap()), starts);
+            }
+            _ => {}
+        }
+    }
+    let mut latest: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for p in jsonl(&dir.join("points.jsonl")) {
+        let (id, attempt) = (p["point"].as_str().unwrap().to_owned(), p["attempt"].as_u64().unwrap());
+        if latest.get(&id).is_none_or(|(a, _)| attempt >= *a) {
+            latest.insert(id, (attempt, p["status"].as_str().unwrap().to_owned()));
+        }
+    }
+    let plan_json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("plan.json")).unwrap()).unwrap();
+    let mut remeasured = 0;
+    for g in plan_json["groups"].as_array().unwrap() {
+        for k in 0..2u64 {
+            // Confirmation start k holds repeats 1 + 2k and 2 + 2k (repeat 0 is the search's).
+            let servers: std::collections::BTreeSet<usize> = g["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| [1 + 2 * k, 2 + 2 * k].contains(&p["repeat"].as_u64().unwrap()))
+                .filter_map(|p| latest.get(p["id"].as_str().unwrap()).map(|(a, s)| (p["id"].as_str().unwrap(), *a, s)))
+                .inspect(|(_, a, s)| {
+                    assert_eq!(s.as_str(), "ok");
+                    remeasured += usize::from(*a > 0);
+                })
+                .map(|(id, a, _)| start_of[&(id.to_owned(), a)])
+                .collect();
+            assert!(servers.len() <= 1, "group {} start {k} measured on servers {servers:?}", g["id"]);
+        }
+    }
+    assert_eq!(remeasured, 1, "the cut-off start's one recorded repeat, measured again");
 }

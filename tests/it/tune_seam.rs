@@ -26,16 +26,7 @@ fn tune(dir: &Path, text: &str) -> serde_json::Value {
     std::fs::write(&path, text).unwrap();
     let loaded = servelab::spec::load_file(&path, &[]).unwrap();
     let plan = servelab::plan::build_located(&loaded).unwrap();
-    let opts = RunOptions {
-        out_root: dir.join("out"),
-        run_id: Some("r".to_owned()),
-        resume: None,
-        force: false,
-        fail_fast: false,
-        max_starts: None,
-        host: servelab::plan::slots::Host::serial(),
-        shard: None,
-    };
+    let opts = RunOptions::serial(dir.join("out"), Some("r".to_owned()));
     let seam = Seam { fake: true, fake_delay: Duration::ZERO, interrupt_after: None };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(run::execute_on(&loaded, &plan, &opts, &AtomicBool::new(false), &seam)).unwrap();

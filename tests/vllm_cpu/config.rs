@@ -46,16 +46,7 @@ fn tune_on_the_fake(out: &Path) -> PathBuf {
     std::fs::write(&spec, TUNE).unwrap();
     let loaded = servelab::spec::load_file(&spec, &[]).unwrap_or_else(|e| panic!("{e}"));
     let plan = servelab::plan::build_located(&loaded).unwrap_or_else(|e| panic!("{e}"));
-    let opts = servelab::run::RunOptions {
-        out_root: out.join("tune"),
-        run_id: Some("r".to_owned()),
-        resume: None,
-        force: false,
-        fail_fast: false,
-        max_starts: None,
-        host: servelab::plan::slots::Host::serial(),
-        shard: None,
-    };
+    let opts = servelab::run::RunOptions::serial(out.join("tune"), Some("r".to_owned()));
     let seam = servelab::run::Seam { fake: true, fake_delay: Duration::from_millis(1), interrupt_after: None };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let outcome = rt.block_on(servelab::run::execute_on(&loaded, &plan, &opts, &AtomicBool::new(false), &seam));

@@ -89,6 +89,10 @@ pub enum Decision {
     DefaultsAsGood { setting: String, rel: f64, ci: (f64, f64) },
     /// There is a pick, but no gain: a confirmation start failed, or the defaults met the objective nowhere.
     NoComparison { setting: String },
+    /// Measured again on fresh servers, the pick itself met the objective nowhere (every level over the p95
+    /// budget, or no request within the SLO), and the defaults did no better: nothing is shown to serve the
+    /// workload, so nothing is recommended over the defaults.
+    PickUnmet { setting: String },
 }
 
 /// Whose command line a decision recommends.
@@ -103,15 +107,24 @@ pub enum Pick {
 
 impl Decision {
     /// The decision from the confirmation: `running` while a start is to come, the pick's setting (None
-    /// without a pick), the gain (None without a comparison) and how many starts each side's figure averages.
-    pub fn of(running: bool, setting: Option<&str>, gain: Option<&Gain>, starts: (usize, usize)) -> Decision {
+    /// without a pick), the gain (None without a comparison), how many starts each side's figure averages and
+    /// whether the pick's own confirmation met the objective nowhere (`pick_unmet`).
+    pub fn of(
+        running: bool,
+        setting: Option<&str>,
+        gain: Option<&Gain>,
+        starts: (usize, usize),
+        pick_unmet: bool,
+    ) -> Decision {
         let Some(setting) = setting.map(str::to_owned) else {
             return if running { Decision::Running } else { Decision::NothingServed };
         };
         if running {
             return Decision::Running;
         }
-        let Some(g) = gain else { return Decision::NoComparison { setting } };
+        let Some(g) = gain else {
+            return if pick_unmet { Decision::PickUnmet { setting } } else { Decision::NoComparison { setting } };
+        };
         match g.rel_ci {
             None => Decision::NotShown {
                 setting,
@@ -131,7 +144,7 @@ impl Decision {
     pub fn pick(&self) -> Pick {
         match self {
             Decision::Running => Pick::Nothing,
-            Decision::NothingServed => Pick::DefaultsIfMeasured,
+            Decision::NothingServed | Decision::PickUnmet { .. } => Pick::DefaultsIfMeasured,
             Decision::Recommended { .. } | Decision::NoComparison { .. } => Pick::Winner,
             Decision::NotShown { .. } | Decision::DefaultsBetter { .. } | Decision::DefaultsAsGood { .. } => {
                 Pick::Defaults
@@ -148,6 +161,7 @@ impl Decision {
             Decision::DefaultsBetter { .. } => "defaults_better",
             Decision::DefaultsAsGood { .. } => "defaults_as_good",
             Decision::NoComparison { .. } => "no_comparison",
+            Decision::PickUnmet { .. } => "pick_unmet",
         }
     }
 
@@ -207,6 +221,7 @@ impl Decision {
         let expected = match (running, winner, &compared) {
             (true, _, _) => "running",
             (false, None, _) => "nothing_served",
+            (false, Some(_), None) if w.is_some_and(|w| w.value <= 0.0) => "pick_unmet",
             (false, Some(_), None) => "no_comparison",
             (false, Some(_), Some((_, None))) => "not_shown",
             (false, Some(_), Some((_, Some((lo, _))))) if *lo > 0.0 => "recommended",
@@ -221,7 +236,8 @@ impl Decision {
             | Decision::Recommended { setting, .. }
             | Decision::DefaultsBetter { setting, .. }
             | Decision::DefaultsAsGood { setting, .. }
-            | Decision::NoComparison { setting } => Some(setting),
+            | Decision::NoComparison { setting }
+            | Decision::PickUnmet { setting } => Some(setting),
             Decision::Running | Decision::NothingServed => None,
         };
         if let (Some(s), Some(r)) = (setting, winner)
@@ -340,7 +356,8 @@ mod properties {
         let gain = super::super::objective::gain_of(w.as_ref(), d.as_ref());
         let setting = picked.then_some("max-num-seqs=64");
         let starts = (w.as_ref().map_or(0, |m| m.per_start.len()), d.as_ref().map_or(0, |m| m.per_start.len()));
-        let decision = Decision::of(running, setting, gain.as_ref(), starts);
+        let unmet = w.as_ref().is_some_and(|m| m.value <= 0.0);
+        let decision = Decision::of(running, setting, gain.as_ref(), starts, unmet);
         let rows = vec![row("w", "max-num-seqs=64", Some(1), w), row("d", "", None, d)];
         let recommended = match decision.pick() {
             Pick::Winner => Some(rows[0].command.clone()),
@@ -399,9 +416,14 @@ mod properties {
             winner_ok in proptest::bool::weighted(0.9),
             defaults_ok in proptest::bool::weighted(0.9),
             picked in proptest::bool::weighted(0.9),
+            winner_met in proptest::bool::weighted(0.9),
+            defaults_met in proptest::bool::weighted(0.9),
         ) {
-            let w: Vec<f64> = noise[..nw].iter().map(|n| base * (1.0 + shift) * (1.0 + n)).collect();
-            let d: Vec<f64> = noise[4..4 + nd].iter().map(|n| base * (1.0 + n)).collect();
+            // A side that met the objective nowhere on its fresh starts measures 0 at every start.
+            let met = |m: bool| if m { 1.0 } else { 0.0 };
+            let w: Vec<f64> =
+                noise[..nw].iter().map(|n| met(winner_met) * base * (1.0 + shift) * (1.0 + n)).collect();
+            let d: Vec<f64> = noise[4..4 + nd].iter().map(|n| met(defaults_met) * base * (1.0 + n)).collect();
             let t = report(winner_ok.then_some(w), defaults_ok.then_some(d), picked, false);
             let wrong = t.decision.holds(&t);
             prop_assert!(wrong.is_empty(), "{:?}: {:?}", t.decision, wrong);
@@ -429,11 +451,34 @@ mod properties {
                     prop_assert!(*winner_starts < 2 || *defaults_starts < 2);
                     prop_assert!(text.starts_with("Not shown") && text.contains(&pct(*rel)), "{}", text);
                 }
-                Decision::NoComparison { .. } => prop_assert!(t.gain.is_none() && picked),
+                Decision::NoComparison { .. } => {
+                    prop_assert!(t.gain.is_none() && picked && t.rows[0].confirm.as_ref().is_none_or(|m| m.value > 0.0));
+                    prop_assert!(t.recommended.as_deref().is_some_and(|c| c.ends_with("--w")));
+                }
+                Decision::PickUnmet { .. } => {
+                    prop_assert!(t.gain.is_none() && picked && !winner_met);
+                    prop_assert!(text.starts_with("Measured again"), "{}", text);
+                    prop_assert!(t.recommended.as_deref().is_none_or(|c| c.ends_with("--d")));
+                }
                 Decision::NothingServed => prop_assert!(!picked),
                 Decision::Running => prop_assert!(false, "a finished tune is running"),
             }
         }
+    }
+
+    /// Measured again, neither the pick nor the defaults met the objective (on a GPU: every start's p95 over
+    /// the budget): the pick's search figure is no reason to deploy it, so its command line is not recommended.
+    #[test]
+    fn a_pick_that_meets_the_objective_nowhere_on_fresh_starts_is_not_recommended() {
+        let t = report(Some(vec![0.0, 0.0]), Some(vec![0.0, 0.0]), true, false);
+        assert!(matches!(t.decision, Decision::PickUnmet { .. }), "{:?}", t.decision);
+        assert!(t.decision.holds(&t).is_empty(), "{:?}", t.decision.holds(&t));
+        assert_eq!(t.recommended.as_deref(), Some(t.rows[1].command.as_str()));
+        assert!(words(&t.decision).contains("met the objective nowhere"), "{}", words(&t.decision));
+        let mut lie = t.clone();
+        lie.decision = Decision::NoComparison { setting: "max-num-seqs=64".into() };
+        lie.recommended = Some(t.rows[0].command.clone());
+        assert!(!lie.decision.holds(&lie).is_empty(), "the pick's command line for a pick that met nothing");
     }
 
     #[test]

@@ -53,7 +53,7 @@ fn report(values: &[(&str, Vec<f64>)], defaults: Vec<FlagDefault>) -> TuneReport
     let recommended = rows.iter().find(|r| r.group == around).map(|r| r.command.clone());
     let confirm = |g: &str| rows.iter().find(|r| r.group == g).and_then(|r| r.confirm.clone());
     let gain = super::super::gain_of(confirm("g21").as_ref(), confirm("d").as_ref());
-    let decision = Decision::of(false, Some("x=2 y=1"), gain.as_ref(), (4, 3));
+    let decision = Decision::of(false, Some("x=2 y=1"), gain.as_ref(), (4, 3), false);
     assert!(matches!(decision, Decision::Recommended { .. }), "{decision:?}");
     TuneReport {
         objective: Objective::Throughput { p95_budget_s: 5.0 },

@@ -384,6 +384,7 @@ pub fn analyze_in(
         winner_setting.as_deref(),
         gain.as_ref(),
         (starts(&win_confirm), starts(&defaults)),
+        win_confirm.as_ref().is_some_and(|m| m.value <= 0.0),
     );
     let (flag_defaults, fewest, effects, chosen) =
         flag_findings(spec, tp, rec, &rows, winner.as_deref(), decision.pick() == Pick::Winner, noise.as_ref());

@@ -88,6 +88,12 @@ pub(super) fn missing(plan: &Plan, rec: &Recorded, id: &str, repeats: std::ops::
         .collect()
 }
 
+/// The ids of `group`'s client points in `repeats`, recorded or not.
+fn planned_in(plan: &Plan, id: &str, repeats: std::ops::Range<u32>) -> Vec<String> {
+    let Some(g) = group(plan, id) else { return Vec::new() };
+    g.points.iter().filter(|p| p.client.is_some() && repeats.contains(&p.repeat)).map(|p| p.id.clone()).collect()
+}
+
 /// Whether the group's last start failed (so its missing points will not come).
 pub(super) fn start_failed(rec: &Recorded, id: &str) -> bool {
     rec.servers.iter().any(|s| s.id == id && s.status == Status::Failed)
@@ -304,11 +310,15 @@ pub(super) fn nexts(a: &Ask<'_, '_>, inflight: &InFlight<'_>) -> (Option<Next>, 
         }
         Next { points, group: g, phase: "search".into() }
     };
+    // A confirmation start is one sample of the between-start noise only if one server measured all its
+    // repeats. Nothing is in flight when a confirmation start is proposed, so a start with some repeats
+    // recorded was cut off (an interrupted run, resumed): the new server measures all of them again, and the
+    // new attempts supersede the earlier ones (which stay in the records).
     let confirm_next = |g: &String, k: u32| {
         let m = missing(a.plan, a.rec, g, ph.start(k));
         (!m.is_empty() && !start_failed(a.rec, g)).then(|| Next {
             group: g.clone(),
-            points: m,
+            points: planned_in(a.plan, g, ph.start(k)),
             phase: "confirm".into(),
         })
     };
