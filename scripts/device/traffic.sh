@@ -33,6 +33,9 @@ case "$step" in
     { nproc; lscpu | grep -E 'Model name|Socket' || true; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; } >"$out/host.txt"
     ;;
   trace) run_step experiments/h200/trace_replay.yaml trace-replay-gpu trace --set load.trace.path="$trace" "${@:5}" ;;
-  sessions) run_step experiments/h200/sessions.yaml sessions-gpu sessions "${@:5}" ;;
+  sessions)
+    # The tokenizer alone, without the model's config.json (experiments/h200/sessions.yaml says why).
+    mkdir -p /tmp/model-tok && cp /tmp/model/tokenizer.json /tmp/model/tokenizer_config.json /tmp/model-tok/
+    run_step experiments/h200/sessions.yaml sessions-gpu sessions "${@:5}" ;;
   *) echo "unknown step $step (lateness, trace or sessions)" >&2; exit 2 ;;
 esac
