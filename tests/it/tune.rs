@@ -194,15 +194,33 @@ fn a_recommendation_of_the_defaults_alone_is_an_empty_mapping_vllm_reads() {
     assert!(flags.is_empty());
 }
 
-/// A confirmation start cut off after its first repeat (Ctrl-C, or a device call's time limit) is measured
-/// again in full when the run resumes, on one new server: a start's figure is one sample of the between-start
-/// noise only if one server measured every repeat it averages. The earlier attempt stays in the records.
+/// A server start cut off midway (Ctrl-C, or a device call's time limit) is measured again in full when the
+/// run resumes, on one new server: a confirmation start's figure is one sample of the between-start noise, and
+/// a search start's short and full phases are compared on one start, only if one server measured them all.
+/// The earlier attempts stay in the records. `cut` is how many points the first sitting measures: 1 stops the
+/// first search start between its short and full phase; 3 stops the first confirmation start after its first
+/// repeat (two search starts of two points each come before it without screening, one with).
 #[test]
-fn a_confirmation_start_cut_off_midway_is_measured_again_in_full_on_resume() {
+fn a_start_cut_off_midway_is_measured_again_in_full_on_resume() {
+    for (screen, cut) in [("0.25", 1), ("0", 3)] {
+        let (dir, _tmp) = cut_and_resume(screen, cut);
+        let (servers, remeasured) = servers_per_start(&dir);
+        for (start, s) in &servers {
+            assert!(s.len() <= 1, "screen {screen}: {start} measured on servers {s:?}");
+        }
+        assert_eq!(remeasured, 1, "screen {screen}: the cut-off start's one recorded point, measured again");
+    }
+}
+
+/// A tune on the in-process fake (confirm_starts 2 of 2 repeats, one search repeat, `screen`), interrupted
+/// after `cut` points, then resumed to the end. Returns the run folder (and the directory that holds it).
+fn cut_and_resume(screen: &str, cut: usize) -> (PathBuf, tempfile::TempDir) {
     use servelab::run::{RunOptions, Seam, execute_on};
     let tmp = tempfile::tempdir().unwrap();
-    let text = "name: cut\nengine:\n  model: m\n  port: PORT\n  command: [vllm, --capacity, \"2\", --noise-pct, \"2\", --seed, \"1\", serve, \"{{ model }}\"]\ntune:\n  space:\n    max-num-seqs: [1, 4]\n  objective: throughput\n  p95_budget: 30s\n  budget: {starts: 6}\n  confirm_repeats: 2\n  confirm_starts: 2\n  screen: 0\nrepeats: 1\nload:\n  concurrency: 8\n  requests: 16\n  exact_requests: true\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 0\n  server_warmup: 0s\n";
-    let text = text.replace("PORT", &free_port().to_string());
+    let text = format!(
+        "name: cut\nengine:\n  model: m\n  port: {}\n  command: [vllm, --capacity, \"2\", --noise-pct, \"2\", --seed, \"1\", serve, \"{{{{ model }}}}\"]\ntune:\n  space:\n    max-num-seqs: [1, 4]\n  objective: throughput\n  p95_budget: 30s\n  budget: {{starts: 6}}\n  confirm_repeats: 2\n  confirm_starts: 2\n  screen: {screen}\nrepeats: 1\nload:\n  concurrency: 8\n  requests: 16\n  exact_requests: true\n  max_tokens: 8\n  prompt_tokens: 8\n  warmup: 0\n  server_warmup: 0s\n",
+        free_port()
+    );
     let loaded = servelab::spec::load_str("cut.yaml", &text, &[]).unwrap_or_else(|e| panic!("{e}"));
     let plan = servelab::plan::build_located(&loaded).unwrap_or_else(|e| panic!("{e}"));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -213,11 +231,16 @@ fn a_confirmation_start_cut_off_midway_is_measured_again_in_full_on_resume() {
         let stop = std::sync::atomic::AtomicBool::new(false);
         rt.block_on(execute_on(&loaded, &plan, &opts, &stop, &seam)).unwrap_or_else(|e| panic!("{e}"))
     };
-    // Two search starts of one point each, then the first confirmation start's first repeat.
-    assert!(run(None, Some(3)).interrupted);
+    assert!(run(None, Some(cut)).interrupted);
     assert!(!run(Some(dir.clone()), None).interrupted);
+    (dir, tmp)
+}
 
-    // Which server start (the journal's n-th `server_start`) measured each attempt of each point.
+/// For each (group, start) of a tune with one search repeat and confirmation starts of two repeats (the search
+/// start: repeat 0 and the short phase's repeat 5; confirmation start k: repeats 1 + 2k and 2 + 2k), the server
+/// starts (the journal's n-th `server_start`) that measured the latest attempts of its points; and how many of
+/// those latest attempts are a second attempt or later.
+fn servers_per_start(dir: &Path) -> (BTreeMap<String, std::collections::BTreeSet<usize>>, usize) {
     let mut start_of: BTreeMap<(String, u64), usize> = BTreeMap::new();
     let mut starts = 0;
     for e in jsonl(&dir.join("journal.jsonl")) {
@@ -236,25 +259,20 @@ fn a_confirmation_start_cut_off_midway_is_measured_again_in_full_on_resume() {
             latest.insert(id, (attempt, p["status"].as_str().unwrap().to_owned()));
         }
     }
-    let plan_json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("plan.json")).unwrap()).unwrap();
-    let mut remeasured = 0;
-    for g in plan_json["groups"].as_array().unwrap() {
-        for k in 0..2u64 {
-            // Confirmation start k holds repeats 1 + 2k and 2 + 2k (repeat 0 is the search's).
-            let servers: std::collections::BTreeSet<usize> = g["points"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|p| [1 + 2 * k, 2 + 2 * k].contains(&p["repeat"].as_u64().unwrap()))
-                .filter_map(|p| latest.get(p["id"].as_str().unwrap()).map(|(a, s)| (p["id"].as_str().unwrap(), *a, s)))
-                .inspect(|(_, a, s)| {
-                    assert_eq!(s.as_str(), "ok");
-                    remeasured += usize::from(*a > 0);
-                })
-                .map(|(id, a, _)| start_of[&(id.to_owned(), a)])
-                .collect();
-            assert!(servers.len() <= 1, "group {} start {k} measured on servers {servers:?}", g["id"]);
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("plan.json")).unwrap()).unwrap();
+    let (mut out, mut remeasured) = (BTreeMap::new(), 0);
+    for g in plan["groups"].as_array().unwrap() {
+        for p in g["points"].as_array().unwrap() {
+            let Some((attempt, status)) = latest.get(p["id"].as_str().unwrap()) else { continue };
+            assert_eq!(status, "ok");
+            remeasured += usize::from(*attempt > 0);
+            let start = match p["repeat"].as_u64().unwrap() {
+                0 | 5 => "search".to_owned(),
+                r => format!("confirmation {}", (r - 1) / 2),
+            };
+            let server = start_of[&(p["id"].as_str().unwrap().to_owned(), *attempt)];
+            out.entry(format!("{} {start}", g["id"])).or_insert_with(std::collections::BTreeSet::new).insert(server);
         }
     }
-    assert_eq!(remeasured, 1, "the cut-off start's one recorded repeat, measured again");
+    (out, remeasured)
 }

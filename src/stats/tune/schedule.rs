@@ -303,10 +303,18 @@ pub(super) fn nexts(a: &Ask<'_, '_>, inflight: &InFlight<'_>) -> (Option<Next>, 
     let ph = Phases::of(a.tp);
     let config_group = |cfg: &Vec<usize>| a.tp.configs.iter().find(|c| &c.index == cfg).map(|c| c.group.clone());
     // The short phase first; the schedule then measures the full phase on the same start only for a finalist.
+    // The finalist rule compares the two on one start, so a start cut off between them (an interrupted run,
+    // resumed) is measured again whole, as a confirmation start is (below).
     let search_next = |g: String| {
+        let out = a.search.screens.out(&g);
         let mut points = missing(a.plan, a.rec, &g, ph.short());
-        if !a.search.screens.out(&g) {
+        if !out {
             points.extend(missing(a.plan, a.rec, &g, ph.search()));
+        }
+        let mut whole = planned_in(a.plan, &g, ph.short());
+        whole.extend(planned_in(a.plan, &g, ph.search()));
+        if !out && !points.is_empty() && points.len() < whole.len() {
+            points = whole;
         }
         Next { points, group: g, phase: "search".into() }
     };
