@@ -19,9 +19,10 @@ pub(super) fn validate(args: &SpecArgs) -> Result<i32, Error> {
     run::check_templates(loaded, plan).map_err(|e| Error::Usage(e.to_string()))?;
     match &plan.tune {
         Some(t) => outln!(
-            "ok: {}: a tune over {} configurations in at most {} server starts",
+            "ok: {}: a tune over {} configuration{} in at most {} server starts",
             args.spec.display(),
             t.configs.len(),
+            if t.configs.len() == 1 { "" } else { "s" },
             t.starts
         ),
         None => outln!(
