@@ -79,13 +79,9 @@ pub(super) fn group<'a>(plan: &'a Plan, id: &str) -> Option<&'a ServerGroup> {
 /// The ids of `group`'s client points in `repeats` that have no record yet (an interrupted one is measured
 /// again).
 pub(super) fn missing(plan: &Plan, rec: &Recorded, id: &str, repeats: std::ops::Range<u32>) -> Vec<String> {
-    let Some(g) = group(plan, id) else { return Vec::new() };
-    g.points
-        .iter()
-        .filter(|p| p.client.is_some() && repeats.contains(&p.repeat))
-        .filter(|p| !rec.points.iter().any(|r| r.point == p.id && r.status != Status::Interrupted))
-        .map(|p| p.id.clone())
-        .collect()
+    let mut ids = planned_in(plan, id, repeats);
+    ids.retain(|p| !rec.points.iter().any(|r| &r.point == p && r.status != Status::Interrupted));
+    ids
 }
 
 /// The ids of `group`'s client points in `repeats`, recorded or not.
