@@ -84,7 +84,7 @@ fn shard_script(a: &K8sArgs, r: &Resources) -> String {
 I=\"$JOB_COMPLETION_INDEX\"
 RUNS={runs}
 DIR=\"$RUNS/{name}/shard-$I-of-{n}\"
-if [ -f \"$DIR/manifest.json\" ]; then
+if [ -f \"$DIR/manifest.json\" ] || [ -f \"$DIR/manifest.json.xz\" ]; then
   exec {servelab} run {run_args} --shard \"$I/{n}\" --resume \"$DIR\"
 fi
 rm -rf \"$DIR\"

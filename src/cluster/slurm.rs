@@ -69,10 +69,10 @@ fn shards(a: &SlurmArgs, r: &Resources, shared: &str, workdir: &str, run_args: &
 RUNS={runs}
 I=\"$SLURM_ARRAY_TASK_ID\"
 DIR=\"$RUNS/{name}/shard-$I-of-{n}\"
-if [ -f \"$DIR/manifest.json\" ]; then
+if [ -f \"$DIR/manifest.json\" ] || [ -f \"$DIR/manifest.json.xz\" ]; then
   exec {servelab} run {run_args} --shard \"$I/{n}\" --resume \"$DIR\"
 fi
-# A folder without a manifest was cut before anything was measured in it: start the shard afresh.
+# A folder without a manifest (plain, or packed by `servelab compress`) was cut before anything was measured in it: start the shard afresh.
 rm -rf \"$DIR\"
 exec {servelab} run {run_args} --shard \"$I/{n}\" --out \"$RUNS\" --run-id \"shard-$I-of-{n}\"
 ",
@@ -90,7 +90,7 @@ missing=''
 i=0
 while [ \"$i\" -lt {n} ]; do
   d=\"$RUNS/{name}/shard-$i-of-{n}\"
-  if [ -f \"$d/manifest.json\" ]; then have=\"$have $d\"; else missing=\"$missing $i\"; fi
+  if [ -f \"$d/manifest.json\" ] || [ -f \"$d/manifest.json.xz\" ]; then have=\"$have $d\"; else missing=\"$missing $i\"; fi
   i=$((i + 1))
 done
 if [ -n \"$missing\" ]; then

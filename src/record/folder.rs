@@ -37,11 +37,6 @@ fn read_text(path: &Path) -> Result<String, RecordError> {
     Ok(String::from_utf8(bytes).unwrap_or_default())
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, RecordError> {
-    let bytes = std::fs::read(path).map_err(|e| RecordError::io(path, e))?;
-    parse_json(path, bytes)
-}
-
 fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: Vec<u8>) -> Result<T, RecordError> {
     if let Some((line, column)) = io::utf8_error_place(&bytes) {
         return Err(RecordError::Utf8 { path: path.display().to_string(), line, column });
@@ -61,8 +56,17 @@ pub fn read_startup<T: serde::de::DeserializeOwned>(server_dir: &Path) -> Result
     }
 }
 
+/// The run's `manifest.json`, plain or packed by `servelab compress`.
+pub fn read_manifest(dir: &Path) -> Result<Manifest, RecordError> {
+    let plain = dir.join(MANIFEST);
+    match io::read_doc(&plain)? {
+        Some((path, bytes)) => parse_json(&path, bytes),
+        None => Err(RecordError::io(&plain, std::io::ErrorKind::NotFound.into())),
+    }
+}
+
 pub fn read(dir: &Path) -> Result<RunFolder, RecordError> {
-    let manifest: Manifest = read_json(&dir.join(MANIFEST))?;
+    let manifest = read_manifest(dir)?;
     let spec_text = read_text(&dir.join(SPEC))?;
     let journal = journal::state(&Journal::new(dir).read()?);
     let mut recorded = Recorded::default();
@@ -126,8 +130,10 @@ pub fn compress(dir: &Path) -> Result<Vec<(String, u64, u64)>, RecordError> {
     ];
     let mut out: Vec<_> =
         done.into_iter().filter_map(|(name, sizes)| sizes.map(|(b, a)| (name.to_owned(), b, a))).collect();
-    // Server start records (mostly the memory timeline of the start) are the next largest part of a folder.
-    for doc in server_docs(dir)? {
+    // Then the whole documents: the plan twice (plan.json, and inside the manifest), server start records
+    // (mostly the memory timeline of the start) and server logs. Every reader takes them plain or packed.
+    let docs = [dir.join(PLAN), dir.join(MANIFEST)].into_iter().chain(server_docs(dir)?);
+    for doc in docs {
         if let Some((before, after)) = io::compress_doc(&doc)? {
             let name = doc.strip_prefix(dir).unwrap_or(&doc).display().to_string();
             out.push((name, before, after));
@@ -136,7 +142,8 @@ pub fn compress(dir: &Path) -> Result<Vec<(String, u64, u64)>, RecordError> {
     Ok(out)
 }
 
-/// Every plain `servers/<group>/startup*.json` (a resumed run keeps earlier starts as `startup-<n>.json`).
+/// Every plain `servers/<group>/startup*.json` and `server*.log` (a resumed run keeps earlier starts as
+/// `startup-<n>.json` and `server-<n>.log`).
 fn server_docs(dir: &Path) -> Result<Vec<PathBuf>, RecordError> {
     let servers = dir.join("servers");
     let mut docs = Vec::new();
@@ -147,7 +154,9 @@ fn server_docs(dir: &Path) -> Result<Vec<PathBuf>, RecordError> {
         for file in files {
             let path = file.map_err(|e| RecordError::io(&group, e))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if name.starts_with("startup") && name.ends_with(".json") && path.is_file() {
+            let doc = (name.starts_with("startup") && name.ends_with(".json"))
+                || (name.starts_with("server") && name.ends_with(".log"));
+            if doc && path.is_file() {
                 docs.push(path);
             }
         }

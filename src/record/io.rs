@@ -166,6 +166,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
     write_atomic_raw(path, &redacted(bytes))
 }
 
+/// A whole document (`manifest.json`, `plan.json`) written plain, as [`write_atomic`] does, then the packed copy
+/// `servelab compress` may have left is removed: a resumed or merged folder never holds two copies of one
+/// document, which [`read_doc`] would refuse.
+pub fn write_doc(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
+    write_atomic(path, bytes)?;
+    for (ext, _) in PACKED {
+        let packed = with_ext(path, ext);
+        match std::fs::remove_file(&packed) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RecordError::io(&packed, e)),
+            _ => {}
+        }
+    }
+    sync_dir(path);
+    Ok(())
+}
+
 /// [`write_atomic`] for compressed bytes, which are written as they are (their text was redacted when it was
 /// first written).
 fn write_atomic_raw(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {

@@ -312,7 +312,7 @@ fn gpu_idle(gpus: &[crate::plan::slots::Gpu], probe: &dyn MemoryProbe) -> std::c
 /// The run's end: the manifest with its end time, and the derived files when a server was recorded.
 fn finish(dir: &Path, loaded: &LoadedSpec, manifest: &mut Manifest, rec: &Recorded) -> Result<(), RunError> {
     manifest.ended_at = Some(chrono::Local::now().to_rfc3339());
-    write_atomic(&dir.join(crate::record::folder::MANIFEST), &json_pretty(&*manifest))
+    crate::record::io::write_doc(&dir.join(crate::record::folder::MANIFEST), &json_pretty(&*manifest))
         .map_err(|e| RunError::from(e).during_run())?;
     if !rec.servers.is_empty() {
         let templates = loaded.spec.templates.as_ref().map(PathBuf::from);

@@ -101,9 +101,9 @@ fn prepare(dir: &Path, loaded: &LoadedSpec, plan: &Plan, manifest: &Manifest) ->
         let n = (1..).find(|n| !dir.join(format!("spec-{n}.yaml")).exists()).unwrap_or(1);
         write_atomic(&dir.join(format!("spec-{n}.yaml")), &old)?;
     }
-    write_atomic(&dir.join(PLAN), &json_pretty(plan))?;
+    crate::record::io::write_doc(&dir.join(PLAN), &json_pretty(plan))?;
     write_atomic(&spec_path, loaded.source.text.as_bytes())?;
-    write_atomic(&dir.join(MANIFEST), &json_pretty(manifest))?;
+    crate::record::io::write_doc(&dir.join(MANIFEST), &json_pretty(manifest))?;
     Ok(())
 }
 

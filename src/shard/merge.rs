@@ -223,8 +223,8 @@ fn write_folder(
     manifest: &Manifest,
 ) -> Result<(), MergeError> {
     write_atomic(&dir.join(SPEC), all[0].folder.spec_text.as_bytes())?;
-    write_atomic(&dir.join(PLAN), &json_pretty(&manifest.plan))?;
-    write_atomic(&dir.join(MANIFEST), &json_pretty(manifest))?;
+    crate::record::io::write_doc(&dir.join(PLAN), &json_pretty(&manifest.plan))?;
+    crate::record::io::write_doc(&dir.join(MANIFEST), &json_pretty(manifest))?;
     let mut journal = Vec::new();
     for (i, r) in all.iter().enumerate() {
         journal.extend(r.entries.iter().filter(|e| owners.get(entry_group(e)) == Some(&i)).cloned());
@@ -283,10 +283,7 @@ fn replace(stage: &Path, out: &Path) -> Result<(), MergeError> {
     let io = |source| MergeError::Out { path: out.display().to_string(), source };
     if out.exists() {
         let empty = std::fs::read_dir(out).map(|mut d| d.next().is_none()).unwrap_or(false);
-        let merged = std::fs::read(out.join(MANIFEST))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
-            .is_some_and(|m| !m.shards.is_empty());
+        let merged = folder::read_manifest(out).is_ok_and(|m| !m.shards.is_empty());
         if !empty && !merged {
             return Err(MergeError::Exists(out.display().to_string()));
         }

@@ -301,6 +301,10 @@ fn compressed_raw_records_read_back_and_resume() {
     assert!(dir.join("requests.jsonl.xz").exists() && !dir.join("requests.jsonl").exists());
     let server = std::fs::read_dir(dir.join("servers")).unwrap().next().unwrap().unwrap().path();
     assert!(server.join("startup.json.xz").exists() && !server.join("startup.json").exists());
+    for doc in ["manifest.json", "plan.json"].map(|d| dir.join(d)).into_iter().chain([server.join("server.log")]) {
+        let packed = doc.with_extension(format!("{}.xz", doc.extension().unwrap().to_str().unwrap()));
+        assert!(packed.exists() && !doc.exists(), "{} is packed", doc.display());
+    }
     rerenders_byte_for_byte(&dir);
     // A spec edit adds a level: the resumed run appends plain records beside the compressed ones.
     let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&case.spec).unwrap();
@@ -310,6 +314,10 @@ fn compressed_raw_records_read_back_and_resume() {
     assert!(dir.join("spec-1.yaml").exists(), "the earlier spec is kept");
     assert!(server.join("startup-1.json.xz").exists(), "the earlier start is kept, still packed");
     assert!(server.join("startup.json").exists() && !server.join("startup.json.xz").exists());
+    assert!(server.join("server-1.log.xz").exists() && server.join("server.log").exists(), "the earlier log is kept");
+    for (plain, packed) in [("manifest.json", "manifest.json.xz"), ("plan.json", "plan.json.xz")] {
+        assert!(dir.join(plain).exists() && !dir.join(packed).exists(), "{plain} rewritten, one copy");
+    }
     rerenders_byte_for_byte(&dir);
     // Another experiment's spec is refused (nothing written), unless --force.
     let other = Case::new(&spec("other", port, "", "[1]", 8, ""));

@@ -136,7 +136,7 @@ where
             manifest.model_config_hash =
                 manifest.model_config_hash.take().or(server.model.as_ref().map(|m| m.config_hash.clone()));
         }
-        write_atomic(&self.env.dir.join(MANIFEST), &json_pretty(manifest))?;
+        crate::record::io::write_doc(&self.env.dir.join(MANIFEST), &json_pretty(manifest))?;
         crate::run::write_derived(self.env.dir, self.env.spec, manifest, rec, self.env.templates.clone())
     }
 

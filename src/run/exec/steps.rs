@@ -264,9 +264,12 @@ pub(super) fn set_refused_start_aside(server_dir: &Path, archived: Option<u32>) 
             std::fs::rename(&from, server_dir.join(format!("startup.json{ext}"))).map_err(io(&from))?;
         }
     }
-    let earlier = server_dir.join(format!("server-{n}.log"));
-    if earlier.exists() {
-        std::fs::rename(&earlier, &log).map_err(io(&earlier))?;
+    for ext in ["", ".xz", ".gz"] {
+        let earlier = server_dir.join(format!("server-{n}.log{ext}"));
+        if earlier.exists() {
+            let to = server_dir.join(format!("server.log{ext}"));
+            std::fs::rename(&earlier, &to).map_err(io(&earlier))?;
+        }
     }
     Ok(())
 }
@@ -326,9 +329,11 @@ pub(super) fn archive_previous(server_dir: &Path) -> (Option<u32>, Vec<String>) 
         }
     }
     // A start that failed before its server ran has no log to keep.
-    let log = server_dir.join("server.log");
-    if log.exists() {
-        keep(log, server_dir.join(format!("server-{n}.log")));
+    for ext in FORMS {
+        let log = server_dir.join(format!("server.log{ext}"));
+        if log.exists() {
+            keep(log, server_dir.join(format!("server-{n}.log{ext}")));
+        }
     }
     (Some(n), warnings)
 }
