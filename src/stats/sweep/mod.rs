@@ -108,6 +108,10 @@ pub struct Cell {
     pub max_tokens: u32,
     pub ignore_eos: bool,
     pub shared_prefix_tokens: u32,
+    /// The prompts repeat content by design (sessions resend their history, a trace's or a dataset's prompts
+    /// may share prefixes), so prefix-cache hits say nothing about a cache left warm. Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared_by_design: bool,
     /// `load.client_threads` (1 when not set): cells that differ only by it are told apart by it (the label
     /// names it above 1; the CSV has a column, the table one when some cell of the sweep is above 1).
     #[serde(default = "one_thread")]
@@ -213,6 +217,10 @@ impl Cell {
             max_tokens: client.max_tokens,
             ignore_eos: client.ignore_eos,
             shared_prefix_tokens: client.shared_prefix_tokens,
+            shared_by_design: client.sessions.is_some()
+                || client.trace.is_some()
+                || client.dataset.is_some()
+                || client.prompts_file.is_some(),
             client_threads: client.client_threads.max(1),
             label,
             repeats,

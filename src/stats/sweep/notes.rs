@@ -5,6 +5,11 @@ use super::*;
 /// CPU steal on a slot's cores at or above this share of their time flags a cell as contended.
 pub(super) const STEAL_CONTENDED_PCT: f64 = 5.0;
 
+/// Prompts no two of which share a prefix: random ones without `shared_prefix_tokens`.
+fn prompts_unique(cell: &Cell) -> bool {
+    cell.shared_prefix_tokens == 0 && !cell.shared_by_design
+}
+
 pub(super) fn flags(cell: &Cell, gpu_sampled: bool, all_requests: &[&RequestRecord]) -> Vec<CellNote> {
     let h = cell.head();
     let mut notes = Vec::new();
@@ -45,7 +50,7 @@ pub(super) fn flags(cell: &Cell, gpu_sampled: bool, all_requests: &[&RequestReco
             notes.push(CellNote::TokensDiffer { repeat: r.repeat, client, server });
         }
     }
-    if let Some(hits) = h.prefix_hits.filter(|hits| cell.shared_prefix_tokens == 0 && *hits > 0.0) {
+    if let Some(hits) = h.prefix_hits.filter(|hits| prompts_unique(cell) && *hits > 0.0) {
         notes.push(CellNote::WarmPrefix { hits });
     }
     let whole = cell.repeats.iter().filter(|r| r.window_s.is_none()).count();
@@ -121,7 +126,7 @@ pub fn notes_hold(c: &Cell, knee: &Knee, precision: Option<f64>) -> Vec<String> 
                 (server - *client as f64).abs() > 0.5
                     && c.repeats.iter().any(|r| r.repeat == *repeat && r.server_generation_tokens == Some(*server))
             }
-            CellNote::WarmPrefix { hits } => c.shared_prefix_tokens == 0 && *hits > 0.0 && h.prefix_hits == Some(*hits),
+            CellNote::WarmPrefix { hits } => prompts_unique(c) && *hits > 0.0 && h.prefix_hits == Some(*hits),
             CellNote::WindowTooShort { repeats, of, .. } => {
                 *repeats > 0
                     && *of == c.repeats.len()

@@ -265,6 +265,7 @@ proptest! {
             12),
         rounds in 1usize..4,
         gpu in proptest::bool::ANY,
+        shared in proptest::bool::ANY,
     ) {
         let rules = KneeRules::default();
         let levels = [1, 2, 4, 8];
@@ -290,6 +291,9 @@ proptest! {
             r.itl_per_token = per_token;
             r.gpu_util_pct = gpu.then_some(50.0).filter(|_| i % 3 != 0);
         }
+        for c in &mut g.cells {
+            c.shared_by_design = shared;
+        }
         finish_group(&mut g, RepeatPolicy::Mean, &rules, gpu, &[]);
         let words = crate::report::sweep_csv::notes_text(&g.cells).unwrap();
         for (c, text) in g.cells.iter().zip(&words) {
@@ -302,6 +306,14 @@ proptest! {
             let short = format!("{whole} of {} repeats too short", c.repeats.len());
             prop_assert_eq!(whole > 0, text.contains(&short), "{}", text);
             prop_assert_eq!(!gpu, text.contains("no GPU: gpu_util_pct not measured"), "{}", text);
+            // Sessions, traces and datasets share prompt prefixes by design: their hits are no warm cache.
+            let warm = !shared && h.prefix_hits.is_some_and(|x| x > 0.0);
+            prop_assert_eq!(warm, text.contains("warm prefix cache"), "{}", text);
+            if shared && h.prefix_hits.is_some_and(|x| x > 0.0) {
+                let mut said = c.clone();
+                said.notes.push(CellNote::WarmPrefix { hits: h.prefix_hits.unwrap() });
+                prop_assert!(!notes_hold(&said, &g.knee, None).is_empty(), "a warm-cache note on shared prompts");
+            }
             if let CellNote::Gap { gap_ms, .. } = c.notes.iter().find(|n| matches!(n, CellNote::Gap { .. })).unwrap_or(&CellNote::NoGpu) {
                 let said = if *gap_ms < 0.0 { "below vLLM's" } else { "exceeds vLLM's" };
                 prop_assert!(text.contains(said), "{}", text);

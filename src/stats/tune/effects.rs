@@ -106,6 +106,31 @@ fn find<'a>(tp: &TunePlan, rows: &'a [Row], at: &[usize], defaults: &[FlagDefaul
     }
 }
 
+/// A flag whose default lies outside the space (a space fixed to a pick, say) still moves alone from its
+/// default where every other flag of R is at its own: R against the defaults' row.
+fn outside_space(
+    tp: &TunePlan,
+    rows: &[Row],
+    (r, rf): (&Row, (f64, usize)),
+    at: &[usize],
+    f: usize,
+    defaults: &[FlagDefault],
+    noise: Option<&Noise>,
+) -> Option<Contrast> {
+    let others_default = tp
+        .axes
+        .iter()
+        .zip(at)
+        .zip(defaults)
+        .enumerate()
+        .all(|(g, ((a, &i), d))| g == f || is_default(d, &a.values[i].to_string()));
+    let base = rows.iter().find(|x| x.defaults).filter(|_| others_default)?;
+    let bf = figure(base)?;
+    let (rel, ci) = contrast_of(bf, rf, noise);
+    let to = tp.axes[f].values[at[f]].to_string();
+    Some(Contrast { to, base: base.group.clone(), moved: r.group.clone(), rel, ci, starts: (bf.1, rf.1) })
+}
+
 impl Effects {
     /// Every tuned flag's effect around the row `around` (a searched configuration).
     pub fn of(
@@ -146,6 +171,12 @@ impl Effects {
                     ci,
                     starts: (bf.1, mf.1),
                 });
+            }
+            if def.is_none()
+                && d.value.is_some()
+                && let Some(c) = outside_space(tp, rows, (r, rf), at, f, defaults, noise)
+            {
+                contrasts.push(c);
             }
             let verdict = if d.value.is_none() { Verdict::DefaultNotRead } else { verdict(&contrasts, margin) };
             flags.push(FlagEffect { flag: axis.flag.clone(), default: d.value.clone(), value, contrasts, verdict });

@@ -154,3 +154,20 @@ fn an_interval_wider_than_the_margin_is_unclear() {
     let (lo, hi) = y.contrasts[0].ci.unwrap();
     assert!(lo < -0.02 && hi > 0.02 && y.verdict == Verdict::Unclear, "{y:?}");
 }
+
+#[test]
+fn a_default_outside_the_space_moves_alone_against_the_defaults_row_where_the_rest_are_defaults() {
+    // x's default 9 is no value searched (a space fixed around a pick, say); y's default is the pick's y = 1,
+    // so the pick x=2 y=1 differs from the defaults' row in x alone: that is x's effect.
+    let t = report(&surface(), read(9, 1));
+    let e = t.effects.as_ref().unwrap();
+    let x = &e.flags[0];
+    assert_eq!(e.around, "g21");
+    assert_eq!((x.contrasts.len(), x.contrasts[0].base.as_str(), x.contrasts[0].moved.as_str()), (1, "d", "g21"));
+    assert!((x.contrasts[0].rel - 1.0).abs() < 0.01 && x.verdict == Verdict::Matters, "{x:?}");
+    assert!(t.decision.holds(&t).is_empty(), "{:?}", t.decision.holds(&t));
+    // Where another flag is off its default too (y's 5, also unsearched), the defaults' row differs in two.
+    let t = report(&surface(), read(9, 5));
+    assert_eq!(t.effects.as_ref().unwrap().flags[0].verdict, Verdict::NotMeasured);
+    assert!(t.decision.holds(&t).is_empty(), "{:?}", t.decision.holds(&t));
+}
