@@ -489,10 +489,14 @@ pub fn read_doc(plain: &Path) -> Result<Option<(PathBuf, Vec<u8>)>, RecordError>
 }
 
 /// Packs a whole document into `<plain>.xz` (checked by reading it back), then removes `<plain>`. Returns
-/// (bytes before, bytes after), or None when there is no plain copy.
+/// (bytes before, bytes after), or None when there is no plain copy, or when `<plain>.xz` exists already (a
+/// log of another start left beside a packed one): that copy is never overwritten, both stay as they are.
 pub fn compress_doc(plain: &Path) -> Result<Option<(u64, u64)>, RecordError> {
-    let Some(bytes) = read_optional(plain)? else { return Ok(None) };
     let xz = with_ext(plain, "xz");
+    if xz.exists() {
+        return Ok(None);
+    }
+    let Some(bytes) = read_optional(plain)? else { return Ok(None) };
     let packed = xz_pack(&xz, &bytes)?;
     write_atomic_raw(&xz, &packed)?;
     std::fs::remove_file(plain).map_err(|e| RecordError::io(plain, e))?;

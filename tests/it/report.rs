@@ -83,9 +83,16 @@ fn report_rerenders_every_derived_file_byte_for_byte() {
     }
 }
 
-/// Every run folder under `dir` (a folder holding `manifest.json`).
+/// Folders under `dir` holding a journal: every run folder has one, whatever form its manifest takes.
+fn journals_under(dir: &Path) -> usize {
+    let here = usize::from(dir.join("journal.jsonl").exists());
+    let sub = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir());
+    here + sub.map(|p| journals_under(&p)).sum::<usize>()
+}
+
+/// Every run folder under `dir` (a folder holding `manifest.json`, plain or packed by `servelab compress`).
 fn run_folders(dir: &Path, out: &mut Vec<PathBuf>) {
-    if dir.join("manifest.json").exists() {
+    if dir.join("manifest.json").exists() || dir.join("manifest.json.xz").exists() {
         out.push(dir.to_owned());
     }
     for e in std::fs::read_dir(dir).unwrap() {
@@ -156,7 +163,12 @@ fn each_new_example_stays_within_one_mib() {
 fn every_committed_example_rerenders_byte_for_byte() {
     let mut runs = Vec::new();
     run_folders(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"), &mut runs);
-    assert!(runs.len() >= 6, "examples/ lost its run folders: {runs:?}");
+    assert!(runs.len() >= 27, "examples/ lost its run folders: {runs:?}");
+    assert_eq!(
+        runs.len(),
+        journals_under(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")),
+        "a run folder was missed"
+    );
     for src in runs {
         let run = src.file_name().unwrap().to_str().unwrap().to_owned();
         let tmp = tempfile::tempdir().unwrap();
@@ -190,7 +202,7 @@ fn report_check_holds_for_every_committed_run_and_fails_a_tampered_one() {
     let mut runs = Vec::new();
     run_folders(&root.join("examples"), &mut runs);
     run_folders(&root.join("tests/fixtures/runs"), &mut runs);
-    assert!(runs.len() >= 8, "{runs:?}");
+    assert!(runs.len() >= 29, "{runs:?}");
     for run in &runs {
         let (code, out, err) = servelab(&["report", "--check", run.to_str().unwrap()]);
         assert_eq!(code, 0, "{}: {out}{err}", run.display());

@@ -56,6 +56,10 @@ fn a_packed_document_reads_back_as_written_and_two_copies_are_refused() {
     std::fs::write(&path, b"{}").unwrap();
     let err = read_doc(&path).unwrap_err().to_string();
     assert!(err.contains("startup.json.xz is also present: keep one of the two"), "{err}");
+    // A packed copy is never overwritten by packing another plain one: both stay.
+    assert_eq!(compress_doc(&path).unwrap(), None);
+    assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+    assert_eq!(read_packed(&path).unwrap().unwrap().1, b"{\"a\": 1}\n".to_vec(), "the packed copy as it was");
 }
 
 #[test]

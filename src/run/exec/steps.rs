@@ -298,7 +298,8 @@ pub(super) fn load_label(c: &crate::plan::ClientConfig) -> String {
 }
 
 /// Keeps an earlier attempt's server files when a resumed run starts the same server again.
-/// A compressed folder (`servelab compress`) holds `startup.json.xz`: it is kept the same way.
+/// A compressed folder (`servelab compress`) holds `startup.json.xz` and `server.log.xz`: they are kept the
+/// same way, in their form.
 /// Returns the number they were kept under, and the warnings: a rename that fails is a warning (printed, and
 /// returned for the new start's record): the new start then overwrites that file, so the earlier attempt's
 /// copy is lost, but the measurement is not.

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 pub enum Verdict {
     /// The defaults' log does not state the flag's default: no contrast is taken.
     DefaultNotRead,
-    /// No measured configuration differs from R in this flag alone (or the default is not a value searched).
+    /// No measured configuration differs from R in this flag alone: neither a searched one nor, where the
+    /// default is no value searched, the defaults' own row (R's other flags off their defaults).
     NotMeasured,
     /// An interval excludes 0.
     Matters,
