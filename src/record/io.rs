@@ -172,14 +172,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
 pub fn write_doc(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
     write_atomic(path, bytes)?;
     for (ext, _) in PACKED {
-        let packed = with_ext(path, ext);
-        match std::fs::remove_file(&packed) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RecordError::io(&packed, e)),
-            _ => {}
-        }
+        remove_if_present(&with_ext(path, ext))?;
     }
     sync_dir(path);
     Ok(())
+}
+
+/// Removes `path`; one that is not there is no error.
+fn remove_if_present(path: &Path) -> Result<(), RecordError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RecordError::io(path, e)),
+        _ => Ok(()),
+    }
 }
 
 /// [`write_atomic`] for compressed bytes, which are written as they are (their text was redacted when it was
@@ -539,10 +543,7 @@ pub fn compress_raw<T: Serialize + DeserializeOwned>(plain: &Path) -> Result<Opt
     let packed = xz_pack(&xz, &lines)?;
     write_atomic_raw(&xz, &packed)?;
     for old in [with_ext(plain, "gz"), plain.to_path_buf()] {
-        match std::fs::remove_file(&old) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(RecordError::io(&old, e)),
-            _ => {}
-        }
+        remove_if_present(&old)?;
     }
     sync_dir(plain);
     Ok(Some((before, packed.len() as u64)))

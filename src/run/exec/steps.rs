@@ -243,6 +243,9 @@ pub(super) fn vllm_changed<'v>(recorded: Option<&'v str>, reported: Option<&'v s
     }
 }
 
+/// The forms a server file takes in a run folder: plain, or packed by `servelab compress` (`.gz`: older folders).
+const FORMS: [&str; 3] = ["", ".xz", ".gz"];
+
 /// A start refused for another vLLM leaves the folder as the run recorded it: its log is kept as
 /// `server-refused.log`, and the earlier start's files, set aside when it began, go back to their names (a
 /// `startup.json` of the refused start would be read as this group's latest start).
@@ -258,13 +261,13 @@ pub(super) fn set_refused_start_aside(server_dir: &Path, archived: Option<u32>) 
         std::fs::rename(&log, &to).map_err(io(&to))?;
     }
     let Some(n) = archived else { return Ok(()) };
-    for ext in ["", ".xz", ".gz"] {
+    for ext in FORMS {
         let from = server_dir.join(format!("startup-{n}.json{ext}"));
         if from.exists() {
             std::fs::rename(&from, server_dir.join(format!("startup.json{ext}"))).map_err(io(&from))?;
         }
     }
-    for ext in ["", ".xz", ".gz"] {
+    for ext in FORMS {
         let earlier = server_dir.join(format!("server-{n}.log{ext}"));
         if earlier.exists() {
             let to = server_dir.join(format!("server.log{ext}"));
@@ -304,7 +307,6 @@ pub(super) fn load_label(c: &crate::plan::ClientConfig) -> String {
 /// returned for the new start's record): the new start then overwrites that file, so the earlier attempt's
 /// copy is lost, but the measurement is not.
 pub(super) fn archive_previous(server_dir: &Path) -> (Option<u32>, Vec<String>) {
-    const FORMS: [&str; 3] = ["", ".xz", ".gz"];
     let present = |stem: &str| FORMS.iter().any(|ext| server_dir.join(format!("{stem}{ext}")).exists());
     let mut warnings = Vec::new();
     if !present("startup.json") {

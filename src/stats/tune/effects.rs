@@ -94,11 +94,17 @@ fn verdict(contrasts: &[Contrast], margin: f64) -> Verdict {
     }
 }
 
+/// Whether every flag of the configuration (value indices in axis order) but `except` is at its default.
+fn at_defaults(tp: &TunePlan, at: &[usize], defaults: &[FlagDefault], except: Option<usize>) -> bool {
+    let flags = tp.axes.iter().zip(at).zip(defaults).enumerate();
+    flags.filter(|(f, _)| Some(*f) != except).all(|(_, ((a, &i), d))| is_default(d, &a.values[i].to_string()))
+}
+
 /// Finds the measured row of a configuration (value indices in axis order): its searched row, or the
 /// defaults' where every value is its default; the one of more starts where both are.
 fn find<'a>(tp: &TunePlan, rows: &'a [Row], at: &[usize], defaults: &[FlagDefault]) -> Option<&'a Row> {
     let searched = tp.configs.iter().find(|c| c.index == at).and_then(|c| rows.iter().find(|r| r.group == c.group));
-    let all_default = tp.axes.iter().zip(at).zip(defaults).all(|((a, &i), d)| is_default(d, &a.values[i].to_string()));
+    let all_default = at_defaults(tp, at, defaults, None);
     let defaults_row = rows.iter().find(|r| r.defaults).filter(|_| all_default);
     let starts = |r: Option<&Row>| r.and_then(figure).map_or(0, |f| f.1);
     match (searched.filter(|r| figure(r).is_some()), defaults_row.filter(|r| figure(r).is_some())) {
@@ -118,14 +124,7 @@ fn outside_space(
     defaults: &[FlagDefault],
     noise: Option<&Noise>,
 ) -> Option<Contrast> {
-    let others_default = tp
-        .axes
-        .iter()
-        .zip(at)
-        .zip(defaults)
-        .enumerate()
-        .all(|(g, ((a, &i), d))| g == f || is_default(d, &a.values[i].to_string()));
-    let base = rows.iter().find(|x| x.defaults).filter(|_| others_default)?;
+    let base = rows.iter().find(|x| x.defaults).filter(|_| at_defaults(tp, at, defaults, Some(f)))?;
     let bf = figure(base)?;
     let (rel, ci) = contrast_of(bf, rf, noise);
     let to = tp.axes[f].values[at[f]].to_string();
