@@ -88,11 +88,10 @@ pub(super) fn run_plan(
         note(format_args!("interrupted; what was measured is in {}\n", outcome.dir.display()));
         return Ok((if sig > 0 { 128 + sig } else { exit::INTERRUPTED }, None));
     }
-    let servers = outcome.recorded.servers.len();
     let (failed_servers, failed_points) = (outcome.failed_servers(), outcome.failed_points());
+    let (ok_starts, starts) = outcome.starts_ok();
     eprintln!(
-        "{} of {servers} server starts ok, {failed_points} load points failed; outputs in {}",
-        servers - failed_servers,
+        "{ok_starts} of {starts} server starts ok, {failed_points} load points failed; outputs in {}",
         outcome.dir.display()
     );
     let code = if failed_servers + failed_points > 0 { exit::POINT_FAILED } else { exit::OK };

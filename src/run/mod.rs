@@ -158,6 +158,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// (starts that became ready, all starts) over the whole run, earlier invocations' included: a tune
+    /// starts one configuration several times, and a resumed run counts what came before it.
+    pub fn starts_ok(&self) -> (usize, usize) {
+        let rec = &self.recorded;
+        let started: Vec<_> = rec.servers.iter().chain(&rec.earlier_starts).filter(|s| !s.argv.is_empty()).collect();
+        (started.iter().filter(|s| s.status == Status::Ok).count(), started.len())
+    }
     pub fn failed_servers(&self) -> usize {
         self.recorded.servers.iter().filter(|s| s.status == Status::Failed).count()
     }
@@ -242,7 +249,8 @@ pub async fn execute_on(
     if let crate::plan::slots::Lend::Gpus(gpus) = &opts.host.lend {
         manifest.gpu_idle_mb = gpu_idle(gpus, probe.as_ref());
     }
-    let rules = Rules { fail_fast: opts.fail_fast, max_starts: opts.max_starts, pruned, slots };
+    let started_before = state.server_starts;
+    let rules = Rules { fail_fast: opts.fail_fast, max_starts: opts.max_starts, pruned, slots, started_before };
     let schedule = Schedule::new(&loaded.spec, plan, rules, state.done.clone());
     let progress = Progress::new(schedule.expected_points());
     announce(&progress, &dir, plan, &state, probe.as_ref());

@@ -81,6 +81,9 @@ pub struct Rules {
     /// Server groups that may run at once (the executor's slots; 0 or 1: one at a time). Tune proposes up
     /// to this many starts at once; the grid and the search start whatever the executor has room for.
     pub slots: usize,
+    /// Servers the run started before this invocation (the journal's), so a resumed tune numbers its starts
+    /// against the budget from where it stopped.
+    pub started_before: usize,
 }
 
 /// A policy decides, for a running group, what comes next on it, and which groups may start.
@@ -165,7 +168,11 @@ impl<'a> Schedule<'a> {
     /// against the budget of starts.
     pub fn ordinal(&self, group: &str, session: &Session) -> (usize, usize) {
         match &self.plan.tune {
-            Some(t) => (session.starts.len().saturating_sub(1), t.starts as usize),
+            Some(t) => {
+                // A start cut off midway is made again, so the count may pass the budget.
+                let i = self.rules.started_before + session.starts.len().saturating_sub(1);
+                (i, (t.starts as usize).max(i + 1))
+            }
             None => (self.plan.groups.iter().position(|g| g.id == group).unwrap_or(0), self.plan.groups.len()),
         }
     }

@@ -371,11 +371,21 @@ fn max_starts_stops_a_tune_that_resume_continues() {
     let mut sim = Sim::new(&s);
     let (steps, reason) = sim.run(&by_capacity);
     assert_eq!((starts(&steps).len(), reason), (2, DoneReason::MaxStarts { starts: 2 }));
-    // The next invocation goes on from the records.
-    let s2 = Schedule::new(&spec, &plan, Rules::default(), Default::default());
+    // The next invocation goes on from the records, numbering its starts after the 2 made before it.
+    let s2 = Schedule::new(&spec, &plan, Rules { started_before: 2, ..Rules::default() }, Default::default());
     let mut sim2 = Sim { s: &s2, rec: sim.rec.clone(), session: Session::default(), fails: Vec::new() };
+    let first = match &s2.next_steps(&sim2.rec, &sim2.session)[0] {
+        Step::StartGroup { group, points } => (group.clone(), points.clone()),
+        other => panic!("{other:?}"),
+    };
+    let mut one = Session::default();
+    one.begin(&first.0, first.1);
+    assert_eq!(s2.ordinal(&first.0, &one), (2, 6), "the third start of a budget of 6");
     let (steps, reason) = sim2.run(&by_capacity);
     assert_eq!((starts(&steps).len(), reason), (4, DoneReason::Complete));
+    // A start made again after one was cut off counts past the budget rather than reuse a number.
+    let s3 = Schedule::new(&spec, &plan, Rules { started_before: 6, ..Rules::default() }, Default::default());
+    assert_eq!(s3.ordinal(&first.0, &one), (6, 7));
 }
 
 #[test]

@@ -68,6 +68,10 @@ fn a_tune_searches_within_its_budget_confirms_and_resumes_without_measuring_twic
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let s = starts(&dir);
     assert_eq!(s.values().sum::<usize>(), 6, "2 search starts + 2 confirmation starts each of 2: {s:?}");
+    // The console numbers the resumed starts after the first and counts every start, not configurations.
+    let console = String::from_utf8_lossy(&o.stderr);
+    assert!(console.contains("server 2/6 ") && !console.contains("server 1/6 "), "{console}");
+    assert!(console.contains("6 of 6 server starts ok"), "{console}");
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("tune.json")).unwrap()).unwrap();
     assert_eq!(t["search_starts"], 2);
     assert_eq!(t["confirm_starts"], 4);
