@@ -69,7 +69,7 @@ pub fn read(dir: &Path) -> Result<RunFolder, RecordError> {
     let manifest = read_manifest(dir)?;
     let spec_text = read_text(&dir.join(SPEC))?;
     let journal = journal::state(&Journal::new(dir).read()?);
-    let mut recorded = Recorded::default();
+    let mut recorded = Recorded { metrics_version: manifest.metrics_version, ..Recorded::default() };
     for group in &manifest.plan.groups {
         let sdir = server_dir(dir, &group.id);
         if let Some(server) = read_startup(&sdir)? {

@@ -32,7 +32,9 @@ pub struct Manifest {
     pub ended_at: Option<String>,
     /// What the figures derived from this run's records mean. 1: `itl_p50_s` is the gap between SSE
     /// chunks, figures cover the whole phase. 2: per-token ITL from per-chunk usage, TPOT, steady-state
-    /// windows. `compare` refuses to mix versions.
+    /// windows. 3: a closed loop whose responses are not streamed opens its window once every slot has
+    /// delivered (`stats::window::delivered`). A resumed run keeps its version, so what it decided on goes
+    /// on meaning the same. `compare` refuses to mix versions.
     #[serde(default = "metrics_v1")]
     pub metrics_version: u32,
     /// A tune's configurations the capacity model ruled out on this GPU, and why (group → reason).
@@ -77,7 +79,7 @@ pub struct ShardEnv {
 }
 
 /// The version of figures this build records (see `Manifest::metrics_version`).
-pub const METRICS_VERSION: u32 = 2;
+pub const METRICS_VERSION: u32 = 3;
 
 fn metrics_v1() -> u32 {
     1

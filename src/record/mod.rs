@@ -41,6 +41,8 @@ pub struct Recorded {
     pub points: Vec<PointRecord>,
     pub requests: Vec<RequestRecord>,
     pub samples: Vec<SampleLine>,
+    /// The run's `Manifest::metrics_version`: what its figures mean (0 where no manifest says).
+    pub metrics_version: u32,
 }
 
 impl Recorded {

@@ -173,8 +173,7 @@ pub fn open(dir: &std::path::Path) -> Result<RunFigures, super::ReportError> {
     let (loaded, _, rec) = super::open_run(dir)?;
     let spec = &loaded.spec;
     let started = rec.started_servers();
-    let sweeps =
-        crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
+    let sweeps = crate::stats::sweep::of_run(&rec, spec);
     let rates = crate::stats::rate::analyze(&rec.points, &rec.requests, spec.slo.as_ref());
     let derived_version = super::derive::version_in(dir);
     Ok(RunFigures { kv: crate::stats::kv::rows(&started), sweeps, rates, derived_version })

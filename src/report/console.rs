@@ -83,7 +83,6 @@ pub fn after_run(
         }
         return out;
     }
-    let sweeps =
-        crate::stats::sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
+    let sweeps = crate::stats::sweep::of_run(rec, spec);
     summary(dir, rec, &sweeps)
 }

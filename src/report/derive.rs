@@ -54,7 +54,7 @@ fn groups_with(manifest: &Manifest, pick: impl Fn(&crate::record::plan::ClientCo
 /// the commit that changes any derived byte (and every committed example is re-rendered in that commit);
 /// never a clock, so a re-render of the same records is byte for byte the same. `compare` refuses two runs
 /// whose derived files carry different versions.
-pub const DERIVED_VERSION: u32 = 12;
+pub const DERIVED_VERSION: u32 = 13;
 
 /// The key every derived JSON file carries.
 pub const VERSION_KEY: &str = "derived_version";
@@ -126,7 +126,7 @@ pub fn derive(
     // External endpoints were not started here: they have no startup memory to report.
     let started = rec.started_servers();
     let kv_ctx = if started.is_empty() { None } else { Some(kv_files(&started, spec, &mut files)?) };
-    let mut sweeps = sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
+    let mut sweeps = sweep::of_run(rec, spec);
     let missed = match manifest.plan.precision {
         Some(p) => sweep::note_precision(&mut sweeps, p.rel_ci),
         None => vec![Vec::new(); sweeps.len()],

@@ -307,7 +307,10 @@ const SYNTHETIC_REQUESTS: usize = 50_000;
 /// report templates against them, so a template that names a variable the reports do not have fails in
 /// seconds, before any server starts. Never written anywhere and never a measurement.
 pub(crate) fn synthetic(plan: &crate::plan::Plan) -> crate::record::Recorded {
-    let mut rec = crate::record::Recorded::default();
+    let mut rec = crate::record::Recorded {
+        metrics_version: crate::record::manifest::METRICS_VERSION,
+        ..crate::record::Recorded::default()
+    };
     let mut budget = SYNTHETIC_REQUESTS;
     for (i, group) in plan.groups.iter().enumerate() {
         let mut record = super::server::new_record(group, &crate::probe::Procfs, None);

@@ -225,7 +225,8 @@ pub(super) fn open_run(
         let mut fresh = prepare_manifest(loaded, plan, probe, id);
         fresh.shard = opts.shard.clone();
         prepare(&dir, loaded, plan, &fresh)?;
-        return Ok((dir, fresh, Recorded::default()));
+        let rec = Recorded { metrics_version: fresh.metrics_version, ..Recorded::default() };
+        return Ok((dir, fresh, rec));
     };
     let old = folder::read(dir).map_err(|e| RunError::refused(format!("cannot resume {}: {e}", dir.display())))?;
     // Edits of the same experiment resume (new points are measured, done ones kept); another experiment's spec

@@ -60,8 +60,14 @@ pub(super) fn needs_repeat(s: &Schedule<'_>, rec: &Recorded, group: &ServerGroup
             .and_then(|s| s.cells.first())
             .is_none_or(|c| crate::stats::rate::needs_repeat(c, rel_ci, target));
     }
-    let sweeps =
-        crate::stats::sweep::analyze(&points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
+    let sweeps = crate::stats::sweep::analyze(
+        &points,
+        &rec.requests,
+        &rec.samples,
+        spec.effective_policy(),
+        &spec.knee,
+        rec.metrics_version,
+    );
     let budget = spec.knee.p95_budget.map(|b| b.0.as_secs_f64());
     sweeps.first().and_then(|s| s.cells.first()).is_none_or(|c| crate::stats::sweep::needs_repeat(c, rel_ci, budget))
 }

@@ -65,13 +65,13 @@ pub fn gpu_models(gpu: Option<&str>) -> BTreeSet<String> {
 }
 
 /// The runs are shards of one experiment: one spec (text and `--set`s), one servelab, one vLLM where known,
-/// one GPU model where known, one shard count.
+/// one GPU model where known, one shard count, one meaning of the figures (`metrics_version`).
 pub fn check_compatible(parts: &[Part]) -> Result<(), Refusal> {
     if parts.is_empty() {
         return Err(Refusal::Nothing);
     }
     type Key = (&'static str, fn(&Manifest) -> Option<String>);
-    let keys: [Key; 6] = [
+    let keys: [Key; 7] = [
         ("spec", |m| Some(format!("{} {}", m.spec_hash, m.overrides.join(" ")).trim().to_owned())),
         ("experiment name", |m| Some(m.plan.name.clone())),
         ("servelab version", |m| Some(m.servelab_version.clone())),
@@ -81,6 +81,8 @@ pub fn check_compatible(parts: &[Part]) -> Result<(), Refusal> {
             (!models.is_empty()).then(|| models.into_iter().collect::<Vec<_>>().join(", "))
         }),
         ("shard count", |m| m.shard.as_ref().map(|s| s.count.to_string())),
+        // A resumed shard keeps the version it began with: its figures mean what they meant then.
+        ("metrics version", |m| Some(m.metrics_version.to_string())),
     ];
     for (what, key) in keys {
         let mut seen: Option<(&Part, String)> = None;

@@ -6,6 +6,12 @@
 //! it. `tail` requests (sent after a timed phase's duration only to hold the concurrency up) never count. A
 //! window with fewer than max(2c, 20) completions is too short to be steady: the figures then cover the
 //! whole phase, with a note.
+//!
+//! A closed loop whose responses are not streamed is the exception: each request's tokens all arrive at its
+//! end, and a loop of like requests completes them in waves, so a window opening on the first completion
+//! counts the wave it opens on and the one it closes on, one wave more than it spans (it read up to twice
+//! the phase's rate on a GPU). Its window opens once every slot has delivered, at the c-th completion, and
+//! counts only what completes after that instant (`delivered`).
 
 use crate::record::RequestRecord;
 
@@ -20,6 +26,8 @@ pub struct Window {
     pub close_s: f64,
     /// Requests that completed inside the window.
     pub completions: usize,
+    /// The opening instant itself is outside (a window opened on a completion, whose wave it leaves out).
+    pub open_exclusive: bool,
 }
 
 impl Window {
@@ -27,7 +35,7 @@ impl Window {
         self.close_s - self.open_s
     }
     pub fn contains(&self, t: f64) -> bool {
-        t >= self.open_s && t <= self.close_s
+        (t > self.open_s || (t == self.open_s && !self.open_exclusive)) && t <= self.close_s
     }
 }
 
@@ -39,7 +47,35 @@ pub fn window(reqs: &[&RequestRecord]) -> Option<Window> {
         return None;
     }
     let completions = reqs.iter().filter(|r| r.ok() && r.end_s >= open_s && r.end_s <= close_s).count();
-    Some(Window { open_s, close_s, completions })
+    Some(Window { open_s, close_s, completions, open_exclusive: false })
+}
+
+/// The window a phase's figures come from, or None when it holds too few completions to be steady.
+pub fn steady(c: &crate::record::plan::ClientConfig, reqs: &[&RequestRecord], metrics_version: u32) -> Option<Window> {
+    let w = if waves_apply(c, metrics_version) { delivered(reqs, c.concurrency as usize) } else { window(reqs) };
+    w.filter(|w| w.completions >= min_completions(c.concurrency))
+}
+
+/// Whether a phase of this client takes the [`delivered`] window: a closed loop whose responses are not
+/// streamed, in a run whose figures mean that (`metrics_version` 3 on).
+pub fn waves_apply(c: &crate::record::plan::ClientConfig, metrics_version: u32) -> bool {
+    let closed = c.open_loop.is_none() && c.trace.is_none() && c.sessions.is_none() && c.concurrency > 0;
+    metrics_version >= 3 && closed && !c.stream
+}
+
+/// The window of a closed loop of `slots` streams whose responses were not streamed: it opens at the
+/// `slots`-th completion (every slot has delivered once), leaves that instant out, and closes at the last
+/// dispatch. None when fewer requests completed or nothing was sent after it opened.
+pub fn delivered(reqs: &[&RequestRecord], slots: usize) -> Option<Window> {
+    let mut ends: Vec<f64> = reqs.iter().filter(|r| r.ok()).map(|r| r.end_s).collect();
+    ends.sort_by(f64::total_cmp);
+    let open_s = *ends.get(slots.max(1) - 1)?;
+    let close_s = reqs.iter().map(|r| r.start_s).reduce(f64::max)?;
+    if close_s <= open_s {
+        return None;
+    }
+    let completions = ends.iter().filter(|e| **e > open_s && **e <= close_s).count();
+    Some(Window { open_s, close_s, completions, open_exclusive: true })
 }
 
 /// Whether the request's server sent tokens per chunk (vLLM's continuous usage stats).
@@ -124,6 +160,43 @@ mod tests {
         assert_eq!(tokens_in(&rs[3], &w), 0.0);
         // The first one's chunks: 0.1, 0.2, 0.3 are before it opened, 0.4 (4 tokens) at its edge.
         assert_eq!(tokens_in(&rs[0], &w), 4.0);
+    }
+
+    /// A closed loop of 4 slots whose non-streamed requests take 1 s: each slot completes at j + 1 ms × slot
+    /// and sends its next request 0.1 ms later, for 5 rounds. The rate is 4 requests (512 tokens) a second.
+    fn waves() -> Vec<RequestRecord> {
+        let mut out = Vec::new();
+        for slot in 0..4 {
+            let mut start = 0.0;
+            for j in 1..=5 {
+                let end = f64::from(j) + 0.001 * f64::from(slot);
+                let mut r = req(start, 0.0, end);
+                (r.first_token_s, r.chunk_us, r.chunk_tokens, r.chunks, r.completion_tokens) =
+                    (None, vec![], vec![], 1, Some(128));
+                out.push(r);
+                start = end + 0.0001;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_window_of_waves_counts_the_waves_it_spans_once() {
+        let rs = waves();
+        let refs: Vec<&RequestRecord> = rs.iter().collect();
+        let rate = |w: &Window| rs.iter().map(|r| tokens_in(r, w)).sum::<f64>() / w.len_s();
+        // Opened on the first completion it counts 4 waves over the 3 s between the first and the last
+        // dispatch (the last round's requests end after it).
+        let first = window(&refs).unwrap();
+        assert_eq!(first.completions, 16);
+        assert!(rate(&first) > 1.2 * 512.0, "{}", rate(&first));
+        // Opened once every slot delivered, the wave it opens on is out: 3 waves over 3 s.
+        let w = delivered(&refs, 4).unwrap();
+        assert_eq!((w.open_s, w.completions), (1.003, 12));
+        assert!((rate(&w) - 512.0).abs() < 0.5, "{}", rate(&w));
+        assert!(!w.contains(1.003) && w.contains(1.0031) && w.contains(w.close_s));
+        // Fewer completions than slots: no such window.
+        assert_eq!(delivered(&refs, 21), None);
     }
 
     #[test]

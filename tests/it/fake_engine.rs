@@ -140,6 +140,24 @@ fn a_run_commits_every_point_once_and_rerenders() {
     assert_nothing_left_in(&dir, port);
 }
 
+/// A closed loop of responses not streamed takes the window that opens once every stream has delivered
+/// (metrics version 3), alike while it runs and when `report` renders its records again.
+#[test]
+fn a_non_streamed_closed_loop_records_metrics_version_3_and_rerenders() {
+    let port = free_port();
+    let text =
+        spec("whole", port, "", "[4]", 48, "").replace("  max_tokens: 8\n", "  max_tokens: 8\n  stream: false\n");
+    let case = Case::new(&text);
+    assert_eq!(case.run(&["--run-id", "a"]).status.code(), Some(0));
+    let dir = case.dir("whole", "a");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["metrics_version"], 3);
+    let md = std::fs::read_to_string(dir.join("concurrency_sweep.md")).unwrap();
+    assert!(md.contains("every stream has delivered once"), "{md}");
+    rerenders_byte_for_byte(&dir);
+    assert_nothing_left_in(&dir, port);
+}
+
 #[test]
 fn an_existing_run_folder_is_never_merged_into_and_run_ids_stay_inside_out() {
     let port = free_port();

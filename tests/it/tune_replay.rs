@@ -18,8 +18,7 @@ fn grid() -> Grid {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cpu-tune-grid/run1");
     let (loaded, manifest, rec) = servelab::report::open_run(&dir).unwrap();
     let spec = &loaded.spec;
-    let sweeps: Vec<GroupSweep> =
-        sweep::analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee);
+    let sweeps: Vec<GroupSweep> = sweep::of_run(&rec, spec);
     let budget = spec.knee.p95_budget.expect("the grid's spec sets knee.p95_budget").0.as_secs_f64();
     let names: Vec<String> = spec.grid.keys().cloned().collect();
     let values = |name: &str| -> Vec<f64> {

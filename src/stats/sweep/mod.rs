@@ -289,6 +289,11 @@ pub struct HostSummary {
     pub throttle_reasons: u64,
 }
 
+/// [`analyze`] over everything a run recorded, under its spec's repeat policy and knee rules.
+pub fn of_run(rec: &crate::record::Recorded, spec: &crate::spec::Spec) -> Vec<GroupSweep> {
+    analyze(&rec.points, &rec.requests, &rec.samples, spec.effective_policy(), &spec.knee, rec.metrics_version)
+}
+
 /// Groups points into cells per server group, in plan order.
 pub fn analyze(
     points: &[PointRecord],
@@ -296,6 +301,7 @@ pub fn analyze(
     samples: &[SampleLine],
     policy: RepeatPolicy,
     rules: &KneeRules,
+    metrics_version: u32,
 ) -> Vec<GroupSweep> {
     let measured: Vec<&RequestRecord> = requests.iter().filter(|r| !r.warmup).collect();
     let requests_of = crate::record::ByPoint::new(measured.iter().copied(), |r| (r.point.as_str(), r.attempt));
@@ -306,7 +312,7 @@ pub fn analyze(
         let label = cell_label(p);
         let reqs: Vec<&RequestRecord> = requests_of.get(&p.point, p.attempt).to_vec();
         let samps: Vec<&SampleLine> = samples_of.get(&p.point, p.attempt).to_vec();
-        let stats = repeat_stats(p, &reqs, &samps);
+        let stats = repeat_stats(p, &reqs, &samps, metrics_version);
         let gi = match groups.iter().position(|g| g.group == p.group) {
             Some(i) => i,
             None => {

@@ -9,7 +9,12 @@ pub(super) const NVML_TRAILING_S: f64 = 0.5;
 /// Fewer GPU readings than this in the window give no utilisation figure.
 pub(super) const MIN_GPU_READINGS: usize = 10;
 
-pub(super) fn repeat_stats(p: &PointRecord, all: &[&RequestRecord], samples: &[&SampleLine]) -> RepeatStats {
+pub(super) fn repeat_stats(
+    p: &PointRecord,
+    all: &[&RequestRecord],
+    samples: &[&SampleLine],
+    metrics_version: u32,
+) -> RepeatStats {
     let tail_requests = all.iter().filter(|r| r.tail).count();
     let reqs: Vec<&RequestRecord> = all.iter().copied().filter(|r| !r.tail).collect();
     let ok_all: Vec<&RequestRecord> = reqs.iter().copied().filter(|r| r.ok()).collect();
@@ -18,7 +23,7 @@ pub(super) fn repeat_stats(p: &PointRecord, all: &[&RequestRecord], samples: &[&
     let completion_tokens: u64 = ok_all.iter().map(|r| tokens(r)).sum();
     let wall = p.wall_s.max(1e-9);
     let (phase_tok_s, phase_qps) = (completion_tokens as f64 / wall, ok_all.len() as f64 / wall);
-    let steady = window::window(&reqs).filter(|w| w.completions >= window::min_completions(p.client.concurrency));
+    let steady = window::steady(&p.client, &reqs, metrics_version);
     // Throughput over the window; latency over the requests started inside it (else the whole phase).
     let (tok_s, qps, ok) = match &steady {
         Some(w) => (

@@ -359,3 +359,50 @@ fn a_clear_plateau_is_a_knee_and_a_straddling_step_is_borderline() {
     assert!(matches!(g.knee.throughput, crate::stats::knee::Throughput::Borderline(_)), "{:?}", g.knee.throughput);
     check(&g, &rules).unwrap();
 }
+
+/// A closed loop of 4 slots whose non-streamed requests all take 1 s completes in waves (each slot 1 ms after
+/// the one before, its next request 0.1 ms after its last ended), 12 rounds: 4 requests of 64 tokens a second.
+fn waves(stream: bool) -> (PointRecord, Vec<RequestRecord>) {
+    let mut c = client(4);
+    c.stream = stream;
+    let mut reqs = Vec::new();
+    for slot in 0..4u32 {
+        let mut start = 0.0;
+        for j in 1..=12u32 {
+            let end = f64::from(j) + 0.001 * f64::from(slot);
+            let first_token_s = stream.then_some(start + 0.5);
+            let (chunk_us, chunks) = if stream { (vec![500_000 - 1], 2) } else { (vec![], 1) };
+            reqs.push(RequestRecord {
+                point: "p".into(),
+                start_s: start,
+                scheduled_s: start,
+                first_token_s,
+                end_s: end,
+                chunk_us,
+                chunks,
+                completion_tokens: Some(64),
+                http_status: Some(200),
+                ..Default::default()
+            });
+            start = end + 0.0001;
+        }
+    }
+    (PointRecord::measured("p", "g", c, 13.0), reqs)
+}
+
+#[test]
+fn a_non_streamed_closed_loop_reads_its_wave_rate_from_metrics_version_3() {
+    let (p, reqs) = waves(false);
+    let all: Vec<&RequestRecord> = reqs.iter().collect();
+    let v3 = super::repeats::repeat_stats(&p, &all, &[], 3);
+    assert!((v3.tok_s - 256.0).abs() < 0.5, "{}", v3.tok_s);
+    // As recorded before version 3 (and so re-rendered): one wave more than the window spans.
+    let v2 = super::repeats::repeat_stats(&p, &all, &[], 2);
+    assert!(v2.tok_s > 1.05 * 256.0, "{}", v2.tok_s);
+    assert!(v3.window_s.unwrap() < v2.window_s.unwrap());
+    // A streamed loop's window is the same under either version.
+    let (p, reqs) = waves(true);
+    let all: Vec<&RequestRecord> = reqs.iter().collect();
+    let (s2, s3) = (super::repeats::repeat_stats(&p, &all, &[], 2), super::repeats::repeat_stats(&p, &all, &[], 3));
+    assert_eq!((s2.tok_s, s2.window_s), (s3.tok_s, s3.window_s));
+}

@@ -101,7 +101,8 @@ pub(super) struct Level {
     pub per_user: Option<f64>,
 }
 
-pub(super) fn levels(spec: &Spec, tp: &TunePlan, points: &[PointRecord], requests: &[RequestRecord]) -> Vec<Level> {
+pub(super) fn levels(spec: &Spec, tp: &TunePlan, points: &[PointRecord], rec: &Recorded) -> Vec<Level> {
+    let requests = &rec.requests;
     let reqs_of = |label_points: &[&str]| -> Vec<&RequestRecord> {
         requests.iter().filter(|r| label_points.contains(&r.point.as_str())).collect()
     };
@@ -127,7 +128,8 @@ pub(super) fn levels(spec: &Spec, tp: &TunePlan, points: &[PointRecord], request
             })
             .collect();
     }
-    let sweeps: Vec<GroupSweep> = sweep::analyze(points, requests, &[], spec.effective_policy(), &spec.knee);
+    let sweeps: Vec<GroupSweep> =
+        sweep::analyze(points, requests, &[], spec.effective_policy(), &spec.knee, rec.metrics_version);
     sweeps
         .iter()
         .flat_map(|g| &g.cells)
@@ -148,14 +150,9 @@ pub(super) fn levels(spec: &Spec, tp: &TunePlan, points: &[PointRecord], request
 
 /// The objective over a configuration's points: the best level within the budget (throughput), or the best
 /// goodput. None when nothing was measured.
-pub(super) fn objective(
-    spec: &Spec,
-    tp: &TunePlan,
-    points: &[PointRecord],
-    requests: &[RequestRecord],
-) -> Option<Measured> {
+pub(super) fn objective(spec: &Spec, tp: &TunePlan, points: &[PointRecord], rec: &Recorded) -> Option<Measured> {
     let ok: Vec<PointRecord> = points.iter().filter(|p| p.status == Status::Ok).cloned().collect();
-    let lv = levels(spec, tp, &ok, requests);
+    let lv = levels(spec, tp, &ok, rec);
     if lv.is_empty() {
         return None;
     }

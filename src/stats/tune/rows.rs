@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 /// at that level.
 pub(super) fn confirmed(spec: &Spec, tp: &TunePlan, rec: &Recorded, g: &str) -> Option<Measured> {
     let ph = Phases::of(tp);
-    let mut m = objective(spec, tp, &points_of(rec, g, ph.confirm()), &rec.requests)?;
+    let mut m = objective(spec, tp, &points_of(rec, g, ph.confirm()), rec)?;
     let starts: Vec<(u32, f64)> = (0..ph.cs)
         .filter_map(|k| {
             let pts: Vec<PointRecord> =
                 points_of(rec, g, ph.start(k)).into_iter().filter(|p| p.status == Status::Ok).collect();
-            levels(spec, tp, &pts, &rec.requests)
+            levels(spec, tp, &pts, rec)
                 .into_iter()
                 .find(|l| l.label == m.level)
                 .map(|l| (k, super::super::summary::mean(&l.per_repeat)))
@@ -110,7 +110,7 @@ pub(super) fn pareto(spec: &Spec, tp: &TunePlan, rec: &Recorded, rows: &[Row]) -
         let pts: Vec<PointRecord> =
             points_of(rec, &r.group, reps).into_iter().filter(|p| p.status == Status::Ok).collect();
         let gpus = rec.servers.iter().find(|s| s.id == r.group).map_or(1, |s| s.tensor_parallel_size()).max(1);
-        for l in levels(spec, tp, &pts, &rec.requests) {
+        for l in levels(spec, tp, &pts, rec) {
             if let Some(u) = l.per_user {
                 out.push(ParetoPoint {
                     setting: r.setting.clone(),

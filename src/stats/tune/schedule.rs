@@ -146,7 +146,7 @@ struct Phase {
 impl Phase {
     fn of(spec: &Spec, tp: &TunePlan, rec: &Recorded, g: &str, repeats: std::ops::Range<u32>) -> Phase {
         let at = rec.points.iter().rposition(|p| p.group == g && repeats.contains(&p.repeat));
-        let measured = at.and_then(|_| objective(spec, tp, &points_of(rec, g, repeats), &rec.requests));
+        let measured = at.and_then(|_| objective(spec, tp, &points_of(rec, g, repeats), rec));
         Phase { measured, at }
     }
 
@@ -238,7 +238,7 @@ impl<'a> Search<'a> {
             .map(|c| c.group.clone());
         let measured: BTreeMap<&str, Option<Measured>> = started
             .iter()
-            .map(|c| (c.group.as_str(), objective(spec, tp, &points_of(rec, &c.group, ph.search()), &rec.requests)))
+            .map(|c| (c.group.as_str(), objective(spec, tp, &points_of(rec, &c.group, ph.search()), rec)))
             .collect();
         // A configuration screened out is seen by the model at its short phase's figure on the full scale.
         let value = |g: &str| {
