@@ -147,6 +147,17 @@ pub(super) fn compare(a: &Path, b: &Path, fail_on_regression: bool, threshold: f
             v(fb.derived_version)
         )));
     }
+    if fa.metrics_version != fb.metrics_version {
+        return Err(Error::Usage(format!(
+            "{} was recorded under metrics version {} and {} under version {}: the same records give other \
+             figures under each (docs/outputs.md), so a difference between them need not be the servers'; \
+             compare runs recorded by one servelab",
+            a.display(),
+            fa.metrics_version,
+            b.display(),
+            fb.metrics_version
+        )));
+    }
     let c = crate::report::compare::compare(
         &a.display().to_string(),
         &b.display().to_string(),

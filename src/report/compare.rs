@@ -160,6 +160,8 @@ pub struct RunFigures {
     pub rates: Vec<RateSweep>,
     /// `derived_version` of its derived JSON files, if it has any.
     pub derived_version: Option<u64>,
+    /// The manifest's `metrics_version`: what its figures mean.
+    pub metrics_version: u32,
 }
 
 impl RunFigures {
@@ -170,13 +172,14 @@ impl RunFigures {
 
 /// Reads a run folder's raw records and derives what `compare` compares.
 pub fn open(dir: &std::path::Path) -> Result<RunFigures, super::ReportError> {
-    let (loaded, _, rec) = super::open_run(dir)?;
+    let (loaded, manifest, rec) = super::open_run(dir)?;
     let spec = &loaded.spec;
     let started = rec.started_servers();
     let sweeps = crate::stats::sweep::of_run(&rec, spec);
     let rates = crate::stats::rate::analyze(&rec.points, &rec.requests, spec.slo.as_ref());
     let derived_version = super::derive::version_in(dir);
-    Ok(RunFigures { kv: crate::stats::kv::rows(&started), sweeps, rates, derived_version })
+    let metrics_version = manifest.metrics_version;
+    Ok(RunFigures { kv: crate::stats::kv::rows(&started), sweeps, rates, derived_version, metrics_version })
 }
 
 /// `threshold`: the relative change flagged where a cell has no interval (one repeat), e.g. 0.10.

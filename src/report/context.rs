@@ -211,16 +211,15 @@ fn headline_text(m: &Manifest, repeats: u32, policy: &str) -> String {
         .plan
         .points()
         .any(|(_, p)| p.client.as_ref().is_some_and(|c| crate::stats::window::waves_apply(c, m.metrics_version)));
-    let opens = if waves {
-        "the completion by which every stream has delivered once (responses not streamed: a closed loop \
-         completes them in waves)"
+    let span = if waves {
+        "from its first completion to its last dispatch in time; for responses not streamed in a closed loop \
+         of c streams, whole rounds of c completions from its c-th"
     } else {
-        "its first completion"
+        "from its first completion to its last dispatch in time"
     };
     format!(
         "{rows}; intervals are Student-t 95% over the repeats. Throughput and latency come from each phase's \
-         steady-state window (from {opens} to its last dispatch in time), unless a row's notes say the phase was \
-         too short for one"
+         steady-state window ({span}), unless a row's notes say the phase was too short for one"
     )
 }
 

@@ -218,6 +218,10 @@ mod tests {
         let (a, b) = (part("a", Some((0, 2)), &[]), part("b", Some((1, 3)), &[]));
         assert!(matches!(check_compatible(&[a, b]), Err(Refusal::Mismatch { what: "shard count", .. })));
         assert_eq!(check_compatible(&[]), Err(Refusal::Nothing));
+        // A shard resumed by a build whose figures mean something else kept its own version.
+        let (a, mut b) = (part("a", Some((0, 2)), &[]), part("b", Some((1, 2)), &[]));
+        b.manifest.metrics_version = a.manifest.metrics_version + 1;
+        assert!(matches!(check_compatible(&[a, b]), Err(Refusal::Mismatch { what: "metrics version", .. })));
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! A closed loop whose responses are not streamed is the exception: each request's tokens all arrive at its
 //! end, and a loop of like requests completes them in waves, so a window opening on the first completion
 //! counts the wave it opens on and the one it closes on, one wave more than it spans (it read up to twice
-//! the phase's rate on a GPU). Its window opens once every slot has delivered, at the c-th completion, and
-//! counts only what completes after that instant (`delivered`).
+//! the phase's rate on a GPU). Its window spans whole rounds of c completions: from the c-th, left out, to
+//! the last that ends a round before the last dispatch (`delivered`).
 
 use crate::record::RequestRecord;
 
@@ -63,14 +63,21 @@ pub fn waves_apply(c: &crate::record::plan::ClientConfig, metrics_version: u32) 
     metrics_version >= 3 && closed && !c.stream
 }
 
-/// The window of a closed loop of `slots` streams whose responses were not streamed: it opens at the
-/// `slots`-th completion (every slot has delivered once), leaves that instant out, and closes at the last
-/// dispatch. None when fewer requests completed or nothing was sent after it opened.
+/// The window of a closed loop of `slots` streams whose responses were not streamed: whole rounds of
+/// `slots` completions. It opens at the `slots`-th completion (every slot has delivered once) and leaves
+/// that instant out; it closes on the last completion that ends a whole round, no later than the last
+/// dispatch (after it slots only drain). Closing at the last dispatch itself would cut the wave it falls in,
+/// and count part of it against the whole of its time. None without two whole rounds.
 pub fn delivered(reqs: &[&RequestRecord], slots: usize) -> Option<Window> {
+    let slots = slots.max(1);
     let mut ends: Vec<f64> = reqs.iter().filter(|r| r.ok()).map(|r| r.end_s).collect();
     ends.sort_by(f64::total_cmp);
-    let open_s = *ends.get(slots.max(1) - 1)?;
-    let close_s = reqs.iter().map(|r| r.start_s).reduce(f64::max)?;
+    let last_dispatch = reqs.iter().map(|r| r.start_s).reduce(f64::max)?;
+    let rounds = ends.iter().take_while(|e| **e <= last_dispatch).count() / slots;
+    if rounds < 2 {
+        return None;
+    }
+    let (open_s, close_s) = (ends[slots - 1], ends[rounds * slots - 1]);
     if close_s <= open_s {
         return None;
     }
@@ -195,8 +202,14 @@ mod tests {
         assert_eq!((w.open_s, w.completions), (1.003, 12));
         assert!((rate(&w) - 512.0).abs() < 0.5, "{}", rate(&w));
         assert!(!w.contains(1.003) && w.contains(1.0031) && w.contains(w.close_s));
-        // Fewer completions than slots: no such window.
-        assert_eq!(delivered(&refs, 21), None);
+        // The last dispatch falls inside a wave (two slots send no 5th request): the window closes on the
+        // last whole round, 2 waves over 2 s, rather than count half a wave against the whole of its time.
+        let cut: Vec<&RequestRecord> = rs.iter().filter(|r| !(r.start_s > 4.0 && r.end_s > 5.0015)).collect();
+        let w = delivered(&cut, 4).unwrap();
+        assert_eq!((w.close_s, w.completions), (3.003, 8));
+        assert!((rate(&w) - 512.0).abs() < 0.5, "{}", rate(&w));
+        // Without two whole rounds before the last dispatch: no such window.
+        assert_eq!(delivered(&refs, 9), None);
     }
 
     #[test]

@@ -377,6 +377,15 @@ fn compare_flags_changes_beyond_the_intervals() {
     assert!(out.contains("**regression** (intervals apart)"), "{out}");
     let (code, _, _) = servelab(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(code, 0, "without --fail-on-regression compare only reports");
+    // A run recorded under another metrics version is refused: its figures mean something else.
+    let c = tmp.path().join("other-metrics");
+    copy_dir(&a, &c);
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(c.join("manifest.json")).unwrap()).unwrap();
+    m["metrics_version"] = serde_json::json!(m["metrics_version"].as_u64().unwrap_or(1) + 1);
+    std::fs::write(c.join("manifest.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let (code, _, err) = servelab(&["compare", a.to_str().unwrap(), c.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("metrics version"), "{err}");
 }
 
 /// Every number a hand-written example README states is in that example's own files, at the precision the
