@@ -64,9 +64,9 @@ pub fn waves_apply(c: &crate::record::plan::ClientConfig, metrics_version: u32) 
 }
 
 /// The window of a closed loop of `slots` streams whose responses were not streamed: whole rounds of
-/// `slots` completions. It opens at the `slots`-th completion (every slot has delivered once) and leaves
-/// that instant out; it closes on the last completion that ends a whole round, no later than the last
-/// dispatch (after it slots only drain). Closing at the last dispatch itself would cut the wave it falls in,
+/// `slots` completions. It opens at the `slots`-th completion (with like requests, every slot has delivered
+/// once) and leaves that instant out; it closes on the last completion that ends a whole round, no later
+/// than the last dispatch (after it slots only drain). Closing at the last dispatch itself would cut the wave it falls in,
 /// and count part of it against the whole of its time. None without two whole rounds.
 pub fn delivered(reqs: &[&RequestRecord], slots: usize) -> Option<Window> {
     let slots = slots.max(1);
