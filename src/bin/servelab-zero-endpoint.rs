@@ -20,6 +20,7 @@
 //!   --garbage           stream `data:` lines that are not JSON, then [DONE] (garbage is no completion)
 //!   --no-tokens         stream completion events with empty text and usage of 0 tokens, then [DONE]
 //!   --start-delay-ms N  wait N ms before listening (a start that takes time)
+//!   --ttft-us N         wait N µs before a completion's first token (a prefill that takes time)
 //!   --record-bodies F   append each completion and chat request's body to F, one line each, in the order
 //!                       they arrive (a test checks the prompts a client sent)
 //!
@@ -44,6 +45,7 @@ static HTTP_500: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// `--capacity N`: at most N completions stream at once; the rest wait their turn, as in a server that is full.
 static CAPACITY: std::sync::OnceLock<Option<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
 static ENDLESS: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+static TTFT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 /// `--record-bodies`: where completion bodies are appended.
 static BODIES: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> = std::sync::OnceLock::new();
 /// The `/version` body.
@@ -188,6 +190,9 @@ async fn completion(stream: &mut TcpStream, body: &[u8], seq: u64, itl: Duration
     let created = 1_795_880_327;
     let streaming = memchr::memmem::find(body, b"\"stream\":true").is_some()
         || memchr::memmem::find(body, b"\"stream\": true").is_some();
+    if let Some(ttft) = TTFT.get().filter(|t| !t.is_zero()) {
+        tokio::time::sleep(*ttft).await;
+    }
     if !streaming {
         let text: String = (0..n).map(|i| format!(" w{i}")).collect();
         let json = format!(
@@ -453,6 +458,7 @@ fn main() -> std::io::Result<()> {
         }
     });
     let itl = Duration::from_micros(arg("--itl-us", 0));
+    TTFT.get_or_init(|| Duration::from_micros(arg("--ttft-us", 0)));
     // --threads N: N single-threaded loops on one port (SO_REUSEPORT), so that a benchmark's endpoint is not
     // the bottleneck on several cores; each loop counts its own completions (--die-after is per loop).
     let threads = arg("--threads", 1).max(1);
